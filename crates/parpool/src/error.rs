@@ -1,0 +1,275 @@
+//! Errors: how a job can fail ([`JobError`]) and how building a pool can fail
+//! ([`BuildError`]).
+
+use std::fmt;
+use std::time::Duration;
+
+/// Where a panic happened: file, line and column, as the panic reported them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Location {
+    /// Source file, as the compiler named it.
+    pub file: String,
+    /// Line, starting at 1.
+    pub line: u32,
+    /// Column, starting at 1.
+    pub column: u32,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// A panic caught inside a job: its message and, when known, its location.
+///
+/// The location is recorded by a panic hook that parpool installs (chained
+/// to the previous hook) the first time a pool is built; it is `None` when
+/// another hook replaced parpool's afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PanicInfo {
+    /// The panic message (`"Box<dyn Any>"` when the payload was not a string).
+    pub message: String,
+    /// Where the panic was raised.
+    pub location: Option<Location>,
+}
+
+impl fmt::Display for PanicInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.location {
+            Some(loc) => write!(f, "'{}' at {loc}", self.message),
+            None => write!(f, "'{}'", self.message),
+        }
+    }
+}
+
+/// How a worker process ended when it took its job down with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum ExitStatus {
+    /// The process exited with this code.
+    Code(i32),
+    /// The process was killed by this signal number (e.g. 9 for `SIGKILL`,
+    /// 11 for `SIGSEGV`, 6 for `SIGABRT`).
+    Signal(i32),
+    /// The process vanished and its status could not be collected.
+    Unknown,
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signal(s) => write!(f, "signal {s}"),
+            ExitStatus::Unknown => f.write_str("an unknown status"),
+        }
+    }
+}
+
+/// Which side of a job a codec error concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum CodecStage {
+    /// Encoding the input in the parent.
+    EncodeInput,
+    /// Decoding the input in the worker.
+    DecodeInput,
+    /// Encoding the output in the worker.
+    EncodeOutput,
+    /// Decoding the output in the parent.
+    DecodeOutput,
+    /// A frame of the wire protocol itself.
+    Frame,
+}
+
+impl fmt::Display for CodecStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CodecStage::EncodeInput => "encoding the input",
+            CodecStage::DecodeInput => "decoding the input",
+            CodecStage::EncodeOutput => "encoding the output",
+            CodecStage::DecodeOutput => "decoding the output",
+            CodecStage::Frame => "reading a protocol frame",
+        })
+    }
+}
+
+/// Why a job did not produce its value.
+///
+/// Every pool resolves every job to either its value or one of these. Match
+/// on the variant, or ask with the `is_*` predicates:
+///
+/// ```
+/// use parpool::{JobError, ThreadPool};
+///
+/// let pool = ThreadPool::builder().workers(1).build()?;
+/// let err = pool.spawn(|| -> u32 { panic!("bad input: {}", 7) }).join().unwrap_err();
+/// assert!(err.is_panicked());
+/// assert_eq!(err.panic_message(), Some("bad input: 7"));
+/// # Ok::<(), parpool::BuildError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub enum JobError {
+    /// The job panicked; the message and location are kept.
+    #[error(
+        "the job panicked with {0}; the panic was caught and the pool carries on \
+         (fix the panic, or handle this error)"
+    )]
+    Panicked(PanicInfo),
+
+    /// The job was cancelled, by [`JobHandle::cancel`](crate::JobHandle::cancel)
+    /// or by [`shutdown_now`](crate::ThreadPool::shutdown_now), before it
+    /// produced a value.
+    #[error("the job was cancelled before it produced a value")]
+    Cancelled,
+
+    /// The job ran past its deadline. A thread job's cancel token was tripped;
+    /// a process job's worker was killed.
+    #[error(
+        "the job ran past its timeout of {after:?} and was abandoned \
+         (raise the timeout, or make the job check its cancel token)"
+    )]
+    TimedOut {
+        /// The timeout that was exceeded.
+        after: Duration,
+    },
+
+    /// The job was submitted after the pool had begun shutting down.
+    #[error(
+        "the job was submitted after the pool began shutting down, so it never ran \
+         (submit before calling shutdown, or build a new pool)"
+    )]
+    Shutdown,
+
+    /// The worker process running the job died (crash, `abort`, `exit`, a
+    /// signal, or the out-of-memory killer). The pool replaced the worker.
+    #[error(
+        "the worker process running the job died with {status}{}; \
+         the pool replaced it (look for a crash, exit or memory limit in the task)",
+        .detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()
+    )]
+    Crashed {
+        /// How the worker ended.
+        status: ExitStatus,
+        /// What else is known: the last lines the worker wrote, or a hint such
+        /// as "memory limit reached".
+        detail: Option<String>,
+    },
+
+    /// The job's input or output could not be encoded or decoded.
+    #[error(
+        "{stage} failed: {message} (check that the task's Input and Output types \
+         are the same in parent and worker and that they serialize)"
+    )]
+    Codec {
+        /// Where it failed.
+        stage: CodecStage,
+        /// The codec's own message.
+        message: String,
+    },
+
+    /// A worker was asked to run a task that is not registered under that name.
+    #[error(
+        "no task named `{name}` is registered in the worker \
+         (register it with `parpool::task!` in the binary that runs the pool)"
+    )]
+    UnknownTask {
+        /// The name that was asked for.
+        name: String,
+    },
+
+    /// The job's encoded input or output was larger than the pool accepts.
+    #[error(
+        "the job's {what} is {size} bytes, over the limit of {limit} bytes \
+         (raise the limit on the pool builder, or pass the data through shared memory)"
+    )]
+    TooLarge {
+        /// `"input"` or `"output"`.
+        what: String,
+        /// Its encoded size in bytes.
+        size: u64,
+        /// The limit in bytes.
+        limit: u64,
+    },
+}
+
+impl JobError {
+    /// The job panicked.
+    pub fn is_panicked(&self) -> bool {
+        matches!(self, JobError::Panicked(_))
+    }
+    /// The job was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, JobError::Cancelled)
+    }
+    /// The job ran past its timeout.
+    pub fn is_timed_out(&self) -> bool {
+        matches!(self, JobError::TimedOut { .. })
+    }
+    /// The job was submitted after shutdown began.
+    pub fn is_shutdown(&self) -> bool {
+        matches!(self, JobError::Shutdown)
+    }
+    /// The worker process running the job died.
+    pub fn is_crashed(&self) -> bool {
+        matches!(self, JobError::Crashed { .. })
+    }
+    /// Encoding or decoding the input or output failed.
+    pub fn is_codec(&self) -> bool {
+        matches!(self, JobError::Codec { .. })
+    }
+    /// The task name is not registered in the worker.
+    pub fn is_unknown_task(&self) -> bool {
+        matches!(self, JobError::UnknownTask { .. })
+    }
+    /// The input or output was over the size limit.
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, JobError::TooLarge { .. })
+    }
+
+    /// The panic message, if the job panicked.
+    pub fn panic_message(&self) -> Option<&str> {
+        match self {
+            JobError::Panicked(p) => Some(&p.message),
+            _ => None,
+        }
+    }
+
+    /// The panic location, if the job panicked and it is known.
+    pub fn panic_location(&self) -> Option<&Location> {
+        match self {
+            JobError::Panicked(p) => p.location.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// Why a pool could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A builder setting is out of range.
+    #[error("invalid pool setting `{setting}`: {reason}")]
+    InvalidSetting {
+        /// The builder method concerned.
+        setting: &'static str,
+        /// What is wrong with the value.
+        reason: String,
+    },
+    /// The operating system refused to start a worker.
+    #[error("could not start worker {index}: {source} (lower the worker count or stack size)")]
+    Spawn {
+        /// Which worker.
+        index: usize,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The initializer panicked in a worker; the pool was torn down.
+    #[error("the initializer panicked in worker {index} with {panic}; no pool was built")]
+    Initializer {
+        /// Which worker.
+        index: usize,
+        /// The panic.
+        panic: PanicInfo,
+    },
+}

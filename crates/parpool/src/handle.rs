@@ -1,0 +1,489 @@
+//! [`JobHandle`]: the one handle type every pool returns.
+//!
+//! # State machine
+//!
+//! A job is resolved exactly once, by whichever comes first: the worker
+//! finishing it, [`JobHandle::cancel`], its timeout, or the pool refusing or
+//! dropping it. That race is decided by one atomic `flags` byte:
+//!
+//! * `STARTED`: a worker claimed the job. A worker only runs a job whose
+//!   `RESOLVED` bit was clear when it set `STARTED`, so a job cancelled while
+//!   queued never starts.
+//! * `RESOLVED`: someone won the right to publish the result. Only the thread
+//!   that flips this bit from 0 to 1 publishes; later resolvers drop their
+//!   value.
+//! * `CANCEL`: the cooperative cancel token is tripped (cancel or timeout).
+//!
+//! Publishing runs the `on_done` callbacks **outside** the lock, with the
+//! result held by the publishing thread, then stores the result and wakes the
+//! blocked joiner, the future's waker and the `wait`/`as_completed` listeners.
+//! A callback added while callbacks run is picked up by the same loop, so each
+//! runs exactly once. A callback added after the result was stored borrows
+//! the result the same way ("lends" it) and puts it back.
+//!
+//! The model tests in `tests` (run with `--cfg loom`) explore completion,
+//! cancellation and waker registration racing each other.
+
+use std::fmt;
+use std::future::Future;
+use std::mem;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::error::JobError;
+use crate::job::{Cancellable, CancelToken, JobId};
+use crate::panic;
+use crate::sync::{self, AtomicU8, Condvar, Mutex};
+
+const STARTED: u8 = 1;
+const RESOLVED: u8 = 2;
+const CANCEL: u8 = 4;
+
+type Callback<T> = Box<dyn FnOnce(&Result<T, JobError>) + Send>;
+
+/// The shared state of one job, between its handle and whoever resolves it.
+pub(crate) struct Inner<T> {
+    id: JobId,
+    flags: AtomicU8,
+    state: Mutex<State<T>>,
+    joined: Condvar,
+}
+
+struct State<T> {
+    /// Present from publication until taken by `join`/`poll`/`try_result`,
+    /// and absent while lent to an `on_done` caller.
+    result: Option<Result<T, JobError>>,
+    /// The result has been published (it may since have been taken or lent).
+    done: bool,
+    /// The published result was an error.
+    failed: bool,
+    /// The result was taken out for good.
+    taken: bool,
+    /// A thread is blocked on `joined`.
+    blocked: bool,
+    callbacks: Vec<Callback<T>>,
+    waker: Option<Waker>,
+    listeners: Vec<(u64, Waker)>,
+}
+
+impl<T> Inner<T> {
+    pub(crate) fn new(id: JobId) -> Self {
+        Inner {
+            id,
+            flags: AtomicU8::new(0),
+            state: Mutex::new(State {
+                result: None,
+                done: false,
+                failed: false,
+                taken: false,
+                blocked: false,
+                callbacks: Vec::new(),
+                waker: None,
+                listeners: Vec::new(),
+            }),
+            joined: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn id(&self) -> JobId {
+        self.id
+    }
+
+    /// Claims the job for running. `false`: it was resolved (cancelled) while
+    /// queued and must not run.
+    pub(crate) fn try_start(&self) -> bool {
+        self.flags.fetch_or(STARTED, sync::AcqRel) & RESOLVED == 0
+    }
+
+    /// Publishes `result` unless the job was already resolved; returns
+    /// whether this call resolved it.
+    pub(crate) fn resolve(&self, result: Result<T, JobError>) -> bool {
+        self.resolve_flags(result, RESOLVED)
+    }
+
+    /// Resolves with `err` and trips the cancel token; returns whether this
+    /// call resolved the job.
+    pub(crate) fn resolve_cancel(&self, err: JobError) -> bool {
+        self.resolve_flags(Err(err), RESOLVED | CANCEL)
+    }
+
+    fn resolve_flags(&self, result: Result<T, JobError>, bits: u8) -> bool {
+        if self.flags.fetch_or(bits, sync::AcqRel) & RESOLVED != 0 {
+            return false;
+        }
+        self.settle(result, true);
+        true
+    }
+
+    /// Runs pending callbacks with `result`, then stores it. `publish` is
+    /// true the first time (marks done and wakes everyone waiting).
+    fn settle(&self, result: Result<T, JobError>, publish: bool) {
+        loop {
+            let mut st = sync::lock(&self.state);
+            if st.callbacks.is_empty() {
+                if publish {
+                    st.done = true;
+                    st.failed = result.is_err();
+                }
+                st.result = Some(result);
+                let blocked = st.blocked;
+                let waker = st.waker.take();
+                let listeners = mem::take(&mut st.listeners);
+                drop(st);
+                if blocked {
+                    self.joined.notify_all();
+                }
+                if let Some(w) = waker {
+                    w.wake();
+                }
+                for (_, w) in listeners {
+                    w.wake();
+                }
+                return;
+            }
+            let callbacks = mem::take(&mut st.callbacks);
+            drop(st);
+            for cb in callbacks {
+                run_callback(self.id, cb, &result);
+            }
+        }
+    }
+
+    fn on_done(&self, cb: Callback<T>) {
+        let mut st = sync::lock(&self.state);
+        if st.taken {
+            tracing::debug!(job = %self.id, "on_done after the result was taken: callback dropped");
+            return;
+        }
+        match st.result.take() {
+            Some(result) => {
+                drop(st);
+                run_callback(self.id, cb, &result);
+                self.settle(result, false);
+            }
+            // Not published yet, or lent to another `on_done` caller whose
+            // `settle` loop will run this callback.
+            None => st.callbacks.push(cb),
+        }
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        sync::lock(&self.state).done
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.flags.load(sync::Acquire) & CANCEL != 0
+    }
+
+    /// `Some(failed)` once published.
+    pub(crate) fn outcome(&self) -> Option<bool> {
+        let st = sync::lock(&self.state);
+        st.done.then_some(st.failed)
+    }
+
+    /// Registers `waker` to be woken once when the job is published; wakes it
+    /// at once if it already is.
+    pub(crate) fn add_listener(&self, key: u64, waker: Waker) {
+        let mut st = sync::lock(&self.state);
+        if st.done {
+            drop(st);
+            waker.wake();
+        } else {
+            st.listeners.push((key, waker));
+        }
+    }
+
+    pub(crate) fn remove_listener(&self, key: u64) {
+        sync::lock(&self.state).listeners.retain(|(k, _)| *k != key);
+    }
+
+    fn take_now(&self) -> Option<Result<T, JobError>> {
+        let mut st = sync::lock(&self.state);
+        let r = st.result.take();
+        st.taken |= r.is_some();
+        r
+    }
+
+    fn join_until(&self, deadline: Option<Instant>) -> Option<Result<T, JobError>> {
+        let mut st = sync::lock(&self.state);
+        loop {
+            if let Some(r) = st.result.take() {
+                st.taken = true;
+                return Some(r);
+            }
+            assert!(!st.taken, "JobHandle: result already taken by polling the handle");
+            st.blocked = true;
+            st = match deadline {
+                None => sync::wait(&self.joined, st),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return None;
+                    }
+                    sync::wait_timeout(&self.joined, st, d - now)
+                }
+            };
+        }
+    }
+
+    fn poll_result(&self, cx: &mut Context<'_>) -> Poll<Result<T, JobError>> {
+        let mut st = sync::lock(&self.state);
+        if let Some(r) = st.result.take() {
+            st.taken = true;
+            return Poll::Ready(r);
+        }
+        assert!(!st.taken, "JobHandle polled after it returned its result");
+        match &st.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => st.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl<T: Send> Cancellable for Inner<T> {
+    fn is_cancelled(&self) -> bool {
+        Inner::is_cancelled(self)
+    }
+}
+
+fn run_callback<T>(id: JobId, cb: Callback<T>, result: &Result<T, JobError>) {
+    if let Err(p) = panic::catch(|| cb(result)) {
+        tracing::error!(job = %id, panic = %p, "an on_done callback panicked; the panic was contained");
+    }
+}
+
+/// A handle to a submitted job: wait for it, poll it, cancel it, attach
+/// callbacks, or `.await` it from any async runtime.
+///
+/// Every pool returns this same type. Dropping the handle detaches the job:
+/// it still runs, and its result is dropped.
+///
+/// ```
+/// use parpool::ThreadPool;
+///
+/// let pool = ThreadPool::builder().workers(2).build()?;
+/// let handle = pool.spawn(|| 6 * 7);
+/// assert_eq!(handle.join(), Ok(42));
+/// # Ok::<(), parpool::BuildError>(())
+/// ```
+pub struct JobHandle<T> {
+    inner: Arc<Inner<T>>,
+}
+
+impl<T: Send + 'static> JobHandle<T> {
+    pub(crate) fn from_inner(inner: Arc<Inner<T>>) -> Self {
+        JobHandle { inner }
+    }
+
+    /// A handle that is already resolved with `result`.
+    pub(crate) fn ready(id: JobId, result: Result<T, JobError>) -> Self {
+        let inner = Arc::new(Inner::new(id));
+        inner.resolve(result);
+        JobHandle { inner }
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner<T>> {
+        &self.inner
+    }
+
+    /// The job's id, unique within its pool.
+    pub fn id(&self) -> JobId {
+        self.inner.id
+    }
+
+    /// Blocks until the job is resolved and returns its value or error.
+    pub fn join(self) -> Result<T, JobError> {
+        match self.inner.join_until(None) {
+            Some(r) => r,
+            None => unreachable!("join without a deadline returned without a result"),
+        }
+    }
+
+    /// Blocks for at most `timeout`. On time-out the handle comes back
+    /// unharmed in `Err`, the job still running.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use parpool::ThreadPool;
+    ///
+    /// let pool = ThreadPool::builder().workers(1).build()?;
+    /// let slow = pool.spawn(|| { std::thread::sleep(Duration::from_millis(200)); 1 });
+    /// let slow = slow.join_timeout(Duration::from_millis(1)).expect_err("still running");
+    /// assert_eq!(slow.join(), Ok(1));
+    /// # Ok::<(), parpool::BuildError>(())
+    /// ```
+    pub fn join_timeout(self, timeout: Duration) -> Result<Result<T, JobError>, Self> {
+        let deadline = Instant::now().checked_add(timeout);
+        match self.inner.join_until(deadline) {
+            Some(r) => Ok(r),
+            None => Err(self),
+        }
+    }
+
+    /// Returns the result if the job is resolved, without blocking; otherwise
+    /// gives the handle back in `Err`.
+    pub fn try_result(self) -> Result<Result<T, JobError>, Self> {
+        match self.inner.take_now() {
+            Some(r) => Ok(r),
+            None => Err(self),
+        }
+    }
+
+    /// Whether the job is resolved (its value or error is ready).
+    pub fn is_finished(&self) -> bool {
+        self.inner.is_finished()
+    }
+
+    /// Cancels the job. Returns `true` if this call resolved it as
+    /// [`JobError::Cancelled`], `false` if it had already been resolved.
+    ///
+    /// A queued job never starts. A running thread job has its cancel token
+    /// tripped ([`current_job`](crate::current_job)`().is_cancelled()`) and
+    /// its eventual value is discarded; a running process job's worker is
+    /// killed.
+    pub fn cancel(&self) -> bool {
+        self.inner.resolve_cancel(JobError::Cancelled)
+    }
+
+    /// Runs `callback` with the result once the job is resolved: on the
+    /// thread that resolves it, or right away on this thread if it already
+    /// is. Each callback runs exactly once; a panic in it is caught and
+    /// logged. A callback attached after the result was taken by `.await`ing
+    /// the handle never runs (the result is gone).
+    pub fn on_done<F>(&self, callback: F)
+    where
+        F: FnOnce(&Result<T, JobError>) + Send + 'static,
+    {
+        self.inner.on_done(Box::new(callback));
+    }
+
+    /// The job's cancel token (tripped by [`cancel`](Self::cancel) and by
+    /// timeouts).
+    pub fn cancel_token(&self) -> CancelToken {
+        CancelToken(self.inner.clone())
+    }
+}
+
+impl<T: Send + 'static> Future for JobHandle<T> {
+    type Output = Result<T, JobError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.poll_result(cx)
+    }
+}
+
+impl<T> fmt::Debug for JobHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = sync::lock(&self.inner.state);
+        f.debug_struct("JobHandle")
+            .field("id", &self.inner.id)
+            .field("finished", &st.done)
+            .field("failed", &(st.done && st.failed))
+            .finish()
+    }
+}
+
+#[cfg(all(test, loom))]
+mod tests {
+    use super::*;
+    use loom::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    struct CountWake(loom::sync::Arc<AtomicUsize>);
+    impl Wake for CountWake {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn handle() -> JobHandle<u32> {
+        JobHandle::from_inner(Arc::new(Inner::new(JobId(1))))
+    }
+
+    #[test]
+    fn loom_complete_vs_cancel_resolves_once() {
+        loom::model(|| {
+            let h = handle();
+            let inner = h.inner.clone();
+            let worker = loom::thread::spawn(move || {
+                if inner.try_start() { inner.resolve(Ok(7)) } else { false }
+            });
+            let cancelled = h.cancel();
+            let completed = worker.join().unwrap();
+            assert!(cancelled ^ completed, "exactly one resolver wins");
+            let r = h.join();
+            if cancelled {
+                assert_eq!(r, Err(JobError::Cancelled));
+            } else {
+                assert_eq!(r, Ok(7));
+            }
+        });
+    }
+
+    #[test]
+    fn loom_waker_registered_while_completing_is_woken() {
+        loom::model(|| {
+            let mut h = handle();
+            let inner = h.inner.clone();
+            let worker = loom::thread::spawn(move || {
+                inner.resolve(Ok(1));
+            });
+            let count = loom::sync::Arc::new(AtomicUsize::new(0));
+            let waker = Waker::from(Arc::new(CountWake(count.clone())));
+            let mut cx = Context::from_waker(&waker);
+            let first = Pin::new(&mut h).poll(&mut cx);
+            worker.join().unwrap();
+            match first {
+                Poll::Ready(r) => assert_eq!(r, Ok(1)),
+                Poll::Pending => {
+                    assert_eq!(count.load(Ordering::SeqCst), 1, "pending poll must be woken");
+                    assert_eq!(Pin::new(&mut h).poll(&mut cx), Poll::Ready(Ok(1)));
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn loom_callback_runs_exactly_once_against_completion() {
+        loom::model(|| {
+            let h = handle();
+            let inner = h.inner.clone();
+            let runs = loom::sync::Arc::new(AtomicUsize::new(0));
+            let worker = loom::thread::spawn(move || {
+                inner.resolve(Ok(3));
+            });
+            let r2 = runs.clone();
+            h.on_done(move |r| {
+                assert_eq!(r, &Ok(3));
+                r2.fetch_add(1, Ordering::SeqCst);
+            });
+            worker.join().unwrap();
+            assert_eq!(runs.load(Ordering::SeqCst), 1);
+            assert_eq!(h.join(), Ok(3));
+        });
+    }
+
+    #[test]
+    fn loom_blocking_join_against_timeout_and_completion() {
+        loom::model(|| {
+            let h = handle();
+            let a = h.inner.clone();
+            let b = h.inner.clone();
+            let worker = loom::thread::spawn(move || {
+                if a.try_start() {
+                    a.resolve(Ok(5));
+                }
+            });
+            let timer = loom::thread::spawn(move || {
+                b.resolve_cancel(JobError::TimedOut { after: Duration::from_millis(1) });
+            });
+            let r = h.join();
+            worker.join().unwrap();
+            timer.join().unwrap();
+            assert!(r == Ok(5) || r.as_ref().is_err_and(JobError::is_timed_out));
+        });
+    }
+}

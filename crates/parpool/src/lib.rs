@@ -1,0 +1,73 @@
+//! # parpool
+//!
+//! Thread pools (and, through the same [`Executor`] API, process pools)
+//! with the tools Python's `concurrent.futures` made familiar, done the
+//! Rust way:
+//!
+//! * [`JobHandle`]: block on it ([`join`](JobHandle::join),
+//!   [`join_timeout`](JobHandle::join_timeout)), poll it
+//!   ([`try_result`](JobHandle::try_result)), [`cancel`](JobHandle::cancel)
+//!   it, attach [`on_done`](JobHandle::on_done) callbacks, or `.await` it
+//!   from any async runtime;
+//! * typed failures ([`JobError`]): a panic, a cancellation, a timeout or a
+//!   late submission fails its own job only, with its message and location;
+//! * [`ThreadPool::map`] (ordered, lazy, windowed, auto-chunked),
+//!   [`map_unordered`](ThreadPool::map_unordered), [`as_completed`] and
+//!   [`wait`] across handles from any pools;
+//! * [`ThreadPool::scope`] for jobs that borrow from the stack;
+//! * registered [`Task`]s ([`task!`]) that any [`Executor`] can run.
+//!
+//! ```
+//! use parpool::{as_completed, JobOptions, ThreadPool};
+//! use std::time::Duration;
+//!
+//! let pool = ThreadPool::builder().workers(4).build()?;
+//!
+//! // Submit, then collect in completion order.
+//! let handles: Vec<_> = (1..=3u64).map(|n| pool.spawn(move || n * 10)).collect();
+//! let mut results: Vec<u64> = as_completed(handles).map(|(_, r)| r.unwrap()).collect();
+//! results.sort();
+//! assert_eq!(results, [10, 20, 30]);
+//!
+//! // A panic fails its own job only.
+//! let err = pool.spawn(|| -> () { panic!("boom") }).join().unwrap_err();
+//! assert_eq!(err.panic_message(), Some("boom"));
+//!
+//! // A timeout resolves the handle and trips the job's cancel token.
+//! let slow = pool.spawn_with(JobOptions::new().timeout(Duration::from_millis(10)), || {
+//!     while !parpool::current_job().unwrap().is_cancelled() {
+//!         std::thread::sleep(Duration::from_millis(1));
+//!     }
+//! });
+//! assert!(slow.join().unwrap_err().is_timed_out());
+//!
+//! // Handles are futures too.
+//! let answer = futures::executor::block_on(pool.spawn(|| 42));
+//! assert_eq!(answer, Ok(42));
+//! # Ok::<(), parpool::BuildError>(())
+//! ```
+//!
+//! ## Logging
+//!
+//! Each job runs inside a `tracing` span named `job` (fields `pool`, `job`)
+//! at debug level; parpool prints nothing unless you install a subscriber.
+
+mod error;
+mod handle;
+mod job;
+mod map;
+mod notify;
+mod panic;
+mod sync;
+mod task;
+mod thread;
+mod timer;
+mod wait;
+
+pub use error::{BuildError, CodecStage, ExitStatus, JobError, Location, PanicInfo};
+pub use handle::JobHandle;
+pub use job::{CancelToken, JobContext, JobId, JobOptions, current_job};
+pub use map::{Map, MapUnordered};
+pub use task::{Executor, Task};
+pub use thread::{Scope, Stats, ThreadPool, ThreadPoolBuilder, TrySpawnError};
+pub use wait::{AsCompleted, WaitFor, WaitResult, as_completed, wait};

@@ -1,0 +1,151 @@
+//! Registered tasks and the [`Executor`] trait every pool implements.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::handle::JobHandle;
+use crate::job::JobOptions;
+use crate::map::{Chunk, Map, MapUnordered};
+
+/// A function registered under a stable name, so that any pool — threads
+/// today, worker processes and cluster nodes through the same trait — can
+/// run it. Input and output are serde types: they may cross a process
+/// boundary.
+///
+/// Define tasks with [`task!`](crate::task!) rather than by hand.
+pub trait Task: Copy + Send + Sync + 'static {
+    /// The stable name a worker looks the task up by.
+    const NAME: &'static str;
+    /// What the task takes.
+    type Input: Serialize + DeserializeOwned + Send + 'static;
+    /// What the task returns.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+    /// Runs the task.
+    fn run(input: Self::Input) -> Self::Output;
+}
+
+/// Defines a [`Task`]: a unit struct named like the function, whose
+/// [`Task::NAME`] is its module path.
+///
+/// One input parameter; several values travel as a tuple.
+///
+/// ```
+/// use parpool::{Executor, Task, ThreadPool};
+///
+/// parpool::task! {
+///     /// Adds two numbers.
+///     pub fn add((a, b): (u64, u64)) -> u64 { a + b }
+/// }
+///
+/// assert!(add::NAME.ends_with("::add"));
+/// let pool = ThreadPool::builder().workers(2).build()?;
+/// assert_eq!(pool.submit(add, (2, 3)).join(), Ok(5));
+/// # Ok::<(), parpool::BuildError>(())
+/// ```
+#[macro_export]
+macro_rules! task {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident (mut $arg:ident : $in:ty) -> $out:ty $body:block) => {
+        $crate::task!(@define [$(#[$meta])*] $vis $name [mut $arg] $in, $out, $body);
+    };
+    ($(#[$meta:meta])* $vis:vis fn $name:ident ($arg:tt : $in:ty) -> $out:ty $body:block) => {
+        $crate::task!(@define [$(#[$meta])*] $vis $name [$arg] $in, $out, $body);
+    };
+    (@define [$($meta:tt)*] $vis:vis $name:ident [$($arg:tt)*] $in:ty, $out:ty, $body:block) => {
+        $($meta)*
+        #[allow(non_camel_case_types)]
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+        $vis struct $name;
+
+        impl $crate::Task for $name {
+            const NAME: &'static str = concat!(module_path!(), "::", stringify!($name));
+            type Input = $in;
+            type Output = $out;
+            fn run($($arg)*: $in) -> $out $body
+        }
+    };
+}
+
+pub(crate) mod sealed {
+    use super::*;
+
+    /// Seals [`Executor`]: only parpool's pools implement it, which lets the
+    /// trait grow without breaking anyone.
+    pub trait Sealed {
+        /// Runs `task` over a chunk of inputs as one job (the unit `map`
+        /// sends); each item's panic is caught separately.
+        fn submit_chunk<T: Task>(&self, task: T, inputs: Vec<T::Input>) -> JobHandle<Chunk<T::Output>>
+        where
+            Self: Sized;
+    }
+}
+
+/// What every pool offers for registered [`Task`]s, like Python's
+/// `concurrent.futures.Executor`: write code once against `Executor` and run
+/// it on threads or processes.
+///
+/// ```
+/// use parpool::{Executor, ThreadPool};
+///
+/// parpool::task!(fn square(x: u64) -> u64 { x * x });
+///
+/// fn sum_of_squares(pool: &impl Executor, n: u64) -> u64 {
+///     pool.map_task(square, 0..n).map(Result::unwrap).sum()
+/// }
+///
+/// let pool = ThreadPool::builder().workers(2).build()?;
+/// assert_eq!(sum_of_squares(&pool, 4), 0 + 1 + 4 + 9);
+/// # Ok::<(), parpool::BuildError>(())
+/// ```
+pub trait Executor: sealed::Sealed {
+    /// Runs `task` on `input` with per-job options.
+    fn submit_with<T: Task>(&self, opts: JobOptions, task: T, input: T::Input) -> JobHandle<T::Output>
+    where
+        Self: Sized;
+
+    /// Runs `task` on `input`.
+    fn submit<T: Task>(&self, task: T, input: T::Input) -> JobHandle<T::Output>
+    where
+        Self: Sized,
+    {
+        self.submit_with(JobOptions::default(), task, input)
+    }
+
+    /// Runs `task` over `inputs`, yielding results lazily in input order
+    /// (see [`Map`]).
+    fn map_task<T, I>(&self, task: T, inputs: I) -> Map<'_, I::IntoIter, T::Output>
+    where
+        Self: Sized,
+        T: Task,
+        I: IntoIterator<Item = T::Input>,
+    {
+        Map::new(
+            Box::new(move |chunk| self.submit_chunk(task, chunk)),
+            inputs.into_iter(),
+            self.workers(),
+        )
+    }
+
+    /// Runs `task` over `inputs`, yielding `(index, result)` as jobs finish.
+    fn map_task_unordered<T, I>(&self, task: T, inputs: I) -> MapUnordered<'_, I::IntoIter, T::Output>
+    where
+        Self: Sized,
+        T: Task,
+        I: IntoIterator<Item = T::Input>,
+    {
+        MapUnordered::new(
+            Box::new(move |chunk| self.submit_chunk(task, chunk)),
+            inputs.into_iter(),
+            self.workers(),
+        )
+    }
+
+    /// Number of workers.
+    fn workers(&self) -> usize;
+
+    /// Stops accepting jobs, finishes the queued ones, and waits.
+    fn shutdown(&self);
+
+    /// Stops accepting jobs, cancels the queued ones, and waits for the
+    /// running ones.
+    fn shutdown_now(&self);
+}

@@ -1,0 +1,538 @@
+//! [`ThreadPool`]: closures and tasks on a fixed set of worker threads.
+
+mod scope;
+mod worker;
+
+pub use scope::Scope;
+
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle as ThreadHandle;
+
+use crossbeam_deque::Worker;
+
+use crate::error::{BuildError, JobError};
+use crate::handle::{Inner, JobHandle};
+use crate::job::JobOptions;
+use crate::map::{Chunk, Map, MapUnordered};
+use crate::panic;
+use crate::task::{Executor, Task, sealed};
+use worker::{CANCELLING, ClosureJob, DRAINING, Job, Refused, Shared};
+
+type Initializer = Arc<dyn Fn() + Send + Sync>;
+
+/// A pool of worker threads running closures and [`Task`]s.
+///
+/// The thread-backed counterpart of Python's `ThreadPoolExecutor`: jobs
+/// return [`JobHandle`]s, a panicking job fails alone (the panic surfaces in
+/// its handle; the worker lives on), and an idle pool uses no CPU.
+/// Dropping the pool is [`shutdown`](Self::shutdown): queued jobs run, then
+/// the workers are joined.
+///
+/// ```
+/// use parpool::ThreadPool;
+///
+/// let pool = ThreadPool::builder().workers(4).name("demo").build()?;
+/// let squares: Vec<u64> = pool.map(|x: u64| x * x, 0..10).map(Result::unwrap).collect();
+/// assert_eq!(squares, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+/// # Ok::<(), parpool::BuildError>(())
+/// ```
+pub struct ThreadPool {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<ThreadHandle<()>>>,
+    workers: usize,
+}
+
+/// Configures and builds a [`ThreadPool`].
+pub struct ThreadPoolBuilder {
+    workers: Option<usize>,
+    name: String,
+    queue_capacity: Option<usize>,
+    initializer: Option<Initializer>,
+    stack_size: Option<usize>,
+}
+
+impl fmt::Debug for ThreadPoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThreadPoolBuilder")
+            .field("workers", &self.workers)
+            .field("name", &self.name)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("initializer", &self.initializer.is_some())
+            .field("stack_size", &self.stack_size)
+            .finish()
+    }
+}
+
+impl Default for ThreadPoolBuilder {
+    fn default() -> Self {
+        ThreadPoolBuilder {
+            workers: None,
+            name: "parpool".to_owned(),
+            queue_capacity: None,
+            initializer: None,
+            stack_size: None,
+        }
+    }
+}
+
+impl ThreadPoolBuilder {
+    /// Number of worker threads (default: the machine's available parallelism).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// Thread name prefix: workers are named `{name}-0`, `{name}-1`, …
+    /// (default `parpool`). Also the `pool` field of the tracing spans.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Bounds the queue to `n` jobs not yet started: [`ThreadPool::spawn`]
+    /// then blocks while it is full and [`ThreadPool::try_spawn`] hands the
+    /// closure back. Default: unbounded.
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = Some(n);
+        self
+    }
+
+    /// Runs `init` once on each worker thread before it takes any job (to
+    /// set up thread-locals, for instance). If it panics in any worker,
+    /// [`build`](Self::build) fails with [`BuildError::Initializer`].
+    pub fn initializer<F: Fn() + Send + Sync + 'static>(mut self, init: F) -> Self {
+        self.initializer = Some(Arc::new(init));
+        self
+    }
+
+    /// Stack size of each worker thread, in bytes (default: std's, 2 MiB).
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Starts the workers, runs the initializer on each, and returns the pool.
+    pub fn build(self) -> Result<ThreadPool, BuildError> {
+        let workers = match self.workers {
+            Some(0) => {
+                return Err(BuildError::InvalidSetting {
+                    setting: "workers",
+                    reason: "a pool needs at least one worker".into(),
+                });
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+        };
+        if self.queue_capacity == Some(0) {
+            return Err(BuildError::InvalidSetting {
+                setting: "queue_capacity",
+                reason: "a bounded queue needs room for at least one job".into(),
+            });
+        }
+        panic::install_hook();
+
+        let locals: Vec<Worker<Job>> = (0..workers).map(|_| Worker::new_fifo()).collect();
+        let stealers = locals.iter().map(Worker::stealer).collect();
+        let shared = Arc::new(Shared::new(self.name.clone(), stealers, self.queue_capacity));
+        let pool = ThreadPool { shared: shared.clone(), threads: Mutex::new(Vec::new()), workers };
+
+        let (ready_tx, ready_rx) = mpsc::channel();
+        for (index, local) in locals.into_iter().enumerate() {
+            let mut b = std::thread::Builder::new().name(format!("{}-{index}", self.name));
+            if let Some(size) = self.stack_size {
+                b = b.stack_size(size);
+            }
+            let worker_shared = shared.clone();
+            let init = self.initializer.clone();
+            let ready = ready_tx.clone();
+            let spawned = b.spawn(move || {
+                let init_result = match init {
+                    Some(init) => panic::catch(|| init()),
+                    None => Ok(()),
+                };
+                let ok = init_result.is_ok();
+                let _ = ready.send((index, init_result));
+                drop(ready);
+                if ok {
+                    worker::work(&worker_shared, index, &local);
+                }
+            });
+            match spawned {
+                Ok(t) => {
+                    shared.thread_ids.lock().unwrap_or_else(|p| p.into_inner()).push(t.thread().id());
+                    pool.threads.lock().unwrap_or_else(|p| p.into_inner()).push(t);
+                }
+                Err(source) => {
+                    pool.shutdown_now();
+                    return Err(BuildError::Spawn { index, source });
+                }
+            }
+        }
+        drop(ready_tx);
+        for _ in 0..workers {
+            match ready_rx.recv() {
+                Ok((_, Ok(()))) => {}
+                Ok((index, Err(panic))) => {
+                    pool.shutdown_now();
+                    return Err(BuildError::Initializer { index, panic });
+                }
+                Err(_) => break,
+            }
+        }
+        tracing::debug!(pool = %self.name, workers, "thread pool started");
+        Ok(pool)
+    }
+}
+
+/// Why [`ThreadPool::try_spawn`] did not queue the job; the closure is
+/// handed back unharmed.
+pub enum TrySpawnError<F> {
+    /// The bounded queue is full.
+    Full(F),
+    /// The pool is shutting down.
+    Shutdown(F),
+}
+
+impl<F> TrySpawnError<F> {
+    /// The closure that was not queued.
+    pub fn into_inner(self) -> F {
+        match self {
+            TrySpawnError::Full(f) | TrySpawnError::Shutdown(f) => f,
+        }
+    }
+    /// Whether the queue was full (as opposed to the pool shutting down).
+    pub fn is_full(&self) -> bool {
+        matches!(self, TrySpawnError::Full(_))
+    }
+}
+
+impl<F> fmt::Debug for TrySpawnError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TrySpawnError::Full(_) => "Full(..)",
+            TrySpawnError::Shutdown(_) => "Shutdown(..)",
+        })
+    }
+}
+
+impl<F> fmt::Display for TrySpawnError<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TrySpawnError::Full(_) => {
+                "the pool's queue is full; the job was handed back (retry later, or use spawn to wait)"
+            }
+            TrySpawnError::Shutdown(_) => {
+                "the pool is shutting down; the job was handed back"
+            }
+        })
+    }
+}
+
+impl<F> std::error::Error for TrySpawnError<F> {}
+
+/// A snapshot of a pool's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Jobs accepted and not yet taken by a worker.
+    pub queued: usize,
+    /// Jobs being run right now.
+    pub running: u64,
+    /// Jobs that ran and delivered their value.
+    pub completed: u64,
+    /// Jobs that ran and panicked, or whose value was discarded because they
+    /// were cancelled or timed out while running.
+    pub failed: u64,
+    /// Jobs that never ran: cancelled while queued, dropped by
+    /// `shutdown_now`, or refused after shutdown.
+    pub cancelled: u64,
+}
+
+impl ThreadPool {
+    /// A builder with default settings.
+    pub fn builder() -> ThreadPoolBuilder {
+        ThreadPoolBuilder::default()
+    }
+
+    /// Number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// The pool's name (thread name prefix).
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Runs `f` on a worker. Blocks while a bounded queue is full. After
+    /// shutdown the handle resolves at once as [`JobError::Shutdown`].
+    pub fn spawn<F, R>(&self, f: F) -> JobHandle<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        self.spawn_with(JobOptions::default(), f)
+    }
+
+    /// Like [`spawn`](Self::spawn), with per-job options such as a timeout.
+    ///
+    /// ```
+    /// use parpool::{JobOptions, ThreadPool};
+    ///     ///
+    /// let pool = ThreadPool::builder().workers(1).build()?;
+    /// let h = pool.spawn_with(JobOptions::new().timeout(Duration::from_millis(20)), || {
+    ///     while !parpool::current_job().unwrap().is_cancelled() {
+    ///         std::thread::sleep(Duration::from_millis(1));
+    ///     }
+    /// });
+    /// assert!(h.join().unwrap_err().is_timed_out());
+    /// # Ok::<(), parpool::BuildError>(())
+    /// ```
+    pub fn spawn_with<F, R>(&self, opts: JobOptions, f: F) -> JobHandle<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        match self.shared.reserve(true) {
+            Ok(()) => self.enqueue(opts, f),
+            Err(_) => self.refused(),
+        }
+    }
+
+    /// Queues `f` without blocking; if the bounded queue is full or the pool
+    /// is shutting down, hands `f` back.
+    pub fn try_spawn<F, R>(&self, f: F) -> Result<JobHandle<R>, TrySpawnError<F>>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        match self.shared.reserve(false) {
+            Ok(()) => Ok(self.enqueue(JobOptions::default(), f)),
+            Err(Refused::Full) => Err(TrySpawnError::Full(f)),
+            Err(Refused::Closed) => Err(TrySpawnError::Shutdown(f)),
+        }
+    }
+
+    fn refused<R: Send + 'static>(&self) -> JobHandle<R> {
+        self.shared.refused.fetch_add(1, Relaxed);
+        JobHandle::ready(self.shared.next_id(), Err(JobError::Shutdown))
+    }
+
+    fn enqueue<F, R>(&self, opts: JobOptions, f: F) -> JobHandle<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let inner = Arc::new(Inner::new(self.shared.next_id()));
+        let job = ClosureJob { f, inner: inner.clone(), timeout: opts.timeout };
+        self.shared.push(Box::new(job));
+        JobHandle::from_inner(inner)
+    }
+
+    /// Applies `f` to every item of `inputs` on the pool and yields the
+    /// results **in input order**, lazily.
+    ///
+    /// At most a bounded window of chunks is in flight, so an endless input
+    /// works and memory stays bounded. Items travel in chunks whose size
+    /// adapts to how long items take (tune with [`Map::chunk_size`] and
+    /// [`Map::window`]). A panic fails only its own item.
+    ///
+    /// ```
+    /// use parpool::ThreadPool;
+    ///
+    /// let pool = ThreadPool::builder().workers(2).build()?;
+    /// let firsts: Vec<u64> = pool
+    ///     .map(|x: u64| x * 2, 0..) // endless input, taken lazily
+    ///     .take(5)
+    ///     .collect::<Result<_, _>>()?;
+    /// assert_eq!(firsts, [0, 2, 4, 6, 8]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map<F, I, R>(&self, f: F, inputs: I) -> Map<'_, I::IntoIter, R>
+    where
+        F: Fn(I::Item) -> R + Send + Sync + 'static,
+        I: IntoIterator,
+        I::Item: Send + 'static,
+        R: Send + 'static,
+    {
+        Map::new(self.chunk_spawner(f), inputs.into_iter(), self.workers)
+    }
+
+    /// Like [`map`](Self::map), but yields results as they finish, each
+    /// with its input's index.
+    ///
+    /// ```
+    /// use parpool::ThreadPool;
+    ///
+    /// let pool = ThreadPool::builder().workers(2).build()?;
+    /// let mut got: Vec<(usize, u32)> = pool
+    ///     .map_unordered(|x: u32| x + 1, [10, 20, 30])
+    ///     .map(|(i, r)| (i, r.unwrap()))
+    ///     .collect();
+    /// got.sort();
+    /// assert_eq!(got, [(0, 11), (1, 21), (2, 31)]);
+    /// # Ok::<(), parpool::BuildError>(())
+    /// ```
+    pub fn map_unordered<F, I, R>(
+        &self,
+        f: F,
+        inputs: I,
+    ) -> MapUnordered<'_, I::IntoIter, R>
+    where
+        F: Fn(I::Item) -> R + Send + Sync + 'static,
+        I: IntoIterator,
+        I::Item: Send + 'static,
+        R: Send + 'static,
+    {
+        MapUnordered::new(self.chunk_spawner(f), inputs.into_iter(), self.workers)
+    }
+
+    fn chunk_spawner<'a, F, In, R>(
+        &'a self,
+        f: F,
+    ) -> Box<dyn FnMut(Vec<In>) -> JobHandle<Chunk<R>> + 'a>
+    where
+        F: Fn(In) -> R + Send + Sync + 'static,
+        In: Send + 'static,
+        R: Send + 'static,
+    {
+        let f = Arc::new(f);
+        Box::new(move |chunk: Vec<In>| {
+            let f = f.clone();
+            self.spawn(move || crate::map::run_chunk(chunk, |x| f(x)))
+        })
+    }
+
+    /// Runs `body` with a [`Scope`] whose jobs may borrow from the caller's
+    /// stack, like `std::thread::scope`. Returns once every job spawned in
+    /// the scope has finished (or was dropped unrun).
+    ///
+    /// ```
+    /// use parpool::ThreadPool;
+    ///
+    /// let pool = ThreadPool::builder().workers(2).build()?;
+    /// let data = vec![1, 2, 3, 4];
+    /// let mut halves = (0, 0);
+    /// pool.scope(|s| {
+    ///     let (a, b) = data.split_at(2);
+    ///     let left = s.spawn(move || a.iter().sum::<i32>());
+    ///     let right = s.spawn(move || b.iter().sum::<i32>());
+    ///     halves = (left.join().unwrap(), right.join().unwrap());
+    /// });
+    /// assert_eq!(halves, (3, 7));
+    /// # Ok::<(), parpool::BuildError>(())
+    /// ```
+    pub fn scope<'env, F, T>(&self, body: F) -> T
+    where
+        F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> T,
+    {
+        scope::run(self, body)
+    }
+
+    /// Stops accepting jobs, lets queued and running jobs finish, and joins
+    /// the workers. Jobs submitted afterwards resolve as
+    /// [`JobError::Shutdown`]. Idempotent; called by `Drop`.
+    pub fn shutdown(&self) {
+        self.shared.close(DRAINING);
+        self.join_workers();
+    }
+
+    /// Stops accepting jobs, resolves every queued job as
+    /// [`JobError::Cancelled`], waits for running jobs, and joins the
+    /// workers.
+    pub fn shutdown_now(&self) {
+        self.shared.close(CANCELLING);
+        while let Some(job) = self.shared.find_job(None) {
+            self.shared.execute(job, &self.shared.counters[0]);
+        }
+        self.join_workers();
+    }
+
+    fn join_workers(&self) {
+        if self.shared.worker_index().is_some() {
+            // Called from one of our own jobs: the workers exit by themselves
+            // once the queue drains; joining ourselves would deadlock.
+            return;
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    /// Whether [`shutdown`](Self::shutdown) or
+    /// [`shutdown_now`](Self::shutdown_now) has been called.
+    pub fn is_shutdown(&self) -> bool {
+        !self.shared.is_open()
+    }
+
+    /// A snapshot of the pool's counters.
+    pub fn stats(&self) -> Stats {
+        let mut s = Stats {
+            queued: self.shared.pending.load(Relaxed),
+            cancelled: self.shared.refused.load(Relaxed),
+            ..Stats::default()
+        };
+        for c in &self.shared.counters {
+            s.running += c.running.load(Relaxed);
+            s.completed += c.completed.load(Relaxed);
+            s.failed += c.failed.load(Relaxed);
+            s.cancelled += c.cancelled.load(Relaxed);
+        }
+        s
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl fmt::Debug for ThreadPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThreadPool")
+            .field("name", &self.shared.name)
+            .field("workers", &self.workers)
+            .field("shutdown", &self.is_shutdown())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl sealed::Sealed for ThreadPool {
+    fn submit_chunk<T: Task>(&self, _task: T, inputs: Vec<T::Input>) -> JobHandle<Chunk<T::Output>> {
+        self.spawn(move || crate::map::run_chunk(inputs, T::run))
+    }
+}
+
+impl Executor for ThreadPool {
+    fn submit_with<T: Task>(&self, opts: JobOptions, _task: T, input: T::Input) -> JobHandle<T::Output> {
+        self.spawn_with(opts, move || T::run(input))
+    }
+
+    fn workers(&self) -> usize {
+        self.workers
+    }
+
+    fn shutdown(&self) {
+        ThreadPool::shutdown(self);
+    }
+
+    fn shutdown_now(&self) {
+        ThreadPool::shutdown_now(self);
+    }
+}
+
+impl Stats {
+    /// Jobs accounted for so far: completed, failed and cancelled.
+    pub fn finished(&self) -> u64 {
+        self.completed + self.failed + self.cancelled
+    }
+}

@@ -1,0 +1,144 @@
+//! Scoped jobs: closures that borrow from the caller's stack.
+//!
+//! The queue holds `'static` jobs, so a scoped closure's lifetime is erased
+//! when it is queued. That is sound because [`run`] does not return — not
+//! even by unwinding — before every closure spawned in the scope has been
+//! consumed or dropped: each closure owns a [`Live`] token, and the scope
+//! waits for the count of live tokens to reach zero.
+
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use super::ThreadPool;
+use super::worker::{ClosureJob, Job, Runnable};
+use crate::handle::{Inner, JobHandle};
+
+/// A scope in which jobs may borrow data that outlives the scope.
+/// Created by [`ThreadPool::scope`].
+pub struct Scope<'scope, 'env: 'scope> {
+    pool: &'scope ThreadPool,
+    live: Arc<LiveCount>,
+    _scope: PhantomData<&'scope mut &'scope ()>,
+    _env: PhantomData<&'env mut &'env ()>,
+}
+
+impl std::fmt::Debug for Scope<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scope").field("pool", &self.pool.name()).finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct LiveCount {
+    count: Mutex<usize>,
+    zero: Condvar,
+}
+
+/// Held by each scoped closure; the scope cannot end while one exists.
+struct Live(Arc<LiveCount>);
+
+impl Live {
+    fn new(count: &Arc<LiveCount>) -> Self {
+        *count.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        Live(count.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let mut n = self.0.count.lock().unwrap_or_else(|p| p.into_inner());
+        *n -= 1;
+        if *n == 0 {
+            self.0.zero.notify_all();
+        }
+    }
+}
+
+impl<'scope> Scope<'scope, '_> {
+    /// Runs `f` on the pool; `f` may borrow anything that outlives the
+    /// scope. Its panic, if any, surfaces in the returned handle.
+    pub fn spawn<F, R>(&'scope self, f: F) -> JobHandle<R>
+    where
+        F: FnOnce() -> R + Send + 'scope,
+        R: Send + 'static,
+    {
+        let shared = self.pool.shared();
+        if shared.reserve(true).is_err() {
+            return JobHandle::ready(shared.next_id(), Err(crate::JobError::Shutdown));
+        }
+        let live = Live::new(&self.live);
+        let inner = Arc::new(Inner::new(shared.next_id()));
+        let job = ClosureJob {
+            f: move || {
+                let _live = live;
+                f()
+            },
+            inner: inner.clone(),
+            timeout: None,
+        };
+        let job: Box<dyn Runnable + 'scope> = Box::new(job);
+        // SAFETY: only the lifetime changes (same vtable and layout). The job
+        // borrows data living at least as long as `'scope`; `run` below waits
+        // for its `Live` token, which the job holds until it has been run to
+        // the end or dropped unrun, before `'scope` can end — also when the
+        // body panics, because `run` catches the panic and waits first.
+        let job: Job = unsafe {
+            std::mem::transmute::<Box<dyn Runnable + 'scope>, Box<dyn Runnable + 'static>>(job)
+        };
+        shared.push(job);
+        JobHandle::from_inner(inner)
+    }
+}
+
+pub(super) fn run<'env, F, T>(pool: &ThreadPool, body: F) -> T
+where
+    F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> T,
+{
+    let scope = Scope {
+        pool,
+        live: Arc::default(),
+        _scope: PhantomData,
+        _env: PhantomData,
+    };
+    let result = catch_unwind(AssertUnwindSafe(|| body(&scope)));
+    wait_all(&scope);
+    match result {
+        Ok(v) => v,
+        Err(payload) => resume_unwind(payload),
+    }
+}
+
+fn wait_all(scope: &Scope<'_, '_>) {
+    let shared = scope.pool.shared();
+    let helper = shared.worker_index();
+    let mut n = scope.live.count.lock().unwrap_or_else(|p| p.into_inner());
+    while *n > 0 {
+        match helper {
+            // A scope opened inside one of this pool's jobs: run queued jobs
+            // while waiting, or a pool with every worker waiting here would
+            // never reach the scope's own jobs.
+            Some(index) => {
+                drop(n);
+                match shared.find_job(None) {
+                    Some(job) => shared.execute(job, &shared.counters[index]),
+                    None => {
+                        let g = scope.live.count.lock().unwrap_or_else(|p| p.into_inner());
+                        if *g > 0 {
+                            drop(
+                                scope
+                                    .live
+                                    .zero
+                                    .wait_timeout(g, Duration::from_millis(1))
+                                    .unwrap_or_else(|p| p.into_inner()),
+                            );
+                        }
+                    }
+                }
+                n = scope.live.count.lock().unwrap_or_else(|p| p.into_inner());
+            }
+            None => n = scope.live.zero.wait(n).unwrap_or_else(|p| p.into_inner()),
+        }
+    }
+}
