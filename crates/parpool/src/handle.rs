@@ -46,6 +46,9 @@ type Callback<T> = Box<dyn FnOnce(&Result<T, JobError>) + Send>;
 /// The shared state of one job, between its handle and whoever resolves it.
 pub(crate) struct Inner<T> {
     id: JobId,
+    /// The pool that runs the job (0: none).
+    #[cfg_attr(parpool_loom, allow(dead_code))]
+    pool: u64,
     flags: AtomicU8,
     state: Mutex<State<T>>,
     joined: Condvar,
@@ -69,9 +72,10 @@ struct State<T> {
 }
 
 impl<T> Inner<T> {
-    pub(crate) fn new(id: JobId) -> Self {
+    pub(crate) fn new(id: JobId, pool: u64) -> Self {
         Inner {
             id,
+            pool,
             flags: AtomicU8::new(0),
             state: Mutex::new(State {
                 result: None,
@@ -207,6 +211,8 @@ impl<T> Inner<T> {
     }
 
     fn join_until(&self, deadline: Option<Instant>) -> Option<Result<T, JobError>> {
+        #[cfg(not(parpool_loom))]
+        crate::thread::help_until(self.pool, &|| self.is_finished());
         let mut st = sync::lock(&self.state);
         loop {
             if let Some(r) = st.result.take() {
@@ -280,7 +286,7 @@ impl<T: Send + 'static> JobHandle<T> {
 
     /// A handle that is already resolved with `result`.
     pub(crate) fn ready(id: JobId, result: Result<T, JobError>) -> Self {
-        let inner = Arc::new(Inner::new(id));
+        let inner = Arc::new(Inner::new(id, 0));
         inner.resolve(result);
         JobHandle { inner }
     }
@@ -386,7 +392,7 @@ impl<T> fmt::Debug for JobHandle<T> {
     }
 }
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, parpool_loom))]
 mod tests {
     use super::*;
     use loom::sync::atomic::{AtomicUsize, Ordering};
@@ -400,7 +406,7 @@ mod tests {
     }
 
     fn handle() -> JobHandle<u32> {
-        JobHandle::from_inner(Arc::new(Inner::new(JobId(1))))
+        JobHandle::from_inner(Arc::new(Inner::new(JobId(1), 0)))
     }
 
     #[test]

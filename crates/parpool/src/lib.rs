@@ -70,4 +70,4 @@ pub use job::{CancelToken, JobContext, JobId, JobOptions, current_job};
 pub use map::{Map, MapUnordered};
 pub use task::{Executor, Task};
 pub use thread::{Scope, Stats, ThreadPool, ThreadPoolBuilder, TrySpawnError};
-pub use wait::{AsCompleted, WaitFor, WaitResult, as_completed, wait};
+pub use wait::{AsCompleted, CompletedStream, WaitFor, WaitResult, as_completed, wait};

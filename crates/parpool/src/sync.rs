@@ -1,18 +1,18 @@
-//! Synchronisation primitives, swapped for loom's under `cfg(loom)`.
+//! Synchronisation primitives, swapped for loom's under `cfg(parpool_loom)`.
 //!
 //! Only the types whose interleavings matter to the job state machine are
 //! shimmed (mutex, condvar, atomics). `Arc` stays std's in both builds: loom's
 //! `Arc` cannot be unsized to a trait object, and reference counting is not
 //! what the models explore.
 
-#[cfg(loom)]
+#[cfg(parpool_loom)]
 pub(crate) use loom::sync::atomic::AtomicU8;
-#[cfg(loom)]
+#[cfg(parpool_loom)]
 pub(crate) use loom::sync::{Condvar, Mutex, MutexGuard};
 
-#[cfg(not(loom))]
+#[cfg(not(parpool_loom))]
 pub(crate) use std::sync::atomic::AtomicU8;
-#[cfg(not(loom))]
+#[cfg(not(parpool_loom))]
 pub(crate) use std::sync::{Condvar, Mutex, MutexGuard};
 
 /// Locks `m`, ignoring poisoning.

@@ -87,7 +87,8 @@ where
 }
 
 /// Yields each job's result as it finishes, with the job's position in the
-/// input: an [`Iterator`] (blocking) and a [`futures_core::Stream`].
+/// input: an [`Iterator`] that blocks, or, through
+/// [`into_stream`](AsCompleted::into_stream), a `Stream` for async code.
 ///
 /// ```
 /// use parpool::{as_completed, ThreadPool};
@@ -153,7 +154,39 @@ impl<T: Send + 'static> Iterator for AsCompleted<T> {
 
 impl<T: Send + 'static> ExactSizeIterator for AsCompleted<T> {}
 
-impl<T: Send + 'static> futures_core::Stream for AsCompleted<T> {
+/// The [`Stream`](futures_core::Stream) form of [`as_completed`], from
+/// [`AsCompleted::into_stream`]: items are `(index, result)`, in completion
+/// order, and waiting parks the task, not the thread.
+///
+/// ```
+/// use futures::StreamExt;
+/// use parpool::{as_completed, ThreadPool};
+///
+/// let pool = ThreadPool::builder().workers(2).build()?;
+/// let handles: Vec<_> = (0..3).map(|i| pool.spawn(move || i * 2)).collect();
+/// let mut stream = as_completed(handles).into_stream();
+/// let total = futures::executor::block_on(async {
+///     let mut total = 0;
+///     while let Some((_, r)) = stream.next().await {
+///         total += r.unwrap();
+///     }
+///     total
+/// });
+/// assert_eq!(total, 6);
+/// # Ok::<(), parpool::BuildError>(())
+/// ```
+pub struct CompletedStream<T: Send + 'static> {
+    set: Completions<T, usize>,
+}
+
+impl<T: Send + 'static> AsCompleted<T> {
+    /// Turns this into a [`futures_core::Stream`] of the same items.
+    pub fn into_stream(self) -> CompletedStream<T> {
+        CompletedStream { set: self.set }
+    }
+}
+
+impl<T: Send + 'static> futures_core::Stream for CompletedStream<T> {
     type Item = (usize, Result<T, JobError>);
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -162,6 +195,12 @@ impl<T: Send + 'static> futures_core::Stream for AsCompleted<T> {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         (self.set.len(), Some(self.set.len()))
+    }
+}
+
+impl<T: Send + 'static> fmt::Debug for CompletedStream<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompletedStream").field("remaining", &self.set.len()).finish()
     }
 }
 

@@ -3,6 +3,8 @@
 mod scope;
 mod worker;
 
+pub(crate) use worker::help_until;
+
 pub use scope::Scope;
 
 use std::fmt;
@@ -14,7 +16,7 @@ use std::thread::JoinHandle as ThreadHandle;
 use crossbeam_deque::Worker;
 
 use crate::error::{BuildError, JobError};
-use crate::handle::{Inner, JobHandle};
+use crate::handle::JobHandle;
 use crate::job::JobOptions;
 use crate::map::{Chunk, Map, MapUnordered};
 use crate::panic;
@@ -162,7 +164,6 @@ impl ThreadPoolBuilder {
             });
             match spawned {
                 Ok(t) => {
-                    shared.thread_ids.lock().unwrap_or_else(|p| p.into_inner()).push(t.thread().id());
                     pool.threads.lock().unwrap_or_else(|p| p.into_inner()).push(t);
                 }
                 Err(source) => {
@@ -325,7 +326,7 @@ impl ThreadPool {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        let inner = Arc::new(Inner::new(self.shared.next_id()));
+        let inner = Arc::new(self.shared.new_job());
         let job = ClosureJob { f, inner: inner.clone(), timeout: opts.timeout };
         self.shared.push(Box::new(job));
         JobHandle::from_inner(inner)
@@ -451,7 +452,7 @@ impl ThreadPool {
     }
 
     fn join_workers(&self) {
-        if self.shared.worker_index().is_some() {
+        if self.shared.is_own_worker() {
             // Called from one of our own jobs: the workers exit by themselves
             // once the queue drains; joining ourselves would deadlock.
             return;

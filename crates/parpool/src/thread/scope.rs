@@ -9,11 +9,10 @@
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
 
 use super::ThreadPool;
 use super::worker::{ClosureJob, Job, Runnable};
-use crate::handle::{Inner, JobHandle};
+use crate::handle::JobHandle;
 
 /// A scope in which jobs may borrow data that outlives the scope.
 /// Created by [`ThreadPool::scope`].
@@ -69,7 +68,7 @@ impl<'scope> Scope<'scope, '_> {
             return JobHandle::ready(shared.next_id(), Err(crate::JobError::Shutdown));
         }
         let live = Live::new(&self.live);
-        let inner = Arc::new(Inner::new(shared.next_id()));
+        let inner = Arc::new(shared.new_job());
         let job = ClosureJob {
             f: move || {
                 let _live = live;
@@ -111,34 +110,11 @@ where
 }
 
 fn wait_all(scope: &Scope<'_, '_>) {
-    let shared = scope.pool.shared();
-    let helper = shared.worker_index();
-    let mut n = scope.live.count.lock().unwrap_or_else(|p| p.into_inner());
+    let live = &scope.live;
+    let is_zero = || *live.count.lock().unwrap_or_else(|p| p.into_inner()) == 0;
+    super::help_until(scope.pool.shared().id, &is_zero);
+    let mut n = live.count.lock().unwrap_or_else(|p| p.into_inner());
     while *n > 0 {
-        match helper {
-            // A scope opened inside one of this pool's jobs: run queued jobs
-            // while waiting, or a pool with every worker waiting here would
-            // never reach the scope's own jobs.
-            Some(index) => {
-                drop(n);
-                match shared.find_job(None) {
-                    Some(job) => shared.execute(job, &shared.counters[index]),
-                    None => {
-                        let g = scope.live.count.lock().unwrap_or_else(|p| p.into_inner());
-                        if *g > 0 {
-                            drop(
-                                scope
-                                    .live
-                                    .zero
-                                    .wait_timeout(g, Duration::from_millis(1))
-                                    .unwrap_or_else(|p| p.into_inner()),
-                            );
-                        }
-                    }
-                }
-                n = scope.live.count.lock().unwrap_or_else(|p| p.into_inner());
-            }
-            None => n = scope.live.zero.wait(n).unwrap_or_else(|p| p.into_inner()),
-        }
+        n = live.zero.wait(n).unwrap_or_else(|p| p.into_inner());
     }
 }

@@ -2,8 +2,8 @@
 
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, fence};
+use std::cell::RefCell;
 use std::sync::{Arc, Condvar, Mutex};
-use std::thread::ThreadId;
 use std::time::Duration;
 
 use crossbeam_deque::{Injector, Steal, Stealer, Worker};
@@ -46,6 +46,8 @@ pub(crate) struct Counters {
 }
 
 pub(crate) struct Shared {
+    /// Unique per pool in this process (handles remember it).
+    pub(crate) id: u64,
     pub(crate) name: String,
     pub(crate) injector: Injector<Job>,
     pub(crate) stealers: Vec<Stealer<Job>>,
@@ -56,7 +58,6 @@ pub(crate) struct Shared {
     pub(crate) counters: Vec<CachePadded<Counters>>,
     /// Cancelled by the submitting side (before any worker took them).
     pub(crate) refused: AtomicU64,
-    pub(crate) thread_ids: Mutex<Vec<ThreadId>>,
     sleep: Mutex<()>,
     sleep_cv: Condvar,
     sleepers: AtomicUsize,
@@ -78,7 +79,9 @@ impl Shared {
         capacity: Option<usize>,
     ) -> Self {
         let workers = stealers.len();
+        static NEXT_POOL: AtomicU64 = AtomicU64::new(1);
         Shared {
+            id: NEXT_POOL.fetch_add(1, Relaxed),
             name,
             injector: Injector::new(),
             stealers,
@@ -88,7 +91,6 @@ impl Shared {
             next_id: AtomicU64::new(1),
             counters: (0..workers).map(|_| CachePadded::new(Counters::default())).collect(),
             refused: AtomicU64::new(0),
-            thread_ids: Mutex::new(Vec::new()),
             sleep: Mutex::new(()),
             sleep_cv: Condvar::new(),
             sleepers: AtomicUsize::new(0),
@@ -100,6 +102,11 @@ impl Shared {
 
     pub(crate) fn next_id(&self) -> JobId {
         JobId(self.next_id.fetch_add(1, Relaxed))
+    }
+
+    /// A fresh job state for this pool.
+    pub(crate) fn new_job<R>(&self) -> Inner<R> {
+        Inner::new(self.next_id(), self.id)
     }
 
     pub(crate) fn is_open(&self) -> bool {
@@ -256,15 +263,42 @@ impl Shared {
         drop(g);
     }
 
-    /// The calling thread's worker index, if it is one of this pool's workers.
-    pub(crate) fn worker_index(&self) -> Option<usize> {
-        let me = std::thread::current().id();
-        self.thread_ids.lock().unwrap_or_else(|p| p.into_inner()).iter().position(|t| *t == me)
+    /// Whether the calling thread is one of this pool's workers.
+    pub(crate) fn is_own_worker(&self) -> bool {
+        WORKER.with(|w| w.borrow().as_ref().is_some_and(|(s, _)| s.id == self.id))
+    }
+}
+
+thread_local! {
+    /// The pool and index of the worker running on this thread.
+    static WORKER: RefCell<Option<(Arc<Shared>, usize)>> = const { RefCell::new(None) };
+}
+
+/// On a worker of pool `pool_id`, runs that pool's queued jobs until `done()`
+/// or until none is queued; elsewhere returns at once.
+///
+/// A worker that blocks on a job of its own pool (a nested `join`, a scope
+/// opened inside a job) must do this first: the job it waits for may be
+/// sitting in the queue behind it, and with every worker blocked nobody
+/// else would run it. Once nothing is queued, what it waits for is running
+/// on another thread and blocking is safe.
+pub(crate) fn help_until(pool_id: u64, done: &dyn Fn() -> bool) {
+    let Some((shared, index)) =
+        WORKER.with(|w| w.borrow().as_ref().filter(|(s, _)| s.id == pool_id).cloned())
+    else {
+        return;
+    };
+    while !done() {
+        match shared.find_job(None) {
+            Some(job) => shared.execute(job, &shared.counters[index]),
+            None => return,
+        }
     }
 }
 
 /// A worker thread's main loop.
-pub(crate) fn work(shared: &Shared, index: usize, local: &Worker<Job>) {
+pub(crate) fn work(shared: &Arc<Shared>, index: usize, local: &Worker<Job>) {
+    WORKER.with(|w| *w.borrow_mut() = Some((shared.clone(), index)));
     let counters = &shared.counters[index];
     loop {
         if let Some(job) = shared.find_job(Some(local)) {
@@ -282,10 +316,11 @@ pub(crate) fn work(shared: &Shared, index: usize, local: &Worker<Job>) {
         }
         match found {
             Some(job) => shared.execute(job, counters),
-            None if shared.finished() => return,
+            None if shared.finished() => break,
             None => shared.sleep(),
         }
     }
+    WORKER.with(|w| *w.borrow_mut() = None);
 }
 
 /// A closure job and its handle's state.

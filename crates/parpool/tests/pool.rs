@@ -1,0 +1,281 @@
+//! ThreadPool behaviour: queueing, shutdown, initializer, scope, stats, idleness.
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Barrier, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use parpool::{BuildError, Executor, JobError, Task, ThreadPool};
+
+#[test]
+fn zero_workers_is_a_typed_build_error() {
+    let err = ThreadPool::builder().workers(0).build().unwrap_err();
+    assert!(matches!(err, BuildError::InvalidSetting { setting: "workers", .. }), "{err}");
+    let err = ThreadPool::builder().queue_capacity(0).build().unwrap_err();
+    assert!(matches!(err, BuildError::InvalidSetting { setting: "queue_capacity", .. }));
+}
+
+#[test]
+fn workers_are_named_and_initialized_once_each() {
+    let inits = Arc::new(AtomicUsize::new(0));
+    let i = inits.clone();
+    let pool = ThreadPool::builder()
+        .workers(3)
+        .name("crunch")
+        .stack_size(4 << 20)
+        .initializer(move || {
+            i.fetch_add(1, SeqCst);
+        })
+        .build()
+        .unwrap();
+    assert_eq!(inits.load(SeqCst), 3, "build returns after every initializer ran");
+    let name = pool.spawn(|| std::thread::current().name().unwrap().to_owned()).join().unwrap();
+    assert!(name.starts_with("crunch-"), "{name}");
+    assert_eq!(pool.workers(), 3);
+}
+
+#[test]
+fn initializer_panic_fails_the_build() {
+    let err = ThreadPool::builder()
+        .workers(2)
+        .initializer(|| panic!("no config"))
+        .build()
+        .unwrap_err();
+    match err {
+        BuildError::Initializer { panic, .. } => assert_eq!(panic.message, "no config"),
+        other => panic!("unexpected {other}"),
+    }
+}
+
+#[test]
+fn bounded_queue_applies_backpressure_and_try_spawn_hands_the_job_back() {
+    let pool = ThreadPool::builder().workers(1).queue_capacity(2).build().unwrap();
+    let gate = Arc::new(Barrier::new(2));
+    let g = gate.clone();
+    let (started_tx, started_rx) = mpsc::channel();
+    let running = pool.spawn(move || {
+        started_tx.send(()).unwrap();
+        g.wait();
+    });
+    started_rx.recv().unwrap();
+    let a = pool.spawn(|| 1);
+    let b = pool.spawn(|| 2);
+    assert_eq!(pool.stats().queued, 2);
+
+    // Full: try_spawn returns the very closure, which still works.
+    let rejected = pool.try_spawn(|| 3).expect_err("queue is full");
+    assert!(rejected.is_full());
+    let f = rejected.into_inner();
+    assert_eq!(f(), 3);
+
+    // A blocking spawn waits for room.
+    let unblocked = Arc::new(AtomicUsize::new(0));
+    let flag = unblocked.clone();
+    let pool = Arc::new(pool);
+    let p = pool.clone();
+    let submitter = std::thread::spawn(move || {
+        let h = p.spawn(|| 4);
+        flag.store(1, SeqCst);
+        h.join()
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(unblocked.load(SeqCst), 0, "spawn must block while the queue is full");
+    gate.wait();
+    assert_eq!(submitter.join().unwrap(), Ok(4));
+    assert_eq!((a.join(), b.join()), (Ok(1), Ok(2)));
+    running.join().unwrap();
+}
+
+#[test]
+fn spawn_after_shutdown_resolves_shutdown() {
+    let pool = ThreadPool::builder().workers(2).build().unwrap();
+    pool.shutdown();
+    assert!(pool.is_shutdown());
+    assert_eq!(pool.spawn(|| 1).join(), Err(JobError::Shutdown));
+    let back = pool.try_spawn(|| 2).expect_err("closed");
+    assert!(!back.is_full());
+    assert_eq!(back.into_inner()(), 2);
+}
+
+#[test]
+fn shutdown_drains_the_queue() {
+    let pool = ThreadPool::builder().workers(1).build().unwrap();
+    let done = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..50)
+        .map(|_| {
+            let d = done.clone();
+            pool.spawn(move || {
+                std::thread::sleep(Duration::from_micros(200));
+                d.fetch_add(1, SeqCst);
+            })
+        })
+        .collect();
+    pool.shutdown();
+    assert_eq!(done.load(SeqCst), 50, "shutdown runs every queued job before returning");
+    assert!(handles.into_iter().all(|h| h.join().is_ok()));
+}
+
+#[test]
+fn shutdown_now_cancels_queued_and_waits_for_running() {
+    let pool = ThreadPool::builder().workers(1).build().unwrap();
+    let (started_tx, started_rx) = mpsc::channel();
+    let finished = Arc::new(AtomicUsize::new(0));
+    let f = finished.clone();
+    let running = pool.spawn(move || {
+        started_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        f.fetch_add(1, SeqCst);
+        "finished"
+    });
+    started_rx.recv().unwrap();
+    let queued: Vec<_> = (0..20).map(|i| pool.spawn(move || i)).collect();
+    pool.shutdown_now();
+    assert_eq!(finished.load(SeqCst), 1, "shutdown_now waits for the running job");
+    assert_eq!(running.join(), Ok("finished"));
+    for h in queued {
+        assert_eq!(h.join(), Err(JobError::Cancelled));
+    }
+    let s = pool.stats();
+    assert_eq!((s.completed, s.cancelled, s.queued), (1, 20, 0));
+}
+
+#[test]
+fn drop_is_a_graceful_shutdown() {
+    let done = Arc::new(AtomicUsize::new(0));
+    {
+        let pool = ThreadPool::builder().workers(2).build().unwrap();
+        for _ in 0..100 {
+            let d = done.clone();
+            drop(pool.spawn(move || d.fetch_add(1, SeqCst)));
+        }
+    }
+    assert_eq!(done.load(SeqCst), 100);
+}
+
+#[test]
+fn shutdown_from_inside_a_job_does_not_deadlock() {
+    let pool = Arc::new(ThreadPool::builder().workers(2).build().unwrap());
+    let p = pool.clone();
+    let h = pool.spawn(move || {
+        p.shutdown();
+        p.is_shutdown()
+    });
+    assert_eq!(h.join(), Ok(true));
+}
+
+#[test]
+fn scope_jobs_borrow_from_the_stack() {
+    let pool = ThreadPool::builder().workers(2).build().unwrap();
+    let data: Vec<u64> = (1..=100).collect();
+    let total = Mutex::new(0);
+    pool.scope(|s| {
+        for chunk in data.chunks(10) {
+            let total = &total;
+            s.spawn(move || *total.lock().unwrap() += chunk.iter().sum::<u64>());
+        }
+    });
+    assert_eq!(*total.lock().unwrap(), 5050, "scope returns after every job finished");
+}
+
+#[test]
+fn scope_waits_for_its_jobs_even_when_the_body_panics() {
+    let pool = ThreadPool::builder().workers(1).build().unwrap();
+    let finished = AtomicUsize::new(0);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pool.scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(50));
+                finished.fetch_add(1, SeqCst);
+            });
+            panic!("body failed");
+        })
+    }));
+    assert!(r.is_err());
+    assert_eq!(finished.load(SeqCst), 1, "the borrowed job finished before the unwind left");
+}
+
+#[test]
+fn nested_scope_on_a_single_worker_does_not_deadlock() {
+    let pool = Arc::new(ThreadPool::builder().workers(1).build().unwrap());
+    let p = pool.clone();
+    let h = pool.spawn(move || {
+        let values = [1, 2, 3];
+        p.scope(|s| {
+            let hs: Vec<_> = values.iter().map(|v| s.spawn(move || v * 2)).collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum::<i32>()
+        })
+    });
+    assert_eq!(h.join_timeout(Duration::from_secs(20)).expect("no deadlock"), Ok(12));
+}
+
+parpool::task! {
+    /// Squares its input.
+    fn square(x: u64) -> u64 { x * x }
+}
+
+parpool::task!(fn concat((a, mut b): (String, String)) -> String {
+    b.insert_str(0, &a);
+    b
+});
+
+#[test]
+fn registered_tasks_run_through_the_executor_trait() {
+    fn run_all(exec: &impl Executor) -> (u64, Vec<u64>, String) {
+        let one = exec.submit(square, 12).join().unwrap();
+        let many = exec.map_task(square, 0..5).map(Result::unwrap).collect();
+        let s = exec.submit(concat, ("ab".into(), "cd".into())).join().unwrap();
+        (one, many, s)
+    }
+    let pool = ThreadPool::builder().workers(2).build().unwrap();
+    assert_eq!(run_all(&pool), (144, vec![0, 1, 4, 9, 16], "abcd".to_owned()));
+    assert!(square::NAME.ends_with("pool::square"), "{}", square::NAME);
+    let mut unordered: Vec<_> =
+        pool.map_task_unordered(square, [3, 4]).map(|(i, r)| (i, r.unwrap())).collect();
+    unordered.sort();
+    assert_eq!(unordered, [(0, 9), (1, 16)]);
+}
+
+/// CPU time used by this process's threads whose name starts with
+/// `prefix`, in clock ticks (Linux `/proc`).
+fn threads_cpu_ticks(prefix: &str) -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let dir = task.ok()?.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+        total += fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+#[test]
+fn an_idle_pool_uses_no_cpu() {
+    let pool = ThreadPool::builder().workers(4).name("idlecheck").build().unwrap();
+    // Let the workers finish their brief spin and fall asleep.
+    pool.spawn(|| ()).join().unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let Some(before) = threads_cpu_ticks("idlecheck") else { return };
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    let used = threads_cpu_ticks("idlecheck").unwrap() - before;
+    // Four spinning workers would burn ~200 ticks (at 100 Hz) in 500 ms.
+    assert!(used <= 2, "idle pool used {used} ticks in {:?}", start.elapsed());
+    drop(pool);
+}
+
+#[test]
+fn stats_add_up() {
+    let pool = ThreadPool::builder().workers(2).build().unwrap();
+    let hs: Vec<_> = (0..100)
+        .map(|i| pool.spawn(move || if i % 10 == 0 { panic!("odd one") } else { i }))
+        .collect();
+    for h in hs {
+        let _ = h.join();
+    }
+    pool.shutdown();
+    let s = pool.stats();
+    assert_eq!((s.completed, s.failed, s.running, s.queued), (90, 10, 0, 0));
+}
