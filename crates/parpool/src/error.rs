@@ -92,6 +92,24 @@ impl fmt::Display for CodecStage {
     }
 }
 
+/// A job's input or its output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Payload {
+    /// What the job was given.
+    Input,
+    /// What the job returned.
+    Output,
+}
+
+impl fmt::Display for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Payload::Input => "input",
+            Payload::Output => "output",
+        })
+    }
+}
+
 /// Why a job did not produce its value.
 ///
 /// Every pool resolves every job to either its value or one of these. Match
@@ -114,7 +132,7 @@ pub enum JobError {
         "the job panicked with {0}; the panic was caught and the pool carries on \
          (fix the panic, or handle this error)"
     )]
-    Panicked(PanicInfo),
+    Panicked(Box<PanicInfo>),
 
     /// The job was cancelled, by [`JobHandle::cancel`](crate::JobHandle::cancel)
     /// or by [`shutdown_now`](crate::ThreadPool::shutdown_now), before it
@@ -183,8 +201,8 @@ pub enum JobError {
          (raise the limit on the pool builder, or pass the data through shared memory)"
     )]
     TooLarge {
-        /// `"input"` or `"output"`.
-        what: String,
+        /// Which payload was too large.
+        what: Payload,
         /// Its encoded size in bytes.
         size: u64,
         /// The limit in bytes.
@@ -224,6 +242,11 @@ impl JobError {
     /// The input or output was over the size limit.
     pub fn is_too_large(&self) -> bool {
         matches!(self, JobError::TooLarge { .. })
+    }
+
+    /// A [`JobError::Panicked`] from a caught panic.
+    pub(crate) fn panicked(info: PanicInfo) -> Self {
+        JobError::Panicked(Box::new(info))
     }
 
     /// The panic message, if the job panicked.

@@ -33,7 +33,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::error::JobError;
-use crate::job::{Cancellable, CancelToken, JobId};
+use crate::job::{CancelToken, Cancellable, JobId};
 use crate::panic;
 use crate::sync::{self, AtomicU8, Condvar, Mutex};
 
@@ -66,9 +66,40 @@ struct State<T> {
     taken: bool,
     /// A thread is blocked on `joined`.
     blocked: bool,
-    callbacks: Vec<Callback<T>>,
     waker: Option<Waker>,
+    /// `on_done` callbacks and `wait`/`as_completed` listeners: rare, so
+    /// boxed on first use to keep the common job small.
+    extra: Option<Box<Extra<T>>>,
+}
+
+struct Extra<T> {
+    callbacks: Vec<Callback<T>>,
     listeners: Vec<(u64, Waker)>,
+}
+
+impl<T> State<T> {
+    fn extra(&mut self) -> &mut Extra<T> {
+        self.extra.get_or_insert_with(|| {
+            Box::new(Extra {
+                callbacks: Vec::new(),
+                listeners: Vec::new(),
+            })
+        })
+    }
+
+    fn take_callbacks(&mut self) -> Vec<Callback<T>> {
+        self.extra
+            .as_mut()
+            .map(|e| mem::take(&mut e.callbacks))
+            .unwrap_or_default()
+    }
+
+    fn take_listeners(&mut self) -> Vec<(u64, Waker)> {
+        self.extra
+            .as_mut()
+            .map(|e| mem::take(&mut e.listeners))
+            .unwrap_or_default()
+    }
 }
 
 impl<T> Inner<T> {
@@ -83,9 +114,8 @@ impl<T> Inner<T> {
                 failed: false,
                 taken: false,
                 blocked: false,
-                callbacks: Vec::new(),
                 waker: None,
-                listeners: Vec::new(),
+                extra: None,
             }),
             joined: Condvar::new(),
         }
@@ -126,7 +156,8 @@ impl<T> Inner<T> {
     fn settle(&self, result: Result<T, JobError>, publish: bool) {
         loop {
             let mut st = sync::lock(&self.state);
-            if st.callbacks.is_empty() {
+            let callbacks = st.take_callbacks();
+            if callbacks.is_empty() {
                 if publish {
                     st.done = true;
                     st.failed = result.is_err();
@@ -134,7 +165,7 @@ impl<T> Inner<T> {
                 st.result = Some(result);
                 let blocked = st.blocked;
                 let waker = st.waker.take();
-                let listeners = mem::take(&mut st.listeners);
+                let listeners = st.take_listeners();
                 drop(st);
                 if blocked {
                     self.joined.notify_all();
@@ -147,7 +178,6 @@ impl<T> Inner<T> {
                 }
                 return;
             }
-            let callbacks = mem::take(&mut st.callbacks);
             drop(st);
             for cb in callbacks {
                 run_callback(self.id, cb, &result);
@@ -169,7 +199,7 @@ impl<T> Inner<T> {
             }
             // Not published yet, or lent to another `on_done` caller whose
             // `settle` loop will run this callback.
-            None => st.callbacks.push(cb),
+            None => st.extra().callbacks.push(cb),
         }
     }
 
@@ -195,12 +225,14 @@ impl<T> Inner<T> {
             drop(st);
             waker.wake();
         } else {
-            st.listeners.push((key, waker));
+            st.extra().listeners.push((key, waker));
         }
     }
 
     pub(crate) fn remove_listener(&self, key: u64) {
-        sync::lock(&self.state).listeners.retain(|(k, _)| *k != key);
+        if let Some(e) = sync::lock(&self.state).extra.as_mut() {
+            e.listeners.retain(|(k, _)| *k != key);
+        }
     }
 
     fn take_now(&self) -> Option<Result<T, JobError>> {
@@ -212,14 +244,20 @@ impl<T> Inner<T> {
 
     fn join_until(&self, deadline: Option<Instant>) -> Option<Result<T, JobError>> {
         #[cfg(not(parpool_loom))]
-        crate::thread::help_until(self.pool, &|| self.is_finished());
+        {
+            crate::thread::help_until(self.pool, &|| self.is_finished());
+            self.spin_until_resolved();
+        }
         let mut st = sync::lock(&self.state);
         loop {
             if let Some(r) = st.result.take() {
                 st.taken = true;
                 return Some(r);
             }
-            assert!(!st.taken, "JobHandle: result already taken by polling the handle");
+            assert!(
+                !st.taken,
+                "JobHandle: result already taken by polling the handle"
+            );
             st.blocked = true;
             st = match deadline {
                 None => sync::wait(&self.joined, st),
@@ -231,6 +269,20 @@ impl<T> Inner<T> {
                     sync::wait_timeout(&self.joined, st, d - now)
                 }
             };
+        }
+    }
+
+    /// Spins for a few microseconds waiting for the job to be resolved:
+    /// a short job is then collected without the joiner going to sleep and
+    /// being woken (two context switches).
+    #[cfg(not(parpool_loom))]
+    fn spin_until_resolved(&self) {
+        let backoff = crossbeam_utils::Backoff::new();
+        while !backoff.is_completed() {
+            if self.flags.load(sync::Acquire) & RESOLVED != 0 {
+                return;
+            }
+            backoff.snooze();
         }
     }
 
@@ -255,6 +307,18 @@ impl<T: Send> Cancellable for Inner<T> {
     }
 }
 
+/// The allocation a handle points at: a job's state, usually stored in one
+/// allocation together with the job's closure (see `thread::worker`).
+pub(crate) trait Cell<T>: Cancellable {
+    fn inner(&self) -> &Inner<T>;
+}
+
+impl<T: Send> Cell<T> for Inner<T> {
+    fn inner(&self) -> &Inner<T> {
+        self
+    }
+}
+
 fn run_callback<T>(id: JobId, cb: Callback<T>, result: &Result<T, JobError>) {
     if let Err(p) = panic::catch(|| cb(result)) {
         tracing::error!(job = %id, panic = %p, "an on_done callback panicked; the panic was contained");
@@ -276,33 +340,35 @@ fn run_callback<T>(id: JobId, cb: Callback<T>, result: &Result<T, JobError>) {
 /// # Ok::<(), parpool::BuildError>(())
 /// ```
 pub struct JobHandle<T> {
-    inner: Arc<Inner<T>>,
+    cell: Arc<dyn Cell<T>>,
 }
 
 impl<T: Send + 'static> JobHandle<T> {
-    pub(crate) fn from_inner(inner: Arc<Inner<T>>) -> Self {
-        JobHandle { inner }
+    pub(crate) fn from_cell(cell: Arc<dyn Cell<T>>) -> Self {
+        JobHandle { cell }
     }
 
     /// A handle that is already resolved with `result`.
     pub(crate) fn ready(id: JobId, result: Result<T, JobError>) -> Self {
-        let inner = Arc::new(Inner::new(id, 0));
+        let inner = Inner::new(id, 0);
         inner.resolve(result);
-        JobHandle { inner }
+        JobHandle {
+            cell: Arc::new(inner),
+        }
     }
 
-    pub(crate) fn inner(&self) -> &Arc<Inner<T>> {
-        &self.inner
+    pub(crate) fn inner(&self) -> &Inner<T> {
+        self.cell.inner()
     }
 
     /// The job's id, unique within its pool.
     pub fn id(&self) -> JobId {
-        self.inner.id
+        self.inner().id
     }
 
     /// Blocks until the job is resolved and returns its value or error.
     pub fn join(self) -> Result<T, JobError> {
-        match self.inner.join_until(None) {
+        match self.inner().join_until(None) {
             Some(r) => r,
             None => unreachable!("join without a deadline returned without a result"),
         }
@@ -323,7 +389,7 @@ impl<T: Send + 'static> JobHandle<T> {
     /// ```
     pub fn join_timeout(self, timeout: Duration) -> Result<Result<T, JobError>, Self> {
         let deadline = Instant::now().checked_add(timeout);
-        match self.inner.join_until(deadline) {
+        match self.inner().join_until(deadline) {
             Some(r) => Ok(r),
             None => Err(self),
         }
@@ -332,7 +398,7 @@ impl<T: Send + 'static> JobHandle<T> {
     /// Returns the result if the job is resolved, without blocking; otherwise
     /// gives the handle back in `Err`.
     pub fn try_result(self) -> Result<Result<T, JobError>, Self> {
-        match self.inner.take_now() {
+        match self.inner().take_now() {
             Some(r) => Ok(r),
             None => Err(self),
         }
@@ -340,7 +406,7 @@ impl<T: Send + 'static> JobHandle<T> {
 
     /// Whether the job is resolved (its value or error is ready).
     pub fn is_finished(&self) -> bool {
-        self.inner.is_finished()
+        self.inner().is_finished()
     }
 
     /// Cancels the job. Returns `true` if this call resolved it as
@@ -351,7 +417,7 @@ impl<T: Send + 'static> JobHandle<T> {
     /// its eventual value is discarded; a running process job's worker is
     /// killed.
     pub fn cancel(&self) -> bool {
-        self.inner.resolve_cancel(JobError::Cancelled)
+        self.inner().resolve_cancel(JobError::Cancelled)
     }
 
     /// Runs `callback` with the result once the job is resolved: on the
@@ -363,13 +429,13 @@ impl<T: Send + 'static> JobHandle<T> {
     where
         F: FnOnce(&Result<T, JobError>) + Send + 'static,
     {
-        self.inner.on_done(Box::new(callback));
+        self.inner().on_done(Box::new(callback));
     }
 
     /// The job's cancel token (tripped by [`cancel`](Self::cancel) and by
     /// timeouts).
     pub fn cancel_token(&self) -> CancelToken {
-        CancelToken(self.inner.clone())
+        CancelToken(self.cell.clone())
     }
 }
 
@@ -377,15 +443,16 @@ impl<T: Send + 'static> Future for JobHandle<T> {
     type Output = Result<T, JobError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.poll_result(cx)
+        self.inner().poll_result(cx)
     }
 }
 
 impl<T> fmt::Debug for JobHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let st = sync::lock(&self.inner.state);
+        let inner = self.cell.inner();
+        let st = sync::lock(&inner.state);
         f.debug_struct("JobHandle")
-            .field("id", &self.inner.id)
+            .field("id", &inner.id)
             .field("finished", &st.done)
             .field("failed", &(st.done && st.failed))
             .finish()
@@ -406,16 +473,21 @@ mod tests {
     }
 
     fn handle() -> JobHandle<u32> {
-        JobHandle::from_inner(Arc::new(Inner::new(JobId(1), 0)))
+        JobHandle::from_cell(Arc::new(Inner::new(JobId(1), 0)))
     }
 
     #[test]
     fn loom_complete_vs_cancel_resolves_once() {
         loom::model(|| {
             let h = handle();
-            let inner = h.inner.clone();
+            let inner = h.cell.clone();
             let worker = loom::thread::spawn(move || {
-                if inner.try_start() { inner.resolve(Ok(7)) } else { false }
+                let inner = inner.inner();
+                if inner.try_start() {
+                    inner.resolve(Ok(7))
+                } else {
+                    false
+                }
             });
             let cancelled = h.cancel();
             let completed = worker.join().unwrap();
@@ -433,9 +505,9 @@ mod tests {
     fn loom_waker_registered_while_completing_is_woken() {
         loom::model(|| {
             let mut h = handle();
-            let inner = h.inner.clone();
+            let inner = h.cell.clone();
             let worker = loom::thread::spawn(move || {
-                inner.resolve(Ok(1));
+                inner.inner().resolve(Ok(1));
             });
             let count = loom::sync::Arc::new(AtomicUsize::new(0));
             let waker = Waker::from(Arc::new(CountWake(count.clone())));
@@ -445,7 +517,11 @@ mod tests {
             match first {
                 Poll::Ready(r) => assert_eq!(r, Ok(1)),
                 Poll::Pending => {
-                    assert_eq!(count.load(Ordering::SeqCst), 1, "pending poll must be woken");
+                    assert_eq!(
+                        count.load(Ordering::SeqCst),
+                        1,
+                        "pending poll must be woken"
+                    );
                     assert_eq!(Pin::new(&mut h).poll(&mut cx), Poll::Ready(Ok(1)));
                 }
             }
@@ -456,10 +532,10 @@ mod tests {
     fn loom_callback_runs_exactly_once_against_completion() {
         loom::model(|| {
             let h = handle();
-            let inner = h.inner.clone();
+            let inner = h.cell.clone();
             let runs = loom::sync::Arc::new(AtomicUsize::new(0));
             let worker = loom::thread::spawn(move || {
-                inner.resolve(Ok(3));
+                inner.inner().resolve(Ok(3));
             });
             let r2 = runs.clone();
             h.on_done(move |r| {
@@ -476,15 +552,18 @@ mod tests {
     fn loom_blocking_join_against_timeout_and_completion() {
         loom::model(|| {
             let h = handle();
-            let a = h.inner.clone();
-            let b = h.inner.clone();
+            let a = h.cell.clone();
+            let b = h.cell.clone();
             let worker = loom::thread::spawn(move || {
+                let a = a.inner();
                 if a.try_start() {
                     a.resolve(Ok(5));
                 }
             });
             let timer = loom::thread::spawn(move || {
-                b.resolve_cancel(JobError::TimedOut { after: Duration::from_millis(1) });
+                b.inner().resolve_cancel(JobError::TimedOut {
+                    after: Duration::from_millis(1),
+                });
             });
             let r = h.join();
             worker.join().unwrap();

@@ -64,7 +64,7 @@ mod thread;
 mod timer;
 mod wait;
 
-pub use error::{BuildError, CodecStage, ExitStatus, JobError, Location, PanicInfo};
+pub use error::{BuildError, CodecStage, ExitStatus, JobError, Location, PanicInfo, Payload};
 pub use handle::JobHandle;
 pub use job::{CancelToken, JobContext, JobId, JobOptions, current_job};
 pub use map::{Map, MapUnordered};

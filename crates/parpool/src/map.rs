@@ -33,7 +33,7 @@ pub(crate) fn run_chunk<I, R>(items: Vec<I>, f: impl Fn(I) -> R) -> Chunk<R> {
     let start = Instant::now();
     let out = items
         .into_iter()
-        .map(|x| panic::catch(|| f(x)).map_err(JobError::Panicked))
+        .map(|x| panic::catch(|| f(x)).map_err(JobError::panicked))
         .collect();
     (out, start.elapsed())
 }
@@ -92,7 +92,10 @@ impl<'a, I: Iterator, R: Send + 'static> Engine<'a, I, R> {
                 self.adapt(len, took);
                 items.into_iter()
             }
-            Err(e) => std::iter::repeat_n(e, len).map(Err).collect::<Vec<_>>().into_iter(),
+            Err(e) => std::iter::repeat_n(e, len)
+                .map(Err)
+                .collect::<Vec<_>>()
+                .into_iter(),
         };
     }
 

@@ -84,7 +84,10 @@ impl<T: Send + 'static, P> Completions<T, P> {
                 self.slots.len() - 1
             }
         };
-        let waker = Waker::from(Arc::new(SlotWaker { slot, signal: self.signal.clone() }));
+        let waker = Waker::from(Arc::new(SlotWaker {
+            slot,
+            signal: self.signal.clone(),
+        }));
         handle.inner().add_listener(self.key, waker);
         self.slots[slot] = Some((handle, payload));
         self.live += 1;
@@ -122,7 +125,11 @@ impl<T: Send + 'static, P> Completions<T, P> {
                         r.waiting = false;
                         return None;
                     }
-                    signal.cond.wait_timeout(r, d - now).unwrap_or_else(|p| p.into_inner()).0
+                    signal
+                        .cond
+                        .wait_timeout(r, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
                 }
             };
             r.waiting = false;

@@ -62,6 +62,14 @@ macro_rules! task {
             type Output = $out;
             fn run($($arg)*: $in) -> $out $body
         }
+
+        impl $name {
+            /// Runs the task here, on the calling thread.
+            #[allow(dead_code)]
+            $vis fn run_now(input: $in) -> $out {
+                <$name as $crate::Task>::run(input)
+            }
+        }
     };
 }
 
@@ -73,7 +81,11 @@ pub(crate) mod sealed {
     pub trait Sealed {
         /// Runs `task` over a chunk of inputs as one job (the unit `map`
         /// sends); each item's panic is caught separately.
-        fn submit_chunk<T: Task>(&self, task: T, inputs: Vec<T::Input>) -> JobHandle<Chunk<T::Output>>
+        fn submit_chunk<T: Task>(
+            &self,
+            task: T,
+            inputs: Vec<T::Input>,
+        ) -> JobHandle<Chunk<T::Output>>
         where
             Self: Sized;
     }
@@ -98,7 +110,12 @@ pub(crate) mod sealed {
 /// ```
 pub trait Executor: sealed::Sealed {
     /// Runs `task` on `input` with per-job options.
-    fn submit_with<T: Task>(&self, opts: JobOptions, task: T, input: T::Input) -> JobHandle<T::Output>
+    fn submit_with<T: Task>(
+        &self,
+        opts: JobOptions,
+        task: T,
+        input: T::Input,
+    ) -> JobHandle<T::Output>
     where
         Self: Sized;
 
@@ -126,7 +143,11 @@ pub trait Executor: sealed::Sealed {
     }
 
     /// Runs `task` over `inputs`, yielding `(index, result)` as jobs finish.
-    fn map_task_unordered<T, I>(&self, task: T, inputs: I) -> MapUnordered<'_, I::IntoIter, T::Output>
+    fn map_task_unordered<T, I>(
+        &self,
+        task: T,
+        inputs: I,
+    ) -> MapUnordered<'_, I::IntoIter, T::Output>
     where
         Self: Sized,
         T: Task,

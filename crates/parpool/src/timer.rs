@@ -65,7 +65,12 @@ pub(crate) fn schedule(after: Duration, target: Weak<dyn Expire>) {
     let seq = g.1;
     g.1 += 1;
     let earliest = g.0.peek().is_none_or(|Reverse(e)| deadline < e.deadline);
-    g.0.push(Reverse(Entry { deadline, seq, after, target }));
+    g.0.push(Reverse(Entry {
+        deadline,
+        seq,
+        after,
+        target,
+    }));
     drop(g);
     if earliest {
         t.wake.notify_one();
@@ -79,7 +84,9 @@ fn run(t: &Timer) {
         match g.0.peek() {
             None => g = t.wake.wait(g).unwrap_or_else(|p| p.into_inner()),
             Some(Reverse(e)) if e.deadline <= now => {
-                let Some(Reverse(e)) = g.0.pop() else { continue };
+                let Some(Reverse(e)) = g.0.pop() else {
+                    continue;
+                };
                 drop(g);
                 if let Some(target) = e.target.upgrade() {
                     target.expire(e.after);
@@ -88,7 +95,11 @@ fn run(t: &Timer) {
             }
             Some(Reverse(e)) => {
                 let wait = e.deadline - now;
-                g = t.wake.wait_timeout(g, wait).unwrap_or_else(|p| p.into_inner()).0;
+                g = t
+                    .wake
+                    .wait_timeout(g, wait)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
             }
         }
     }

@@ -128,7 +128,9 @@ impl<T: Send + 'static> AsCompleted<T> {
     /// or when every job has been yielded (see [`remaining`](Self::remaining)).
     pub fn next_timeout(&mut self, timeout: Duration) -> Option<(usize, Result<T, JobError>)> {
         let deadline = Instant::now().checked_add(timeout);
-        self.set.next_blocking(deadline).map(|(h, i)| (i, finished(h)))
+        self.set
+            .next_blocking(deadline)
+            .map(|(h, i)| (i, finished(h)))
     }
 }
 
@@ -190,7 +192,10 @@ impl<T: Send + 'static> futures_core::Stream for CompletedStream<T> {
     type Item = (usize, Result<T, JobError>);
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.get_mut().set.poll_next(cx).map(|o| o.map(|(h, i)| (i, finished(h))))
+        self.get_mut()
+            .set
+            .poll_next(cx)
+            .map(|o| o.map(|(h, i)| (i, finished(h))))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -200,12 +205,16 @@ impl<T: Send + 'static> futures_core::Stream for CompletedStream<T> {
 
 impl<T: Send + 'static> fmt::Debug for CompletedStream<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CompletedStream").field("remaining", &self.set.len()).finish()
+        f.debug_struct("CompletedStream")
+            .field("remaining", &self.set.len())
+            .finish()
     }
 }
 
 impl<T: Send + 'static> fmt::Debug for AsCompleted<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AsCompleted").field("remaining", &self.set.len()).finish()
+        f.debug_struct("AsCompleted")
+            .field("remaining", &self.set.len())
+            .finish()
     }
 }

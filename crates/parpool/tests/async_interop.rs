@@ -11,7 +11,10 @@ fn pool() -> ThreadPool {
 #[test]
 fn await_in_tokio_multi_thread() {
     let pool = pool();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
     let results = rt.block_on(async {
         let a = pool.spawn(|| {
             std::thread::sleep(Duration::from_millis(20));
@@ -30,11 +33,17 @@ fn await_in_tokio_multi_thread() {
 #[test]
 fn await_in_tokio_current_thread_with_timeout() {
     let pool = pool();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let slow = pool.spawn(|| std::thread::sleep(Duration::from_millis(300)));
         let timed = tokio::time::timeout(Duration::from_millis(10), slow).await;
-        assert!(timed.is_err(), "the runtime's timeout fires while the job runs");
+        assert!(
+            timed.is_err(),
+            "the runtime's timeout fires while the job runs"
+        );
         let quick = pool.spawn(|| "quick");
         assert_eq!(quick.await, Ok("quick"));
     });
@@ -49,7 +58,10 @@ fn await_in_futures_executor() {
     let queued = pool.spawn(|| 1);
     let queued2 = pool.spawn(|| 2);
     queued2.cancel();
-    assert_eq!(futures::executor::block_on(queued2), Err(JobError::Cancelled));
+    assert_eq!(
+        futures::executor::block_on(queued2),
+        Err(JobError::Cancelled)
+    );
     assert_eq!(futures::executor::block_on(queued), Ok(1));
     drop(cancelled);
 }
@@ -64,7 +76,10 @@ fn await_in_smol() {
 #[test]
 fn many_handles_joined_concurrently_in_tokio() {
     let pool = pool();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
     let sum = rt.block_on(async {
         let handles: Vec<_> = (0..1000u64).map(|i| pool.spawn(move || i)).collect();
         let mut sum = 0;

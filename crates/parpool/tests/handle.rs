@@ -13,8 +13,15 @@ fn pool(n: usize) -> ThreadPool {
 #[test]
 fn panic_is_captured_with_message_and_location() {
     let pool = pool(1);
-    let line = line!() + 1;
-    let err = pool.spawn(|| -> u8 { panic!("bad value {}", 42) }).join().unwrap_err();
+    let (line_tx, line_rx) = mpsc::channel();
+    let err = pool
+        .spawn(move || -> u8 {
+            line_tx.send(line!() + 1).unwrap();
+            panic!("bad value {}", 42)
+        })
+        .join()
+        .unwrap_err();
+    let line = line_rx.recv().unwrap();
     assert!(err.is_panicked());
     assert_eq!(err.panic_message(), Some("bad value 42"));
     let loc = err.panic_location().expect("location recorded");
@@ -28,7 +35,10 @@ fn panic_is_captured_with_message_and_location() {
 #[test]
 fn panic_with_non_string_payload_is_captured() {
     let pool = pool(1);
-    let err = pool.spawn(|| std::panic::panic_any(17u32)).join().unwrap_err();
+    let err = pool
+        .spawn(|| std::panic::panic_any(17u32))
+        .join()
+        .unwrap_err();
     assert_eq!(err.panic_message(), Some("Box<dyn Any>"));
 }
 
@@ -41,12 +51,17 @@ fn join_timeout_gives_the_handle_back() {
         9
     });
     let started = Instant::now();
-    let h = h.join_timeout(Duration::from_millis(30)).expect_err("not done yet");
+    let h = h
+        .join_timeout(Duration::from_millis(30))
+        .expect_err("not done yet");
     assert!(started.elapsed() >= Duration::from_millis(30));
     let h = h.try_result().expect_err("still not done");
     assert!(!h.is_finished());
     tx.send(()).unwrap();
-    assert_eq!(h.join_timeout(Duration::from_secs(10)).expect("done"), Ok(9));
+    assert_eq!(
+        h.join_timeout(Duration::from_secs(10)).expect("done"),
+        Ok(9)
+    );
 }
 
 #[test]
@@ -72,18 +87,29 @@ fn timeout_resolves_timed_out_and_trips_the_token() {
     let pool = pool(1);
     let saw_cancel = Arc::new(AtomicUsize::new(0));
     let seen = saw_cancel.clone();
-    let h = pool.spawn_with(JobOptions::new().timeout(Duration::from_millis(20)), move || {
-        let job = parpool::current_job().unwrap();
-        let start = Instant::now();
-        while !job.is_cancelled() {
-            assert!(start.elapsed() < Duration::from_secs(10), "token never tripped");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        seen.fetch_add(1, SeqCst);
-        "value discarded"
-    });
+    let h = pool.spawn_with(
+        JobOptions::new().timeout(Duration::from_millis(20)),
+        move || {
+            let job = parpool::current_job().unwrap();
+            let start = Instant::now();
+            while !job.is_cancelled() {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "token never tripped"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            seen.fetch_add(1, SeqCst);
+            "value discarded"
+        },
+    );
     let err = h.join().unwrap_err();
-    assert_eq!(err, JobError::TimedOut { after: Duration::from_millis(20) });
+    assert_eq!(
+        err,
+        JobError::TimedOut {
+            after: Duration::from_millis(20)
+        }
+    );
     // The job saw its token and stopped; the worker is free again.
     assert_eq!(pool.spawn(|| 1).join(), Ok(1));
     assert_eq!(saw_cancel.load(SeqCst), 1);
@@ -118,7 +144,11 @@ fn cancel_of_a_queued_job_means_it_never_runs() {
     blocker.join().unwrap();
     assert_eq!(queued.join(), Err(JobError::Cancelled));
     pool.shutdown();
-    assert_eq!(ran.load(SeqCst), 0, "a cancelled queued job must never start");
+    assert_eq!(
+        ran.load(SeqCst),
+        0,
+        "a cancelled queued job must never start"
+    );
     assert_eq!(pool.stats().cancelled, 1);
 }
 
@@ -141,7 +171,9 @@ fn cancel_of_a_running_job_trips_its_token() {
     assert!(!token.is_cancelled());
     assert!(h.cancel(), "cancel of a running job resolves it");
     assert!(token.is_cancelled());
-    stopped_rx.recv_timeout(Duration::from_secs(10)).expect("job saw its token");
+    stopped_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("job saw its token");
     assert_eq!(h.join(), Err(JobError::Cancelled));
 }
 
@@ -176,7 +208,10 @@ fn on_done_runs_once_attached_before_completion() {
     }
     tx.send(()).unwrap();
     for _ in 0..3 {
-        assert_eq!(seen_rx.recv_timeout(Duration::from_secs(10)).unwrap(), Ok(10));
+        assert_eq!(
+            seen_rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+            Ok(10)
+        );
     }
     assert_eq!(h.join(), Ok(10));
     assert_eq!(calls.load(SeqCst), 3, "each callback exactly once");
@@ -197,7 +232,10 @@ fn on_done_attached_after_completion_runs_at_once_on_this_thread() {
         *slot.lock().unwrap() = Some(std::thread::current().id());
     });
     assert_eq!(*ran_on.lock().unwrap(), Some(me));
-    assert!(h.join().unwrap_err().is_panicked(), "the result is still there after on_done");
+    assert!(
+        h.join().unwrap_err().is_panicked(),
+        "the result is still there after on_done"
+    );
 }
 
 #[test]
@@ -206,7 +244,11 @@ fn a_panicking_callback_is_contained() {
     let h = pool.spawn(|| 1);
     h.on_done(|_| panic!("callback bug"));
     assert_eq!(h.join(), Ok(1));
-    assert_eq!(pool.spawn(|| 2).join(), Ok(2), "the worker survived the callback's panic");
+    assert_eq!(
+        pool.spawn(|| 2).join(),
+        Ok(2),
+        "the worker survived the callback's panic"
+    );
 }
 
 #[test]
@@ -236,10 +278,17 @@ fn dropping_a_handle_detaches_the_job() {
 fn errors_explain_what_to_do() {
     let e = JobError::Shutdown;
     assert!(e.to_string().contains("shutting down"));
-    let e = JobError::TimedOut { after: Duration::from_secs(1) };
+    let e = JobError::TimedOut {
+        after: Duration::from_secs(1),
+    };
     assert!(e.is_timed_out() && e.to_string().contains("timeout"));
-    let e = JobError::Crashed { status: parpool::ExitStatus::Signal(11), detail: None };
+    let e = JobError::Crashed {
+        status: parpool::ExitStatus::Signal(11),
+        detail: None,
+    };
     assert!(e.is_crashed() && e.to_string().contains("signal 11"));
-    let e = JobError::UnknownTask { name: "x::y".into() };
+    let e = JobError::UnknownTask {
+        name: "x::y".into(),
+    };
     assert!(e.is_unknown_task() && e.to_string().contains("parpool::task!"));
 }

@@ -40,11 +40,17 @@ fn map_keeps_input_order_under_random_durations() {
 fn map_over_an_endless_iterator_is_lazy_and_bounded_with_fixed_chunks() {
     let pool = pool(2);
     let pulled = Arc::new(AtomicUsize::new(0));
-    let it = pool.map(|x: u64| x + 1, counted(&pulled)).chunk_size(1).window(8);
+    let it = pool
+        .map(|x: u64| x + 1, counted(&pulled))
+        .chunk_size(1)
+        .window(8);
     let first: Vec<u64> = it.take(1000).map(Result::unwrap).collect();
     assert_eq!(first, (1..=1000).collect::<Vec<_>>());
     let n = pulled.load(SeqCst);
-    assert!(n <= 1000 + 8, "pulled {n} inputs for 1000 outputs with a window of 8");
+    assert!(
+        n <= 1000 + 8,
+        "pulled {n} inputs for 1000 outputs with a window of 8"
+    );
 }
 
 #[test]
@@ -128,7 +134,10 @@ fn map_unordered_yields_fast_items_before_slow_ones() {
         .map(|(i, _)| i)
         .take(3)
         .collect();
-    assert!(!first.contains(&0), "the slow item came before fast ones: {first:?}");
+    assert!(
+        !first.contains(&0),
+        "the slow item came before fast ones: {first:?}"
+    );
 }
 
 mod properties {

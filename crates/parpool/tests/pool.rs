@@ -9,9 +9,24 @@ use parpool::{BuildError, Executor, JobError, Task, ThreadPool};
 #[test]
 fn zero_workers_is_a_typed_build_error() {
     let err = ThreadPool::builder().workers(0).build().unwrap_err();
-    assert!(matches!(err, BuildError::InvalidSetting { setting: "workers", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            BuildError::InvalidSetting {
+                setting: "workers",
+                ..
+            }
+        ),
+        "{err}"
+    );
     let err = ThreadPool::builder().queue_capacity(0).build().unwrap_err();
-    assert!(matches!(err, BuildError::InvalidSetting { setting: "queue_capacity", .. }));
+    assert!(matches!(
+        err,
+        BuildError::InvalidSetting {
+            setting: "queue_capacity",
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -27,8 +42,15 @@ fn workers_are_named_and_initialized_once_each() {
         })
         .build()
         .unwrap();
-    assert_eq!(inits.load(SeqCst), 3, "build returns after every initializer ran");
-    let name = pool.spawn(|| std::thread::current().name().unwrap().to_owned()).join().unwrap();
+    assert_eq!(
+        inits.load(SeqCst),
+        3,
+        "build returns after every initializer ran"
+    );
+    let name = pool
+        .spawn(|| std::thread::current().name().unwrap().to_owned())
+        .join()
+        .unwrap();
     assert!(name.starts_with("crunch-"), "{name}");
     assert_eq!(pool.workers(), 3);
 }
@@ -48,7 +70,11 @@ fn initializer_panic_fails_the_build() {
 
 #[test]
 fn bounded_queue_applies_backpressure_and_try_spawn_hands_the_job_back() {
-    let pool = ThreadPool::builder().workers(1).queue_capacity(2).build().unwrap();
+    let pool = ThreadPool::builder()
+        .workers(1)
+        .queue_capacity(2)
+        .build()
+        .unwrap();
     let gate = Arc::new(Barrier::new(2));
     let g = gate.clone();
     let (started_tx, started_rx) = mpsc::channel();
@@ -78,7 +104,11 @@ fn bounded_queue_applies_backpressure_and_try_spawn_hands_the_job_back() {
         h.join()
     });
     std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(unblocked.load(SeqCst), 0, "spawn must block while the queue is full");
+    assert_eq!(
+        unblocked.load(SeqCst),
+        0,
+        "spawn must block while the queue is full"
+    );
     gate.wait();
     assert_eq!(submitter.join().unwrap(), Ok(4));
     assert_eq!((a.join(), b.join()), (Ok(1), Ok(2)));
@@ -110,7 +140,11 @@ fn shutdown_drains_the_queue() {
         })
         .collect();
     pool.shutdown();
-    assert_eq!(done.load(SeqCst), 50, "shutdown runs every queued job before returning");
+    assert_eq!(
+        done.load(SeqCst),
+        50,
+        "shutdown runs every queued job before returning"
+    );
     assert!(handles.into_iter().all(|h| h.join().is_ok()));
 }
 
@@ -129,7 +163,11 @@ fn shutdown_now_cancels_queued_and_waits_for_running() {
     started_rx.recv().unwrap();
     let queued: Vec<_> = (0..20).map(|i| pool.spawn(move || i)).collect();
     pool.shutdown_now();
-    assert_eq!(finished.load(SeqCst), 1, "shutdown_now waits for the running job");
+    assert_eq!(
+        finished.load(SeqCst),
+        1,
+        "shutdown_now waits for the running job"
+    );
     assert_eq!(running.join(), Ok("finished"));
     for h in queued {
         assert_eq!(h.join(), Err(JobError::Cancelled));
@@ -173,7 +211,11 @@ fn scope_jobs_borrow_from_the_stack() {
             s.spawn(move || *total.lock().unwrap() += chunk.iter().sum::<u64>());
         }
     });
-    assert_eq!(*total.lock().unwrap(), 5050, "scope returns after every job finished");
+    assert_eq!(
+        *total.lock().unwrap(),
+        5050,
+        "scope returns after every job finished"
+    );
 }
 
 #[test]
@@ -190,7 +232,11 @@ fn scope_waits_for_its_jobs_even_when_the_body_panics() {
         })
     }));
     assert!(r.is_err());
-    assert_eq!(finished.load(SeqCst), 1, "the borrowed job finished before the unwind left");
+    assert_eq!(
+        finished.load(SeqCst),
+        1,
+        "the borrowed job finished before the unwind left"
+    );
 }
 
 #[test]
@@ -204,7 +250,11 @@ fn nested_scope_on_a_single_worker_does_not_deadlock() {
             hs.into_iter().map(|h| h.join().unwrap()).sum::<i32>()
         })
     });
-    assert_eq!(h.join_timeout(Duration::from_secs(20)).expect("no deadlock"), Ok(12));
+    assert_eq!(
+        h.join_timeout(Duration::from_secs(20))
+            .expect("no deadlock"),
+        Ok(12)
+    );
 }
 
 parpool::task! {
@@ -212,24 +262,34 @@ parpool::task! {
     fn square(x: u64) -> u64 { x * x }
 }
 
-parpool::task!(fn concat((a, mut b): (String, String)) -> String {
-    b.insert_str(0, &a);
-    b
-});
+parpool::task!(
+    fn concat((a, mut b): (String, String)) -> String {
+        b.insert_str(0, &a);
+        b
+    }
+);
 
 #[test]
 fn registered_tasks_run_through_the_executor_trait() {
     fn run_all(exec: &impl Executor) -> (u64, Vec<u64>, String) {
         let one = exec.submit(square, 12).join().unwrap();
         let many = exec.map_task(square, 0..5).map(Result::unwrap).collect();
-        let s = exec.submit(concat, ("ab".into(), "cd".into())).join().unwrap();
+        let s = exec
+            .submit(concat, ("ab".into(), "cd".into()))
+            .join()
+            .unwrap();
         (one, many, s)
     }
     let pool = ThreadPool::builder().workers(2).build().unwrap();
-    assert_eq!(run_all(&pool), (144, vec![0, 1, 4, 9, 16], "abcd".to_owned()));
+    assert_eq!(
+        run_all(&pool),
+        (144, vec![0, 1, 4, 9, 16], "abcd".to_owned())
+    );
     assert!(square::NAME.ends_with("pool::square"), "{}", square::NAME);
-    let mut unordered: Vec<_> =
-        pool.map_task_unordered(square, [3, 4]).map(|(i, r)| (i, r.unwrap())).collect();
+    let mut unordered: Vec<_> = pool
+        .map_task_unordered(square, [3, 4])
+        .map(|(i, r)| (i, r.unwrap()))
+        .collect();
     unordered.sort();
     assert_eq!(unordered, [(0, 9), (1, 16)]);
 }
@@ -253,16 +313,26 @@ fn threads_cpu_ticks(prefix: &str) -> Option<u64> {
 
 #[test]
 fn an_idle_pool_uses_no_cpu() {
-    let pool = ThreadPool::builder().workers(4).name("idlecheck").build().unwrap();
+    let pool = ThreadPool::builder()
+        .workers(4)
+        .name("idlecheck")
+        .build()
+        .unwrap();
     // Let the workers finish their brief spin and fall asleep.
     pool.spawn(|| ()).join().unwrap();
     std::thread::sleep(Duration::from_millis(50));
-    let Some(before) = threads_cpu_ticks("idlecheck") else { return };
+    let Some(before) = threads_cpu_ticks("idlecheck") else {
+        return;
+    };
     let start = Instant::now();
     std::thread::sleep(Duration::from_millis(500));
     let used = threads_cpu_ticks("idlecheck").unwrap() - before;
     // Four spinning workers would burn ~200 ticks (at 100 Hz) in 500 ms.
-    assert!(used <= 2, "idle pool used {used} ticks in {:?}", start.elapsed());
+    assert!(
+        used <= 2,
+        "idle pool used {used} ticks in {:?}",
+        start.elapsed()
+    );
     drop(pool);
 }
 
@@ -278,4 +348,35 @@ fn stats_add_up() {
     pool.shutdown();
     let s = pool.stats();
     assert_eq!((s.completed, s.failed, s.running, s.queued), (90, 10, 0, 0));
+}
+
+#[test]
+fn a_batch_stolen_by_a_busy_worker_does_not_delay_older_jobs() {
+    // Worker 0 may take jobs 0 and 1 in one batch; the idle worker must then
+    // start job 1 (older) rather than job 2 from the injector.
+    for _ in 0..50 {
+        let pool = ThreadPool::builder().workers(2).build().unwrap();
+        let (started_tx, started_rx) = mpsc::channel();
+        let gates: Vec<_> = (0..3)
+            .map(|i| {
+                let (gate_tx, gate_rx) = mpsc::channel::<()>();
+                let started = started_tx.clone();
+                let h = pool.spawn(move || {
+                    started.send(i).unwrap();
+                    let _ = gate_rx.recv();
+                });
+                (gate_tx, h)
+            })
+            .collect();
+        let mut first_two = [
+            started_rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+            started_rx.recv_timeout(Duration::from_secs(10)).unwrap(),
+        ];
+        first_two.sort();
+        assert_eq!(first_two, [0, 1], "job 2 started before job 1");
+        for (gate, h) in gates {
+            drop(gate);
+            h.join().unwrap();
+        }
+    }
 }

@@ -21,7 +21,11 @@ fn rng(seed: u64) -> impl FnMut() -> u64 {
 #[test]
 fn soak_100k_jobs_with_random_panics_loses_nothing() {
     const JOBS: u64 = 100_000;
-    let pool = ThreadPool::builder().workers(4).queue_capacity(1024).build().unwrap();
+    let pool = ThreadPool::builder()
+        .workers(4)
+        .queue_capacity(1024)
+        .build()
+        .unwrap();
     let ran_ok = Arc::new(AtomicU64::new(0));
     let mut next = rng(0x9e37_79b9_7f4a_7c15);
     let mut handles = Vec::with_capacity(JOBS as usize);
@@ -64,12 +68,20 @@ fn soak_100k_jobs_with_random_panics_loses_nothing() {
             Err(other) => panic!("unexpected error for job {i}: {other}"),
         }
     }
-    assert_eq!(ok + panicked + cancelled, JOBS, "every handle resolved exactly once");
+    assert_eq!(
+        ok + panicked + cancelled,
+        JOBS,
+        "every handle resolved exactly once"
+    );
     assert_eq!(cancelled, cancelled_won);
     assert!(panicked <= expect_panics);
     pool.shutdown();
     let s = pool.stats();
-    assert_eq!(s.finished(), JOBS, "pool counters account for every job: {s:?}");
+    assert_eq!(
+        s.finished(),
+        JOBS,
+        "pool counters account for every job: {s:?}"
+    );
     assert_eq!(s.completed, ok);
     assert_eq!(ran_ok.load(SeqCst), s.completed + (s.failed - panicked));
     assert_eq!((s.queued, s.running), (0, 0));
@@ -82,7 +94,11 @@ fn concurrent_submitters_and_shutdown_strand_no_job() {
         let submitters: Vec<_> = (0..3)
             .map(|_| {
                 let pool = pool.clone();
-                std::thread::spawn(move || (0..2_000).map(|i| pool.spawn(move || i)).collect::<Vec<_>>())
+                std::thread::spawn(move || {
+                    (0..2_000)
+                        .map(|i| pool.spawn(move || i))
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
         std::thread::sleep(Duration::from_micros(200 * round));

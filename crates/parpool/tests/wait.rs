@@ -26,7 +26,11 @@ fn wait_first_completed_returns_on_the_first_finish() {
     let (_gb, b) = gated(&pool, 2);
     let (_gc, c) = gated(&pool, 3);
     ga.send(()).unwrap();
-    let r = wait([a, b, c], WaitFor::FirstCompleted, Some(Duration::from_secs(10)));
+    let r = wait(
+        [a, b, c],
+        WaitFor::FirstCompleted,
+        Some(Duration::from_secs(10)),
+    );
     assert_eq!(r.done.len(), 1);
     assert_eq!(r.pending.len(), 2);
     assert_eq!(r.done.into_iter().next().unwrap().join(), Ok(1));
@@ -41,8 +45,16 @@ fn wait_first_error_returns_on_the_first_failure() {
     let (_ga, a) = gated(&pool, 1);
     let failing = pool.spawn(|| -> u32 { panic!("first error") });
     let (_gc, c) = gated(&pool, 3);
-    let r = wait([a, failing, c], WaitFor::FirstError, Some(Duration::from_secs(10)));
-    assert_eq!(r.done.len(), 1, "returns on the error without waiting for the rest");
+    let r = wait(
+        [a, failing, c],
+        WaitFor::FirstError,
+        Some(Duration::from_secs(10)),
+    );
+    assert_eq!(
+        r.done.len(),
+        1,
+        "returns on the error without waiting for the rest"
+    );
     let err = r.done.into_iter().next().unwrap().join().unwrap_err();
     assert_eq!(err.panic_message(), Some("first error"));
     assert_eq!(r.pending.len(), 2);
@@ -62,12 +74,24 @@ fn wait_all_completed_and_timeout() {
     let (ga, a) = gated(&pool, 1);
     let (gb, b) = gated(&pool, 2);
     let start = Instant::now();
-    let r = wait([a, b], WaitFor::AllCompleted, Some(Duration::from_millis(40)));
+    let r = wait(
+        [a, b],
+        WaitFor::AllCompleted,
+        Some(Duration::from_millis(40)),
+    );
     assert!(start.elapsed() >= Duration::from_millis(40));
-    assert_eq!((r.done.len(), r.pending.len()), (0, 2), "timed out: nothing lost");
+    assert_eq!(
+        (r.done.len(), r.pending.len()),
+        (0, 2),
+        "timed out: nothing lost"
+    );
     ga.send(()).unwrap();
     gb.send(()).unwrap();
-    let r = wait(r.pending, WaitFor::AllCompleted, Some(Duration::from_secs(10)));
+    let r = wait(
+        r.pending,
+        WaitFor::AllCompleted,
+        Some(Duration::from_secs(10)),
+    );
     assert_eq!(r.pending.len(), 0);
     let values: Vec<_> = r.done.into_iter().map(|h| h.join().unwrap()).collect();
     assert_eq!(values, [1, 2], "done keeps input order");
@@ -126,7 +150,10 @@ fn as_completed_is_a_stream() {
     let gates: Vec<_> = (0..3).map(|i| gated(&pool, i)).collect();
     let (senders, handles): (Vec<_>, Vec<_>) = gates.into_iter().unzip();
     let mut stream = as_completed(handles).into_stream();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let order = rt.block_on(async move {
         let mut order = Vec::new();
         for i in [1usize, 2, 0] {

@@ -13,15 +13,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle as ThreadHandle;
 
-use crossbeam_deque::Worker;
-
 use crate::error::{BuildError, JobError};
 use crate::handle::JobHandle;
 use crate::job::JobOptions;
 use crate::map::{Chunk, Map, MapUnordered};
 use crate::panic;
 use crate::task::{Executor, Task, sealed};
-use worker::{CANCELLING, ClosureJob, DRAINING, Job, Refused, Shared};
+use worker::{CANCELLING, ClosureJob, DRAINING, Refused, Shared};
 
 type Initializer = Arc<dyn Fn() + Send + Sync>;
 
@@ -136,13 +134,15 @@ impl ThreadPoolBuilder {
         }
         panic::install_hook();
 
-        let locals: Vec<Worker<Job>> = (0..workers).map(|_| Worker::new_fifo()).collect();
-        let stealers = locals.iter().map(Worker::stealer).collect();
-        let shared = Arc::new(Shared::new(self.name.clone(), stealers, self.queue_capacity));
-        let pool = ThreadPool { shared: shared.clone(), threads: Mutex::new(Vec::new()), workers };
+        let shared = Arc::new(Shared::new(self.name.clone(), workers, self.queue_capacity));
+        let pool = ThreadPool {
+            shared: shared.clone(),
+            threads: Mutex::new(Vec::new()),
+            workers,
+        };
 
         let (ready_tx, ready_rx) = mpsc::channel();
-        for (index, local) in locals.into_iter().enumerate() {
+        for index in 0..workers {
             let mut b = std::thread::Builder::new().name(format!("{}-{index}", self.name));
             if let Some(size) = self.stack_size {
                 b = b.stack_size(size);
@@ -159,12 +159,15 @@ impl ThreadPoolBuilder {
                 let _ = ready.send((index, init_result));
                 drop(ready);
                 if ok {
-                    worker::work(&worker_shared, index, &local);
+                    worker::work(&worker_shared, index);
                 }
             });
             match spawned {
                 Ok(t) => {
-                    pool.threads.lock().unwrap_or_else(|p| p.into_inner()).push(t);
+                    pool.threads
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(t);
                 }
                 Err(source) => {
                     pool.shutdown_now();
@@ -281,7 +284,8 @@ impl ThreadPool {
     ///
     /// ```
     /// use parpool::{JobOptions, ThreadPool};
-    ///     ///
+    /// use std::time::Duration;
+    ///
     /// let pool = ThreadPool::builder().workers(1).build()?;
     /// let h = pool.spawn_with(JobOptions::new().timeout(Duration::from_millis(20)), || {
     ///     while !parpool::current_job().unwrap().is_cancelled() {
@@ -326,10 +330,9 @@ impl ThreadPool {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        let inner = Arc::new(self.shared.new_job());
-        let job = ClosureJob { f, inner: inner.clone(), timeout: opts.timeout };
-        self.shared.push(Box::new(job));
-        JobHandle::from_inner(inner)
+        let job = Arc::new(ClosureJob::new(self.shared.new_job(), f, opts.timeout));
+        self.shared.push(job.clone());
+        JobHandle::from_cell(job)
     }
 
     /// Applies `f` to every item of `inputs` on the pool and yields the
@@ -376,11 +379,7 @@ impl ThreadPool {
     /// assert_eq!(got, [(0, 11), (1, 21), (2, 31)]);
     /// # Ok::<(), parpool::BuildError>(())
     /// ```
-    pub fn map_unordered<F, I, R>(
-        &self,
-        f: F,
-        inputs: I,
-    ) -> MapUnordered<'_, I::IntoIter, R>
+    pub fn map_unordered<F, I, R>(&self, f: F, inputs: I) -> MapUnordered<'_, I::IntoIter, R>
     where
         F: Fn(I::Item) -> R + Send + Sync + 'static,
         I: IntoIterator,
@@ -445,7 +444,7 @@ impl ThreadPool {
     /// workers.
     pub fn shutdown_now(&self) {
         self.shared.close(CANCELLING);
-        while let Some(job) = self.shared.find_job(None) {
+        while let Some(job) = self.shared.find_job() {
             self.shared.execute(job, &self.shared.counters[0]);
         }
         self.join_workers();
@@ -508,13 +507,22 @@ impl fmt::Debug for ThreadPool {
 }
 
 impl sealed::Sealed for ThreadPool {
-    fn submit_chunk<T: Task>(&self, _task: T, inputs: Vec<T::Input>) -> JobHandle<Chunk<T::Output>> {
+    fn submit_chunk<T: Task>(
+        &self,
+        _task: T,
+        inputs: Vec<T::Input>,
+    ) -> JobHandle<Chunk<T::Output>> {
         self.spawn(move || crate::map::run_chunk(inputs, T::run))
     }
 }
 
 impl Executor for ThreadPool {
-    fn submit_with<T: Task>(&self, opts: JobOptions, _task: T, input: T::Input) -> JobHandle<T::Output> {
+    fn submit_with<T: Task>(
+        &self,
+        opts: JobOptions,
+        _task: T,
+        input: T::Input,
+    ) -> JobHandle<T::Output> {
         self.spawn_with(opts, move || T::run(input))
     }
 

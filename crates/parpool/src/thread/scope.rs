@@ -11,7 +11,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::{Arc, Condvar, Mutex};
 
 use super::ThreadPool;
-use super::worker::{ClosureJob, Job, Runnable};
+use super::worker::ClosureJob;
 use crate::handle::JobHandle;
 
 /// A scope in which jobs may borrow data that outlives the scope.
@@ -25,7 +25,9 @@ pub struct Scope<'scope, 'env: 'scope> {
 
 impl std::fmt::Debug for Scope<'_, '_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scope").field("pool", &self.pool.name()).finish_non_exhaustive()
+        f.debug_struct("Scope")
+            .field("pool", &self.pool.name())
+            .finish_non_exhaustive()
     }
 }
 
@@ -68,26 +70,28 @@ impl<'scope> Scope<'scope, '_> {
             return JobHandle::ready(shared.next_id(), Err(crate::JobError::Shutdown));
         }
         let live = Live::new(&self.live);
-        let inner = Arc::new(shared.new_job());
-        let job = ClosureJob {
-            f: move || {
-                let _live = live;
-                f()
-            },
-            inner: inner.clone(),
-            timeout: None,
+        let f: Box<dyn FnOnce() -> R + Send + 'scope> = Box::new(move || {
+            let _live = live;
+            f()
+        });
+        // SAFETY: only the lifetime changes (same vtable and layout). The
+        // closure borrows data living at least as long as `'scope`; `run`
+        // below waits for its `Live` token, which the closure holds until it
+        // has been run to the end or dropped unrun, before `'scope` can end —
+        // also when the body panics, because `run` catches the panic and
+        // waits first. Every queued job is dequeued by a worker (or by
+        // `shutdown_now`) before the pool's threads exit, and dequeuing takes
+        // the closure out of the job, so a handle kept alive past the scope
+        // holds no closure.
+        let f: Box<dyn FnOnce() -> R + Send + 'static> = unsafe {
+            std::mem::transmute::<
+                Box<dyn FnOnce() -> R + Send + 'scope>,
+                Box<dyn FnOnce() -> R + Send + 'static>,
+            >(f)
         };
-        let job: Box<dyn Runnable + 'scope> = Box::new(job);
-        // SAFETY: only the lifetime changes (same vtable and layout). The job
-        // borrows data living at least as long as `'scope`; `run` below waits
-        // for its `Live` token, which the job holds until it has been run to
-        // the end or dropped unrun, before `'scope` can end — also when the
-        // body panics, because `run` catches the panic and waits first.
-        let job: Job = unsafe {
-            std::mem::transmute::<Box<dyn Runnable + 'scope>, Box<dyn Runnable + 'static>>(job)
-        };
-        shared.push(job);
-        JobHandle::from_inner(inner)
+        let job = Arc::new(ClosureJob::new(shared.new_job(), f, None));
+        shared.push(job.clone());
+        JobHandle::from_cell(job)
     }
 }
 

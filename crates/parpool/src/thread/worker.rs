@@ -1,17 +1,17 @@
 //! The shared queue state and the worker loop (design: `README.md` here).
 
+use std::cell::RefCell;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, fence};
-use std::cell::RefCell;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+use crossbeam_deque::{Injector, Steal};
 use crossbeam_utils::{Backoff, CachePadded};
 
 use crate::error::JobError;
-use crate::handle::Inner;
-use crate::job::{self, CancelToken, JobId};
+use crate::handle::{Cell, Inner};
+use crate::job::{self, CancelToken, Cancellable, JobId};
 use crate::panic;
 use crate::timer::{self, Expire};
 
@@ -20,14 +20,15 @@ pub(crate) const DRAINING: u8 = 1;
 pub(crate) const CANCELLING: u8 = 2;
 
 /// A unit of work in the queue.
-pub(crate) trait Runnable: Send {
+pub(crate) trait Runnable: Send + Sync {
     /// Runs the job (unless it was cancelled while queued).
-    fn run(self: Box<Self>, pool: &Shared) -> Outcome;
+    fn run(self: Arc<Self>, pool: &Shared) -> Outcome;
     /// Resolves the job with `err` without running it.
-    fn abandon(self: Box<Self>, err: JobError);
+    fn abandon(self: Arc<Self>, err: JobError);
 }
 
-pub(crate) type Job = Box<dyn Runnable>;
+/// A queued job: the same allocation the job's handle points at.
+pub(crate) type Job = Arc<dyn Runnable>;
 
 /// What became of a job a worker took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +51,7 @@ pub(crate) struct Shared {
     pub(crate) id: u64,
     pub(crate) name: String,
     pub(crate) injector: Injector<Job>,
-    pub(crate) stealers: Vec<Stealer<Job>>,
+    workers: usize,
     pub(crate) state: AtomicU8,
     pub(crate) pending: AtomicUsize,
     pub(crate) capacity: Option<usize>,
@@ -61,6 +62,9 @@ pub(crate) struct Shared {
     sleep: Mutex<()>,
     sleep_cv: Condvar,
     sleepers: AtomicUsize,
+    /// Workers awake and looking for a job: a push need not wake anyone
+    /// while one of them exists.
+    searching: AtomicUsize,
     space: Mutex<()>,
     space_cv: Condvar,
     blocked_submitters: AtomicUsize,
@@ -73,27 +77,25 @@ pub(crate) enum Refused {
 }
 
 impl Shared {
-    pub(crate) fn new(
-        name: String,
-        stealers: Vec<Stealer<Job>>,
-        capacity: Option<usize>,
-    ) -> Self {
-        let workers = stealers.len();
+    pub(crate) fn new(name: String, workers: usize, capacity: Option<usize>) -> Self {
         static NEXT_POOL: AtomicU64 = AtomicU64::new(1);
         Shared {
             id: NEXT_POOL.fetch_add(1, Relaxed),
             name,
             injector: Injector::new(),
-            stealers,
+            workers,
             state: AtomicU8::new(RUNNING),
             pending: AtomicUsize::new(0),
             capacity,
             next_id: AtomicU64::new(1),
-            counters: (0..workers).map(|_| CachePadded::new(Counters::default())).collect(),
+            counters: (0..workers)
+                .map(|_| CachePadded::new(Counters::default()))
+                .collect(),
             refused: AtomicU64::new(0),
             sleep: Mutex::new(()),
             sleep_cv: Condvar::new(),
             sleepers: AtomicUsize::new(0),
+            searching: AtomicUsize::new(0),
             space: Mutex::new(()),
             space_cv: Condvar::new(),
             blocked_submitters: AtomicUsize::new(0),
@@ -122,7 +124,11 @@ impl Shared {
             Some(cap) => loop {
                 let p = self.pending.load(SeqCst);
                 if p < cap {
-                    if self.pending.compare_exchange_weak(p, p + 1, SeqCst, SeqCst).is_ok() {
+                    if self
+                        .pending
+                        .compare_exchange_weak(p, p + 1, SeqCst, SeqCst)
+                        .is_ok()
+                    {
                         break;
                     }
                     continue;
@@ -172,6 +178,13 @@ impl Shared {
     pub(crate) fn push(&self, job: Job) {
         self.injector.push(job);
         fence(SeqCst);
+        if self.searching.load(SeqCst) == 0 {
+            self.wake_one();
+        }
+    }
+
+    /// Wakes one sleeping worker, if any sleeps.
+    fn wake_one(&self) {
         if self.sleepers.load(SeqCst) > 0 {
             let _g = self.sleep.lock().unwrap_or_else(|p| p.into_inner());
             self.sleep_cv.notify_one();
@@ -193,39 +206,20 @@ impl Shared {
     }
 
     fn has_work(&self) -> bool {
-        !self.injector.is_empty() || self.stealers.iter().any(|s| !s.is_empty())
+        !self.injector.is_empty()
     }
 
     fn finished(&self) -> bool {
         !self.is_open() && self.pending.load(SeqCst) == 0
     }
 
-    /// Takes the next job: local deque, then a batch from the injector,
-    /// then a peer's deque.
-    pub(crate) fn find_job(&self, local: Option<&Worker<Job>>) -> Option<Job> {
-        if let Some(job) = local.and_then(Worker::pop) {
-            return Some(job);
-        }
+    /// Takes the oldest queued job.
+    pub(crate) fn find_job(&self) -> Option<Job> {
         loop {
-            let mut retry = false;
-            let stolen = match local {
-                Some(l) => self.injector.steal_batch_and_pop(l),
-                None => self.injector.steal(),
-            };
-            match stolen {
+            match self.injector.steal() {
                 Steal::Success(job) => return Some(job),
-                Steal::Retry => retry = true,
-                Steal::Empty => {}
-            }
-            for s in &self.stealers {
-                match s.steal() {
-                    Steal::Success(job) => return Some(job),
-                    Steal::Retry => retry = true,
-                    Steal::Empty => {}
-                }
-            }
-            if !retry {
-                return None;
+                Steal::Retry => continue,
+                Steal::Empty => return None,
             }
         }
     }
@@ -283,13 +277,16 @@ thread_local! {
 /// else would run it. Once nothing is queued, what it waits for is running
 /// on another thread and blocking is safe.
 pub(crate) fn help_until(pool_id: u64, done: &dyn Fn() -> bool) {
-    let Some((shared, index)) =
-        WORKER.with(|w| w.borrow().as_ref().filter(|(s, _)| s.id == pool_id).cloned())
-    else {
+    let Some((shared, index)) = WORKER.with(|w| {
+        w.borrow()
+            .as_ref()
+            .filter(|(s, _)| s.id == pool_id)
+            .cloned()
+    }) else {
         return;
     };
     while !done() {
-        match shared.find_job(None) {
+        match shared.find_job() {
             Some(job) => shared.execute(job, &shared.counters[index]),
             None => return,
         }
@@ -297,25 +294,34 @@ pub(crate) fn help_until(pool_id: u64, done: &dyn Fn() -> bool) {
 }
 
 /// A worker thread's main loop.
-pub(crate) fn work(shared: &Arc<Shared>, index: usize, local: &Worker<Job>) {
+///
+/// Between jobs a worker is *searching*: it spins briefly, and while it does
+/// pushes wake nobody. A searcher that finds a job while more are queued
+/// wakes one sleeper, so wake-ups cascade only as far as there is work.
+pub(crate) fn work(shared: &Arc<Shared>, index: usize) {
     WORKER.with(|w| *w.borrow_mut() = Some((shared.clone(), index)));
     let counters = &shared.counters[index];
     loop {
-        if let Some(job) = shared.find_job(Some(local)) {
+        if let Some(job) = shared.find_job() {
             shared.execute(job, counters);
             continue;
         }
-        let backoff = Backoff::new();
-        let mut found = None;
-        while !backoff.is_completed() {
-            backoff.snooze();
-            found = shared.find_job(Some(local));
-            if found.is_some() {
-                break;
-            }
-        }
+        // At most half the workers (at least one) search at a time; the
+        // others sleep at once, leaving cores to the threads that submit.
+        let max_searchers = (shared.workers / 2).max(1);
+        let found = if shared.searching.fetch_add(1, SeqCst) < max_searchers {
+            search(shared)
+        } else {
+            None
+        };
+        let last_searcher = shared.searching.fetch_sub(1, SeqCst) == 1;
         match found {
-            Some(job) => shared.execute(job, counters),
+            Some(job) => {
+                if last_searcher && shared.has_work() {
+                    shared.wake_one();
+                }
+                shared.execute(job, counters);
+            }
             None if shared.finished() => break,
             None => shared.sleep(),
         }
@@ -323,53 +329,115 @@ pub(crate) fn work(shared: &Arc<Shared>, index: usize, local: &Worker<Job>) {
     WORKER.with(|w| *w.borrow_mut() = None);
 }
 
-/// A closure job and its handle's state.
-pub(crate) struct ClosureJob<F, R> {
-    pub(crate) f: F,
-    pub(crate) inner: Arc<Inner<R>>,
-    pub(crate) timeout: Option<Duration>,
+/// How long an idle worker keeps looking for work before it sleeps.
+///
+/// Long enough to bridge the gaps of a producer that submits jobs one at a
+/// time (sleeping and being woken costs the producer a futex syscall per
+/// wake-up), short enough that an idle pool is asleep within a blink.
+const SEARCH_TIME: Duration = Duration::from_micros(50);
+
+/// Spins, then yields, looking for a job for up to [`SEARCH_TIME`].
+fn search(shared: &Shared) -> Option<Job> {
+    let backoff = Backoff::new();
+    let mut started: Option<std::time::Instant> = None;
+    loop {
+        backoff.snooze();
+        if let Some(job) = shared.find_job() {
+            return Some(job);
+        }
+        if backoff.is_completed() {
+            let t = *started.get_or_insert_with(std::time::Instant::now);
+            if t.elapsed() >= SEARCH_TIME {
+                return None;
+            }
+        }
+    }
 }
 
-impl<R: Send + 'static> Expire for Inner<R> {
+/// A closure job and its handle's state, in one allocation.
+///
+/// The queue and the handle share it, so a job costs one allocation, made
+/// and (usually) freed by the submitting thread: workers free nothing, which
+/// keeps them off the allocator's cross-thread path. The closure is taken
+/// out exactly once, by the worker that dequeues the job — to run it, or to
+/// drop it if the job was resolved meanwhile.
+pub(crate) struct ClosureJob<F, R> {
+    inner: Inner<R>,
+    f: Mutex<Option<F>>,
+    timeout: Option<Duration>,
+}
+
+impl<F, R> ClosureJob<F, R> {
+    pub(crate) fn new(inner: Inner<R>, f: F, timeout: Option<Duration>) -> Self {
+        ClosureJob {
+            inner,
+            f: Mutex::new(Some(f)),
+            timeout,
+        }
+    }
+
+    fn take(&self) -> Option<F> {
+        self.f.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl<F: Send, R: Send> Cancellable for ClosureJob<F, R> {
+    fn is_cancelled(&self) -> bool {
+        self.inner.is_cancelled()
+    }
+}
+
+impl<F: Send, R: Send> Cell<R> for ClosureJob<F, R> {
+    fn inner(&self) -> &Inner<R> {
+        &self.inner
+    }
+}
+
+impl<F: Send, R: Send> Expire for ClosureJob<F, R> {
     fn expire(&self, after: Duration) {
-        self.resolve_cancel(JobError::TimedOut { after });
+        self.inner.resolve_cancel(JobError::TimedOut { after });
     }
 }
 
 impl<F, R> Runnable for ClosureJob<F, R>
 where
-    F: FnOnce() -> R + Send,
+    F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    fn run(self: Box<Self>, pool: &Shared) -> Outcome {
-        let ClosureJob { f, inner, timeout } = *self;
-        if !inner.try_start() {
+    fn run(self: Arc<Self>, pool: &Shared) -> Outcome {
+        let Some(f) = self.take() else {
+            return Outcome::Skipped;
+        };
+        if !self.inner.try_start() {
             return Outcome::Skipped;
         }
-        if let Some(after) = timeout {
-            let weak = Arc::downgrade(&inner);
+        if let Some(after) = self.timeout {
+            let weak = Arc::downgrade(&self);
             timer::schedule(after, weak);
         }
-        let id = inner.id();
+        let id = self.inner.id();
         let _span = tracing::debug_span!("job", pool = %pool.name, job = id.get()).entered();
-        let _ctx = job::enter(id, CancelToken(inner.clone()));
+        let _ctx = job::enter(id, CancelToken(self.clone()));
         match panic::catch(f) {
             Ok(value) => {
-                if inner.resolve(Ok(value)) {
+                if self.inner.resolve(Ok(value)) {
                     Outcome::Completed
                 } else {
-                    tracing::debug!("job finished after it was cancelled or timed out; value dropped");
+                    tracing::debug!(
+                        "job finished after it was cancelled or timed out; value dropped"
+                    );
                     Outcome::Failed
                 }
             }
             Err(p) => {
-                inner.resolve(Err(JobError::Panicked(p)));
+                self.inner.resolve(Err(JobError::panicked(p)));
                 Outcome::Failed
             }
         }
     }
 
-    fn abandon(self: Box<Self>, err: JobError) {
+    fn abandon(self: Arc<Self>, err: JobError) {
+        drop(self.take());
         self.inner.resolve(Err(err));
     }
 }
