@@ -172,10 +172,11 @@ fn main() {
     };
 
     let tiny_n: u64 = if opts.quick { 50_000 } else { 1_000_000 };
-    if wanted("tiny jobs") {
+    let name = format!("tiny jobs: submit {tiny_n}, then collect");
+    if wanted(&name) {
         let mut c = peers::tiny_jobs(cores, tiny_n);
         let row = Row {
-            name: format!("tiny jobs: submit {tiny_n}, then collect"),
+            name,
             unit: "jobs".into(),
             work: tiny_n,
             timings: measure(opts.reps, &mut c),
@@ -190,10 +191,11 @@ fn main() {
     }
 
     let rt_n: u64 = if opts.quick { 5_000 } else { 100_000 };
-    if wanted("round trip") {
+    let name = format!("round trip: submit, wait, repeat x{rt_n}");
+    if wanted(&name) {
         let mut c = peers::round_trip(cores, rt_n);
         let row = Row {
-            name: format!("round trip: submit, wait, repeat x{rt_n}"),
+            name,
             unit: "round trips".into(),
             work: rt_n,
             timings: measure(opts.reps, &mut c),
@@ -203,10 +205,11 @@ fn main() {
     }
 
     let map_n: u64 = if opts.quick { 500_000 } else { 10_000_000 };
-    if wanted("map") {
+    let name = format!("map: ordered, {map_n} trivial items");
+    if wanted(&name) {
         let mut c = peers::map(cores, map_n);
         let row = Row {
-            name: format!("map: ordered, {map_n} trivial items"),
+            name,
             unit: "items".into(),
             work: map_n,
             timings: measure(opts.reps, &mut c),
@@ -214,11 +217,25 @@ fn main() {
         add(row, &[("rayon par_iter().map().collect()", 0.9)]);
     }
 
+    let light_n: u64 = if opts.quick { 20_000 } else { 200_000 };
+    let name = format!("map: ordered, {light_n} items of ~1 µs");
+    if wanted(&name) {
+        let mut c = peers::map_light(cores, light_n);
+        let row = Row {
+            name,
+            unit: "items".into(),
+            work: light_n,
+            timings: measure(opts.reps, &mut c),
+        };
+        add(row, &[]);
+    }
+
     let (jobs, ms) = if opts.quick { (16, 1) } else { (64, 5) };
-    if wanted("cpu batch") {
+    let name = format!("cpu batch: {jobs} jobs of ~{ms} ms on {cores} cores");
+    if wanted(&name) {
         let mut c = peers::cpu_batch(cores, jobs, ms);
         let row = Row {
-            name: format!("cpu batch: {jobs} jobs of ~{ms} ms on {cores} cores"),
+            name,
             unit: "jobs".into(),
             work: jobs,
             timings: measure(opts.reps, &mut c),

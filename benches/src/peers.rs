@@ -181,6 +181,49 @@ pub(crate) fn map(cores: usize, n: u64) -> Vec<Contender<'static>> {
     ]
 }
 
+/// About a microsecond of arithmetic per item.
+fn light(x: u64) -> u64 {
+    let mut h = x;
+    for _ in 0..1_100 {
+        h = black_box(h.rotate_left(5) ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(31);
+    }
+    h
+}
+
+/// Ordered map of a ~1 µs function over `n` integers, into a `Vec`.
+pub(crate) fn map_light(cores: usize, n: u64) -> Vec<Contender<'static>> {
+    let pp = parpool(cores);
+    let ry = rayon(cores);
+    let input: Vec<u64> = (0..n).collect();
+    let input2 = input.clone();
+    vec![
+        (
+            "parpool",
+            Box::new(move || {
+                let out: Vec<u64> = pp
+                    .map(light, input.iter().copied())
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                black_box(out);
+            }),
+        ),
+        (
+            "rayon par_iter().map().collect()",
+            Box::new(move || {
+                let out: Vec<u64> = ry.install(|| input2.par_iter().map(|&x| light(x)).collect());
+                black_box(out);
+            }),
+        ),
+        (
+            "sequential",
+            Box::new(move || {
+                let out: Vec<u64> = (0..n).map(light).collect();
+                black_box(out);
+            }),
+        ),
+    ]
+}
+
 /// About `ms` milliseconds of arithmetic.
 fn burn(ms: u64) -> u64 {
     // ~1 ns per iteration on current x86; exact time does not matter, only

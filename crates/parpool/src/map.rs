@@ -18,27 +18,118 @@ use crate::handle::JobHandle;
 use crate::notify::Completions;
 use crate::panic;
 
-/// A chunk's results and how long running it took.
-pub(crate) type Chunk<R> = (Vec<Result<R, JobError>>, Duration);
+/// What a chunk job is given: the inputs, and a buffer for the outputs
+/// (both recycled from earlier chunks, so a long map allocates nothing in
+/// its steady state).
+///
+/// `pub` but unreachable: it appears in the sealed `Executor` plumbing.
+#[allow(unreachable_pub)]
+#[derive(Debug)]
+pub struct ChunkIn<I, R> {
+    pub(crate) inputs: Vec<I>,
+    pub(crate) out: Vec<R>,
+}
 
-type Spawner<'a, In, R> = Box<dyn FnMut(Vec<In>) -> JobHandle<Chunk<R>> + 'a>;
+/// What a chunk job returns.
+///
+/// `pub` but unreachable: it appears in the sealed `Executor` plumbing.
+#[allow(unreachable_pub)]
+#[derive(Debug)]
+pub struct ChunkOut<I, R> {
+    /// The input buffer, emptied, for reuse.
+    pub(crate) spare: Vec<I>,
+    /// The successful outputs, in order.
+    pub(crate) values: Vec<R>,
+    /// `(position in the chunk, error)` for items that failed, ascending.
+    pub(crate) errors: Vec<(usize, JobError)>,
+    /// How long running the chunk took.
+    pub(crate) took: Duration,
+}
+
+/// Sends one chunk to a pool.
+pub(crate) type Spawner<'a, In, R> =
+    Box<dyn FnMut(ChunkIn<In, R>) -> JobHandle<ChunkOut<In, R>> + 'a>;
+
+/// An in-flight chunk of an ordered map: first index, length, handle.
+type InFlight<In, R> = (usize, usize, JobHandle<ChunkOut<In, R>>);
 
 /// The chunk duration automatic chunking aims for.
 pub(crate) const TARGET_CHUNK_TIME: Duration = Duration::from_micros(100);
 /// Largest automatic chunk.
 pub(crate) const MAX_AUTO_CHUNK: usize = 1 << 16;
 
-/// Runs `f` over `items`, catching each item's panic separately.
-pub(crate) fn run_chunk<I, R>(items: Vec<I>, f: impl Fn(I) -> R) -> Chunk<R> {
+/// Runs `f` over a chunk, catching each item's panic separately.
+///
+/// One `catch_unwind` covers a run of items; after a panic the loop resumes
+/// with the next item, so a chunk without panics pays for one.
+pub(crate) fn run_chunk<I, R>(chunk: ChunkIn<I, R>, f: impl Fn(I) -> R) -> ChunkOut<I, R> {
     let start = Instant::now();
-    let out = items
-        .into_iter()
-        .map(|x| panic::catch(|| f(x)).map_err(JobError::panicked))
-        .collect();
-    (out, start.elapsed())
+    let ChunkIn {
+        mut inputs,
+        out: mut values,
+    } = chunk;
+    values.clear();
+    values.reserve(inputs.len());
+    let mut errors = Vec::new();
+    {
+        let mut items = inputs.drain(..);
+        loop {
+            match panic::catch(|| values.extend(items.by_ref().map(&f))) {
+                Ok(()) => break,
+                Err(p) => errors.push((values.len() + errors.len(), JobError::panicked(p))),
+            }
+        }
+    }
+    ChunkOut {
+        spare: inputs,
+        values,
+        errors,
+        took: start.elapsed(),
+    }
 }
 
-struct Engine<'a, I: Iterator, R: Send + 'static> {
+/// The chunk being yielded from.
+struct Current<I, R> {
+    /// A deque so items leave from the front and the emptied buffer can be
+    /// reused (`Vec` ↔ `VecDeque` conversions keep the allocation).
+    values: VecDeque<R>,
+    errors: VecDeque<(usize, JobError)>,
+    /// Position within the chunk of the next item.
+    pos: usize,
+    len: usize,
+    /// Index of the chunk's first item in the whole input.
+    start: usize,
+    spare: Vec<I>,
+}
+
+impl<I, R> Current<I, R> {
+    fn empty() -> Self {
+        Current {
+            values: VecDeque::new(),
+            errors: VecDeque::new(),
+            pos: 0,
+            len: 0,
+            start: 0,
+            spare: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn next(&mut self) -> Option<(usize, Result<R, JobError>)> {
+        if self.pos == self.len {
+            return None;
+        }
+        let i = self.pos;
+        self.pos += 1;
+        let item = match self.errors.front() {
+            Some((at, _)) if *at == i => Err(self.errors.pop_front()?.1),
+            _ => Ok(self.values.pop_front()?),
+        };
+        Some((self.start + i, item))
+    }
+}
+
+struct Engine<'a, I: Iterator<Item: Send + 'static>, R: Send + 'static> {
     spawn: Spawner<'a, I::Item, R>,
     inputs: Fuse<I>,
     window: usize,
@@ -46,28 +137,36 @@ struct Engine<'a, I: Iterator, R: Send + 'static> {
     chunk: usize,
     in_flight: usize,
     next_index: usize,
-    ordered: VecDeque<(usize, usize, JobHandle<Chunk<R>>)>,
-    unordered: Completions<Chunk<R>, (usize, usize)>,
+    ordered: VecDeque<InFlight<I::Item, R>>,
+    unordered: Completions<ChunkOut<I::Item, R>, (usize, usize)>,
+    /// Items in the chunks of `unordered`.
+    unordered_len: usize,
     is_ordered: bool,
-    current: std::vec::IntoIter<Result<R, JobError>>,
-    current_index: usize,
+    current: Current<I::Item, R>,
+    spare_inputs: Vec<Vec<I::Item>>,
+    spare_outputs: Vec<Vec<R>>,
 }
 
-impl<'a, I: Iterator, R: Send + 'static> Engine<'a, I, R> {
+impl<I: Iterator<Item: Send + 'static>, R: Send + 'static> Engine<'_, I, R> {
     fn fill(&mut self) {
         while self.in_flight < self.window {
             let size = self.fixed_chunk.unwrap_or(self.chunk);
-            let chunk: Vec<I::Item> = self.inputs.by_ref().take(size).collect();
-            if chunk.is_empty() {
+            let mut inputs = self.spare_inputs.pop().unwrap_or_default();
+            inputs.reserve(size);
+            inputs.extend(self.inputs.by_ref().take(size));
+            if inputs.is_empty() {
+                self.spare_inputs.push(inputs);
                 return;
             }
-            let (start, len) = (self.next_index, chunk.len());
+            let (start, len) = (self.next_index, inputs.len());
             self.next_index += len;
-            let handle = (self.spawn)(chunk);
+            let out = self.spare_outputs.pop().unwrap_or_default();
+            let handle = (self.spawn)(ChunkIn { inputs, out });
             if self.is_ordered {
                 self.ordered.push_back((start, len, handle));
             } else {
                 self.unordered.insert(handle, (start, len));
+                self.unordered_len += len;
             }
             self.in_flight += 1;
         }
@@ -84,37 +183,71 @@ impl<'a, I: Iterator, R: Send + 'static> Engine<'a, I, R> {
         }
     }
 
-    fn open(&mut self, start: usize, len: usize, result: Result<Chunk<R>, JobError>) {
+    fn open(&mut self, start: usize, len: usize, result: Result<ChunkOut<I::Item, R>, JobError>) {
         self.in_flight -= 1;
-        self.current_index = start;
+        let done = std::mem::replace(&mut self.current, Current::empty());
+        self.spare_outputs.push(Vec::from(done.values));
+        if !done.spare.is_empty() || done.spare.capacity() > 0 {
+            self.spare_inputs.push(done.spare);
+        }
         self.current = match result {
-            Ok((items, took)) => {
-                self.adapt(len, took);
-                items.into_iter()
+            Ok(out) => {
+                self.adapt(len, out.took);
+                Current {
+                    values: VecDeque::from(out.values),
+                    errors: out.errors.into(),
+                    pos: 0,
+                    len,
+                    start,
+                    spare: out.spare,
+                }
             }
-            Err(e) => std::iter::repeat_n(e, len)
-                .map(Err)
-                .collect::<Vec<_>>()
-                .into_iter(),
+            Err(e) => Current {
+                values: VecDeque::new(),
+                errors: (0..len).map(|i| (i, e.clone())).collect(),
+                pos: 0,
+                len,
+                start,
+                spare: Vec::new(),
+            },
         };
     }
 
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let queued: usize =
+            self.ordered.iter().map(|(_, len, _)| len).sum::<usize>() + self.unordered_len;
+        let here = self.current.len - self.current.pos + queued;
+        let (lo, hi) = self.inputs.size_hint();
+        (
+            here.saturating_add(lo),
+            hi.and_then(|h| h.checked_add(here)),
+        )
+    }
+
+    #[inline]
     fn next_item(&mut self) -> Option<(usize, Result<R, JobError>)> {
+        match self.current.next() {
+            Some(item) => Some(item),
+            None => self.next_chunk(),
+        }
+    }
+
+    #[cold]
+    fn next_chunk(&mut self) -> Option<(usize, Result<R, JobError>)> {
         loop {
-            if let Some(r) = self.current.next() {
-                let i = self.current_index;
-                self.current_index += 1;
-                return Some((i, r));
-            }
             self.fill();
             if self.is_ordered {
                 let (start, len, h) = self.ordered.pop_front()?;
                 self.open(start, len, h.join());
             } else {
                 let (h, (start, len)) = self.unordered.next_blocking(None)?;
+                self.unordered_len -= len;
                 self.open(start, len, h.join());
             }
             self.fill();
+            if let Some(item) = self.current.next() {
+                return Some(item);
+            }
         }
     }
 }
@@ -122,11 +255,11 @@ impl<'a, I: Iterator, R: Send + 'static> Engine<'a, I, R> {
 macro_rules! map_type {
     ($(#[$doc:meta])* $name:ident, $item:ty, $ordered:expr, |$idx:ident, $res:ident| $out:expr) => {
         $(#[$doc])*
-        pub struct $name<'a, I: Iterator, R: Send + 'static> {
+        pub struct $name<'a, I: Iterator<Item: Send + 'static>, R: Send + 'static> {
             engine: Engine<'a, I, R>,
         }
 
-        impl<'a, I: Iterator, R: Send + 'static> $name<'a, I, R> {
+        impl<'a, I: Iterator<Item: Send + 'static>, R: Send + 'static> $name<'a, I, R> {
             pub(crate) fn new(spawn: Spawner<'a, I::Item, R>, inputs: I, workers: usize) -> Self {
                 $name {
                     engine: Engine {
@@ -139,9 +272,11 @@ macro_rules! map_type {
                         next_index: 0,
                         ordered: VecDeque::new(),
                         unordered: Completions::new(),
+                        unordered_len: 0,
                         is_ordered: $ordered,
-                        current: Vec::new().into_iter(),
-                        current_index: 0,
+                        current: Current::empty(),
+                        spare_inputs: Vec::new(),
+                        spare_outputs: Vec::new(),
                     },
                 }
             }
@@ -161,16 +296,21 @@ macro_rules! map_type {
             }
         }
 
-        impl<I: Iterator, R: Send + 'static> Iterator for $name<'_, I, R> {
+        impl<I: Iterator<Item: Send + 'static>, R: Send + 'static> Iterator for $name<'_, I, R> {
             type Item = $item;
 
+            #[inline]
             fn next(&mut self) -> Option<Self::Item> {
                 let ($idx, $res) = self.engine.next_item()?;
                 Some($out)
             }
+
+            fn size_hint(&self) -> (usize, Option<usize>) {
+                self.engine.size_hint()
+            }
         }
 
-        impl<I: Iterator, R: Send + 'static> fmt::Debug for $name<'_, I, R> {
+        impl<I: Iterator<Item: Send + 'static>, R: Send + 'static> fmt::Debug for $name<'_, I, R> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_struct(stringify!($name))
                     .field("window", &self.engine.window)

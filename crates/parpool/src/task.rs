@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 
 use crate::handle::JobHandle;
 use crate::job::JobOptions;
-use crate::map::{Chunk, Map, MapUnordered};
+use crate::map::{ChunkIn, ChunkOut, Map, MapUnordered};
 
 /// A function registered under a stable name, so that any pool — threads
 /// today, worker processes and cluster nodes through the same trait — can
@@ -84,8 +84,8 @@ pub(crate) mod sealed {
         fn submit_chunk<T: Task>(
             &self,
             task: T,
-            inputs: Vec<T::Input>,
-        ) -> JobHandle<Chunk<T::Output>>
+            chunk: ChunkIn<T::Input, T::Output>,
+        ) -> JobHandle<ChunkOut<T::Input, T::Output>>
         where
             Self: Sized;
     }

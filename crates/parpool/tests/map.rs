@@ -164,3 +164,69 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn map_reports_panics_at_any_position_in_a_chunk() {
+    let pool = pool(2);
+    // Chunks of 5: panics at the first, middle and last item of chunks,
+    // and two in a row.
+    let bad = [0u32, 2, 4, 5, 6, 13, 14, 19];
+    let out: Vec<_> = pool
+        .map(
+            move |x: u32| {
+                if bad.contains(&x) {
+                    panic!("bad {x}")
+                } else {
+                    x * 10
+                }
+            },
+            0..20,
+        )
+        .chunk_size(5)
+        .collect();
+    assert_eq!(out.len(), 20);
+    for (i, r) in out.into_iter().enumerate() {
+        let i = i as u32;
+        if bad.contains(&i) {
+            assert_eq!(
+                r.unwrap_err().panic_message(),
+                Some(format!("bad {i}").as_str())
+            );
+        } else {
+            assert_eq!(r, Ok(i * 10));
+        }
+    }
+}
+
+#[test]
+fn map_size_hint_is_exact_for_exact_inputs() {
+    let pool = pool(2);
+    let mut it = pool.map(|x: u32| x, 0..1000u32);
+    assert_eq!(it.size_hint(), (1000, Some(1000)));
+    for taken in 1..=1000 {
+        it.next().unwrap().unwrap();
+        assert_eq!(it.size_hint(), (1000 - taken, Some(1000 - taken)));
+    }
+    assert!(it.next().is_none());
+    let mut un = pool.map_unordered(|x: u32| x, 0..50u32).chunk_size(7);
+    un.next();
+    assert_eq!(un.size_hint(), (49, Some(49)));
+}
+
+#[test]
+fn map_reuses_buffers_without_mixing_items_across_chunks() {
+    // Many chunks of varying fill through the recycled buffers.
+    let pool = pool(3);
+    for chunk in [1usize, 3, 64, 1000] {
+        let got: Vec<String> = pool
+            .map(|x: u64| format!("v{x}"), 0..5_000u64)
+            .chunk_size(chunk)
+            .window(3)
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            got,
+            (0..5_000u64).map(|x| format!("v{x}")).collect::<Vec<_>>()
+        );
+    }
+}

@@ -16,7 +16,7 @@ use std::thread::JoinHandle as ThreadHandle;
 use crate::error::{BuildError, JobError};
 use crate::handle::JobHandle;
 use crate::job::JobOptions;
-use crate::map::{Chunk, Map, MapUnordered};
+use crate::map::{ChunkIn, ChunkOut, Map, MapUnordered, Spawner};
 use crate::panic;
 use crate::task::{Executor, Task, sealed};
 use worker::{CANCELLING, ClosureJob, DRAINING, Refused, Shared};
@@ -389,17 +389,14 @@ impl ThreadPool {
         MapUnordered::new(self.chunk_spawner(f), inputs.into_iter(), self.workers)
     }
 
-    fn chunk_spawner<'a, F, In, R>(
-        &'a self,
-        f: F,
-    ) -> Box<dyn FnMut(Vec<In>) -> JobHandle<Chunk<R>> + 'a>
+    fn chunk_spawner<'a, F, In, R>(&'a self, f: F) -> Spawner<'a, In, R>
     where
         F: Fn(In) -> R + Send + Sync + 'static,
         In: Send + 'static,
         R: Send + 'static,
     {
         let f = Arc::new(f);
-        Box::new(move |chunk: Vec<In>| {
+        Box::new(move |chunk: ChunkIn<In, R>| {
             let f = f.clone();
             self.spawn(move || crate::map::run_chunk(chunk, |x| f(x)))
         })
@@ -510,9 +507,9 @@ impl sealed::Sealed for ThreadPool {
     fn submit_chunk<T: Task>(
         &self,
         _task: T,
-        inputs: Vec<T::Input>,
-    ) -> JobHandle<Chunk<T::Output>> {
-        self.spawn(move || crate::map::run_chunk(inputs, T::run))
+        chunk: ChunkIn<T::Input, T::Output>,
+    ) -> JobHandle<ChunkOut<T::Input, T::Output>> {
+        self.spawn(move || crate::map::run_chunk(chunk, T::run))
     }
 }
 
