@@ -19,7 +19,7 @@ use crate::job::JobOptions;
 use crate::map::{ChunkIn, ChunkOut, Map, MapUnordered, Spawner};
 use crate::panic;
 use crate::task::{Executor, Task, sealed};
-use worker::{CANCELLING, ClosureJob, DRAINING, Refused, Shared};
+use worker::{Admitted, CANCELLING, ClosureJob, DRAINING, Refused, Shared};
 
 type Initializer = Arc<dyn Fn() + Send + Sync>;
 
@@ -300,8 +300,8 @@ impl ThreadPool {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        match self.shared.reserve(true) {
-            Ok(()) => self.enqueue(opts, f),
+        match self.shared.admit(true) {
+            Ok(admitted) => self.enqueue(admitted, opts, f),
             Err(_) => self.refused(),
         }
     }
@@ -313,8 +313,8 @@ impl ThreadPool {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        match self.shared.reserve(false) {
-            Ok(()) => Ok(self.enqueue(JobOptions::default(), f)),
+        match self.shared.admit(false) {
+            Ok(admitted) => Ok(self.enqueue(admitted, JobOptions::default(), f)),
             Err(Refused::Full) => Err(TrySpawnError::Full(f)),
             Err(Refused::Closed) => Err(TrySpawnError::Shutdown(f)),
         }
@@ -325,13 +325,13 @@ impl ThreadPool {
         JobHandle::ready(self.shared.next_id(), Err(JobError::Shutdown))
     }
 
-    fn enqueue<F, R>(&self, opts: JobOptions, f: F) -> JobHandle<R>
+    fn enqueue<F, R>(&self, admitted: Admitted<'_>, opts: JobOptions, f: F) -> JobHandle<R>
     where
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
         let job = Arc::new(ClosureJob::new(self.shared.new_job(), f, opts.timeout));
-        self.shared.push(job.clone());
+        admitted.push(job.clone());
         JobHandle::from_cell(job)
     }
 
@@ -468,7 +468,7 @@ impl ThreadPool {
     /// A snapshot of the pool's counters.
     pub fn stats(&self) -> Stats {
         let mut s = Stats {
-            queued: self.shared.pending.load(Relaxed),
+            queued: self.shared.queued(),
             cancelled: self.shared.refused.load(Relaxed),
             ..Stats::default()
         };

@@ -66,9 +66,9 @@ impl<'scope> Scope<'scope, '_> {
         R: Send + 'static,
     {
         let shared = self.pool.shared();
-        if shared.reserve(true).is_err() {
+        let Ok(admitted) = shared.admit(true) else {
             return JobHandle::ready(shared.next_id(), Err(crate::JobError::Shutdown));
-        }
+        };
         let live = Live::new(&self.live);
         let f: Box<dyn FnOnce() -> R + Send + 'scope> = Box::new(move || {
             let _live = live;
@@ -90,7 +90,7 @@ impl<'scope> Scope<'scope, '_> {
             >(f)
         };
         let job = Arc::new(ClosureJob::new(shared.new_job(), f, None));
-        shared.push(job.clone());
+        admitted.push(job.clone());
         JobHandle::from_cell(job)
     }
 }

@@ -38,33 +38,53 @@ pub(crate) enum Outcome {
     Skipped,
 }
 
+/// Per-worker counters, each on its own cache line.
 #[derive(Default)]
 pub(crate) struct Counters {
+    /// Jobs taken from the queue.
+    pub(crate) taken: AtomicU64,
     pub(crate) running: AtomicU64,
     pub(crate) completed: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) cancelled: AtomicU64,
 }
 
-pub(crate) struct Shared {
-    /// Unique per pool in this process (handles remember it).
-    pub(crate) id: u64,
-    pub(crate) name: String,
-    pub(crate) injector: Injector<Job>,
-    workers: usize,
-    pub(crate) state: AtomicU8,
-    pub(crate) pending: AtomicUsize,
-    pub(crate) capacity: Option<usize>,
-    pub(crate) next_id: AtomicU64,
-    pub(crate) counters: Vec<CachePadded<Counters>>,
-    /// Cancelled by the submitting side (before any worker took them).
-    pub(crate) refused: AtomicU64,
-    sleep: Mutex<()>,
-    sleep_cv: Condvar,
+/// Written by submitters only (workers read it at shutdown).
+#[derive(Default)]
+struct Submissions {
+    /// Submissions between `admit` and the end of their push.
+    in_progress: AtomicUsize,
+    /// Jobs accepted into the queue.
+    accepted: AtomicU64,
+    next_id: AtomicU64,
+}
+
+/// Written by workers as they go idle or busy; read on every push.
+#[derive(Default)]
+struct Idle {
     sleepers: AtomicUsize,
     /// Workers awake and looking for a job: a push need not wake anyone
     /// while one of them exists.
     searching: AtomicUsize,
+}
+
+pub(crate) struct Shared {
+    /// Unique per pool in this process (handles remember it).
+    pub(crate) id: u64,
+    pub(crate) name: String,
+    workers: usize,
+    capacity: Option<usize>,
+    pub(crate) state: CachePadded<AtomicU8>,
+    pub(crate) injector: Injector<Job>,
+    submissions: CachePadded<Submissions>,
+    idle: CachePadded<Idle>,
+    /// Jobs accepted and not yet taken, kept only for a bounded queue.
+    pending: CachePadded<AtomicUsize>,
+    pub(crate) counters: Vec<CachePadded<Counters>>,
+    /// Refused after shutdown (never queued).
+    pub(crate) refused: AtomicU64,
+    sleep: Mutex<()>,
+    sleep_cv: Condvar,
     space: Mutex<()>,
     space_cv: Condvar,
     blocked_submitters: AtomicUsize,
@@ -76,26 +96,56 @@ pub(crate) enum Refused {
     Closed,
 }
 
+/// A submission admitted into the pool: push its job with [`Admitted::push`].
+/// Until it is dropped, workers will not exit, so the job cannot be stranded
+/// by a concurrent shutdown.
+pub(crate) struct Admitted<'a>(&'a Shared);
+
+impl Admitted<'_> {
+    /// Queues the job.
+    pub(crate) fn push(self, job: Job) {
+        let shared = self.0;
+        shared.submissions.accepted.fetch_add(1, Relaxed);
+        shared.injector.push(job);
+        fence(SeqCst);
+        if shared.idle.searching.load(SeqCst) == 0 {
+            shared.wake_one();
+        }
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        let shared = self.0;
+        if shared.submissions.in_progress.fetch_sub(1, SeqCst) == 1 && !shared.is_open() {
+            // Workers of a closed pool wait for the last submission to end.
+            shared.wake_all();
+        }
+    }
+}
+
 impl Shared {
     pub(crate) fn new(name: String, workers: usize, capacity: Option<usize>) -> Self {
         static NEXT_POOL: AtomicU64 = AtomicU64::new(1);
         Shared {
             id: NEXT_POOL.fetch_add(1, Relaxed),
             name,
-            injector: Injector::new(),
             workers,
-            state: AtomicU8::new(RUNNING),
-            pending: AtomicUsize::new(0),
             capacity,
-            next_id: AtomicU64::new(1),
+            state: CachePadded::new(AtomicU8::new(RUNNING)),
+            injector: Injector::new(),
+            submissions: CachePadded::new(Submissions {
+                next_id: AtomicU64::new(1),
+                ..Submissions::default()
+            }),
+            idle: CachePadded::default(),
+            pending: CachePadded::default(),
             counters: (0..workers)
                 .map(|_| CachePadded::new(Counters::default()))
                 .collect(),
             refused: AtomicU64::new(0),
             sleep: Mutex::new(()),
             sleep_cv: Condvar::new(),
-            sleepers: AtomicUsize::new(0),
-            searching: AtomicUsize::new(0),
             space: Mutex::new(()),
             space_cv: Condvar::new(),
             blocked_submitters: AtomicUsize::new(0),
@@ -103,7 +153,7 @@ impl Shared {
     }
 
     pub(crate) fn next_id(&self) -> JobId {
-        JobId(self.next_id.fetch_add(1, Relaxed))
+        JobId(self.submissions.next_id.fetch_add(1, Relaxed))
     }
 
     /// A fresh job state for this pool.
@@ -115,77 +165,80 @@ impl Shared {
         self.state.load(SeqCst) == RUNNING
     }
 
-    /// Reserves a place in the queue: blocking while full if `block`.
-    pub(crate) fn reserve(&self, block: bool) -> Result<(), Refused> {
-        match self.capacity {
-            None => {
-                self.pending.fetch_add(1, SeqCst);
-            }
-            Some(cap) => loop {
-                let p = self.pending.load(SeqCst);
-                if p < cap {
-                    if self
-                        .pending
-                        .compare_exchange_weak(p, p + 1, SeqCst, SeqCst)
-                        .is_ok()
-                    {
-                        break;
-                    }
-                    continue;
-                }
-                if !self.is_open() {
-                    return Err(Refused::Closed);
-                }
-                if !block {
-                    return Err(Refused::Full);
-                }
-                let g = self.space.lock().unwrap_or_else(|p| p.into_inner());
-                self.blocked_submitters.fetch_add(1, SeqCst);
-                fence(SeqCst);
-                let g = if self.pending.load(SeqCst) >= cap && self.is_open() {
-                    self.space_cv.wait(g).unwrap_or_else(|p| p.into_inner())
-                } else {
-                    g
-                };
-                self.blocked_submitters.fetch_sub(1, SeqCst);
-                drop(g);
-            },
+    /// Jobs accepted and not yet taken by a worker.
+    pub(crate) fn queued(&self) -> usize {
+        let taken: u64 = self.counters.iter().map(|c| c.taken.load(Relaxed)).sum();
+        let accepted = self.submissions.accepted.load(Relaxed);
+        usize::try_from(accepted.saturating_sub(taken)).unwrap_or(usize::MAX)
+    }
+
+    /// Admits one submission: waits for room in a bounded queue if `block`.
+    ///
+    /// The submission is counted *before* the pool's state is checked, and
+    /// workers of a closed pool exit only once no submission is in progress
+    /// (see `README.md`): a submission racing `shutdown` is either refused or
+    /// seen by the workers.
+    pub(crate) fn admit(&self, block: bool) -> Result<Admitted<'_>, Refused> {
+        self.submissions.in_progress.fetch_add(1, SeqCst);
+        let admitted = Admitted(self);
+        if let Some(cap) = self.capacity {
+            self.take_room(cap, block)?;
         }
         if !self.is_open() {
-            self.release();
+            if self.capacity.is_some() {
+                self.give_room();
+            }
             return Err(Refused::Closed);
         }
-        Ok(())
+        Ok(admitted)
     }
 
-    /// Gives back a place taken by `reserve` (a job was taken for running, or
-    /// a submission was refused).
-    fn release(&self) {
-        let before = self.pending.fetch_sub(1, SeqCst);
-        if self.capacity.is_some() {
-            fence(SeqCst);
-            if self.blocked_submitters.load(SeqCst) > 0 {
-                let _g = self.space.lock().unwrap_or_else(|p| p.into_inner());
-                self.space_cv.notify_one();
+    fn take_room(&self, cap: usize, block: bool) -> Result<(), Refused> {
+        loop {
+            let p = self.pending.load(SeqCst);
+            if p < cap {
+                if self
+                    .pending
+                    .compare_exchange_weak(p, p + 1, SeqCst, SeqCst)
+                    .is_ok()
+                {
+                    return Ok(());
+                }
+                continue;
             }
-        }
-        if before == 1 && !self.is_open() {
-            self.wake_all();
+            if !self.is_open() {
+                return Err(Refused::Closed);
+            }
+            if !block {
+                return Err(Refused::Full);
+            }
+            let g = self.space.lock().unwrap_or_else(|p| p.into_inner());
+            self.blocked_submitters.fetch_add(1, SeqCst);
+            fence(SeqCst);
+            let g = if self.pending.load(SeqCst) >= cap && self.is_open() {
+                self.space_cv.wait(g).unwrap_or_else(|p| p.into_inner())
+            } else {
+                g
+            };
+            self.blocked_submitters.fetch_sub(1, SeqCst);
+            drop(g);
         }
     }
 
-    /// Queues a job that `reserve` made room for.
-    pub(crate) fn push(&self, job: Job) {
-        self.injector.push(job);
+    /// Frees a place in a bounded queue (a job was taken, or a submission
+    /// refused) and wakes a blocked submitter.
+    fn give_room(&self) {
+        self.pending.fetch_sub(1, SeqCst);
         fence(SeqCst);
-        if self.searching.load(SeqCst) == 0 {
-            self.wake_one();
+        if self.blocked_submitters.load(SeqCst) > 0 {
+            let _g = self.space.lock().unwrap_or_else(|p| p.into_inner());
+            self.space_cv.notify_one();
         }
     }
 
     /// Wakes one sleeping worker, if any sleeps.
     fn wake_one(&self) {
-        if self.sleepers.load(SeqCst) > 0 {
+        if self.idle.sleepers.load(SeqCst) > 0 {
             let _g = self.sleep.lock().unwrap_or_else(|p| p.into_inner());
             self.sleep_cv.notify_one();
         }
@@ -209,8 +262,9 @@ impl Shared {
         !self.injector.is_empty()
     }
 
+    /// Closed, no submission in progress, nothing queued: workers may exit.
     fn finished(&self) -> bool {
-        !self.is_open() && self.pending.load(SeqCst) == 0
+        !self.is_open() && self.submissions.in_progress.load(SeqCst) == 0 && !self.has_work()
     }
 
     /// Takes the oldest queued job.
@@ -226,7 +280,10 @@ impl Shared {
 
     /// Runs (or, when cancelling, abandons) a job taken from the queue.
     pub(crate) fn execute(&self, job: Job, counters: &Counters) {
-        self.release();
+        counters.taken.fetch_add(1, Relaxed);
+        if self.capacity.is_some() {
+            self.give_room();
+        }
         if self.state.load(SeqCst) == CANCELLING {
             job.abandon(JobError::Cancelled);
             counters.cancelled.fetch_add(1, Relaxed);
@@ -246,14 +303,14 @@ impl Shared {
     /// Blocks until there may be work or the pool is finished.
     fn sleep(&self) {
         let g = self.sleep.lock().unwrap_or_else(|p| p.into_inner());
-        self.sleepers.fetch_add(1, SeqCst);
+        self.idle.sleepers.fetch_add(1, SeqCst);
         fence(SeqCst);
         let g = if self.has_work() || self.finished() {
             g
         } else {
             self.sleep_cv.wait(g).unwrap_or_else(|p| p.into_inner())
         };
-        self.sleepers.fetch_sub(1, SeqCst);
+        self.idle.sleepers.fetch_sub(1, SeqCst);
         drop(g);
     }
 
@@ -309,12 +366,12 @@ pub(crate) fn work(shared: &Arc<Shared>, index: usize) {
         // At most half the workers (at least one) search at a time; the
         // others sleep at once, leaving cores to the threads that submit.
         let max_searchers = (shared.workers / 2).max(1);
-        let found = if shared.searching.fetch_add(1, SeqCst) < max_searchers {
+        let found = if shared.idle.searching.fetch_add(1, SeqCst) < max_searchers {
             search(shared)
         } else {
             None
         };
-        let last_searcher = shared.searching.fetch_sub(1, SeqCst) == 1;
+        let last_searcher = shared.idle.searching.fetch_sub(1, SeqCst) == 1;
         match found {
             Some(job) => {
                 if last_searcher && shared.has_work() {
