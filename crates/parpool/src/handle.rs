@@ -311,6 +311,10 @@ impl<T: Send> Cancellable for Inner<T> {
 /// allocation together with the job's closure (see `thread::worker`).
 pub(crate) trait Cell<T>: Cancellable {
     fn inner(&self) -> &Inner<T>;
+
+    /// Called after [`JobHandle::cancel`] resolved the job: a process job
+    /// kills the worker running it.
+    fn cancelled(&self) {}
 }
 
 impl<T: Send> Cell<T> for Inner<T> {
@@ -417,7 +421,11 @@ impl<T: Send + 'static> JobHandle<T> {
     /// its eventual value is discarded; a running process job's worker is
     /// killed.
     pub fn cancel(&self) -> bool {
-        self.inner().resolve_cancel(JobError::Cancelled)
+        let won = self.inner().resolve_cancel(JobError::Cancelled);
+        if won {
+            self.cell.cancelled();
+        }
+        won
     }
 
     /// Runs `callback` with the result once the job is resolved: on the

@@ -58,16 +58,25 @@ mod job;
 mod map;
 mod notify;
 mod panic;
+mod process;
 mod sync;
 mod task;
 mod thread;
 mod timer;
 mod wait;
 
+/// Items the macros expand to; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::task::{TaskEntry, register};
+    pub use ctor;
+}
+
 pub use error::{BuildError, CodecStage, ExitStatus, JobError, Location, PanicInfo, Payload};
 pub use handle::JobHandle;
 pub use job::{CancelToken, JobContext, JobId, JobOptions, current_job};
 pub use map::{Map, MapUnordered};
+pub use process::{ProcessPool, ProcessPoolBuilder, WorkerOutput, init};
 pub use task::{Executor, Task};
 pub use thread::{Scope, Stats, ThreadPool, ThreadPoolBuilder, TrySpawnError};
 pub use wait::{AsCompleted, CompletedStream, WaitFor, WaitResult, as_completed, wait};

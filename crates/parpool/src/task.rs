@@ -1,7 +1,13 @@
 //! Registered tasks and the [`Executor`] trait every pool implements.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::error::{CodecStage, JobError};
+use crate::panic;
 
 use crate::handle::JobHandle;
 use crate::job::JobOptions;
@@ -63,6 +69,15 @@ macro_rules! task {
             fn run($($arg)*: $in) -> $out $body
         }
 
+        $crate::__private::ctor::declarative::ctor! {
+            #[ctor(unsafe, anonymous, crate_path = $crate::__private::ctor)]
+            fn register() {
+                // SAFETY (constructor): only appends to parpool's registry,
+                // a std `Mutex` that needs no runtime initialization.
+                $crate::__private::register($crate::__private::TaskEntry::of::<$name>());
+            }
+        }
+
         impl $name {
             /// Runs the task here, on the calling thread.
             #[allow(dead_code)]
@@ -71,6 +86,95 @@ macro_rules! task {
             }
         }
     };
+}
+
+/// A registered task as a worker process finds it: its name and type-erased
+/// entry points that decode the input, run the task with panics caught, and
+/// encode the output. Each `task!` registers its entry from a constructor,
+/// so a task defined anywhere in the binary is known before `main` — and
+/// before the `late` constructor that diverts worker processes runs.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct TaskEntry {
+    name: &'static str,
+    run: fn(&[u8]) -> Result<Vec<u8>, JobError>,
+    run_chunk: fn(&[u8]) -> Result<Vec<u8>, JobError>,
+}
+
+static REGISTRY: Mutex<Vec<TaskEntry>> = Mutex::new(Vec::new());
+
+/// Adds a task to the registry (called by `task!` before `main`).
+#[doc(hidden)]
+pub fn register(entry: TaskEntry) {
+    REGISTRY
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(entry);
+}
+
+impl TaskEntry {
+    /// The entry for `T`.
+    pub const fn of<T: Task>() -> Self {
+        TaskEntry {
+            name: T::NAME,
+            run: run_erased::<T>,
+            run_chunk: run_chunk_erased::<T>,
+        }
+    }
+
+    /// Runs one job: the input and the output are postcard bytes.
+    pub(crate) fn run(&self, input: &[u8]) -> Result<Vec<u8>, JobError> {
+        (self.run)(input)
+    }
+
+    /// Runs a chunk: `Vec<Input>` in, `Vec<Result<Output, JobError>>` out.
+    pub(crate) fn run_chunk(&self, input: &[u8]) -> Result<Vec<u8>, JobError> {
+        (self.run_chunk)(input)
+    }
+
+    /// The registered task called `name`.
+    pub(crate) fn find(name: &str) -> Option<TaskEntry> {
+        static BY_NAME: OnceLock<HashMap<&'static str, TaskEntry>> = OnceLock::new();
+        BY_NAME
+            .get_or_init(|| {
+                let mut map = HashMap::new();
+                for entry in REGISTRY.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                    if map.insert(entry.name, *entry).is_some() {
+                        tracing::warn!(
+                            task = entry.name,
+                            "two tasks are registered under one name"
+                        );
+                    }
+                }
+                map
+            })
+            .get(name)
+            .copied()
+    }
+}
+
+pub(crate) fn codec_error(stage: CodecStage, e: impl std::fmt::Display) -> JobError {
+    JobError::Codec {
+        stage,
+        message: e.to_string(),
+    }
+}
+
+fn run_erased<T: Task>(input: &[u8]) -> Result<Vec<u8>, JobError> {
+    let input: T::Input =
+        postcard::from_bytes(input).map_err(|e| codec_error(CodecStage::DecodeInput, e))?;
+    let output = panic::catch(|| T::run(input)).map_err(JobError::panicked)?;
+    postcard::to_allocvec(&output).map_err(|e| codec_error(CodecStage::EncodeOutput, e))
+}
+
+fn run_chunk_erased<T: Task>(input: &[u8]) -> Result<Vec<u8>, JobError> {
+    let inputs: Vec<T::Input> =
+        postcard::from_bytes(input).map_err(|e| codec_error(CodecStage::DecodeInput, e))?;
+    let outputs: Vec<Result<T::Output, JobError>> = inputs
+        .into_iter()
+        .map(|x| panic::catch(|| T::run(x)).map_err(JobError::panicked))
+        .collect();
+    postcard::to_allocvec(&outputs).map_err(|e| codec_error(CodecStage::EncodeOutput, e))
 }
 
 pub(crate) mod sealed {

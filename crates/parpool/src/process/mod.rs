@@ -1,0 +1,625 @@
+//! [`ProcessPool`]: registered tasks in separate worker processes.
+//!
+//! Design notes are in `README.md` beside this file.
+
+mod supervisor;
+mod sys;
+mod wire;
+pub(crate) mod worker;
+
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::error::{BuildError, CodecStage, JobError, Payload};
+use crate::handle::{Cell, Inner, JobHandle};
+use crate::job::{Cancellable, JobId, JobOptions};
+use crate::map::{ChunkIn, ChunkOut};
+use crate::task::{Executor, Task, codec_error, sealed};
+use crate::thread::Stats;
+use crate::timer::Expire;
+
+/// Where a worker's standard output or error goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WorkerOutput {
+    /// The parent's (default).
+    #[default]
+    Inherit,
+    /// Discarded. A panic's message still reaches the job's handle.
+    Null,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) workers: usize,
+    pub(crate) name: String,
+    pub(crate) max_jobs_per_worker: Option<u64>,
+    pub(crate) env: Vec<(OsString, OsString)>,
+    pub(crate) current_dir: Option<PathBuf>,
+    pub(crate) stdout: WorkerOutput,
+    pub(crate) stderr: WorkerOutput,
+    pub(crate) memory_limit: Option<u64>,
+    pub(crate) job_timeout: Option<Duration>,
+    pub(crate) retries: u32,
+    pub(crate) max_payload: u64,
+    pub(crate) start_timeout: Duration,
+}
+
+/// Configures and builds a [`ProcessPool`].
+#[derive(Debug, Clone)]
+pub struct ProcessPoolBuilder {
+    config: Config,
+    workers: Option<usize>,
+}
+
+impl Default for ProcessPoolBuilder {
+    fn default() -> Self {
+        ProcessPoolBuilder {
+            workers: None,
+            config: Config {
+                workers: 0,
+                name: "parpool-proc".to_owned(),
+                max_jobs_per_worker: None,
+                env: Vec::new(),
+                current_dir: None,
+                stdout: WorkerOutput::Inherit,
+                stderr: WorkerOutput::Inherit,
+                memory_limit: None,
+                job_timeout: None,
+                retries: 0,
+                max_payload: 256 << 20,
+                start_timeout: Duration::from_secs(30),
+            },
+        }
+    }
+}
+
+impl ProcessPoolBuilder {
+    /// Number of worker processes (default: the machine's available
+    /// parallelism).
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = Some(n);
+        self
+    }
+
+    /// A name for the pool's supervisor threads and log events.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// Replaces a worker process with a fresh one after it has run `n` jobs
+    /// (like Python's `max_tasks_per_child`), to contain leaks.
+    pub fn max_jobs_per_worker(mut self, n: u64) -> Self {
+        self.config.max_jobs_per_worker = Some(n);
+        self
+    }
+
+    /// Sets an environment variable for the workers.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.config
+            .env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// The workers' working directory.
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.current_dir = Some(dir.into());
+        self
+    }
+
+    /// Where the workers' standard output goes.
+    pub fn stdout(mut self, output: WorkerOutput) -> Self {
+        self.config.stdout = output;
+        self
+    }
+
+    /// Where the workers' standard error goes.
+    pub fn stderr(mut self, output: WorkerOutput) -> Self {
+        self.config.stderr = output;
+        self
+    }
+
+    /// Caps each worker's address space (`RLIMIT_AS`) at `bytes`. A job that
+    /// allocates past it fails alone with [`JobError::Crashed`].
+    pub fn memory_limit(mut self, bytes: u64) -> Self {
+        self.config.memory_limit = Some(bytes);
+        self
+    }
+
+    /// A timeout for every job that sets none of its own
+    /// ([`JobOptions::timeout`]). A job past its deadline has its worker
+    /// killed and resolves [`JobError::TimedOut`].
+    pub fn job_timeout(mut self, timeout: Duration) -> Self {
+        self.config.job_timeout = Some(timeout);
+        self
+    }
+
+    /// How many times a job whose worker crashed is run again on a fresh
+    /// worker before it fails with [`JobError::Crashed`] (default 0).
+    pub fn retries(mut self, n: u32) -> Self {
+        self.config.retries = n;
+        self
+    }
+
+    /// Largest encoded input or output accepted, in bytes (default 256 MiB).
+    /// A larger one fails its job with [`JobError::TooLarge`].
+    pub fn max_payload(mut self, bytes: u64) -> Self {
+        self.config.max_payload = bytes;
+        self
+    }
+
+    /// Starts the workers and waits until each has said hello.
+    pub fn build(self) -> Result<ProcessPool, BuildError> {
+        let mut config = self.config;
+        config.workers = match self.workers {
+            Some(0) => {
+                return Err(BuildError::InvalidSetting {
+                    setting: "workers",
+                    reason: "a pool needs at least one worker".into(),
+                });
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+        };
+        if config.max_jobs_per_worker == Some(0) {
+            return Err(BuildError::InvalidSetting {
+                setting: "max_jobs_per_worker",
+                reason: "a worker must be allowed at least one job".into(),
+            });
+        }
+        if std::env::var_os(sys::WORKER_ENV).is_some() {
+            // A worker that reached user code: the constructor did not run.
+            // Refusing here prevents a runaway chain of processes.
+            return Err(BuildError::InvalidSetting {
+                setting: "ProcessPool",
+                reason: "this process is a parpool worker and may not start workers of its \
+                         own; call parpool::init() at the top of main"
+                    .into(),
+            });
+        }
+        if !sys::constructor_linked() {
+            unreachable!("constructor_linked always returns true");
+        }
+        crate::panic::install_hook();
+        let shared = Arc::new(Shared {
+            config,
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                state: State::Open,
+            }),
+            ready: Condvar::new(),
+            next_id: AtomicU64::new(1),
+            counters: Counters::default(),
+        });
+        let mut slots = Vec::new();
+        for index in 0..shared.config.workers {
+            match supervisor::Slot::start(shared.clone(), index) {
+                Ok(slot) => slots.push(slot),
+                Err(source) => {
+                    shared.close(State::Cancelling);
+                    for s in slots {
+                        s.join();
+                    }
+                    return Err(source);
+                }
+            }
+        }
+        tracing::debug!(pool = %shared.config.name, workers = slots.len(), "process pool started");
+        Ok(ProcessPool {
+            shared,
+            slots: Mutex::new(slots),
+        })
+    }
+}
+
+/// A pool of worker processes running registered [`Task`]s.
+///
+/// The process-backed counterpart of Python's `ProcessPoolExecutor`, with
+/// the same API as [`ThreadPool`](crate::ThreadPool) through [`Executor`].
+/// A job that panics, aborts, segfaults, exits, runs out of memory or past
+/// its timeout fails **alone** with a typed [`JobError`]; the pool replaces
+/// the worker and every other job carries on.
+///
+/// Workers re-execute the current binary, which parpool diverts into its
+/// worker loop before `main` runs; only registered tasks run in them.
+///
+/// ```no_run
+/// use parpool::{Executor, ProcessPool};
+///
+/// parpool::task!(fn cube(x: i64) -> i64 { x * x * x });
+///
+/// fn main() -> Result<(), Box<dyn std::error::Error>> {
+///     parpool::init();
+///     let pool = ProcessPool::builder().workers(2).build()?;
+///     assert_eq!(pool.submit(cube, 3).join()?, 27);
+///     let cubes: Vec<i64> = pool.map_task(cube, 0..4).collect::<Result<_, _>>()?;
+///     assert_eq!(cubes, [0, 1, 8, 27]);
+///     Ok(())
+/// }
+/// ```
+pub struct ProcessPool {
+    shared: Arc<Shared>,
+    slots: Mutex<Vec<supervisor::Slot>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum State {
+    Open,
+    Draining,
+    Cancelling,
+}
+
+pub(crate) struct Queue {
+    pub(crate) jobs: VecDeque<Arc<dyn ProcJob>>,
+    pub(crate) state: State,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) running: AtomicU64,
+    pub(crate) completed: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
+    pub(crate) respawns: AtomicU64,
+}
+
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) queue: Mutex<Queue>,
+    pub(crate) ready: Condvar,
+    next_id: AtomicU64,
+    pub(crate) counters: Counters,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn close(&self, state: State) {
+        let mut q = self.lock();
+        q.state = q.state.max(state);
+        if state == State::Cancelling {
+            for job in q.jobs.drain(..) {
+                if job.abandon(JobError::Cancelled) {
+                    self.counters.cancelled.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        drop(q);
+        self.ready.notify_all();
+    }
+
+    /// Queues a job, or resolves it `Shutdown` if the pool is closed.
+    fn push(&self, job: Arc<dyn ProcJob>) {
+        let mut q = self.lock();
+        if q.state != State::Open {
+            drop(q);
+            job.abandon(JobError::Shutdown);
+            self.counters.cancelled.fetch_add(1, Relaxed);
+            return;
+        }
+        q.jobs.push_back(job);
+        drop(q);
+        self.ready.notify_one();
+    }
+}
+
+/// The supervisor's view of a queued process job, whatever its types.
+pub(crate) trait ProcJob: Send + Sync {
+    fn id(&self) -> u64;
+    fn task(&self) -> &'static str;
+    fn is_chunk(&self) -> bool;
+    fn payload(&self) -> &[u8];
+    /// Claims the job for sending; `false` if it was cancelled meanwhile.
+    fn start(&self, slot: &Arc<supervisor::SlotCtl>) -> bool;
+    /// Resolves with the worker's reply; `true` if it delivered a value.
+    fn complete(&self, result: Result<Vec<u8>, JobError>) -> bool;
+    /// Resolves with `err` unless already resolved; `true` if it did.
+    fn abandon(&self, err: JobError) -> bool;
+    /// Counts an attempt that ended in a crash; returns attempts so far.
+    fn crashed_once(&self) -> u32;
+    /// Whether the job was resolved already (cancelled, timed out).
+    fn is_resolved(&self) -> bool;
+    /// The job was handed back to the queue: forget its worker.
+    fn requeued(&self);
+    /// Arms the job's timeout, now that it is running.
+    fn arm_timeout(self: Arc<Self>);
+}
+
+/// A process job and its handle's state, in one allocation.
+struct ProcCell<O, D> {
+    inner: Inner<O>,
+    task: &'static str,
+    chunk: bool,
+    payload: Vec<u8>,
+    timeout: Option<Duration>,
+    decode: D,
+    attempts: AtomicU64,
+    slot: Mutex<Option<Arc<supervisor::SlotCtl>>>,
+}
+
+impl<O, D> ProcCell<O, D> {
+    fn kill_if_running(&self) {
+        let slot = self.slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(slot) = slot {
+            slot.kill_if_running(self.inner.id().get());
+        }
+    }
+}
+
+impl<O: Send, D: Send + Sync> Cancellable for ProcCell<O, D> {
+    fn is_cancelled(&self) -> bool {
+        self.inner.is_cancelled()
+    }
+}
+
+impl<O: Send, D: Send + Sync> Cell<O> for ProcCell<O, D> {
+    fn inner(&self) -> &Inner<O> {
+        &self.inner
+    }
+    fn cancelled(&self) {
+        self.kill_if_running();
+    }
+}
+
+impl<O: Send, D: Send + Sync> Expire for ProcCell<O, D> {
+    fn expire(&self, after: Duration) {
+        if self.inner.resolve_cancel(JobError::TimedOut { after }) {
+            self.kill_if_running();
+        }
+    }
+}
+
+impl<O, D> ProcJob for ProcCell<O, D>
+where
+    O: Send + 'static,
+    D: Fn(&[u8]) -> Result<O, JobError> + Send + Sync + 'static,
+{
+    fn id(&self) -> u64 {
+        self.inner.id().get()
+    }
+    fn task(&self) -> &'static str {
+        self.task
+    }
+    fn is_chunk(&self) -> bool {
+        self.chunk
+    }
+    fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+    fn start(&self, slot: &Arc<supervisor::SlotCtl>) -> bool {
+        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(slot.clone());
+        // A retry finds STARTED already set: it only must not be resolved.
+        self.inner.try_start() || !self.is_resolved()
+    }
+    fn complete(&self, result: Result<Vec<u8>, JobError>) -> bool {
+        let decoded = result.and_then(|bytes| (self.decode)(&bytes));
+        let ok = decoded.is_ok();
+        self.inner.resolve(decoded) && ok
+    }
+    fn abandon(&self, err: JobError) -> bool {
+        self.inner.resolve(Err(err))
+    }
+    fn crashed_once(&self) -> u32 {
+        u32::try_from(self.attempts.fetch_add(1, Relaxed) + 1).unwrap_or(u32::MAX)
+    }
+    fn is_resolved(&self) -> bool {
+        self.inner.is_finished() || self.inner.is_cancelled()
+    }
+    fn requeued(&self) {
+        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+    fn arm_timeout(self: Arc<Self>) {
+        if let Some(after) = self.timeout {
+            let weak = Arc::downgrade(&self);
+            crate::timer::schedule(after, weak);
+        }
+    }
+}
+
+impl ProcessPool {
+    /// A builder with default settings.
+    pub fn builder() -> ProcessPoolBuilder {
+        ProcessPoolBuilder::default()
+    }
+
+    /// Number of worker processes.
+    pub fn workers(&self) -> usize {
+        self.shared.config.workers
+    }
+
+    /// The pids of the current worker processes (a crashed worker's
+    /// replacement has a new pid).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.iter().filter_map(|s| s.ctl().pid()).collect()
+    }
+
+    /// How many worker processes were replaced after a crash, a kill
+    /// (cancel, timeout) or reaching `max_jobs_per_worker`.
+    pub fn respawns(&self) -> u64 {
+        self.shared.counters.respawns.load(Relaxed)
+    }
+
+    fn submit_bytes<O, D>(
+        &self,
+        task: &'static str,
+        chunk: bool,
+        payload: Result<Vec<u8>, JobError>,
+        timeout: Option<Duration>,
+        decode: D,
+    ) -> JobHandle<O>
+    where
+        O: Send + 'static,
+        D: Fn(&[u8]) -> Result<O, JobError> + Send + Sync + 'static,
+    {
+        let id = JobId(self.shared.next_id.fetch_add(1, Relaxed));
+        let payload = match payload {
+            Ok(p) if p.len() as u64 > self.shared.config.max_payload => Err(JobError::TooLarge {
+                what: Payload::Input,
+                size: p.len() as u64,
+                limit: self.shared.config.max_payload,
+            }),
+            other => other,
+        };
+        let payload = match payload {
+            Ok(p) => p,
+            Err(e) => return JobHandle::ready(id, Err(e)),
+        };
+        let cell = Arc::new(ProcCell {
+            inner: Inner::new(id, 0),
+            task,
+            chunk,
+            payload,
+            timeout: timeout.or(self.shared.config.job_timeout),
+            decode,
+            attempts: AtomicU64::new(0),
+            slot: Mutex::new(None),
+        });
+        self.shared.push(cell.clone());
+        JobHandle::from_cell(cell)
+    }
+
+    /// Stops accepting jobs, runs the queued ones, and waits for the
+    /// workers to exit. Jobs submitted afterwards resolve as
+    /// [`JobError::Shutdown`]. Called by `Drop`.
+    pub fn shutdown(&self) {
+        self.shared.close(State::Draining);
+        self.join_slots();
+    }
+
+    /// Stops accepting jobs, resolves queued ones as
+    /// [`JobError::Cancelled`], waits for running ones, and stops the
+    /// workers.
+    pub fn shutdown_now(&self) {
+        self.shared.close(State::Cancelling);
+        self.join_slots();
+    }
+
+    fn join_slots(&self) {
+        let slots = std::mem::take(&mut *self.slots.lock().unwrap_or_else(|p| p.into_inner()));
+        for s in slots {
+            s.join();
+        }
+    }
+
+    /// A snapshot of the pool's counters.
+    pub fn stats(&self) -> Stats {
+        let c = &self.shared.counters;
+        Stats {
+            queued: self.shared.lock().jobs.len(),
+            running: c.running.load(Relaxed),
+            completed: c.completed.load(Relaxed),
+            failed: c.failed.load(Relaxed),
+            cancelled: c.cancelled.load(Relaxed),
+        }
+    }
+}
+
+impl Drop for ProcessPool {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl fmt::Debug for ProcessPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessPool")
+            .field("name", &self.shared.config.name)
+            .field("workers", &self.shared.config.workers)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+fn decode_output<O: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<O, JobError> {
+    postcard::from_bytes(bytes).map_err(|e| codec_error(CodecStage::DecodeOutput, e))
+}
+
+impl sealed::Sealed for ProcessPool {
+    fn submit_chunk<T: Task>(
+        &self,
+        _task: T,
+        chunk: ChunkIn<T::Input, T::Output>,
+    ) -> JobHandle<ChunkOut<T::Input, T::Output>> {
+        let ChunkIn { mut inputs, .. } = chunk;
+        let payload =
+            postcard::to_allocvec(&inputs).map_err(|e| codec_error(CodecStage::EncodeInput, e));
+        inputs.clear();
+        let spare = Mutex::new(Some(inputs));
+        let decode = move |bytes: &[u8]| {
+            let results: Vec<Result<T::Output, JobError>> = decode_output(bytes)?;
+            let mut values = Vec::with_capacity(results.len());
+            let mut errors = Vec::new();
+            for (i, r) in results.into_iter().enumerate() {
+                match r {
+                    Ok(v) => values.push(v),
+                    Err(e) => errors.push((i, e)),
+                }
+            }
+            let spare = spare
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or_default();
+            Ok(ChunkOut {
+                spare,
+                values,
+                errors,
+                took: Duration::ZERO,
+            })
+        };
+        self.submit_bytes(T::NAME, true, payload, None, decode)
+    }
+}
+
+impl Executor for ProcessPool {
+    fn submit_with<T: Task>(
+        &self,
+        opts: JobOptions,
+        _task: T,
+        input: T::Input,
+    ) -> JobHandle<T::Output> {
+        let payload =
+            postcard::to_allocvec(&input).map_err(|e| codec_error(CodecStage::EncodeInput, e));
+        self.submit_bytes(
+            T::NAME,
+            false,
+            payload,
+            opts.timeout,
+            decode_output::<T::Output>,
+        )
+    }
+
+    fn workers(&self) -> usize {
+        self.shared.config.workers
+    }
+
+    fn shutdown(&self) {
+        ProcessPool::shutdown(self);
+    }
+
+    fn shutdown_now(&self) {
+        ProcessPool::shutdown_now(self);
+    }
+}
+
+/// Makes this process serve as a parpool worker if it was started as one.
+///
+/// Call it first thing in `main`. parpool already does this from a
+/// constructor that runs before `main` on the platforms it supports, so the
+/// call is a safety net (and a marker for readers); in an ordinary process
+/// it returns at once.
+pub fn init() {
+    if std::env::var_os(sys::WORKER_ENV).is_some() {
+        worker::run();
+    }
+}

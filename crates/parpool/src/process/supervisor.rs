@@ -1,0 +1,517 @@
+//! One supervisor thread per worker slot: starts the worker process, feeds
+//! it jobs, reads its replies, and replaces it when it dies.
+
+use std::collections::VecDeque;
+use std::io::{self, BufReader, BufWriter, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle as ThreadHandle;
+use std::time::{Duration, Instant};
+
+use super::wire::{self, FromWorker, LogLevel, ToWorker};
+use super::{Config, ProcJob, Shared, State, WorkerOutput, sys};
+use crate::error::{BuildError, ExitStatus, JobError};
+
+/// Jobs in flight on one worker are capped so that this much work, at the
+/// measured job duration, is queued there: tiny jobs travel in batches,
+/// long ones one at a time (so they spread over the workers).
+const PIPELINE_TARGET: Duration = Duration::from_micros(500);
+const MAX_PIPELINE: usize = 64;
+
+/// What other threads may do to a slot: read its worker's pid, and kill the
+/// worker if it is running a given job (cancel, timeout).
+#[derive(Debug, Default)]
+pub(crate) struct SlotCtl {
+    state: Mutex<SlotState>,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    pid: Option<u32>,
+    /// The job the worker is running now (0: none).
+    head: u64,
+    /// The job the worker was killed for, if it was killed on purpose.
+    killed_for: Option<u64>,
+}
+
+impl SlotCtl {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.lock().pid
+    }
+
+    /// Kills the worker if it is running `job`.
+    pub(crate) fn kill_if_running(&self, job: u64) {
+        let mut st = self.lock();
+        if st.head == job
+            && let Some(pid) = st.pid
+        {
+            sys::kill(pid);
+            st.killed_for = Some(job);
+        }
+    }
+
+    fn set_head(&self, job: u64) {
+        self.lock().head = job;
+    }
+}
+
+/// A worker slot: its supervisor thread and its control block.
+pub(crate) struct Slot {
+    thread: ThreadHandle<()>,
+    ctl: Arc<SlotCtl>,
+}
+
+impl Slot {
+    /// Starts the slot's first worker (failing the build if it cannot) and
+    /// its supervisor.
+    pub(crate) fn start(shared: Arc<Shared>, index: usize) -> Result<Slot, BuildError> {
+        let ctl = Arc::new(SlotCtl::default());
+        let conn = Conn::spawn(&shared.config, &ctl)
+            .map_err(|source| BuildError::Spawn { index, source })?;
+        let c = ctl.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("{}-sup-{index}", shared.config.name))
+            .spawn(move || Supervisor::new(shared, c, conn).run())
+            .map_err(|source| BuildError::Spawn { index, source })?;
+        Ok(Slot { thread, ctl })
+    }
+
+    pub(crate) fn ctl(&self) -> &SlotCtl {
+        &self.ctl
+    }
+
+    pub(crate) fn join(self) {
+        let _ = self.thread.join();
+    }
+}
+
+/// A live worker process and the two ends of its socket.
+struct Conn {
+    child: Child,
+    reader: BufReader<UnixStream>,
+    writer: BufWriter<UnixStream>,
+    pid: u32,
+    jobs_done: u64,
+}
+
+impl Conn {
+    fn spawn(config: &Config, ctl: &SlotCtl) -> io::Result<Conn> {
+        let (ours, theirs) = UnixStream::pair()?;
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.arg0(format!("{} worker", config.name))
+            .env(sys::WORKER_ENV, "1")
+            .env(sys::PARENT_ENV, sys::pid().to_string())
+            .env(sys::MAX_FRAME_ENV, (config.max_payload + 4096).to_string())
+            .env(sys::MAX_OUTPUT_ENV, config.max_payload.to_string())
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
+            .stdout(stdio(config.stdout))
+            .stderr(stdio(config.stderr));
+        if let Some(bytes) = config.memory_limit {
+            cmd.env(sys::MEMORY_ENV, bytes.to_string());
+        }
+        for (k, v) in &config.env {
+            cmd.env(k, v);
+        }
+        if let Some(dir) = &config.current_dir {
+            cmd.current_dir(dir);
+        }
+        let mut child = cmd.spawn()?;
+        // Our copy of the worker's end must be closed, or its death would
+        // never show as end-of-file here.
+        drop(cmd);
+        let pid = child.id();
+        ours.set_read_timeout(Some(config.start_timeout))?;
+        let mut reader = BufReader::with_capacity(64 * 1024, ours.try_clone()?);
+        let hello = wire::read_frame::<_, FromWorker>(&mut reader, 1 << 16, &mut Vec::new());
+        match hello {
+            Ok(Some(FromWorker::Hello { .. })) => {}
+            other => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                return Err(io::Error::other(format!(
+                    "the worker process did not start (it said {other:?}, exit status \
+                     {status:?}); if this binary's main runs before parpool's constructor, \
+                     call parpool::init() first thing in main"
+                )));
+            }
+        }
+        ours.set_read_timeout(None)?;
+        let mut st = ctl.lock();
+        st.pid = Some(pid);
+        st.head = 0;
+        st.killed_for = None;
+        drop(st);
+        Ok(Conn {
+            child,
+            reader,
+            writer: BufWriter::with_capacity(64 * 1024, ours),
+            pid,
+            jobs_done: 0,
+        })
+    }
+}
+
+fn stdio(o: WorkerOutput) -> Stdio {
+    match o {
+        WorkerOutput::Inherit => Stdio::inherit(),
+        WorkerOutput::Null => Stdio::null(),
+    }
+}
+
+struct Supervisor {
+    shared: Arc<Shared>,
+    ctl: Arc<SlotCtl>,
+    conn: Option<Conn>,
+    in_flight: VecDeque<Arc<dyn ProcJob>>,
+    head_started: Instant,
+    /// Moving average of a job's duration on this worker, in nanoseconds.
+    avg_ns: f64,
+    buf: Vec<u8>,
+}
+
+impl Supervisor {
+    fn new(shared: Arc<Shared>, ctl: Arc<SlotCtl>, conn: Conn) -> Self {
+        Supervisor {
+            shared,
+            ctl,
+            conn: Some(conn),
+            in_flight: VecDeque::new(),
+            head_started: Instant::now(),
+            avg_ns: f64::INFINITY,
+            buf: Vec::new(),
+        }
+    }
+
+    fn depth(&self) -> usize {
+        if !self.avg_ns.is_finite() {
+            return 1;
+        }
+        let n = PIPELINE_TARGET.as_nanos() as f64 / self.avg_ns.max(1.0);
+        (n as usize).clamp(1, MAX_PIPELINE)
+    }
+
+    fn run(mut self) {
+        loop {
+            if self.conn.is_none() && !self.respawn() {
+                return;
+            }
+            let recycle = self.shared.config.max_jobs_per_worker.is_some_and(|max| {
+                self.conn
+                    .as_ref()
+                    .is_some_and(|c| c.jobs_done + self.in_flight.len() as u64 >= max)
+            });
+            if !recycle && !self.feed() {
+                // Closed and drained: say goodbye to the worker and stop.
+                self.retire_worker();
+                return;
+            }
+            if self.in_flight.is_empty() {
+                if recycle {
+                    self.retire_worker();
+                    self.shared.counters.respawns.fetch_add(1, Relaxed);
+                }
+                continue;
+            }
+            self.read_one();
+        }
+    }
+
+    /// Sends jobs until the pipeline is full. Blocks for a job only when
+    /// nothing is in flight. `false`: the pool is closed and drained.
+    fn feed(&mut self) -> bool {
+        let depth = self.depth();
+        let mut wrote = false;
+        while self.in_flight.len() < depth {
+            let job = {
+                let mut q = self.shared.lock();
+                loop {
+                    if let Some(job) = q.jobs.pop_front() {
+                        break Some(job);
+                    }
+                    if q.state != State::Open {
+                        break None;
+                    }
+                    if !self.in_flight.is_empty() || wrote {
+                        break None;
+                    }
+                    q = self.shared.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            let Some(job) = job else {
+                if self.in_flight.is_empty() && !wrote && self.shared.lock().state != State::Open {
+                    return false;
+                }
+                break;
+            };
+            if !job.start(&self.ctl) {
+                // Cancelled while queued: it never runs.
+                self.shared.counters.cancelled.fetch_add(1, Relaxed);
+                continue;
+            }
+            let Some(conn) = self.conn.as_mut() else {
+                return true;
+            };
+            let msg = ToWorker::Run {
+                id: job.id(),
+                task: job.task().to_owned(),
+                chunk: job.is_chunk(),
+                input: job.payload().to_vec(),
+            };
+            if wire::write_frame(&mut conn.writer, &msg).is_err() {
+                // The worker is gone; the read below reports it.
+                self.in_flight.push_back(job);
+                break;
+            }
+            wrote = true;
+            self.in_flight.push_back(job);
+            if self.in_flight.len() == 1 {
+                self.start_head();
+            }
+        }
+        if wrote && let Some(conn) = self.conn.as_mut() {
+            let _ = conn.writer.flush();
+        }
+        true
+    }
+
+    fn start_head(&mut self) {
+        self.head_started = Instant::now();
+        match self.in_flight.front() {
+            Some(job) => {
+                self.ctl.set_head(job.id());
+                self.shared.counters.running.fetch_add(1, Relaxed);
+                job.clone().arm_timeout();
+            }
+            None => self.ctl.set_head(0),
+        }
+    }
+
+    fn finish_head(&mut self) -> Option<Arc<dyn ProcJob>> {
+        let job = self.in_flight.pop_front()?;
+        self.shared.counters.running.fetch_sub(1, Relaxed);
+        Some(job)
+    }
+
+    /// Reads one frame from the worker and acts on it.
+    fn read_one(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let frame = wire::read_frame::<_, FromWorker>(
+            &mut conn.reader,
+            self.shared.config.max_payload as usize + 4096,
+            &mut self.buf,
+        );
+        let pid = conn.pid;
+        match frame {
+            Ok(Some(FromWorker::Done { id, result })) => {
+                conn.jobs_done += 1;
+                let took = self.head_started.elapsed().as_nanos() as f64;
+                self.avg_ns = if self.avg_ns.is_finite() {
+                    0.8 * self.avg_ns + 0.2 * took
+                } else {
+                    took
+                };
+                match self.finish_head() {
+                    Some(job) if job.id() == id => {
+                        let counter = if job.complete(result) {
+                            &self.shared.counters.completed
+                        } else {
+                            &self.shared.counters.failed
+                        };
+                        counter.fetch_add(1, Relaxed);
+                        self.start_head();
+                    }
+                    other => {
+                        // Out of order: the stream cannot be trusted.
+                        if let Some(job) = other {
+                            self.in_flight.push_front(job);
+                            self.shared.counters.running.fetch_add(1, Relaxed);
+                        }
+                        tracing::error!(pid, id, "worker replied out of order; replacing it");
+                        sys::kill(pid);
+                    }
+                }
+            }
+            Ok(Some(FromWorker::Log {
+                job,
+                level,
+                target,
+                message,
+            })) => {
+                emit_log(pid, job, level, &target, &message);
+            }
+            Ok(Some(FromWorker::Hello { .. })) => {
+                tracing::error!(pid, "worker said hello twice; replacing it");
+                sys::kill(pid);
+            }
+            Ok(None) | Err(_) => self.worker_lost(),
+        }
+    }
+
+    /// The worker died (or broke the protocol): blame the job it was
+    /// running, requeue the ones it had not started, and drop it.
+    fn worker_lost(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        sys::kill(conn.pid);
+        let status = match conn.child.wait() {
+            Ok(s) => match (s.code(), s.signal()) {
+                (Some(c), _) => ExitStatus::Code(c),
+                (None, Some(sig)) => ExitStatus::Signal(sig),
+                _ => ExitStatus::Unknown,
+            },
+            Err(_) => ExitStatus::Unknown,
+        };
+        let killed_for = {
+            let mut st = self.ctl.lock();
+            st.pid = None;
+            st.head = 0;
+            st.killed_for.take()
+        };
+        self.shared.counters.respawns.fetch_add(1, Relaxed);
+        let mut requeue: Vec<Arc<dyn ProcJob>> = Vec::new();
+        if let Some(head) = self.finish_head() {
+            if head.is_resolved() {
+                // Cancelled or timed out: the kill was its own.
+                self.shared.counters.failed.fetch_add(1, Relaxed);
+            } else if killed_for.is_some_and(|k| k != head.id()) {
+                // Killed for a job that had just finished: not this one's fault.
+                requeue.push(head);
+            } else if head.crashed_once() <= self.shared.config.retries {
+                tracing::debug!(job = head.id(), %status, "worker crashed; retrying the job");
+                requeue.push(head);
+            } else {
+                let detail = self.describe(status);
+                if head.abandon(JobError::Crashed { status, detail }) {
+                    self.shared.counters.failed.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        requeue.extend(self.in_flight.drain(..));
+        if !requeue.is_empty() {
+            let mut q = self.shared.lock();
+            for job in requeue.into_iter().rev() {
+                job.requeued();
+                q.jobs.push_front(job);
+            }
+            drop(q);
+            self.shared.ready.notify_all();
+        }
+        tracing::debug!(pid = conn.pid, %status, "worker process lost");
+    }
+
+    fn describe(&self, status: ExitStatus) -> Option<String> {
+        let what = match status {
+            ExitStatus::Signal(9) if self.shared.config.memory_limit.is_some() => {
+                "SIGKILL: killed, possibly by the out-of-memory killer"
+            }
+            ExitStatus::Signal(9) => "SIGKILL: killed, possibly by the out-of-memory killer",
+            ExitStatus::Signal(6) if self.shared.config.memory_limit.is_some() => {
+                "SIGABRT: aborted, possibly on reaching the memory limit"
+            }
+            ExitStatus::Signal(6) => "SIGABRT: aborted",
+            ExitStatus::Signal(11) => "SIGSEGV: segmentation fault",
+            ExitStatus::Signal(7) => "SIGBUS: bus error",
+            ExitStatus::Signal(4) => "SIGILL: illegal instruction",
+            ExitStatus::Signal(8) => "SIGFPE: arithmetic exception",
+            ExitStatus::Code(_) => "the task exited the process",
+            _ => return None,
+        };
+        Some(what.to_owned())
+    }
+
+    /// Starts a replacement worker. `false`: the pool is closing and has
+    /// nothing left to run, so the slot can stop.
+    fn respawn(&mut self) -> bool {
+        let mut delay = Duration::from_millis(10);
+        loop {
+            {
+                let q = self.shared.lock();
+                if q.state != State::Open && q.jobs.is_empty() && self.in_flight.is_empty() {
+                    return false;
+                }
+            }
+            match Conn::spawn(&self.shared.config, &self.ctl) {
+                Ok(conn) => {
+                    self.conn = Some(conn);
+                    self.avg_ns = f64::INFINITY;
+                    return true;
+                }
+                Err(e) => {
+                    // Fail one queued job with the reason, so that a pool
+                    // that cannot start workers reports it instead of hanging.
+                    let job = self.shared.lock().jobs.pop_front();
+                    if let Some(job) = job {
+                        let detail = Some(format!("could not start a worker: {e}"));
+                        if job.abandon(JobError::Crashed {
+                            status: ExitStatus::Unknown,
+                            detail,
+                        }) {
+                            self.shared.counters.failed.fetch_add(1, Relaxed);
+                        }
+                    }
+                    tracing::error!(error = %e, "could not start a worker process; retrying");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Asks the worker to exit and reaps it.
+    fn retire_worker(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            let _ = wire::write_frame(&mut conn.writer, &ToWorker::Exit);
+            let _ = conn.writer.flush();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                match conn.child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() >= deadline => {
+                        let _ = conn.child.kill();
+                        let _ = conn.child.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+            let mut st = self.ctl.lock();
+            st.pid = None;
+            st.head = 0;
+        }
+    }
+}
+
+/// Re-emits a worker's `tracing` event in this process, tagged with the
+/// worker's pid and the job.
+fn emit_log(pid: u32, job: Option<u64>, level: LogLevel, origin: &str, message: &str) {
+    macro_rules! emit {
+        ($lvl:expr) => {
+            tracing::event!(
+                target: "parpool::worker",
+                $lvl,
+                worker_pid = pid,
+                job = job,
+                origin = origin,
+                "{message}"
+            )
+        };
+    }
+    match level {
+        LogLevel::Error => emit!(tracing::Level::ERROR),
+        LogLevel::Warn => emit!(tracing::Level::WARN),
+        LogLevel::Info => emit!(tracing::Level::INFO),
+        LogLevel::Debug => emit!(tracing::Level::DEBUG),
+        LogLevel::Trace => emit!(tracing::Level::TRACE),
+    }
+}

@@ -1,0 +1,185 @@
+//! The wire protocol between a pool and its worker processes.
+//!
+//! Each frame is a little-endian `u32` length followed by that many bytes of
+//! a postcard-encoded message. Both sides buffer: a batch of requests or of
+//! replies leaves in one `write`. A frame over the size limit, or one that
+//! does not decode, is a [`FrameError`], never a panic.
+
+use std::io::{self, Read, Write};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::JobError;
+
+/// Largest frame either side accepts unless configured otherwise.
+pub(crate) const DEFAULT_MAX_FRAME: usize = 1 << 30;
+
+/// Parent to worker.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub(crate) enum ToWorker {
+    /// Run task `task` on `input`; `chunk`: the input is a `Vec` of inputs.
+    Run {
+        id: u64,
+        task: String,
+        chunk: bool,
+        input: Vec<u8>,
+    },
+    /// Finish and exit.
+    Exit,
+}
+
+/// Worker to parent.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub(crate) enum FromWorker {
+    /// The worker is ready.
+    Hello { pid: u32 },
+    /// A job's outcome: its encoded output, or why there is none.
+    Done {
+        id: u64,
+        result: Result<Vec<u8>, JobError>,
+    },
+    /// A `tracing` event emitted in the worker.
+    Log {
+        job: Option<u64>,
+        level: LogLevel,
+        target: String,
+        message: String,
+    },
+}
+
+/// A `tracing` level on the wire.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FrameError {
+    #[error("connection error: {0}")]
+    Io(#[from] io::Error),
+    #[error("frame of {size} bytes is over the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("frame does not decode: {0}")]
+    Decode(#[from] postcard::Error),
+}
+
+/// Appends `msg` as one frame to `w` (which should be buffered).
+pub(crate) fn write_frame<W: Write, M: Serialize>(w: &mut W, msg: &M) -> io::Result<()> {
+    let bytes = postcard::to_allocvec(msg).map_err(io::Error::other)?;
+    let len =
+        u32::try_from(bytes.len()).map_err(|_| io::Error::other("frame larger than 4 GiB"))?;
+    w.write_all(&len.to_le_bytes())?;
+    w.write_all(&bytes)
+}
+
+/// Reads one frame. `Ok(None)`: the peer closed the connection cleanly
+/// between frames.
+pub(crate) fn read_frame<R: Read, M: DeserializeOwned>(
+    r: &mut R,
+    limit: usize,
+    buf: &mut Vec<u8>,
+) -> Result<Option<M>, FrameError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let size = u32::from_le_bytes(len) as usize;
+    if size > limit {
+        return Err(FrameError::TooLarge { size, limit });
+    }
+    buf.clear();
+    buf.resize(size, 0);
+    r.read_exact(buf)?;
+    Ok(Some(postcard::from_bytes(buf)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let msgs = vec![
+            FromWorker::Hello { pid: 7 },
+            FromWorker::Done {
+                id: 1,
+                result: Ok(vec![1, 2, 3]),
+            },
+            FromWorker::Done {
+                id: 2,
+                result: Err(JobError::Cancelled),
+            },
+            FromWorker::Log {
+                job: Some(3),
+                level: LogLevel::Warn,
+                target: "t".into(),
+                message: "m".into(),
+            },
+        ];
+        let mut bytes = Vec::new();
+        for m in &msgs {
+            write_frame(&mut bytes, m).unwrap();
+        }
+        let mut r = &bytes[..];
+        let mut buf = Vec::new();
+        for m in &msgs {
+            let got: FromWorker = read_frame(&mut r, 1 << 20, &mut buf).unwrap().unwrap();
+            assert_eq!(&got, m);
+        }
+        assert!(
+            read_frame::<_, FromWorker>(&mut r, 1 << 20, &mut buf)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn oversized_frame_is_refused_before_allocating() {
+        let bytes = u32::MAX.to_le_bytes();
+        let err = read_frame::<_, FromWorker>(&mut &bytes[..], 1024, &mut Vec::new()).unwrap_err();
+        assert!(
+            matches!(err, FrameError::TooLarge { limit: 1024, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn truncated_frame_is_an_error() {
+        let mut bytes = Vec::new();
+        write_frame(&mut bytes, &FromWorker::Hello { pid: 1 }).unwrap();
+        bytes.pop();
+        let err = read_frame::<_, FromWorker>(&mut &bytes[..], 1024, &mut Vec::new()).unwrap_err();
+        assert!(matches!(err, FrameError::Io(_)), "{err}");
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut r = &bytes[..];
+            let mut buf = Vec::new();
+            // Keep reading until the garbage runs out or is rejected.
+            for _ in 0..64 {
+                match read_frame::<_, FromWorker>(&mut r, 4096, &mut buf) {
+                    Ok(Some(_)) => continue,
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            let mut r = &bytes[..];
+            for _ in 0..64 {
+                match read_frame::<_, ToWorker>(&mut r, 4096, &mut buf) {
+                    Ok(Some(_)) => continue,
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+    }
+}

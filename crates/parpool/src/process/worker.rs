@@ -1,0 +1,241 @@
+//! The worker side: what a worker process runs instead of `main`.
+
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use super::sys;
+use super::wire::{self, FromWorker, LogLevel, ToWorker};
+use crate::error::{JobError, Payload};
+use crate::task::TaskEntry;
+
+/// The job running now (0: none), to tag forwarded log events.
+static CURRENT_JOB: AtomicU64 = AtomicU64::new(0);
+
+type Out = Arc<Mutex<BufWriter<UnixStream>>>;
+
+/// Runs the worker loop on the socket passed as stdin, then exits.
+pub(crate) fn run() -> ! {
+    let code = match serve_process() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("parpool worker {}: {e}", sys::pid());
+            71
+        }
+    };
+    std::process::exit(code)
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+fn serve_process() -> io::Result<()> {
+    let socket = UnixStream::from(sys::take_stdin_socket()?);
+    sys::die_with_parent(env_u64(sys::PARENT_ENV).and_then(|p| u32::try_from(p).ok()))?;
+    if let Some(bytes) = env_u64(sys::MEMORY_ENV) {
+        sys::limit_memory(bytes)?;
+    }
+    crate::panic::install_hook();
+    let limits = Limits {
+        max_frame: env_u64(sys::MAX_FRAME_ENV).map_or(wire::DEFAULT_MAX_FRAME, |v| v as usize),
+        max_output: env_u64(sys::MAX_OUTPUT_ENV).map_or(wire::DEFAULT_MAX_FRAME as u64, |v| v),
+    };
+    let out: Out = Arc::new(Mutex::new(BufWriter::new(socket.try_clone()?)));
+    let _ = tracing::subscriber::set_global_default(Forwarder { out: out.clone() });
+    {
+        let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
+        wire::write_frame(&mut *w, &FromWorker::Hello { pid: sys::pid() })?;
+        w.flush()?;
+    }
+    serve(BufReader::with_capacity(64 * 1024, socket), &out, limits)
+}
+
+/// Size limits the worker enforces.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_frame: usize,
+    pub(crate) max_output: u64,
+}
+
+/// Serves requests from `input` until `Exit` or end of input, writing
+/// replies to `out`. Replies are flushed when no request is waiting in the
+/// input buffer, so a batch of requests is answered with one write.
+pub(crate) fn serve<R: Read, W: Write>(
+    mut input: BufReader<R>,
+    out: &Arc<Mutex<W>>,
+    limits: Limits,
+) -> io::Result<()> {
+    let mut buf = Vec::new();
+    loop {
+        let msg = match wire::read_frame::<_, ToWorker>(&mut input, limits.max_frame, &mut buf) {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(()),
+            Err(wire::FrameError::Io(e)) => return Err(e),
+            // The parent sent something we cannot read: the stream is no
+            // longer in sync, so stop; the parent sees the worker exit.
+            Err(e) => return Err(io::Error::other(e)),
+        };
+        match msg {
+            ToWorker::Exit => return Ok(()),
+            ToWorker::Run {
+                id,
+                task,
+                chunk,
+                input: payload,
+            } => {
+                CURRENT_JOB.store(id, Relaxed);
+                let result = run_one(&task, chunk, &payload, limits);
+                CURRENT_JOB.store(0, Relaxed);
+                let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
+                wire::write_frame(&mut *w, &FromWorker::Done { id, result })?;
+                if input.buffer().is_empty() {
+                    w.flush()?;
+                }
+            }
+        }
+    }
+}
+
+fn run_one(task: &str, chunk: bool, input: &[u8], limits: Limits) -> Result<Vec<u8>, JobError> {
+    let entry = TaskEntry::find(task).ok_or_else(|| JobError::UnknownTask {
+        name: task.to_owned(),
+    })?;
+    let output = if chunk {
+        entry.run_chunk(input)?
+    } else {
+        entry.run(input)?
+    };
+    if output.len() as u64 > limits.max_output {
+        return Err(JobError::TooLarge {
+            what: Payload::Output,
+            size: output.len() as u64,
+            limit: limits.max_output,
+        });
+    }
+    Ok(output)
+}
+
+/// A `tracing` subscriber that sends every event to the parent, tagged with
+/// the running job. Spans are not forwarded; the parent wraps each event in
+/// its own span for the worker and job.
+struct Forwarder {
+    out: Out,
+}
+
+struct MessageVisitor {
+    message: String,
+    fields: String,
+}
+
+impl tracing_core::field::Visit for MessageVisitor {
+    fn record_debug(&mut self, field: &tracing_core::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write as _;
+        if field.name() == "message" {
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            let _ = write!(self.fields, " {}={value:?}", field.name());
+        }
+    }
+    fn record_str(&mut self, field: &tracing_core::Field, value: &str) {
+        use std::fmt::Write as _;
+        if field.name() == "message" {
+            self.message.push_str(value);
+        } else {
+            let _ = write!(self.fields, " {}={value}", field.name());
+        }
+    }
+}
+
+impl tracing_core::Subscriber for Forwarder {
+    fn enabled(&self, _: &tracing_core::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing_core::span::Attributes<'_>) -> tracing_core::span::Id {
+        tracing_core::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing_core::span::Id, _: &tracing_core::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing_core::span::Id, _: &tracing_core::span::Id) {}
+    fn event(&self, event: &tracing_core::Event<'_>) {
+        let meta = event.metadata();
+        let mut v = MessageVisitor {
+            message: String::new(),
+            fields: String::new(),
+        };
+        event.record(&mut v);
+        let level = match *meta.level() {
+            tracing_core::Level::ERROR => LogLevel::Error,
+            tracing_core::Level::WARN => LogLevel::Warn,
+            tracing_core::Level::INFO => LogLevel::Info,
+            tracing_core::Level::DEBUG => LogLevel::Debug,
+            tracing_core::Level::TRACE => LogLevel::Trace,
+        };
+        let job = Some(CURRENT_JOB.load(Relaxed)).filter(|&j| j != 0);
+        let msg = FromWorker::Log {
+            job,
+            level,
+            target: meta.target().to_owned(),
+            message: v.message + &v.fields,
+        };
+        let mut w = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = wire::write_frame(&mut *w, &msg);
+    }
+    fn enter(&self, _: &tracing_core::span::Id) {}
+    fn exit(&self, _: &tracing_core::span::Id) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            max_frame: 1 << 20,
+            max_output: 1 << 20,
+        }
+    }
+
+    fn run_frames(frames: &[u8]) -> (io::Result<()>, Vec<u8>) {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let r = serve(BufReader::new(frames), &out, limits());
+        let bytes = std::mem::take(&mut *out.lock().unwrap());
+        (r, bytes)
+    }
+
+    #[test]
+    fn unknown_task_is_a_typed_error() {
+        let mut req = Vec::new();
+        let run = ToWorker::Run {
+            id: 9,
+            task: "no::such".into(),
+            chunk: false,
+            input: vec![],
+        };
+        wire::write_frame(&mut req, &run).unwrap();
+        let (r, out) = run_frames(&req);
+        r.unwrap();
+        let reply: FromWorker = wire::read_frame(&mut &out[..], 1 << 20, &mut Vec::new())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            reply,
+            FromWorker::Done {
+                id: 9,
+                result: Err(JobError::UnknownTask {
+                    name: "no::such".into()
+                })
+            }
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn garbage_input_never_panics_the_worker_loop(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)
+        ) {
+            // Either the loop ends cleanly or with an error: it never panics.
+            let _ = run_frames(&bytes);
+        }
+    }
+}
