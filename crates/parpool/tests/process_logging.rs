@@ -1,0 +1,57 @@
+//! tracing events emitted inside a worker process reach the parent's
+//! subscriber, tagged with the worker's pid and the job. (Own binary: it
+//! installs a global subscriber.)
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use parpool::{Executor, ProcessPool, WorkerOutput};
+
+parpool::task!(
+    fn chatty(x: u32) -> u32 {
+        tracing::warn!(value = x, "hello from the worker");
+        x
+    }
+);
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn worker_events_reach_the_parent_with_pid_and_job() {
+    let captured = Captured::default();
+    let sink = captured.clone();
+    tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .init();
+    let pool = ProcessPool::builder()
+        .workers(1)
+        .stderr(WorkerOutput::Null)
+        .build()
+        .unwrap();
+    let pid = pool.worker_pids()[0];
+    let h = pool.submit(chatty, 5);
+    let id = h.id().get();
+    assert_eq!(h.join(), Ok(5));
+    pool.shutdown();
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("hello from the worker"))
+        .unwrap_or_else(|| panic!("worker event missing:\n{text}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains(&format!("worker_pid={pid}")), "{line}");
+    assert!(line.contains(&format!("job={id}")), "{line}");
+    assert!(line.contains("value=5"), "{line}");
+}
