@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 mod peers;
+mod process;
 
 /// One contender's timing on one row.
 #[derive(Debug, Clone, Serialize)]
@@ -39,6 +40,7 @@ struct Report {
 
 #[derive(Debug, Serialize)]
 struct Row {
+    suite: &'static str,
     name: String,
     unit: String,
     work: u64,
@@ -57,6 +59,7 @@ struct Options {
     reps: usize,
     only: Option<String>,
     contender: Option<String>,
+    suite: Option<String>,
     write: bool,
 }
 
@@ -66,6 +69,7 @@ fn parse_args() -> Result<Options, String> {
         reps: 5,
         only: None,
         contender: None,
+        suite: None,
         write: true,
     };
     let mut args = std::env::args().skip(1);
@@ -81,13 +85,20 @@ fn parse_args() -> Result<Options, String> {
                     .ok_or("--reps needs a positive number")?;
             }
             "--only" => o.only = Some(args.next().ok_or("--only needs a row name")?),
+            "--suite" => {
+                let v = args.next().ok_or("--suite needs threads or processes")?;
+                if v != "threads" && v != "processes" {
+                    return Err(format!("unknown suite `{v}` (threads or processes)"));
+                }
+                o.suite = Some(v);
+            }
             "--contender" => {
                 o.contender = Some(args.next().ok_or("--contender needs a name")?);
                 o.write = false;
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--reps N] [--only ROW] [--contender NAME] [--no-write]"
+                    "usage: bench [--quick] [--reps N] [--suite threads|processes] [--only ROW] [--contender NAME] [--no-write]"
                 );
                 std::process::exit(0);
             }
@@ -138,7 +149,88 @@ fn measure(reps: usize, contenders: &mut Vec<Contender<'_>>) -> Vec<Timing> {
 
 static CONTENDER: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
+/// Like [`measure`], for contenders that report their own time (`None`:
+/// use the wall time of the call).
+fn measure_timed(reps: usize, contenders: &mut Vec<process::TimedContender>) -> Vec<Timing> {
+    if let Some(only) = CONTENDER.get().and_then(Option::as_deref) {
+        contenders.retain(|(name, _)| name.contains(only));
+    }
+    for (_, f) in contenders.iter_mut() {
+        f();
+    }
+    let mut runs: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+    for _ in 0..reps {
+        for (i, (_, f)) in contenders.iter_mut().enumerate() {
+            let t = Instant::now();
+            let reported = f();
+            runs[i].push(reported.unwrap_or_else(|| t.elapsed().as_secs_f64()));
+        }
+    }
+    contenders
+        .iter()
+        .zip(runs)
+        .map(|((name, _), r)| timing(name, r))
+        .collect()
+}
+
+/// Per-operation latency: returns the p50 and p99 timings of each contender
+/// over all samples of all repetitions.
+fn measure_latency(
+    reps: usize,
+    contenders: &mut Vec<process::LatencyContender>,
+) -> (Vec<Timing>, Vec<Timing>) {
+    if let Some(only) = CONTENDER.get().and_then(Option::as_deref) {
+        contenders.retain(|(name, _)| name.contains(only));
+    }
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+    for _ in 0..reps {
+        for (i, (_, f)) in contenders.iter_mut().enumerate() {
+            samples[i].extend(f());
+        }
+    }
+    let pick = |q: f64| -> Vec<Timing> {
+        contenders
+            .iter()
+            .zip(&samples)
+            .map(|((name, _), s)| {
+                let mut sorted = s.clone();
+                sorted.sort_by(f64::total_cmp);
+                let at = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+                Timing {
+                    name: (*name).to_owned(),
+                    median_s: sorted.get(at).copied().unwrap_or(f64::NAN),
+                    runs_s: Vec::new(),
+                }
+            })
+            .collect()
+    };
+    (pick(0.5), pick(0.99))
+}
+
+fn timing(name: &str, runs: Vec<f64>) -> Timing {
+    let mut sorted = runs.clone();
+    sorted.sort_by(f64::total_cmp);
+    Timing {
+        name: name.to_owned(),
+        median_s: sorted[sorted.len() / 2],
+        runs_s: runs,
+    }
+}
+
+/// procspawn keeps descriptors open per pending job: let the process have
+/// as many as the hard limit allows.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+}
+
 fn main() {
+    procspawn::init();
+    raise_fd_limit();
     let opts = match parse_args() {
         Ok(o) => o,
         Err(e) => {
@@ -171,11 +263,13 @@ fn main() {
         rows.push(row);
     };
 
+    let threads = opts.suite.as_deref() != Some("processes");
     let tiny_n: u64 = if opts.quick { 50_000 } else { 1_000_000 };
     let name = format!("tiny jobs: submit {tiny_n}, then collect");
-    if wanted(&name) {
+    if threads && wanted(&name) {
         let mut c = peers::tiny_jobs(cores, tiny_n);
         let row = Row {
+            suite: "threads",
             name,
             unit: "jobs".into(),
             work: tiny_n,
@@ -192,9 +286,10 @@ fn main() {
 
     let rt_n: u64 = if opts.quick { 5_000 } else { 100_000 };
     let name = format!("round trip: submit, wait, repeat x{rt_n}");
-    if wanted(&name) {
+    if threads && wanted(&name) {
         let mut c = peers::round_trip(cores, rt_n);
         let row = Row {
+            suite: "threads",
             name,
             unit: "round trips".into(),
             work: rt_n,
@@ -206,9 +301,10 @@ fn main() {
 
     let map_n: u64 = if opts.quick { 500_000 } else { 10_000_000 };
     let name = format!("map: ordered, {map_n} trivial items");
-    if wanted(&name) {
+    if threads && wanted(&name) {
         let mut c = peers::map(cores, map_n);
         let row = Row {
+            suite: "threads",
             name,
             unit: "items".into(),
             work: map_n,
@@ -219,9 +315,10 @@ fn main() {
 
     let light_n: u64 = if opts.quick { 20_000 } else { 200_000 };
     let name = format!("map: ordered, {light_n} items of ~1 µs");
-    if wanted(&name) {
+    if threads && wanted(&name) {
         let mut c = peers::map_light(cores, light_n);
         let row = Row {
+            suite: "threads",
             name,
             unit: "items".into(),
             work: light_n,
@@ -232,15 +329,118 @@ fn main() {
 
     let (jobs, ms) = if opts.quick { (16, 1) } else { (64, 5) };
     let name = format!("cpu batch: {jobs} jobs of ~{ms} ms on {cores} cores");
-    if wanted(&name) {
+    if threads && wanted(&name) {
         let mut c = peers::cpu_batch(cores, jobs, ms);
         let row = Row {
+            suite: "threads",
             name,
             unit: "jobs".into(),
             work: jobs,
             timings: measure(opts.reps, &mut c),
         };
         add(row, &[("sequential", 1.9_f64.min(cores as f64 * 0.95))]);
+    }
+
+    if opts.suite.as_deref() != Some("threads") {
+        let workers = 2.min(cores).max(1);
+        let n: u64 = if opts.quick { 2_000 } else { 20_000 };
+        let name = format!("process tiny jobs: submit {n}, then collect ({workers} workers)");
+        if wanted(&name) {
+            let mut c = process::tiny(workers, n);
+            let row = Row {
+                suite: "processes",
+                name,
+                unit: "jobs".into(),
+                work: n,
+                timings: measure_timed(opts.reps, &mut c),
+            };
+            add(
+                row,
+                &[
+                    ("procspawn Pool", 40.0),
+                    ("Python ProcessPoolExecutor", 100.0),
+                ],
+            );
+        }
+
+        let n: u64 = if opts.quick { 200 } else { 2_000 };
+        let name = format!("process round trip x{n}");
+        if wanted(&name) {
+            let mut c = process::round_trip(workers, n);
+            let (p50, p99) = measure_latency(opts.reps, &mut c);
+            let row = Row {
+                suite: "processes",
+                name: format!("{name}: p50 latency"),
+                unit: "round trips".into(),
+                work: 1,
+                timings: p50,
+            };
+            // "p50 <= 1/7 of procspawn's" is a speed ratio of 7.
+            add(row, &[("procspawn Pool", 7.0)]);
+            let row = Row {
+                suite: "processes",
+                name: format!("{name}: p99 latency"),
+                unit: "round trips".into(),
+                work: 1,
+                timings: p99,
+            };
+            add(row, &[]);
+        }
+
+        let n: u64 = if opts.quick { 100_000 } else { 1_000_000 };
+        let name = format!("process map: {n} tiny items ({workers} workers)");
+        if wanted(&name) {
+            let mut c = process::map(workers, n);
+            let row = Row {
+                suite: "processes",
+                name,
+                unit: "items".into(),
+                work: n,
+                timings: measure_timed(opts.reps, &mut c),
+            };
+            add(row, &[("Python multiprocessing.Pool.map", 2.0)]);
+        }
+
+        let name = "worker start: spawn to first result".to_owned();
+        if wanted(&name) {
+            let mut c = process::start();
+            let row = Row {
+                suite: "processes",
+                name,
+                unit: "starts".into(),
+                work: 1,
+                timings: measure_timed(opts.reps, &mut c),
+            };
+            add(row, &[("procspawn::spawn", 1.0)]);
+        }
+
+        let bytes: u64 = if opts.quick { 16 << 20 } else { 256 << 20 };
+        let name = format!("payload: {} MiB in and out", bytes >> 20);
+        if wanted(&name) {
+            let mut c = process::payload(bytes);
+            let row = Row {
+                suite: "processes",
+                name,
+                unit: "round trips".into(),
+                work: 1,
+                timings: measure_timed(opts.reps, &mut c),
+            };
+            add(row, &[]);
+        }
+
+        let (jobs, ms) = if opts.quick { (16, 1) } else { (64, 5) };
+        let name = format!("process cpu batch: {jobs} jobs of ~{ms} ms, {workers} workers");
+        if wanted(&name) {
+            let mut c = process::cpu(workers, jobs, ms);
+            let row = Row {
+                suite: "processes",
+                name,
+                unit: "jobs".into(),
+                work: jobs,
+                timings: measure_timed(opts.reps, &mut c),
+            };
+            add(row, &[("parpool ThreadPool", 0.95)]);
+        }
     }
 
     let report = Report {
@@ -256,21 +456,44 @@ fn main() {
         rows,
         ratios,
     };
-    let md = markdown(&report);
-    println!("\n{md}");
+    let suites: Vec<&str> = ["threads", "processes"]
+        .into_iter()
+        .filter(|suite| report.rows.iter().any(|r| r.suite == *suite))
+        .collect();
+    for suite in &suites {
+        println!("\n{}", markdown(&report, suite));
+    }
     if opts.write {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
-        let written = std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(dir.join("threads.md"), &md))
-            .and_then(|()| {
-                let json = serde_json::to_string_pretty(&report).expect("report serializes");
-                std::fs::write(dir.join("threads.json"), json)
+        for suite in suites {
+            let rows: Vec<&Row> = report.rows.iter().filter(|r| r.suite == suite).collect();
+            let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+            let ratios: Vec<&Ratio> = report
+                .ratios
+                .iter()
+                .filter(|r| names.contains(&r.row.as_str()))
+                .collect();
+            let json = serde_json::json!({
+                "machine": &report.machine,
+                "quick": report.quick,
+                "reps": report.reps,
+                "rows": rows,
+                "ratios": ratios,
             });
-        match written {
-            Ok(()) => println!("written to {}", dir.display()),
-            Err(e) => {
-                eprintln!("bench: could not write results to {}: {e}", dir.display());
-                std::process::exit(1);
+            let written = std::fs::create_dir_all(&dir)
+                .and_then(|()| {
+                    std::fs::write(dir.join(format!("{suite}.md")), markdown(&report, suite))
+                })
+                .and_then(|()| {
+                    let text = serde_json::to_string_pretty(&json).expect("report serializes");
+                    std::fs::write(dir.join(format!("{suite}.json")), text)
+                });
+            match written {
+                Ok(()) => println!("written to {}", dir.join(format!("{suite}.md")).display()),
+                Err(e) => {
+                    eprintln!("bench: could not write results to {}: {e}", dir.display());
+                    std::process::exit(1);
+                }
             }
         }
     }
@@ -292,10 +515,15 @@ fn print_row(row: &Row) {
     }
 }
 
-fn markdown(r: &Report) -> String {
+fn markdown(r: &Report, suite: &str) -> String {
     let mut s = String::new();
     s.push_str(&format!(
-        "## parpool vs peers: thread pools ({} cores, median of {} runs{})\n\n",
+        "## parpool vs peers: {} ({} cores, median of {} runs{})\n\n",
+        if suite == "threads" {
+            "thread pools"
+        } else {
+            "process pools"
+        },
         r.machine.cores,
         r.reps,
         if r.quick { ", quick sizes" } else { "" }
@@ -304,7 +532,7 @@ fn markdown(r: &Report) -> String {
         "| row | peer | parpool | peer time | speed ratio (parpool ÷ peer) | target | met |\n",
     );
     s.push_str("|---|---|---|---|---|---|---|\n");
-    for row in &r.rows {
+    for row in r.rows.iter().filter(|row| row.suite == suite) {
         let ours = row.timings[0].median_s;
         for t in &row.timings[1..] {
             let ratio = r

@@ -225,7 +225,7 @@ pub(crate) fn map_light(cores: usize, n: u64) -> Vec<Contender<'static>> {
 }
 
 /// About `ms` milliseconds of arithmetic.
-fn burn(ms: u64) -> u64 {
+pub(crate) fn burn(ms: u64) -> u64 {
     // ~1 ns per iteration on current x86; exact time does not matter, only
     // that every contender does the same work.
     let mut x = ms;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle as ThreadHandle;
 use std::time::{Duration, Instant};
 
-use super::wire::{self, FromWorker, LogLevel, ToWorker};
+use super::wire::{self, FromWorker, LogLevel, ToWorker, ToWorkerRef};
 use super::{Config, ProcJob, Shared, State, WorkerOutput, sys};
 use crate::error::{BuildError, ExitStatus, JobError};
 
@@ -259,11 +259,11 @@ impl Supervisor {
             let Some(conn) = self.conn.as_mut() else {
                 return true;
             };
-            let msg = ToWorker::Run {
+            let msg = ToWorkerRef::Run {
                 id: job.id(),
-                task: job.task().to_owned(),
+                task: job.task(),
                 chunk: job.is_chunk(),
-                input: job.payload().to_vec(),
+                input: job.payload(),
             };
             if wire::write_frame(&mut conn.writer, &msg).is_err() {
                 // The worker is gone; the read below reports it.
@@ -322,7 +322,7 @@ impl Supervisor {
                 };
                 match self.finish_head() {
                     Some(job) if job.id() == id => {
-                        let counter = if job.complete(result) {
+                        let counter = if job.complete(result.map(|b| b.0)) {
                             &self.shared.counters.completed
                         } else {
                             &self.shared.counters.failed
@@ -473,7 +473,10 @@ impl Supervisor {
         if let Some(mut conn) = self.conn.take() {
             let _ = wire::write_frame(&mut conn.writer, &ToWorker::Exit);
             let _ = conn.writer.flush();
+            // An idle worker exits at once on `Exit`; poll with a growing
+            // pause, and kill it if it has not gone within five seconds.
             let deadline = Instant::now() + Duration::from_secs(5);
+            let mut pause = Duration::from_micros(20);
             loop {
                 match conn.child.try_wait() {
                     Ok(Some(_)) | Err(_) => break,
@@ -482,7 +485,10 @@ impl Supervisor {
                         let _ = conn.child.wait();
                         break;
                     }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(1)),
+                    Ok(None) => {
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(Duration::from_millis(5));
+                    }
                 }
             }
             let mut st = self.ctl.lock();

@@ -29,6 +29,19 @@ pub(crate) enum ToWorker {
     Exit,
 }
 
+/// [`ToWorker::Run`] by reference, for sending without copying the input.
+/// Encodes exactly as [`ToWorker`] does (same variant index and fields).
+#[derive(Debug, Serialize)]
+pub(crate) enum ToWorkerRef<'a> {
+    Run {
+        id: u64,
+        task: &'a str,
+        chunk: bool,
+        #[serde(with = "serde_bytes")]
+        input: &'a [u8],
+    },
+}
+
 /// Worker to parent.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub(crate) enum FromWorker {
@@ -37,7 +50,7 @@ pub(crate) enum FromWorker {
     /// A job's outcome: its encoded output, or why there is none.
     Done {
         id: u64,
-        result: Result<Vec<u8>, JobError>,
+        result: Result<Bytes, JobError>,
     },
     /// A `tracing` event emitted in the worker.
     Log {
@@ -47,6 +60,12 @@ pub(crate) enum FromWorker {
         message: String,
     },
 }
+
+/// An encoded input or output: sent as one byte string (a plain `Vec<u8>`
+/// would be encoded byte by byte).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct Bytes(#[serde(with = "serde_bytes")] pub(crate) Vec<u8>);
 
 /// A `tracing` level on the wire.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -112,7 +131,7 @@ mod tests {
             FromWorker::Hello { pid: 7 },
             FromWorker::Done {
                 id: 1,
-                result: Ok(vec![1, 2, 3]),
+                result: Ok(Bytes(vec![1, 2, 3])),
             },
             FromWorker::Done {
                 id: 2,
@@ -139,6 +158,26 @@ mod tests {
             read_frame::<_, FromWorker>(&mut r, 1 << 20, &mut buf)
                 .unwrap()
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn a_borrowed_request_encodes_like_an_owned_one() {
+        let owned = ToWorker::Run {
+            id: 3,
+            task: "a::b".into(),
+            chunk: true,
+            input: vec![9; 300],
+        };
+        let borrowed = ToWorkerRef::Run {
+            id: 3,
+            task: "a::b",
+            chunk: true,
+            input: &[9; 300],
+        };
+        assert_eq!(
+            postcard::to_allocvec(&owned).unwrap(),
+            postcard::to_allocvec(&borrowed).unwrap()
         );
     }
 

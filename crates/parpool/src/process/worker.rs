@@ -86,7 +86,7 @@ pub(crate) fn serve<R: Read, W: Write>(
                 input: payload,
             } => {
                 CURRENT_JOB.store(id, Relaxed);
-                let result = run_one(&task, chunk, &payload, limits);
+                let result = run_one(&task, chunk, &payload, limits).map(wire::Bytes);
                 CURRENT_JOB.store(0, Relaxed);
                 let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
                 wire::write_frame(&mut *w, &FromWorker::Done { id, result })?;

@@ -1,0 +1,83 @@
+"""Python peers for parpool's process benchmarks.
+
+Usage: python3 peers.py MODE N WORKERS
+Prints one JSON object: {"seconds": total} or {"samples": [seconds, ...]}.
+Timings exclude interpreter start-up except in the start-up modes.
+"""
+import json
+import multiprocessing as mp
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+
+def ident(x):
+    return x
+
+
+def burn(ms):
+    # Busy arithmetic, calibrated by the caller's ms.
+    x = ms
+    for i in range(ms * 20_000):
+        x = (x * 6364136223846793005 + i) & 0xFFFFFFFFFFFFFFFF
+    return x
+
+
+def echo_bytes(b):
+    return b
+
+
+def main():
+    mode, n, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    if mode == "ppe_tiny":
+        with ProcessPoolExecutor(workers) as ex:
+            ex.submit(ident, 0).result()  # workers up
+            t = time.perf_counter()
+            fs = [ex.submit(ident, i) for i in range(n)]
+            total = sum(f.result() for f in fs)
+            out = {"seconds": time.perf_counter() - t}
+        assert total == n * (n - 1) // 2
+    elif mode == "mp_imap_unordered":
+        with mp.get_context("fork").Pool(workers) as pool:
+            pool.apply(ident, (0,))
+            t = time.perf_counter()
+            total = sum(pool.imap_unordered(ident, range(n)))
+            out = {"seconds": time.perf_counter() - t}
+        assert total == n * (n - 1) // 2
+    elif mode == "ppe_roundtrip":
+        with ProcessPoolExecutor(workers) as ex:
+            ex.submit(ident, 0).result()
+            samples = []
+            for i in range(n):
+                t = time.perf_counter()
+                assert ex.submit(ident, i).result() == i
+                samples.append(time.perf_counter() - t)
+            out = {"samples": samples}
+    elif mode == "mp_map":
+        with mp.get_context("fork").Pool(workers) as pool:
+            pool.apply(ident, (0,))
+            t = time.perf_counter()
+            r = pool.map(ident, range(n))
+            out = {"seconds": time.perf_counter() - t}
+        assert len(r) == n
+    elif mode in ("start_spawn", "start_fork"):
+        ctx = mp.get_context(mode[len("start_"):])
+        t = time.perf_counter()
+        with ctx.Pool(1) as pool:
+            pool.apply(ident, (1,))
+            out = {"seconds": time.perf_counter() - t}
+    elif mode == "ppe_bytes":
+        data = bytes(n)
+        with ProcessPoolExecutor(1) as ex:
+            ex.submit(ident, 0).result()
+            t = time.perf_counter()
+            back = ex.submit(echo_bytes, data).result()
+            out = {"seconds": time.perf_counter() - t}
+        assert len(back) == n
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+//! Process-pool rows: parpool's ProcessPool against procspawn and Python.
+
+use std::hint::black_box;
+use std::process::Command;
+use std::time::Instant;
+
+use parpool::{Executor, ProcessPool, ThreadPool};
+
+parpool::task!(
+    fn ident(x: u64) -> u64 {
+        x
+    }
+);
+// Bytes as one string (`serde_bytes`), as a user moving bulk bytes would.
+parpool::task!(
+    fn echo_bytes(b: serde_bytes::ByteBuf) -> serde_bytes::ByteBuf {
+        b
+    }
+);
+parpool::task!(
+    fn burn_ms(ms: u64) -> u64 {
+        crate::peers::burn(ms)
+    }
+);
+
+fn script() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/python/peers.py").to_owned()
+}
+
+/// Runs the Python peer and returns what it reported.
+pub(crate) fn python(mode: &str, n: u64, workers: usize) -> serde_json::Value {
+    let out = Command::new("python3")
+        .args([
+            script(),
+            mode.to_owned(),
+            n.to_string(),
+            workers.to_string(),
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("python3 {mode}: {e}"));
+    assert!(
+        out.status.success(),
+        "python3 {mode}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("python peer printed JSON")
+}
+
+/// A contender whose time is what the Python peer measured itself.
+fn python_timed(mode: &'static str, n: u64, workers: usize) -> Box<dyn FnMut() -> Option<f64>> {
+    Box::new(move || python(mode, n, workers)["seconds"].as_f64())
+}
+
+pub(crate) type TimedContender = (&'static str, Box<dyn FnMut() -> Option<f64>>);
+
+fn wall(mut f: impl FnMut() + 'static) -> Box<dyn FnMut() -> Option<f64>> {
+    Box::new(move || {
+        let t = Instant::now();
+        f();
+        Some(t.elapsed().as_secs_f64())
+    })
+}
+
+fn pool(workers: usize) -> ProcessPool {
+    ProcessPool::builder()
+        .workers(workers)
+        .build()
+        .expect("process pool")
+}
+
+/// Submit `n` tiny jobs, then collect all results.
+pub(crate) fn tiny(workers: usize, n: u64) -> Vec<TimedContender> {
+    let pp = pool(workers);
+    let ps = procspawn::Pool::new(workers).expect("procspawn pool");
+    let expect = n * (n - 1) / 2;
+    vec![
+        (
+            "parpool ProcessPool",
+            wall(move || {
+                let hs: Vec<_> = (0..n).map(|i| pp.submit(ident, i)).collect();
+                let sum: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
+                assert_eq!(sum, expect);
+            }),
+        ),
+        (
+            "procspawn Pool",
+            wall(move || {
+                // procspawn holds descriptors for every pending job, so 20k
+                // at once exceed the fd limit here: keep at most 4096
+                // pending, which still keeps its workers busy.
+                let mut sum = 0u64;
+                let mut pending = std::collections::VecDeque::new();
+                for i in 0..n {
+                    if pending.len() == 4096 {
+                        let h: procspawn::JoinHandle<u64> = pending.pop_front().unwrap();
+                        sum += h.join().unwrap();
+                    }
+                    pending.push_back(ps.spawn(i, |i| i));
+                }
+                sum += pending.into_iter().map(|h| h.join().unwrap()).sum::<u64>();
+                assert_eq!(sum, expect);
+            }),
+        ),
+        (
+            "Python ProcessPoolExecutor",
+            python_timed("ppe_tiny", n, workers),
+        ),
+        (
+            "Python multiprocessing.Pool imap_unordered",
+            python_timed("mp_imap_unordered", n, workers),
+        ),
+    ]
+}
+
+pub(crate) type LatencyContender = (&'static str, Box<dyn FnMut() -> Vec<f64>>);
+
+/// Submit one job, wait for it, `n` times: per-round-trip samples.
+pub(crate) fn round_trip(workers: usize, n: u64) -> Vec<LatencyContender> {
+    let pp = pool(workers);
+    let ps = procspawn::Pool::new(workers).expect("procspawn pool");
+    vec![
+        (
+            "parpool ProcessPool",
+            Box::new(move || {
+                (0..n)
+                    .map(|i| {
+                        let t = Instant::now();
+                        assert_eq!(pp.submit(ident, i).join(), Ok(i));
+                        t.elapsed().as_secs_f64()
+                    })
+                    .collect()
+            }),
+        ),
+        (
+            "procspawn Pool",
+            Box::new(move || {
+                (0..n)
+                    .map(|i| {
+                        let t = Instant::now();
+                        assert_eq!(ps.spawn(i, |i| i).join().unwrap(), i);
+                        t.elapsed().as_secs_f64()
+                    })
+                    .collect()
+            }),
+        ),
+        (
+            "Python ProcessPoolExecutor",
+            Box::new(move || {
+                let v = python("ppe_roundtrip", n, workers);
+                v["samples"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|x| x.as_f64())
+                    .collect()
+            }),
+        ),
+    ]
+}
+
+/// Ordered map over `n` tiny items.
+pub(crate) fn map(workers: usize, n: u64) -> Vec<TimedContender> {
+    let pp = pool(workers);
+    vec![
+        (
+            "parpool ProcessPool",
+            wall(move || {
+                let out: Vec<u64> = pp.map_task(ident, 0..n).collect::<Result<_, _>>().unwrap();
+                assert_eq!(out.len() as u64, n);
+                black_box(out);
+            }),
+        ),
+        (
+            "Python multiprocessing.Pool.map",
+            python_timed("mp_map", n, workers),
+        ),
+    ]
+}
+
+/// From nothing to the first result of a fresh one-worker pool.
+pub(crate) fn start() -> Vec<TimedContender> {
+    vec![
+        (
+            "parpool ProcessPool",
+            wall(|| {
+                let pool = pool(1);
+                assert_eq!(pool.submit(ident, 1).join(), Ok(1));
+            }),
+        ),
+        (
+            "procspawn::spawn",
+            wall(|| {
+                assert_eq!(procspawn::spawn(1u64, |x| x).join().unwrap(), 1);
+            }),
+        ),
+        (
+            "Python multiprocessing spawn",
+            python_timed("start_spawn", 1, 1),
+        ),
+        (
+            "Python multiprocessing fork",
+            python_timed("start_fork", 1, 1),
+        ),
+    ]
+}
+
+/// `bytes` in and out of one worker.
+pub(crate) fn payload(bytes: u64) -> Vec<TimedContender> {
+    let pp = ProcessPool::builder()
+        .workers(1)
+        .max_payload(1 << 31)
+        .build()
+        .expect("pool");
+    let data = serde_bytes::ByteBuf::from(vec![7u8; bytes as usize]);
+    vec![
+        (
+            "parpool ProcessPool",
+            wall(move || {
+                let back = pp.submit(echo_bytes, data.clone()).join().unwrap();
+                assert_eq!(back.len() as u64, bytes);
+            }),
+        ),
+        (
+            "Python ProcessPoolExecutor (pickle)",
+            python_timed("ppe_bytes", bytes, 1),
+        ),
+    ]
+}
+
+/// `jobs` CPU-bound jobs of ~`ms` each, processes against threads.
+pub(crate) fn cpu(workers: usize, jobs: u64, ms: u64) -> Vec<TimedContender> {
+    let pp = pool(workers);
+    let tp = ThreadPool::builder()
+        .workers(workers)
+        .build()
+        .expect("thread pool");
+    vec![
+        (
+            "parpool ProcessPool",
+            wall(move || {
+                let hs: Vec<_> = (0..jobs).map(|_| pp.submit(burn_ms, ms)).collect();
+                for h in hs {
+                    black_box(h.join().unwrap());
+                }
+            }),
+        ),
+        (
+            "parpool ThreadPool",
+            wall(move || {
+                let hs: Vec<_> = (0..jobs).map(|_| tp.submit(burn_ms, ms)).collect();
+                for h in hs {
+                    black_box(h.join().unwrap());
+                }
+            }),
+        ),
+    ]
+}
