@@ -343,3 +343,32 @@ fn oversized_input_is_a_typed_error_and_loses_nothing() {
     assert!(err.is_too_large(), "{err}");
     assert_eq!(pool.submit(length, vec![0; 100]).join(), Ok(100));
 }
+
+#[test]
+fn a_worker_killed_while_idle_does_not_fail_the_next_job() {
+    let pool = ProcessPool::builder().workers(1).build().unwrap();
+    for _ in 0..20 {
+        assert_eq!(pool.submit(echo, 1).join(), Ok(1));
+        let pid = pool.worker_pids()[0];
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap();
+        // Let it die before the next job arrives.
+        while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        }) {
+            std::thread::yield_now();
+        }
+        assert_eq!(
+            pool.submit(echo, 2).join(),
+            Ok(2),
+            "an idle worker's death was blamed on a job"
+        );
+    }
+}

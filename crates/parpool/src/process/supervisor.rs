@@ -259,6 +259,15 @@ impl Supervisor {
             let Some(conn) = self.conn.as_mut() else {
                 return true;
             };
+            if self.in_flight.is_empty() && matches!(conn.child.try_wait(), Ok(Some(_))) {
+                // The worker died while idle (killed from outside, say): it
+                // never saw this job, so the job goes back to the front of
+                // the queue and nobody is blamed.
+                job.requeued();
+                self.shared.lock().jobs.push_front(job);
+                self.worker_lost();
+                return true;
+            }
             let msg = ToWorkerRef::Run {
                 id: job.id(),
                 task: job.task(),
