@@ -380,3 +380,31 @@ fn a_batch_stolen_by_a_busy_worker_does_not_delay_older_jobs() {
         }
     }
 }
+
+#[test]
+fn jobs_pushed_while_a_worker_searches_all_start() {
+    // Every job blocks until all have started: if a wake-up were lost, a
+    // job would sit in the queue behind sleeping workers and this hangs.
+    for round in 0..200 {
+        let workers = 2 + round % 5;
+        let pool = ThreadPool::builder().workers(workers).build().unwrap();
+        let all = Arc::new(Barrier::new(workers));
+        let hs: Vec<_> = (0..workers)
+            .map(|_| {
+                let all = all.clone();
+                pool.spawn(move || {
+                    all.wait();
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join_timeout(Duration::from_secs(10))
+                .expect("a queued job never started while workers slept")
+                .unwrap();
+        }
+        if round % 3 == 0 {
+            // Let the workers fall asleep between rounds too.
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}

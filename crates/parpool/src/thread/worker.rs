@@ -236,6 +236,15 @@ impl Shared {
         }
     }
 
+    /// Called by a worker that just went from idle to busy: if jobs remain
+    /// queued and no worker is searching, nobody else will look for them.
+    fn pass_on_wake(&self) {
+        fence(SeqCst);
+        if self.has_work() && self.idle.searching.load(SeqCst) == 0 {
+            self.wake_one();
+        }
+    }
+
     /// Wakes one sleeping worker, if any sleeps.
     fn wake_one(&self) {
         if self.idle.sleepers.load(SeqCst) > 0 {
@@ -353,16 +362,25 @@ pub(crate) fn help_until(pool_id: u64, done: &dyn Fn() -> bool) {
 /// A worker thread's main loop.
 ///
 /// Between jobs a worker is *searching*: it spins briefly, and while it does
-/// pushes wake nobody. A searcher that finds a job while more are queued
-/// wakes one sleeper, so wake-ups cascade only as far as there is work.
+/// pushes wake nobody (the searcher will find the job). So whenever a worker
+/// goes from idle to busy — found by searching, or right after sleeping —
+/// and more jobs are queued with no searcher left, it wakes one sleeper:
+/// wake-ups cascade exactly as far as there is work, and no queued job can
+/// be left behind sleeping workers.
 pub(crate) fn work(shared: &Arc<Shared>, index: usize) {
     WORKER.with(|w| *w.borrow_mut() = Some((shared.clone(), index)));
     let counters = &shared.counters[index];
+    let mut was_idle = false;
     loop {
         if let Some(job) = shared.find_job() {
+            if was_idle {
+                was_idle = false;
+                shared.pass_on_wake();
+            }
             shared.execute(job, counters);
             continue;
         }
+        was_idle = true;
         // At most half the workers (at least one) search at a time; the
         // others sleep at once, leaving cores to the threads that submit.
         let max_searchers = (shared.workers / 2).max(1);
@@ -371,12 +389,11 @@ pub(crate) fn work(shared: &Arc<Shared>, index: usize) {
         } else {
             None
         };
-        let last_searcher = shared.idle.searching.fetch_sub(1, SeqCst) == 1;
+        shared.idle.searching.fetch_sub(1, SeqCst);
         match found {
             Some(job) => {
-                if last_searcher && shared.has_work() {
-                    shared.wake_one();
-                }
+                was_idle = false;
+                shared.pass_on_wake();
                 shared.execute(job, counters);
             }
             None if shared.finished() => break,
