@@ -241,205 +241,129 @@ fn main() {
     CONTENDER.get_or_init(|| opts.contender.clone());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let wanted = |name: &str| opts.only.as_deref().is_none_or(|o| name.contains(o));
-    let mut rows = Vec::new();
-    let mut ratios = Vec::new();
-    let mut add = |row: Row, targets: &[(&str, f64)]| {
-        if row.timings.is_empty() {
-            return;
-        }
-        let ours = row.timings[0].median_s;
-        for t in &row.timings[1..] {
-            let speed_ratio = t.median_s / ours;
-            let target = targets.iter().find(|(p, _)| *p == t.name).map(|(_, v)| *v);
-            ratios.push(Ratio {
-                row: row.name.clone(),
-                peer: t.name.clone(),
-                speed_ratio,
-                target,
-                met: target.map(|v| speed_ratio >= v),
-            });
-        }
-        print_row(&row);
-        rows.push(row);
-    };
+    let reps = opts.reps;
+    let quick = |small: u64, full: u64| if opts.quick { small } else { full };
+    let mut t = Table::default();
 
-    let threads = opts.suite.as_deref() != Some("processes");
-    let tiny_n: u64 = if opts.quick { 50_000 } else { 1_000_000 };
-    let name = format!("tiny jobs: submit {tiny_n}, then collect");
-    if threads && wanted(&name) {
-        let mut c = peers::tiny_jobs(cores, tiny_n);
-        let row = Row {
-            suite: "threads",
-            name,
-            unit: "jobs".into(),
-            work: tiny_n,
-            timings: measure(opts.reps, &mut c),
-        };
-        add(
-            row,
-            &[
+    if opts.suite.as_deref() != Some("processes") {
+        let n = quick(50_000, 1_000_000);
+        let name = format!("tiny jobs: submit {n}, then collect");
+        if wanted(&name) {
+            let timings = measure(reps, &mut peers::tiny_jobs(cores, n));
+            let targets = [
                 ("tokio spawn_blocking", 1.25),
                 ("rayon spawn + oneshot", 5.0),
-            ],
-        );
-    }
-
-    let rt_n: u64 = if opts.quick { 5_000 } else { 100_000 };
-    let name = format!("round trip: submit, wait, repeat x{rt_n}");
-    if threads && wanted(&name) {
-        let mut c = peers::round_trip(cores, rt_n);
-        let row = Row {
-            suite: "threads",
-            name,
-            unit: "round trips".into(),
-            work: rt_n,
-            timings: measure(opts.reps, &mut c),
-        };
-        // "≤ 0.8x rayon+oneshot's time" is a speed ratio of 1.25.
-        add(row, &[("rayon spawn + oneshot", 1.25)]);
-    }
-
-    let map_n: u64 = if opts.quick { 500_000 } else { 10_000_000 };
-    let name = format!("map: ordered, {map_n} trivial items");
-    if threads && wanted(&name) {
-        let mut c = peers::map(cores, map_n);
-        let row = Row {
-            suite: "threads",
-            name,
-            unit: "items".into(),
-            work: map_n,
-            timings: measure(opts.reps, &mut c),
-        };
-        add(row, &[("rayon par_iter().map().collect()", 0.9)]);
-    }
-
-    let light_n: u64 = if opts.quick { 20_000 } else { 200_000 };
-    let name = format!("map: ordered, {light_n} items of ~1 µs");
-    if threads && wanted(&name) {
-        let mut c = peers::map_light(cores, light_n);
-        let row = Row {
-            suite: "threads",
-            name,
-            unit: "items".into(),
-            work: light_n,
-            timings: measure(opts.reps, &mut c),
-        };
-        add(row, &[]);
-    }
-
-    let (jobs, ms) = if opts.quick { (16, 1) } else { (64, 5) };
-    let name = format!("cpu batch: {jobs} jobs of ~{ms} ms on {cores} cores");
-    if threads && wanted(&name) {
-        let mut c = peers::cpu_batch(cores, jobs, ms);
-        let row = Row {
-            suite: "threads",
-            name,
-            unit: "jobs".into(),
-            work: jobs,
-            timings: measure(opts.reps, &mut c),
-        };
-        add(row, &[("sequential", 1.9_f64.min(cores as f64 * 0.95))]);
+            ];
+            t.record("threads", name, "jobs", n, timings, &targets);
+        }
+        let n = quick(5_000, 100_000);
+        let name = format!("round trip: submit, wait, repeat x{n}");
+        if wanted(&name) {
+            let timings = measure(reps, &mut peers::round_trip(cores, n));
+            // "≤ 0.8x rayon+oneshot's time" is a speed ratio of 1.25.
+            t.record(
+                "threads",
+                name,
+                "round trips",
+                n,
+                timings,
+                &[("rayon spawn + oneshot", 1.25)],
+            );
+        }
+        let n = quick(500_000, 10_000_000);
+        let name = format!("map: ordered, {n} trivial items");
+        if wanted(&name) {
+            let timings = measure(reps, &mut peers::map(cores, n));
+            let targets = [("rayon par_iter().map().collect()", 0.9)];
+            t.record("threads", name, "items", n, timings, &targets);
+        }
+        let n = quick(20_000, 200_000);
+        let name = format!("map: ordered, {n} items of ~1 µs");
+        if wanted(&name) {
+            let timings = measure(reps, &mut peers::map_light(cores, n));
+            t.record("threads", name, "items", n, timings, &[]);
+        }
+        let (jobs, ms) = (quick(16, 64), quick(1, 5));
+        let name = format!("cpu batch: {jobs} jobs of ~{ms} ms on {cores} cores");
+        if wanted(&name) {
+            let timings = measure(reps, &mut peers::cpu_batch(cores, jobs, ms));
+            let targets = [("sequential", 1.9_f64.min(cores as f64 * 0.95))];
+            t.record("threads", name, "jobs", jobs, timings, &targets);
+        }
     }
 
     if opts.suite.as_deref() != Some("threads") {
-        let workers = 2.min(cores).max(1);
-        let n: u64 = if opts.quick { 2_000 } else { 20_000 };
+        let workers = 2.min(cores);
+        let n = quick(2_000, 20_000);
         let name = format!("process tiny jobs: submit {n}, then collect ({workers} workers)");
         if wanted(&name) {
-            let mut c = process::tiny(workers, n);
-            let row = Row {
-                suite: "processes",
-                name,
-                unit: "jobs".into(),
-                work: n,
-                timings: measure_timed(opts.reps, &mut c),
-            };
-            add(
-                row,
-                &[
-                    ("procspawn Pool", 40.0),
-                    ("Python ProcessPoolExecutor", 100.0),
-                ],
-            );
+            let timings = measure_timed(reps, &mut process::tiny(workers, n));
+            let targets = [
+                ("procspawn Pool", 40.0),
+                ("Python ProcessPoolExecutor", 100.0),
+            ];
+            t.record("processes", name, "jobs", n, timings, &targets);
         }
-
-        let n: u64 = if opts.quick { 200 } else { 2_000 };
+        let n = quick(200, 2_000);
         let name = format!("process round trip x{n}");
         if wanted(&name) {
-            let mut c = process::round_trip(workers, n);
-            let (p50, p99) = measure_latency(opts.reps, &mut c);
-            let row = Row {
-                suite: "processes",
-                name: format!("{name}: p50 latency"),
-                unit: "round trips".into(),
-                work: 1,
-                timings: p50,
-            };
-            // "p50 <= 1/7 of procspawn's" is a speed ratio of 7.
-            add(row, &[("procspawn Pool", 7.0)]);
-            let row = Row {
-                suite: "processes",
-                name: format!("{name}: p99 latency"),
-                unit: "round trips".into(),
-                work: 1,
-                timings: p99,
-            };
-            add(row, &[]);
+            let (p50, p99) = measure_latency(reps, &mut process::round_trip(workers, n));
+            // "p50 ≤ 1/7 of procspawn's" is a speed ratio of 7.
+            let targets = [("procspawn Pool", 7.0)];
+            t.record(
+                "processes",
+                format!("{name}: p50 latency"),
+                "round trips",
+                1,
+                p50,
+                &targets,
+            );
+            t.record(
+                "processes",
+                format!("{name}: p99 latency"),
+                "round trips",
+                1,
+                p99,
+                &[],
+            );
         }
-
-        let n: u64 = if opts.quick { 100_000 } else { 1_000_000 };
+        let n = quick(100_000, 1_000_000);
         let name = format!("process map: {n} tiny items ({workers} workers)");
         if wanted(&name) {
-            let mut c = process::map(workers, n);
-            let row = Row {
-                suite: "processes",
-                name,
-                unit: "items".into(),
-                work: n,
-                timings: measure_timed(opts.reps, &mut c),
-            };
-            add(row, &[("Python multiprocessing.Pool.map", 2.0)]);
+            let timings = measure_timed(reps, &mut process::map(workers, n));
+            let targets = [("Python multiprocessing.Pool.map", 2.0)];
+            t.record("processes", name, "items", n, timings, &targets);
         }
-
         let name = "worker start: spawn to first result".to_owned();
         if wanted(&name) {
-            let mut c = process::start();
-            let row = Row {
-                suite: "processes",
+            let timings = measure_timed(reps, &mut process::start());
+            t.record(
+                "processes",
                 name,
-                unit: "starts".into(),
-                work: 1,
-                timings: measure_timed(opts.reps, &mut c),
-            };
-            add(row, &[("procspawn::spawn", 1.0)]);
+                "starts",
+                1,
+                timings,
+                &[("procspawn::spawn", 1.0)],
+            );
         }
-
-        let bytes: u64 = if opts.quick { 16 << 20 } else { 256 << 20 };
+        let bytes = quick(16 << 20, 256 << 20);
         let name = format!("payload: {} MiB in and out", bytes >> 20);
         if wanted(&name) {
-            let mut c = process::payload(bytes);
-            let row = Row {
-                suite: "processes",
-                name,
-                unit: "round trips".into(),
-                work: 1,
-                timings: measure_timed(opts.reps, &mut c),
-            };
-            add(row, &[]);
+            let timings = measure_timed(reps, &mut process::payload(bytes));
+            t.record("processes", name, "round trips", 1, timings, &[]);
         }
-
-        let (jobs, ms) = if opts.quick { (16, 1) } else { (64, 5) };
+        let (jobs, ms) = (quick(16, 64), quick(1, 5));
         let name = format!("process cpu batch: {jobs} jobs of ~{ms} ms, {workers} workers");
         if wanted(&name) {
-            let mut c = process::cpu(workers, jobs, ms);
-            let row = Row {
-                suite: "processes",
+            let timings = measure_timed(reps, &mut process::cpu(workers, jobs, ms));
+            t.record(
+                "processes",
                 name,
-                unit: "jobs".into(),
-                work: jobs,
-                timings: measure_timed(opts.reps, &mut c),
-            };
-            add(row, &[("parpool ThreadPool", 0.95)]);
+                "jobs",
+                jobs,
+                timings,
+                &[("parpool ThreadPool", 0.95)],
+            );
         }
     }
 
@@ -453,8 +377,8 @@ fn main() {
         },
         quick: opts.quick,
         reps: opts.reps,
-        rows,
-        ratios,
+        rows: t.rows,
+        ratios: t.ratios,
     };
     let suites: Vec<&str> = ["threads", "processes"]
         .into_iter()
@@ -498,6 +422,51 @@ fn main() {
         }
     }
     black_box(());
+}
+
+/// The rows measured so far and their ratios against parpool.
+#[derive(Default)]
+struct Table {
+    rows: Vec<Row>,
+    ratios: Vec<Ratio>,
+}
+
+impl Table {
+    /// Records a row whose first timing is parpool's, computing its speed
+    /// ratio against each peer and checking the `targets` (peer, minimum).
+    fn record(
+        &mut self,
+        suite: &'static str,
+        name: String,
+        unit: &str,
+        work: u64,
+        timings: Vec<Timing>,
+        targets: &[(&str, f64)],
+    ) {
+        let Some(ours) = timings.first().map(|t| t.median_s) else {
+            return;
+        };
+        for t in &timings[1..] {
+            let speed_ratio = t.median_s / ours;
+            let target = targets.iter().find(|(p, _)| *p == t.name).map(|(_, v)| *v);
+            self.ratios.push(Ratio {
+                row: name.clone(),
+                peer: t.name.clone(),
+                speed_ratio,
+                target,
+                met: target.map(|v| speed_ratio >= v),
+            });
+        }
+        let row = Row {
+            suite,
+            name,
+            unit: unit.to_owned(),
+            work,
+            timings,
+        };
+        print_row(&row);
+        self.rows.push(row);
+    }
 }
 
 fn print_row(row: &Row) {

@@ -266,6 +266,29 @@ impl JobError {
     }
 }
 
+impl BuildError {
+    /// An [`InvalidSetting`](BuildError::InvalidSetting) error.
+    pub(crate) fn invalid(setting: &'static str, reason: &str) -> Self {
+        BuildError::InvalidSetting {
+            setting,
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// The worker count a builder asked for, or the machine's available
+    /// parallelism; zero is an error.
+    pub(crate) fn worker_count(asked: Option<usize>) -> Result<usize, BuildError> {
+        match asked {
+            Some(0) => Err(BuildError::invalid(
+                "workers",
+                "a pool needs at least one worker",
+            )),
+            Some(n) => Ok(n),
+            None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        }
+    }
+}
+
 /// Why a pool could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

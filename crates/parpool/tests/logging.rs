@@ -2,23 +2,11 @@
 //! subscriber the application installs. (Own test binary: it installs a
 //! global subscriber.)
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod common;
+
+use common::Captured;
 
 use parpool::ThreadPool;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[test]
 fn job_events_carry_the_pool_and_job_span() {
@@ -43,7 +31,7 @@ fn job_events_carry_the_pool_and_job_span() {
         .unwrap_err();
     pool.shutdown();
 
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = captured.text();
     let line = text
         .lines()
         .find(|l| l.contains("inside the job"))

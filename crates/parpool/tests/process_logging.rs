@@ -2,8 +2,9 @@
 //! subscriber, tagged with the worker's pid and the job. (Own binary: it
 //! installs a global subscriber.)
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod common;
+
+use common::Captured;
 
 use parpool::{Executor, ProcessPool, WorkerOutput};
 
@@ -13,19 +14,6 @@ parpool::task!(
         x
     }
 );
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[test]
 fn worker_events_reach_the_parent_with_pid_and_job() {
@@ -45,7 +33,7 @@ fn worker_events_reach_the_parent_with_pid_and_job() {
     let id = h.id().get();
     assert_eq!(h.join(), Ok(5));
     pool.shutdown();
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = captured.text();
     let line = text
         .lines()
         .find(|l| l.contains("hello from the worker"))

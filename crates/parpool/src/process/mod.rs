@@ -10,7 +10,6 @@ pub(crate) mod worker;
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -158,21 +157,12 @@ impl ProcessPoolBuilder {
     /// Starts the workers and waits until each has said hello.
     pub fn build(self) -> Result<ProcessPool, BuildError> {
         let mut config = self.config;
-        config.workers = match self.workers {
-            Some(0) => {
-                return Err(BuildError::InvalidSetting {
-                    setting: "workers",
-                    reason: "a pool needs at least one worker".into(),
-                });
-            }
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
-        };
+        config.workers = BuildError::worker_count(self.workers)?;
         if config.max_jobs_per_worker == Some(0) {
-            return Err(BuildError::InvalidSetting {
-                setting: "max_jobs_per_worker",
-                reason: "a worker must be allowed at least one job".into(),
-            });
+            return Err(BuildError::invalid(
+                "max_jobs_per_worker",
+                "a worker must be allowed at least one job",
+            ));
         }
         if std::env::var_os(sys::WORKER_ENV).is_some() {
             // A worker that reached user code: the constructor did not run.

@@ -8,7 +8,6 @@ pub(crate) use worker::help_until;
 pub use scope::Scope;
 
 use std::fmt;
-use std::num::NonZeroUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle as ThreadHandle;
@@ -116,21 +115,12 @@ impl ThreadPoolBuilder {
 
     /// Starts the workers, runs the initializer on each, and returns the pool.
     pub fn build(self) -> Result<ThreadPool, BuildError> {
-        let workers = match self.workers {
-            Some(0) => {
-                return Err(BuildError::InvalidSetting {
-                    setting: "workers",
-                    reason: "a pool needs at least one worker".into(),
-                });
-            }
-            Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
-        };
+        let workers = BuildError::worker_count(self.workers)?;
         if self.queue_capacity == Some(0) {
-            return Err(BuildError::InvalidSetting {
-                setting: "queue_capacity",
-                reason: "a bounded queue needs room for at least one job".into(),
-            });
+            return Err(BuildError::invalid(
+                "queue_capacity",
+                "a bounded queue needs room for at least one job",
+            ));
         }
         panic::install_hook();
 
