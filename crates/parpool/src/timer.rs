@@ -40,19 +40,35 @@ struct Timer {
     wake: Condvar,
 }
 
-fn timer() -> &'static Timer {
+/// The timer, started on first use. `None` if its thread cannot be
+/// started (the OS is out of threads); the next call tries again.
+fn timer() -> Option<&'static Timer> {
     static TIMER: OnceLock<&'static Timer> = OnceLock::new();
-    TIMER.get_or_init(|| {
-        let t: &'static Timer = Box::leak(Box::new(Timer {
-            heap: Mutex::new((BinaryHeap::new(), 0)),
-            wake: Condvar::new(),
-        }));
-        std::thread::Builder::new()
-            .name("parpool-timer".into())
-            .spawn(move || run(t))
-            .expect("parpool: cannot start the timer thread");
-        t
-    })
+    static STARTING: Mutex<()> = Mutex::new(());
+    if let Some(t) = TIMER.get() {
+        return Some(t);
+    }
+    let _g = STARTING.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(t) = TIMER.get() {
+        return Some(t);
+    }
+    let t: &'static Timer = Box::leak(Box::new(Timer {
+        heap: Mutex::new((BinaryHeap::new(), 0)),
+        wake: Condvar::new(),
+    }));
+    match std::thread::Builder::new()
+        .name("parpool-timer".into())
+        .spawn(move || run(t))
+    {
+        Ok(_) => {
+            let _ = TIMER.set(t);
+            Some(t)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start parpool's timer thread; job timeouts are not enforced");
+            None
+        }
+    }
 }
 
 /// Calls `target.expire(after)` at `now + after`, unless `target` is gone.
@@ -60,7 +76,7 @@ pub(crate) fn schedule(after: Duration, target: Weak<dyn Expire>) {
     let Some(deadline) = Instant::now().checked_add(after) else {
         return; // further away than the clock can express: never fires
     };
-    let t = timer();
+    let Some(t) = timer() else { return };
     let mut g = t.heap.lock().unwrap_or_else(|p| p.into_inner());
     let seq = g.1;
     g.1 += 1;
