@@ -310,12 +310,14 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
-    /// The initializer panicked in a worker; the pool was torn down.
-    #[error("the initializer panicked in worker {index} with {panic}; no pool was built")]
+    /// The initializer failed in a worker (it panicked, or, in a process
+    /// pool, its task is unknown or its input did not decode); the pool was
+    /// torn down.
+    #[error("the initializer failed in worker {index}: {error}; no pool was built")]
     Initializer {
         /// Which worker.
         index: usize,
-        /// The panic.
-        panic: PanicInfo,
+        /// What went wrong.
+        error: JobError,
     },
 }

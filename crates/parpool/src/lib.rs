@@ -76,7 +76,7 @@ pub use error::{BuildError, CodecStage, ExitStatus, JobError, Location, PanicInf
 pub use handle::JobHandle;
 pub use job::{CancelToken, JobContext, JobId, JobOptions, current_job};
 pub use map::{Map, MapUnordered};
-pub use process::{ProcessPool, ProcessPoolBuilder, WorkerOutput, init};
+pub use process::{ProcessPool, ProcessPoolBuilder, WorkerOutput, init, with_worker_state};
 pub use task::{Executor, Task};
 pub use thread::{Scope, Stats, ThreadPool, ThreadPoolBuilder, TrySpawnError};
 pub use wait::{AsCompleted, CompletedStream, WaitFor, WaitResult, as_completed, wait};

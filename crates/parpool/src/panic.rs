@@ -34,7 +34,7 @@ pub(crate) fn install_hook() {
                 });
                 tracing::debug!(
                     location = ?location,
-                    message = %message_of(info.payload()),
+                    panic = %message_of(info.payload()),
                     "job panicked"
                 );
                 LAST_LOCATION.with(|slot| *slot.borrow_mut() = location);

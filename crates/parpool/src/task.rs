@@ -99,7 +99,11 @@ pub struct TaskEntry {
     name: &'static str,
     run: fn(&[u8]) -> Result<Vec<u8>, JobError>,
     run_chunk: fn(&[u8]) -> Result<Vec<u8>, JobError>,
+    run_init: fn(&[u8]) -> Result<WorkerState, JobError>,
 }
+
+/// A worker's state: what its initializer returned.
+pub(crate) type WorkerState = Box<dyn std::any::Any + Send>;
 
 static REGISTRY: Mutex<Vec<TaskEntry>> = Mutex::new(Vec::new());
 
@@ -119,6 +123,7 @@ impl TaskEntry {
             name: T::NAME,
             run: run_erased::<T>,
             run_chunk: run_chunk_erased::<T>,
+            run_init: run_init_erased::<T>,
         }
     }
 
@@ -130,6 +135,11 @@ impl TaskEntry {
     /// Runs a chunk: `Vec<Input>` in, `Vec<Result<Output, JobError>>` out.
     pub(crate) fn run_chunk(&self, input: &[u8]) -> Result<Vec<u8>, JobError> {
         (self.run_chunk)(input)
+    }
+
+    /// Runs the task as a worker's initializer: its output is kept, not sent.
+    pub(crate) fn run_init(&self, input: &[u8]) -> Result<WorkerState, JobError> {
+        (self.run_init)(input)
     }
 
     /// The registered task called `name`.
@@ -165,6 +175,13 @@ fn run_erased<T: Task>(input: &[u8]) -> Result<Vec<u8>, JobError> {
         postcard::from_bytes(input).map_err(|e| codec_error(CodecStage::DecodeInput, e))?;
     let output = panic::catch(|| T::run(input)).map_err(JobError::panicked)?;
     postcard::to_allocvec(&output).map_err(|e| codec_error(CodecStage::EncodeOutput, e))
+}
+
+fn run_init_erased<T: Task>(input: &[u8]) -> Result<WorkerState, JobError> {
+    let input: T::Input =
+        postcard::from_bytes(input).map_err(|e| codec_error(CodecStage::DecodeInput, e))?;
+    let output = panic::catch(|| T::run(input)).map_err(JobError::panicked)?;
+    Ok(Box::new(output))
 }
 
 fn run_chunk_erased<T: Task>(input: &[u8]) -> Result<Vec<u8>, JobError> {

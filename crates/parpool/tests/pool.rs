@@ -63,7 +63,9 @@ fn initializer_panic_fails_the_build() {
         .build()
         .unwrap_err();
     match err {
-        BuildError::Initializer { panic, .. } => assert_eq!(panic.message, "no config"),
+        BuildError::Initializer { error, .. } => {
+            assert_eq!(error.panic_message(), Some("no config"))
+        }
         other => panic!("unexpected {other}"),
     }
 }

@@ -7,6 +7,8 @@ mod sys;
 mod wire;
 pub(crate) mod worker;
 
+pub use worker::with_worker_state;
+
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -47,6 +49,8 @@ pub(crate) struct Config {
     pub(crate) retries: u32,
     pub(crate) max_payload: u64,
     pub(crate) start_timeout: Duration,
+    /// Task name and encoded input run once in each new worker.
+    pub(crate) initializer: Option<(&'static str, Result<Vec<u8>, JobError>)>,
 }
 
 /// Configures and builds a [`ProcessPool`].
@@ -73,6 +77,7 @@ impl Default for ProcessPoolBuilder {
                 retries: 0,
                 max_payload: 256 << 20,
                 start_timeout: Duration::from_secs(30),
+                initializer: None,
             },
         }
     }
@@ -147,6 +152,20 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// Runs `task` on `input` once in every worker process as it starts
+    /// (replacements included), before it takes any job. The task's output
+    /// stays in the worker as its state, reachable from tasks with
+    /// [`with_worker_state`](crate::with_worker_state) (like mpire's
+    /// `worker_state`). If it fails, [`build`](Self::build) fails with
+    /// [`BuildError::Initializer`].
+    pub fn initializer<T: Task>(mut self, task: T, input: T::Input) -> Self {
+        let _ = task;
+        let bytes =
+            postcard::to_allocvec(&input).map_err(|e| codec_error(CodecStage::EncodeInput, e));
+        self.config.initializer = Some((T::NAME, bytes));
+        self
+    }
+
     /// Largest encoded input or output accepted, in bytes (default 256 MiB).
     /// A larger one fails its job with [`JobError::TooLarge`].
     pub fn max_payload(mut self, bytes: u64) -> Self {
@@ -176,6 +195,12 @@ impl ProcessPoolBuilder {
         }
         // Keeps the object file with the worker constructor in the link.
         std::hint::black_box(sys::constructor_linked());
+        if let Some((_, Err(error))) = &config.initializer {
+            return Err(BuildError::Initializer {
+                index: 0,
+                error: error.clone(),
+            });
+        }
         crate::panic::install_hook();
         let shared = Arc::new(Shared {
             config,

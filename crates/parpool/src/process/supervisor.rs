@@ -63,6 +63,30 @@ impl SlotCtl {
     }
 }
 
+/// Why a worker could not be started.
+#[derive(Debug)]
+enum StartError {
+    /// The process could not be started, or did not say hello.
+    Io(io::Error),
+    /// Its initializer failed.
+    Init(JobError),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Io(e) => write!(f, "{e}"),
+            StartError::Init(e) => write!(f, "its initializer failed: {e}"),
+        }
+    }
+}
+
+impl From<io::Error> for StartError {
+    fn from(e: io::Error) -> Self {
+        StartError::Io(e)
+    }
+}
+
 /// A worker slot: its supervisor thread and its control block.
 pub(crate) struct Slot {
     thread: ThreadHandle<()>,
@@ -74,8 +98,10 @@ impl Slot {
     /// its supervisor.
     pub(crate) fn start(shared: Arc<Shared>, index: usize) -> Result<Slot, BuildError> {
         let ctl = Arc::new(SlotCtl::default());
-        let conn = Conn::spawn(&shared.config, &ctl)
-            .map_err(|source| BuildError::Spawn { index, source })?;
+        let conn = Conn::spawn(&shared.config, &ctl).map_err(|e| match e {
+            StartError::Io(source) => BuildError::Spawn { index, source },
+            StartError::Init(error) => BuildError::Initializer { index, error },
+        })?;
         let c = ctl.clone();
         let thread = std::thread::Builder::new()
             .name(format!("{}-sup-{index}", shared.config.name))
@@ -103,7 +129,7 @@ struct Conn {
 }
 
 impl Conn {
-    fn spawn(config: &Config, ctl: &SlotCtl) -> io::Result<Conn> {
+    fn spawn(config: &Config, ctl: &SlotCtl) -> Result<Conn, StartError> {
         let (ours, theirs) = UnixStream::pair()?;
         let mut cmd = Command::new("/proc/self/exe");
         cmd.arg0(format!("{} worker", config.name))
@@ -136,11 +162,53 @@ impl Conn {
             other => {
                 let _ = child.kill();
                 let status = child.wait().ok();
-                return Err(io::Error::other(format!(
+                return Err(StartError::Io(io::Error::other(format!(
                     "the worker process did not start (it said {other:?}, exit status \
                      {status:?}); if this binary's main runs before parpool's constructor, \
                      call parpool::init() first thing in main"
-                )));
+                ))));
+            }
+        }
+        let mut writer = BufWriter::with_capacity(64 * 1024, ours.try_clone()?);
+        if let Some((task, Ok(input))) = &config.initializer {
+            let init = ToWorker::Init {
+                task: (*task).to_owned(),
+                input: input.clone(),
+            };
+            let mut reply = wire::write_frame(&mut writer, &init)
+                .and_then(|()| writer.flush())
+                .map_err(wire::FrameError::Io)
+                .and_then(|()| {
+                    wire::read_frame::<_, FromWorker>(&mut reader, 1 << 20, &mut Vec::new())
+                });
+            // The initializer may log before it answers.
+            while let Ok(Some(FromWorker::Log {
+                job,
+                level,
+                target,
+                message,
+            })) = &reply
+            {
+                emit_log(pid, *job, *level, target, message);
+                reply = wire::read_frame::<_, FromWorker>(&mut reader, 1 << 20, &mut Vec::new());
+            }
+            let failure = match reply {
+                Ok(Some(FromWorker::Done {
+                    id: 0,
+                    result: Ok(_),
+                })) => None,
+                Ok(Some(FromWorker::Done {
+                    id: 0,
+                    result: Err(e),
+                })) => Some(StartError::Init(e)),
+                other => Some(StartError::Io(io::Error::other(format!(
+                    "the worker did not answer its initializer: {other:?}"
+                )))),
+            };
+            if let Some(failure) = failure {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(failure);
             }
         }
         ours.set_read_timeout(None)?;
@@ -152,7 +220,7 @@ impl Conn {
         Ok(Conn {
             child,
             reader,
-            writer: BufWriter::with_capacity(64 * 1024, ours),
+            writer,
             pid,
             jobs_done: 0,
         })

@@ -27,6 +27,12 @@ pub(crate) enum ToWorker {
     },
     /// Finish and exit.
     Exit,
+    /// Run `task` as this worker's initializer; reply `Done { id: 0 }`.
+    Init {
+        task: String,
+        #[serde(with = "serde_bytes")]
+        input: Vec<u8>,
+    },
 }
 
 /// [`ToWorker::Run`] by reference, for sending without copying the input.

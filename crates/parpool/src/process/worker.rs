@@ -8,10 +8,37 @@ use std::sync::{Arc, Mutex};
 use super::sys;
 use super::wire::{self, FromWorker, LogLevel, ToWorker};
 use crate::error::{JobError, Payload};
-use crate::task::TaskEntry;
+use crate::task::{TaskEntry, WorkerState};
 
 /// The job running now (0: none), to tag forwarded log events.
 static CURRENT_JOB: AtomicU64 = AtomicU64::new(0);
+
+/// What this worker's initializer returned.
+static STATE: Mutex<Option<WorkerState>> = Mutex::new(None);
+
+/// Runs `f` with this worker process's state: the value its pool's
+/// [`initializer`](crate::ProcessPoolBuilder::initializer) task returned.
+///
+/// `None` outside a worker process, without an initializer, or when the
+/// state is not an `S` (the initializer task's output type). Each worker
+/// has its own state; it lives until the worker exits.
+///
+/// ```no_run
+/// use parpool::{Executor, ProcessPool};
+///
+/// parpool::task!(fn connect(url: String) -> Vec<String> { vec![url] });
+/// parpool::task!(fn query(q: String) -> usize {
+///     parpool::with_worker_state(|log: &mut Vec<String>| { log.push(q); log.len() }).unwrap_or(0)
+/// });
+///
+/// let pool = ProcessPool::builder().initializer(connect, "db://local".into()).build()?;
+/// assert_eq!(pool.submit(query, "select 1".into()).join()?, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn with_worker_state<S: 'static, R>(f: impl FnOnce(&mut S) -> R) -> Option<R> {
+    let mut state = STATE.lock().unwrap_or_else(|p| p.into_inner());
+    state.as_mut()?.downcast_mut::<S>().map(f)
+}
 
 type Out = Arc<Mutex<BufWriter<UnixStream>>>;
 
@@ -79,6 +106,21 @@ pub(crate) fn serve<R: Read, W: Write>(
         };
         match msg {
             ToWorker::Exit => return Ok(()),
+            ToWorker::Init {
+                task,
+                input: payload,
+            } => {
+                let result = TaskEntry::find(&task)
+                    .ok_or(JobError::UnknownTask { name: task })
+                    .and_then(|entry| entry.run_init(&payload))
+                    .map(|state| {
+                        *STATE.lock().unwrap_or_else(|p| p.into_inner()) = Some(state);
+                        wire::Bytes(Vec::new())
+                    });
+                let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
+                wire::write_frame(&mut *w, &FromWorker::Done { id: 0, result })?;
+                w.flush()?;
+            }
             ToWorker::Run {
                 id,
                 task,

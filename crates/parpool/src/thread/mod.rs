@@ -171,7 +171,10 @@ impl ThreadPoolBuilder {
                 Ok((_, Ok(()))) => {}
                 Ok((index, Err(panic))) => {
                     pool.shutdown_now();
-                    return Err(BuildError::Initializer { index, panic });
+                    return Err(BuildError::Initializer {
+                        index,
+                        error: JobError::panicked(panic),
+                    });
                 }
                 Err(_) => break,
             }
