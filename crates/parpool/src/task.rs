@@ -170,28 +170,45 @@ pub(crate) fn codec_error(stage: CodecStage, e: impl std::fmt::Display) -> JobEr
     }
 }
 
+/// Runs user serde code (`Serialize`/`Deserialize` impls may panic),
+/// turning a panic into a codec error for `stage`.
+fn guarded<T>(stage: CodecStage, f: impl FnOnce() -> Result<T, JobError>) -> Result<T, JobError> {
+    panic::catch(f).unwrap_or_else(|p| Err(codec_error(stage, format!("panicked: {p}"))))
+}
+
+/// Decodes `bytes`, a panicking `Deserialize` included, as a codec error.
+pub(crate) fn decode<T: DeserializeOwned>(stage: CodecStage, bytes: &[u8]) -> Result<T, JobError> {
+    guarded(stage, || {
+        postcard::from_bytes(bytes).map_err(|e| codec_error(stage, e))
+    })
+}
+
+/// Encodes `value`, a panicking `Serialize` included, as a codec error.
+pub(crate) fn encode<T: Serialize>(stage: CodecStage, value: &T) -> Result<Vec<u8>, JobError> {
+    guarded(stage, || {
+        postcard::to_allocvec(value).map_err(|e| codec_error(stage, e))
+    })
+}
+
 fn run_erased<T: Task>(input: &[u8]) -> Result<Vec<u8>, JobError> {
-    let input: T::Input =
-        postcard::from_bytes(input).map_err(|e| codec_error(CodecStage::DecodeInput, e))?;
+    let input: T::Input = decode(CodecStage::DecodeInput, input)?;
     let output = panic::catch(|| T::run(input)).map_err(JobError::panicked)?;
-    postcard::to_allocvec(&output).map_err(|e| codec_error(CodecStage::EncodeOutput, e))
+    encode(CodecStage::EncodeOutput, &output)
 }
 
 fn run_init_erased<T: Task>(input: &[u8]) -> Result<WorkerState, JobError> {
-    let input: T::Input =
-        postcard::from_bytes(input).map_err(|e| codec_error(CodecStage::DecodeInput, e))?;
+    let input: T::Input = decode(CodecStage::DecodeInput, input)?;
     let output = panic::catch(|| T::run(input)).map_err(JobError::panicked)?;
     Ok(Box::new(output))
 }
 
 fn run_chunk_erased<T: Task>(input: &[u8]) -> Result<Vec<u8>, JobError> {
-    let inputs: Vec<T::Input> =
-        postcard::from_bytes(input).map_err(|e| codec_error(CodecStage::DecodeInput, e))?;
+    let inputs: Vec<T::Input> = decode(CodecStage::DecodeInput, input)?;
     let outputs: Vec<Result<T::Output, JobError>> = inputs
         .into_iter()
         .map(|x| panic::catch(|| T::run(x)).map_err(JobError::panicked))
         .collect();
-    postcard::to_allocvec(&outputs).map_err(|e| codec_error(CodecStage::EncodeOutput, e))
+    encode(CodecStage::EncodeOutput, &outputs)
 }
 
 pub(crate) mod sealed {

@@ -372,3 +372,60 @@ fn a_worker_killed_while_idle_does_not_fail_the_next_job() {
         );
     }
 }
+
+/// A type whose serde code panics on demand, to prove neither side dies.
+#[derive(Debug, PartialEq)]
+struct Hostile(u8);
+
+impl serde::Serialize for Hostile {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 == 1 {
+            panic!("serialize refused");
+        }
+        s.serialize_u8(self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Hostile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = <u8 as serde::Deserialize>::deserialize(d)?;
+        if v == 2 {
+            panic!("deserialize refused");
+        }
+        Ok(Hostile(v))
+    }
+}
+
+parpool::task!(
+    fn hostile(x: Hostile) -> Hostile {
+        // 3 in, 2 out: the parent's decoding of the output panics.
+        if x.0 == 3 { Hostile(2) } else { x }
+    }
+);
+
+#[test]
+fn panicking_serde_code_is_a_codec_error_on_either_side() {
+    use parpool::CodecStage;
+    let pool = ProcessPool::builder().workers(1).build().unwrap();
+    let stage = |r: Result<Hostile, JobError>| match r {
+        Err(JobError::Codec { stage, message }) => {
+            assert!(message.contains("refused"), "{message}");
+            stage
+        }
+        other => panic!("expected a codec error, got {other:?}"),
+    };
+    assert_eq!(
+        stage(pool.submit(hostile, Hostile(1)).join()),
+        CodecStage::EncodeInput
+    );
+    assert_eq!(
+        stage(pool.submit(hostile, Hostile(2)).join()),
+        CodecStage::DecodeInput
+    );
+    assert_eq!(
+        stage(pool.submit(hostile, Hostile(3)).join()),
+        CodecStage::DecodeOutput
+    );
+    assert_eq!(pool.submit(hostile, Hostile(7)).join(), Ok(Hostile(7)));
+    assert_eq!(pool.respawns(), 0, "no worker died for it either");
+}

@@ -21,7 +21,7 @@ use crate::error::{BuildError, CodecStage, JobError, Payload};
 use crate::handle::{Cell, Inner, JobHandle};
 use crate::job::{Cancellable, JobId, JobOptions};
 use crate::map::{ChunkIn, ChunkOut};
-use crate::task::{Executor, Task, codec_error, sealed};
+use crate::task::{Executor, Task, decode, encode, sealed};
 use crate::thread::Stats;
 use crate::timer::Expire;
 
@@ -160,8 +160,7 @@ impl ProcessPoolBuilder {
     /// [`BuildError::Initializer`].
     pub fn initializer<T: Task>(mut self, task: T, input: T::Input) -> Self {
         let _ = task;
-        let bytes =
-            postcard::to_allocvec(&input).map_err(|e| codec_error(CodecStage::EncodeInput, e));
+        let bytes = encode_input(&input);
         self.config.initializer = Some((T::NAME, bytes));
         self
     }
@@ -555,7 +554,11 @@ impl fmt::Debug for ProcessPool {
 }
 
 fn decode_output<O: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<O, JobError> {
-    postcard::from_bytes(bytes).map_err(|e| codec_error(CodecStage::DecodeOutput, e))
+    decode(CodecStage::DecodeOutput, bytes)
+}
+
+fn encode_input<I: serde::Serialize>(input: &I) -> Result<Vec<u8>, JobError> {
+    encode(CodecStage::EncodeInput, input)
 }
 
 impl sealed::Sealed for ProcessPool {
@@ -565,8 +568,7 @@ impl sealed::Sealed for ProcessPool {
         chunk: ChunkIn<T::Input, T::Output>,
     ) -> JobHandle<ChunkOut<T::Input, T::Output>> {
         let ChunkIn { mut inputs, .. } = chunk;
-        let payload =
-            postcard::to_allocvec(&inputs).map_err(|e| codec_error(CodecStage::EncodeInput, e));
+        let payload = encode_input(&inputs);
         inputs.clear();
         let spare = Mutex::new(Some(inputs));
         let decode = move |bytes: &[u8]| {
@@ -602,8 +604,7 @@ impl Executor for ProcessPool {
         _task: T,
         input: T::Input,
     ) -> JobHandle<T::Output> {
-        let payload =
-            postcard::to_allocvec(&input).map_err(|e| codec_error(CodecStage::EncodeInput, e));
+        let payload = encode_input(&input);
         self.submit_bytes(
             T::NAME,
             false,
