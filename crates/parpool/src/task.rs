@@ -186,7 +186,7 @@ pub(crate) fn decode<T: DeserializeOwned>(stage: CodecStage, bytes: &[u8]) -> Re
 /// Encodes `value`, a panicking `Serialize` included, as a codec error.
 pub(crate) fn encode<T: Serialize>(stage: CodecStage, value: &T) -> Result<Vec<u8>, JobError> {
     guarded(stage, || {
-        postcard::to_allocvec(value).map_err(|e| codec_error(stage, e))
+        crate::process::encode_exact(value).map_err(|e| codec_error(stage, e))
     })
 }
 

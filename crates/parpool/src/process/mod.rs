@@ -7,6 +7,7 @@ mod sys;
 mod wire;
 pub(crate) mod worker;
 
+pub(crate) use wire::encode_exact;
 pub use worker::with_worker_state;
 
 use std::collections::VecDeque;

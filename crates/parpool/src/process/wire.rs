@@ -94,13 +94,28 @@ pub(crate) enum FrameError {
     Decode(#[from] postcard::Error),
 }
 
-/// Appends `msg` as one frame to `w` (which should be buffered).
+/// Appends `msg` as one frame to `w` (which should be buffered). The
+/// message is measured first and then encoded straight into `w`: no
+/// intermediate copy, whatever its size.
 pub(crate) fn write_frame<W: Write, M: Serialize>(w: &mut W, msg: &M) -> io::Result<()> {
-    let bytes = postcard::to_allocvec(msg).map_err(io::Error::other)?;
-    let len =
-        u32::try_from(bytes.len()).map_err(|_| io::Error::other("frame larger than 4 GiB"))?;
+    let size = postcard::serialize_with_flavor::<_, postcard::ser_flavors::Size, usize>(
+        msg,
+        Default::default(),
+    )
+    .map_err(io::Error::other)?;
+    let len = u32::try_from(size).map_err(|_| io::Error::other("frame larger than 4 GiB"))?;
     w.write_all(&len.to_le_bytes())?;
-    w.write_all(&bytes)
+    postcard::to_io(msg, w).map_err(io::Error::other)?;
+    Ok(())
+}
+
+/// Encodes `value` into a vector allocated once at its exact size.
+pub(crate) fn encode_exact<T: Serialize + ?Sized>(value: &T) -> postcard::Result<Vec<u8>> {
+    let size = postcard::serialize_with_flavor::<_, postcard::ser_flavors::Size, usize>(
+        value,
+        Default::default(),
+    )?;
+    postcard::to_extend(value, Vec::with_capacity(size))
 }
 
 /// Reads one frame. `Ok(None)`: the peer closed the connection cleanly
