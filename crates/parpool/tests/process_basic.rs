@@ -31,3 +31,23 @@ fn a_job_runs_in_another_process() {
     assert_eq!(pool.submit(double, 1).join(), Err(JobError::Shutdown));
     let _ = Duration::ZERO;
 }
+
+#[test]
+fn big_frames_both_ways_do_not_deadlock_the_pipeline() {
+    // Automatic chunking starts with tiny chunks (the pipeline deepens),
+    // then sends chunks of tens of thousands of items: frames of hundreds
+    // of KiB in both directions while many are in flight.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let pool = ProcessPool::builder().workers(2).build().unwrap();
+        let total: u64 = pool
+            .map_task(double, 0..1_000_000u64)
+            .map(Result::unwrap)
+            .sum();
+        let _ = tx.send(total);
+    });
+    let total = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the pipeline deadlocked");
+    assert_eq!(total, 999_999 * 1_000_000);
+}

@@ -207,6 +207,7 @@ impl ProcessPoolBuilder {
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
                 state: State::Open,
+                waiting: 0,
             }),
             ready: Condvar::new(),
             next_id: AtomicU64::new(1),
@@ -273,6 +274,9 @@ pub(crate) enum State {
 pub(crate) struct Queue {
     pub(crate) jobs: VecDeque<Arc<dyn ProcJob>>,
     pub(crate) state: State,
+    /// Supervisors blocked on `ready` (a notify with nobody waiting still
+    /// costs a syscall).
+    pub(crate) waiting: usize,
 }
 
 #[derive(Default)]
@@ -321,8 +325,11 @@ impl Shared {
             return;
         }
         q.jobs.push_back(job);
+        let waiting = q.waiting > 0;
         drop(q);
-        self.ready.notify_one();
+        if waiting {
+            self.ready.notify_one();
+        }
     }
 }
 

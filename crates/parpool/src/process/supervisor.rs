@@ -21,6 +21,13 @@ use crate::error::{BuildError, ExitStatus, JobError};
 /// long ones one at a time (so they spread over the workers).
 const PIPELINE_TARGET: Duration = Duration::from_micros(500);
 const MAX_PIPELINE: usize = 64;
+/// Unanswered request bytes allowed in the socket, well under its buffer
+/// (about 200 KiB on Linux). The supervisor writes and reads on one thread:
+/// if it could block writing while the worker blocks writing a reply, both
+/// would wait forever. Within this budget its writes always fit, so it gets
+/// back to reading. A request larger than the budget is sent only to an
+/// idle worker, which is reading and drains it.
+const PIPELINE_BYTES: usize = 64 * 1024;
 
 /// What other threads may do to a slot: read its worker's pid, and kill the
 /// worker if it is running a given job (cancel, timeout).
@@ -239,6 +246,8 @@ struct Supervisor {
     ctl: Arc<SlotCtl>,
     conn: Option<Conn>,
     in_flight: VecDeque<Arc<dyn ProcJob>>,
+    /// Request bytes sent and not yet answered.
+    in_flight_bytes: usize,
     head_started: Instant,
     /// Moving average of a job's duration on this worker, in nanoseconds.
     avg_ns: f64,
@@ -252,6 +261,7 @@ impl Supervisor {
             ctl,
             conn: Some(conn),
             in_flight: VecDeque::new(),
+            in_flight_bytes: 0,
             head_started: Instant::now(),
             avg_ns: f64::INFINITY,
             buf: Vec::new(),
@@ -292,49 +302,61 @@ impl Supervisor {
         }
     }
 
-    /// Sends jobs until the pipeline is full. Blocks for a job only when
-    /// nothing is in flight. `false`: the pool is closed and drained.
+    /// Sends jobs until the pipeline is full, taking them from the queue
+    /// in one batch. Blocks for a job only when nothing is in flight.
+    /// `false`: the pool is closed and drained.
     fn feed(&mut self) -> bool {
-        let depth = self.depth();
+        let want = self.depth().saturating_sub(self.in_flight.len());
+        if want == 0 {
+            return true;
+        }
+        let mut batch: VecDeque<Arc<dyn ProcJob>> = {
+            let mut q = self.shared.lock();
+            loop {
+                if !q.jobs.is_empty() {
+                    let n = want.min(q.jobs.len());
+                    break q.jobs.drain(..n).collect();
+                }
+                if q.state != State::Open {
+                    if self.in_flight.is_empty() {
+                        return false;
+                    }
+                    break VecDeque::new();
+                }
+                if !self.in_flight.is_empty() {
+                    break VecDeque::new();
+                }
+                q.waiting += 1;
+                q = self.shared.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+                q.waiting -= 1;
+            }
+        };
         let mut wrote = false;
-        while self.in_flight.len() < depth {
-            let job = {
-                let mut q = self.shared.lock();
-                loop {
-                    if let Some(job) = q.jobs.pop_front() {
-                        break Some(job);
-                    }
-                    if q.state != State::Open {
-                        break None;
-                    }
-                    if !self.in_flight.is_empty() || wrote {
-                        break None;
-                    }
-                    q = self.shared.ready.wait(q).unwrap_or_else(|p| p.into_inner());
-                }
-            };
-            let Some(job) = job else {
-                if self.in_flight.is_empty() && !wrote && self.shared.lock().state != State::Open {
-                    return false;
-                }
-                break;
-            };
+        while let Some(job) = batch.pop_front() {
             if !job.start(&self.ctl) {
                 // Cancelled while queued: it never runs.
                 self.shared.counters.cancelled.fetch_add(1, Relaxed);
                 continue;
             }
             let Some(conn) = self.conn.as_mut() else {
+                batch.push_front(job);
+                self.requeue_front(batch);
                 return true;
             };
             if self.in_flight.is_empty() && matches!(conn.child.try_wait(), Ok(Some(_))) {
                 // The worker died while idle (killed from outside, say): it
-                // never saw this job, so the job goes back to the front of
-                // the queue and nobody is blamed.
-                job.requeued();
-                self.shared.lock().jobs.push_front(job);
+                // never saw these jobs, so they go back to the front of the
+                // queue and nobody is blamed.
+                batch.push_front(job);
+                self.requeue_front(batch);
                 self.worker_lost();
                 return true;
+            }
+            let bytes = request_bytes(job.as_ref());
+            if !self.in_flight.is_empty() && self.in_flight_bytes + bytes > PIPELINE_BYTES {
+                batch.push_front(job);
+                self.requeue_front(batch);
+                break;
             }
             let msg = ToWorkerRef::Run {
                 id: job.id(),
@@ -342,21 +364,41 @@ impl Supervisor {
                 chunk: job.is_chunk(),
                 input: job.payload(),
             };
-            if wire::write_frame(&mut conn.writer, &msg).is_err() {
-                // The worker is gone; the read below reports it.
-                self.in_flight.push_back(job);
-                break;
-            }
-            wrote = true;
+            let sent = wire::write_frame(&mut conn.writer, &msg).is_ok();
+            self.in_flight_bytes += bytes;
+            // Even if the write failed the job is counted in flight: the
+            // read that follows reports the dead worker and settles it.
+            wrote |= sent;
             self.in_flight.push_back(job);
             if self.in_flight.len() == 1 {
                 self.start_head();
+            }
+            if !sent {
+                self.requeue_front(batch);
+                break;
             }
         }
         if wrote && let Some(conn) = self.conn.as_mut() {
             let _ = conn.writer.flush();
         }
         true
+    }
+
+    /// Puts unsent jobs back at the front of the queue, in their order.
+    fn requeue_front(&self, jobs: VecDeque<Arc<dyn ProcJob>>) {
+        if jobs.is_empty() {
+            return;
+        }
+        let mut q = self.shared.lock();
+        for job in jobs.into_iter().rev() {
+            job.requeued();
+            q.jobs.push_front(job);
+        }
+        let waiting = q.waiting > 0;
+        drop(q);
+        if waiting {
+            self.shared.ready.notify_all();
+        }
     }
 
     fn start_head(&mut self) {
@@ -373,6 +415,9 @@ impl Supervisor {
 
     fn finish_head(&mut self) -> Option<Arc<dyn ProcJob>> {
         let job = self.in_flight.pop_front()?;
+        self.in_flight_bytes = self
+            .in_flight_bytes
+            .saturating_sub(request_bytes(job.as_ref()));
         self.shared.counters.running.fetch_sub(1, Relaxed);
         Some(job)
     }
@@ -475,15 +520,8 @@ impl Supervisor {
             }
         }
         requeue.extend(self.in_flight.drain(..));
-        if !requeue.is_empty() {
-            let mut q = self.shared.lock();
-            for job in requeue.into_iter().rev() {
-                job.requeued();
-                q.jobs.push_front(job);
-            }
-            drop(q);
-            self.shared.ready.notify_all();
-        }
+        self.in_flight_bytes = 0;
+        self.requeue_front(requeue.into());
         tracing::debug!(pid = conn.pid, %status, "worker process lost");
     }
 
@@ -573,6 +611,11 @@ impl Supervisor {
             st.head = 0;
         }
     }
+}
+
+/// About how many bytes a job's request takes on the wire.
+fn request_bytes(job: &dyn ProcJob) -> usize {
+    job.payload().len() + job.task().len() + 32
 }
 
 /// Re-emits a worker's `tracing` event in this process, tagged with the

@@ -95,17 +95,25 @@ pub(crate) enum FrameError {
 }
 
 /// Appends `msg` as one frame to `w` (which should be buffered). The
-/// message is measured first and then encoded straight into `w`: no
-/// intermediate copy, whatever its size.
+/// message is measured first; a large one is encoded straight into `w`
+/// (no intermediate copy), a small one into a vector written in one call.
 pub(crate) fn write_frame<W: Write, M: Serialize>(w: &mut W, msg: &M) -> io::Result<()> {
+    const STREAM_ABOVE: usize = 64 * 1024;
     let size = postcard::serialize_with_flavor::<_, postcard::ser_flavors::Size, usize>(
         msg,
         Default::default(),
     )
     .map_err(io::Error::other)?;
     let len = u32::try_from(size).map_err(|_| io::Error::other("frame larger than 4 GiB"))?;
-    w.write_all(&len.to_le_bytes())?;
-    postcard::to_io(msg, w).map_err(io::Error::other)?;
+    if size > STREAM_ABOVE {
+        w.write_all(&len.to_le_bytes())?;
+        postcard::to_io(msg, w).map_err(io::Error::other)?;
+    } else {
+        let mut frame = Vec::with_capacity(4 + size);
+        frame.extend_from_slice(&len.to_le_bytes());
+        let frame = postcard::to_extend(msg, frame).map_err(io::Error::other)?;
+        w.write_all(&frame)?;
+    }
     Ok(())
 }
 
