@@ -1,12 +1,14 @@
-//! A tour of parpool's thread pool: submit and join, map, as_completed,
+//! A tour of parpool: a thread pool (submit and join, map, as_completed,
 //! timeouts, a caught panic, cancellation, a task through the Executor
-//! trait, and a handle awaited from async code.
+//! trait, a handle awaited from async code), then a process pool where a
+//! crashing job fails alone and the pool heals.
 //!
 //! Run it with `cargo run --release --example tour`.
 
 use std::time::{Duration, Instant};
 
-use parpool::{Executor, JobOptions, ThreadPool, WaitFor, as_completed, wait};
+use parpool::{Executor, JobError, JobOptions, ProcessPool, ThreadPool, WaitFor, WorkerOutput};
+use parpool::{as_completed, wait};
 
 parpool::task! {
     /// Counts the primes below `n` (deliberately naive: CPU-bound).
@@ -15,7 +17,13 @@ parpool::task! {
     }
 }
 
+parpool::task! {
+    /// Takes its worker process down with it.
+    fn crash(_x: ()) -> u64 { std::process::abort() }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    parpool::init(); // worker processes of the process pool start here
     let pool = ThreadPool::builder().name("tour").build()?;
     println!(
         "parpool tour: a thread pool of {} workers\n",
@@ -108,8 +116,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stats = pool.stats();
     pool.shutdown();
     println!(
-        "\nstats: {} completed, {} failed, {} cancelled",
+        "   thread pool stats: {} completed, {} failed, {} cancelled",
         stats.completed, stats.failed, stats.cancelled
+    );
+
+    // 8. The same task on worker processes; a crash fails alone.
+    let procs = ProcessPool::builder()
+        .workers(2)
+        .stderr(WorkerOutput::Null)
+        .build()?;
+    let t = Instant::now();
+    let in_processes: u64 = procs
+        .map_task(count_primes, inputs)
+        .map(Result::unwrap)
+        .sum();
+    assert_eq!(in_processes, sequential);
+    println!(
+        "8. ProcessPool map_task        -> same {in_processes} primes in {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let crashed = procs.submit(crash, ()).join().unwrap_err();
+    let healed = procs.submit(count_primes, 100).join()?;
+    let how = match &crashed {
+        JobError::Crashed { status, .. } => status.to_string(),
+        other => other.to_string(),
+    };
+    println!(
+        "   a job that aborts            -> fails alone ({how}); the next job still runs: {healed} primes below 100 ({} worker replaced)",
+        procs.respawns()
     );
     Ok(())
 }
