@@ -114,45 +114,28 @@ fn parse_args() -> Result<Options, String> {
 type Contender<'a> = (&'a str, Box<dyn FnMut() + 'a>);
 
 /// Runs every contender `reps` times, interleaved, and returns their timings.
-fn measure(reps: usize, contenders: &mut Vec<Contender<'_>>) -> Vec<Timing> {
-    if let Some(only) = CONTENDER.get().and_then(Option::as_deref) {
-        // Profiling one contender: keep it alone (results are not compared).
-        contenders.retain(|(name, _)| name.contains(only));
-    }
-    // One untimed warm-up each.
-    for (_, f) in contenders.iter_mut() {
-        f();
-    }
-    let mut runs: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
-    for _ in 0..reps {
-        for (i, (_, f)) in contenders.iter_mut().enumerate() {
-            let t = Instant::now();
-            f();
-            runs[i].push(t.elapsed().as_secs_f64());
-        }
-    }
-    contenders
-        .iter()
-        .zip(runs)
-        .map(|((name, _), mut r)| {
-            let mut sorted = r.clone();
-            sorted.sort_by(f64::total_cmp);
-            r.shrink_to_fit();
-            Timing {
-                name: (*name).to_owned(),
-                median_s: sorted[sorted.len() / 2],
-                runs_s: r,
-            }
+fn measure(reps: usize, contenders: &mut Vec<Contender<'static>>) -> Vec<Timing> {
+    let mut timed: Vec<process::TimedContender> = contenders
+        .drain(..)
+        .map(|(name, mut f)| {
+            let f: Box<dyn FnMut() -> Option<f64>> = Box::new(move || {
+                f();
+                None
+            });
+            (name, f)
         })
-        .collect()
+        .collect();
+    measure_timed(reps, &mut timed)
 }
 
 static CONTENDER: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
-/// Like [`measure`], for contenders that report their own time (`None`:
-/// use the wall time of the call).
+/// Runs every contender `reps` times, interleaved (after one untimed
+/// warm-up each), and returns their timings: the time a contender reports,
+/// or the wall time of the call when it reports `None`.
 fn measure_timed(reps: usize, contenders: &mut Vec<process::TimedContender>) -> Vec<Timing> {
     if let Some(only) = CONTENDER.get().and_then(Option::as_deref) {
+        // Profiling one contender: keep it alone (results are not compared).
         contenders.retain(|(name, _)| name.contains(only));
     }
     for (_, f) in contenders.iter_mut() {

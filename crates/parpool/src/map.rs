@@ -187,7 +187,7 @@ impl<I: Iterator<Item: Send + 'static>, R: Send + 'static> Engine<'_, I, R> {
         self.in_flight -= 1;
         let done = std::mem::replace(&mut self.current, Current::empty());
         self.spare_outputs.push(Vec::from(done.values));
-        if !done.spare.is_empty() || done.spare.capacity() > 0 {
+        if done.spare.capacity() > 0 {
             self.spare_inputs.push(done.spare);
         }
         self.current = match result {

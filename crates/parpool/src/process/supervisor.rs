@@ -527,9 +527,6 @@ impl Supervisor {
 
     fn describe(&self, status: ExitStatus) -> Option<String> {
         let what = match status {
-            ExitStatus::Signal(9) if self.shared.config.memory_limit.is_some() => {
-                "SIGKILL: killed, possibly by the out-of-memory killer"
-            }
             ExitStatus::Signal(9) => "SIGKILL: killed, possibly by the out-of-memory killer",
             ExitStatus::Signal(6) if self.shared.config.memory_limit.is_some() => {
                 "SIGABRT: aborted, possibly on reaching the memory limit"
