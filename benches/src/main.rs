@@ -333,7 +333,8 @@ fn main() {
         let name = format!("payload: {} MiB in and out", bytes >> 20);
         if wanted(&name) {
             let timings = measure_timed(reps, &mut process::payload(bytes));
-            t.record("processes", name, "round trips", 1, timings, &[]);
+            let targets = [("parpool ProcessPool, bytes through the socket", 20.0)];
+            t.record("processes", name, "round trips", 1, timings, &targets);
         }
         let (jobs, ms) = (quick(16, 64), quick(1, 5));
         let name = format!("process cpu batch: {jobs} jobs of ~{ms} ms, {workers} workers");

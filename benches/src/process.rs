@@ -12,11 +12,24 @@ parpool::task!(
     }
 );
 // Bytes as one string (`serde_bytes`), as a user moving bulk bytes would.
+// Both echo tasks read one byte per page, as any consumer would.
 parpool::task!(
     fn echo_bytes(b: serde_bytes::ByteBuf) -> serde_bytes::ByteBuf {
+        black_box(touch(&b));
         b
     }
 );
+parpool::task!(
+    fn echo_shared(b: parpool::SharedBytes) -> parpool::SharedBytes {
+        black_box(touch(&b));
+        b
+    }
+);
+
+/// Reads one byte per 4 KiB page.
+fn touch(bytes: &[u8]) -> u8 {
+    bytes.iter().step_by(4096).fold(0, |a, &b| a ^ b)
+}
 parpool::task!(
     fn burn_ms(ms: u64) -> u64 {
         crate::peers::burn(ms)
@@ -211,13 +224,32 @@ pub(crate) fn payload(bytes: u64) -> Vec<TimedContender> {
         .max_payload(1 << 31)
         .build()
         .expect("pool");
-    let data = serde_bytes::ByteBuf::from(vec![7u8; bytes as usize]);
+    let pp = std::sync::Arc::new(pp);
+    let copy_pool = pp.clone();
+    // Each round trip's output is the next one's input: no copy is made
+    // outside the pool.
+    let mut data = Some(serde_bytes::ByteBuf::from(vec![7u8; bytes as usize]));
+    let mut shared =
+        Some(parpool::SharedBytes::new(bytes as usize, |b| b.fill(7)).expect("shared memory"));
     vec![
         (
-            "parpool ProcessPool",
+            "parpool ProcessPool, SharedBytes",
             wall(move || {
-                let back = pp.submit(echo_bytes, data.clone()).join().unwrap();
+                let input = shared.take().expect("data");
+                let back = pp.submit(echo_shared, input).join().unwrap();
+                assert_eq!(touch(&back), 0);
                 assert_eq!(back.len() as u64, bytes);
+                shared = Some(back);
+            }),
+        ),
+        (
+            "parpool ProcessPool, bytes through the socket",
+            wall(move || {
+                let input = data.take().expect("data");
+                let back = copy_pool.submit(echo_bytes, input).join().unwrap();
+                assert_eq!(touch(&back), 0);
+                assert_eq!(back.len() as u64, bytes);
+                data = Some(back);
             }),
         ),
         (

@@ -1,6 +1,7 @@
 //! Registered tasks and the [`Executor`] trait every pool implements.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::sync::{Mutex, OnceLock};
 
 use serde::Serialize;
@@ -8,6 +9,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{CodecStage, JobError};
 use crate::panic;
+use crate::shm::{self, Encoded};
 
 use crate::handle::JobHandle;
 use crate::job::JobOptions;
@@ -97,10 +99,14 @@ macro_rules! task {
 #[derive(Debug, Clone, Copy)]
 pub struct TaskEntry {
     name: &'static str,
-    run: fn(&[u8]) -> Result<Vec<u8>, JobError>,
-    run_chunk: fn(&[u8]) -> Result<Vec<u8>, JobError>,
-    run_init: fn(&[u8]) -> Result<WorkerState, JobError>,
+    run: RunFn,
+    run_chunk: RunFn,
+    run_init: fn(&[u8], Vec<OwnedFd>) -> Result<WorkerState, JobError>,
 }
+
+/// A type-erased entry point: encoded input and its descriptors in,
+/// encoded output out.
+type RunFn = fn(&[u8], Vec<OwnedFd>) -> Result<Encoded, JobError>;
 
 /// A worker's state: what its initializer returned.
 pub(crate) type WorkerState = Box<dyn std::any::Any + Send>;
@@ -128,18 +134,22 @@ impl TaskEntry {
     }
 
     /// Runs one job: the input and the output are postcard bytes.
-    pub(crate) fn run(&self, input: &[u8]) -> Result<Vec<u8>, JobError> {
-        (self.run)(input)
+    pub(crate) fn run(&self, input: &[u8], fds: Vec<OwnedFd>) -> Result<Encoded, JobError> {
+        (self.run)(input, fds)
     }
 
     /// Runs a chunk: `Vec<Input>` in, `Vec<Result<Output, JobError>>` out.
-    pub(crate) fn run_chunk(&self, input: &[u8]) -> Result<Vec<u8>, JobError> {
-        (self.run_chunk)(input)
+    pub(crate) fn run_chunk(&self, input: &[u8], fds: Vec<OwnedFd>) -> Result<Encoded, JobError> {
+        (self.run_chunk)(input, fds)
     }
 
     /// Runs the task as a worker's initializer: its output is kept, not sent.
-    pub(crate) fn run_init(&self, input: &[u8]) -> Result<WorkerState, JobError> {
-        (self.run_init)(input)
+    pub(crate) fn run_init(
+        &self,
+        input: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<WorkerState, JobError> {
+        (self.run_init)(input, fds)
     }
 
     /// The registered task called `name`.
@@ -177,33 +187,44 @@ fn guarded<T>(stage: CodecStage, f: impl FnOnce() -> Result<T, JobError>) -> Res
 }
 
 /// Decodes `bytes`, a panicking `Deserialize` included, as a codec error.
-pub(crate) fn decode<T: DeserializeOwned>(stage: CodecStage, bytes: &[u8]) -> Result<T, JobError> {
+/// `fds` are the descriptors that came with them (see [`crate::shm`]).
+pub(crate) fn decode<T: DeserializeOwned>(
+    stage: CodecStage,
+    bytes: &[u8],
+    fds: Vec<OwnedFd>,
+) -> Result<T, JobError> {
     guarded(stage, || {
-        postcard::from_bytes(bytes).map_err(|e| codec_error(stage, e))
+        shm::receiving(fds, || postcard::from_bytes(bytes)).map_err(|e| match shm::take_failure() {
+            Some(why) => codec_error(stage, why),
+            None => codec_error(stage, e),
+        })
     })
 }
 
 /// Encodes `value`, a panicking `Serialize` included, as a codec error.
-pub(crate) fn encode<T: Serialize>(stage: CodecStage, value: &T) -> Result<Vec<u8>, JobError> {
+/// Shared segments in it are collected to travel as descriptors.
+pub(crate) fn encode<T: Serialize>(stage: CodecStage, value: &T) -> Result<Encoded, JobError> {
     guarded(stage, || {
-        crate::process::encode_exact(value).map_err(|e| codec_error(stage, e))
+        let (bytes, shared) = shm::collecting(|| crate::process::encode_exact(value));
+        let bytes = bytes.map_err(|e| codec_error(stage, e))?;
+        Ok(Encoded { bytes, shared })
     })
 }
 
-fn run_erased<T: Task>(input: &[u8]) -> Result<Vec<u8>, JobError> {
-    let input: T::Input = decode(CodecStage::DecodeInput, input)?;
+fn run_erased<T: Task>(input: &[u8], fds: Vec<OwnedFd>) -> Result<Encoded, JobError> {
+    let input: T::Input = decode(CodecStage::DecodeInput, input, fds)?;
     let output = panic::catch(|| T::run(input)).map_err(JobError::panicked)?;
     encode(CodecStage::EncodeOutput, &output)
 }
 
-fn run_init_erased<T: Task>(input: &[u8]) -> Result<WorkerState, JobError> {
-    let input: T::Input = decode(CodecStage::DecodeInput, input)?;
+fn run_init_erased<T: Task>(input: &[u8], fds: Vec<OwnedFd>) -> Result<WorkerState, JobError> {
+    let input: T::Input = decode(CodecStage::DecodeInput, input, fds)?;
     let output = panic::catch(|| T::run(input)).map_err(JobError::panicked)?;
     Ok(Box::new(output))
 }
 
-fn run_chunk_erased<T: Task>(input: &[u8]) -> Result<Vec<u8>, JobError> {
-    let inputs: Vec<T::Input> = decode(CodecStage::DecodeInput, input)?;
+fn run_chunk_erased<T: Task>(input: &[u8], fds: Vec<OwnedFd>) -> Result<Encoded, JobError> {
+    let inputs: Vec<T::Input> = decode(CodecStage::DecodeInput, input, fds)?;
     let outputs: Vec<Result<T::Output, JobError>> = inputs
         .into_iter()
         .map(|x| panic::catch(|| T::run(x)).map_err(JobError::panicked))

@@ -2,6 +2,7 @@
 //!
 //! Design notes are in `README.md` beside this file.
 
+mod fdpass;
 mod supervisor;
 mod sys;
 mod wire;
@@ -13,6 +14,7 @@ pub use worker::with_worker_state;
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -22,6 +24,7 @@ use crate::error::{BuildError, CodecStage, JobError, Payload};
 use crate::handle::{Cell, Inner, JobHandle};
 use crate::job::{Cancellable, JobId, JobOptions};
 use crate::map::{ChunkIn, ChunkOut};
+use crate::shm::{Encoded, Segment};
 use crate::task::{Executor, Task, decode, encode, sealed};
 use crate::thread::Stats;
 use crate::timer::Expire;
@@ -51,7 +54,7 @@ pub(crate) struct Config {
     pub(crate) max_payload: u64,
     pub(crate) start_timeout: Duration,
     /// Task name and encoded input run once in each new worker.
-    pub(crate) initializer: Option<(&'static str, Result<Vec<u8>, JobError>)>,
+    pub(crate) initializer: Option<(&'static str, Result<Encoded, JobError>)>,
 }
 
 /// Configures and builds a [`ProcessPool`].
@@ -339,10 +342,13 @@ pub(crate) trait ProcJob: Send + Sync {
     fn task(&self) -> &'static str;
     fn is_chunk(&self) -> bool;
     fn payload(&self) -> &[u8];
+    /// The shared segments whose descriptors travel with the payload.
+    fn shared(&self) -> &[Arc<Segment>];
     /// Claims the job for sending; `false` if it was cancelled meanwhile.
     fn start(&self, slot: &Arc<supervisor::SlotCtl>) -> bool;
-    /// Resolves with the worker's reply; `true` if it delivered a value.
-    fn complete(&self, result: Result<Vec<u8>, JobError>) -> bool;
+    /// Resolves with the worker's reply (encoded output and the
+    /// descriptors that came with it); `true` if it delivered a value.
+    fn complete(&self, result: Result<(Vec<u8>, Vec<OwnedFd>), JobError>) -> bool;
     /// Resolves with `err` unless already resolved; `true` if it did.
     fn abandon(&self, err: JobError) -> bool;
     /// Counts an attempt that ended in a crash; returns attempts so far.
@@ -360,7 +366,7 @@ struct ProcCell<O, D> {
     inner: Inner<O>,
     task: &'static str,
     chunk: bool,
-    payload: Vec<u8>,
+    payload: Encoded,
     timeout: Option<Duration>,
     decode: D,
     attempts: AtomicU64,
@@ -402,7 +408,7 @@ impl<O: Send, D: Send + Sync> Expire for ProcCell<O, D> {
 impl<O, D> ProcJob for ProcCell<O, D>
 where
     O: Send + 'static,
-    D: Fn(&[u8]) -> Result<O, JobError> + Send + Sync + 'static,
+    D: Fn(&[u8], Vec<OwnedFd>) -> Result<O, JobError> + Send + Sync + 'static,
 {
     fn id(&self) -> u64 {
         self.inner.id().get()
@@ -414,15 +420,18 @@ where
         self.chunk
     }
     fn payload(&self) -> &[u8] {
-        &self.payload
+        &self.payload.bytes
+    }
+    fn shared(&self) -> &[Arc<Segment>] {
+        &self.payload.shared
     }
     fn start(&self, slot: &Arc<supervisor::SlotCtl>) -> bool {
         *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(slot.clone());
         // A retry finds STARTED already set: it only must not be resolved.
         self.inner.try_start() || !self.is_resolved()
     }
-    fn complete(&self, result: Result<Vec<u8>, JobError>) -> bool {
-        let decoded = result.and_then(|bytes| (self.decode)(&bytes));
+    fn complete(&self, result: Result<(Vec<u8>, Vec<OwnedFd>), JobError>) -> bool {
+        let decoded = result.and_then(|(bytes, fds)| (self.decode)(&bytes, fds));
         let ok = decoded.is_ok();
         self.inner.resolve(decoded) && ok
     }
@@ -474,21 +483,23 @@ impl ProcessPool {
         &self,
         task: &'static str,
         chunk: bool,
-        payload: Result<Vec<u8>, JobError>,
+        payload: Result<Encoded, JobError>,
         timeout: Option<Duration>,
         decode: D,
     ) -> JobHandle<O>
     where
         O: Send + 'static,
-        D: Fn(&[u8]) -> Result<O, JobError> + Send + Sync + 'static,
+        D: Fn(&[u8], Vec<OwnedFd>) -> Result<O, JobError> + Send + Sync + 'static,
     {
         let id = JobId(self.shared.next_id.fetch_add(1, Relaxed));
         let payload = match payload {
-            Ok(p) if p.len() as u64 > self.shared.config.max_payload => Err(JobError::TooLarge {
-                what: Payload::Input,
-                size: p.len() as u64,
-                limit: self.shared.config.max_payload,
-            }),
+            Ok(p) if p.bytes.len() as u64 > self.shared.config.max_payload => {
+                Err(JobError::TooLarge {
+                    what: Payload::Input,
+                    size: p.bytes.len() as u64,
+                    limit: self.shared.config.max_payload,
+                })
+            }
             other => other,
         };
         let payload = match payload {
@@ -561,11 +572,14 @@ impl fmt::Debug for ProcessPool {
     }
 }
 
-fn decode_output<O: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<O, JobError> {
-    decode(CodecStage::DecodeOutput, bytes)
+fn decode_output<O: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    fds: Vec<OwnedFd>,
+) -> Result<O, JobError> {
+    decode(CodecStage::DecodeOutput, bytes, fds)
 }
 
-fn encode_input<I: serde::Serialize>(input: &I) -> Result<Vec<u8>, JobError> {
+fn encode_input<I: serde::Serialize>(input: &I) -> Result<Encoded, JobError> {
     encode(CodecStage::EncodeInput, input)
 }
 
@@ -579,8 +593,8 @@ impl sealed::Sealed for ProcessPool {
         let payload = encode_input(&inputs);
         inputs.clear();
         let spare = Mutex::new(Some(inputs));
-        let decode = move |bytes: &[u8]| {
-            let results: Vec<Result<T::Output, JobError>> = decode_output(bytes)?;
+        let decode = move |bytes: &[u8], fds: Vec<OwnedFd>| {
+            let results: Vec<Result<T::Output, JobError>> = decode_output(bytes, fds)?;
             let mut values = Vec::with_capacity(results.len());
             let mut errors = Vec::new();
             for (i, r) in results.into_iter().enumerate() {

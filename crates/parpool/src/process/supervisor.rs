@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, BufReader, BufWriter, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
@@ -12,9 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle as ThreadHandle;
 use std::time::{Duration, Instant};
 
+use super::fdpass::{FdStream, TakeFds};
 use super::wire::{self, FromWorker, LogLevel, ToWorker, ToWorkerRef};
 use super::{Config, ProcJob, Shared, State, WorkerOutput, sys};
 use crate::error::{BuildError, ExitStatus, JobError};
+use crate::shm::Segment;
 
 /// Jobs in flight on one worker are capped so that this much work, at the
 /// measured job duration, is queued there: tiny jobs travel in batches,
@@ -129,7 +131,7 @@ impl Slot {
 /// A live worker process and the two ends of its socket.
 struct Conn {
     child: Child,
-    reader: BufReader<UnixStream>,
+    reader: BufReader<FdStream>,
     writer: BufWriter<UnixStream>,
     pid: u32,
     jobs_done: u64,
@@ -162,7 +164,7 @@ impl Conn {
         drop(cmd);
         let pid = child.id();
         ours.set_read_timeout(Some(config.start_timeout))?;
-        let mut reader = BufReader::with_capacity(64 * 1024, ours.try_clone()?);
+        let mut reader = BufReader::with_capacity(64 * 1024, FdStream::new(ours.try_clone()?));
         let hello = wire::read_frame::<_, FromWorker>(&mut reader, 1 << 16, &mut Vec::new());
         match hello {
             Ok(Some(FromWorker::Hello { .. })) => {}
@@ -180,9 +182,10 @@ impl Conn {
         if let Some((task, Ok(input))) = &config.initializer {
             let init = ToWorker::Init {
                 task: (*task).to_owned(),
-                input: input.clone(),
+                shared: shared_count(&input.shared)?,
+                input: input.bytes.clone(),
             };
-            let mut reply = wire::write_frame(&mut writer, &init)
+            let mut reply = wire::write_frame_with_fds(&mut writer, &init, &fds_of(&input.shared))
                 .and_then(|()| writer.flush())
                 .map_err(wire::FrameError::Io)
                 .and_then(|()| {
@@ -203,10 +206,12 @@ impl Conn {
                 Ok(Some(FromWorker::Done {
                     id: 0,
                     result: Ok(_),
+                    ..
                 })) => None,
                 Ok(Some(FromWorker::Done {
                     id: 0,
                     result: Err(e),
+                    ..
                 })) => Some(StartError::Init(e)),
                 other => Some(StartError::Io(io::Error::other(format!(
                     "the worker did not answer its initializer: {other:?}"
@@ -358,13 +363,16 @@ impl Supervisor {
                 self.requeue_front(batch);
                 break;
             }
+            let shared = job.shared();
             let msg = ToWorkerRef::Run {
                 id: job.id(),
                 task: job.task(),
                 chunk: job.is_chunk(),
+                // At most one descriptor per payload byte, so this fits.
+                shared: shared.len() as u32,
                 input: job.payload(),
             };
-            let sent = wire::write_frame(&mut conn.writer, &msg).is_ok();
+            let sent = wire::write_frame_with_fds(&mut conn.writer, &msg, &fds_of(shared)).is_ok();
             self.in_flight_bytes += bytes;
             // Even if the write failed the job is counted in flight: the
             // read that follows reports the dead worker and settles it.
@@ -434,7 +442,19 @@ impl Supervisor {
         );
         let pid = conn.pid;
         match frame {
-            Ok(Some(FromWorker::Done { id, result })) => {
+            Ok(Some(FromWorker::Done { id, shared, result })) => {
+                let result = match result {
+                    Ok(bytes) => match conn.reader.take_fds(shared as usize) {
+                        Ok(fds) => Ok((bytes.0, fds)),
+                        Err(_) => {
+                            // Descriptors lost in transit: the stream is
+                            // out of step, so the worker is replaced.
+                            self.worker_lost();
+                            return;
+                        }
+                    },
+                    Err(e) => Err(e),
+                };
                 conn.jobs_done += 1;
                 let took = self.head_started.elapsed().as_nanos() as f64;
                 self.avg_ns = if self.avg_ns.is_finite() {
@@ -444,7 +464,7 @@ impl Supervisor {
                 };
                 match self.finish_head() {
                     Some(job) if job.id() == id => {
-                        let counter = if job.complete(result.map(|b| b.0)) {
+                        let counter = if job.complete(result) {
                             &self.shared.counters.completed
                         } else {
                             &self.shared.counters.failed
@@ -608,6 +628,15 @@ impl Supervisor {
             st.head = 0;
         }
     }
+}
+
+/// The descriptors of `shared`, to send with a frame.
+fn fds_of(shared: &[Arc<Segment>]) -> Vec<BorrowedFd<'_>> {
+    shared.iter().map(|s| s.fd()).collect()
+}
+
+fn shared_count(shared: &[Arc<Segment>]) -> io::Result<u32> {
+    u32::try_from(shared.len()).map_err(|_| io::Error::other("too many shared segments"))
 }
 
 /// About how many bytes a job's request takes on the wire.

@@ -6,10 +6,12 @@
 //! does not decode, is a [`FrameError`], never a panic.
 
 use std::io::{self, Read, Write};
+use std::os::fd::BorrowedFd;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::fdpass::SendFds;
 use crate::error::JobError;
 
 /// Largest frame either side accepts unless configured otherwise.
@@ -19,10 +21,12 @@ pub(crate) const DEFAULT_MAX_FRAME: usize = 1 << 30;
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub(crate) enum ToWorker {
     /// Run task `task` on `input`; `chunk`: the input is a `Vec` of inputs.
+    /// `shared`: how many descriptors (shared segments) came with it.
     Run {
         id: u64,
         task: String,
         chunk: bool,
+        shared: u32,
         input: Vec<u8>,
     },
     /// Finish and exit.
@@ -30,6 +34,7 @@ pub(crate) enum ToWorker {
     /// Run `task` as this worker's initializer; reply `Done { id: 0 }`.
     Init {
         task: String,
+        shared: u32,
         #[serde(with = "serde_bytes")]
         input: Vec<u8>,
     },
@@ -43,6 +48,7 @@ pub(crate) enum ToWorkerRef<'a> {
         id: u64,
         task: &'a str,
         chunk: bool,
+        shared: u32,
         #[serde(with = "serde_bytes")]
         input: &'a [u8],
     },
@@ -54,8 +60,10 @@ pub(crate) enum FromWorker {
     /// The worker is ready.
     Hello { pid: u32 },
     /// A job's outcome: its encoded output, or why there is none.
+    /// `shared`: how many descriptors (shared segments) came with it.
     Done {
         id: u64,
+        shared: u32,
         result: Result<Bytes, JobError>,
     },
     /// A `tracing` event emitted in the worker.
@@ -117,6 +125,20 @@ pub(crate) fn write_frame<W: Write, M: Serialize>(w: &mut W, msg: &M) -> io::Res
     Ok(())
 }
 
+/// Like [`write_frame`], with `fds` attached to the frame.
+pub(crate) fn write_frame_with_fds<W: SendFds, M: Serialize>(
+    w: &mut W,
+    msg: &M,
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
+    if fds.is_empty() {
+        return write_frame(w, msg);
+    }
+    let mut frame = Vec::new();
+    write_frame(&mut frame, msg)?;
+    w.write_with_fds(&frame, fds)
+}
+
 /// Encodes `value` into a vector allocated once at its exact size.
 pub(crate) fn encode_exact<T: Serialize + ?Sized>(value: &T) -> postcard::Result<Vec<u8>> {
     let size = postcard::serialize_with_flavor::<_, postcard::ser_flavors::Size, usize>(
@@ -160,10 +182,12 @@ mod tests {
             FromWorker::Hello { pid: 7 },
             FromWorker::Done {
                 id: 1,
+                shared: 0,
                 result: Ok(Bytes(vec![1, 2, 3])),
             },
             FromWorker::Done {
                 id: 2,
+                shared: 0,
                 result: Err(JobError::Cancelled),
             },
             FromWorker::Log {
@@ -196,12 +220,14 @@ mod tests {
             id: 3,
             task: "a::b".into(),
             chunk: true,
+            shared: 2,
             input: vec![9; 300],
         };
         let borrowed = ToWorkerRef::Run {
             id: 3,
             task: "a::b",
             chunk: true,
+            shared: 2,
             input: &[9; 300],
         };
         assert_eq!(

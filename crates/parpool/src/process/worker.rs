@@ -1,13 +1,16 @@
 //! The worker side: what a worker process runs instead of `main`.
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
+use super::fdpass::{FdStream, SendFds, TakeFds};
 use super::sys;
 use super::wire::{self, FromWorker, LogLevel, ToWorker};
 use crate::error::{JobError, Payload};
+use crate::shm::Encoded;
 use crate::task::{TaskEntry, WorkerState};
 
 /// The job running now (0: none), to tag forwarded log events.
@@ -76,7 +79,11 @@ fn serve_process() -> io::Result<()> {
         wire::write_frame(&mut *w, &FromWorker::Hello { pid: sys::pid() })?;
         w.flush()?;
     }
-    serve(BufReader::with_capacity(64 * 1024, socket), &out, limits)
+    serve(
+        BufReader::with_capacity(64 * 1024, FdStream::new(socket)),
+        &out,
+        limits,
+    )
 }
 
 /// Size limits the worker enforces.
@@ -89,7 +96,7 @@ pub(crate) struct Limits {
 /// Serves requests from `input` until `Exit` or end of input, writing
 /// replies to `out`. Replies are flushed when no request is waiting in the
 /// input buffer, so a batch of requests is answered with one write.
-pub(crate) fn serve<R: Read, W: Write>(
+pub(crate) fn serve<R: Read + TakeFds, W: SendFds>(
     mut input: BufReader<R>,
     out: &Arc<Mutex<W>>,
     limits: Limits,
@@ -108,30 +115,51 @@ pub(crate) fn serve<R: Read, W: Write>(
             ToWorker::Exit => return Ok(()),
             ToWorker::Init {
                 task,
+                shared,
                 input: payload,
             } => {
+                // Missing descriptors mean the stream is out of step: stop.
+                let fds = input.take_fds(shared as usize)?;
                 let result = TaskEntry::find(&task)
                     .ok_or(JobError::UnknownTask { name: task })
-                    .and_then(|entry| entry.run_init(&payload))
+                    .and_then(|entry| entry.run_init(&payload, fds))
                     .map(|state| {
                         *STATE.lock().unwrap_or_else(|p| p.into_inner()) = Some(state);
                         wire::Bytes(Vec::new())
                     });
+                let done = FromWorker::Done {
+                    id: 0,
+                    shared: 0,
+                    result,
+                };
                 let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
-                wire::write_frame(&mut *w, &FromWorker::Done { id: 0, result })?;
+                wire::write_frame(&mut *w, &done)?;
                 w.flush()?;
             }
             ToWorker::Run {
                 id,
                 task,
                 chunk,
+                shared,
                 input: payload,
             } => {
+                let fds = input.take_fds(shared as usize)?;
                 CURRENT_JOB.store(id, Relaxed);
-                let result = run_one(&task, chunk, &payload, limits).map(wire::Bytes);
+                let result = run_one(&task, chunk, &payload, fds, limits);
                 CURRENT_JOB.store(0, Relaxed);
+                let (result, segments) = match result {
+                    Ok(encoded) => (Ok(wire::Bytes(encoded.bytes)), encoded.shared),
+                    Err(e) => (Err(e), Vec::new()),
+                };
+                let done = FromWorker::Done {
+                    id,
+                    // At most one descriptor per output byte, so this fits.
+                    shared: segments.len() as u32,
+                    result,
+                };
+                let fds: Vec<_> = segments.iter().map(|s| s.fd()).collect();
                 let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
-                wire::write_frame(&mut *w, &FromWorker::Done { id, result })?;
+                wire::write_frame_with_fds(&mut *w, &done, &fds)?;
                 if input.buffer().is_empty() {
                     w.flush()?;
                 }
@@ -140,19 +168,25 @@ pub(crate) fn serve<R: Read, W: Write>(
     }
 }
 
-fn run_one(task: &str, chunk: bool, input: &[u8], limits: Limits) -> Result<Vec<u8>, JobError> {
+fn run_one(
+    task: &str,
+    chunk: bool,
+    input: &[u8],
+    fds: Vec<OwnedFd>,
+    limits: Limits,
+) -> Result<Encoded, JobError> {
     let entry = TaskEntry::find(task).ok_or_else(|| JobError::UnknownTask {
         name: task.to_owned(),
     })?;
     let output = if chunk {
-        entry.run_chunk(input)?
+        entry.run_chunk(input, fds)?
     } else {
-        entry.run(input)?
+        entry.run(input, fds)?
     };
-    if output.len() as u64 > limits.max_output {
+    if output.bytes.len() as u64 > limits.max_output {
         return Err(JobError::TooLarge {
             what: Payload::Output,
-            size: output.len() as u64,
+            size: output.bytes.len() as u64,
             limit: limits.max_output,
         });
     }
@@ -252,6 +286,7 @@ mod tests {
             id: 9,
             task: "no::such".into(),
             chunk: false,
+            shared: 0,
             input: vec![],
         };
         wire::write_frame(&mut req, &run).unwrap();
@@ -264,6 +299,7 @@ mod tests {
             reply,
             FromWorker::Done {
                 id: 9,
+                shared: 0,
                 result: Err(JobError::UnknownTask {
                     name: "no::such".into()
                 })
