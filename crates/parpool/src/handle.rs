@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use crate::error::JobError;
 use crate::job::{CancelToken, Cancellable, JobId};
 use crate::panic;
+use crate::process::CapturedOutput;
 use crate::sync::{self, AtomicU8, Condvar, Mutex};
 
 const STARTED: u8 = 1;
@@ -315,6 +316,11 @@ pub(crate) trait Cell<T>: Cancellable {
     /// Called after [`JobHandle::cancel`] resolved the job: a process job
     /// kills the worker running it.
     fn cancelled(&self) {}
+
+    /// What the job wrote to stdout and stderr, if its pool captured it.
+    fn captured_output(&self) -> Option<CapturedOutput> {
+        None
+    }
 }
 
 impl<T: Send> Cell<T> for Inner<T> {
@@ -411,6 +417,27 @@ impl<T: Send + 'static> JobHandle<T> {
     /// Whether the job is resolved (its value or error is ready).
     pub fn is_finished(&self) -> bool {
         self.inner().is_finished()
+    }
+
+    /// What the job wrote to its standard output and error, once it has
+    /// finished, on a [`ProcessPool`](crate::ProcessPool) built with
+    /// [`WorkerOutput::Capture`](crate::WorkerOutput::Capture). `None`
+    /// before the job finishes, and for jobs whose output is not captured.
+    /// A job that crashed its worker keeps what it wrote before the crash.
+    pub fn captured_output(&self) -> Option<CapturedOutput> {
+        if !self.is_finished() {
+            return None;
+        }
+        self.cell.captured_output()
+    }
+
+    /// Waits for the job, like [`join`](Self::join), and returns its
+    /// result with its [captured output](Self::captured_output) (empty
+    /// when nothing was captured).
+    pub fn join_captured(self) -> (Result<T, JobError>, CapturedOutput) {
+        let cell = self.cell.clone();
+        let result = self.join();
+        (result, cell.captured_output().unwrap_or_default())
     }
 
     /// Cancels the job. Returns `true` if this call resolved it as

@@ -77,7 +77,9 @@ pub use error::{BuildError, CodecStage, ExitStatus, JobError, Location, PanicInf
 pub use handle::JobHandle;
 pub use job::{CancelToken, JobContext, JobId, JobOptions, current_job};
 pub use map::{Map, MapUnordered};
-pub use process::{ProcessPool, ProcessPoolBuilder, WorkerOutput, init, with_worker_state};
+pub use process::{
+    CapturedOutput, ProcessPool, ProcessPoolBuilder, WorkerOutput, init, with_worker_state,
+};
 pub use shm::SharedBytes;
 pub use task::{Executor, Task};
 pub use thread::{Scope, Stats, ThreadPool, ThreadPoolBuilder, TrySpawnError};

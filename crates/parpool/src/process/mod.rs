@@ -2,12 +2,14 @@
 //!
 //! Design notes are in `README.md` beside this file.
 
+mod capture;
 mod fdpass;
 mod supervisor;
 mod sys;
 mod wire;
 pub(crate) mod worker;
 
+pub use capture::CapturedOutput;
 pub(crate) use wire::encode_exact;
 pub use worker::with_worker_state;
 
@@ -37,6 +39,16 @@ pub enum WorkerOutput {
     Inherit,
     /// Discarded. A panic's message still reaches the job's handle.
     Null,
+    /// Captured per job: what each job writes is kept apart from other
+    /// jobs' output and read with [`JobHandle::captured_output`] or
+    /// [`JobHandle::join_captured`]. Output of `map` chunks, which have no
+    /// handle of their own, and of initializers is written to this
+    /// process's own stream, one job's output in one piece. Output is held
+    /// in memory until its job ends, up to `max_payload` bytes per job.
+    ///
+    /// [`JobHandle::captured_output`]: crate::JobHandle::captured_output
+    /// [`JobHandle::join_captured`]: crate::JobHandle::join_captured
+    Capture,
 }
 
 #[derive(Debug, Clone)]
@@ -359,6 +371,8 @@ pub(crate) trait ProcJob: Send + Sync {
     fn requeued(&self);
     /// Arms the job's timeout, now that it is running.
     fn arm_timeout(self: Arc<Self>);
+    /// Hands over what the job wrote to stdout/stderr, before it resolves.
+    fn set_output(&self, output: CapturedOutput);
 }
 
 /// A process job and its handle's state, in one allocation.
@@ -371,6 +385,7 @@ struct ProcCell<O, D> {
     decode: D,
     attempts: AtomicU64,
     slot: Mutex<Option<Arc<supervisor::SlotCtl>>>,
+    output: Mutex<Option<CapturedOutput>>,
 }
 
 impl<O, D> ProcCell<O, D> {
@@ -394,6 +409,12 @@ impl<O: Send, D: Send + Sync> Cell<O> for ProcCell<O, D> {
     }
     fn cancelled(&self) {
         self.kill_if_running();
+    }
+    fn captured_output(&self) -> Option<CapturedOutput> {
+        self.output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -451,6 +472,22 @@ where
         if let Some(after) = self.timeout {
             let weak = Arc::downgrade(&self);
             crate::timer::schedule(after, weak);
+        }
+    }
+    fn set_output(&self, output: CapturedOutput) {
+        if self.chunk {
+            // A map chunk has no handle of its own to read it from.
+            output.pass_on();
+            return;
+        }
+        let mut slot = self.output.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.as_mut() {
+            // A retried job keeps what every attempt wrote.
+            Some(earlier) => {
+                earlier.stdout.extend_from_slice(&output.stdout);
+                earlier.stderr.extend_from_slice(&output.stderr);
+            }
+            None => *slot = Some(output),
         }
     }
 }
@@ -515,6 +552,7 @@ impl ProcessPool {
             decode,
             attempts: AtomicU64::new(0),
             slot: Mutex::new(None),
+            output: Mutex::new(None),
         });
         self.shared.push(cell.clone());
         JobHandle::from_cell(cell)

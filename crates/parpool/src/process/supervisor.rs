@@ -2,8 +2,9 @@
 //! it jobs, reads its replies, and replaces it when it dies.
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Write};
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
@@ -12,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle as ThreadHandle;
 use std::time::{Duration, Instant};
 
+use super::capture::{self, CapturedOutput};
 use super::fdpass::{FdStream, TakeFds};
 use super::wire::{self, FromWorker, LogLevel, ToWorker, ToWorkerRef};
 use super::{Config, ProcJob, Shared, State, WorkerOutput, sys};
@@ -135,6 +137,8 @@ struct Conn {
     writer: BufWriter<UnixStream>,
     pid: u32,
     jobs_done: u64,
+    /// Our descriptors of the worker's capture files (stdout, stderr).
+    capture: [Option<File>; 2],
 }
 
 impl Conn {
@@ -146,9 +150,18 @@ impl Conn {
             .env(sys::PARENT_ENV, sys::pid().to_string())
             .env(sys::MAX_FRAME_ENV, (config.max_payload + 4096).to_string())
             .env(sys::MAX_OUTPUT_ENV, config.max_payload.to_string())
-            .stdin(Stdio::from(OwnedFd::from(theirs)))
-            .stdout(stdio(config.stdout))
-            .stderr(stdio(config.stderr));
+            .stdin(Stdio::from(OwnedFd::from(theirs)));
+        let capture = [capture_file(config.stdout)?, capture_file(config.stderr)?];
+        cmd.stdout(stdio(config.stdout, &capture[0])?)
+            .stderr(stdio(config.stderr, &capture[1])?);
+        let which: String = capture
+            .iter()
+            .zip(["1", "2"])
+            .filter_map(|(file, n)| file.as_ref().map(|_| n))
+            .collect();
+        if !which.is_empty() {
+            cmd.env(capture::CAPTURE_ENV, which);
+        }
         if let Some(bytes) = config.memory_limit {
             cmd.env(sys::MEMORY_ENV, bytes.to_string());
         }
@@ -205,14 +218,15 @@ impl Conn {
             let failure = match reply {
                 Ok(Some(FromWorker::Done {
                     id: 0,
-                    result: Ok(_),
+                    result,
+                    output,
                     ..
-                })) => None,
-                Ok(Some(FromWorker::Done {
-                    id: 0,
-                    result: Err(e),
-                    ..
-                })) => Some(StartError::Init(e)),
+                })) => {
+                    if let Some(output) = output {
+                        output.pass_on();
+                    }
+                    result.err().map(StartError::Init)
+                }
                 other => Some(StartError::Io(io::Error::other(format!(
                     "the worker did not answer its initializer: {other:?}"
                 )))),
@@ -235,15 +249,40 @@ impl Conn {
             writer,
             pid,
             jobs_done: 0,
+            capture,
+        })
+    }
+
+    /// What the worker's job wrote before the worker died.
+    fn leftover_output(&self) -> Option<CapturedOutput> {
+        if self.capture.iter().all(Option::is_none) {
+            return None;
+        }
+        let take = |file: &Option<File>| {
+            file.as_ref()
+                .and_then(|f| capture::drain(f.as_fd(), u64::MAX).ok())
+                .unwrap_or_default()
+        };
+        Some(CapturedOutput {
+            stdout: take(&self.capture[0]),
+            stderr: take(&self.capture[1]),
         })
     }
 }
 
-fn stdio(o: WorkerOutput) -> Stdio {
+fn capture_file(o: WorkerOutput) -> io::Result<Option<File>> {
     match o {
-        WorkerOutput::Inherit => Stdio::inherit(),
-        WorkerOutput::Null => Stdio::null(),
+        WorkerOutput::Capture => capture::create().map(Some),
+        WorkerOutput::Inherit | WorkerOutput::Null => Ok(None),
     }
+}
+
+fn stdio(o: WorkerOutput, capture: &Option<File>) -> io::Result<Stdio> {
+    Ok(match (o, capture) {
+        (WorkerOutput::Capture, Some(file)) => Stdio::from(file.try_clone()?),
+        (WorkerOutput::Null, _) => Stdio::null(),
+        _ => Stdio::inherit(),
+    })
 }
 
 struct Supervisor {
@@ -442,7 +481,12 @@ impl Supervisor {
         );
         let pid = conn.pid;
         match frame {
-            Ok(Some(FromWorker::Done { id, shared, result })) => {
+            Ok(Some(FromWorker::Done {
+                id,
+                shared,
+                result,
+                output,
+            })) => {
                 let result = match result {
                     Ok(bytes) => match conn.reader.take_fds(shared as usize) {
                         Ok(fds) => Ok((bytes.0, fds)),
@@ -464,6 +508,9 @@ impl Supervisor {
                 };
                 match self.finish_head() {
                     Some(job) if job.id() == id => {
+                        if let Some(output) = output {
+                            job.set_output(output);
+                        }
                         let counter = if job.complete(result) {
                             &self.shared.counters.completed
                         } else {
@@ -514,6 +561,8 @@ impl Supervisor {
             },
             Err(_) => ExitStatus::Unknown,
         };
+        // Read once the worker is gone, so that nothing more is written.
+        let leftover = conn.leftover_output();
         let killed_for = {
             let mut st = self.ctl.lock();
             st.pid = None;
@@ -522,7 +571,14 @@ impl Supervisor {
         };
         self.shared.counters.respawns.fetch_add(1, Relaxed);
         let mut requeue: Vec<Arc<dyn ProcJob>> = Vec::new();
-        if let Some(head) = self.finish_head() {
+        let head = self.finish_head();
+        // What the dead worker's last job wrote belongs to that job.
+        match (leftover, &head) {
+            (Some(output), Some(job)) => job.set_output(output),
+            (Some(output), None) => output.pass_on(),
+            (None, _) => {}
+        }
+        if let Some(head) = head {
             if head.is_resolved() {
                 // Cancelled or timed out: the kill was its own.
                 self.shared.counters.failed.fetch_add(1, Relaxed);
@@ -622,6 +678,9 @@ impl Supervisor {
                         pause = (pause * 2).min(Duration::from_millis(5));
                     }
                 }
+            }
+            if let Some(output) = conn.leftover_output() {
+                output.pass_on();
             }
             let mut st = self.ctl.lock();
             st.pid = None;

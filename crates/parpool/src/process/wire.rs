@@ -11,6 +11,7 @@ use std::os::fd::BorrowedFd;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::capture::CapturedOutput;
 use super::fdpass::SendFds;
 use crate::error::JobError;
 
@@ -65,6 +66,8 @@ pub(crate) enum FromWorker {
         id: u64,
         shared: u32,
         result: Result<Bytes, JobError>,
+        /// What the job wrote, when the pool captures output.
+        output: Option<CapturedOutput>,
     },
     /// A `tracing` event emitted in the worker.
     Log {
@@ -184,11 +187,16 @@ mod tests {
                 id: 1,
                 shared: 0,
                 result: Ok(Bytes(vec![1, 2, 3])),
+                output: None,
             },
             FromWorker::Done {
                 id: 2,
                 shared: 0,
                 result: Err(JobError::Cancelled),
+                output: Some(CapturedOutput {
+                    stdout: b"out".to_vec(),
+                    stderr: Vec::new(),
+                }),
             },
             FromWorker::Log {
                 job: Some(3),

@@ -6,6 +6,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
+use super::capture::Streams;
 use super::fdpass::{FdStream, SendFds, TakeFds};
 use super::sys;
 use super::wire::{self, FromWorker, LogLevel, ToWorker};
@@ -79,10 +80,12 @@ fn serve_process() -> io::Result<()> {
         wire::write_frame(&mut *w, &FromWorker::Hello { pid: sys::pid() })?;
         w.flush()?;
     }
+    let streams = Streams::from_env(limits.max_output);
     serve(
         BufReader::with_capacity(64 * 1024, FdStream::new(socket)),
         &out,
         limits,
+        &streams,
     )
 }
 
@@ -100,6 +103,7 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds>(
     mut input: BufReader<R>,
     out: &Arc<Mutex<W>>,
     limits: Limits,
+    streams: &Streams,
 ) -> io::Result<()> {
     let mut buf = Vec::new();
     loop {
@@ -131,6 +135,7 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds>(
                     id: 0,
                     shared: 0,
                     result,
+                    output: streams.take(),
                 };
                 let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
                 wire::write_frame(&mut *w, &done)?;
@@ -147,6 +152,7 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds>(
                 CURRENT_JOB.store(id, Relaxed);
                 let result = run_one(&task, chunk, &payload, fds, limits);
                 CURRENT_JOB.store(0, Relaxed);
+                let output = streams.take();
                 let (result, segments) = match result {
                     Ok(encoded) => (Ok(wire::Bytes(encoded.bytes)), encoded.shared),
                     Err(e) => (Err(e), Vec::new()),
@@ -156,6 +162,7 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds>(
                     // At most one descriptor per output byte, so this fits.
                     shared: segments.len() as u32,
                     result,
+                    output,
                 };
                 let fds: Vec<_> = segments.iter().map(|s| s.fd()).collect();
                 let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
@@ -274,7 +281,7 @@ mod tests {
 
     fn run_frames(frames: &[u8]) -> (io::Result<()>, Vec<u8>) {
         let out = Arc::new(Mutex::new(Vec::new()));
-        let r = serve(BufReader::new(frames), &out, limits());
+        let r = serve(BufReader::new(frames), &out, limits(), &Streams::default());
         let bytes = std::mem::take(&mut *out.lock().unwrap());
         (r, bytes)
     }
@@ -302,7 +309,8 @@ mod tests {
                 shared: 0,
                 result: Err(JobError::UnknownTask {
                     name: "no::such".into()
-                })
+                }),
+                output: None,
             }
         );
     }
