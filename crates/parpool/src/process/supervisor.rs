@@ -24,7 +24,7 @@ use crate::shm::Segment;
 /// measured job duration, is queued there: tiny jobs travel in batches,
 /// long ones one at a time (so they spread over the workers).
 const PIPELINE_TARGET: Duration = Duration::from_micros(500);
-const MAX_PIPELINE: usize = 64;
+const MAX_PIPELINE: usize = 1024;
 /// Unanswered request bytes allowed in the socket, well under its buffer
 /// (about 200 KiB on Linux). The supervisor writes and reads on one thread:
 /// if it could block writing while the worker blocks writing a reply, both
