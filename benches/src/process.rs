@@ -157,6 +157,10 @@ pub(crate) fn round_trip(workers: usize, n: u64) -> Vec<LatencyContender> {
             }),
         ),
         (
+            "OS floor: 1 byte to cat and back (pipes)",
+            Box::new(move || ping_pong_floor(n)),
+        ),
+        (
             "Python ProcessPoolExecutor",
             Box::new(move || {
                 let v = python("ppe_roundtrip", n, workers);
@@ -169,6 +173,32 @@ pub(crate) fn round_trip(workers: usize, n: u64) -> Vec<LatencyContender> {
             }),
         ),
     ]
+}
+
+/// The operating system's own price for a round trip to another process
+/// that blocks waiting for it: one byte written to `cat`, read back.
+/// No pool that sleeps between jobs can beat it.
+fn ping_pong_floor(n: u64) -> Vec<f64> {
+    use std::io::{Read, Write};
+    let mut cat = Command::new("cat")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("cat");
+    let mut to = cat.stdin.take().expect("stdin");
+    let mut from = cat.stdout.take().expect("stdout");
+    let mut byte = [7u8];
+    let samples = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            to.write_all(&byte).expect("write to cat");
+            from.read_exact(&mut byte).expect("read from cat");
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    drop(to);
+    let _ = cat.wait();
+    samples
 }
 
 /// Ordered map over `n` tiny items.
