@@ -518,7 +518,9 @@ fn fmt_time(secs: f64) -> String {
     let d = Duration::from_secs_f64(secs);
     if d >= Duration::from_secs(1) {
         format!("{:.2} s", secs)
-    } else {
+    } else if d >= Duration::from_millis(1) {
         format!("{:.2} ms", secs * 1e3)
+    } else {
+        format!("{:.1} µs", secs * 1e6)
     }
 }
