@@ -1,20 +1,34 @@
 //! The `parpool` command.
-//!
-//! Subcommands (`run`, `compare`) arrive with the process pool; for now the
-//! binary describes itself.
 
-use clap::Parser;
+mod run;
 
-/// Run commands in parallel, and measure whether threads, processes or async
-/// tasks suit a workload best on this machine.
+use clap::{Parser, Subcommand};
+
+/// Run commands in parallel, on parpool's engine.
 #[derive(Debug, Parser)]
 #[command(name = "parpool", version, about, long_about = None)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a command once per input, in parallel (GNU parallel's syntax).
+    Run(run::RunArgs),
+}
 
 fn main() {
-    let _cli = Cli::parse();
-    use clap::CommandFactory;
-    // No subcommand exists yet: show what the tool is.
-    let _ = Cli::command().print_help();
-    println!();
+    let cli = Cli::parse();
+    let status = match cli.command {
+        Command::Run(args) => run::main(args),
+    };
+    let code = match status {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("parpool: {e:#}");
+            255
+        }
+    };
+    std::process::exit(code);
 }

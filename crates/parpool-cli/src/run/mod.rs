@@ -1,0 +1,569 @@
+//! `parpool run`: GNU parallel's way of running commands, on parpool.
+
+mod exec;
+mod input;
+mod template;
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use exec::{Mode, Outcome, Plan, Runner};
+use input::{Linked, Source, Split};
+
+/// Options of `parpool run`. Everything after them is the command, then
+/// the inputs.
+#[derive(Debug, Args)]
+#[command(after_help = "\
+INPUTS (after the command):
+  ::: A B C      arguments as inputs; several ::: give every combination
+  :::+ 1 2 3     paired with the source before (stops at the shorter)
+  :::: FILE      lines of FILE (- is standard input); ::::+ pairs it
+  (none)         lines of standard input
+
+REPLACEMENT STRINGS:
+  {}  input    {.}  without extension    {/}  basename    {//}  directory
+  {/.}  basename without extension    {#}  job number    {%}  job slot
+  {N} {N.} {N/} {N//} {N/.}  the same for input source N
+  Without any, the inputs are appended as arguments.
+
+EXIT STATUS: 0 if every job succeeded, else the number of failed jobs
+(at most 101); 255 on any other error.
+
+EXAMPLES:
+  parpool run gzip -9 ::: *.log
+  parpool run -j 4 --tag convert {} {.}.png ::: *.jpg
+  find . -name '*.c' | parpool run -k wc -l")]
+pub(crate) struct RunArgs {
+    /// Jobs at once: N, N% of the cores, +N or -N relative to the cores.
+    #[arg(short = 'j', long = "jobs", value_name = "N", default_value = "100%")]
+    jobs: String,
+    /// Print output in the order of the inputs, not of completion.
+    #[arg(short = 'k', long = "keep-order")]
+    keep_order: bool,
+    /// Let jobs write straight to the terminal (output may interleave).
+    #[arg(short = 'u', long = "ungroup")]
+    ungroup: bool,
+    /// Prefix each output line with the job's input and a tab.
+    #[arg(long)]
+    tag: bool,
+    /// Run the command through `sh -c`, inputs quoted (default: run it
+    /// directly; a single-word command with spaces implies --shell).
+    #[arg(long)]
+    shell: bool,
+    /// Kill a job (its whole process group) after this long: 10, 1.5s, 2m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// Run a failing job up to N times in all (as GNU parallel counts).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    retries: u32,
+    /// Stop on failures or successes: now|soon,fail=N|success=N|fail=P%.
+    #[arg(long, value_name = "WHEN,COND", value_parser = parse_halt)]
+    halt: Option<Halt>,
+    /// Write a log of each job in GNU parallel's joblog format.
+    #[arg(long, value_name = "FILE")]
+    joblog: Option<std::path::PathBuf>,
+    /// Print the commands instead of running them.
+    #[arg(long)]
+    dry_run: bool,
+    /// Inputs are separated by NUL, not newline.
+    #[arg(short = '0', long = "null")]
+    null: bool,
+    /// Split each input line into columns, {1} {2}…, at this string.
+    #[arg(long, value_name = "SEP")]
+    colsep: Option<String>,
+    /// The command, then the inputs.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "COMMAND [ARGS]... [::: INPUTS]"
+    )]
+    rest: Vec<OsString>,
+}
+
+/// `--halt`: when to stop, and on what.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Halt {
+    now: bool,
+    on_failure: bool,
+    threshold: Threshold,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Threshold {
+    Count(u64),
+    Percent(f64),
+}
+
+fn parse_halt(s: &str) -> Result<Halt, String> {
+    let bad = || format!("`{s}`: expected now|soon,fail=N|success=N|fail=P% (e.g. now,fail=1)");
+    let (when, cond) = s.split_once(',').ok_or_else(bad)?;
+    let now = match when {
+        "now" => true,
+        "soon" => false,
+        _ => return Err(bad()),
+    };
+    let (kind, value) = cond.split_once('=').ok_or_else(bad)?;
+    let on_failure = match kind {
+        "fail" => true,
+        "success" => false,
+        _ => return Err(bad()),
+    };
+    let threshold = match value.strip_suffix('%') {
+        Some(p) => Threshold::Percent(
+            p.parse()
+                .ok()
+                .filter(|p: &f64| (0.0..=100.0).contains(p))
+                .ok_or_else(bad)?,
+        ),
+        None => Threshold::Count(value.parse().ok().filter(|&n| n > 0).ok_or_else(bad)?),
+    };
+    Ok(Halt {
+        now,
+        on_failure,
+        threshold,
+    })
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 10, 1.5s, 500ms, 2m)"))?;
+    let scale = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m, h)")),
+    };
+    Duration::try_from_secs_f64(n * scale).map_err(|e| format!("`{s}`: {e}"))
+}
+
+/// How many jobs run at once, from `-j`.
+fn job_slots(spec: &str, cores: usize) -> anyhow::Result<usize> {
+    let bad = || anyhow::anyhow!("-j {spec}: expected N, N%, +N or -N");
+    let n = if let Some(p) = spec.strip_suffix('%') {
+        let p: f64 = p.parse().map_err(|_| bad())?;
+        (cores as f64 * p / 100.0).floor() as i64
+    } else if let Some(d) = spec.strip_prefix('+') {
+        cores as i64 + d.parse::<i64>().map_err(|_| bad())?
+    } else if let Some(d) = spec.strip_prefix('-') {
+        cores as i64 - d.parse::<i64>().map_err(|_| bad())?
+    } else {
+        match spec.parse::<i64>().map_err(|_| bad())? {
+            // GNU parallel: as many as possible.
+            0 => 1024,
+            n => n,
+        }
+    };
+    Ok(n.clamp(1, 1024) as usize)
+}
+
+/// Splits the words after the options into the command and the sources.
+fn split_rest(rest: Vec<OsString>) -> anyhow::Result<(Vec<OsString>, Vec<Linked>)> {
+    let mut command = Vec::new();
+    let mut sources: Vec<Linked> = Vec::new();
+    let mut current: Option<(bool, bool, Vec<OsString>)> = None; // (file, linked, words)
+    let mut finish = |cur: Option<(bool, bool, Vec<OsString>)>| -> anyhow::Result<()> {
+        if let Some((file, linked, words)) = cur {
+            if file {
+                if words.is_empty() {
+                    bail!(":::: needs at least one file");
+                }
+                for (i, w) in words.into_iter().enumerate() {
+                    sources.push(Linked {
+                        source: Source::File(w.into()),
+                        linked: linked && i == 0,
+                    });
+                }
+            } else {
+                sources.push(Linked {
+                    source: Source::Args(words),
+                    linked,
+                });
+            }
+        }
+        Ok(())
+    };
+    for word in rest {
+        let sep = match word.as_bytes() {
+            b":::" => Some((false, false)),
+            b":::+" => Some((false, true)),
+            b"::::" => Some((true, false)),
+            b"::::+" => Some((true, true)),
+            _ => None,
+        };
+        match (sep, current.as_mut()) {
+            (Some((file, linked)), _) => {
+                finish(current.take())?;
+                current = Some((file, linked, Vec::new()));
+            }
+            (None, Some((_, _, words))) => words.push(word),
+            (None, None) => command.push(word),
+        }
+    }
+    finish(current.take())?;
+    Ok((command, sources))
+}
+
+/// Runs `parpool run`; returns the exit status.
+pub(crate) fn main(args: RunArgs) -> anyhow::Result<i32> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let slots = job_slots(&args.jobs, cores)?;
+    let (command, sources) = split_rest(args.rest)?;
+    let mut words = command
+        .iter()
+        .map(|w| template::parse_word(w))
+        .collect::<Result<Vec<_>, _>>()?;
+    let n_sources = if sources.is_empty() { 1 } else { sources.len() };
+    let mode = if words.is_empty() {
+        Mode::InputIsCommand
+    } else if args.shell || (command.len() == 1 && command[0].as_bytes().contains(&b' ')) {
+        Mode::Shell
+    } else {
+        Mode::Direct
+    };
+    if args.colsep.is_none() {
+        template::check_sources(&words, n_sources)?;
+    }
+    let append = mode != Mode::InputIsCommand && !template::uses_input(&words);
+    if mode == Mode::InputIsCommand {
+        words.clear();
+    }
+    let split = Split {
+        delimiter: if args.null { 0 } else { b'\n' },
+        colsep: args.colsep.map(String::into_bytes),
+    };
+    let jobs = input::jobs(sources, &split)?;
+    let runner = Arc::new(Runner {
+        plan: Plan {
+            words,
+            mode,
+            append,
+        },
+        group: !args.ungroup,
+        timeout: args.timeout,
+        tries: args.retries.max(1),
+        running: Mutex::new(Default::default()),
+        stop: AtomicBool::new(false),
+        kill: AtomicBool::new(false),
+    });
+
+    // Input errors stop the input (jobs already read still run) and make
+    // the exit status 255.
+    let input_error: Arc<Mutex<Option<io::Error>>> = Arc::default();
+    let seen_error = input_error.clone();
+    let jobs = jobs
+        .map_while(move |r| match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                *seen_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                None
+            }
+        })
+        .zip(1u64..);
+
+    if args.dry_run {
+        let mut out = io::stdout().lock();
+        for (values, seq) in jobs {
+            let fill = template::Fill {
+                args: &values,
+                seq,
+                slot: 1,
+            };
+            out.write_all(&runner.plan.argv(&fill).display())?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+        return Ok(finish_status(0, &input_error));
+    }
+
+    let mut joblog = match &args.joblog {
+        Some(path) => {
+            let mut f = BufWriter::new(
+                File::create(path)
+                    .with_context(|| format!("cannot write the joblog {}", path.display()))?,
+            );
+            f.write_all(
+                b"Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n",
+            )?;
+            f.flush()?;
+            Some(f)
+        }
+        None => None,
+    };
+
+    let interrupts = interrupt::watch(runner.clone())?;
+    let pool = parpool::ThreadPool::builder()
+        .workers(slots)
+        .name("parpool-run")
+        .build()?;
+    let free_slots = Arc::new(Mutex::new((1..=slots).rev().collect::<Vec<_>>()));
+    let job_runner = runner.clone();
+    let run_one = move |(values, seq): (Vec<OsString>, u64)| {
+        let slot = free_slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or(1);
+        let outcome = job_runner.run(seq, values, slot);
+        free_slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(slot);
+        outcome
+    };
+    let mut tally = Tally::default();
+    let mut report = |outcome: Outcome| -> anyhow::Result<()> {
+        if outcome.skipped {
+            return Ok(());
+        }
+        print_output(&outcome, args.tag)?;
+        if let Some(log) = joblog.as_mut() {
+            write_joblog(log, &outcome)?;
+        }
+        if tally.halted.is_some() && runner.kill.load(Ordering::Acquire) {
+            // Killed by the halt: logged, not counted.
+            return Ok(());
+        }
+        tally.add(&outcome);
+        if let Some(halt) = args.halt
+            && tally.halted.is_none()
+            && tally.reached(halt)
+        {
+            // As GNU parallel: the exit status is the deciding job's.
+            tally.halted = Some(if halt.on_failure {
+                outcome.exit.clamp(1, 101)
+            } else {
+                0
+            });
+            runner.stop.store(true, Ordering::SeqCst);
+            if halt.now {
+                runner.kill_all();
+            }
+        }
+        Ok(())
+    };
+    let window = slots * 2;
+    if args.keep_order {
+        for r in pool.map(run_one, jobs).chunk_size(1).window(window) {
+            report(r?)?;
+        }
+    } else {
+        for (_, r) in pool
+            .map_unordered(run_one, jobs)
+            .chunk_size(1)
+            .window(window)
+        {
+            report(r?)?;
+        }
+    }
+    drop(interrupts);
+    let status = match tally.halted {
+        Some(status) => status,
+        None => tally.failed.min(101) as i32,
+    };
+    Ok(finish_status(status, &input_error))
+}
+
+fn finish_status(status: i32, input_error: &Mutex<Option<io::Error>>) -> i32 {
+    match input_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        Some(e) => {
+            eprintln!("parpool: {e}");
+            255
+        }
+        None => status,
+    }
+}
+
+#[derive(Debug, Default)]
+struct Tally {
+    done: u64,
+    failed: u64,
+    /// The exit status decided by `--halt`, once it triggered.
+    halted: Option<i32>,
+}
+
+impl Tally {
+    fn add(&mut self, o: &Outcome) {
+        self.done += 1;
+        if o.failed() {
+            self.failed += 1;
+        }
+    }
+
+    fn reached(&self, halt: Halt) -> bool {
+        let hits = if halt.on_failure {
+            self.failed
+        } else {
+            self.done - self.failed
+        };
+        match halt.threshold {
+            Threshold::Count(n) => hits >= n,
+            // As GNU parallel: judged once at least 3 jobs are done.
+            Threshold::Percent(p) => self.done >= 3 && hits as f64 * 100.0 >= p * self.done as f64,
+        }
+    }
+}
+
+/// Writes a job's output, each stream in one piece.
+fn print_output(o: &Outcome, tag: bool) -> io::Result<()> {
+    let prefix: Option<Vec<u8>> = tag.then(|| {
+        let parts: Vec<&[u8]> = o.values.iter().map(|v| v.as_bytes()).collect();
+        let mut p = parts.join(&b' ');
+        p.push(b'\t');
+        p
+    });
+    let emit = |w: &mut dyn Write, bytes: &[u8]| -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        match &prefix {
+            None => w.write_all(bytes)?,
+            Some(p) => {
+                let mut buf = Vec::with_capacity(bytes.len() + p.len() * 4);
+                for line in bytes.split_inclusive(|&b| b == b'\n') {
+                    buf.extend_from_slice(p);
+                    buf.extend_from_slice(line);
+                }
+                w.write_all(&buf)?;
+            }
+        }
+        w.flush()
+    };
+    emit(&mut io::stdout().lock(), &o.stdout)?;
+    emit(&mut io::stderr().lock(), &o.stderr)
+}
+
+/// One joblog line, as GNU parallel writes it.
+fn write_joblog(log: &mut impl Write, o: &Outcome) -> io::Result<()> {
+    let start = o
+        .started
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0.0, |d| d.as_secs_f64());
+    write!(
+        log,
+        "{}\t:\t{:14.3}\t{:10.3}\t0\t{}\t{}\t{}\t",
+        o.seq,
+        start,
+        o.runtime.as_secs_f64(),
+        o.stdout.len() + o.stderr.len(),
+        o.exit,
+        o.signal
+    )?;
+    log.write_all(&o.command)?;
+    log.write_all(b"\n")?;
+    log.flush()
+}
+
+mod interrupt {
+    //! SIGINT and SIGTERM: once, start no new job and let running ones
+    //! finish; twice, kill the running ones too.
+
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::iterator::{Handle, Signals};
+
+    use super::exec::Runner;
+
+    /// Watches for interrupts until dropped.
+    pub(crate) struct Watch {
+        handle: Handle,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Drop for Watch {
+        fn drop(&mut self) {
+            self.handle.close();
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+
+    pub(crate) fn watch(runner: Arc<Runner>) -> std::io::Result<Watch> {
+        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        let handle = signals.handle();
+        let thread = std::thread::Builder::new()
+            .name("parpool-signals".into())
+            .spawn(move || {
+                let mut count = 0;
+                for _ in signals.forever() {
+                    count += 1;
+                    runner.stop.store(true, Ordering::SeqCst);
+                    if count == 1 {
+                        eprintln!(
+                            "parpool: interrupted: starting no new jobs, waiting for the running \
+                             ones (interrupt again to kill them)"
+                        );
+                    } else {
+                        runner.kill_all();
+                    }
+                }
+            })?;
+        Ok(Watch {
+            handle,
+            thread: Some(thread),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_slots_follow_gnu_parallel() {
+        assert_eq!(job_slots("3", 8).unwrap(), 3);
+        assert_eq!(job_slots("50%", 8).unwrap(), 4);
+        assert_eq!(job_slots("200%", 2).unwrap(), 4);
+        assert_eq!(job_slots("+2", 2).unwrap(), 4);
+        assert_eq!(job_slots("-5", 2).unwrap(), 1);
+        assert!(job_slots("x", 2).is_err());
+    }
+
+    #[test]
+    fn halt_and_durations_parse() {
+        assert_eq!(
+            parse_halt("now,fail=1").unwrap(),
+            Halt {
+                now: true,
+                on_failure: true,
+                threshold: Threshold::Count(1)
+            }
+        );
+        assert!(parse_halt("soon,success=50%").is_ok());
+        assert!(parse_halt("later,fail=1").is_err());
+        assert!(parse_halt("now,fail=0").is_err());
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn the_rest_splits_into_command_and_sources() {
+        let words: Vec<OsString> = ["echo", "{}", ":::", "a", "b", ":::+", "1", "::::", "f"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        let (cmd, sources) = split_rest(words).unwrap();
+        assert_eq!(cmd, ["echo", "{}"]);
+        assert_eq!(sources.len(), 3);
+        assert!(sources[1].linked);
+        assert_eq!(sources[2].source, Source::File("f".into()));
+    }
+}

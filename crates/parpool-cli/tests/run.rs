@@ -1,0 +1,489 @@
+//! `parpool run`, end to end: the built binary on real commands.
+
+use std::ffi::OsStr;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn parpool() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_parpool"))
+}
+
+fn run(args: &[&str]) -> Output {
+    parpool().arg("run").args(args).output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("parpool-run-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn replacement_strings_on_tricky_paths() {
+    let inputs = [
+        "dir with space/file.tar.gz",
+        "it's \"quoted\".txt",
+        "ünïcödé/ファイル.md",
+        ".hidden",
+        "plain",
+    ];
+    let mut args = vec![
+        "-k",
+        "printf",
+        "%s|%s|%s|%s|%s\\n",
+        "{}",
+        "{.}",
+        "{/}",
+        "{//}",
+        "{/.}",
+        ":::",
+    ];
+    args.extend(inputs);
+    let direct = run(&args);
+    assert!(direct.status.success());
+    let want = "dir with space/file.tar.gz|dir with space/file.tar|file.tar.gz|dir with space|file.tar\n\
+                it's \"quoted\".txt|it's \"quoted\"|it's \"quoted\".txt|.|it's \"quoted\"\n\
+                ünïcödé/ファイル.md|ünïcödé/ファイル|ファイル.md|ünïcödé|ファイル\n\
+                .hidden|.hidden|.hidden|.|.hidden\n\
+                plain|plain|plain|.|plain\n";
+    assert_eq!(stdout(&direct), want);
+    // Through the shell the command is shell code (so the format is quoted
+    // here) and the values are quoted for it: the same words arrive.
+    args[2] = "'%s|%s|%s|%s|%s\\n'";
+    args.insert(0, "--shell");
+    let shell = run(&args);
+    assert_eq!(stdout(&shell), want);
+}
+
+#[test]
+fn job_number_slot_and_several_sources() {
+    let o = run(&[
+        "-k", "-j", "2", "echo", "{#}", "{1}{2}", ":::", "a", "b", ":::", "x", "y",
+    ]);
+    assert_eq!(stdout(&o), "1 ax\n2 ay\n3 bx\n4 by\n");
+    let o = run(&[
+        "-k", "echo", "{1}{2}", ":::", "a", "b", "c", ":::+", "1", "2",
+    ]);
+    assert_eq!(stdout(&o), "a1\nb2\n");
+    let o = run(&[
+        "-j",
+        "3",
+        "sh",
+        "-c",
+        "echo $PARALLEL_JOBSLOT",
+        ":::",
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
+    ]);
+    for line in stdout(&o).lines() {
+        let slot: usize = line.parse().unwrap();
+        assert!((1..=3).contains(&slot), "slot {slot}");
+    }
+}
+
+#[test]
+fn without_a_replacement_string_inputs_are_appended() {
+    let o = run(&["-k", "echo", "got", ":::", "a b", "c"]);
+    assert_eq!(stdout(&o), "got a b\ngot c\n");
+    // No command at all: each input is a shell command.
+    let o = run(&["-k", ":::", "echo one", "echo two | tr a-z A-Z"]);
+    assert_eq!(stdout(&o), "one\nTWO\n");
+}
+
+#[test]
+fn keep_order_holds_under_random_durations() {
+    let mut args = vec![
+        "-k",
+        "-j",
+        "4",
+        "sh",
+        "-c",
+        "sleep 0.0$(( $1 * 7 % 10 )); echo $1",
+        "sh",
+        ":::",
+    ];
+    let inputs: Vec<String> = (1..=24).map(|i| i.to_string()).collect();
+    args.extend(inputs.iter().map(String::as_str));
+    let o = run(&args);
+    let got: Vec<String> = stdout(&o).lines().map(str::to_owned).collect();
+    assert_eq!(got, inputs);
+}
+
+#[test]
+fn output_of_concurrent_jobs_is_grouped_per_job() {
+    let script = "for i in 1 2 3 4 5 6 7 8 9 10; do echo \"$1 $i\"; sleep 0.002; done";
+    let mut args = vec!["-j", "4", "sh", "-c", script, "sh", ":::"];
+    let inputs: Vec<String> = (1..=8).map(|i| format!("job{i}")).collect();
+    args.extend(inputs.iter().map(String::as_str));
+    let o = run(&args);
+    let lines: Vec<String> = stdout(&o).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 80);
+    for block in lines.chunks(10) {
+        let job = block[0].split(' ').next().unwrap();
+        for (i, line) in block.iter().enumerate() {
+            assert_eq!(
+                line,
+                &format!("{job} {}", i + 1),
+                "lines interleaved: {block:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn tag_prefixes_every_line() {
+    let o = run(&["-k", "--tag", "printf", "a\\nb\\n", ":::", "x"]);
+    assert_eq!(stdout(&o), "x\ta\nx\tb\n");
+}
+
+fn processes_with(marker: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.split(|&b| b == 0).any(|w| w == marker.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn timeout_kills_the_whole_process_tree() {
+    let marker = "987.654321";
+    let t = Instant::now();
+    let o = run(&[
+        "--timeout",
+        "0.5",
+        "sh",
+        "-c",
+        "sleep $1 & sleep $1 & sleep $1",
+        "sh",
+        ":::",
+        marker,
+    ]);
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("timed out"));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(processes_with(marker).is_empty(), "sleep children survived");
+}
+
+#[test]
+fn retries_rerun_a_failing_job() {
+    let dir = scratch("retries");
+    let counter = dir.join("n");
+    let script =
+        "n=$(cat \"$1\" 2>/dev/null || echo 0); n=$((n+1)); echo $n > \"$1\"; [ $n -ge 3 ]";
+    let c = counter.to_str().unwrap();
+    let o = run(&["--retries", "3", "sh", "-c", script, "sh", ":::", c]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(std::fs::read_to_string(&counter).unwrap().trim(), "3");
+    std::fs::remove_file(&counter).unwrap();
+    let o = run(&["--retries", "2", "sh", "-c", script, "sh", ":::", c]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(std::fs::read_to_string(&counter).unwrap().trim(), "2");
+}
+
+#[test]
+fn halt_now_kills_running_jobs_and_soon_lets_them_finish() {
+    let script = "if [ $1 = 2 ]; then exit 1; fi; sleep 3";
+    let t = Instant::now();
+    let o = run(&[
+        "-j",
+        "4",
+        "--halt",
+        "now,fail=1",
+        "sh",
+        "-c",
+        script,
+        "sh",
+        ":::",
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
+    ]);
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(o.status.code(), Some(1), "the failing job's exit status");
+
+    let dir = scratch("halt");
+    let log = dir.join("log");
+    let script = "if [ $1 = 1 ]; then exit 1; fi; sleep 0.3";
+    let o = parpool()
+        .args(["run", "-j", "2", "--halt", "soon,fail=1", "--joblog"])
+        .arg(&log)
+        .args([
+            "sh", "-c", script, "sh", ":::", "1", "2", "3", "4", "5", "6",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let log = std::fs::read_to_string(&log).unwrap();
+    let ran = log.lines().count() - 1;
+    // Job 1 failed at once; the one already running finished; few or no
+    // others started.
+    assert!((2..=3).contains(&ran), "{log}");
+}
+
+#[test]
+fn joblog_is_in_gnu_parallel_format() {
+    let dir = scratch("joblog");
+    let log = dir.join("jobs.log");
+    let o = parpool()
+        .args(["run", "-k", "--joblog"])
+        .arg(&log)
+        .args(["sh", "-c", "echo $1; exit $1", "sh", ":::", "0", "3"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand"
+    );
+    let mut rows: Vec<Vec<String>> = lines
+        .map(|l| l.split('\t').map(|f| f.trim().to_owned()).collect())
+        .collect();
+    rows.sort();
+    assert_eq!(rows.len(), 2);
+    for (row, exit) in rows.iter().zip(["0", "3"]) {
+        assert_eq!(row.len(), 9);
+        assert_eq!(row[1], ":");
+        assert!(row[2].parse::<f64>().unwrap() > 1.6e9);
+        assert!(row[3].parse::<f64>().unwrap() >= 0.0);
+        assert_eq!(row[5], "2", "bytes received");
+        assert_eq!(row[6], exit);
+        assert_eq!(row[7], "0");
+        assert_eq!(row[8], format!("sh -c 'echo $1; exit $1' sh {exit}"));
+    }
+}
+
+#[test]
+fn exit_status_counts_failures_up_to_101() {
+    assert_eq!(run(&["true", ":::", "1", "2"]).status.code(), Some(0));
+    assert_eq!(run(&["false", ":::", "1", "2", "3"]).status.code(), Some(3));
+    let many: Vec<String> = (0..105).map(|i| i.to_string()).collect();
+    let mut args = vec!["false", ":::"];
+    args.extend(many.iter().map(String::as_str));
+    assert_eq!(run(&args).status.code(), Some(101));
+}
+
+#[test]
+fn bad_input_is_a_clear_error_and_nothing_runs() {
+    let dir = scratch("bad");
+    let touched = dir.join("touched");
+    let t = touched.to_str().unwrap();
+    for (args, needle) in [
+        (
+            vec!["touch", t, "{..}", ":::", "x"],
+            "unknown replacement string",
+        ),
+        (vec!["touch", t, "{3}", ":::", "x"], "input source 3"),
+        (
+            vec!["touch", t, "::::", "/no/such/file"],
+            "cannot read input file",
+        ),
+        (vec!["-j", "lots", "touch", t, ":::", "x"], "-j lots"),
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(255), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!Path::new(&touched).exists(), "{args:?} ran something");
+    }
+    let o = run(&["no-such-program-xyz", ":::", "1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot run `no-such-program-xyz`"));
+}
+
+#[test]
+fn stdin_lines_non_utf8_null_and_columns() {
+    // 100k lines on stdin, as a dry run, in order.
+    let mut child = parpool()
+        .args(["run", "--dry-run", "echo"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        for i in 0..100_000 {
+            writeln!(buf, "line{i}").unwrap();
+        }
+        stdin.write_all(&buf).unwrap();
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 100_000);
+    assert_eq!(text.lines().nth(99_999), Some("echo line99999"));
+
+    // Bytes that are not UTF-8 pass through untouched.
+    let mut child = parpool()
+        .args(["run", "-k", "printf", "%s\\n"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"caf\xe9\nok\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.stdout, b"caf\xe9\nok\n");
+
+    // NUL-separated input, and columns.
+    let mut child = parpool()
+        .args(["run", "-k", "-0", "echo", "[{}]"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"a\nb\0c\0").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.stdout, b"[a\nb]\n[c]\n");
+    let mut child = parpool()
+        .args(["run", "-k", "--colsep", ",", "echo", "{2}-{1}"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a,1\nb,2\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.stdout, b"1-a\n2-b\n");
+    let _ = OsStr::from_bytes(b"");
+}
+
+#[test]
+fn an_interrupt_stops_new_jobs_and_a_second_kills_running_ones() {
+    let dir = scratch("sigint");
+    let log = dir.join("log");
+    let marker = "876.54321";
+    let mut child = parpool()
+        .args(["run", "-j", "2", "--joblog"])
+        .arg(&log)
+        .args([
+            "sh",
+            "-c",
+            "sleep 0.6; true $1",
+            "sh",
+            ":::",
+            "1",
+            "2",
+            "3",
+            "4",
+            "5",
+            "6",
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(250));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let ran = std::fs::read_to_string(&log).unwrap().lines().count() - 1;
+    assert_eq!(ran, 2, "only the two running jobs finish");
+
+    let mut child = parpool()
+        .args(["run", "-j", "2", "sleep", ":::", marker, marker, marker])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    for _ in 0..2 {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(&child),
+            rustix::process::Signal::INT,
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = child.wait().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(3));
+    assert_ne!(status.code(), Some(0));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        processes_with(marker).is_empty(),
+        "jobs survived the second interrupt"
+    );
+}
+
+/// Where GNU parallel's semantics match, the output is the same.
+#[test]
+fn output_matches_gnu_parallel() {
+    let have = Command::new("parallel")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        eprintln!("GNU parallel is not installed; skipping");
+        return;
+    }
+    let cases: &[&[&str]] = &[
+        &[
+            "-k", "echo", "{}", "{.}", "{/}", "{//}", "{/.}", ":::", "a/b.c", "d.e/f", "g",
+        ],
+        &[
+            "-k", "echo", "{#}", "{1}", "{2}", ":::", "x", "y", ":::", "1", "2", "3",
+        ],
+        &[
+            "-k", "echo", "{1}{2}", ":::", "a", "b", "c", ":::+", "1", "2", "3",
+        ],
+        &["-k", "--tag", "echo", "hi", ":::", "p", "q"],
+        &["-k", "echo", "pre", ":::", "a", "b"],
+    ];
+    for case in cases {
+        let ours = run(case);
+        let theirs = Command::new("parallel")
+            .args(*case)
+            .env(
+                "PARALLEL_HOME",
+                std::env::temp_dir().join("parpool-gnu-home"),
+            )
+            .output()
+            .unwrap();
+        assert_eq!(
+            stdout(&ours),
+            String::from_utf8_lossy(&theirs.stdout),
+            "{case:?}"
+        );
+    }
+}
