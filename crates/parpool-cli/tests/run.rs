@@ -1,8 +1,6 @@
 //! `parpool run`, end to end: the built binary on real commands.
 
-use std::ffi::OsStr;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -344,46 +342,26 @@ fn stdin_lines_non_utf8_null_and_columns() {
     assert_eq!(text.lines().nth(99_999), Some("echo line99999"));
 
     // Bytes that are not UTF-8 pass through untouched.
-    let mut child = parpool()
-        .args(["run", "-k", "printf", "%s\\n"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"caf\xe9\nok\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.stdout, b"caf\xe9\nok\n");
-
+    let out = run_with_stdin(&["-k", "printf", "%s\\n"], b"caf\xe9\nok\n");
+    assert_eq!(out, b"caf\xe9\nok\n");
     // NUL-separated input, and columns.
+    let out = run_with_stdin(&["-k", "-0", "echo", "[{}]"], b"a\nb\0c\0");
+    assert_eq!(out, b"[a\nb]\n[c]\n");
+    let out = run_with_stdin(&["-k", "--colsep", ",", "echo", "{2}-{1}"], b"a,1\nb,2\n");
+    assert_eq!(out, b"1-a\n2-b\n");
+}
+
+/// Runs `parpool run ARGS` with `input` on its stdin; returns its stdout.
+fn run_with_stdin(args: &[&str], input: &[u8]) -> Vec<u8> {
     let mut child = parpool()
-        .args(["run", "-k", "-0", "echo", "[{}]"])
+        .arg("run")
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"a\nb\0c\0").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.stdout, b"[a\nb]\n[c]\n");
-    let mut child = parpool()
-        .args(["run", "-k", "--colsep", ",", "echo", "{2}-{1}"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"a,1\nb,2\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.stdout, b"1-a\n2-b\n");
-    let _ = OsStr::from_bytes(b"");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap().stdout
 }
 
 #[test]
