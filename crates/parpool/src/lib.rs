@@ -15,7 +15,10 @@
 //!   [`map_unordered`](ThreadPool::map_unordered), [`as_completed`] and
 //!   [`wait`] across handles from any pools;
 //! * [`ThreadPool::scope`] for jobs that borrow from the stack;
-//! * registered [`Task`]s ([`task!`]) that any [`Executor`] can run.
+//! * registered [`Task`]s ([`task!`]) that any [`Executor`] can run, on
+//!   threads or in isolated worker processes ([`ProcessPool`]), with
+//!   [`SharedBytes`] for large payloads and per-job output capture
+//!   ([`WorkerOutput::Capture`]).
 //!
 //! ```
 //! use parpool::{as_completed, JobOptions, ThreadPool};
