@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
@@ -198,7 +198,7 @@ impl Conn {
                 shared: shared_count(&input.shared)?,
                 input: input.bytes.clone(),
             };
-            let mut reply = wire::write_frame_with_fds(&mut writer, &init, &fds_of(&input.shared))
+            let mut reply = wire::write_frame_with_fds(&mut writer, &init, &input.shared)
                 .and_then(|()| writer.flush())
                 .map_err(wire::FrameError::Io)
                 .and_then(|()| {
@@ -411,7 +411,7 @@ impl Supervisor {
                 shared: shared.len() as u32,
                 input: job.payload(),
             };
-            let sent = wire::write_frame_with_fds(&mut conn.writer, &msg, &fds_of(shared)).is_ok();
+            let sent = wire::write_frame_with_fds(&mut conn.writer, &msg, shared).is_ok();
             self.in_flight_bytes += bytes;
             // Even if the write failed the job is counted in flight: the
             // read that follows reports the dead worker and settles it.
@@ -687,11 +687,6 @@ impl Supervisor {
             st.head = 0;
         }
     }
-}
-
-/// The descriptors of `shared`, to send with a frame.
-fn fds_of(shared: &[Arc<Segment>]) -> Vec<BorrowedFd<'_>> {
-    shared.iter().map(|s| s.fd()).collect()
 }
 
 fn shared_count(shared: &[Arc<Segment>]) -> io::Result<u32> {

@@ -7,6 +7,7 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::BorrowedFd;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::capture::CapturedOutput;
 use super::fdpass::SendFds;
 use crate::error::JobError;
+use crate::shm::Segment;
 
 /// Largest frame either side accepts unless configured otherwise.
 pub(crate) const DEFAULT_MAX_FRAME: usize = 1 << 30;
@@ -128,18 +130,19 @@ pub(crate) fn write_frame<W: Write, M: Serialize>(w: &mut W, msg: &M) -> io::Res
     Ok(())
 }
 
-/// Like [`write_frame`], with `fds` attached to the frame.
+/// Like [`write_frame`], with the descriptors of `shared` attached.
 pub(crate) fn write_frame_with_fds<W: SendFds, M: Serialize>(
     w: &mut W,
     msg: &M,
-    fds: &[BorrowedFd<'_>],
+    shared: &[Arc<Segment>],
 ) -> io::Result<()> {
-    if fds.is_empty() {
+    if shared.is_empty() {
         return write_frame(w, msg);
     }
     let mut frame = Vec::new();
     write_frame(&mut frame, msg)?;
-    w.write_with_fds(&frame, fds)
+    let fds: Vec<BorrowedFd<'_>> = shared.iter().map(|s| s.fd()).collect();
+    w.write_with_fds(&frame, &fds)
 }
 
 /// Encodes `value` into a vector allocated once at its exact size.

@@ -164,9 +164,8 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds>(
                     result,
                     output,
                 };
-                let fds: Vec<_> = segments.iter().map(|s| s.fd()).collect();
                 let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
-                wire::write_frame_with_fds(&mut *w, &done, &fds)?;
+                wire::write_frame_with_fds(&mut *w, &done, &segments)?;
                 if input.buffer().is_empty() {
                     w.flush()?;
                 }
