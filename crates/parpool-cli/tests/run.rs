@@ -465,3 +465,150 @@ fn output_matches_gnu_parallel() {
         );
     }
 }
+
+#[test]
+fn resume_skips_logged_jobs_and_resume_failed_reruns_failures() {
+    let dir = scratch("resume");
+    let log = dir.join("log");
+    let ran = dir.join("ran");
+    let script = "echo $1 >> \"$2\"; [ $1 != 3 ]";
+    let go = |extra: &[&str], inputs: &[&str]| {
+        parpool()
+            .arg("run")
+            .args(extra)
+            .arg("--joblog")
+            .arg(&log)
+            .args(["sh", "-c", script, "sh", "{}", ran.to_str().unwrap(), ":::"])
+            .args(inputs)
+            .output()
+            .unwrap()
+    };
+    // A first run that got through jobs 1-3 only (3 failed).
+    assert_eq!(go(&[], &["1", "2", "3"]).status.code(), Some(1));
+    // --resume runs only the jobs the log does not list.
+    assert_eq!(
+        go(&["--resume"], &["1", "2", "3", "4", "5"]).status.code(),
+        Some(0)
+    );
+    let mut seen: Vec<String> = std::fs::read_to_string(&ran)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    seen.sort();
+    assert_eq!(seen, ["1", "2", "3", "4", "5"]);
+    // --resume-failed runs job 3 again, and nothing else.
+    std::fs::remove_file(&ran).unwrap();
+    assert_eq!(
+        go(&["--resume-failed"], &["1", "2", "3", "4", "5"])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(std::fs::read_to_string(&ran).unwrap(), "3\n");
+    // The log was appended to: one header, 3 + 2 + 1 jobs.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.lines().filter(|l| l.starts_with("Seq\t")).count(), 1);
+    assert_eq!(text.lines().count(), 1 + 6);
+    // A log that is not a joblog is an error, and nothing runs.
+    std::fs::write(&log, "Seq\nrubbish\n").unwrap();
+    std::fs::remove_file(&ran).unwrap();
+    let o = go(&["--resume"], &["1"]);
+    assert_eq!(o.status.code(), Some(255));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a joblog line"));
+    assert!(!ran.exists());
+}
+
+#[test]
+fn line_buffer_passes_whole_lines_on_as_they_come() {
+    let script = "printf 'first '; sleep 0.05; echo $1; sleep 0.4; echo late $1";
+    let mut child = parpool()
+        .args([
+            "run",
+            "--line-buffer",
+            "--tag",
+            "-j",
+            "2",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            ":::",
+            "a",
+            "b",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first lines arrive while the jobs are still running.
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let t = Instant::now();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(350),
+        "{:?}",
+        t.elapsed()
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(child.wait().unwrap().success());
+    let mut lines: Vec<String> = std::iter::once(first.trim_end().to_owned())
+        .chain(rest.lines().map(str::to_owned))
+        .collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        ["a\tfirst a", "a\tlate a", "b\tfirst b", "b\tlate b"]
+    );
+}
+
+#[test]
+fn delay_spaces_out_job_starts() {
+    let o = run(&[
+        "-j",
+        "4",
+        "--delay",
+        "0.15",
+        "sh",
+        "-c",
+        "date +%s.%N",
+        ":::",
+        "1",
+        "2",
+        "3",
+    ]);
+    let mut starts: Vec<f64> = stdout(&o).lines().map(|l| l.parse().unwrap()).collect();
+    starts.sort_by(f64::total_cmp);
+    for pair in starts.windows(2) {
+        assert!(pair[1] - pair[0] >= 0.14, "{starts:?}");
+    }
+}
+
+#[test]
+fn bar_draws_progress_on_a_terminal_only() {
+    // Not a terminal: nothing but the jobs' own output.
+    let o = run(&["--bar", "-k", "echo", ":::", "a", "b"]);
+    assert_eq!(stdout(&o), "a\nb\n");
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // On a terminal (`script` gives it one): jobs done out of how many.
+    let have_script = Command::new("script").arg("--version").output().is_ok();
+    if !have_script {
+        return;
+    }
+    let cmd = format!(
+        "{} run --bar -j 2 true ::: 1 2 3 4 5",
+        env!("CARGO_BIN_EXE_parpool")
+    );
+    let o = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let screen = String::from_utf8_lossy(&o.stdout);
+    assert!(screen.contains("5/5 jobs"), "{screen}");
+}

@@ -3,9 +3,10 @@
 
 use std::collections::HashSet;
 use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -105,6 +106,8 @@ pub(crate) struct Outcome {
     pub(crate) signal: i32,
     pub(crate) stdout: Vec<u8>,
     pub(crate) stderr: Vec<u8>,
+    /// Bytes the job wrote, held or passed on (`--line-buffer`).
+    pub(crate) received: usize,
     pub(crate) timed_out: bool,
     /// The job never ran: halted or interrupted before it started.
     pub(crate) skipped: bool,
@@ -116,11 +119,57 @@ impl Outcome {
     }
 }
 
+/// How a job's output reaches the terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OutputMode {
+    /// Held, then written in one piece when the job ends (the default).
+    Group,
+    /// Passed on a whole line at a time as the job writes it.
+    Lines,
+    /// The job writes straight to parpool's own stdout and stderr.
+    Ungroup,
+}
+
+/// `--tag`'s prefix for a job's output lines: its input and a tab.
+pub(crate) fn tag_prefix(values: &[OsString]) -> Vec<u8> {
+    let parts: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+    let mut p = parts.join(&b' ');
+    p.push(b'\t');
+    p
+}
+
+/// Writes `bytes` to `w`, each line after `prefix` if there is one.
+pub(crate) fn write_tagged(
+    w: &mut dyn Write,
+    prefix: Option<&[u8]>,
+    bytes: &[u8],
+) -> std::io::Result<()> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    match prefix {
+        None => w.write_all(bytes)?,
+        Some(p) => {
+            let mut buf = Vec::with_capacity(bytes.len() + p.len() * 4);
+            for line in bytes.split_inclusive(|&b| b == b'\n') {
+                buf.extend_from_slice(p);
+                buf.extend_from_slice(line);
+            }
+            w.write_all(&buf)?;
+        }
+    }
+    w.flush()
+}
+
 /// Settings every job shares.
 #[derive(Debug)]
 pub(crate) struct Runner {
     pub(crate) plan: Plan,
-    pub(crate) group: bool,
+    pub(crate) output: OutputMode,
+    pub(crate) tag: bool,
+    /// `--delay`: at least this long between job starts.
+    pub(crate) delay: Option<Duration>,
+    pub(crate) next_start: Mutex<Option<Instant>>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) tries: u32,
     /// Process groups of running jobs, to kill on a second interrupt or
@@ -152,7 +201,7 @@ impl Runner {
                 outcome.skipped = outcome.started.is_none();
                 break;
             }
-            self.attempt(&argv, seq, slot, &mut outcome);
+            self.attempt(&argv, &values, seq, slot, &mut outcome);
             if !outcome.failed() {
                 break;
             }
@@ -161,7 +210,21 @@ impl Runner {
         outcome
     }
 
-    fn attempt(&self, argv: &Argv, seq: u64, slot: usize, out: &mut Outcome) {
+    /// Waits until `--delay` allows the next job to start.
+    fn pace(&self) {
+        let Some(delay) = self.delay else { return };
+        let wait = {
+            let mut next = self.next_start.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            let at = next.map_or(now, |n| n.max(now));
+            *next = Some(at + delay);
+            at - now
+        };
+        std::thread::sleep(wait);
+    }
+
+    fn attempt(&self, argv: &Argv, values: &[OsString], seq: u64, slot: usize, out: &mut Outcome) {
+        self.pace();
         let mut cmd = match argv {
             Argv::Direct(words) => {
                 let mut c = Command::new(&words[0]);
@@ -180,7 +243,7 @@ impl Runner {
             // Its own process group: a timeout or an interrupt kills the
             // job and everything it started.
             .process_group(0);
-        if self.group {
+        if self.output != OutputMode::Ungroup {
             cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         }
         out.started = Some(SystemTime::now());
@@ -220,7 +283,16 @@ impl Runner {
                 }
             })
         });
-        let result = child.wait_with_output();
+        let result = match self.output {
+            OutputMode::Lines => {
+                let prefix = self.tag.then(|| tag_prefix(values));
+                pass_lines(child, prefix.as_deref())
+            }
+            OutputMode::Group | OutputMode::Ungroup => child.wait_with_output().map(|o| {
+                let received = o.stdout.len() + o.stderr.len();
+                (o, received)
+            }),
+        };
         drop(done_tx);
         if let Some(w) = watchdog {
             let _ = w.join();
@@ -229,7 +301,8 @@ impl Runner {
         out.runtime = t0.elapsed();
         out.timed_out = timed_out.load(Ordering::Acquire);
         match result {
-            Ok(o) => {
+            Ok((o, received)) => {
+                out.received = received;
                 out.exit = o.status.code().unwrap_or(-1);
                 out.signal = o.status.signal().unwrap_or(0);
                 if out.signal != 0 {
@@ -263,6 +336,43 @@ impl Runner {
             kill_group(pgid);
         }
     }
+}
+
+/// Passes the child's output on a whole line at a time, its stdout and
+/// stderr each to parpool's own, and waits for it. Nothing is held: the
+/// returned output is empty, with the number of bytes passed on.
+fn pass_lines(mut child: Child, prefix: Option<&[u8]>) -> std::io::Result<(Output, usize)> {
+    fn relay(from: impl Read, to: &mut dyn Write, prefix: Option<&[u8]>) -> usize {
+        let mut reader = BufReader::new(from);
+        let mut line = Vec::new();
+        let mut total = 0;
+        while let Ok(n) = reader.read_until(b'\n', &mut line) {
+            if n == 0 {
+                break;
+            }
+            total += n;
+            let _ = write_tagged(to, prefix, &line);
+            line.clear();
+        }
+        total
+    }
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let err_prefix = prefix.map(<[u8]>::to_vec);
+    let err_thread = std::thread::spawn(move || {
+        stderr.map_or(0, |e| {
+            relay(e, &mut std::io::stderr(), err_prefix.as_deref())
+        })
+    });
+    let out_bytes = stdout.map_or(0, |o| relay(o, &mut std::io::stdout(), prefix));
+    let err_bytes = err_thread.join().unwrap_or(0);
+    let status = child.wait()?;
+    let output = Output {
+        status,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    Ok((output, out_bytes + err_bytes))
 }
 
 /// SIGKILLs process group `pgid`.

@@ -163,15 +163,21 @@ struct Product {
     rows: Vec<Vec<Values>>,
     index: Vec<usize>,
     done: bool,
+    /// Combinations not yet yielded.
+    left: usize,
 }
 
 impl Product {
     fn new(rows: Vec<Vec<Values>>) -> Self {
-        let done = rows.iter().any(Vec::is_empty);
+        let left = rows
+            .iter()
+            .try_fold(1usize, |n, r| n.checked_mul(r.len()))
+            .unwrap_or(usize::MAX);
         Product {
             index: vec![0; rows.len()],
+            done: left == 0,
             rows,
-            done,
+            left,
         }
     }
 }
@@ -182,6 +188,7 @@ impl Iterator for Product {
         if self.done {
             return None;
         }
+        self.left = self.left.saturating_sub(1);
         let item = self
             .rows
             .iter()
@@ -203,6 +210,10 @@ impl Iterator for Product {
             self.index[k] = 0;
         }
         Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
     }
 }
 

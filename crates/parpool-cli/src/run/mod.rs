@@ -2,20 +2,20 @@
 
 mod exec;
 mod input;
+mod joblog;
 mod template;
 
 use std::ffi::OsString;
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use clap::Args;
 
-use exec::{Mode, Outcome, Plan, Runner};
+use exec::{Mode, Outcome, OutputMode, Plan, Runner};
 use input::{Linked, Source, Split};
 
 /// Options of `parpool run`. Everything after them is the command, then
@@ -49,8 +49,18 @@ pub(crate) struct RunArgs {
     #[arg(short = 'k', long = "keep-order")]
     keep_order: bool,
     /// Let jobs write straight to the terminal (output may interleave).
-    #[arg(short = 'u', long = "ungroup")]
+    #[arg(short = 'u', long = "ungroup", conflicts_with = "line_buffer")]
     ungroup: bool,
+    /// Pass output on a whole line at a time as jobs write it (lines of
+    /// different jobs mix, lines themselves never do).
+    #[arg(long)]
+    line_buffer: bool,
+    /// Wait at least this long between starting jobs: 0.5, 200ms, 1m.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    delay: Option<Duration>,
+    /// Show a progress bar with an ETA on standard error (on a terminal).
+    #[arg(long)]
+    bar: bool,
     /// Prefix each output line with the job's input and a tab.
     #[arg(long)]
     tag: bool,
@@ -70,6 +80,12 @@ pub(crate) struct RunArgs {
     /// Write a log of each job in GNU parallel's joblog format.
     #[arg(long, value_name = "FILE")]
     joblog: Option<std::path::PathBuf>,
+    /// Skip the jobs the --joblog already lists, and append to it.
+    #[arg(long, requires = "joblog", conflicts_with = "resume_failed")]
+    resume: bool,
+    /// Like --resume, but run again the jobs the log shows failed.
+    #[arg(long, requires = "joblog")]
+    resume_failed: bool,
     /// Print the commands instead of running them.
     #[arg(long)]
     dry_run: bool,
@@ -252,7 +268,16 @@ pub(crate) fn main(args: RunArgs) -> anyhow::Result<i32> {
             mode,
             append,
         },
-        group: !args.ungroup,
+        output: if args.ungroup {
+            OutputMode::Ungroup
+        } else if args.line_buffer {
+            OutputMode::Lines
+        } else {
+            OutputMode::Group
+        },
+        tag: args.tag,
+        delay: args.delay,
+        next_start: Mutex::new(None),
         timeout: args.timeout,
         tries: args.retries.max(1),
         running: Mutex::new(Default::default()),
@@ -264,6 +289,17 @@ pub(crate) fn main(args: RunArgs) -> anyhow::Result<i32> {
     // the exit status 255.
     let input_error: Arc<Mutex<Option<io::Error>>> = Arc::default();
     let seen_error = input_error.clone();
+    let resume = match (args.resume, args.resume_failed) {
+        (true, _) => Some(joblog::Resume::Logged),
+        (_, true) => Some(joblog::Resume::Succeeded),
+        _ => None,
+    };
+    let skip = match (resume, &args.joblog) {
+        (Some(r), Some(path)) => joblog::skipped(path, r)?,
+        _ => Default::default(),
+    };
+    let known_total = jobs.size_hint().1;
+    let skipping = skip.len();
     let jobs = jobs
         .map_while(move |r| match r {
             Ok(v) => Some(v),
@@ -272,7 +308,8 @@ pub(crate) fn main(args: RunArgs) -> anyhow::Result<i32> {
                 None
             }
         })
-        .zip(1u64..);
+        .zip(1u64..)
+        .filter(move |(_, seq)| !skip.contains(seq));
 
     if args.dry_run {
         let mut out = io::stdout().lock();
@@ -290,19 +327,12 @@ pub(crate) fn main(args: RunArgs) -> anyhow::Result<i32> {
     }
 
     let mut joblog = match &args.joblog {
-        Some(path) => {
-            let mut f = BufWriter::new(
-                File::create(path)
-                    .with_context(|| format!("cannot write the joblog {}", path.display()))?,
-            );
-            f.write_all(
-                b"Seq\tHost\tStarttime\tJobRuntime\tSend\tReceive\tExitval\tSignal\tCommand\n",
-            )?;
-            f.flush()?;
-            Some(f)
-        }
+        Some(path) => Some(joblog::open(path, resume.is_some())?),
         None => None,
     };
+    let bar = args
+        .bar
+        .then(|| progress_bar(known_total.map(|n| n.saturating_sub(skipping))));
 
     let interrupts = interrupt::watch(runner.clone())?;
     let pool = parpool::ThreadPool::builder()
@@ -329,9 +359,14 @@ pub(crate) fn main(args: RunArgs) -> anyhow::Result<i32> {
         if outcome.skipped {
             return Ok(());
         }
-        print_output(&outcome, args.tag)?;
+        if let Some(bar) = &bar {
+            bar.suspend(|| print_output(&outcome, args.tag))?;
+            bar.inc(1);
+        } else {
+            print_output(&outcome, args.tag)?;
+        }
         if let Some(log) = joblog.as_mut() {
-            write_joblog(log, &outcome)?;
+            joblog::write(log, &outcome)?;
         }
         if tally.halted.is_some() && runner.kill.load(Ordering::Acquire) {
             // Killed by the halt: logged, not counted.
@@ -370,6 +405,9 @@ pub(crate) fn main(args: RunArgs) -> anyhow::Result<i32> {
         }
     }
     drop(interrupts);
+    if let Some(bar) = bar {
+        bar.finish();
+    }
     let status = match tally.halted {
         Some(status) => status,
         None => tally.failed.min(101) as i32,
@@ -417,54 +455,31 @@ impl Tally {
     }
 }
 
-/// Writes a job's output, each stream in one piece.
+/// Writes a job's held output, each stream in one piece.
 fn print_output(o: &Outcome, tag: bool) -> io::Result<()> {
-    let prefix: Option<Vec<u8>> = tag.then(|| {
-        let parts: Vec<&[u8]> = o.values.iter().map(|v| v.as_bytes()).collect();
-        let mut p = parts.join(&b' ');
-        p.push(b'\t');
-        p
-    });
-    let emit = |w: &mut dyn Write, bytes: &[u8]| -> io::Result<()> {
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        match &prefix {
-            None => w.write_all(bytes)?,
-            Some(p) => {
-                let mut buf = Vec::with_capacity(bytes.len() + p.len() * 4);
-                for line in bytes.split_inclusive(|&b| b == b'\n') {
-                    buf.extend_from_slice(p);
-                    buf.extend_from_slice(line);
-                }
-                w.write_all(&buf)?;
-            }
-        }
-        w.flush()
-    };
-    emit(&mut io::stdout().lock(), &o.stdout)?;
-    emit(&mut io::stderr().lock(), &o.stderr)
+    let prefix = tag.then(|| exec::tag_prefix(&o.values));
+    exec::write_tagged(&mut io::stdout().lock(), prefix.as_deref(), &o.stdout)?;
+    exec::write_tagged(&mut io::stderr().lock(), prefix.as_deref(), &o.stderr)
 }
 
-/// One joblog line, as GNU parallel writes it.
-fn write_joblog(log: &mut impl Write, o: &Outcome) -> io::Result<()> {
-    let start = o
-        .started
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0.0, |d| d.as_secs_f64());
-    write!(
-        log,
-        "{}\t:\t{:14.3}\t{:10.3}\t0\t{}\t{}\t{}\t",
-        o.seq,
-        start,
-        o.runtime.as_secs_f64(),
-        o.stdout.len() + o.stderr.len(),
-        o.exit,
-        o.signal
-    )?;
-    log.write_all(&o.command)?;
-    log.write_all(b"\n")?;
-    log.flush()
+/// A progress bar on stderr, drawn only on a terminal: jobs done, of how
+/// many when known, with the rate and the time left.
+fn progress_bar(total: Option<usize>) -> indicatif::ProgressBar {
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+    let (bar, template) = match total {
+        Some(n) => (
+            ProgressBar::with_draw_target(Some(n as u64), ProgressDrawTarget::stderr()),
+            "{elapsed_precise} [{wide_bar}] {pos}/{len} jobs, {per_sec}, ETA {eta}",
+        ),
+        None => (
+            ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
+            "{elapsed_precise} {spinner} {pos} jobs, {per_sec}",
+        ),
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
 }
 
 mod interrupt {
