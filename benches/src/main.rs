@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+mod cli;
 mod peers;
 mod process;
 
@@ -86,9 +87,11 @@ fn parse_args() -> Result<Options, String> {
             }
             "--only" => o.only = Some(args.next().ok_or("--only needs a row name")?),
             "--suite" => {
-                let v = args.next().ok_or("--suite needs threads or processes")?;
-                if v != "threads" && v != "processes" {
-                    return Err(format!("unknown suite `{v}` (threads or processes)"));
+                let v = args
+                    .next()
+                    .ok_or("--suite needs threads, processes or cli")?;
+                if !["threads", "processes", "cli"].contains(&v.as_str()) {
+                    return Err(format!("unknown suite `{v}` (threads, processes or cli)"));
                 }
                 o.suite = Some(v);
             }
@@ -98,7 +101,7 @@ fn parse_args() -> Result<Options, String> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--reps N] [--suite threads|processes] [--only ROW] [--contender NAME] [--no-write]"
+                    "usage: bench [--quick] [--reps N] [--suite threads|processes|cli] [--only ROW] [--contender NAME] [--no-write]"
                 );
                 std::process::exit(0);
             }
@@ -134,12 +137,28 @@ static CONTENDER: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new
 /// warm-up each), and returns their timings: the time a contender reports,
 /// or the wall time of the call when it reports `None`.
 fn measure_timed(reps: usize, contenders: &mut Vec<process::TimedContender>) -> Vec<Timing> {
+    measure_with(reps, true, contenders)
+}
+
+/// One run each, no warm-up: for peers so slow that repeating them would
+/// take minutes, on rows whose ratios dwarf the noise.
+fn measure_once(contenders: &mut Vec<process::TimedContender>) -> Vec<Timing> {
+    measure_with(1, false, contenders)
+}
+
+fn measure_with(
+    reps: usize,
+    warm_up: bool,
+    contenders: &mut Vec<process::TimedContender>,
+) -> Vec<Timing> {
     if let Some(only) = CONTENDER.get().and_then(Option::as_deref) {
         // Profiling one contender: keep it alone (results are not compared).
         contenders.retain(|(name, _)| name.contains(only));
     }
-    for (_, f) in contenders.iter_mut() {
-        f();
+    if warm_up {
+        for (_, f) in contenders.iter_mut() {
+            f();
+        }
     }
     let mut runs: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
     for _ in 0..reps {
@@ -228,7 +247,8 @@ fn main() {
     let quick = |small: u64, full: u64| if opts.quick { small } else { full };
     let mut t = Table::default();
 
-    if opts.suite.as_deref() != Some("processes") {
+    let suite = |s: &str| opts.suite.as_deref().is_none_or(|o| o == s);
+    if suite("threads") {
         let n = quick(50_000, 1_000_000);
         let name = format!("tiny jobs: submit {n}, then collect");
         if wanted(&name) {
@@ -275,7 +295,7 @@ fn main() {
         }
     }
 
-    if opts.suite.as_deref() != Some("threads") {
+    if suite("processes") {
         let workers = 2.min(cores);
         let n = quick(2_000, 20_000);
         let name = format!("process tiny jobs: submit {n}, then collect ({workers} workers)");
@@ -351,6 +371,39 @@ fn main() {
         }
     }
 
+    if suite("cli") {
+        // Each GNU parallel run takes seconds: fewer repetitions.
+        let reps = reps.min(3);
+        let n = quick(200, 2_000);
+        let name = format!("cli: {n} × true, 2 at a time");
+        if wanted(&name) {
+            let timings = measure_timed(reps, &mut cli::true_jobs(n));
+            let targets = [("xargs -P 2 -n 1", 0.95), ("GNU parallel -j 2", 5.0)];
+            t.record("cli", name, "jobs", n, timings, &targets);
+        }
+        let name = format!("cli: {n} × echo {{}}, output in input order");
+        if wanted(&name) {
+            let timings = measure_timed(reps, &mut cli::echo_keep_order(n));
+            t.record("cli", name, "jobs", n, timings, &[("GNU parallel -k", 5.0)]);
+        }
+        // GNU parallel plans about 400 lines a second here: 100k lines
+        // would take minutes per run, so the row uses 10k, run once.
+        let n = quick(1_000, 10_000);
+        let name = format!("cli: {n} stdin lines, --dry-run");
+        if wanted(&name) {
+            let timings = measure_once(&mut cli::dry_run(n));
+            let targets = [("GNU parallel --dry-run", 20.0)];
+            t.record("cli", name, "lines", n, timings, &targets);
+        }
+        let n = quick(100_000, 1_000_000);
+        let name = format!("cli: peak memory with {n} queued inputs");
+        if wanted(&name) {
+            let timings = measure_timed(reps, &mut cli::queued_memory(n));
+            // "≤ 0.25× GNU parallel's memory" is a ratio of 4.
+            t.record("cli", name, MIB, n, timings, &[("GNU parallel", 4.0)]);
+        }
+    }
+
     let report = Report {
         machine: Machine {
             cores,
@@ -364,7 +417,7 @@ fn main() {
         rows: t.rows,
         ratios: t.ratios,
     };
-    let suites: Vec<&str> = ["threads", "processes"]
+    let suites: Vec<&str> = ["threads", "processes", "cli"]
         .into_iter()
         .filter(|suite| report.rows.iter().any(|r| r.suite == *suite))
         .collect();
@@ -457,6 +510,15 @@ fn print_row(row: &Row) {
     println!("\n{}", row.name);
     let ours = row.timings[0].median_s;
     for t in &row.timings {
+        if row.unit == MIB {
+            println!(
+                "  {:<36} {:>10.1} MiB peak  parpool uses {:>6.2}x less",
+                t.name,
+                t.median_s,
+                t.median_s / ours
+            );
+            continue;
+        }
         println!(
             "  {:<36} {:>10.2} ms  {:>14.0} {}/s  parpool is {:>6.2}x its speed",
             t.name,
@@ -472,10 +534,10 @@ fn markdown(r: &Report, suite: &str) -> String {
     let mut s = String::new();
     s.push_str(&format!(
         "## parpool vs peers: {} ({} cores, median of {} runs{})\n\n",
-        if suite == "threads" {
-            "thread pools"
-        } else {
-            "process pools"
+        match suite {
+            "threads" => "thread pools",
+            "processes" => "process pools",
+            _ => "the parpool command",
         },
         r.machine.cores,
         r.reps,
@@ -485,6 +547,16 @@ fn markdown(r: &Report, suite: &str) -> String {
         "| row | peer | parpool | peer time | speed ratio (parpool ÷ peer) | target | met |\n",
     );
     s.push_str("|---|---|---|---|---|---|---|\n");
+    if r.rows
+        .iter()
+        .any(|row| row.suite == suite && row.unit == MIB)
+    {
+        s.insert_str(
+            s.find("| row").unwrap_or(0),
+            "Rows measured in MiB compare peak memory: their ratio is the peer's memory ÷ \
+             parpool's.\n\n",
+        );
+    }
     for row in r.rows.iter().filter(|row| row.suite == suite) {
         let ours = row.timings[0].median_s;
         for t in &row.timings[1..] {
@@ -499,12 +571,19 @@ fn markdown(r: &Report, suite: &str) -> String {
                 ),
                 None => ("—".into(), "—".into()),
             };
+            let shown = |v: f64| {
+                if row.unit == MIB {
+                    format!("{v:.1} MiB")
+                } else {
+                    fmt_time(v)
+                }
+            };
             s.push_str(&format!(
                 "| {} | {} | {} | {} | {:.2} | {} | {} |\n",
                 row.name,
                 t.name,
-                fmt_time(ours),
-                fmt_time(t.median_s),
+                shown(ours),
+                shown(t.median_s),
                 t.median_s / ours,
                 target,
                 met
@@ -524,3 +603,6 @@ fn fmt_time(secs: f64) -> String {
         format!("{:.1} µs", secs * 1e6)
     }
 }
+
+/// The unit of rows whose "times" are peak memory in MiB.
+const MIB: &str = "MiB";

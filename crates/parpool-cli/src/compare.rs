@@ -536,7 +536,10 @@ mod tests {
         ];
         let (winner, text) = verdict(w, &results, 2);
         assert_eq!(winner, Model::Async);
-        assert!(text.starts_with("async (tokio) wins (25.0× sequential)"), "{text}");
+        assert!(
+            text.starts_with("async (tokio) wins (25.0× sequential)"),
+            "{text}"
+        );
         assert!(text.contains("threads for 32 at a time (20.0×)"), "{text}");
     }
 

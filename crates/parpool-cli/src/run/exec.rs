@@ -32,6 +32,41 @@ pub(crate) struct Plan {
     pub(crate) mode: Mode,
     /// No replacement string takes input: the values are appended.
     pub(crate) append: bool,
+    /// The program's path, found in `PATH` once for all jobs when the
+    /// program name is the same for every job.
+    pub(crate) program: Option<std::path::PathBuf>,
+}
+
+impl Plan {
+    pub(crate) fn new(words: Vec<Word>, mode: Mode, append: bool) -> Plan {
+        let program = match (mode, words.first().map(Vec::as_slice)) {
+            (Mode::Direct, Some([template::Piece::Lit(name)])) => find_in_path(name),
+            _ => None,
+        };
+        Plan {
+            words,
+            mode,
+            append,
+            program,
+        }
+    }
+}
+
+/// Where `execvp` would find `name`: the first executable file of that name
+/// in a `PATH` directory. `None` for names with a slash, or not found (the
+/// spawn then searches, and reports what it finds).
+fn find_in_path(name: &[u8]) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if name.is_empty() || name.contains(&b'/') {
+        return None;
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| dir.join(std::ffi::OsStr::from_bytes(name)))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 /// A command ready to start.
@@ -227,7 +262,14 @@ impl Runner {
         self.pace();
         let mut cmd = match argv {
             Argv::Direct(words) => {
-                let mut c = Command::new(&words[0]);
+                let mut c = match &self.plan.program {
+                    Some(path) => {
+                        let mut c = Command::new(path);
+                        c.arg0(&words[0]);
+                        c
+                    }
+                    None => Command::new(&words[0]),
+                };
                 c.args(&words[1..]);
                 c
             }

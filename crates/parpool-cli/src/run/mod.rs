@@ -263,11 +263,7 @@ pub(crate) fn main(args: RunArgs) -> anyhow::Result<i32> {
     };
     let jobs = input::jobs(sources, &split)?;
     let runner = Arc::new(Runner {
-        plan: Plan {
-            words,
-            mode,
-            append,
-        },
+        plan: Plan::new(words, mode, append),
         output: if args.ungroup {
             OutputMode::Ungroup
         } else if args.line_buffer {
@@ -390,7 +386,9 @@ pub(crate) fn main(args: RunArgs) -> anyhow::Result<i32> {
         }
         Ok(())
     };
-    let window = slots * 2;
+    // Room for finished jobs to wait for a slower earlier one (`-k`)
+    // while the slots stay busy; held output is bounded by it.
+    let window = slots * 16;
     if args.keep_order {
         for r in pool.map(run_one, jobs).chunk_size(1).window(window) {
             report(r?)?;

@@ -1,0 +1,226 @@
+//! Command-line rows: `parpool run` against `xargs` and GNU parallel.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::process::TimedContender;
+
+/// The `parpool` binary next to this one, built first if it is missing.
+pub(crate) fn parpool_binary() -> PathBuf {
+    let here = std::env::current_exe().expect("current exe");
+    let bin = here.with_file_name("parpool");
+    if !bin.exists() {
+        let built = Command::new(env!("CARGO"))
+            .args(["build", "--release", "-p", "parpool-cli"])
+            .status()
+            .expect("cargo build");
+        assert!(built.success(), "could not build parpool-cli");
+    }
+    bin
+}
+
+/// Whether GNU parallel is installed.
+pub(crate) fn have_gnu_parallel() -> bool {
+    Command::new("parallel")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs `program args` with `input` on stdin, its output discarded;
+/// panics if it fails (a broken contender must not look fast).
+fn run_with_input(program: &str, args: &[String], input: &[u8]) {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .env(
+            "PARALLEL_HOME",
+            std::env::temp_dir().join("parpool-bench-parallel"),
+        )
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        // The reader may stop early (a halt): a broken pipe is fine.
+        let _ = stdin.write_all(&input);
+    });
+    let status = child.wait().expect("wait");
+    let _ = writer.join();
+    assert!(status.success(), "{program} {args:?} failed: {status}");
+}
+
+fn lines(n: u64) -> Vec<u8> {
+    (1..=n)
+        .map(|i| format!("{i}\n"))
+        .collect::<String>()
+        .into_bytes()
+}
+
+fn contender(
+    name: &'static str,
+    program: String,
+    args: &[&str],
+    input: &std::sync::Arc<Vec<u8>>,
+) -> TimedContender {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let input = input.clone();
+    (
+        name,
+        Box::new(move || {
+            run_with_input(&program, &args, &input);
+            None
+        }),
+    )
+}
+
+/// Runs `n` jobs of `true`, two at a time, inputs on stdin.
+pub(crate) fn true_jobs(n: u64) -> Vec<TimedContender> {
+    let input = std::sync::Arc::new(lines(n));
+    let parpool = parpool_binary().display().to_string();
+    let mut c = vec![
+        contender(
+            "parpool run -j 2",
+            parpool,
+            &["run", "-j", "2", "true"],
+            &input,
+        ),
+        contender(
+            "xargs -P 2 -n 1",
+            "xargs".into(),
+            &["-P", "2", "-n", "1", "true"],
+            &input,
+        ),
+    ];
+    if have_gnu_parallel() {
+        c.push(contender(
+            "GNU parallel -j 2",
+            "parallel".into(),
+            &["-j", "2", "true"],
+            &input,
+        ));
+    }
+    c
+}
+
+/// `echo {}` in input order (`-k`).
+pub(crate) fn echo_keep_order(n: u64) -> Vec<TimedContender> {
+    let input = std::sync::Arc::new(lines(n));
+    let parpool = parpool_binary().display().to_string();
+    let mut c = vec![contender(
+        "parpool run -k",
+        parpool,
+        &["run", "-k", "-j", "2", "echo", "{}"],
+        &input,
+    )];
+    if have_gnu_parallel() {
+        c.push(contender(
+            "GNU parallel -k",
+            "parallel".into(),
+            &["-k", "-j", "2", "echo", "{}"],
+            &input,
+        ));
+    }
+    c
+}
+
+/// `--dry-run` over `n` stdin lines.
+pub(crate) fn dry_run(n: u64) -> Vec<TimedContender> {
+    let input = std::sync::Arc::new(lines(n));
+    let parpool = parpool_binary().display().to_string();
+    let mut c = vec![contender(
+        "parpool run --dry-run",
+        parpool,
+        &["run", "--dry-run", "echo"],
+        &input,
+    )];
+    if have_gnu_parallel() {
+        c.push(contender(
+            "GNU parallel --dry-run",
+            "parallel".into(),
+            &["--dry-run", "echo"],
+            &input,
+        ));
+    }
+    c
+}
+
+/// Peak resident memory (reported in place of seconds, as MiB) while `n`
+/// inputs wait in a file behind two slow jobs, until the first few finish.
+pub(crate) fn queued_memory(n: u64) -> Vec<TimedContender> {
+    let path = std::env::temp_dir().join(format!("parpool-bench-queued-{n}"));
+    std::fs::write(&path, lines(n)).expect("write the input file");
+    let file = path.display().to_string();
+    let parpool = parpool_binary().display().to_string();
+    let args = |first: Vec<String>| -> Vec<String> {
+        let mut a = first;
+        a.extend(
+            [
+                "-j",
+                "2",
+                "--halt",
+                "now,success=4",
+                "sleep",
+                "0.2",
+                "::::",
+                &file,
+            ]
+            .map(String::from),
+        );
+        a
+    };
+    let mut c: Vec<TimedContender> = vec![(
+        "parpool run",
+        Box::new({
+            let a = args(vec!["run".into()]);
+            move || Some(peak_mib(&parpool, &a))
+        }),
+    )];
+    if have_gnu_parallel() {
+        let a = args(Vec::new());
+        c.push((
+            "GNU parallel",
+            Box::new(move || Some(peak_mib("parallel", &a))),
+        ));
+    }
+    c
+}
+
+/// Runs a command and returns its peak resident memory (`VmHWM`) in MiB,
+/// read from `/proc` until it exits.
+fn peak_mib(program: &str, args: &[String]) -> f64 {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .env(
+            "PARALLEL_HOME",
+            std::env::temp_dir().join("parpool-bench-parallel"),
+        )
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0u64;
+    loop {
+        if let Ok(status) = std::fs::read_to_string(&status_file)
+            && let Some(kib) = status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        {
+            peak_kib = peak_kib.max(kib);
+        }
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    peak_kib as f64 / 1024.0
+}
