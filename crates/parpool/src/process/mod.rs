@@ -26,7 +26,7 @@ use crate::error::{BuildError, CodecStage, JobError, Payload};
 use crate::handle::{Cell, Inner, JobHandle};
 use crate::job::{Cancellable, JobId, JobOptions};
 use crate::map::{ChunkIn, ChunkOut};
-use crate::shm::{Encoded, Segment};
+use crate::shm::{Encoded, SharedObject};
 use crate::task::{Executor, Task, decode, encode, sealed};
 use crate::thread::Stats;
 use crate::timer::Expire;
@@ -355,7 +355,7 @@ pub(crate) trait ProcJob: Send + Sync {
     fn is_chunk(&self) -> bool;
     fn payload(&self) -> &[u8];
     /// The shared segments whose descriptors travel with the payload.
-    fn shared(&self) -> &[Arc<Segment>];
+    fn shared(&self) -> &[SharedObject];
     /// Claims the job for sending; `false` if it was cancelled meanwhile.
     fn start(&self, slot: &Arc<supervisor::SlotCtl>) -> bool;
     /// Resolves with the worker's reply (encoded output and the
@@ -443,7 +443,7 @@ where
     fn payload(&self) -> &[u8] {
         &self.payload.bytes
     }
-    fn shared(&self) -> &[Arc<Segment>] {
+    fn shared(&self) -> &[SharedObject] {
         &self.payload.shared
     }
     fn start(&self, slot: &Arc<supervisor::SlotCtl>) -> bool {

@@ -18,7 +18,7 @@ use super::fdpass::{FdStream, TakeFds};
 use super::wire::{self, FromWorker, LogLevel, ToWorker, ToWorkerRef};
 use super::{Config, ProcJob, Shared, State, WorkerOutput, sys};
 use crate::error::{BuildError, ExitStatus, JobError};
-use crate::shm::Segment;
+use crate::shm::SharedObject;
 
 /// Jobs in flight on one worker are capped so that this much work, at the
 /// measured job duration, is queued there: tiny jobs travel in batches,
@@ -689,7 +689,7 @@ impl Supervisor {
     }
 }
 
-fn shared_count(shared: &[Arc<Segment>]) -> io::Result<u32> {
+fn shared_count(shared: &[SharedObject]) -> io::Result<u32> {
     u32::try_from(shared.len()).map_err(|_| io::Error::other("too many shared segments"))
 }
 

@@ -7,7 +7,6 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::BorrowedFd;
-use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -15,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::capture::CapturedOutput;
 use super::fdpass::SendFds;
 use crate::error::JobError;
-use crate::shm::Segment;
+use crate::shm::SharedObject;
 
 /// Largest frame either side accepts unless configured otherwise.
 pub(crate) const DEFAULT_MAX_FRAME: usize = 1 << 30;
@@ -134,14 +133,14 @@ pub(crate) fn write_frame<W: Write, M: Serialize>(w: &mut W, msg: &M) -> io::Res
 pub(crate) fn write_frame_with_fds<W: SendFds, M: Serialize>(
     w: &mut W,
     msg: &M,
-    shared: &[Arc<Segment>],
+    shared: &[SharedObject],
 ) -> io::Result<()> {
     if shared.is_empty() {
         return write_frame(w, msg);
     }
     let mut frame = Vec::new();
     write_frame(&mut frame, msg)?;
-    let fds: Vec<BorrowedFd<'_>> = shared.iter().map(|s| s.fd()).collect();
+    let fds: Vec<BorrowedFd<'_>> = shared.iter().map(|s| s.share_fd()).collect();
     w.write_with_fds(&frame, &fds)
 }
 

@@ -50,11 +50,27 @@ impl Segment {
     }
 }
 
-/// An encoded payload: its bytes and the segments its descriptors refer to.
+/// Anything that crosses the process wire as a descriptor: a
+/// `SharedBytes` segment, an `ipc` object.
+pub(crate) trait ShareFd: Send + Sync {
+    /// The descriptor to send.
+    fn share_fd(&self) -> BorrowedFd<'_>;
+}
+
+impl ShareFd for Segment {
+    fn share_fd(&self) -> BorrowedFd<'_> {
+        self.fd()
+    }
+}
+
+/// A shared object kept alive while its descriptor is in transit.
+pub(crate) type SharedObject = Arc<dyn ShareFd>;
+
+/// An encoded payload: its bytes and the objects its descriptors refer to.
 #[derive(Default, Clone)]
 pub(crate) struct Encoded {
     pub(crate) bytes: Vec<u8>,
-    pub(crate) shared: Vec<Arc<Segment>>,
+    pub(crate) shared: Vec<SharedObject>,
 }
 
 impl fmt::Debug for Encoded {
@@ -67,7 +83,7 @@ impl fmt::Debug for Encoded {
 }
 
 thread_local! {
-    static OUTGOING: RefCell<Option<Vec<Arc<Segment>>>> = const { RefCell::new(None) };
+    static OUTGOING: RefCell<Option<Vec<SharedObject>>> = const { RefCell::new(None) };
     static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
     /// Why the last shared segment could not be received. Some formats
     /// (postcard) keep no custom error text, so it is kept here.
@@ -79,7 +95,30 @@ pub(crate) fn take_failure() -> Option<String> {
     FAILURE.with(|f| f.borrow_mut().take())
 }
 
-fn fail<E: serde::de::Error>(message: String) -> E {
+/// While an encode is collecting ([`collecting`]), adds `object` to the
+/// descriptors to send and returns its index; `None` otherwise.
+pub(crate) fn send_descriptor(object: SharedObject) -> Option<u32> {
+    OUTGOING.with(|o| {
+        let mut o = o.borrow_mut();
+        let list = o.as_mut()?;
+        list.push(object);
+        u32::try_from(list.len() - 1).ok()
+    })
+}
+
+/// While a decode is receiving ([`receiving`]), takes descriptor `index`
+/// (each can be taken once).
+pub(crate) fn take_descriptor(index: u32) -> Option<OwnedFd> {
+    INCOMING.with(|i| {
+        i.borrow_mut()
+            .as_mut()
+            .and_then(|fds| fds.get_mut(index as usize))
+            .and_then(Option::take)
+    })
+}
+
+/// A deserialization error whose text survives formats that drop it.
+pub(crate) fn fail<E: serde::de::Error>(message: String) -> E {
     let e = E::custom(&message);
     FAILURE.with(|f| *f.borrow_mut() = Some(message));
     e
@@ -87,8 +126,8 @@ fn fail<E: serde::de::Error>(message: String) -> E {
 
 /// Runs `f` (an encode) with segment collection on: each `SharedBytes`
 /// it serializes is sent as a descriptor. Returns the segments in order.
-pub(crate) fn collecting<R>(f: impl FnOnce() -> R) -> (R, Vec<Arc<Segment>>) {
-    struct Restore(Option<Vec<Arc<Segment>>>);
+pub(crate) fn collecting<R>(f: impl FnOnce() -> R) -> (R, Vec<SharedObject>) {
+    struct Restore(Option<Vec<SharedObject>>);
     impl Drop for Restore {
         fn drop(&mut self) {
             let previous = self.0.take();
@@ -246,19 +285,13 @@ enum OwnedRepr {
 
 impl Serialize for SharedBytes {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::Error;
         let index = match &self.segment {
-            Some(segment) => OUTGOING.with(|o| {
-                o.borrow_mut().as_mut().map(|list| {
-                    list.push(segment.clone());
-                    list.len() - 1
-                })
-            }),
+            Some(segment) => send_descriptor(segment.clone()),
             None => None,
         };
         match index {
             Some(index) => Repr::Descriptor {
-                index: u32::try_from(index).map_err(S::Error::custom)?,
+                index,
                 len: self.len() as u64,
             },
             None => Repr::Inline(self.as_slice()),
@@ -275,13 +308,7 @@ impl<'de> Deserialize<'de> for SharedBytes {
             OwnedRepr::Descriptor { index, len } => {
                 let len = usize::try_from(len)
                     .map_err(|_| fail::<D::Error>(format!("shared segment of {len} bytes")))?;
-                let fd = INCOMING.with(|i| {
-                    i.borrow_mut()
-                        .as_mut()
-                        .and_then(|fds| fds.get_mut(index as usize))
-                        .and_then(Option::take)
-                });
-                let fd = fd.ok_or_else(|| {
+                let fd = take_descriptor(index).ok_or_else(|| {
                     fail::<D::Error>(format!(
                         "shared segment #{index} did not arrive with the message"
                     ))
@@ -344,7 +371,7 @@ mod tests {
         let (bytes, shared) = collecting(|| postcard::to_allocvec(&(1u8, a.clone())).unwrap());
         assert_eq!(shared.len(), 1);
         assert!(bytes.len() < 16, "only a reference is encoded");
-        let fds = vec![shared[0].fd().try_clone_to_owned().unwrap()];
+        let fds = vec![shared[0].share_fd().try_clone_to_owned().unwrap()];
         let (n, back): (u8, SharedBytes) = receiving(fds, || postcard::from_bytes(&bytes).unwrap());
         assert_eq!(n, 1);
         assert_eq!(back, a);
