@@ -18,7 +18,9 @@
 //! * registered [`Task`]s ([`task!`]) that any [`Executor`] can run, on
 //!   threads or in isolated worker processes ([`ProcessPool`]), with
 //!   [`SharedBytes`] for large payloads and per-job output capture
-//!   ([`WorkerOutput::Capture`]).
+//!   ([`WorkerOutput::Capture`]);
+//! * [`ipc`]: shared memory, robust mutexes, semaphores and events that
+//!   work across worker processes and threads alike.
 //!
 //! ```
 //! use parpool::{as_completed, JobOptions, ThreadPool};
@@ -57,6 +59,7 @@
 
 mod error;
 mod handle;
+pub mod ipc;
 mod job;
 mod map;
 mod notify;

@@ -1,0 +1,28 @@
+//! Shared state and synchronization across processes (and threads): what
+//! Python's `multiprocessing` offers for jobs that are not self-contained.
+//!
+//! * [`SharedMem`] and its typed view [`SharedSlice`]: memory every
+//!   process sees, with shared atomics (like `Value`);
+//! * [`Mutex`] (and [`Lock`]): a robust lock — a holder that dies is
+//!   reported to the next locker as [`LockError::OwnerDied`], never a
+//!   deadlock;
+//! * [`Semaphore`] (bounded) and [`Event`].
+//!
+//! Each object lives in an anonymous memory file. Put one in a job's input
+//! and the job gets a working handle to the **same** object, whether it
+//! runs in a worker process ([`ProcessPool`](crate::ProcessPool), which
+//! passes the descriptor) or on a thread ([`ThreadPool`](crate::ThreadPool),
+//! which moves the handle); return one from a job and the parent gets it.
+//! Memory is freed when the last handle in any process goes, crashes
+//! included: nothing is left in `/dev/shm`. A region received from
+//! elsewhere is checked (seals, size, header magic, version, kind and
+//! payload size) before use, so a corrupted one is an error, not undefined
+//! behaviour. Waiting uses futexes, shared across processes.
+
+mod mem;
+mod region;
+mod sync;
+mod sys;
+
+pub use mem::{OutOfRange, SharedMem, SharedSlice};
+pub use sync::{Event, Lock, LockError, Mutex, MutexGuard, Permit, Semaphore};

@@ -1,0 +1,228 @@
+//! A shared memory region with a validated header: the storage of every
+//! `ipc` object, and how it crosses the process wire.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use memmap2::MmapRaw;
+use rustix::fs::{MemfdFlags, SealFlags};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::sys;
+use crate::shm::{self, ShareFd};
+
+/// Bytes before the payload: magic, version and kind, payload length.
+pub(crate) const HEADER: usize = 64;
+const MAGIC: u64 = u64::from_le_bytes(*b"PARPOOL\0");
+const VERSION: u32 = 1;
+
+/// What a region holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum Kind {
+    Mem = 1,
+    Mutex = 2,
+    Semaphore = 3,
+    Event = 4,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Mem => "SharedMem",
+            Kind::Mutex => "Mutex",
+            Kind::Semaphore => "Semaphore",
+            Kind::Event => "Event",
+        }
+    }
+}
+
+/// A mapped region: a sealed-size anonymous memory file, mapped shared.
+pub(crate) struct Region {
+    file: File,
+    map: MmapRaw,
+    len: usize,
+}
+
+impl std::fmt::Debug for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Region")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Region {
+    /// A new zeroed region of `kind` with `len` payload bytes.
+    pub(crate) fn create(kind: Kind, len: usize) -> io::Result<Region> {
+        let total = HEADER
+            .checked_add(len)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "size overflows"))?;
+        let fd = rustix::fs::memfd_create(
+            "parpool-ipc",
+            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+        )?;
+        rustix::fs::ftruncate(&fd, total as u64)?;
+        // Its size can never change: a mapping can never reach past the
+        // end of the file (which would raise SIGBUS), in any process.
+        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
+        let file = File::from(fd);
+        let map = sys::map_shared(&file, total)?;
+        let region = Region { file, map, len };
+        region.word(0).store(MAGIC, Ordering::Relaxed);
+        region.word(8).store(
+            u64::from(VERSION) | (u64::from(kind as u32) << 32),
+            Ordering::Relaxed,
+        );
+        region.word(16).store(len as u64, Ordering::Release);
+        Ok(region)
+    }
+
+    /// Maps a region received from another process, after checking it is
+    /// a sealed memory file with a header of the expected kind.
+    pub(crate) fn open(fd: OwnedFd, kind: Kind, len: usize) -> io::Result<Region> {
+        let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+        let seals = rustix::fs::fcntl_get_seals(&fd)
+            .map_err(|_| invalid("the descriptor is not a sealable memory file".into()))?;
+        if !seals.contains(SealFlags::SHRINK | SealFlags::GROW) {
+            return Err(invalid(
+                "the memory file is not sealed against resizing".into(),
+            ));
+        }
+        let size = rustix::fs::fstat(&fd)?.st_size.max(0) as usize;
+        let expected = HEADER + len;
+        if size != expected {
+            return Err(invalid(format!(
+                "the region holds {size} bytes where kind {} with this payload type needs {expected}",
+                kind.name()
+            )));
+        }
+        let file = File::from(fd);
+        let map = sys::map_shared(&file, size)?;
+        let region = Region { file, map, len };
+        let version_kind = region.word(8).load(Ordering::Acquire);
+        if region.word(0).load(Ordering::Acquire) != MAGIC {
+            return Err(invalid("the region has no parpool header".into()));
+        }
+        if version_kind as u32 != VERSION {
+            return Err(invalid(format!(
+                "the region's format version is {}, this build reads {VERSION}",
+                version_kind as u32
+            )));
+        }
+        if (version_kind >> 32) as u32 != kind as u32
+            || region.word(16).load(Ordering::Acquire) != len as u64
+        {
+            return Err(invalid(format!(
+                "the region is not of kind {} with this payload type",
+                kind.name()
+            )));
+        }
+        Ok(region)
+    }
+
+    fn word(&self, offset: usize) -> &AtomicU64 {
+        sys::atomic_at(&self.map, offset).expect("header words are in bounds and aligned")
+    }
+
+    /// Payload bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The mapping (header included).
+    pub(crate) fn map(&self) -> &MmapRaw {
+        &self.map
+    }
+
+    /// The payload's first byte.
+    pub(crate) fn payload(&self) -> *mut u8 {
+        self.map.as_mut_ptr().wrapping_add(HEADER)
+    }
+}
+
+impl ShareFd for Region {
+    fn share_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
+/// Writes `region` as a descriptor reference; only possible inside a
+/// parpool job's input or output.
+pub(crate) fn serialize<S: Serializer>(
+    region: &Arc<Region>,
+    kind: Kind,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::Error;
+    match shm::send_descriptor(region.clone()) {
+        Some(index) => index.serialize(s),
+        None => Err(S::Error::custom(format!(
+            "a {} can only be sent in the input or output of a parpool job",
+            kind.name()
+        ))),
+    }
+}
+
+/// Reads a descriptor reference and maps the region it names.
+pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+    d: D,
+    kind: Kind,
+    len: usize,
+) -> Result<Arc<Region>, D::Error> {
+    let index = u32::deserialize(d)?;
+    let fd = shm::take_descriptor(index).ok_or_else(|| {
+        shm::fail::<D::Error>(format!(
+            "the {} (descriptor #{index}) did not arrive with the message",
+            kind.name()
+        ))
+    })?;
+    Region::open(fd, kind, len)
+        .map(Arc::new)
+        .map_err(|e| shm::fail::<D::Error>(format!("the {} is unusable: {e}", kind.name())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fd_of(r: &Region) -> OwnedFd {
+        r.share_fd().try_clone_to_owned().unwrap()
+    }
+
+    #[test]
+    fn a_region_reopens_with_its_kind_and_size_only() {
+        let r = Region::create(Kind::Event, 4).unwrap();
+        assert!(Region::open(fd_of(&r), Kind::Event, 4).is_ok());
+        let wrong_kind = Region::open(fd_of(&r), Kind::Mutex, 4).unwrap_err();
+        assert!(wrong_kind.to_string().contains("not of kind Mutex"), "{wrong_kind}");
+        let wrong_len = Region::open(fd_of(&r), Kind::Event, 8).unwrap_err();
+        assert!(wrong_len.to_string().contains("needs"), "{wrong_len}");
+        let r2 = Region::create(Kind::Mem, 4).unwrap();
+        let err = Region::open(fd_of(&r2), Kind::Event, 4).unwrap_err();
+        assert!(err.to_string().contains("not of kind Event"), "{err}");
+    }
+
+    #[test]
+    fn garbage_and_unsealed_files_are_refused() {
+        // Sealed, right size, but no header.
+        let fd =
+            rustix::fs::memfd_create("t", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).unwrap();
+        rustix::fs::ftruncate(&fd, (HEADER + 4) as u64).unwrap();
+        rustix::io::pwrite(&fd, b"garbage garbage garbage", 0).unwrap();
+        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW).unwrap();
+        let err = Region::open(fd, Kind::Event, 4).unwrap_err();
+        assert!(err.to_string().contains("no parpool header"), "{err}");
+        // Not sealed: another process could shrink it under us.
+        let fd = rustix::fs::memfd_create("t", MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&fd, (HEADER + 4) as u64).unwrap();
+        let err = Region::open(fd, Kind::Event, 4).unwrap_err();
+        assert!(
+            err.to_string().contains("sealable") || err.to_string().contains("sealed"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,271 @@
+//! parpool::ipc across real worker processes and across threads.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use parpool::ipc::{Event, LockError, Mutex, Semaphore, SharedMem};
+use parpool::{Executor, JobError, ProcessPool, ThreadPool, WorkerOutput};
+
+parpool::task! {
+    /// Writes this process's id at word `index` and sums the first bytes.
+    fn stamp(args: (SharedMem, usize)) -> u64 {
+        let (mem, index) = args;
+        mem.atomic_u64(index).unwrap().store(u64::from(std::process::id()), Ordering::SeqCst);
+        let mut head = [0u8; 16];
+        mem.read(1024, &mut head).unwrap();
+        head.iter().map(|&b| u64::from(b)).sum()
+    }
+}
+
+parpool::task! {
+    fn make_mem(len: usize) -> SharedMem {
+        let mem = SharedMem::new(len).unwrap();
+        mem.write(0, b"made in a worker").unwrap();
+        mem
+    }
+}
+
+parpool::task! {
+    fn increment(args: (Mutex<u64>, u32)) -> () {
+        for _ in 0..args.1 {
+            *args.0.lock().unwrap() += 1;
+        }
+    }
+}
+
+parpool::task! {
+    /// Locks, writes a marker, tells the parent, and waits to be killed.
+    fn hold_and_hang(args: (Mutex<[u64; 2]>, Event)) -> () {
+        let mut guard = args.0.lock().unwrap();
+        guard[0] = 111;
+        args.1.set();
+        std::thread::sleep(Duration::from_secs(60));
+        guard[1] = 222;
+    }
+}
+
+parpool::task! {
+    /// Takes the semaphore `rounds` times; counts holders in shared memory
+    /// and records the most seen at once.
+    fn crowd(args: (Semaphore, SharedMem, u32)) -> () {
+        let (sem, mem, rounds) = args;
+        let inside = mem.atomic_u64(0).unwrap();
+        let most = mem.atomic_u64(1).unwrap();
+        for _ in 0..rounds {
+            let _permit = sem.acquire();
+            let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+            most.fetch_max(now, Ordering::SeqCst);
+            std::hint::spin_loop();
+            std::thread::yield_now();
+            inside.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+parpool::task! {
+    /// Waits for the event; returns how long it waited, in milliseconds.
+    fn wait_for(event: Event) -> u64 {
+        let t = Instant::now();
+        event.wait();
+        t.elapsed().as_millis() as u64
+    }
+}
+
+parpool::task! {
+    fn open_fds(_x: ()) -> usize {
+        std::fs::read_dir("/proc/self/fd").unwrap().count()
+    }
+}
+
+/// One test at a time: one counts this process's descriptors.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn pool(workers: usize) -> ProcessPool {
+    ProcessPool::builder()
+        .workers(workers)
+        .stderr(WorkerOutput::Null)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn shared_memory_is_the_same_memory_in_every_worker() {
+    let _serial = serial();
+    let pool = pool(2);
+    let mem = SharedMem::new(4096).unwrap();
+    mem.write(1024, &[1u8; 16]).unwrap();
+    let handles: Vec<_> = (0..8)
+        .map(|i| pool.submit(stamp, (mem.clone(), i)))
+        .collect();
+    for h in handles {
+        assert_eq!(h.join(), Ok(16));
+    }
+    let pids = pool.worker_pids();
+    for i in 0..8 {
+        let pid = mem.atomic_u64(i).unwrap().load(Ordering::SeqCst) as u32;
+        assert!(
+            pids.contains(&pid),
+            "word {i} holds {pid}, workers are {pids:?}"
+        );
+    }
+    // Made in a worker, read in the parent.
+    let made = pool.submit(make_mem, 100).join().unwrap();
+    let mut text = [0u8; 16];
+    made.read(0, &mut text).unwrap();
+    assert_eq!(&text, b"made in a worker");
+    // Out of range is an error that touches nothing.
+    assert!(mem.write(4090, &[9; 16]).is_err());
+    assert!(mem.atomic_u64(512).is_none());
+}
+
+#[test]
+fn on_a_thread_pool_the_handle_is_moved_not_copied() {
+    let _serial = serial();
+    let pool = ThreadPool::builder().workers(2).build().unwrap();
+    let mem = SharedMem::new(4096).unwrap();
+    let h = pool.submit(stamp, (mem.clone(), 0));
+    assert_eq!(h.join(), Ok(0));
+    let pid = mem.atomic_u64(0).unwrap().load(Ordering::SeqCst) as u32;
+    assert_eq!(pid, std::process::id());
+}
+
+#[test]
+fn a_mutex_serializes_increments_from_many_processes_and_threads() {
+    let _serial = serial();
+    let pool = pool(4);
+    let counter = Mutex::new(0u64).unwrap();
+    let handles: Vec<_> = (0..8)
+        .map(|_| pool.submit(increment, (counter.clone(), 500)))
+        .collect();
+    // Threads of this process join in on the same lock.
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let c = counter.clone();
+            std::thread::spawn(move || {
+                for _ in 0..500 {
+                    *c.lock().unwrap() += 1;
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(*counter.lock().unwrap(), 10 * 500);
+}
+
+#[test]
+fn a_lock_holder_killed_mid_critical_section_gives_owner_died_not_a_hang() {
+    let _serial = serial();
+    let pool = pool(1);
+    let data = Mutex::new([0u64; 2]).unwrap();
+    let locked = Event::new().unwrap();
+    let h = pool.submit(hold_and_hang, (data.clone(), locked.clone()));
+    assert!(
+        locked.wait_timeout(Duration::from_secs(10)),
+        "the worker never locked"
+    );
+    // The lock is held: a timed attempt times out.
+    assert!(matches!(
+        data.lock_timeout(Duration::from_millis(50)),
+        Err(LockError::TimedOut)
+    ));
+    // SIGKILL the holder from outside, mid-critical-section.
+    let pid = pool.worker_pids()[0];
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    assert!(matches!(h.join(), Err(JobError::Crashed { .. })));
+    let t = Instant::now();
+    let guard = match data.lock() {
+        Err(LockError::OwnerDied(g)) => g,
+        other => panic!("expected OwnerDied, got {other:?}"),
+    };
+    assert!(t.elapsed() < Duration::from_secs(5));
+    // What the holder wrote before dying is there.
+    assert_eq!(*guard, [111, 0]);
+    drop(guard);
+    // And the lock works normally again.
+    *data.lock().unwrap() = [1, 2];
+    assert_eq!(*data.lock().unwrap(), [1, 2]);
+}
+
+#[test]
+fn a_semaphore_never_lets_more_in_than_it_has_permits() {
+    let _serial = serial();
+    let pool = pool(4);
+    let sem = Semaphore::new(2).unwrap();
+    let mem = SharedMem::new(16).unwrap();
+    let handles: Vec<_> = (0..4)
+        .map(|_| pool.submit(crowd, (sem.clone(), mem.clone(), 2000)))
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let most = mem.atomic_u64(1).unwrap().load(Ordering::SeqCst);
+    assert!((1..=2).contains(&most), "{most} holders at once");
+    assert_eq!(sem.available(), 2, "every permit came back");
+    // Timeouts.
+    let a = sem.acquire();
+    let b = sem.acquire();
+    let t = Instant::now();
+    assert!(sem.acquire_timeout(Duration::from_millis(50)).is_none());
+    assert!(t.elapsed() >= Duration::from_millis(50));
+    drop((a, b));
+}
+
+#[test]
+fn an_event_wakes_a_waiting_worker() {
+    let _serial = serial();
+    let pool = pool(1);
+    let event = Event::new().unwrap();
+    let h = pool.submit(wait_for, event.clone());
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(!h.is_finished(), "the worker must still be waiting");
+    event.set();
+    let waited = h.join().unwrap();
+    assert!(waited >= 100, "waited {waited} ms");
+    event.clear();
+    assert!(!event.wait_timeout(Duration::from_millis(20)));
+}
+
+#[test]
+fn ipc_objects_cannot_be_serialized_outside_a_job() {
+    let _serial = serial();
+    let mem = SharedMem::new(8).unwrap();
+    assert!(postcard::to_allocvec(&mem).is_err());
+    let lock = Mutex::new(0u32).unwrap();
+    assert!(postcard::to_allocvec(&lock).is_err());
+}
+
+#[test]
+fn no_descriptor_leaks_after_many_jobs() {
+    let _serial = serial();
+    let pool = pool(1);
+    let warm = SharedMem::new(8).unwrap();
+    let _ = pool.submit(stamp, (warm, 0)).join();
+    let before = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    let worker_before = pool.submit(open_fds, ()).join().unwrap();
+    for i in 0..300 {
+        let mem = SharedMem::new(4096 + i).unwrap();
+        let counter = Mutex::new(0u64).unwrap();
+        pool.submit(stamp, (mem, 0)).join().unwrap();
+        pool.submit(increment, (counter, 1)).join().unwrap();
+    }
+    assert_eq!(pool.submit(open_fds, ()).join().unwrap(), worker_before);
+    assert_eq!(std::fs::read_dir("/proc/self/fd").unwrap().count(), before);
+    // Nothing of parpool's is ever in /dev/shm.
+    if let Ok(dir) = std::fs::read_dir("/dev/shm") {
+        for e in dir.flatten() {
+            assert!(!e.file_name().to_string_lossy().contains("parpool"));
+        }
+    }
+}
