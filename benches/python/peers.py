@@ -27,6 +27,10 @@ def echo_bytes(b):
     return b
 
 
+def sum_u64(b):
+    return sum(memoryview(b).cast("Q"))
+
+
 def main():
     mode, n, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     if mode == "ppe_tiny":
@@ -74,6 +78,24 @@ def main():
             back = ex.submit(echo_bytes, data).result()
             out = {"seconds": time.perf_counter() - t}
         assert len(back) == n
+    elif mode == "mp_lock":
+        lock = mp.Lock()
+        t = time.perf_counter()
+        for _ in range(n):
+            lock.acquire()
+            lock.release()
+        out = {"seconds": time.perf_counter() - t}
+    elif mode == "ppe_sum_halves":
+        # n bytes of u64 ones, pickled to two workers, each summing half.
+        data = (1).to_bytes(8, "little") * (n // 8)
+        half = len(data) // 2
+        with ProcessPoolExecutor(workers) as ex:
+            list(ex.map(ident, range(workers)))
+            t = time.perf_counter()
+            parts = [ex.submit(sum_u64, data[:half]), ex.submit(sum_u64, data[half:])]
+            total = sum(f.result() for f in parts)
+            out = {"seconds": time.perf_counter() - t}
+        assert total == n // 8
     else:
         raise SystemExit(f"unknown mode {mode}")
     print(json.dumps(out))

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 mod cli;
+mod ipc;
 mod peers;
 mod process;
 
@@ -89,9 +90,11 @@ fn parse_args() -> Result<Options, String> {
             "--suite" => {
                 let v = args
                     .next()
-                    .ok_or("--suite needs threads, processes or cli")?;
-                if !["threads", "processes", "cli"].contains(&v.as_str()) {
-                    return Err(format!("unknown suite `{v}` (threads, processes or cli)"));
+                    .ok_or("--suite needs threads, processes, cli or ipc")?;
+                if !["threads", "processes", "cli", "ipc"].contains(&v.as_str()) {
+                    return Err(format!(
+                        "unknown suite `{v}` (threads, processes, cli or ipc)"
+                    ));
                 }
                 o.suite = Some(v);
             }
@@ -101,7 +104,7 @@ fn parse_args() -> Result<Options, String> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--reps N] [--suite threads|processes|cli] [--only ROW] [--contender NAME] [--no-write]"
+                    "usage: bench [--quick] [--reps N] [--suite threads|processes|cli|ipc] [--only ROW] [--contender NAME] [--no-write]"
                 );
                 std::process::exit(0);
             }
@@ -404,6 +407,29 @@ fn main() {
         }
     }
 
+    if suite("ipc") {
+        let reps = reps.min(3);
+        let n = quick(100_000, 1_000_000);
+        let name = format!("ipc: {n} uncontended lock/unlock pairs");
+        if wanted(&name) {
+            let timings = measure_timed(reps, &mut ipc::lock(n));
+            let targets = [("Python multiprocessing.Lock", 20.0)];
+            t.record("ipc", name, "pairs", n, timings, &targets);
+        }
+        let bytes = quick(64 << 20, 1 << 30);
+        for (kept, how) in [(false, "handed in each job"), (true, "kept by each worker")] {
+            let name = format!(
+                "ipc: {} MiB array {how}, two workers sum half each",
+                bytes >> 20
+            );
+            if wanted(&name) {
+                let timings = measure_timed(reps, &mut ipc::sum_halves(bytes, kept));
+                let targets = [("parpool ThreadPool, one Vec in process", 0.9)];
+                t.record("ipc", name, "arrays", 1, timings, &targets);
+            }
+        }
+    }
+
     let report = Report {
         machine: Machine {
             cores,
@@ -417,7 +443,7 @@ fn main() {
         rows: t.rows,
         ratios: t.ratios,
     };
-    let suites: Vec<&str> = ["threads", "processes", "cli"]
+    let suites: Vec<&str> = ["threads", "processes", "cli", "ipc"]
         .into_iter()
         .filter(|suite| report.rows.iter().any(|r| r.suite == *suite))
         .collect();
@@ -537,6 +563,7 @@ fn markdown(r: &Report, suite: &str) -> String {
         match suite {
             "threads" => "thread pools",
             "processes" => "process pools",
+            "ipc" => "shared state across processes",
             _ => "the parpool command",
         },
         r.machine.cores,

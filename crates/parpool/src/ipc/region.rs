@@ -198,7 +198,10 @@ mod tests {
         let r = Region::create(Kind::Event, 4).unwrap();
         assert!(Region::open(fd_of(&r), Kind::Event, 4).is_ok());
         let wrong_kind = Region::open(fd_of(&r), Kind::Mutex, 4).unwrap_err();
-        assert!(wrong_kind.to_string().contains("not of kind Mutex"), "{wrong_kind}");
+        assert!(
+            wrong_kind.to_string().contains("not of kind Mutex"),
+            "{wrong_kind}"
+        );
         let wrong_len = Region::open(fd_of(&r), Kind::Event, 8).unwrap_err();
         assert!(wrong_len.to_string().contains("needs"), "{wrong_len}");
         let r2 = Region::create(Kind::Mem, 4).unwrap();

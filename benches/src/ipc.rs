@@ -1,0 +1,131 @@
+//! `ipc` rows: process-shared locks and shared arrays against Python's.
+
+use std::sync::Arc;
+
+use parpool::ipc::{Lock, SharedMem, SharedSlice};
+use parpool::{Executor, ProcessPool, ThreadPool};
+
+use crate::process::{TimedContender, python};
+
+parpool::task! {
+    /// Sums elements `from..to` of a shared array, in place.
+    fn sum_half(args: (SharedSlice<u64>, usize, usize)) -> u64 {
+        let (slice, from, to) = args;
+        // SAFETY: nobody writes the array while the jobs run (the bench
+        // fills it once, before submitting them).
+        let all = unsafe { slice.as_slice() };
+        all[from..to].iter().sum()
+    }
+}
+
+parpool::task! {
+    /// A worker's initializer: keeps the array mapped for the worker's life.
+    fn keep_array(slice: SharedSlice<u64>) -> SharedSlice<u64> {
+        slice
+    }
+}
+
+parpool::task! {
+    /// Sums elements `from..to` of the array the worker keeps.
+    fn sum_kept(range: (usize, usize)) -> u64 {
+        parpool::with_worker_state(|slice: &mut SharedSlice<u64>| {
+            // SAFETY: as in `sum_half`: nobody writes the array meanwhile.
+            let all = unsafe { slice.as_slice() };
+            all[range.0..range.1].iter().sum()
+        })
+        .unwrap_or(0)
+    }
+}
+
+/// `n` uncontended lock/unlock pairs.
+pub(crate) fn lock(n: u64) -> Vec<TimedContender> {
+    let lock = Lock::new(()).expect("lock");
+    let local = std::sync::Mutex::new(());
+    vec![
+        (
+            "parpool ipc::Lock",
+            Box::new(move || {
+                for _ in 0..n {
+                    drop(lock.lock().expect("uncontended"));
+                }
+                None
+            }),
+        ),
+        (
+            "std::sync::Mutex (one process only)",
+            Box::new(move || {
+                for _ in 0..n {
+                    drop(std::hint::black_box(local.lock()));
+                }
+                None
+            }),
+        ),
+        (
+            "Python multiprocessing.Lock",
+            Box::new(move || python("mp_lock", n, 1)["seconds"].as_f64()),
+        ),
+    ]
+}
+
+/// `bytes` of u64 ones, summed by two workers, half each. `kept`: each
+/// worker received the array once (its initializer) and keeps it mapped;
+/// otherwise every job carries it and maps it afresh.
+pub(crate) fn sum_halves(bytes: u64, kept: bool) -> Vec<TimedContender> {
+    let n = (bytes / 8) as usize;
+    let mem = SharedMem::new(n * 8).expect("shared memory");
+    let slice: SharedSlice<u64> = mem.slice();
+    // SAFETY: just created; no other handle exists yet.
+    unsafe { slice.as_mut_slice() }.fill(1);
+    let tp = ThreadPool::builder().workers(2).build().expect("pool");
+    let vec: Arc<Vec<u64>> = Arc::new(vec![1; n]);
+    let ours: TimedContender = if kept {
+        let pool = ProcessPool::builder()
+            .workers(2)
+            .initializer(keep_array, slice)
+            .build()
+            .expect("pool");
+        (
+            "parpool ProcessPool, SharedSlice kept by each worker",
+            Box::new(move || {
+                let a = pool.submit(sum_kept, (0, n / 2));
+                let b = pool.submit(sum_kept, (n / 2, n));
+                let total = a.join().expect("sum") + b.join().expect("sum");
+                assert_eq!(total, n as u64);
+                None
+            }),
+        )
+    } else {
+        let pool = ProcessPool::builder().workers(2).build().expect("pool");
+        (
+            "parpool ProcessPool, SharedSlice in each job",
+            Box::new(move || {
+                let a = pool.submit(sum_half, (slice.clone(), 0, n / 2));
+                let b = pool.submit(sum_half, (slice.clone(), n / 2, n));
+                let total = a.join().expect("sum") + b.join().expect("sum");
+                assert_eq!(total, n as u64);
+                None
+            }),
+        )
+    };
+    let mut contenders = vec![
+        ours,
+        (
+            "parpool ThreadPool, one Vec in process",
+            Box::new(move || {
+                let (v1, v2) = (vec.clone(), vec.clone());
+                let a = tp.spawn(move || v1[..n / 2].iter().sum::<u64>());
+                let b = tp.spawn(move || v2[n / 2..].iter().sum::<u64>());
+                let total = a.join().expect("sum") + b.join().expect("sum");
+                assert_eq!(total, n as u64);
+                None
+            }),
+        ),
+    ];
+    if !kept {
+        contenders.push((
+            "Python ProcessPoolExecutor (pickled halves)",
+            Box::new(move || python("ppe_sum_halves", bytes, 2)["seconds"].as_f64()),
+        ));
+    }
+    contenders
+}
