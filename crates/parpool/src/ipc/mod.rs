@@ -6,7 +6,9 @@
 //! * [`Mutex`] (and [`Lock`]): a robust lock — a holder that dies is
 //!   reported to the next locker as [`LockError::OwnerDied`], never a
 //!   deadlock;
-//! * [`Semaphore`] (bounded) and [`Event`].
+//! * [`Semaphore`] (bounded) and [`Event`];
+//! * [`Queue`]: typed messages, many senders and receivers, bounded by
+//!   bytes and messages, closable.
 //!
 //! Each object lives in an anonymous memory file. Put one in a job's input
 //! and the job gets a working handle to the **same** object, whether it
@@ -20,9 +22,11 @@
 //! behaviour. Waiting uses futexes, shared across processes.
 
 mod mem;
+mod queue;
 mod region;
 mod sync;
 mod sys;
 
 pub use mem::{OutOfRange, SharedMem, SharedSlice};
+pub use queue::{Queue, RecvError, SendError};
 pub use sync::{Event, Lock, LockError, Mutex, MutexGuard, Permit, Semaphore};

@@ -27,6 +27,7 @@ pub(crate) enum Kind {
     Mutex = 2,
     Semaphore = 3,
     Event = 4,
+    Queue = 5,
 }
 
 impl Kind {
@@ -36,6 +37,7 @@ impl Kind {
             Kind::Mutex => "Mutex",
             Kind::Semaphore => "Semaphore",
             Kind::Event => "Event",
+            Kind::Queue => "Queue",
         }
     }
 }

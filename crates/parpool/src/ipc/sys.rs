@@ -1,6 +1,8 @@
 //! Operating-system calls for `ipc` (Linux): read-write shared mappings,
-//! process-shared robust mutexes (glibc's `pthread_mutex_t`) and futexes.
-//! Every `unsafe` block of the module is here.
+//! process-shared robust mutexes (glibc's `pthread_mutex_t`), futexes, and
+//! the raw accesses to mapped memory. The other files' `unsafe` blocks
+//! call these, or borrow mapped values under a lock or a documented
+//! contract.
 
 use std::fs::File;
 use std::io;

@@ -1,0 +1,668 @@
+//! [`Queue`]: typed messages between processes and threads.
+//!
+//! A byte ring in shared memory with two robust locks: one taken by the
+//! sender writing a message, one by the receiver reading one. So the ring
+//! itself has a single writer and a single reader at any moment, and a
+//! message larger than the ring simply streams through it in pieces while
+//! both hold their locks. Each message is `[length][bytes][trailer]`; the
+//! trailer commits it. Positions only grow (`tail` written by the lock's
+//! sender, `head` by the receiver) and are taken modulo the capacity.
+//!
+//! If a sender dies in the middle of a message, the next sender gets the
+//! lock as `OwnerDied`, fills the rest of that message and writes an abort
+//! trailer: receivers drop it. If a receiver dies in the middle of one,
+//! the next receiver skips the rest of it (it was taken, as in Python).
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::mem::RegionSeed;
+use super::region::{self, HEADER, Kind, Region};
+use super::sys::{self, Locked};
+
+const WRITE_LOCK: usize = 0;
+const READ_LOCK: usize = 64;
+const TAIL: usize = 128;
+const HEAD: usize = 136;
+/// Where the message being written ends (== `TAIL` when none is).
+const WRITE_END: usize = 144;
+/// Where the message being read ends (== `HEAD` when none is).
+const READ_END: usize = 152;
+const SENT: usize = 160;
+const RECEIVED: usize = 168;
+const CAPACITY: usize = 176;
+const MAX_ITEMS: usize = 184;
+const DATA_SEQ: usize = 192;
+const SPACE_SEQ: usize = 196;
+const READER_WAITING: usize = 200;
+const WRITER_WAITING: usize = 204;
+const CLOSED: usize = 208;
+const DATA: usize = 256;
+
+const COMMIT: u64 = 0x434f_4d4d_4954_2e2e;
+const ABORT: u64 = 0x4142_4f52_542e_2e2e;
+/// Bytes a message takes besides its payload: length and trailer.
+const FRAME: u64 = 16;
+
+/// A queue of `T`s shared by processes and threads: many senders, many
+/// receivers, each message received once, in the order each sender sent
+/// its messages. Like `multiprocessing.Queue`, typed and much faster.
+///
+/// Messages are encoded with postcard into a ring of shared memory,
+/// bounded in bytes (the ring's size) and, optionally, in messages. A
+/// message larger than the ring is not an error: it streams through.
+/// [`close`](Self::close) lets receivers drain what was sent and then see
+/// [`RecvError::Disconnected`].
+///
+/// ```
+/// use parpool::ipc::Queue;
+/// use parpool::{Executor, ProcessPool};
+///
+/// parpool::task! {
+///     fn produce(args: (Queue<String>, u32)) -> () {
+///         for i in 0..args.1 {
+///             args.0.send(format!("message {i}")).unwrap();
+///         }
+///     }
+/// }
+///
+/// let q: Queue<String> = Queue::new()?;
+/// let pool = ProcessPool::builder().workers(1).build()?;
+/// pool.submit(produce, (q.clone(), 3)).join()?;
+/// q.close();
+/// let got: Vec<String> = q.iter().collect();
+/// assert_eq!(got, ["message 0", "message 1", "message 2"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Queue<T> {
+    region: Arc<Region>,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue {
+            region: self.region.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+/// Why a send failed; the value is handed back where it was not sent.
+#[derive(thiserror::Error)]
+pub enum SendError<T> {
+    /// The queue was closed.
+    #[error("the queue is closed")]
+    Closed(T),
+    /// No room now (`try_send`), or not within the timeout.
+    #[error("the queue is full")]
+    Full(T),
+    /// The value could not be encoded.
+    #[error("the message could not be encoded: {0}")]
+    Encode(String),
+    /// The shared memory failed (should not happen with a valid queue).
+    #[error("queue failure: {0}")]
+    Io(io::Error),
+}
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SendError::Closed(_) => f.write_str("Closed(..)"),
+            SendError::Full(_) => f.write_str("Full(..)"),
+            SendError::Encode(e) => f.debug_tuple("Encode").field(e).finish(),
+            SendError::Io(e) => f.debug_tuple("Io").field(e).finish(),
+        }
+    }
+}
+
+impl<T> SendError<T> {
+    /// The value that was not sent, when there is one.
+    pub fn into_inner(self) -> Option<T> {
+        match self {
+            SendError::Closed(v) | SendError::Full(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// Why a receive returned no message.
+#[derive(Debug, thiserror::Error)]
+pub enum RecvError {
+    /// The queue is closed and everything sent has been received.
+    #[error("the queue is closed and drained")]
+    Disconnected,
+    /// Nothing to receive now (`try_recv`), or not within the timeout.
+    #[error("the queue is empty")]
+    Empty,
+    /// A message arrived but did not decode as the queue's type.
+    #[error("a message did not decode: {0}")]
+    Decode(String),
+    /// The shared memory failed or holds something that is not a message.
+    #[error("queue failure: {0}")]
+    Io(io::Error),
+}
+
+enum Wait {
+    Forever,
+    Until(Instant),
+    No,
+}
+
+impl Wait {
+    fn from_timeout(timeout: Duration) -> Wait {
+        Instant::now()
+            .checked_add(timeout)
+            .map_or(Wait::Forever, Wait::Until)
+    }
+    fn lock_deadline(&self) -> Option<SystemTime> {
+        match self {
+            Wait::Forever => None,
+            Wait::Until(at) => {
+                Some(SystemTime::now() + at.saturating_duration_since(Instant::now()))
+            }
+            Wait::No => Some(SystemTime::now()),
+        }
+    }
+}
+
+/// A lock on one end of the ring; unlocks on drop.
+struct EndLock<'a> {
+    mutex: *mut u8,
+    _q: PhantomData<&'a ()>,
+}
+
+impl Drop for EndLock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: this thread locked the mutex (in `lock_end`) and holds it;
+        // the region is kept mapped by the `Queue` this borrows.
+        unsafe { sys::mutex_unlock(self.mutex) };
+    }
+}
+
+/// Default ring size.
+const DEFAULT_CAPACITY: usize = 1 << 20;
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// A queue with a 1 MiB ring and no limit on the number of messages.
+    ///
+    /// # Errors
+    /// When the system cannot create the shared memory.
+    pub fn new() -> io::Result<Self> {
+        Self::with_capacity(DEFAULT_CAPACITY, None)
+    }
+
+    /// A queue whose ring holds `bytes` (rounded up to a power of two, at
+    /// least 64) and, if given, at most `max_items` complete messages.
+    ///
+    /// # Errors
+    /// When the system cannot create the shared memory.
+    pub fn with_capacity(bytes: usize, max_items: Option<u64>) -> io::Result<Self> {
+        let capacity = bytes.max(64).checked_next_power_of_two().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "queue capacity too large")
+        })?;
+        let region = Region::create(Kind::Queue, DATA + capacity)?;
+        for lock in [WRITE_LOCK, READ_LOCK] {
+            // SAFETY: each lock has 64 aligned bytes in the new payload,
+            // which nobody else has yet.
+            unsafe { sys::mutex_init(region.payload().wrapping_add(lock))? };
+        }
+        let q = Queue {
+            region: Arc::new(region),
+            _t: PhantomData,
+        };
+        q.word(CAPACITY).store(capacity as u64, SeqCst);
+        q.word(MAX_ITEMS)
+            .store(max_items.unwrap_or(u64::MAX), SeqCst);
+        Ok(q)
+    }
+
+    fn word(&self, at: usize) -> &AtomicU64 {
+        sys::atomic_at(self.region.map(), HEADER + at).expect("queue words are in bounds")
+    }
+
+    fn word32(&self, at: usize) -> &AtomicU32 {
+        sys::atomic_at(self.region.map(), HEADER + at).expect("queue words are in bounds")
+    }
+
+    fn capacity(&self) -> u64 {
+        self.word(CAPACITY).load(SeqCst)
+    }
+
+    /// Complete messages waiting to be received.
+    pub fn len(&self) -> usize {
+        let sent = self.word(SENT).load(SeqCst);
+        let received = self.word(RECEIVED).load(SeqCst);
+        sent.saturating_sub(received) as usize
+    }
+
+    /// Whether no complete message is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.word32(CLOSED).load(SeqCst) != 0
+    }
+
+    /// Closes the queue: sends fail from now on; receivers get what was
+    /// sent, then [`RecvError::Disconnected`]. Wakes every waiter.
+    pub fn close(&self) {
+        self.word32(CLOSED).store(1, SeqCst);
+        for seq in [DATA_SEQ, SPACE_SEQ] {
+            self.word32(seq).fetch_add(1, SeqCst);
+            sys::futex_wake(self.word32(seq), u32::MAX);
+        }
+    }
+
+    /// Sends `value`, waiting for room as long as it takes.
+    ///
+    /// # Errors
+    /// [`SendError::Closed`] with the value if the queue is closed;
+    /// [`SendError::Encode`] if it does not encode.
+    pub fn send(&self, value: T) -> Result<(), SendError<T>> {
+        self.send_with(value, Wait::Forever)
+    }
+
+    /// Sends `value` if there is room for all of it now; otherwise hands
+    /// it back as [`SendError::Full`].
+    ///
+    /// # Errors
+    /// As [`send`](Self::send), and `Full`.
+    pub fn try_send(&self, value: T) -> Result<(), SendError<T>> {
+        self.send_with(value, Wait::No)
+    }
+
+    /// Sends `value`, waiting at most `timeout` for room to start it.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send), and `Full` when the time ran out.
+    pub fn send_timeout(&self, value: T, timeout: Duration) -> Result<(), SendError<T>> {
+        self.send_with(value, Wait::from_timeout(timeout))
+    }
+
+    /// Receives the next message, waiting as long as it takes.
+    ///
+    /// # Errors
+    /// [`RecvError::Disconnected`] once the queue is closed and drained.
+    pub fn recv(&self) -> Result<T, RecvError> {
+        self.recv_with(Wait::Forever)
+    }
+
+    /// Receives a message if one is waiting.
+    ///
+    /// # Errors
+    /// [`RecvError::Empty`] if none is; `Disconnected` as for
+    /// [`recv`](Self::recv).
+    pub fn try_recv(&self) -> Result<T, RecvError> {
+        self.recv_with(Wait::No)
+    }
+
+    /// Receives the next message, waiting at most `timeout` for one to
+    /// start arriving.
+    ///
+    /// # Errors
+    /// [`RecvError::Empty`] when the time ran out; `Disconnected` as for
+    /// [`recv`](Self::recv).
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvError> {
+        self.recv_with(Wait::from_timeout(timeout))
+    }
+
+    /// Receives messages until the queue is closed and drained.
+    pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        std::iter::from_fn(move || {
+            loop {
+                match self.recv() {
+                    Ok(v) => return Some(v),
+                    // A message of the wrong shape is skipped, not an end.
+                    Err(RecvError::Decode(_)) => continue,
+                    Err(_) => return None,
+                }
+            }
+        })
+    }
+
+    fn lock_end(&self, at: usize, wait: &Wait) -> io::Result<Option<(EndLock<'_>, bool)>> {
+        let mutex = self.region.payload().wrapping_add(at);
+        // SAFETY: the lock at `at` was initialized by `with_capacity`; the
+        // region stays mapped while `self` lives.
+        let locked = unsafe { sys::mutex_lock(mutex, wait.lock_deadline())? };
+        let lock = EndLock {
+            mutex,
+            _q: PhantomData,
+        };
+        Ok(match locked {
+            Locked::Yes => Some((lock, false)),
+            Locked::OwnerDied => Some((lock, true)),
+            Locked::TimedOut => None,
+        })
+    }
+
+    /// Waits on futex word `seq` until `ready` or the deadline; `false`
+    /// when the deadline passed first.
+    fn wait_for(&self, seq: usize, waiting: usize, wait: &Wait, ready: impl Fn() -> bool) -> bool {
+        loop {
+            if ready() {
+                return true;
+            }
+            let timeout = match wait {
+                Wait::No => return false,
+                Wait::Forever => None,
+                Wait::Until(at) => match at.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return false,
+                },
+            };
+            let count = self.word32(waiting);
+            count.fetch_add(1, SeqCst);
+            let seen = self.word32(seq).load(SeqCst);
+            if !ready() {
+                sys::futex_wait(self.word32(seq), seen, timeout);
+            }
+            count.fetch_sub(1, SeqCst);
+        }
+    }
+
+    fn bump(&self, seq: usize, waiting: usize) {
+        self.word32(seq).fetch_add(1, SeqCst);
+        if self.word32(waiting).load(SeqCst) > 0 {
+            sys::futex_wake(self.word32(seq), 1);
+        }
+    }
+
+    fn copy_in(&self, pos: u64, bytes: &[u8]) {
+        let cap = self.capacity();
+        let at = (pos % cap) as usize;
+        let first = bytes.len().min(cap as usize - at);
+        let map = self.region.map();
+        sys::copy_in(map, HEADER + DATA + at, &bytes[..first]);
+        sys::copy_in(map, HEADER + DATA, &bytes[first..]);
+    }
+
+    fn copy_out(&self, pos: u64, buf: &mut [u8]) {
+        let cap = self.capacity();
+        let at = (pos % cap) as usize;
+        let first = buf.len().min(cap as usize - at);
+        let map = self.region.map();
+        let (a, b) = buf.split_at_mut(first);
+        sys::copy_out(map, HEADER + DATA + at, a);
+        sys::copy_out(map, HEADER + DATA, b);
+    }
+
+    fn space(&self) -> u64 {
+        self.capacity() - (self.word(TAIL).load(SeqCst) - self.word(HEAD).load(SeqCst))
+    }
+
+    fn available(&self) -> u64 {
+        self.word(TAIL).load(SeqCst) - self.word(HEAD).load(SeqCst)
+    }
+
+    /// Writes `bytes` at the tail, in pieces as room frees up.
+    fn stream_in(&self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            self.wait_for(SPACE_SEQ, WRITER_WAITING, &Wait::Forever, || {
+                self.space() > 0
+            });
+            let n = (self.space() as usize).min(bytes.len());
+            let tail = self.word(TAIL).load(SeqCst);
+            self.copy_in(tail, &bytes[..n]);
+            self.word(TAIL).store(tail + n as u64, SeqCst);
+            self.bump(DATA_SEQ, READER_WAITING);
+            bytes = &bytes[n..];
+        }
+    }
+
+    /// Writes one 8-byte word at the tail once there is room for all of it.
+    fn put_word(&self, word: u64) {
+        self.wait_for(SPACE_SEQ, WRITER_WAITING, &Wait::Forever, || {
+            self.space() >= 8
+        });
+        let tail = self.word(TAIL).load(SeqCst);
+        self.copy_in(tail, &word.to_le_bytes());
+        self.word(TAIL).store(tail + 8, SeqCst);
+        self.bump(DATA_SEQ, READER_WAITING);
+    }
+
+    /// After a sender died holding the lock: completes its message as
+    /// aborted, so receivers drop it and the stream stays in step.
+    fn recover_sender(&self) {
+        let end = self.word(WRITE_END).load(SeqCst);
+        let tail = self.word(TAIL).load(SeqCst);
+        if tail >= end {
+            return;
+        }
+        let filler = end - 8 - tail;
+        let zeros = vec![0u8; filler.min(1 << 16) as usize];
+        let mut left = filler;
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            self.stream_in(&zeros[..n]);
+            left -= n as u64;
+        }
+        self.put_word(ABORT);
+    }
+
+    fn send_with(&self, value: T, wait: Wait) -> Result<(), SendError<T>> {
+        let bytes = match postcard::to_allocvec(&value) {
+            Ok(b) => b,
+            Err(e) => return Err(SendError::Encode(e.to_string())),
+        };
+        let Some((_lock, died)) = self.lock_end(WRITE_LOCK, &wait).map_err(SendError::Io)? else {
+            return Err(SendError::Full(value));
+        };
+        if died {
+            self.recover_sender();
+        }
+        let need = FRAME + bytes.len() as u64;
+        let whole = matches!(wait, Wait::No);
+        let max_items = self.word(MAX_ITEMS).load(SeqCst);
+        let ready = || {
+            self.is_closed()
+                || (self.len() < max_items as usize && self.space() >= if whole { need } else { 8 })
+        };
+        if !self.wait_for(SPACE_SEQ, WRITER_WAITING, &wait, ready) {
+            return Err(SendError::Full(value));
+        }
+        if self.is_closed() {
+            return Err(SendError::Closed(value));
+        }
+        let tail = self.word(TAIL).load(SeqCst);
+        self.word(WRITE_END).store(tail + need, SeqCst);
+        if self.space() >= need {
+            // The common case: the whole message at once, one publish.
+            self.copy_in(tail, &(bytes.len() as u64).to_le_bytes());
+            self.copy_in(tail + 8, &bytes);
+            self.copy_in(tail + 8 + bytes.len() as u64, &COMMIT.to_le_bytes());
+            self.word(TAIL).store(tail + need, SeqCst);
+        } else {
+            self.put_word(bytes.len() as u64);
+            self.stream_in(&bytes);
+            self.put_word(COMMIT);
+        }
+        self.word(SENT).fetch_add(1, SeqCst);
+        self.bump(DATA_SEQ, READER_WAITING);
+        Ok(())
+    }
+
+    /// Reads `buf.len()` bytes at the head, in pieces as they arrive.
+    fn stream_out(&self, buf: &mut [u8]) {
+        let mut done = 0;
+        while done < buf.len() {
+            self.wait_for(DATA_SEQ, READER_WAITING, &Wait::Forever, || {
+                self.available() > 0
+            });
+            let n = (self.available() as usize).min(buf.len() - done);
+            let head = self.word(HEAD).load(SeqCst);
+            self.copy_out(head, &mut buf[done..done + n]);
+            self.word(HEAD).store(head + n as u64, SeqCst);
+            self.bump(SPACE_SEQ, WRITER_WAITING);
+            done += n;
+        }
+    }
+
+    fn take_word(&self) -> u64 {
+        let mut w = [0u8; 8];
+        self.wait_for(DATA_SEQ, READER_WAITING, &Wait::Forever, || {
+            self.available() >= 8
+        });
+        let head = self.word(HEAD).load(SeqCst);
+        self.copy_out(head, &mut w);
+        self.word(HEAD).store(head + 8, SeqCst);
+        self.bump(SPACE_SEQ, WRITER_WAITING);
+        u64::from_le_bytes(w)
+    }
+
+    /// After a receiver died holding the lock: skips the rest of the
+    /// message it was reading.
+    fn recover_receiver(&self) {
+        let end = self.word(READ_END).load(SeqCst);
+        let head = self.word(HEAD).load(SeqCst);
+        if head >= end {
+            return;
+        }
+        let mut left = end - 8 - head;
+        let mut sink = vec![0u8; left.min(1 << 16) as usize];
+        while left > 0 {
+            let n = left.min(sink.len() as u64) as usize;
+            self.stream_out(&mut sink[..n]);
+            left -= n as u64;
+        }
+        if self.take_word() == COMMIT {
+            self.word(RECEIVED).fetch_add(1, SeqCst);
+        }
+    }
+
+    fn recv_with(&self, wait: Wait) -> Result<T, RecvError> {
+        let Some((_lock, died)) = self.lock_end(READ_LOCK, &wait).map_err(RecvError::Io)? else {
+            return Err(RecvError::Empty);
+        };
+        if died {
+            self.recover_receiver();
+        }
+        loop {
+            let drained = || {
+                self.is_closed()
+                    && self.available() == 0
+                    && self.word(WRITE_END).load(SeqCst) <= self.word(TAIL).load(SeqCst)
+            };
+            let ready = || self.available() >= 8 || drained();
+            if !self.wait_for(DATA_SEQ, READER_WAITING, &wait, ready) {
+                return Err(RecvError::Empty);
+            }
+            if self.available() < 8 {
+                return Err(RecvError::Disconnected);
+            }
+            let head = self.word(HEAD).load(SeqCst);
+            let mut len = [0u8; 8];
+            self.copy_out(head, &mut len);
+            let len = u64::from_le_bytes(len);
+            let mut bytes = Vec::new();
+            if usize::try_from(len).map_or(true, |n| bytes.try_reserve_exact(n).is_err()) {
+                return Err(RecvError::Io(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("a message claims {len} bytes, more than this process can hold"),
+                )));
+            }
+            bytes.resize(len as usize, 0);
+            let need = FRAME + len;
+            self.word(READ_END).store(head + need, SeqCst);
+            let trailer = if self.available() >= need {
+                // The whole message is there: one read, one publish.
+                let mut trailer = [0u8; 8];
+                self.copy_out(head + 8, &mut bytes);
+                self.copy_out(head + 8 + len, &mut trailer);
+                self.word(HEAD).store(head + need, SeqCst);
+                self.bump(SPACE_SEQ, WRITER_WAITING);
+                u64::from_le_bytes(trailer)
+            } else {
+                self.word(HEAD).store(head + 8, SeqCst);
+                self.bump(SPACE_SEQ, WRITER_WAITING);
+                self.stream_out(&mut bytes);
+                self.take_word()
+            };
+            match trailer {
+                COMMIT => {
+                    self.word(RECEIVED).fetch_add(1, SeqCst);
+                    return postcard::from_bytes(&bytes)
+                        .map_err(|e| RecvError::Decode(e.to_string()));
+                }
+                // Its sender died while writing it: drop it, read on.
+                ABORT => continue,
+                _ => {
+                    return Err(RecvError::Io(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a message has no valid trailer: the queue's memory is corrupted",
+                    )));
+                }
+            }
+        }
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue").finish_non_exhaustive()
+    }
+}
+
+impl<T> Serialize for Queue<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (self.region.len() as u64, SendQueue(&self.region)).serialize(s)
+    }
+}
+
+struct SendQueue<'a>(&'a Arc<Region>);
+
+impl Serialize for SendQueue<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        region::serialize(self.0, Kind::Queue, s)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Queue<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, SeqAccess, Visitor};
+        struct V<T>(PhantomData<T>);
+        impl<'de, T> Visitor<'de> for V<T> {
+            type Value = Queue<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a queue reference")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Queue<T>, A::Error> {
+                let len: u64 = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+                let len = usize::try_from(len).map_err(A::Error::custom)?;
+                if len < DATA + 64 || !(len - DATA).is_power_of_two() {
+                    return Err(A::Error::custom("not a queue's size"));
+                }
+                let region = seq
+                    .next_element_seed(RegionSeed {
+                        kind: Kind::Queue,
+                        len,
+                    })?
+                    .ok_or_else(|| A::Error::invalid_length(1, &self))?;
+                let q = Queue {
+                    region,
+                    _t: PhantomData,
+                };
+                // The capacity word must agree with the region's size.
+                let cap = sys::atomic_at::<AtomicU64>(q.region.map(), HEADER + CAPACITY)
+                    .map_or(0, |w| w.load(SeqCst));
+                if cap as usize != len - DATA {
+                    return Err(A::Error::custom("the queue's header is corrupted"));
+                }
+                Ok(q)
+            }
+        }
+        d.deserialize_tuple(2, V(PhantomData))
+    }
+}
