@@ -31,6 +31,19 @@ def sum_u64(b):
     return sum(memoryview(b).cast("Q"))
 
 
+def q_produce(q, n, size):
+    item = bytes(size) if size else None
+    for i in range(n):
+        q.put(item if size else i)
+
+
+def q_consume(q, counts):
+    got = 0
+    while q.get() is not None:
+        got += 1
+    counts.put(got)
+
+
 def main():
     mode, n, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     if mode == "ppe_tiny":
@@ -96,6 +109,36 @@ def main():
             total = sum(f.result() for f in parts)
             out = {"seconds": time.perf_counter() - t}
         assert total == n // 8
+    elif mode in ("mpq_1to1", "mpq_1mib"):
+        size = 1 << 20 if mode == "mpq_1mib" else 0
+        q = mp.Queue()
+        p = mp.Process(target=q_produce, args=(q, 1, size))
+        p.start()
+        q.get()  # the producer process is up
+        p.join()
+        t = time.perf_counter()
+        p = mp.Process(target=q_produce, args=(q, n, size))
+        p.start()
+        for _ in range(n):
+            q.get()
+        out = {"seconds": time.perf_counter() - t}
+        p.join()
+    elif mode == "mpq_4x4":
+        q, counts = mp.Queue(), mp.Queue()
+        t = time.perf_counter()
+        cons = [mp.Process(target=q_consume, args=(q, counts)) for _ in range(4)]
+        prods = [mp.Process(target=q_produce, args=(q, n // 4, 64)) for _ in range(4)]
+        for p in cons + prods:
+            p.start()
+        for p in prods:
+            p.join()
+        for _ in cons:
+            q.put(None)
+        total = sum(counts.get() for _ in cons)
+        for p in cons:
+            p.join()
+        out = {"seconds": time.perf_counter() - t}
+        assert total == n // 4 * 4
     else:
         raise SystemExit(f"unknown mode {mode}")
     print(json.dumps(out))

@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
-use parpool::ipc::{Lock, SharedMem, SharedSlice};
+use parpool::ipc::{Lock, Queue, SharedMem, SharedSlice};
 use parpool::{Executor, ProcessPool, ThreadPool};
+use serde_bytes::ByteBuf;
 
 use crate::process::{TimedContender, python};
 
@@ -35,6 +36,108 @@ parpool::task! {
         })
         .unwrap_or(0)
     }
+}
+
+parpool::task! {
+    fn produce_u64(args: (Queue<u64>, u64)) -> () {
+        for i in 0..args.1 {
+            args.0.send(i).expect("send");
+        }
+    }
+}
+
+parpool::task! {
+    fn produce_bytes(args: (Queue<ByteBuf>, u64, usize)) -> () {
+        let item = ByteBuf::from(vec![1u8; args.2]);
+        for _ in 0..args.1 {
+            args.0.send(item.clone()).expect("send");
+        }
+    }
+}
+
+parpool::task! {
+    fn consume_bytes(q: Queue<ByteBuf>) -> u64 {
+        q.iter().count() as u64
+    }
+}
+
+/// `n` u64 messages from one worker process to this one.
+pub(crate) fn queue_1to1(n: u64) -> Vec<TimedContender> {
+    let pool = ProcessPool::builder().workers(1).build().expect("pool");
+    vec![
+        (
+            "parpool ipc::Queue",
+            Box::new(move || {
+                let q: Queue<u64> = Queue::new().expect("queue");
+                let producer = pool.submit(produce_u64, (q.clone(), n));
+                for i in 0..n {
+                    assert_eq!(q.recv().expect("recv"), i);
+                }
+                producer.join().expect("producer");
+                None
+            }),
+        ),
+        (
+            "Python multiprocessing.Queue",
+            Box::new(move || python("mpq_1to1", n, 1)["seconds"].as_f64()),
+        ),
+    ]
+}
+
+/// `n` 64-byte messages from 4 producer processes to 4 consumer processes.
+pub(crate) fn queue_4x4(n: u64) -> Vec<TimedContender> {
+    let pool = ProcessPool::builder().workers(8).build().expect("pool");
+    vec![
+        (
+            "parpool ipc::Queue",
+            Box::new(move || {
+                let q: Queue<ByteBuf> = Queue::new().expect("queue");
+                let consumers: Vec<_> = (0..4)
+                    .map(|_| pool.submit(consume_bytes, q.clone()))
+                    .collect();
+                let producers: Vec<_> = (0..4)
+                    .map(|_| pool.submit(produce_bytes, (q.clone(), n / 4, 64)))
+                    .collect();
+                for p in producers {
+                    p.join().expect("producer");
+                }
+                q.close();
+                let total: u64 = consumers
+                    .into_iter()
+                    .map(|c| c.join().expect("consumer"))
+                    .sum();
+                assert_eq!(total, n / 4 * 4);
+                None
+            }),
+        ),
+        (
+            "Python multiprocessing.Queue",
+            Box::new(move || python("mpq_4x4", n, 8)["seconds"].as_f64()),
+        ),
+    ]
+}
+
+/// `n` 1 MiB messages from one worker process to this one.
+pub(crate) fn queue_1mib(n: u64) -> Vec<TimedContender> {
+    let pool = ProcessPool::builder().workers(1).build().expect("pool");
+    vec![
+        (
+            "parpool ipc::Queue",
+            Box::new(move || {
+                let q: Queue<ByteBuf> = Queue::with_capacity(8 << 20, None).expect("queue");
+                let producer = pool.submit(produce_bytes, (q.clone(), n, 1 << 20));
+                for _ in 0..n {
+                    assert_eq!(q.recv().expect("recv").len(), 1 << 20);
+                }
+                producer.join().expect("producer");
+                None
+            }),
+        ),
+        (
+            "Python multiprocessing.Queue",
+            Box::new(move || python("mpq_1mib", n, 1)["seconds"].as_f64()),
+        ),
+    ]
 }
 
 /// `n` uncontended lock/unlock pairs.

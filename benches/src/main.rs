@@ -410,6 +410,27 @@ fn main() {
     if suite("ipc") {
         let reps = reps.min(3);
         let n = quick(100_000, 1_000_000);
+        let name = format!("ipc: queue, {n} u64 messages, 1 producer process to 1 consumer");
+        if wanted(&name) {
+            let timings = measure_timed(reps, &mut ipc::queue_1to1(n));
+            let targets = [("Python multiprocessing.Queue", 50.0)];
+            t.record("ipc", name, "messages", n, timings, &targets);
+        }
+        let n = quick(40_000, 400_000);
+        let name = format!("ipc: queue, {n} 64-byte messages, 4 producer to 4 consumer processes");
+        if wanted(&name) {
+            let timings = measure_timed(reps, &mut ipc::queue_4x4(n));
+            let targets = [("Python multiprocessing.Queue", 50.0)];
+            t.record("ipc", name, "messages", n, timings, &targets);
+        }
+        let n = quick(50, 500);
+        let name = format!("ipc: queue, {n} 1 MiB messages, process to process");
+        if wanted(&name) {
+            let timings = measure_timed(reps, &mut ipc::queue_1mib(n));
+            let targets = [("Python multiprocessing.Queue", 10.0)];
+            t.record("ipc", name, "messages", n, timings, &targets);
+        }
+        let n = quick(100_000, 1_000_000);
         let name = format!("ipc: {n} uncontended lock/unlock pairs");
         if wanted(&name) {
             let timings = measure_timed(reps, &mut ipc::lock(n));

@@ -17,7 +17,8 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::{AtomicU32, AtomicU64, fence};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::de::DeserializeOwned;
@@ -27,24 +28,27 @@ use super::mem::RegionSeed;
 use super::region::{self, HEADER, Kind, Region};
 use super::sys::{self, Locked};
 
+// Layout of the payload. What the sender writes, what the receiver
+// writes, and each futex sit on cache lines of their own (128 bytes apart),
+// so the two ends do not take lines from each other.
 const WRITE_LOCK: usize = 0;
 const READ_LOCK: usize = 64;
 const TAIL: usize = 128;
-const HEAD: usize = 136;
 /// Where the message being written ends (== `TAIL` when none is).
-const WRITE_END: usize = 144;
+const WRITE_END: usize = 136;
+const SENT: usize = 144;
+const HEAD: usize = 256;
 /// Where the message being read ends (== `HEAD` when none is).
-const READ_END: usize = 152;
-const SENT: usize = 160;
-const RECEIVED: usize = 168;
-const CAPACITY: usize = 176;
-const MAX_ITEMS: usize = 184;
-const DATA_SEQ: usize = 192;
-const SPACE_SEQ: usize = 196;
-const READER_WAITING: usize = 200;
-const WRITER_WAITING: usize = 204;
-const CLOSED: usize = 208;
-const DATA: usize = 256;
+const READ_END: usize = 264;
+const RECEIVED: usize = 272;
+const DATA_SEQ: usize = 384;
+const READER_WAITING: usize = 388;
+const SPACE_SEQ: usize = 512;
+const WRITER_WAITING: usize = 516;
+const CAPACITY: usize = 640;
+const MAX_ITEMS: usize = 648;
+const CLOSED: usize = 656;
+const DATA: usize = 768;
 
 const COMMIT: u64 = 0x434f_4d4d_4954_2e2e;
 const ABORT: u64 = 0x4142_4f52_542e_2e2e;
@@ -83,6 +87,8 @@ const FRAME: u64 = 16;
 /// ```
 pub struct Queue<T> {
     region: Arc<Region>,
+    /// The ring's size (fixed at creation, checked when received).
+    cap: u64,
     _t: PhantomData<fn(T) -> T>,
 }
 
@@ -90,9 +96,15 @@ impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
         Queue {
             region: self.region.clone(),
+            cap: self.cap,
             _t: PhantomData,
         }
     }
+}
+
+thread_local! {
+    /// Scratch space for encoding and receiving, reused between messages.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Why a send failed; the value is handed back where it was not sent.
@@ -187,6 +199,13 @@ impl Drop for EndLock<'_> {
     }
 }
 
+/// Lets a scratch buffer that grew for a big message go.
+fn shrink(buf: &mut Vec<u8>) {
+    if buf.capacity() > 1 << 20 {
+        *buf = Vec::new();
+    }
+}
+
 /// Default ring size.
 const DEFAULT_CAPACITY: usize = 1 << 20;
 
@@ -216,6 +235,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
         let q = Queue {
             region: Arc::new(region),
+            cap: capacity as u64,
             _t: PhantomData,
         };
         q.word(CAPACITY).store(capacity as u64, SeqCst);
@@ -230,10 +250,6 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     fn word32(&self, at: usize) -> &AtomicU32 {
         sys::atomic_at(self.region.map(), HEADER + at).expect("queue words are in bounds")
-    }
-
-    fn capacity(&self) -> u64 {
-        self.word(CAPACITY).load(SeqCst)
     }
 
     /// Complete messages waiting to be received.
@@ -363,6 +379,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             };
             let count = self.word32(waiting);
             count.fetch_add(1, SeqCst);
+            // Pairs with the fence in `bump`: either the other end sees us
+            // waiting, or we see what it published.
+            fence(SeqCst);
             let seen = self.word32(seq).load(SeqCst);
             if !ready() {
                 sys::futex_wait(self.word32(seq), seen, timeout);
@@ -371,15 +390,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
     }
 
+    /// After publishing a position: wakes the other end if it waits. Costs
+    /// one fence and one load when nobody does.
     fn bump(&self, seq: usize, waiting: usize) {
-        self.word32(seq).fetch_add(1, SeqCst);
-        if self.word32(waiting).load(SeqCst) > 0 {
+        fence(SeqCst);
+        if self.word32(waiting).load(Relaxed) > 0 {
+            self.word32(seq).fetch_add(1, SeqCst);
             sys::futex_wake(self.word32(seq), 1);
         }
     }
 
     fn copy_in(&self, pos: u64, bytes: &[u8]) {
-        let cap = self.capacity();
+        let cap = self.cap;
         let at = (pos % cap) as usize;
         let first = bytes.len().min(cap as usize - at);
         let map = self.region.map();
@@ -388,7 +410,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn copy_out(&self, pos: u64, buf: &mut [u8]) {
-        let cap = self.capacity();
+        let cap = self.cap;
         let at = (pos % cap) as usize;
         let first = buf.len().min(cap as usize - at);
         let map = self.region.map();
@@ -398,11 +420,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn space(&self) -> u64 {
-        self.capacity() - (self.word(TAIL).load(SeqCst) - self.word(HEAD).load(SeqCst))
+        self.cap - (self.word(TAIL).load(Acquire) - self.word(HEAD).load(Acquire))
     }
 
     fn available(&self) -> u64 {
-        self.word(TAIL).load(SeqCst) - self.word(HEAD).load(SeqCst)
+        self.word(TAIL).load(Acquire) - self.word(HEAD).load(Acquire)
     }
 
     /// Writes `bytes` at the tail, in pieces as room frees up.
@@ -412,9 +434,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 self.space() > 0
             });
             let n = (self.space() as usize).min(bytes.len());
-            let tail = self.word(TAIL).load(SeqCst);
+            let tail = self.word(TAIL).load(Acquire);
             self.copy_in(tail, &bytes[..n]);
-            self.word(TAIL).store(tail + n as u64, SeqCst);
+            self.word(TAIL).store(tail + n as u64, Release);
             self.bump(DATA_SEQ, READER_WAITING);
             bytes = &bytes[n..];
         }
@@ -425,9 +447,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.wait_for(SPACE_SEQ, WRITER_WAITING, &Wait::Forever, || {
             self.space() >= 8
         });
-        let tail = self.word(TAIL).load(SeqCst);
+        let tail = self.word(TAIL).load(Acquire);
         self.copy_in(tail, &word.to_le_bytes());
-        self.word(TAIL).store(tail + 8, SeqCst);
+        self.word(TAIL).store(tail + 8, Release);
         self.bump(DATA_SEQ, READER_WAITING);
     }
 
@@ -435,7 +457,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// aborted, so receivers drop it and the stream stays in step.
     fn recover_sender(&self) {
         let end = self.word(WRITE_END).load(SeqCst);
-        let tail = self.word(TAIL).load(SeqCst);
+        let tail = self.word(TAIL).load(Acquire);
         if tail >= end {
             return;
         }
@@ -451,8 +473,24 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn send_with(&self, value: T, wait: Wait) -> Result<(), SendError<T>> {
-        let bytes = match postcard::to_allocvec(&value) {
-            Ok(b) => b,
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut buf) => {
+                let r = self.send_encoded(value, wait, &mut buf);
+                shrink(&mut buf);
+                r
+            }
+            // A `Serialize` that sends on a queue itself: no shared scratch.
+            Err(_) => self.send_encoded(value, wait, &mut Vec::new()),
+        })
+    }
+
+    fn send_encoded(&self, value: T, wait: Wait, buf: &mut Vec<u8>) -> Result<(), SendError<T>> {
+        buf.clear();
+        let bytes = match postcard::to_extend(&value, std::mem::take(buf)) {
+            Ok(b) => {
+                *buf = b;
+                &buf[..]
+            }
             Err(e) => return Err(SendError::Encode(e.to_string())),
         };
         let Some((_lock, died)) = self.lock_end(WRITE_LOCK, &wait).map_err(SendError::Io)? else {
@@ -474,17 +512,17 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         if self.is_closed() {
             return Err(SendError::Closed(value));
         }
-        let tail = self.word(TAIL).load(SeqCst);
+        let tail = self.word(TAIL).load(Acquire);
         self.word(WRITE_END).store(tail + need, SeqCst);
         if self.space() >= need {
             // The common case: the whole message at once, one publish.
             self.copy_in(tail, &(bytes.len() as u64).to_le_bytes());
-            self.copy_in(tail + 8, &bytes);
+            self.copy_in(tail + 8, bytes);
             self.copy_in(tail + 8 + bytes.len() as u64, &COMMIT.to_le_bytes());
-            self.word(TAIL).store(tail + need, SeqCst);
+            self.word(TAIL).store(tail + need, Release);
         } else {
             self.put_word(bytes.len() as u64);
-            self.stream_in(&bytes);
+            self.stream_in(bytes);
             self.put_word(COMMIT);
         }
         self.word(SENT).fetch_add(1, SeqCst);
@@ -500,9 +538,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 self.available() > 0
             });
             let n = (self.available() as usize).min(buf.len() - done);
-            let head = self.word(HEAD).load(SeqCst);
+            let head = self.word(HEAD).load(Acquire);
             self.copy_out(head, &mut buf[done..done + n]);
-            self.word(HEAD).store(head + n as u64, SeqCst);
+            self.word(HEAD).store(head + n as u64, Release);
             self.bump(SPACE_SEQ, WRITER_WAITING);
             done += n;
         }
@@ -513,9 +551,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.wait_for(DATA_SEQ, READER_WAITING, &Wait::Forever, || {
             self.available() >= 8
         });
-        let head = self.word(HEAD).load(SeqCst);
+        let head = self.word(HEAD).load(Acquire);
         self.copy_out(head, &mut w);
-        self.word(HEAD).store(head + 8, SeqCst);
+        self.word(HEAD).store(head + 8, Release);
         self.bump(SPACE_SEQ, WRITER_WAITING);
         u64::from_le_bytes(w)
     }
@@ -524,7 +562,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// message it was reading.
     fn recover_receiver(&self) {
         let end = self.word(READ_END).load(SeqCst);
-        let head = self.word(HEAD).load(SeqCst);
+        let head = self.word(HEAD).load(Acquire);
         if head >= end {
             return;
         }
@@ -541,6 +579,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn recv_with(&self, wait: Wait) -> Result<T, RecvError> {
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut buf) => {
+                let r = self.recv_into(wait, &mut buf);
+                shrink(&mut buf);
+                r
+            }
+            // A `Deserialize` that receives from a queue itself.
+            Err(_) => self.recv_into(wait, &mut Vec::new()),
+        })
+    }
+
+    fn recv_into(&self, wait: Wait, bytes: &mut Vec<u8>) -> Result<T, RecvError> {
         let Some((_lock, died)) = self.lock_end(READ_LOCK, &wait).map_err(RecvError::Io)? else {
             return Err(RecvError::Empty);
         };
@@ -551,7 +601,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             let drained = || {
                 self.is_closed()
                     && self.available() == 0
-                    && self.word(WRITE_END).load(SeqCst) <= self.word(TAIL).load(SeqCst)
+                    && self.word(WRITE_END).load(SeqCst) <= self.word(TAIL).load(Acquire)
             };
             let ready = || self.available() >= 8 || drained();
             if !self.wait_for(DATA_SEQ, READER_WAITING, &wait, ready) {
@@ -560,11 +610,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             if self.available() < 8 {
                 return Err(RecvError::Disconnected);
             }
-            let head = self.word(HEAD).load(SeqCst);
+            let head = self.word(HEAD).load(Acquire);
             let mut len = [0u8; 8];
             self.copy_out(head, &mut len);
             let len = u64::from_le_bytes(len);
-            let mut bytes = Vec::new();
+            bytes.clear();
             if usize::try_from(len).map_or(true, |n| bytes.try_reserve_exact(n).is_err()) {
                 return Err(RecvError::Io(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -577,21 +627,21 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             let trailer = if self.available() >= need {
                 // The whole message is there: one read, one publish.
                 let mut trailer = [0u8; 8];
-                self.copy_out(head + 8, &mut bytes);
+                self.copy_out(head + 8, bytes);
                 self.copy_out(head + 8 + len, &mut trailer);
-                self.word(HEAD).store(head + need, SeqCst);
+                self.word(HEAD).store(head + need, Release);
                 self.bump(SPACE_SEQ, WRITER_WAITING);
                 u64::from_le_bytes(trailer)
             } else {
-                self.word(HEAD).store(head + 8, SeqCst);
+                self.word(HEAD).store(head + 8, Release);
                 self.bump(SPACE_SEQ, WRITER_WAITING);
-                self.stream_out(&mut bytes);
+                self.stream_out(bytes);
                 self.take_word()
             };
             match trailer {
                 COMMIT => {
                     self.word(RECEIVED).fetch_add(1, SeqCst);
-                    return postcard::from_bytes(&bytes)
+                    return postcard::from_bytes(bytes)
                         .map_err(|e| RecvError::Decode(e.to_string()));
                 }
                 // Its sender died while writing it: drop it, read on.
@@ -650,17 +700,17 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
                         len,
                     })?
                     .ok_or_else(|| A::Error::invalid_length(1, &self))?;
-                let q = Queue {
-                    region,
-                    _t: PhantomData,
-                };
                 // The capacity word must agree with the region's size.
-                let cap = sys::atomic_at::<AtomicU64>(q.region.map(), HEADER + CAPACITY)
+                let cap = sys::atomic_at::<AtomicU64>(region.map(), HEADER + CAPACITY)
                     .map_or(0, |w| w.load(SeqCst));
                 if cap as usize != len - DATA {
                     return Err(A::Error::custom("the queue's header is corrupted"));
                 }
-                Ok(q)
+                Ok(Queue {
+                    region,
+                    cap,
+                    _t: PhantomData,
+                })
             }
         }
         d.deserialize_tuple(2, V(PhantomData))
