@@ -20,13 +20,18 @@
 //! elsewhere is checked (seals, size, header magic, version, kind and
 //! payload size) before use, so a corrupted one is an error, not undefined
 //! behaviour. Waiting uses futexes, shared across processes.
+//!
+//! [`Event::wait_async`], [`Queue::recv_async`] and [`Queue::send_async`]
+//! work from any async runtime: one thread per process waits for all of
+//! them at once (`futex_waitv`, Linux 5.16 or later), none per call.
 
 mod mem;
 mod queue;
 mod region;
 mod sync;
 mod sys;
+mod waiter;
 
 pub use mem::{OutOfRange, SharedMem, SharedSlice};
 pub use queue::{Queue, RecvError, SendError};
-pub use sync::{Event, Lock, LockError, Mutex, MutexGuard, Permit, Semaphore};
+pub use sync::{Event, EventWait, Lock, LockError, Mutex, MutexGuard, Permit, Semaphore};

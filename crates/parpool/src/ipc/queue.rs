@@ -21,12 +21,17 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicU32, AtomicU64, fence};
 use std::time::{Duration, Instant, SystemTime};
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::mem::RegionSeed;
 use super::region::{self, HEADER, Kind, Region};
 use super::sys::{self, Locked};
+use super::waiter::Registration;
 
 // Layout of the payload. What the sender writes, what the receiver
 // writes, and each futex sit on cache lines of their own (128 bytes apart),
@@ -330,6 +335,62 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// [`recv`](Self::recv).
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvError> {
         self.recv_with(Wait::from_timeout(timeout))
+    }
+
+    /// Receives the next message, as a future for any async runtime.
+    ///
+    /// Waiting for a message to start takes no thread; a message that is
+    /// still streaming in when it starts (one larger than the ring) is read
+    /// to its end on the polling thread.
+    ///
+    /// # Errors
+    /// As [`recv`](Self::recv).
+    ///
+    /// ```
+    /// use parpool::ipc::Queue;
+    ///
+    /// let q: Queue<u32> = Queue::new()?;
+    /// let tx = q.clone();
+    /// std::thread::spawn(move || tx.send(7));
+    /// assert_eq!(futures::executor::block_on(q.recv_async()).unwrap(), 7);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub async fn recv_async(&self) -> Result<T, RecvError> {
+        loop {
+            match self.try_recv() {
+                Err(RecvError::Empty) => {}
+                done => return done,
+            }
+            let ready = || self.available() >= 8 || self.is_closed();
+            Change::new(self, DATA_SEQ, READER_WAITING, ready).await;
+        }
+    }
+
+    /// Sends `value`, as a future for any async runtime: waiting for room
+    /// takes no thread. A message larger than the ring can never fit at
+    /// once, so it is sent as [`send`](Self::send) does, on the polling
+    /// thread.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub async fn send_async(&self, value: T) -> Result<(), SendError<T>> {
+        let need = match postcard::experimental::serialized_size(&value) {
+            Ok(n) => FRAME + n as u64,
+            Err(e) => return Err(SendError::Encode(e.to_string())),
+        };
+        if need > self.cap {
+            return self.send(value);
+        }
+        let mut value = value;
+        loop {
+            match self.try_send(value) {
+                Err(SendError::Full(back)) => value = back,
+                done => return done,
+            }
+            let max_items = self.word(MAX_ITEMS).load(SeqCst) as usize;
+            let ready = || self.is_closed() || (self.space() >= need && self.len() < max_items);
+            Change::new(self, SPACE_SEQ, WRITER_WAITING, ready).await;
+        }
     }
 
     /// Receives messages until the queue is closed and drained.
@@ -654,6 +715,61 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 }
             }
         }
+    }
+}
+
+/// Waits, without a thread, until `ready` holds for one end of a queue.
+/// While it waits it counts as a waiter of that end, so the other end
+/// bumps the futex word it watches.
+struct Change<'a, T, F> {
+    queue: &'a Queue<T>,
+    seq: usize,
+    waiting: usize,
+    ready: F,
+    counted: bool,
+    registration: Registration,
+}
+
+impl<'a, T: Serialize + DeserializeOwned, F: Fn() -> bool> Change<'a, T, F> {
+    fn new(queue: &'a Queue<T>, seq: usize, waiting: usize, ready: F) -> Self {
+        Change {
+            queue,
+            seq,
+            waiting,
+            ready,
+            counted: false,
+            registration: Registration::default(),
+        }
+    }
+}
+
+impl<T, F> Drop for Change<'_, T, F> {
+    fn drop(&mut self) {
+        if self.counted {
+            sys::atomic_at::<AtomicU32>(self.queue.region.map(), HEADER + self.waiting)
+                .expect("queue words are in bounds")
+                .fetch_sub(1, SeqCst);
+        }
+    }
+}
+
+impl<T: Serialize + DeserializeOwned, F: Fn() -> bool + Unpin> Future for Change<'_, T, F> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.counted {
+            self.queue.word32(self.waiting).fetch_add(1, SeqCst);
+            self.counted = true;
+            // As in `wait_for`: pairs with the fence in `bump`.
+            fence(SeqCst);
+        }
+        let seen = self.queue.word32(self.seq).load(SeqCst);
+        if (self.ready)() {
+            return Poll::Ready(());
+        }
+        let region = self.queue.region.clone();
+        let at = self.seq;
+        self.registration.wait(&region, at, seen, cx.waker());
+        Poll::Pending
     }
 }
 

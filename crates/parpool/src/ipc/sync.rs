@@ -9,12 +9,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytemuck::Pod;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::mem::RegionSeed;
 use super::region::{self, HEADER, Kind, Region};
 use super::sys::{self, Locked};
+use super::waiter::Registration;
 
 /// Where a mutex's value starts in its payload (after the lock itself).
 const VALUE_AT: usize = 64;
@@ -455,6 +460,50 @@ impl Event {
         wait_on(self.flag(), Instant::now().checked_add(timeout), || {
             (!self.is_set()).then_some(0)
         })
+    }
+
+    /// Waits until the flag is set, as a future for any async runtime.
+    ///
+    /// ```
+    /// use parpool::ipc::Event;
+    ///
+    /// let ready = Event::new()?;
+    /// let setter = ready.clone();
+    /// std::thread::spawn(move || setter.set());
+    /// futures::executor::block_on(ready.wait_async());
+    /// assert!(ready.is_set());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn wait_async(&self) -> EventWait<'_> {
+        EventWait {
+            event: self,
+            registration: Registration::default(),
+        }
+    }
+}
+
+/// The future of [`Event::wait_async`].
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct EventWait<'a> {
+    event: &'a Event,
+    registration: Registration,
+}
+
+impl Future for EventWait<'_> {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.event.is_set() {
+            return Poll::Ready(());
+        }
+        let region = self.event.region.clone();
+        self.registration.wait(&region, 0, 0, cx.waker());
+        // Set between the check and the registration: the waiter thread
+        // sees the changed word at once, but answer now anyway.
+        if self.event.is_set() {
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
 }
 
