@@ -269,3 +269,26 @@ fn no_descriptor_leaks_after_many_jobs() {
         }
     }
 }
+
+#[test]
+fn setting_an_event_wakes_every_waiter() {
+    let _serial = serial();
+    let event = Event::new().unwrap();
+    let waiters: Vec<_> = (0..8)
+        .map(|_| {
+            let e = event.clone();
+            std::thread::spawn(move || e.wait_timeout(Duration::from_secs(5)))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let t = Instant::now();
+    event.set();
+    for w in waiters {
+        assert!(w.join().unwrap(), "a waiter was not woken");
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "waiters woke one by one: {:?}",
+        t.elapsed()
+    );
+}

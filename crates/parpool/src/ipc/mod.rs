@@ -6,7 +6,8 @@
 //! * [`Mutex`] (and [`Lock`]): a robust lock — a holder that dies is
 //!   reported to the next locker as [`LockError::OwnerDied`], never a
 //!   deadlock;
-//! * [`Semaphore`] (bounded) and [`Event`];
+//! * [`Semaphore`] (bounded), [`Event`], and [`Barrier`] — which a party
+//!   that dies breaks for the others instead of hanging them;
 //! * [`Queue`]: typed messages, many senders and receivers, bounded by
 //!   bytes and messages, closable.
 //!
@@ -25,6 +26,7 @@
 //! work from any async runtime: one thread per process waits for all of
 //! them at once (`futex_waitv`, Linux 5.16 or later), none per call.
 
+mod barrier;
 mod mem;
 mod queue;
 mod region;
@@ -32,6 +34,7 @@ mod sync;
 mod sys;
 mod waiter;
 
+pub use barrier::{Barrier, BarrierError, Party};
 pub use mem::{OutOfRange, SharedMem, SharedSlice};
 pub use queue::{Queue, RecvError, SendError};
 pub use sync::{Event, EventWait, Lock, LockError, Mutex, MutexGuard, Permit, Semaphore};

@@ -280,7 +280,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.word32(CLOSED).store(1, SeqCst);
         for seq in [DATA_SEQ, SPACE_SEQ] {
             self.word32(seq).fetch_add(1, SeqCst);
-            sys::futex_wake(self.word32(seq), u32::MAX);
+            sys::futex_wake(self.word32(seq), sys::WAKE_ALL);
         }
     }
 

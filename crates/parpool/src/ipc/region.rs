@@ -28,6 +28,7 @@ pub(crate) enum Kind {
     Semaphore = 3,
     Event = 4,
     Queue = 5,
+    Barrier = 6,
 }
 
 impl Kind {
@@ -38,6 +39,7 @@ impl Kind {
             Kind::Semaphore => "Semaphore",
             Kind::Event => "Event",
             Kind::Queue => "Queue",
+            Kind::Barrier => "Barrier",
         }
     }
 }

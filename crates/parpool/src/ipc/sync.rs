@@ -437,7 +437,7 @@ impl Event {
     /// Sets the flag and wakes every waiter, in every process.
     pub fn set(&self) {
         self.flag().store(1, Ordering::Release);
-        sys::futex_wake(self.flag(), u32::MAX);
+        sys::futex_wake(self.flag(), sys::WAKE_ALL);
     }
 
     /// Clears the flag.

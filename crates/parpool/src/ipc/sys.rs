@@ -94,6 +94,25 @@ pub(crate) unsafe fn mutex_lock(m: *mut u8, deadline: Option<SystemTime>) -> io:
     }
 }
 
+/// Tries to lock the mutex at `m` without waiting: `Ok(None)` when it is
+/// held by someone else.
+///
+/// # Safety
+/// As [`mutex_lock`].
+pub(crate) unsafe fn mutex_trylock(m: *mut u8) -> io::Result<Option<Locked>> {
+    // SAFETY: `m` is an initialized process-shared mutex (caller).
+    match unsafe { libc::pthread_mutex_trylock(m.cast::<libc::pthread_mutex_t>()) } {
+        0 => Ok(Some(Locked::Yes)),
+        libc::EBUSY => Ok(None),
+        libc::EOWNERDEAD => {
+            // SAFETY: EOWNERDEAD means this thread holds `m` now.
+            check(unsafe { libc::pthread_mutex_consistent(m.cast()) })?;
+            Ok(Some(Locked::OwnerDied))
+        }
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
 /// Unlocks the mutex at `m`.
 ///
 /// # Safety
@@ -123,6 +142,10 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Durati
     // Shared futexes (no PRIVATE flag): waiters may be in other processes.
     let _ = futex::wait(word, futex::Flags::empty(), expected, ts.as_ref());
 }
+
+/// Wake every waiter ([`futex_wake`]'s count is an `int` in the kernel:
+/// `u32::MAX` would read as -1 and wake one).
+pub(crate) const WAKE_ALL: u32 = i32::MAX as u32;
 
 /// Wakes up to `n` waiters on `word`, in any process.
 pub(crate) fn futex_wake(word: &AtomicU32, n: u32) {

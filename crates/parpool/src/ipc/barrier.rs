@@ -1,0 +1,331 @@
+//! [`Barrier`]: processes and threads wait until all parties arrive; a
+//! party that dies breaks it for the others instead of hanging them.
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::mem::RegionSeed;
+use super::region::{self, HEADER, Kind, Region};
+use super::sys::{self, Locked};
+
+const LOCK: usize = 0;
+const GENERATION: usize = 64;
+const ARRIVED: usize = 68;
+const PARTIES: usize = 72;
+const BROKEN: usize = 76;
+const SLOTS: usize = 128;
+const SLOT: usize = 64;
+/// How often a waiter checks that every party is still alive.
+const LIVENESS_CHECK: Duration = Duration::from_millis(50);
+
+/// A barrier for a fixed number of parties in any processes and threads,
+/// like `multiprocessing.Barrier`.
+///
+/// A party first takes a place with [`party`](Self::party) (a process that
+/// will wait takes one before the work that may fail), then calls
+/// [`Party::wait`] each round. If a process dies holding a place, the
+/// barrier is **broken**: every waiter, now and later, gets
+/// [`BarrierError::Broken`] instead of waiting forever. A wait that times
+/// out breaks it too, as in Python.
+///
+/// ```
+/// use parpool::ipc::Barrier;
+///
+/// let barrier = Barrier::new(2)?;
+/// let other = barrier.clone();
+/// let t = std::thread::spawn(move || {
+///     let me = other.party().unwrap();
+///     me.wait().unwrap()
+/// });
+/// let me = barrier.party().unwrap();
+/// let leader_here = me.wait().unwrap();
+/// let leader_there = t.join().unwrap();
+/// assert!(leader_here != leader_there, "exactly one party leads each round");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Barrier {
+    region: Arc<Region>,
+    parties: u32,
+}
+
+/// Why a barrier wait did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum BarrierError {
+    /// A party died or timed out: the barrier will not complete again.
+    #[error("the barrier is broken: a party died or gave up waiting")]
+    Broken,
+    /// This wait timed out (and broke the barrier for everyone).
+    #[error("the barrier wait timed out")]
+    TimedOut,
+    /// Every place is taken.
+    #[error("all {0} places of the barrier are taken")]
+    Full(u32),
+    /// The system refused (should not happen with a valid barrier).
+    #[error("barrier failure: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A place at a [`Barrier`]; waits happen through it. Freed when dropped.
+/// It belongs to the thread that took it (the place is a lock that thread
+/// holds), so it is not `Send`.
+pub struct Party<'a> {
+    barrier: &'a Barrier,
+    slot: u32,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Barrier {
+    /// A barrier for `parties` parties (1 to 4096).
+    ///
+    /// # Errors
+    /// When `parties` is out of range, or the shared memory cannot be made.
+    pub fn new(parties: u32) -> io::Result<Self> {
+        if !(1..=4096).contains(&parties) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a barrier needs 1 to 4096 parties, not {parties}"),
+            ));
+        }
+        let region = Region::create(Kind::Barrier, Self::payload_len(parties))?;
+        for i in 0..=parties as usize {
+            let at = if i == 0 { LOCK } else { SLOTS + (i - 1) * SLOT };
+            // SAFETY: each lock has 64 aligned bytes of the new payload,
+            // which nobody else has yet.
+            unsafe { sys::mutex_init(region.payload().wrapping_add(at))? };
+        }
+        let b = Barrier {
+            region: Arc::new(region),
+            parties,
+        };
+        b.word(PARTIES).store(parties, SeqCst);
+        Ok(b)
+    }
+
+    fn payload_len(parties: u32) -> usize {
+        SLOTS + parties as usize * SLOT
+    }
+
+    fn word(&self, at: usize) -> &AtomicU32 {
+        sys::atomic_at(self.region.map(), HEADER + at).expect("barrier words are in bounds")
+    }
+
+    fn lock_at(&self, at: usize) -> *mut u8 {
+        self.region.payload().wrapping_add(at)
+    }
+
+    /// Whether a party died or a wait timed out.
+    pub fn is_broken(&self) -> bool {
+        self.word(BROKEN).load(SeqCst) != 0
+    }
+
+    fn break_it(&self) {
+        self.word(BROKEN).store(1, SeqCst);
+        self.word(GENERATION).fetch_add(1, SeqCst);
+        sys::futex_wake(self.word(GENERATION), sys::WAKE_ALL);
+    }
+
+    /// Takes a place at the barrier for this thread.
+    ///
+    /// # Errors
+    /// [`BarrierError::Full`] when every place is taken;
+    /// [`BarrierError::Broken`] if the place was left by a process that
+    /// died (the barrier is broken).
+    pub fn party(&self) -> Result<Party<'_>, BarrierError> {
+        for slot in 0..self.parties {
+            // SAFETY: slot locks were initialized by `new`; `self` keeps
+            // the region mapped.
+            match unsafe { sys::mutex_trylock(self.lock_at(SLOTS + slot as usize * SLOT))? } {
+                Some(Locked::Yes) => {
+                    return Ok(Party {
+                        barrier: self,
+                        slot,
+                        _not_send: std::marker::PhantomData,
+                    });
+                }
+                Some(Locked::OwnerDied) => {
+                    self.break_it();
+                    // SAFETY: this thread just locked the slot.
+                    unsafe { sys::mutex_unlock(self.lock_at(SLOTS + slot as usize * SLOT)) };
+                    return Err(BarrierError::Broken);
+                }
+                Some(Locked::TimedOut) | None => {}
+            }
+        }
+        Err(BarrierError::Full(self.parties))
+    }
+
+    /// Checks the other places: a place whose holder died breaks the
+    /// barrier. `true` if it is broken.
+    fn check_parties(&self, mine: u32) -> io::Result<bool> {
+        for slot in (0..self.parties).filter(|&s| s != mine) {
+            let lock = self.lock_at(SLOTS + slot as usize * SLOT);
+            // SAFETY: as in `party`.
+            match unsafe { sys::mutex_trylock(lock)? } {
+                Some(Locked::OwnerDied) => {
+                    self.break_it();
+                    // SAFETY: this thread just locked the slot.
+                    unsafe { sys::mutex_unlock(lock) };
+                    return Ok(true);
+                }
+                // A free place: nobody has taken it (yet); unlock it again.
+                Some(_) => {
+                    // SAFETY: this thread just locked the slot.
+                    unsafe { sys::mutex_unlock(lock) };
+                }
+                None => {}
+            }
+        }
+        Ok(self.is_broken())
+    }
+}
+
+impl Party<'_> {
+    /// Waits until every party has arrived; `true` for exactly one party of
+    /// each round (the last to arrive).
+    ///
+    /// # Errors
+    /// [`BarrierError::Broken`] if a party died or a wait timed out.
+    pub fn wait(&self) -> Result<bool, BarrierError> {
+        self.wait_until(None)
+    }
+
+    /// Waits at most `timeout`. On timeout the barrier breaks, for every
+    /// party, as in Python.
+    ///
+    /// # Errors
+    /// [`BarrierError::TimedOut`], or `Broken` as for [`wait`](Self::wait).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool, BarrierError> {
+        self.wait_until(Instant::now().checked_add(timeout))
+    }
+
+    fn wait_until(&self, deadline: Option<Instant>) -> Result<bool, BarrierError> {
+        let b = self.barrier;
+        let lock = b.lock_at(LOCK);
+        // SAFETY: initialized by `new`; held only for these few lines.
+        let locked = unsafe { sys::mutex_lock(lock, None::<SystemTime>)? };
+        let unlock = || {
+            // SAFETY: this thread holds the lock.
+            unsafe { sys::mutex_unlock(lock) }
+        };
+        if locked == Locked::OwnerDied {
+            b.break_it();
+        }
+        if b.is_broken() {
+            unlock();
+            return Err(BarrierError::Broken);
+        }
+        let generation = b.word(GENERATION).load(SeqCst);
+        let arrived = b.word(ARRIVED).load(SeqCst) + 1;
+        if arrived == b.parties {
+            b.word(ARRIVED).store(0, SeqCst);
+            b.word(GENERATION).fetch_add(1, SeqCst);
+            sys::futex_wake(b.word(GENERATION), sys::WAKE_ALL);
+            unlock();
+            return Ok(true);
+        }
+        b.word(ARRIVED).store(arrived, SeqCst);
+        unlock();
+        loop {
+            let mut wait = LIVENESS_CHECK;
+            if let Some(at) = deadline {
+                match at.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => wait = wait.min(left),
+                    _ => {
+                        b.break_it();
+                        return Err(BarrierError::TimedOut);
+                    }
+                }
+            }
+            sys::futex_wait(b.word(GENERATION), generation, Some(wait));
+            if b.word(GENERATION).load(SeqCst) != generation {
+                return if b.is_broken() {
+                    Err(BarrierError::Broken)
+                } else {
+                    Ok(false)
+                };
+            }
+            if b.check_parties(self.slot)? {
+                return Err(BarrierError::Broken);
+            }
+        }
+    }
+}
+
+impl Drop for Party<'_> {
+    fn drop(&mut self) {
+        let lock = self.barrier.lock_at(SLOTS + self.slot as usize * SLOT);
+        // SAFETY: this thread took the slot in `party` and still holds it.
+        unsafe { sys::mutex_unlock(lock) };
+    }
+}
+
+impl fmt::Debug for Barrier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Barrier")
+            .field("parties", &self.parties)
+            .field("broken", &self.is_broken())
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Party<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Party")
+            .field("slot", &self.slot)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Serialize for Barrier {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (self.parties, SendBarrier(&self.region)).serialize(s)
+    }
+}
+
+struct SendBarrier<'a>(&'a Arc<Region>);
+
+impl Serialize for SendBarrier<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        region::serialize(self.0, Kind::Barrier, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Barrier {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, SeqAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Barrier;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a barrier reference")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Barrier, A::Error> {
+                let parties: u32 = seq
+                    .next_element()?
+                    .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+                if !(1..=4096).contains(&parties) {
+                    return Err(A::Error::custom("not a barrier's party count"));
+                }
+                let region = seq
+                    .next_element_seed(RegionSeed {
+                        kind: Kind::Barrier,
+                        len: Barrier::payload_len(parties),
+                    })?
+                    .ok_or_else(|| A::Error::invalid_length(1, &self))?;
+                let b = Barrier { region, parties };
+                if b.word(PARTIES).load(SeqCst) != parties {
+                    return Err(A::Error::custom("the barrier's header is corrupted"));
+                }
+                Ok(b)
+            }
+        }
+        d.deserialize_tuple(2, V)
+    }
+}
