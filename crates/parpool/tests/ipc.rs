@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use parpool::ipc::{Event, LockError, Mutex, Semaphore, SharedMem};
+use parpool::ipc::{Condvar, Event, LockError, Mutex, Semaphore, SharedMem};
 use parpool::{Executor, JobError, ProcessPool, ThreadPool, WorkerOutput};
 
 parpool::task! {
@@ -291,4 +291,41 @@ fn setting_an_event_wakes_every_waiter() {
         "waiters woke one by one: {:?}",
         t.elapsed()
     );
+}
+
+parpool::task! {
+    /// Waits on the condition variable until the value is non-zero.
+    fn wait_for_value(args: (Mutex<u64>, Condvar)) -> u64 {
+        let (value, changed) = args;
+        let mut guard = value.lock().unwrap();
+        while *guard == 0 {
+            guard = changed.wait(guard).unwrap();
+        }
+        *guard
+    }
+}
+
+#[test]
+fn a_condvar_wakes_waiters_in_other_processes() {
+    let _serial = serial();
+    let pool = pool(2);
+    let value = Mutex::new(0u64).unwrap();
+    let changed = Condvar::new().unwrap();
+    let waiters: Vec<_> = (0..2)
+        .map(|_| pool.submit(wait_for_value, (value.clone(), changed.clone())))
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(waiters.iter().all(|w| !w.is_finished()));
+    *value.lock().unwrap() = 42;
+    changed.notify_all();
+    for w in waiters {
+        assert_eq!(w.join(), Ok(42));
+    }
+    // Nobody notifies: the wait times out, with the lock held again.
+    let guard = value.lock().unwrap();
+    let (guard, timed_out) = changed
+        .wait_timeout(guard, Duration::from_millis(30))
+        .unwrap();
+    assert!(timed_out);
+    assert_eq!(*guard, 42);
 }

@@ -5,7 +5,7 @@
 //!   process sees, with shared atomics (like `Value`);
 //! * [`Mutex`] (and [`Lock`]): a robust lock — a holder that dies is
 //!   reported to the next locker as [`LockError::OwnerDied`], never a
-//!   deadlock;
+//!   deadlock — and [`Condvar`] to wait on it;
 //! * [`Semaphore`] (bounded), [`Event`], and [`Barrier`] — which a party
 //!   that dies breaks for the others instead of hanging them;
 //! * [`Queue`]: typed messages, many senders and receivers, bounded by
@@ -37,4 +37,4 @@ mod waiter;
 pub use barrier::{Barrier, BarrierError, Party};
 pub use mem::{OutOfRange, SharedMem, SharedSlice};
 pub use queue::{Queue, RecvError, SendError};
-pub use sync::{Event, EventWait, Lock, LockError, Mutex, MutexGuard, Permit, Semaphore};
+pub use sync::{Condvar, Event, EventWait, Lock, LockError, Mutex, MutexGuard, Permit, Semaphore};

@@ -29,6 +29,7 @@ pub(crate) enum Kind {
     Event = 4,
     Queue = 5,
     Barrier = 6,
+    Condvar = 7,
 }
 
 impl Kind {
@@ -40,6 +41,7 @@ impl Kind {
             Kind::Event => "Event",
             Kind::Queue => "Queue",
             Kind::Barrier => "Barrier",
+            Kind::Condvar => "Condvar",
         }
     }
 }
