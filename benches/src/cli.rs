@@ -82,73 +82,55 @@ fn contender(
 
 /// Runs `n` jobs of `true`, two at a time, inputs on stdin.
 pub(crate) fn true_jobs(n: u64) -> Vec<TimedContender> {
+    let mut c = versus_gnu(
+        n,
+        ("parpool run -j 2", &["run", "-j", "2", "true"]),
+        ("GNU parallel -j 2", &["-j", "2", "true"]),
+    );
     let input = std::sync::Arc::new(lines(n));
-    let parpool = parpool_binary().display().to_string();
-    let mut c = vec![
-        contender(
-            "parpool run -j 2",
-            parpool,
-            &["run", "-j", "2", "true"],
-            &input,
-        ),
+    c.insert(
+        1,
         contender(
             "xargs -P 2 -n 1",
             "xargs".into(),
             &["-P", "2", "-n", "1", "true"],
             &input,
         ),
-    ];
+    );
+    c
+}
+
+/// parpool against GNU parallel (when installed) on the same stdin.
+fn versus_gnu(
+    n: u64,
+    ours: (&'static str, &[&str]),
+    gnu: (&'static str, &[&str]),
+) -> Vec<TimedContender> {
+    let input = std::sync::Arc::new(lines(n));
+    let parpool = parpool_binary().display().to_string();
+    let mut c = vec![contender(ours.0, parpool, ours.1, &input)];
     if have_gnu_parallel() {
-        c.push(contender(
-            "GNU parallel -j 2",
-            "parallel".into(),
-            &["-j", "2", "true"],
-            &input,
-        ));
+        c.push(contender(gnu.0, "parallel".into(), gnu.1, &input));
     }
     c
 }
 
 /// `echo {}` in input order (`-k`).
 pub(crate) fn echo_keep_order(n: u64) -> Vec<TimedContender> {
-    let input = std::sync::Arc::new(lines(n));
-    let parpool = parpool_binary().display().to_string();
-    let mut c = vec![contender(
-        "parpool run -k",
-        parpool,
-        &["run", "-k", "-j", "2", "echo", "{}"],
-        &input,
-    )];
-    if have_gnu_parallel() {
-        c.push(contender(
-            "GNU parallel -k",
-            "parallel".into(),
-            &["-k", "-j", "2", "echo", "{}"],
-            &input,
-        ));
-    }
-    c
+    versus_gnu(
+        n,
+        ("parpool run -k", &["run", "-k", "-j", "2", "echo", "{}"]),
+        ("GNU parallel -k", &["-k", "-j", "2", "echo", "{}"]),
+    )
 }
 
 /// `--dry-run` over `n` stdin lines.
 pub(crate) fn dry_run(n: u64) -> Vec<TimedContender> {
-    let input = std::sync::Arc::new(lines(n));
-    let parpool = parpool_binary().display().to_string();
-    let mut c = vec![contender(
-        "parpool run --dry-run",
-        parpool,
-        &["run", "--dry-run", "echo"],
-        &input,
-    )];
-    if have_gnu_parallel() {
-        c.push(contender(
-            "GNU parallel --dry-run",
-            "parallel".into(),
-            &["--dry-run", "echo"],
-            &input,
-        ));
-    }
-    c
+    versus_gnu(
+        n,
+        ("parpool run --dry-run", &["run", "--dry-run", "echo"]),
+        ("GNU parallel --dry-run", &["--dry-run", "echo"]),
+    )
 }
 
 /// Peak resident memory (reported in place of seconds, as MiB) while `n`

@@ -233,6 +233,34 @@ impl<'de, T: Pod> Deserialize<'de> for Mutex<T> {
     }
 }
 
+/// Serde for a region type with a fixed payload size: a descriptor
+/// reference on the process wire, an error anywhere else.
+macro_rules! fixed_region_serde {
+    ($ty:ident, $kind:expr, $len:expr) => {
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                region::serialize(&self.region, $kind, s)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                use serde::de::DeserializeSeed;
+                let region = RegionSeed {
+                    kind: $kind,
+                    len: $len,
+                }
+                .deserialize(d)?;
+                Ok($ty { region })
+            }
+        }
+    };
+}
+
+fixed_region_serde!(Semaphore, Kind::Semaphore, 8);
+fixed_region_serde!(Event, Kind::Event, 4);
+fixed_region_serde!(Condvar, Kind::Condvar, 4);
+
 /// Waits on `word` until `ready` says so or `deadline` passes; `false` on
 /// timeout.
 fn wait_on(
@@ -382,24 +410,6 @@ impl fmt::Debug for Semaphore {
     }
 }
 
-impl Serialize for Semaphore {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        region::serialize(&self.region, Kind::Semaphore, s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Semaphore {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::DeserializeSeed;
-        let region = RegionSeed {
-            kind: Kind::Semaphore,
-            len: 8,
-        }
-        .deserialize(d)?;
-        Ok(Semaphore { region })
-    }
-}
-
 /// A flag that processes and threads wait on until another sets it, like
 /// `multiprocessing.Event`.
 ///
@@ -515,24 +525,6 @@ impl fmt::Debug for Event {
     }
 }
 
-impl Serialize for Event {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        region::serialize(&self.region, Kind::Event, s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Event {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::DeserializeSeed;
-        let region = RegionSeed {
-            kind: Kind::Event,
-            len: 4,
-        }
-        .deserialize(d)?;
-        Ok(Event { region })
-    }
-}
-
 /// A condition variable for a [`Mutex`], shared by processes and threads,
 /// like `multiprocessing.Condition`.
 ///
@@ -634,23 +626,5 @@ impl Condvar {
 impl fmt::Debug for Condvar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Condvar").finish_non_exhaustive()
-    }
-}
-
-impl Serialize for Condvar {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        region::serialize(&self.region, Kind::Condvar, s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Condvar {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::DeserializeSeed;
-        let region = RegionSeed {
-            kind: Kind::Condvar,
-            len: 4,
-        }
-        .deserialize(d)?;
-        Ok(Condvar { region })
     }
 }
