@@ -178,7 +178,9 @@ pub(crate) fn sum_halves(bytes: u64, kept: bool) -> Vec<TimedContender> {
     let mem = SharedMem::new(n * 8).expect("shared memory");
     let slice: SharedSlice<u64> = mem.slice();
     // SAFETY: just created; no other handle exists yet.
-    unsafe { slice.as_mut_slice() }.fill(1);
+    unsafe { slice.as_mut_slice() }
+        .expect("a new handle is writable")
+        .fill(1);
     let tp = ThreadPool::builder().workers(2).build().expect("pool");
     let vec: Arc<Vec<u64>> = Arc::new(vec![1; n]);
     let ours: TimedContender = if kept {

@@ -329,3 +329,68 @@ fn a_condvar_wakes_waiters_in_other_processes() {
     assert!(timed_out);
     assert_eq!(*guard, 42);
 }
+
+parpool::task! {
+    /// Tries to write through a read-only handle; reports what happened
+    /// and how this process mapped the memory.
+    fn try_to_write(mem: SharedMem) -> (bool, bool, u8, String) {
+        let refused = mem.write(0, b"x").is_err();
+        let no_atomics = mem.atomic_u64(0).is_none();
+        let mut first = [0u8; 1];
+        mem.read(0, &mut first).unwrap();
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let perms = maps
+            .lines()
+            .find(|l| l.contains("parpool-ipc"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("")
+            .to_owned();
+        (refused, no_atomics, first[0], perms)
+    }
+}
+
+#[test]
+fn a_read_only_handle_is_mapped_read_only_in_the_worker() {
+    let _serial = serial();
+    let pool = pool(1);
+    let mem = SharedMem::new(4096).unwrap();
+    mem.write(0, &[9]).unwrap();
+    let ro = mem.read_only();
+    assert!(!ro.is_writable());
+    assert!(ro.write(0, b"y").is_err());
+    let (refused, no_atomics, first, perms) = pool.submit(try_to_write, ro).join().unwrap();
+    assert!(refused && no_atomics);
+    assert_eq!(first, 9);
+    assert!(perms.starts_with("r-"), "mapped {perms}");
+    // The writable handle still writes.
+    mem.write(0, &[1]).unwrap();
+}
+
+#[test]
+fn a_semaphore_bounds_threads_too() {
+    let _serial = serial();
+    let sem = Semaphore::new(3).unwrap();
+    let counts = SharedMem::new(16).unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (sem, counts) = (sem.clone(), counts.clone());
+            std::thread::spawn(move || {
+                let inside = counts.atomic_u64(0).unwrap();
+                let most = counts.atomic_u64(1).unwrap();
+                for _ in 0..2000 {
+                    let _permit = sem.acquire();
+                    let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::yield_now();
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let most = counts.atomic_u64(1).unwrap().load(Ordering::SeqCst);
+    assert!((1..=3).contains(&most), "{most} holders at once");
+    assert_eq!(sem.available(), 3);
+}

@@ -50,18 +50,28 @@ use super::sys;
 #[derive(Clone)]
 pub struct SharedMem {
     region: Arc<Region>,
+    /// Whether this handle may write (and, sent to a worker, is mapped
+    /// writable there).
+    writable: bool,
 }
 
-/// An offset and length outside a [`SharedMem`].
+/// Why an access to a [`SharedMem`] was refused; nothing was touched.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bytes {offset}..{end} are outside the shared memory's {len} bytes", end = offset + size)]
-pub struct OutOfRange {
-    /// Where the access started.
-    pub offset: usize,
-    /// How many bytes it covered.
-    pub size: usize,
-    /// The memory's size.
-    pub len: usize,
+#[non_exhaustive]
+pub enum AccessError {
+    /// The range is outside the memory.
+    #[error("bytes {offset}..{end} are outside the shared memory's {len} bytes", end = offset + size)]
+    OutOfRange {
+        /// Where the access started.
+        offset: usize,
+        /// How many bytes it covered.
+        size: usize,
+        /// The memory's size.
+        len: usize,
+    },
+    /// The handle is read-only ([`SharedMem::read_only`]).
+    #[error("this shared memory handle is read-only")]
+    ReadOnly,
 }
 
 impl SharedMem {
@@ -72,6 +82,7 @@ impl SharedMem {
     pub fn new(len: usize) -> io::Result<SharedMem> {
         Ok(SharedMem {
             region: Arc::new(Region::create(Kind::Mem, len)?),
+            writable: true,
         })
     }
 
@@ -85,10 +96,25 @@ impl SharedMem {
         self.len() == 0
     }
 
-    fn check(&self, offset: usize, size: usize) -> Result<(), OutOfRange> {
+    /// A handle to the same memory that can only read. Sent to a worker,
+    /// it is mapped read-only there: the worker cannot write it even by
+    /// mistake.
+    pub fn read_only(&self) -> SharedMem {
+        SharedMem {
+            region: self.region.clone(),
+            writable: false,
+        }
+    }
+
+    /// Whether this handle may write.
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
+    fn check(&self, offset: usize, size: usize) -> Result<(), AccessError> {
         match offset.checked_add(size) {
             Some(end) if end <= self.len() => Ok(()),
-            _ => Err(OutOfRange {
+            _ => Err(AccessError::OutOfRange {
                 offset,
                 size,
                 len: self.len(),
@@ -102,7 +128,7 @@ impl SharedMem {
     ///
     /// # Errors
     /// When the range is outside the memory; nothing is read.
-    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), OutOfRange> {
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), AccessError> {
         self.check(offset, buf.len())?;
         sys::copy_out(self.region.map(), HEADER + offset, buf);
         Ok(())
@@ -111,23 +137,34 @@ impl SharedMem {
     /// Copies `data` into the memory at `offset`.
     ///
     /// # Errors
-    /// When the range is outside the memory; nothing is written.
-    pub fn write(&self, offset: usize, data: &[u8]) -> Result<(), OutOfRange> {
+    /// When the range is outside the memory or the handle is read-only;
+    /// nothing is written.
+    pub fn write(&self, offset: usize, data: &[u8]) -> Result<(), AccessError> {
+        if !self.writable {
+            return Err(AccessError::ReadOnly);
+        }
         self.check(offset, data.len())?;
         sys::copy_in(self.region.map(), HEADER + offset, data);
         Ok(())
     }
 
     /// The `index`-th 8-byte word as an atomic shared by every process
-    /// that has this memory; `None` past the end.
+    /// that has this memory; `None` past the end or on a read-only handle.
     pub fn atomic_u64(&self, index: usize) -> Option<&AtomicU64> {
+        if !self.writable {
+            return None;
+        }
         let offset = index.checked_mul(8)?;
         self.check(offset, 8).ok()?;
         sys::atomic_at(self.region.map(), HEADER + offset)
     }
 
-    /// The `index`-th 4-byte word as a shared atomic; `None` past the end.
+    /// The `index`-th 4-byte word as a shared atomic; `None` past the end
+    /// or on a read-only handle.
     pub fn atomic_u32(&self, index: usize) -> Option<&AtomicU32> {
+        if !self.writable {
+            return None;
+        }
         let offset = index.checked_mul(4)?;
         self.check(offset, 4).ok()?;
         sys::atomic_at(self.region.map(), HEADER + offset)
@@ -161,7 +198,7 @@ impl fmt::Debug for SharedMem {
 /// Serializes as a descriptor: only inside a parpool job's input or output.
 impl Serialize for SharedMem {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        (self.len() as u64, SendRegion(&self.region)).serialize(s)
+        (self.len() as u64, self.writable, SendRegion(&self.region)).serialize(s)
     }
 }
 
@@ -187,16 +224,16 @@ impl<'de> Deserialize<'de> for SharedMem {
                     .next_element()?
                     .ok_or_else(|| A::Error::invalid_length(0, &self))?;
                 let len = usize::try_from(len).map_err(A::Error::custom)?;
-                let region = seq
-                    .next_element_seed(RegionSeed {
-                        kind: Kind::Mem,
-                        len,
-                    })?
+                let writable: bool = seq
+                    .next_element()?
                     .ok_or_else(|| A::Error::invalid_length(1, &self))?;
-                Ok(SharedMem { region })
+                let region = seq
+                    .next_element_seed(MemSeed { len, writable })?
+                    .ok_or_else(|| A::Error::invalid_length(2, &self))?;
+                Ok(SharedMem { region, writable })
             }
         }
-        d.deserialize_tuple(2, V)
+        d.deserialize_tuple(3, V)
     }
 }
 
@@ -206,10 +243,23 @@ pub(crate) struct RegionSeed {
     pub(crate) len: usize,
 }
 
+/// [`RegionSeed`] for plain memory that may be mapped read-only.
+struct MemSeed {
+    len: usize,
+    writable: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for MemSeed {
+    type Value = Arc<Region>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Arc<Region>, D::Error> {
+        region::deserialize(d, Kind::Mem, self.len, self.writable)
+    }
+}
+
 impl<'de> serde::de::DeserializeSeed<'de> for RegionSeed {
     type Value = Arc<Region>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Arc<Region>, D::Error> {
-        region::deserialize(d, self.kind, self.len)
+        region::deserialize(d, self.kind, self.len, true)
     }
 }
 
@@ -255,7 +305,7 @@ impl<T: Pod> SharedSlice<T> {
     ///
     /// # Errors
     /// When `i` is past the end; nothing is written.
-    pub fn set(&self, i: usize, value: T) -> Result<(), OutOfRange> {
+    pub fn set(&self, i: usize, value: T) -> Result<(), AccessError> {
         let size = std::mem::size_of::<T>();
         let offset = i.saturating_mul(size);
         self.mem.write(offset, bytemuck::bytes_of(&value))
@@ -265,7 +315,7 @@ impl<T: Pod> SharedSlice<T> {
     ///
     /// # Errors
     /// When the range is past the end; nothing is read.
-    pub fn copy_to(&self, start: usize, out: &mut [T]) -> Result<(), OutOfRange> {
+    pub fn copy_to(&self, start: usize, out: &mut [T]) -> Result<(), AccessError> {
         let offset = start.saturating_mul(std::mem::size_of::<T>());
         self.mem.read(offset, bytemuck::cast_slice_mut(out))
     }
@@ -274,7 +324,7 @@ impl<T: Pod> SharedSlice<T> {
     ///
     /// # Errors
     /// When the range is past the end; nothing is written.
-    pub fn copy_from(&self, start: usize, data: &[T]) -> Result<(), OutOfRange> {
+    pub fn copy_from(&self, start: usize, data: &[T]) -> Result<(), AccessError> {
         let offset = start.saturating_mul(std::mem::size_of::<T>());
         self.mem.write(offset, bytemuck::cast_slice(data))
     }
@@ -297,17 +347,22 @@ impl<T: Pod> SharedSlice<T> {
         unsafe { std::slice::from_raw_parts(ptr, self.len()) }
     }
 
-    /// The elements, mutably borrowed in place (no copy).
+    /// The elements, mutably borrowed in place (no copy); `None` on a
+    /// read-only handle.
     ///
     /// # Safety
-    /// While the slice lives, no other
-    /// thread or process may read or write the elements it covers.
+    /// While the slice lives, no other thread or process may read or
+    /// write the elements it covers.
     #[allow(clippy::mut_from_ref)]
-    pub unsafe fn as_mut_slice(&self) -> &mut [T] {
+    pub unsafe fn as_mut_slice(&self) -> Option<&mut [T]> {
+        if !self.mem.writable {
+            return None;
+        }
         let ptr = self.mem.region.payload().cast::<T>();
         // SAFETY: as in `as_slice` (alignment, size, any bit pattern
-        // valid); the caller promises exclusive access to the elements.
-        unsafe { std::slice::from_raw_parts_mut(ptr, self.len()) }
+        // valid); the mapping is writable (a read-only handle stopped
+        // above); the caller promises exclusive access to the elements.
+        Some(unsafe { std::slice::from_raw_parts_mut(ptr, self.len()) })
     }
 }
 

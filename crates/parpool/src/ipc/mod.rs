@@ -35,6 +35,6 @@ mod sys;
 mod waiter;
 
 pub use barrier::{Barrier, BarrierError, Party};
-pub use mem::{OutOfRange, SharedMem, SharedSlice};
+pub use mem::{AccessError, SharedMem, SharedSlice};
 pub use queue::{Queue, RecvError, SendError};
 pub use sync::{Condvar, Event, EventWait, Lock, LockError, Mutex, MutexGuard, Permit, Semaphore};

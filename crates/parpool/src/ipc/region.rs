@@ -76,7 +76,7 @@ impl Region {
         // end of the file (which would raise SIGBUS), in any process.
         rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
         let file = File::from(fd);
-        let map = sys::map_shared(&file, total)?;
+        let map = sys::map_shared(&file, total, true)?;
         let region = Region { file, map, len };
         region.word(0).store(MAGIC, Ordering::Relaxed);
         region.word(8).store(
@@ -89,7 +89,8 @@ impl Region {
 
     /// Maps a region received from another process, after checking it is
     /// a sealed memory file with a header of the expected kind.
-    pub(crate) fn open(fd: OwnedFd, kind: Kind, len: usize) -> io::Result<Region> {
+    /// `writable: false` maps it read-only (only for plain memory).
+    pub(crate) fn open(fd: OwnedFd, kind: Kind, len: usize, writable: bool) -> io::Result<Region> {
         let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
         let seals = rustix::fs::fcntl_get_seals(&fd)
             .map_err(|_| invalid("the descriptor is not a sealable memory file".into()))?;
@@ -107,7 +108,7 @@ impl Region {
             )));
         }
         let file = File::from(fd);
-        let map = sys::map_shared(&file, size)?;
+        let map = sys::map_shared(&file, size, writable)?;
         let region = Region { file, map, len };
         let version_kind = region.word(8).load(Ordering::Acquire);
         if region.word(0).load(Ordering::Acquire) != MAGIC {
@@ -178,6 +179,7 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
     d: D,
     kind: Kind,
     len: usize,
+    writable: bool,
 ) -> Result<Arc<Region>, D::Error> {
     let index = u32::deserialize(d)?;
     let fd = shm::take_descriptor(index).ok_or_else(|| {
@@ -186,7 +188,7 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
             kind.name()
         ))
     })?;
-    Region::open(fd, kind, len)
+    Region::open(fd, kind, len, writable)
         .map(Arc::new)
         .map_err(|e| shm::fail::<D::Error>(format!("the {} is unusable: {e}", kind.name())))
 }
@@ -202,16 +204,16 @@ mod tests {
     #[test]
     fn a_region_reopens_with_its_kind_and_size_only() {
         let r = Region::create(Kind::Event, 4).unwrap();
-        assert!(Region::open(fd_of(&r), Kind::Event, 4).is_ok());
-        let wrong_kind = Region::open(fd_of(&r), Kind::Mutex, 4).unwrap_err();
+        assert!(Region::open(fd_of(&r), Kind::Event, 4, true).is_ok());
+        let wrong_kind = Region::open(fd_of(&r), Kind::Mutex, 4, true).unwrap_err();
         assert!(
             wrong_kind.to_string().contains("not of kind Mutex"),
             "{wrong_kind}"
         );
-        let wrong_len = Region::open(fd_of(&r), Kind::Event, 8).unwrap_err();
+        let wrong_len = Region::open(fd_of(&r), Kind::Event, 8, true).unwrap_err();
         assert!(wrong_len.to_string().contains("needs"), "{wrong_len}");
         let r2 = Region::create(Kind::Mem, 4).unwrap();
-        let err = Region::open(fd_of(&r2), Kind::Event, 4).unwrap_err();
+        let err = Region::open(fd_of(&r2), Kind::Event, 4, true).unwrap_err();
         assert!(err.to_string().contains("not of kind Event"), "{err}");
     }
 
@@ -223,12 +225,12 @@ mod tests {
         rustix::fs::ftruncate(&fd, (HEADER + 4) as u64).unwrap();
         rustix::io::pwrite(&fd, b"garbage garbage garbage", 0).unwrap();
         rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW).unwrap();
-        let err = Region::open(fd, Kind::Event, 4).unwrap_err();
+        let err = Region::open(fd, Kind::Event, 4, true).unwrap_err();
         assert!(err.to_string().contains("no parpool header"), "{err}");
         // Not sealed: another process could shrink it under us.
         let fd = rustix::fs::memfd_create("t", MemfdFlags::CLOEXEC).unwrap();
         rustix::fs::ftruncate(&fd, (HEADER + 4) as u64).unwrap();
-        let err = Region::open(fd, Kind::Event, 4).unwrap_err();
+        let err = Region::open(fd, Kind::Event, 4, true).unwrap_err();
         assert!(
             err.to_string().contains("sealable") || err.to_string().contains("sealed"),
             "{err}"

@@ -13,9 +13,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use memmap2::{MmapOptions, MmapRaw};
 
 /// Maps all of `file` (`len` bytes, checked by the caller against its
-/// size and sealed against shrinking) shared and read-write.
-pub(crate) fn map_shared(file: &File, len: usize) -> io::Result<MmapRaw> {
-    MmapOptions::new().len(len).map_raw(file)
+/// size and sealed against shrinking) shared, read-write or read-only.
+pub(crate) fn map_shared(file: &File, len: usize, writable: bool) -> io::Result<MmapRaw> {
+    if writable {
+        MmapOptions::new().len(len).map_raw(file)
+    } else {
+        MmapOptions::new().len(len).map_raw_read_only(file)
+    }
 }
 
 /// Size of a process-shared mutex in memory.
