@@ -588,13 +588,25 @@ fn markdown(r: &Report, suite: &str) -> String {
             _ => "the parpool command",
         },
         r.machine.cores,
-        r.reps,
+        // The cli and ipc suites repeat at most 3 times (slow peers).
+        if matches!(suite, "cli" | "ipc") {
+            r.reps.min(3)
+        } else {
+            r.reps
+        },
         if r.quick { ", quick sizes" } else { "" }
     ));
     s.push_str(
         "| row | peer | parpool | peer time | speed ratio (parpool ÷ peer) | target | met |\n",
     );
     s.push_str("|---|---|---|---|---|---|---|\n");
+    if suite == "cli" {
+        s.insert_str(
+            s.find("| row").unwrap_or(0),
+            "The `--dry-run` row runs once, without warm-up: GNU parallel takes \
+             seconds per run.\n\n",
+        );
+    }
     if r.rows
         .iter()
         .any(|row| row.suite == suite && row.unit == MIB)
