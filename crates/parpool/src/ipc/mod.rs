@@ -30,6 +30,7 @@ mod barrier;
 mod mem;
 mod queue;
 mod region;
+mod ring;
 mod sync;
 mod sys;
 mod waiter;

@@ -17,7 +17,7 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicU32, AtomicU64, fence};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -30,6 +30,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::mem::RegionSeed;
 use super::region::{self, HEADER, Kind, Region};
+use super::ring::{Cells, Position, Ring};
 use super::sys::{self, Locked};
 use super::waiter::Registration;
 
@@ -201,6 +202,18 @@ impl Drop for EndLock<'_> {
         // SAFETY: this thread locked the mutex (in `lock_end`) and holds it;
         // the region is kept mapped by the `Queue` this borrows.
         unsafe { sys::mutex_unlock(self.mutex) };
+    }
+}
+
+/// The ring's cells in the mapped region.
+struct MapCells<'a>(&'a memmap2::MmapRaw);
+
+impl Cells for MapCells<'_> {
+    fn put(&self, at: usize, data: &[u8]) {
+        sys::copy_in(self.0, HEADER + DATA + at, data);
+    }
+    fn take(&self, at: usize, out: &mut [u8]) {
+        sys::copy_out(self.0, HEADER + DATA + at, out);
     }
 }
 
@@ -461,31 +474,30 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
     }
 
+    /// The ring's positions and bytes (see `ring.rs`).
+    fn ring(&self) -> Ring<'_, AtomicU64, MapCells<'_>> {
+        Ring {
+            tail: self.word(TAIL),
+            head: self.word(HEAD),
+            cells: MapCells(self.region.map()),
+            cap: self.cap,
+        }
+    }
+
     fn copy_in(&self, pos: u64, bytes: &[u8]) {
-        let cap = self.cap;
-        let at = (pos % cap) as usize;
-        let first = bytes.len().min(cap as usize - at);
-        let map = self.region.map();
-        sys::copy_in(map, HEADER + DATA + at, &bytes[..first]);
-        sys::copy_in(map, HEADER + DATA, &bytes[first..]);
+        self.ring().write(pos, bytes);
     }
 
     fn copy_out(&self, pos: u64, buf: &mut [u8]) {
-        let cap = self.cap;
-        let at = (pos % cap) as usize;
-        let first = buf.len().min(cap as usize - at);
-        let map = self.region.map();
-        let (a, b) = buf.split_at_mut(first);
-        sys::copy_out(map, HEADER + DATA + at, a);
-        sys::copy_out(map, HEADER + DATA, b);
+        self.ring().read(pos, buf);
     }
 
     fn space(&self) -> u64 {
-        self.cap - (self.word(TAIL).load(Acquire) - self.word(HEAD).load(Acquire))
+        self.ring().space()
     }
 
     fn available(&self) -> u64 {
-        self.word(TAIL).load(Acquire) - self.word(HEAD).load(Acquire)
+        self.ring().available()
     }
 
     /// Writes `bytes` at the tail, in pieces as room frees up.
@@ -495,9 +507,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 self.space() > 0
             });
             let n = (self.space() as usize).min(bytes.len());
-            let tail = self.word(TAIL).load(Acquire);
+            let tail = self.ring().tail.get();
             self.copy_in(tail, &bytes[..n]);
-            self.word(TAIL).store(tail + n as u64, Release);
+            self.ring().tail.set(tail + n as u64);
             self.bump(DATA_SEQ, READER_WAITING);
             bytes = &bytes[n..];
         }
@@ -508,9 +520,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.wait_for(SPACE_SEQ, WRITER_WAITING, &Wait::Forever, || {
             self.space() >= 8
         });
-        let tail = self.word(TAIL).load(Acquire);
+        let tail = self.ring().tail.get();
         self.copy_in(tail, &word.to_le_bytes());
-        self.word(TAIL).store(tail + 8, Release);
+        self.ring().tail.set(tail + 8);
         self.bump(DATA_SEQ, READER_WAITING);
     }
 
@@ -518,7 +530,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// aborted, so receivers drop it and the stream stays in step.
     fn recover_sender(&self) {
         let end = self.word(WRITE_END).load(SeqCst);
-        let tail = self.word(TAIL).load(Acquire);
+        let tail = self.ring().tail.get();
         if tail >= end {
             return;
         }
@@ -573,14 +585,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         if self.is_closed() {
             return Err(SendError::Closed(value));
         }
-        let tail = self.word(TAIL).load(Acquire);
+        let tail = self.ring().tail.get();
         self.word(WRITE_END).store(tail + need, SeqCst);
         if self.space() >= need {
             // The common case: the whole message at once, one publish.
             self.copy_in(tail, &(bytes.len() as u64).to_le_bytes());
             self.copy_in(tail + 8, bytes);
             self.copy_in(tail + 8 + bytes.len() as u64, &COMMIT.to_le_bytes());
-            self.word(TAIL).store(tail + need, Release);
+            self.ring().tail.set(tail + need);
         } else {
             self.put_word(bytes.len() as u64);
             self.stream_in(bytes);
@@ -599,9 +611,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 self.available() > 0
             });
             let n = (self.available() as usize).min(buf.len() - done);
-            let head = self.word(HEAD).load(Acquire);
+            let head = self.ring().head.get();
             self.copy_out(head, &mut buf[done..done + n]);
-            self.word(HEAD).store(head + n as u64, Release);
+            self.ring().head.set(head + n as u64);
             self.bump(SPACE_SEQ, WRITER_WAITING);
             done += n;
         }
@@ -612,9 +624,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.wait_for(DATA_SEQ, READER_WAITING, &Wait::Forever, || {
             self.available() >= 8
         });
-        let head = self.word(HEAD).load(Acquire);
+        let head = self.ring().head.get();
         self.copy_out(head, &mut w);
-        self.word(HEAD).store(head + 8, Release);
+        self.ring().head.set(head + 8);
         self.bump(SPACE_SEQ, WRITER_WAITING);
         u64::from_le_bytes(w)
     }
@@ -623,7 +635,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// message it was reading.
     fn recover_receiver(&self) {
         let end = self.word(READ_END).load(SeqCst);
-        let head = self.word(HEAD).load(Acquire);
+        let head = self.ring().head.get();
         if head >= end {
             return;
         }
@@ -662,7 +674,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             let drained = || {
                 self.is_closed()
                     && self.available() == 0
-                    && self.word(WRITE_END).load(SeqCst) <= self.word(TAIL).load(Acquire)
+                    && self.word(WRITE_END).load(SeqCst) <= self.ring().tail.get()
             };
             let ready = || self.available() >= 8 || drained();
             if !self.wait_for(DATA_SEQ, READER_WAITING, &wait, ready) {
@@ -671,7 +683,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             if self.available() < 8 {
                 return Err(RecvError::Disconnected);
             }
-            let head = self.word(HEAD).load(Acquire);
+            let head = self.ring().head.get();
             let mut len = [0u8; 8];
             self.copy_out(head, &mut len);
             let len = u64::from_le_bytes(len);
@@ -690,11 +702,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 let mut trailer = [0u8; 8];
                 self.copy_out(head + 8, bytes);
                 self.copy_out(head + 8 + len, &mut trailer);
-                self.word(HEAD).store(head + need, Release);
+                self.ring().head.set(head + need);
                 self.bump(SPACE_SEQ, WRITER_WAITING);
                 u64::from_le_bytes(trailer)
             } else {
-                self.word(HEAD).store(head + 8, Release);
+                self.ring().head.set(head + 8);
                 self.bump(SPACE_SEQ, WRITER_WAITING);
                 self.stream_out(bytes);
                 self.take_word()
