@@ -577,7 +577,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let max_items = self.word(MAX_ITEMS).load(SeqCst);
         let ready = || {
             self.is_closed()
-                || (self.len() < max_items as usize && self.space() >= if whole { need } else { 8 })
+                || ((max_items == u64::MAX || self.len() < max_items as usize)
+                    && self.space() >= if whole { need } else { 8 })
         };
         if !self.wait_for(SPACE_SEQ, WRITER_WAITING, &wait, ready) {
             return Err(SendError::Full(value));
