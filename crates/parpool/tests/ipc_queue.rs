@@ -296,3 +296,45 @@ proptest! {
         }
     }
 }
+
+parpool::task! {
+    /// Receives until closed, marking each message done after "work".
+    fn work_and_mark(q: Queue<u64>) -> u64 {
+        let mut n = 0;
+        while let Ok(_v) = q.recv() {
+            std::thread::sleep(Duration::from_micros(200));
+            q.task_done().unwrap();
+            n += 1;
+        }
+        n
+    }
+}
+
+#[test]
+fn join_waits_until_every_message_is_marked_done() {
+    let pool = pool(2);
+    let q: Queue<u64> = Queue::new().unwrap();
+    assert!(
+        q.join_timeout(Duration::from_millis(1)),
+        "nothing sent: done"
+    );
+    let workers: Vec<_> = (0..2)
+        .map(|_| pool.submit(work_and_mark, q.clone()))
+        .collect();
+    for i in 0..200 {
+        q.send(i).unwrap();
+    }
+    q.join();
+    assert_eq!(q.unfinished(), 0);
+    assert!(q.is_empty());
+    q.close();
+    let done: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert_eq!(done, 200);
+    // One more mark than messages is an error that changes nothing.
+    assert!(q.task_done().is_err());
+    assert_eq!(q.unfinished(), 0);
+    // A message not yet marked keeps join waiting.
+    let q2: Queue<u64> = Queue::new().unwrap();
+    q2.send(1).unwrap();
+    assert!(!q2.join_timeout(Duration::from_millis(30)));
+}

@@ -37,5 +37,5 @@ mod waiter;
 
 pub use barrier::{Barrier, BarrierError, Party};
 pub use mem::{AccessError, SharedMem, SharedSlice};
-pub use queue::{Queue, RecvError, SendError};
+pub use queue::{Queue, RecvError, SendError, TaskDoneError};
 pub use sync::{Condvar, Event, EventWait, Lock, LockError, Mutex, MutexGuard, Permit, Semaphore};

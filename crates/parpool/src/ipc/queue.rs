@@ -54,6 +54,10 @@ const WRITER_WAITING: usize = 516;
 const CAPACITY: usize = 640;
 const MAX_ITEMS: usize = 648;
 const CLOSED: usize = 656;
+/// Messages sent and not yet marked done (`task_done`).
+const UNFINISHED: usize = 664;
+/// Bumped when `UNFINISHED` reaches zero; `join` waits on it.
+const JOIN_SEQ: usize = 672;
 const DATA: usize = 768;
 
 const COMMIT: u64 = 0x434f_4d4d_4954_2e2e;
@@ -150,6 +154,11 @@ impl<T> SendError<T> {
         }
     }
 }
+
+/// [`Queue::task_done`] was called more times than messages were sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("task_done was called more times than messages were sent")]
+pub struct TaskDoneError;
 
 /// Why a receive returned no message.
 #[derive(Debug, thiserror::Error)]
@@ -406,6 +415,65 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
     }
 
+    /// Marks one received message as processed, like Python's
+    /// `JoinableQueue.task_done`: [`join`](Self::join) returns once every
+    /// message sent has been marked.
+    ///
+    /// # Errors
+    /// When called more times than messages were sent (nothing changes).
+    pub fn task_done(&self) -> Result<(), TaskDoneError> {
+        let unfinished = self.word(UNFINISHED);
+        let mut n = unfinished.load(SeqCst);
+        loop {
+            if n == 0 {
+                return Err(TaskDoneError);
+            }
+            match unfinished.compare_exchange_weak(n, n - 1, SeqCst, SeqCst) {
+                Ok(_) => break,
+                Err(now) => n = now,
+            }
+        }
+        if n == 1 {
+            self.word32(JOIN_SEQ).fetch_add(1, SeqCst);
+            sys::futex_wake(self.word32(JOIN_SEQ), sys::WAKE_ALL);
+        }
+        Ok(())
+    }
+
+    /// Messages sent and not yet marked done with [`task_done`](Self::task_done).
+    pub fn unfinished(&self) -> u64 {
+        self.word(UNFINISHED).load(SeqCst)
+    }
+
+    /// Waits until every message sent has been marked done with
+    /// [`task_done`](Self::task_done), like Python's `JoinableQueue.join`.
+    pub fn join(&self) {
+        self.join_until(None);
+    }
+
+    /// Like [`join`](Self::join), for at most `timeout`; whether every
+    /// message was done.
+    pub fn join_timeout(&self, timeout: Duration) -> bool {
+        self.join_until(Instant::now().checked_add(timeout))
+    }
+
+    fn join_until(&self, deadline: Option<Instant>) -> bool {
+        loop {
+            let seen = self.word32(JOIN_SEQ).load(SeqCst);
+            if self.unfinished() == 0 {
+                return true;
+            }
+            let timeout = match deadline {
+                None => None,
+                Some(at) => match at.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => return false,
+                },
+            };
+            sys::futex_wait(self.word32(JOIN_SEQ), seen, timeout);
+        }
+    }
+
     /// Receives messages until the queue is closed and drained.
     pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
         std::iter::from_fn(move || {
@@ -599,6 +667,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             self.stream_in(bytes);
             self.put_word(COMMIT);
         }
+        self.word(UNFINISHED).fetch_add(1, SeqCst);
         self.word(SENT).fetch_add(1, SeqCst);
         self.bump(DATA_SEQ, READER_WAITING);
         Ok(())
