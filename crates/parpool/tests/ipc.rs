@@ -250,8 +250,16 @@ fn ipc_objects_cannot_be_serialized_outside_a_job() {
 fn no_descriptor_leaks_after_many_jobs() {
     let _serial = serial();
     let pool = pool(1);
-    let warm = SharedMem::new(8).unwrap();
-    let _ = pool.submit(stamp, (warm, 0)).join();
+    // Warm up both kinds of job, so that whatever a process opens once
+    // (and keeps, or closes later) is not counted as a leak.
+    for _ in 0..3 {
+        pool.submit(stamp, (SharedMem::new(4096).unwrap(), 0))
+            .join()
+            .unwrap();
+        pool.submit(increment, (Mutex::new(0u64).unwrap(), 1))
+            .join()
+            .unwrap();
+    }
     let before = std::fs::read_dir("/proc/self/fd").unwrap().count();
     let worker_before = pool.submit(open_fds, ()).join().unwrap();
     for i in 0..300 {
@@ -260,8 +268,14 @@ fn no_descriptor_leaks_after_many_jobs() {
         pool.submit(stamp, (mem, 0)).join().unwrap();
         pool.submit(increment, (counter, 1)).join().unwrap();
     }
-    assert_eq!(pool.submit(open_fds, ()).join().unwrap(), worker_before);
-    assert_eq!(std::fs::read_dir("/proc/self/fd").unwrap().count(), before);
+    // A leak grows the count by hundreds here; never more than before.
+    let worker_after = pool.submit(open_fds, ()).join().unwrap();
+    assert!(
+        worker_after <= worker_before,
+        "worker: {worker_before} -> {worker_after}"
+    );
+    let after = std::fs::read_dir("/proc/self/fd").unwrap().count();
+    assert!(after <= before, "parent: {before} -> {after}");
     // Nothing of parpool's is ever in /dev/shm.
     if let Ok(dir) = std::fs::read_dir("/dev/shm") {
         for e in dir.flatten() {
