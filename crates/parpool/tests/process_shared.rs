@@ -142,11 +142,12 @@ fn no_descriptor_or_mapping_outlives_its_last_handle() {
         let made = pool.submit(make, (5000, 1)).join().unwrap();
         assert_eq!(made.len(), 5000);
     }
-    assert_eq!(open_fds(), parent_fds, "descriptors leaked in the parent");
-    assert_eq!(shared_mappings(), maps, "mappings leaked in the parent");
-    assert_eq!(
-        pool.submit(open_fds_in_worker, ()).join().unwrap(),
-        worker_fds,
+    // A leak grows these by hundreds; never more than before.
+    assert!(open_fds() <= parent_fds, "descriptors leaked in the parent");
+    assert!(shared_mappings() <= maps, "mappings leaked in the parent");
+    let worker_after = pool.submit(open_fds_in_worker, ()).join().unwrap();
+    assert!(
+        worker_after <= worker_fds,
         "descriptors leaked in the worker"
     );
 }
