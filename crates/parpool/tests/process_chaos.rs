@@ -63,7 +63,10 @@ fn chaos(retries: u32) -> (u64, u64, u32) {
                 assert_eq!(v, i as u64);
                 ok += 1;
             }
-            Ok(Err(JobError::Crashed { .. })) => crashed += 1,
+            Ok(Err(JobError::Crashed { status, detail })) => {
+                eprintln!("job {i} crashed: {status} {detail:?}");
+                crashed += 1
+            }
             Ok(Err(e)) => panic!("job {i}: unexpected {e}"),
             Err(_) => panic!("job {i} hung"),
         }
