@@ -429,3 +429,30 @@ fn panicking_serde_code_is_a_codec_error_on_either_side() {
     assert_eq!(pool.submit(hostile, Hostile(7)).join(), Ok(Hostile(7)));
     assert_eq!(pool.respawns(), 0, "no worker died for it either");
 }
+
+/// Replies travel in batches: a worker that finishes jobs and then dies in
+/// a later one of the same batch takes the finished jobs' unsent replies
+/// with it. Only the job it died in may be blamed; the finished ones run
+/// again and succeed.
+#[test]
+fn finished_jobs_whose_replies_died_with_the_worker_are_not_blamed() {
+    let pool = ProcessPool::builder()
+        .workers(1)
+        .stderr(WorkerOutput::Null)
+        .build()
+        .unwrap();
+    for _ in 0..20 {
+        // Tiny jobs first, so that the pipeline deepens and what follows
+        // travels in one batch.
+        let warm: Vec<_> = (0..500).map(|i| pool.submit(echo, i)).collect();
+        for (i, h) in warm.into_iter().enumerate() {
+            assert_eq!(h.join(), Ok(i as u64));
+        }
+        let before = pool.submit(slow_echo, (1, 1));
+        let finished = pool.submit(echo, 2);
+        let dies = pool.submit(abort_now, ());
+        assert_eq!(before.join(), Ok(1));
+        assert_eq!(finished.join(), Ok(2));
+        assert!(matches!(dies.join(), Err(JobError::Crashed { .. })));
+    }
+}

@@ -18,6 +18,7 @@ use super::fdpass::{FdStream, TakeFds};
 use super::wire::{self, FromWorker, LogLevel, ToWorker, ToWorkerRef};
 use super::{Config, ProcJob, Shared, State, WorkerOutput, sys};
 use crate::error::{BuildError, ExitStatus, JobError};
+use crate::ipc::SharedMem;
 use crate::shm::SharedObject;
 
 /// Jobs in flight on one worker are capped so that this much work, at the
@@ -139,6 +140,8 @@ struct Conn {
     jobs_done: u64,
     /// Our descriptors of the worker's capture files (stdout, stderr).
     capture: [Option<File>; 2],
+    /// The word in which the worker keeps the id of the job it runs.
+    running: Option<SharedMem>,
 }
 
 impl Conn {
@@ -192,6 +195,18 @@ impl Conn {
             }
         }
         let mut writer = BufWriter::with_capacity(64 * 1024, ours.try_clone()?);
+        // Share the "running job" word before any job is sent. Without it
+        // (no memory for it) the oldest unanswered job takes the blame.
+        let running = SharedMem::new(8).ok().and_then(|mem| {
+            let encoded = crate::task::encode(crate::error::CodecStage::EncodeInput, &mem).ok()?;
+            let watch = ToWorker::Watch {
+                shared: shared_count(&encoded.shared).ok()?,
+                input: encoded.bytes,
+            };
+            wire::write_frame_with_fds(&mut writer, &watch, &encoded.shared).ok()?;
+            Some(mem)
+        });
+        writer.flush()?;
         if let Some((task, Ok(input))) = &config.initializer {
             let init = ToWorker::Init {
                 task: (*task).to_owned(),
@@ -250,6 +265,7 @@ impl Conn {
             pid,
             jobs_done: 0,
             capture,
+            running,
         })
     }
 
@@ -571,6 +587,27 @@ impl Supervisor {
         };
         self.shared.counters.respawns.fetch_add(1, Relaxed);
         let mut requeue: Vec<Arc<dyn ProcJob>> = Vec::new();
+        // Replies are written in batches: jobs the worker finished may have
+        // died with their replies unsent. The worker's "running" word says
+        // which job it was in: the ones before it finished (they run again,
+        // blameless), and if it was in none, nobody is to blame.
+        let running = conn
+            .running
+            .as_ref()
+            .and_then(|m| m.atomic_u64(0))
+            .map(|w| w.load(std::sync::atomic::Ordering::SeqCst));
+        if let Some(id) = running {
+            let known = id != 0 && self.in_flight.iter().any(|j| j.id() == id);
+            while self
+                .in_flight
+                .front()
+                .is_some_and(|j| !known || j.id() != id)
+            {
+                if let Some(job) = self.finish_head() {
+                    requeue.push(job);
+                }
+            }
+        }
         let head = self.finish_head();
         // What the dead worker's last job wrote belongs to that job.
         match (leftover, &head) {

@@ -40,6 +40,14 @@ pub(crate) enum ToWorker {
         #[serde(with = "serde_bytes")]
         input: Vec<u8>,
     },
+    /// `input` encodes a shared 8-byte word in which the worker keeps the
+    /// id of the job it is running (0: none), so that when it dies the
+    /// parent knows which job it was running. No reply.
+    Watch {
+        shared: u32,
+        #[serde(with = "serde_bytes")]
+        input: Vec<u8>,
+    },
 }
 
 /// [`ToWorker::Run`] by reference, for sending without copying the input.

@@ -3,7 +3,8 @@
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::{Arc, Mutex};
 
 use super::capture::Streams;
@@ -106,6 +107,8 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds>(
     streams: &Streams,
 ) -> io::Result<()> {
     let mut buf = Vec::new();
+    // Where the parent can see which job runs (`ToWorker::Watch`).
+    let mut running: Option<crate::ipc::SharedMem> = None;
     loop {
         let msg = match wire::read_frame::<_, ToWorker>(&mut input, limits.max_frame, &mut buf) {
             Ok(Some(m)) => m,
@@ -117,6 +120,16 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds>(
         };
         match msg {
             ToWorker::Exit => return Ok(()),
+            ToWorker::Watch {
+                shared,
+                input: bytes,
+            } => {
+                let fds = input.take_fds(shared as usize)?;
+                // Without it the parent blames the oldest unanswered job.
+                running = crate::task::decode(crate::error::CodecStage::DecodeInput, &bytes, fds)
+                    .ok()
+                    .filter(|m: &crate::ipc::SharedMem| m.atomic_u64(0).is_some());
+            }
             ToWorker::Init {
                 task,
                 shared,
@@ -150,7 +163,14 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds>(
             } => {
                 let fds = input.take_fds(shared as usize)?;
                 CURRENT_JOB.store(id, Relaxed);
+                let watch = running.as_ref().and_then(|m| m.atomic_u64(0));
+                if let Some(word) = watch {
+                    word.store(id, SeqCst);
+                }
                 let result = run_one(&task, chunk, &payload, fds, limits);
+                if let Some(word) = watch {
+                    word.store(0, SeqCst);
+                }
                 CURRENT_JOB.store(0, Relaxed);
                 let output = streams.take();
                 let (result, segments) = match result {
