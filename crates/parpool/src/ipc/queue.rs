@@ -458,20 +458,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn join_until(&self, deadline: Option<Instant>) -> bool {
-        loop {
+        super::sync::wait_on(self.word32(JOIN_SEQ), deadline, || {
             let seen = self.word32(JOIN_SEQ).load(SeqCst);
-            if self.unfinished() == 0 {
-                return true;
-            }
-            let timeout = match deadline {
-                None => None,
-                Some(at) => match at.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => Some(left),
-                    _ => return false,
-                },
-            };
-            sys::futex_wait(self.word32(JOIN_SEQ), seen, timeout);
-        }
+            (self.unfinished() != 0).then_some(seen)
+        })
     }
 
     /// Receives messages until the queue is closed and drained.

@@ -263,7 +263,7 @@ fixed_region_serde!(Condvar, Kind::Condvar, 4);
 
 /// Waits on `word` until `ready` says so or `deadline` passes; `false` on
 /// timeout.
-fn wait_on(
+pub(crate) fn wait_on(
     word: &AtomicU32,
     deadline: Option<Instant>,
     mut ready: impl FnMut() -> Option<u32>,
