@@ -202,6 +202,9 @@ fn a_sender_killed_mid_message_costs_that_message_only() {
         "got {} bytes instead of the next message",
         got.len()
     );
+    // The dead sender's message counts nowhere.
+    assert!(q.is_empty());
+    assert_eq!(q.unfinished(), 1);
 }
 
 #[test]
@@ -239,6 +242,9 @@ fn a_receiver_killed_mid_message_costs_that_message_only() {
         next.len()
     );
     sender.join().unwrap();
+    // The big message counts as received once, by the dead receiver.
+    assert!(q.is_empty());
+    assert_eq!(q.unfinished(), 2);
 }
 
 #[derive(Debug, Clone)]
@@ -308,6 +314,34 @@ parpool::task! {
         }
         n
     }
+}
+
+parpool::task! {
+    fn produce_u64(args: (Queue<u64>, u64)) -> () {
+        for i in 0..args.1 {
+            if args.0.send(i).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// A message is counted as sent before any receiver can see it, so
+/// marking it done at once never fails, however close the receiver runs
+/// behind the sender.
+#[test]
+fn task_done_right_after_recv_always_finds_the_message_counted() {
+    let pool = pool(1);
+    let q: Queue<u64> = Queue::new().unwrap();
+    let n = 200_000;
+    let producer = pool.submit(produce_u64, (q.clone(), n));
+    let failed = (0..n).find(|&i| q.recv().ok() != Some(i) || q.task_done().is_err());
+    // Closing lets a producer blocked on a full ring end, whatever happened.
+    q.close();
+    assert_eq!(failed, None, "task_done failed right after this message");
+    producer.join().unwrap();
+    assert_eq!(q.unfinished(), 0);
+    assert!(q.join_timeout(Duration::from_millis(1)));
 }
 
 #[test]

@@ -17,7 +17,7 @@ use crate::shm::{self, ShareFd};
 /// Bytes before the payload: magic, version and kind, payload length.
 pub(crate) const HEADER: usize = 64;
 const MAGIC: u64 = u64::from_le_bytes(*b"PARPOOL\0");
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// What a region holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
