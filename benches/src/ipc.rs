@@ -47,6 +47,17 @@ parpool::task! {
 }
 
 parpool::task! {
+    /// Connects to the parent's one-shot ipc-channel server (by name) and
+    /// sends it `n` u64s.
+    fn produce_ipc_channel(args: (String, u64)) -> () {
+        let tx = ipc_channel::ipc::IpcSender::<u64>::connect(args.0).expect("connect");
+        for i in 0..args.1 {
+            tx.send(i).expect("send");
+        }
+    }
+}
+
+parpool::task! {
     fn produce_bytes(args: (Queue<ByteBuf>, u64, usize)) -> () {
         let item = ByteBuf::from(vec![1u8; args.2]);
         for _ in 0..args.1 {
@@ -64,6 +75,7 @@ parpool::task! {
 /// `n` u64 messages from one worker process to this one.
 pub(crate) fn queue_1to1(n: u64) -> Vec<TimedContender> {
     let pool = ProcessPool::builder().workers(1).build().expect("pool");
+    let peer_pool = ProcessPool::builder().workers(1).build().expect("pool");
     vec![
         (
             "parpool ipc::Queue",
@@ -80,6 +92,21 @@ pub(crate) fn queue_1to1(n: u64) -> Vec<TimedContender> {
         (
             "Python multiprocessing.Queue",
             Box::new(move || python("mpq_1to1", n, 1)["seconds"].as_f64()),
+        ),
+        (
+            "ipc-channel",
+            Box::new(move || {
+                let (server, name) =
+                    ipc_channel::ipc::IpcOneShotServer::<u64>::new().expect("server");
+                let producer = peer_pool.submit(produce_ipc_channel, (name, n));
+                let (rx, first) = server.accept().expect("accept");
+                assert_eq!(first, 0);
+                for i in 1..n {
+                    assert_eq!(rx.recv().expect("recv"), i);
+                }
+                producer.join().expect("producer");
+                None
+            }),
         ),
     ]
 }

@@ -413,7 +413,7 @@ fn main() {
         let name = format!("ipc: queue, {n} u64 messages, 1 producer process to 1 consumer");
         if wanted(&name) {
             let timings = measure_timed(reps, &mut ipc::queue_1to1(n));
-            let targets = [("Python multiprocessing.Queue", 50.0)];
+            let targets = [("Python multiprocessing.Queue", 50.0), ("ipc-channel", 5.0)];
             t.record("ipc", name, "messages", n, timings, &targets);
         }
         let n = quick(40_000, 400_000);

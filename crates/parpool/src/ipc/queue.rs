@@ -79,7 +79,7 @@ const LOCK_TRIES: u32 = 64;
 /// How long a waiter spins before it sleeps on the futex: a message that
 /// is microseconds away is cheaper to spin for than a sleep and a wake-up
 /// (two system calls and two context switches).
-const SPIN: Duration = Duration::from_micros(20);
+const SPIN: Duration = Duration::from_micros(5);
 /// For the first `EAGER` of its spin, a waiter holds out for more than it
 /// needs: a receiver for `BATCH` bytes, a sender for a sixteenth of the
 /// ring (see `wait_eager`).
@@ -258,11 +258,16 @@ impl Cells for MapCells<'_> {
     fn take(&self, at: usize, out: &mut [u8]) {
         sys::copy_out(self.0, HEADER + DATA + at, out);
     }
+    fn append(&self, at: usize, n: usize, out: &mut Vec<u8>) {
+        sys::copy_out_append(self.0, HEADER + DATA + at, n, out);
+    }
 }
 
-/// Lets a scratch buffer that grew for a big message go.
+/// Lets a scratch buffer that grew for a big message go. Up to a few
+/// MiB it stays: allocating a big buffer afresh for every message costs
+/// more in page faults than copying it does.
 fn shrink(buf: &mut Vec<u8>) {
-    if buf.capacity() > 1 << 20 {
+    if buf.capacity() > 4 << 20 {
         *buf = Vec::new();
     }
 }
@@ -940,13 +945,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                     format!("a message claims {len} bytes, more than this process can hold"),
                 )));
             };
-            bytes.resize(len as usize, 0);
             let received = self.word(RECEIVED).load(Relaxed);
             self.word(READ_END).store(head + need, Release);
             self.word(READ_RECEIVED).store(received, Release);
             let trailer = if self.has_data(need) {
                 // The whole message is there: one read, one publish.
-                self.copy_out(head + 8, bytes);
+                self.ring().read_append(head + 8, len as usize, bytes);
                 let trailer = self.read_word(head + need - 8);
                 self.count_received(received, trailer);
                 self.ring().head.set(head + need);
@@ -955,6 +959,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             } else {
                 self.ring().head.set(head + 8);
                 self.bump(SPACE_SEQ, WRITER_WAITING);
+                bytes.resize(len as usize, 0);
                 self.stream_out(bytes);
                 let pad = (need - FRAME - len) as usize;
                 self.stream_out(&mut [0u8; 8][..pad]);

@@ -39,6 +39,12 @@ pub(crate) trait Cells {
     fn put(&self, at: usize, data: &[u8]);
     /// Reads `out.len()` bytes at offset `at` (in bounds, published).
     fn take(&self, at: usize, out: &mut [u8]);
+    /// Appends the `n` bytes at offset `at` (in bounds, published) to `out`.
+    fn append(&self, at: usize, n: usize, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.resize(start + n, 0);
+        self.take(at, &mut out[start..]);
+    }
 }
 
 /// A ring over `cap` cells (a power of two), between one writer and one
@@ -56,6 +62,9 @@ impl<C: Cells> Cells for &C {
     }
     fn take(&self, at: usize, out: &mut [u8]) {
         (**self).take(at, out);
+    }
+    fn append(&self, at: usize, n: usize, out: &mut Vec<u8>) {
+        (**self).append(at, n, out);
     }
 }
 
@@ -85,6 +94,14 @@ impl<P: Position, C: Cells> Ring<'_, P, C> {
         let (a, b) = out.split_at_mut(first);
         self.cells.take(at, a);
         self.cells.take(0, b);
+    }
+
+    /// Appends the `n` bytes at stream position `pos` to `out`, wrapping.
+    pub(crate) fn read_append(&self, pos: u64, n: usize, out: &mut Vec<u8>) {
+        let at = (pos % self.cap) as usize;
+        let first = n.min(self.cap as usize - at);
+        self.cells.append(at, first, out);
+        self.cells.append(0, n - first, out);
     }
 }
 

@@ -192,6 +192,27 @@ pub(crate) fn copy_out(map: &MmapRaw, offset: usize, buf: &mut [u8]) {
     }
 }
 
+/// Appends `n` bytes of `map` at `offset` to `out` (bounds checked by the
+/// caller), without zeroing the room they land in first.
+pub(crate) fn copy_out_append(map: &MmapRaw, offset: usize, n: usize, out: &mut Vec<u8>) {
+    assert!(
+        offset.checked_add(n).is_some_and(|end| end <= map.len()),
+        "copy_out out of bounds"
+    );
+    out.reserve(n);
+    // SAFETY: `reserve` made room for `n` bytes past `len`; the source is
+    // inside the mapping (asserted) and is not the Vec's own buffer; the
+    // copy initializes exactly the `n` bytes that `set_len` then exposes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            map.as_ptr().wrapping_add(offset),
+            out.as_mut_ptr().add(out.len()),
+            n,
+        );
+        out.set_len(out.len() + n);
+    }
+}
+
 /// Copies `data` into `map` at `offset` (bounds checked by the caller).
 pub(crate) fn copy_in(map: &MmapRaw, offset: usize, data: &[u8]) {
     assert!(offset + data.len() <= map.len(), "copy_in out of bounds");
