@@ -263,6 +263,28 @@ impl Cells for MapCells<'_> {
     }
 }
 
+/// Largest frame built on the stack: payloads of up to 240 bytes.
+const SMALL_FRAME: usize = 256;
+
+/// Encodes `value` as a whole frame in `buf` if its payload fits there;
+/// the frame's length, or `None` when it does not fit.
+fn small_frame<T: Serialize>(
+    value: &T,
+    buf: &mut [u8; SMALL_FRAME],
+) -> Result<Option<usize>, String> {
+    let len = match postcard::to_slice(value, &mut buf[8..SMALL_FRAME - 8]) {
+        Ok(payload) => payload.len(),
+        Err(postcard::Error::SerializeBufferFull) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    // At most 8 + 240 + 8 bytes: 240 is a multiple of 8.
+    let need = frame_len(len as u64).map_or(SMALL_FRAME, |n| n as usize);
+    buf[..8].copy_from_slice(&(len as u64).to_le_bytes());
+    buf[8 + len..need - 8].fill(0);
+    buf[need - 8..need].copy_from_slice(&COMMIT.to_le_bytes());
+    Ok(Some(need))
+}
+
 /// Lets a scratch buffer that grew for a big message go. Up to a few
 /// MiB it stays: allocating a big buffer afresh for every message costs
 /// more in page faults than copying it does.
@@ -757,6 +779,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn send_with(&self, value: T, wait: Wait) -> Result<(), SendError<T>> {
+        // Most messages are small: their frame is built on the stack.
+        let mut small = [0u8; SMALL_FRAME];
+        if let Some(n) = small_frame(&value, &mut small).map_err(SendError::Encode)? {
+            return self.send_frame(value, wait, &small[..n]);
+        }
         SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
             Ok(mut buf) => {
                 let r = self.send_encoded(value, wait, &mut buf);
@@ -781,7 +808,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         buf[..8].copy_from_slice(&len.to_le_bytes());
         buf.resize(need as usize - 8, 0);
         buf.extend_from_slice(&COMMIT.to_le_bytes());
-        let frame = &buf[..];
+        self.send_frame(value, wait, buf)
+    }
+
+    /// Sends `frame`, the encoded `value` (handed back if it is not sent).
+    fn send_frame(&self, value: T, wait: Wait, frame: &[u8]) -> Result<(), SendError<T>> {
+        let need = frame.len() as u64;
         let Some((_lock, died)) = self.lock_end(WRITE_LOCK, &wait).map_err(SendError::Io)? else {
             return Err(SendError::Full(value));
         };
