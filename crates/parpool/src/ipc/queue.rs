@@ -652,7 +652,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// one fence and one load when nobody does.
     fn bump(&self, seq: usize, waiting: usize) {
         fence(SeqCst);
-        if self.word32(waiting).load(Relaxed) > 0 {
+        self.wake_waiter(seq, waiting);
+    }
+
+    /// Wakes one waiter on futex word `seq` if `waiting` counts any; for
+    /// after a `SeqCst` barrier that follows the publish.
+    fn wake_waiter(&self, seq: usize, waiting: usize) {
+        if self.word32(waiting).load(SeqCst) > 0 {
             self.word32(seq).fetch_add(1, SeqCst);
             sys::futex_wake(self.word32(seq), 1);
         }
@@ -667,10 +673,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         // the other, so either this load sees the waiter counted or the
         // waiter's re-check sees `pos`.
         self.word(at).swap(pos, SeqCst);
-        if self.word32(waiting).load(SeqCst) > 0 {
-            self.word32(seq).fetch_add(1, SeqCst);
-            sys::futex_wake(self.word32(seq), 1);
-        }
+        self.wake_waiter(seq, waiting);
     }
 
     /// The ring's positions and bytes (see `ring.rs`).
