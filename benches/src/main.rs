@@ -158,14 +158,20 @@ fn measure_with(
         // Profiling one contender: keep it alone (results are not compared).
         contenders.retain(|(name, _)| name.contains(only));
     }
+    // Each contender's warm-up time; without a warm-up all count as fast.
+    let mut warm_up_s = vec![0.0; contenders.len()];
     if warm_up {
-        for (_, f) in contenders.iter_mut() {
-            f();
+        for (i, (_, f)) in contenders.iter_mut().enumerate() {
+            let t = Instant::now();
+            let reported = f();
+            warm_up_s[i] = reported.unwrap_or_else(|| t.elapsed().as_secs_f64());
         }
     }
+    let order = Order::new(&warm_up_s);
     let mut runs: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
-    for _ in 0..reps {
-        for (i, (_, f)) in contenders.iter_mut().enumerate() {
+    for rep in 0..reps {
+        for i in order.rep(rep) {
+            let f = &mut contenders[i].1;
             let t = Instant::now();
             let reported = f();
             runs[i].push(reported.unwrap_or_else(|| t.elapsed().as_secs_f64()));
@@ -188,9 +194,10 @@ fn measure_latency(
         contenders.retain(|(name, _)| name.contains(only));
     }
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
-    for _ in 0..reps {
-        for (i, (_, f)) in contenders.iter_mut().enumerate() {
-            samples[i].extend(f());
+    let order = Order::new(&vec![0.0; contenders.len()]);
+    for rep in 0..reps {
+        for i in order.rep(rep) {
+            samples[i].extend((contenders[i].1)());
         }
     }
     let pick = |q: f64| -> Vec<Timing> {
@@ -210,6 +217,34 @@ fn measure_latency(
             .collect()
     };
     (pick(0.5), pick(0.99))
+}
+
+/// The order in which contenders run, repetition by repetition.
+///
+/// Right after a slow peer (seconds of Python churning gigabytes), memory
+/// reads on the machines measured here are up to a third slower for tens
+/// of milliseconds, so whoever runs next loses. Slow contenders (a warm-up
+/// over ten times the fastest's) therefore run last in each repetition,
+/// and the fast ones rotate: each takes the seat after the slow ones once
+/// every few repetitions, which a median over three or more discards.
+struct Order {
+    fast: Vec<usize>,
+    slow: Vec<usize>,
+}
+
+impl Order {
+    fn new(warm_up_s: &[f64]) -> Order {
+        let fastest = warm_up_s.iter().copied().fold(f64::INFINITY, f64::min);
+        let (slow, fast) = (0..warm_up_s.len()).partition(|&i| warm_up_s[i] > 10.0 * fastest);
+        Order { fast, slow }
+    }
+
+    fn rep(&self, rep: usize) -> impl Iterator<Item = usize> + '_ {
+        fn rotate(v: &[usize], by: usize) -> impl Iterator<Item = usize> + '_ {
+            (0..v.len()).map(move |k| v[(k + by) % v.len()])
+        }
+        rotate(&self.fast, rep).chain(rotate(&self.slow, rep))
+    }
 }
 
 fn timing(name: &str, runs: Vec<f64>) -> Timing {
@@ -445,7 +480,7 @@ fn main() {
             );
             if wanted(&name) {
                 let timings = measure_timed(reps, &mut ipc::sum_halves(bytes, kept));
-                let targets = [("parpool ThreadPool, one Vec in process", 0.9)];
+                let targets = [("parpool ThreadPool, the same memory in process", 0.9)];
                 t.record("ipc", name, "arrays", 1, timings, &targets);
             }
         }

@@ -22,6 +22,10 @@ use super::sys;
 /// `/dev/shm`; it is freed when the last handle in any process is dropped
 /// or its process dies. Its size is fixed at creation.
 ///
+/// A [`ProcessPool`](crate::ProcessPool) worker maps a `SharedMem` once
+/// and keeps it mapped while the parent holds a handle, so an array handed
+/// to job after job costs its page faults only the first time.
+///
 /// Access is by copying ([`read`](Self::read), [`write`](Self::write)),
 /// by atomics ([`atomic_u64`](Self::atomic_u64), like
 /// `multiprocessing.Value`), or, when the program guarantees nobody writes

@@ -17,7 +17,10 @@
 //! passes the descriptor) or on a thread ([`ThreadPool`](crate::ThreadPool),
 //! which moves the handle); return one from a job and the parent gets it.
 //! Memory is freed when the last handle in any process goes, crashes
-//! included: nothing is left in `/dev/shm`. A region received from
+//! included: nothing is left in `/dev/shm`. A process maps each object
+//! once, and a worker keeps the objects its jobs received mapped until the
+//! parent drops its own last handle, so handing a large array to job after
+//! job maps and faults it in once. A region received from
 //! elsewhere is checked (seals, size, header magic, version, kind and
 //! payload size) before use, so a corrupted one is an error, not undefined
 //! behaviour. Waiting uses futexes, shared across processes.
@@ -38,4 +41,5 @@ mod waiter;
 pub use barrier::{Barrier, BarrierError, Party};
 pub use mem::{AccessError, SharedMem, SharedSlice};
 pub use queue::{Queue, RecvError, SendError, TaskDoneError};
+pub(crate) use region::{Kept, collect_received};
 pub use sync::{Condvar, Event, EventWait, Lock, LockError, Mutex, MutexGuard, Permit, Semaphore};

@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread::JoinHandle as ThreadHandle;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use super::wire::{self, FromWorker, LogLevel, ToWorker, ToWorkerRef};
 use super::{Config, ProcJob, Shared, State, WorkerOutput, sys};
 use crate::error::{BuildError, ExitStatus, JobError};
 use crate::ipc::SharedMem;
-use crate::shm::SharedObject;
+use crate::shm::{ObjectId, ReleaseSink, SharedObject};
 
 /// Jobs in flight on one worker are capped so that this much work, at the
 /// measured job duration, is queued there: tiny jobs travel in batches,
@@ -33,6 +33,11 @@ const MAX_PIPELINE: usize = 1024;
 /// back to reading. A request larger than the budget is sent only to an
 /// idle worker, which is reading and drains it.
 const PIPELINE_BYTES: usize = 64 * 1024;
+/// At most this many ids in one `Release` frame (about 1 KiB).
+const RELEASE_BATCH: usize = 64;
+/// An idle supervisor whose worker keeps shared objects looks for
+/// releases at least this often, in case a wake-up raced with its wait.
+const RELEASE_POLL: Duration = Duration::from_millis(50);
 
 /// What other threads may do to a slot: read its worker's pid, and kill the
 /// worker if it is running a given job (cancel, timeout).
@@ -301,6 +306,33 @@ fn stdio(o: WorkerOutput, capture: &Option<File>) -> io::Result<Stdio> {
     })
 }
 
+/// Shared objects sent to one slot's worker whose last handle in this
+/// process is gone: the worker may stop keeping them mapped
+/// ([`Kept`](crate::ipc::Kept)).
+struct Releases {
+    ids: Mutex<Vec<ObjectId>>,
+    /// To wake the supervisor when it waits for jobs.
+    pool: Weak<Shared>,
+}
+
+impl Releases {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<ObjectId>> {
+        self.ids.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl ReleaseSink for Releases {
+    fn released(&self, id: ObjectId) {
+        self.lock().push(id);
+        // Without the queue's lock, which the dropping thread may hold
+        // (`Shared::close` drops cancelled jobs under it). A wake-up lost
+        // to that race is made up by the supervisor's `RELEASE_POLL`.
+        if let Some(pool) = self.pool.upgrade() {
+            pool.ready.notify_all();
+        }
+    }
+}
+
 struct Supervisor {
     shared: Arc<Shared>,
     ctl: Arc<SlotCtl>,
@@ -312,11 +344,23 @@ struct Supervisor {
     /// Moving average of a job's duration on this worker, in nanoseconds.
     avg_ns: f64,
     buf: Vec<u8>,
+    releases: Arc<Releases>,
+    /// `releases`, as the objects sent to the worker see it.
+    release_sink: Arc<dyn ReleaseSink>,
+    /// Whether the worker may keep shared objects (any were sent to it).
+    keeping: bool,
 }
 
 impl Supervisor {
     fn new(shared: Arc<Shared>, ctl: Arc<SlotCtl>, conn: Conn) -> Self {
+        let releases = Arc::new(Releases {
+            ids: Mutex::new(Vec::new()),
+            pool: Arc::downgrade(&shared),
+        });
         Supervisor {
+            release_sink: releases.clone(),
+            releases,
+            keeping: false,
             shared,
             ctl,
             conn: Some(conn),
@@ -366,6 +410,7 @@ impl Supervisor {
     /// in one batch. Blocks for a job only when nothing is in flight.
     /// `false`: the pool is closed and drained.
     fn feed(&mut self) -> bool {
+        self.send_releases();
         let want = self.depth().saturating_sub(self.in_flight.len());
         if want == 0 {
             return true;
@@ -383,14 +428,24 @@ impl Supervisor {
                     }
                     break VecDeque::new();
                 }
-                if !self.in_flight.is_empty() {
+                if !self.in_flight.is_empty() || !self.releases.lock().is_empty() {
                     break VecDeque::new();
                 }
                 q.waiting += 1;
-                q = self.shared.ready.wait(q).unwrap_or_else(|p| p.into_inner());
+                q = if self.keeping {
+                    match self.shared.ready.wait_timeout(q, RELEASE_POLL) {
+                        Ok((q, _)) => q,
+                        Err(p) => p.into_inner().0,
+                    }
+                } else {
+                    self.shared.ready.wait(q).unwrap_or_else(|p| p.into_inner())
+                };
                 q.waiting -= 1;
             }
         };
+        // Objects dropped before these jobs were submitted are released
+        // before the jobs run: a job never sees one kept past its release.
+        self.send_releases();
         let mut wrote = false;
         while let Some(job) = batch.pop_front() {
             if !job.start(&self.ctl) {
@@ -428,6 +483,13 @@ impl Supervisor {
                 input: job.payload(),
             };
             let sent = wire::write_frame_with_fds(&mut conn.writer, &msg, shared).is_ok();
+            if sent && !shared.is_empty() {
+                // The worker keeps them mapped until told they are gone.
+                for object in shared {
+                    object.watch(&self.release_sink);
+                }
+                self.keeping = true;
+            }
             self.in_flight_bytes += bytes;
             // Even if the write failed the job is counted in flight: the
             // read that follows reports the dead worker and settles it.
@@ -445,6 +507,39 @@ impl Supervisor {
             let _ = conn.writer.flush();
         }
         true
+    }
+
+    /// Tells the worker which shared objects it may stop keeping, in
+    /// batches, as far as the pipeline's byte budget allows (the rest wait
+    /// for the next call).
+    fn send_releases(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let mut wrote = false;
+        loop {
+            let batch: Vec<ObjectId> = {
+                let mut ids = self.releases.lock();
+                let n = ids.len().min(RELEASE_BATCH);
+                let bytes = n * 24 + 16;
+                if n == 0
+                    || (!self.in_flight.is_empty() && self.in_flight_bytes + bytes > PIPELINE_BYTES)
+                {
+                    break;
+                }
+                // Unanswered, these bytes count until the pipeline empties.
+                self.in_flight_bytes += bytes;
+                ids.drain(..n).collect()
+            };
+            wrote = true;
+            if wire::write_frame(&mut conn.writer, &ToWorker::Release { ids: batch }).is_err() {
+                // The read that follows finds the worker gone.
+                break;
+            }
+        }
+        if wrote {
+            let _ = conn.writer.flush();
+        }
     }
 
     /// Puts unsent jobs back at the front of the queue, in their order.
@@ -478,9 +573,13 @@ impl Supervisor {
 
     fn finish_head(&mut self) -> Option<Arc<dyn ProcJob>> {
         let job = self.in_flight.pop_front()?;
-        self.in_flight_bytes = self
-            .in_flight_bytes
-            .saturating_sub(request_bytes(job.as_ref()));
+        self.in_flight_bytes = if self.in_flight.is_empty() {
+            // Everything sent was read, `Release` frames included.
+            0
+        } else {
+            self.in_flight_bytes
+                .saturating_sub(request_bytes(job.as_ref()))
+        };
         self.shared.counters.running.fetch_sub(1, Relaxed);
         Some(job)
     }

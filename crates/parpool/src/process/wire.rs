@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::capture::CapturedOutput;
 use super::fdpass::SendFds;
 use crate::error::JobError;
-use crate::shm::SharedObject;
+use crate::shm::{ObjectId, SharedObject};
 
 /// Largest frame either side accepts unless configured otherwise.
 pub(crate) const DEFAULT_MAX_FRAME: usize = 1 << 30;
@@ -48,6 +48,9 @@ pub(crate) enum ToWorker {
         #[serde(with = "serde_bytes")]
         input: Vec<u8>,
     },
+    /// The parent dropped its last handle to these shared objects: stop
+    /// keeping them mapped ([`Kept`](crate::ipc::Kept)). No reply.
+    Release { ids: Vec<ObjectId> },
 }
 
 /// [`ToWorker::Run`] by reference, for sending without copying the input.

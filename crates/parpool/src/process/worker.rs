@@ -109,6 +109,8 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds>(
     let mut buf = Vec::new();
     // Where the parent can see which job runs (`ToWorker::Watch`).
     let mut running: Option<crate::ipc::SharedMem> = None;
+    // Shared objects of past jobs, kept mapped for the jobs to come.
+    let mut kept = crate::ipc::Kept::default();
     loop {
         let msg = match wire::read_frame::<_, ToWorker>(&mut input, limits.max_frame, &mut buf) {
             Ok(Some(m)) => m,
@@ -120,6 +122,7 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds>(
         };
         match msg {
             ToWorker::Exit => return Ok(()),
+            ToWorker::Release { ids } => kept.release(&ids),
             ToWorker::Watch {
                 shared,
                 input: bytes,
@@ -167,7 +170,9 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds>(
                 if let Some(word) = watch {
                     word.store(id, SeqCst);
                 }
-                let result = run_one(&task, chunk, &payload, fds, limits);
+                let (result, received) =
+                    crate::ipc::collect_received(|| run_one(&task, chunk, &payload, fds, limits));
+                kept.keep(received);
                 if let Some(word) = watch {
                     word.store(0, SeqCst);
                 }

@@ -55,6 +55,30 @@ impl Segment {
 pub(crate) trait ShareFd: Send + Sync {
     /// The descriptor to send.
     fn share_fd(&self) -> BorrowedFd<'_>;
+
+    /// Tells `sink` when the last handle to this object in this process
+    /// is dropped, so that a receiver keeping it mapped between messages
+    /// ([`Kept`](crate::ipc::Kept)) can let it go. Objects receivers never
+    /// keep ignore it.
+    fn watch(&self, sink: &Arc<dyn ReleaseSink>) {
+        let _ = sink;
+    }
+}
+
+/// Which memory file an object lives in: the same in every process that
+/// maps it (device and inode of the file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub(crate) struct ObjectId {
+    pub(crate) dev: u64,
+    pub(crate) ino: u64,
+}
+
+/// Where an object [watched](ShareFd::watch) reports that its last handle
+/// in this process is gone.
+pub(crate) trait ReleaseSink: Send + Sync {
+    /// Called once, from the thread that dropped the last handle. Must not
+    /// block on anything that thread may hold.
+    fn released(&self, id: ObjectId);
 }
 
 impl ShareFd for Segment {
