@@ -239,3 +239,39 @@ fn a_worker_keeps_a_bounded_number_of_objects() {
         "worker descriptors: {before} -> {released}"
     );
 }
+
+/// Voluntary context switches of this process's thread named `name`.
+fn switches_of_thread(name: &str) -> u64 {
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() == name {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap();
+            let line = status
+                .lines()
+                .find(|l| l.starts_with("voluntary_ctxt_switches:"))
+                .unwrap();
+            return line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        }
+    }
+    panic!("no thread named {name}");
+}
+
+#[test]
+fn an_idle_pool_whose_worker_keeps_nothing_sleeps() {
+    let pool = ProcessPool::builder()
+        .name("kept-idle")
+        .workers(1)
+        .stderr(WorkerOutput::Null)
+        .build()
+        .unwrap();
+    let mem = SharedMem::new(4096).unwrap();
+    assert_eq!(pool.submit(touch, mem.clone()).join(), Ok(0));
+    drop(mem);
+    // Released before this job: the worker keeps nothing now.
+    pool.submit(open_fds, ()).join().unwrap();
+    let before = switches_of_thread("kept-idle-sup-0");
+    std::thread::sleep(Duration::from_millis(500));
+    let woke = switches_of_thread("kept-idle-sup-0") - before;
+    // Watching for releases it would wake every 50 ms.
+    assert!(woke <= 2, "the idle supervisor woke {woke} times in 500 ms");
+}

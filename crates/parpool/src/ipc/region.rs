@@ -192,8 +192,7 @@ impl Region {
         let mut region = Region::open(fd, kind, len, writable)?;
         region.listed = true;
         let region = Arc::new(region);
-        let stale = open_regions().insert((region.id, writable), Arc::downgrade(&region));
-        drop(stale);
+        open_regions().insert((region.id, writable), Arc::downgrade(&region));
         Ok(region)
     }
 
@@ -222,7 +221,7 @@ impl ShareFd for Region {
         self.file.as_fd()
     }
 
-    fn watch(&self, sink: &Arc<dyn ReleaseSink>) {
+    fn watch(&self, sink: &Arc<dyn ReleaseSink>) -> Option<ObjectId> {
         let mut watchers = self.watchers.lock().unwrap_or_else(PoisonError::into_inner);
         // Sinks whose receiver is gone (a pool shut down) are dropped here,
         // so a long-lived region handed to many pools does not pile them up.
@@ -231,6 +230,7 @@ impl ShareFd for Region {
         if !watchers.iter().any(|w| Weak::ptr_eq(w, &sink)) {
             watchers.push(sink);
         }
+        Some(self.id)
     }
 }
 

@@ -1,7 +1,7 @@
 //! One supervisor thread per worker slot: starts the worker process, feeds
 //! it jobs, reads its replies, and replaces it when it dies.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -347,8 +347,9 @@ struct Supervisor {
     releases: Arc<Releases>,
     /// `releases`, as the objects sent to the worker see it.
     release_sink: Arc<dyn ReleaseSink>,
-    /// Whether the worker may keep shared objects (any were sent to it).
-    keeping: bool,
+    /// The shared objects sent to the worker and not released since: what
+    /// it may keep mapped.
+    kept: HashSet<ObjectId>,
 }
 
 impl Supervisor {
@@ -360,7 +361,7 @@ impl Supervisor {
         Supervisor {
             release_sink: releases.clone(),
             releases,
-            keeping: false,
+            kept: HashSet::new(),
             shared,
             ctl,
             conn: Some(conn),
@@ -432,7 +433,7 @@ impl Supervisor {
                     break VecDeque::new();
                 }
                 q.waiting += 1;
-                q = if self.keeping {
+                q = if !self.kept.is_empty() {
                     match self.shared.ready.wait_timeout(q, RELEASE_POLL) {
                         Ok((q, _)) => q,
                         Err(p) => p.into_inner().0,
@@ -486,9 +487,10 @@ impl Supervisor {
             if sent && !shared.is_empty() {
                 // The worker keeps them mapped until told they are gone.
                 for object in shared {
-                    object.watch(&self.release_sink);
+                    if let Some(id) = object.watch(&self.release_sink) {
+                        self.kept.insert(id);
+                    }
                 }
-                self.keeping = true;
             }
             self.in_flight_bytes += bytes;
             // Even if the write failed the job is counted in flight: the
@@ -531,6 +533,9 @@ impl Supervisor {
                 self.in_flight_bytes += bytes;
                 ids.drain(..n).collect()
             };
+            for id in &batch {
+                self.kept.remove(id);
+            }
             wrote = true;
             if wire::write_frame(&mut conn.writer, &ToWorker::Release { ids: batch }).is_err() {
                 // The read that follows finds the worker gone.
@@ -769,6 +774,8 @@ impl Supervisor {
                 Ok(conn) => {
                     self.conn = Some(conn);
                     self.avg_ns = f64::INFINITY;
+                    // A new worker keeps nothing yet.
+                    self.kept.clear();
                     return true;
                 }
                 Err(e) => {

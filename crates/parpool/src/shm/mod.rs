@@ -58,10 +58,11 @@ pub(crate) trait ShareFd: Send + Sync {
 
     /// Tells `sink` when the last handle to this object in this process
     /// is dropped, so that a receiver keeping it mapped between messages
-    /// ([`Kept`](crate::ipc::Kept)) can let it go. Objects receivers never
-    /// keep ignore it.
-    fn watch(&self, sink: &Arc<dyn ReleaseSink>) {
+    /// ([`Kept`](crate::ipc::Kept)) can let it go; returns the id it will
+    /// report. Objects receivers never keep ignore it and return `None`.
+    fn watch(&self, sink: &Arc<dyn ReleaseSink>) -> Option<ObjectId> {
         let _ = sink;
+        None
     }
 }
 
