@@ -54,16 +54,30 @@ fn await_in_futures_executor() {
     let pool = pool();
     let h = pool.spawn(|| (1..=10).sum::<u32>());
     assert_eq!(futures::executor::block_on(h), Ok(55));
-    let cancelled = pool.spawn(|| std::thread::sleep(Duration::from_millis(200)));
+    // Both workers wait at a gate, so the next two jobs stay queued until
+    // the cancel has happened.
+    let (open, gate) = std::sync::mpsc::channel::<()>();
+    let gate = std::sync::Arc::new(std::sync::Mutex::new(gate));
+    let blockers: Vec<_> = (0..2)
+        .map(|_| {
+            let gate = gate.clone();
+            pool.spawn(move || {
+                let _ = gate.lock().unwrap().recv();
+            })
+        })
+        .collect();
     let queued = pool.spawn(|| 1);
     let queued2 = pool.spawn(|| 2);
-    queued2.cancel();
+    assert!(queued2.cancel());
+    drop(open);
     assert_eq!(
         futures::executor::block_on(queued2),
         Err(JobError::Cancelled)
     );
     assert_eq!(futures::executor::block_on(queued), Ok(1));
-    drop(cancelled);
+    for b in blockers {
+        assert_eq!(futures::executor::block_on(b), Ok(()));
+    }
 }
 
 #[test]
