@@ -1,6 +1,7 @@
-//! A process-pool worker keeps the shared objects it receives mapped while
-//! the parent holds them, so an object handed to job after job is mapped
-//! once; it lets go as soon as the parent drops its last handle.
+//! A process-pool worker keeps the shared objects (`ipc` objects and
+//! `SharedBytes`) it receives mapped while the parent holds them, so an
+//! object handed to job after job is mapped once; it lets go as soon as
+//! the parent drops its last handle.
 
 use std::time::{Duration, Instant};
 
@@ -274,4 +275,56 @@ fn an_idle_pool_whose_worker_keeps_nothing_sleeps() {
     let woke = switches_of_thread("kept-idle-sup-0") - before;
     // Watching for releases it would wake every 50 ms.
     assert!(woke <= 2, "the idle supervisor woke {woke} times in 500 ms");
+}
+
+parpool::task! {
+    /// Sums a byte of every page; the page faults that took, and where
+    /// this process maps the bytes.
+    fn sum_pages(data: parpool::SharedBytes) -> (u64, u64, usize) {
+        let before = minor_faults();
+        let sum: u64 = data.iter().step_by(4096).map(|&b| u64::from(b)).sum();
+        (sum, minor_faults() - before, data.as_ptr() as usize)
+    }
+}
+
+#[test]
+fn shared_bytes_handed_to_job_after_job_are_mapped_once_and_let_go() {
+    let pool = pool();
+    let data = parpool::SharedBytes::new(4 << 20, |b| b.fill(1)).unwrap();
+    let len = data.len();
+    let (sum, faults, first) = pool.submit(sum_pages, data.clone()).join().unwrap();
+    assert_eq!(sum, 1024);
+    assert!(faults >= 10, "{faults} page faults mapping 4 MiB");
+    for _ in 0..10 {
+        let (sum, faults, addr) = pool.submit(sum_pages, data.clone()).join().unwrap();
+        assert_eq!((sum, addr), (1024, first));
+        assert!(
+            faults < 5,
+            "{faults} page faults: the bytes were mapped anew"
+        );
+    }
+    // The parent's last handle goes: so does the worker's mapping.
+    drop(data);
+    let size = len.div_ceil(4096) * 4096;
+    let maps = pool
+        .submit(shared_bytes_mappings_of_size, size)
+        .join()
+        .unwrap();
+    assert_eq!(maps, 0);
+}
+
+parpool::task! {
+    fn shared_bytes_mappings_of_size(size: usize) -> usize {
+        std::fs::read_to_string("/proc/self/maps")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("parpool-shared"))
+            .filter(|l| {
+                let range = l.split_whitespace().next().unwrap();
+                let (from, to) = range.split_once('-').unwrap();
+                usize::from_str_radix(to, 16).unwrap() - usize::from_str_radix(from, 16).unwrap()
+                    == size
+            })
+            .count()
+    }
 }

@@ -41,5 +41,4 @@ mod waiter;
 pub use barrier::{Barrier, BarrierError, Party};
 pub use mem::{AccessError, SharedMem, SharedSlice};
 pub use queue::{Queue, RecvError, SendError, TaskDoneError};
-pub(crate) use region::{Kept, collect_received};
 pub use sync::{Condvar, Event, EventWait, Lock, LockError, Mutex, MutexGuard, Permit, Semaphore};

@@ -1,20 +1,18 @@
 //! A shared memory region with a validated header: the storage of every
 //! `ipc` object, and how it crosses the process wire.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 
 use memmap2::MmapRaw;
 use rustix::fs::{MemfdFlags, SealFlags};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::sys;
-use crate::shm::{self, ObjectId, ReleaseSink, ShareFd};
+use crate::shm::{self, Mapped, ObjectId, ReleaseSink, ShareFd, Watched};
 
 /// Bytes before the payload: magic, version and kind, payload length.
 pub(crate) const HEADER: usize = 64;
@@ -55,33 +53,14 @@ pub(crate) struct Region {
     len: usize,
     kind: Kind,
     writable: bool,
-    id: ObjectId,
+    watched: Watched,
     /// Whether [`OPEN`] lists it (regions received from other processes).
     listed: bool,
-    /// Told when this region is dropped ([`ShareFd::watch`]).
-    watchers: Mutex<Vec<Weak<dyn ReleaseSink>>>,
 }
 
-/// The regions this process received and still maps, by file and access:
-/// a region received again (the same array in job after job) reuses the
-/// mapping instead of mapping, and faulting in, the memory anew.
-static OPEN: LazyLock<Mutex<OpenRegions>> = LazyLock::new(Default::default);
-
-/// By file and whether mapped writable.
-type OpenRegions = HashMap<(ObjectId, bool), Weak<Region>>;
-
-fn open_regions() -> std::sync::MutexGuard<'static, OpenRegions> {
-    OPEN.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn object_id(stat: &rustix::fs::Stat) -> ObjectId {
-    // Both are unsigned 64-bit on the 64-bit targets parpool supports.
-    #[allow(clippy::unnecessary_cast)]
-    ObjectId {
-        dev: stat.st_dev as u64,
-        ino: stat.st_ino as u64,
-    }
-}
+/// The regions this process received and still maps, by file and whether
+/// mapped writable (see `shm::keep`).
+static OPEN: Mapped<(ObjectId, bool), Region> = Mapped::new();
 
 impl std::fmt::Debug for Region {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -105,7 +84,7 @@ impl Region {
         // Its size can never change: a mapping can never reach past the
         // end of the file (which would raise SIGBUS), in any process.
         rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)?;
-        let id = object_id(&rustix::fs::fstat(&fd)?);
+        let id = ObjectId::of(&fd)?;
         let file = File::from(fd);
         let map = sys::map_shared(&file, total, true)?;
         let region = Region::new(file, map, len, kind, true, id);
@@ -130,8 +109,7 @@ impl Region {
                 "the memory file is not sealed against resizing".into(),
             ));
         }
-        let stat = rustix::fs::fstat(&fd)?;
-        let size = stat.st_size.max(0) as usize;
+        let size = rustix::fs::fstat(&fd)?.st_size.max(0) as usize;
         let expected = HEADER + len;
         if size != expected {
             return Err(invalid(format!(
@@ -141,7 +119,8 @@ impl Region {
         }
         let file = File::from(fd);
         let map = sys::map_shared(&file, size, writable)?;
-        let region = Region::new(file, map, len, kind, writable, object_id(&stat));
+        let id = ObjectId::of(&file)?;
+        let region = Region::new(file, map, len, kind, writable, id);
         let version_kind = region.word(8).load(Ordering::Acquire);
         if region.word(0).load(Ordering::Acquire) != MAGIC {
             return Err(invalid("the region has no parpool header".into()));
@@ -170,19 +149,16 @@ impl Region {
             len,
             kind,
             writable,
-            id,
+            watched: Watched::new(id),
             listed: false,
-            watchers: Mutex::new(Vec::new()),
         }
     }
 
     /// Like [`open`](Self::open), but reuses this process's mapping of the
     /// same file with the same access if it has one.
     fn open_shared(fd: OwnedFd, kind: Kind, len: usize, writable: bool) -> io::Result<Arc<Region>> {
-        let id = object_id(&rustix::fs::fstat(&fd)?);
-        // The guard is a temporary: it is released before `found` can drop.
-        let found = open_regions().get(&(id, writable)).and_then(Weak::upgrade);
-        if let Some(region) = found
+        let id = ObjectId::of(&fd)?;
+        if let Some(region) = OPEN.get(&(id, writable))
             && region.kind == kind
             && region.len == len
         {
@@ -192,7 +168,7 @@ impl Region {
         let mut region = Region::open(fd, kind, len, writable)?;
         region.listed = true;
         let region = Arc::new(region);
-        open_regions().insert((region.id, writable), Arc::downgrade(&region));
+        OPEN.insert((id, writable), &region);
         Ok(region)
     }
 
@@ -222,95 +198,15 @@ impl ShareFd for Region {
     }
 
     fn watch(&self, sink: &Arc<dyn ReleaseSink>) -> Option<ObjectId> {
-        let mut watchers = self.watchers.lock().unwrap_or_else(PoisonError::into_inner);
-        // Sinks whose receiver is gone (a pool shut down) are dropped here,
-        // so a long-lived region handed to many pools does not pile them up.
-        watchers.retain(|w| w.strong_count() > 0);
-        let sink = Arc::downgrade(sink);
-        if !watchers.iter().any(|w| Weak::ptr_eq(w, &sink)) {
-            watchers.push(sink);
-        }
-        Some(self.id)
+        Some(self.watched.watch(sink))
     }
 }
 
 impl Drop for Region {
     fn drop(&mut self) {
         if self.listed {
-            let mut open = open_regions();
-            let key = (self.id, self.writable);
-            // Another region for the same file may have been listed since
-            // this one's last handle went; that one stays.
-            if open.get(&key).is_some_and(|w| w.strong_count() == 0) {
-                open.remove(&key);
-            }
+            OPEN.forget(&(self.watched.id(), self.writable));
         }
-        let watchers = std::mem::take(
-            self.watchers
-                .get_mut()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        for sink in watchers.iter().filter_map(Weak::upgrade) {
-            sink.released(self.id);
-        }
-    }
-}
-
-thread_local! {
-    /// While a worker decodes a job's input: the regions it received.
-    static RECEIVED: RefCell<Option<Vec<Arc<Region>>>> = const { RefCell::new(None) };
-}
-
-/// Runs `f` (a job, in a worker) and returns, with its result, the
-/// regions its input brought in, for [`Kept`].
-pub(crate) fn collect_received<R>(f: impl FnOnce() -> R) -> (R, Vec<Arc<Region>>) {
-    struct Restore(Option<Vec<Arc<Region>>>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let previous = self.0.take();
-            RECEIVED.with(|r| *r.borrow_mut() = previous);
-        }
-    }
-    let restore = Restore(RECEIVED.with(|r| r.borrow_mut().replace(Vec::new())));
-    let out = f();
-    let received = RECEIVED.with(|r| r.borrow_mut().take()).unwrap_or_default();
-    drop(restore);
-    (out, received)
-}
-
-/// The shared objects a worker keeps mapped after the jobs that brought
-/// them end, so that an object handed to job after job (a large array,
-/// say) is mapped and faulted in once, not once per job.
-///
-/// The parent [watches](ShareFd::watch) what it sends and tells the
-/// worker to [`release`](Kept::release) an object when the parent's last
-/// handle to it goes: then the worker's mapping goes too, and the memory
-/// is freed unless some other process still holds it. At most
-/// [`Kept::LIMIT`] objects are kept (each holds a descriptor); past that
-/// the least recently used is let go early.
-#[derive(Debug, Default)]
-pub(crate) struct Kept {
-    /// Least recently used first.
-    regions: Vec<Arc<Region>>,
-}
-
-impl Kept {
-    /// How many objects a worker keeps at most.
-    pub(crate) const LIMIT: usize = 64;
-
-    /// Keeps `received`, the objects a job just brought in.
-    pub(crate) fn keep(&mut self, received: Vec<Arc<Region>>) {
-        for region in received {
-            self.regions.retain(|r| !Arc::ptr_eq(r, &region));
-            self.regions.push(region);
-        }
-        let over = self.regions.len().saturating_sub(Self::LIMIT);
-        self.regions.drain(..over);
-    }
-
-    /// Lets go of the objects in `ids` (every access mode of each).
-    pub(crate) fn release(&mut self, ids: &[ObjectId]) {
-        self.regions.retain(|r| !ids.contains(&r.id));
     }
 }
 
@@ -347,11 +243,7 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
     })?;
     let region = Region::open_shared(fd, kind, len, writable)
         .map_err(|e| shm::fail::<D::Error>(format!("the {} is unusable: {e}", kind.name())))?;
-    RECEIVED.with(|r| {
-        if let Some(list) = r.borrow_mut().as_mut() {
-            list.push(region.clone());
-        }
-    });
+    shm::note_received(region.watched.id(), region.clone());
     Ok(region)
 }
 

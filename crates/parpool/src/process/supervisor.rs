@@ -308,7 +308,7 @@ fn stdio(o: WorkerOutput, capture: &Option<File>) -> io::Result<Stdio> {
 
 /// Shared objects sent to one slot's worker whose last handle in this
 /// process is gone: the worker may stop keeping them mapped
-/// ([`Kept`](crate::ipc::Kept)).
+/// ([`Kept`](crate::shm::Kept)).
 struct Releases {
     ids: Mutex<Vec<ObjectId>>,
     /// To wake the supervisor when it waits for jobs.

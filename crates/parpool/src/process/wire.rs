@@ -49,7 +49,7 @@ pub(crate) enum ToWorker {
         input: Vec<u8>,
     },
     /// The parent dropped its last handle to these shared objects: stop
-    /// keeping them mapped ([`Kept`](crate::ipc::Kept)). No reply.
+    /// keeping them mapped ([`Kept`](crate::shm::Kept)). No reply.
     Release { ids: Vec<ObjectId> },
 }
 

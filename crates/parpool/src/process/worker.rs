@@ -110,7 +110,7 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds>(
     // Where the parent can see which job runs (`ToWorker::Watch`).
     let mut running: Option<crate::ipc::SharedMem> = None;
     // Shared objects of past jobs, kept mapped for the jobs to come.
-    let mut kept = crate::ipc::Kept::default();
+    let mut kept = crate::shm::Kept::default();
     loop {
         let msg = match wire::read_frame::<_, ToWorker>(&mut input, limits.max_frame, &mut buf) {
             Ok(Some(m)) => m,
@@ -171,7 +171,7 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds>(
                     word.store(id, SeqCst);
                 }
                 let (result, received) =
-                    crate::ipc::collect_received(|| run_one(&task, chunk, &payload, fds, limits));
+                    crate::shm::collect_received(|| run_one(&task, chunk, &payload, fds, limits));
                 kept.keep(received);
                 if let Some(word) = watch {
                     word.store(0, SeqCst);

@@ -8,7 +8,12 @@
 //! ([`receiving`]) while it decodes, and each `SharedBytes` maps its own.
 //! Outside those two windows a `SharedBytes` serializes as plain bytes.
 
+mod keep;
 mod sys;
+
+pub(crate) use keep::{
+    Kept, Mapped, ObjectId, ReleaseSink, Watched, collect_received, note_received,
+};
 
 use std::cell::RefCell;
 use std::fmt;
@@ -24,7 +29,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub(crate) struct Segment {
     file: File,
     map: memmap2::Mmap,
+    watched: Watched,
+    /// Whether [`SEGMENTS`] lists it (segments received from elsewhere).
+    listed: bool,
 }
+
+/// The segments this process received and still maps (see [`keep`]).
+static SEGMENTS: Mapped<ObjectId, Segment> = Mapped::new();
 
 impl Segment {
     /// A new segment of `len` (> 0) bytes filled by `fill`, then sealed.
@@ -34,14 +45,34 @@ impl Segment {
         fill(&mut map);
         let map = map.make_read_only()?;
         sys::seal(&file)?;
-        Ok(Segment { file, map })
+        let watched = Watched::new(ObjectId::of(&file)?);
+        Ok(Segment {
+            file,
+            map,
+            watched,
+            listed: false,
+        })
     }
 
-    /// Maps a segment received from another process.
-    fn open(fd: OwnedFd, len: usize) -> io::Result<Segment> {
+    /// Maps a segment received from another process, or reuses this
+    /// process's mapping of it.
+    fn open(fd: OwnedFd, len: usize) -> io::Result<Arc<Segment>> {
+        let id = ObjectId::of(&fd)?;
+        if let Some(segment) = SEGMENTS.get(&id)
+            && segment.map.len() == len
+        {
+            return Ok(segment);
+        }
         let file = File::from(fd);
         let map = sys::map_received(&file, len)?;
-        Ok(Segment { file, map })
+        let segment = Arc::new(Segment {
+            file,
+            map,
+            watched: Watched::new(id),
+            listed: true,
+        });
+        SEGMENTS.insert(id, &segment);
+        Ok(segment)
     }
 
     /// The segment's descriptor, to send it to another process.
@@ -58,33 +89,29 @@ pub(crate) trait ShareFd: Send + Sync {
 
     /// Tells `sink` when the last handle to this object in this process
     /// is dropped, so that a receiver keeping it mapped between messages
-    /// ([`Kept`](crate::ipc::Kept)) can let it go; returns the id it will
-    /// report. Objects receivers never keep ignore it and return `None`.
+    /// ([`Kept`]) can let it go; returns the id it will report. Objects
+    /// receivers never keep ignore it and return `None`.
     fn watch(&self, sink: &Arc<dyn ReleaseSink>) -> Option<ObjectId> {
         let _ = sink;
         None
     }
 }
 
-/// Which memory file an object lives in: the same in every process that
-/// maps it (device and inode of the file).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub(crate) struct ObjectId {
-    pub(crate) dev: u64,
-    pub(crate) ino: u64,
-}
-
-/// Where an object [watched](ShareFd::watch) reports that its last handle
-/// in this process is gone.
-pub(crate) trait ReleaseSink: Send + Sync {
-    /// Called once, from the thread that dropped the last handle. Must not
-    /// block on anything that thread may hold.
-    fn released(&self, id: ObjectId);
-}
-
 impl ShareFd for Segment {
     fn share_fd(&self) -> BorrowedFd<'_> {
         self.fd()
+    }
+
+    fn watch(&self, sink: &Arc<dyn ReleaseSink>) -> Option<ObjectId> {
+        Some(self.watched.watch(sink))
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if self.listed {
+            SEGMENTS.forget(&self.watched.id());
+        }
     }
 }
 
@@ -203,6 +230,10 @@ pub(crate) fn receiving<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> R {
 ///
 /// Each live `SharedBytes` holds one file descriptor; it is meant for
 /// large payloads. For small ones the ordinary copy is faster.
+///
+/// A worker maps a `SharedBytes` once and keeps it mapped while the parent
+/// holds a handle, so a dataset handed to job after job costs its page
+/// faults only the first time.
 ///
 /// ```
 /// use parpool::{Executor, ProcessPool, SharedBytes};
@@ -344,8 +375,9 @@ impl<'de> Deserialize<'de> for SharedBytes {
                 let segment = Segment::open(fd, len).map_err(|e| {
                     fail::<D::Error>(format!("shared segment #{index} is unusable: {e}"))
                 })?;
+                note_received(segment.watched.id(), segment.clone());
                 Ok(SharedBytes {
-                    segment: Some(Arc::new(segment)),
+                    segment: Some(segment),
                 })
             }
         }
