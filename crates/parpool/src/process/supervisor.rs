@@ -579,7 +579,9 @@ impl Supervisor {
     fn finish_head(&mut self) -> Option<Arc<dyn ProcJob>> {
         let job = self.in_flight.pop_front()?;
         self.in_flight_bytes = if self.in_flight.is_empty() {
-            // Everything sent was read, `Release` frames included.
+            // Nothing in flight: the worker has no reply to write, so it
+            // reads whatever is still in the socket (`Release` frames) and
+            // the budget starts afresh.
             0
         } else {
             self.in_flight_bytes
