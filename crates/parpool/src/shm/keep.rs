@@ -152,18 +152,7 @@ pub(crate) fn note_received(id: ObjectId, object: Held) {
 /// Runs `f` (a job, in a worker) and returns, with its result, the objects
 /// its input brought in, for [`Kept`].
 pub(crate) fn collect_received<R>(f: impl FnOnce() -> R) -> (R, Vec<(ObjectId, Held)>) {
-    struct Restore(Option<Vec<(ObjectId, Held)>>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            let previous = self.0.take();
-            RECEIVED.with(|r| *r.borrow_mut() = previous);
-        }
-    }
-    let restore = Restore(RECEIVED.with(|r| r.borrow_mut().replace(Vec::new())));
-    let out = f();
-    let received = RECEIVED.with(|r| r.borrow_mut().take()).unwrap_or_default();
-    drop(restore);
-    (out, received)
+    super::gathering(&RECEIVED, f)
 }
 
 /// The shared objects a worker keeps mapped after the jobs that brought

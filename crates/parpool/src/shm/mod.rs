@@ -179,18 +179,35 @@ pub(crate) fn fail<E: serde::de::Error>(message: String) -> E {
 /// Runs `f` (an encode) with segment collection on: each `SharedBytes`
 /// it serializes is sent as a descriptor. Returns the segments in order.
 pub(crate) fn collecting<R>(f: impl FnOnce() -> R) -> (R, Vec<SharedObject>) {
-    struct Restore(Option<Vec<SharedObject>>);
-    impl Drop for Restore {
+    gathering(&OUTGOING, f)
+}
+
+/// Runs `f` with an empty list installed in `slot`, a thread-local that
+/// code deep inside `f` appends to; returns `f`'s result and the list.
+/// Whatever `slot` held before is put back afterwards, also if `f`
+/// panics, so gatherings nest.
+fn gathering<T: 'static, R>(
+    slot: &'static std::thread::LocalKey<RefCell<Option<Vec<T>>>>,
+    f: impl FnOnce() -> R,
+) -> (R, Vec<T>) {
+    struct Restore<T: 'static> {
+        slot: &'static std::thread::LocalKey<RefCell<Option<Vec<T>>>>,
+        previous: Option<Vec<T>>,
+    }
+    impl<T> Drop for Restore<T> {
         fn drop(&mut self) {
-            let previous = self.0.take();
-            OUTGOING.with(|o| *o.borrow_mut() = previous);
+            let previous = self.previous.take();
+            self.slot.with(|s| *s.borrow_mut() = previous);
         }
     }
-    let restore = Restore(OUTGOING.with(|o| o.borrow_mut().replace(Vec::new())));
-    let r = f();
-    let shared = OUTGOING.with(|o| o.borrow_mut().take()).unwrap_or_default();
+    let restore = Restore {
+        slot,
+        previous: slot.with(|s| s.borrow_mut().replace(Vec::new())),
+    };
+    let out = f();
+    let list = slot.with(|s| s.borrow_mut().take()).unwrap_or_default();
     drop(restore);
-    (r, shared)
+    (out, list)
 }
 
 /// Runs `f` (a decode) with `fds`, the descriptors that came with the
