@@ -101,8 +101,8 @@ const PATIENT: Patience = Patience {
 /// A receiver's batch while patient.
 const BATCH: u64 = 512;
 /// Receivers while senders stream (`STREAMING` dense waits in a row):
-/// larger batches, fewer polls of the senders' line, and each stalls the
-/// sender that writes it. The last messages of a stream wait up to
+/// larger batches, so fewer polls of the senders' line (each poll stalls
+/// the sender's next publish). The last messages of a stream wait up to
 /// `eager` longer; messages that come one at a time never do.
 const STREAM: Patience = Patience {
     spin: Duration::from_micros(8),
@@ -629,7 +629,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// out a moment for a batch puts the two ends lines apart, and each
     /// line then moves once. Measured across two processes: 150 to 200 ns
     /// a message in lockstep, about 80 ns with the patient batch, about
-    /// 65 ns with the streaming one (`recv_into`).
+    /// 60 ns with the streaming one (`recv_into`).
     fn wait_eager(
         &self,
         seq: usize,
