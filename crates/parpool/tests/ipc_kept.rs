@@ -128,14 +128,15 @@ fn an_object_handed_to_job_after_job_is_mapped_once() {
     let mem = SharedMem::new(3 << 20).unwrap();
     let (first, count, faults) = pool.submit(where_mapped, mem.clone()).join().unwrap();
     assert_eq!(count, 1);
-    // 768 pages: faulted in a few dozen at a time.
-    assert!(faults >= 10, "{faults} page faults mapping 3 MiB");
+    // 768 pages: a few dozen faults (a few, with huge pages).
+    assert!(faults >= 1, "no page faults mapping 3 MiB");
     for _ in 0..20 {
         let (addr, count, faults) = pool.submit(where_mapped, mem.clone()).join().unwrap();
         assert_eq!((addr, count), (first, 1));
-        // Mapped anew, it would fault again.
+        // Mapped anew, it would fault again (one fault is left for the
+        // allocator, which reading the fault count may trigger).
         assert!(
-            faults < 5,
+            faults <= 1,
             "{faults} page faults: the memory was mapped anew"
         );
     }
@@ -294,12 +295,12 @@ fn shared_bytes_handed_to_job_after_job_are_mapped_once_and_let_go() {
     let len = data.len();
     let (sum, faults, first) = pool.submit(sum_pages, data.clone()).join().unwrap();
     assert_eq!(sum, 1024);
-    assert!(faults >= 10, "{faults} page faults mapping 4 MiB");
+    assert!(faults >= 1, "no page faults mapping 4 MiB");
     for _ in 0..10 {
         let (sum, faults, addr) = pool.submit(sum_pages, data.clone()).join().unwrap();
         assert_eq!((sum, addr), (1024, first));
         assert!(
-            faults < 5,
+            faults <= 1,
             "{faults} page faults: the bytes were mapped anew"
         );
     }
