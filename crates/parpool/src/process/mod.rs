@@ -260,6 +260,12 @@ impl ProcessPoolBuilder {
 /// Workers re-execute the current binary, which parpool diverts into its
 /// worker loop before `main` runs; only registered tasks run in them.
 ///
+/// Large data travels without copies: a [`SharedBytes`](crate::SharedBytes)
+/// or an [`ipc`](crate::ipc) object in a job's input or output crosses as a
+/// file descriptor. A worker maps each such object once and keeps it
+/// mapped while this process still holds a handle to it, so data handed
+/// to job after job is mapped, and faulted in, only the first time.
+///
 /// ```no_run
 /// use parpool::{Executor, ProcessPool};
 ///
