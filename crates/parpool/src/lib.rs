@@ -13,7 +13,7 @@
 //!   late submission fails its own job only, with its message and location;
 //! * [`ThreadPool::map`] (ordered, lazy, windowed, auto-chunked),
 //!   [`map_unordered`](ThreadPool::map_unordered), [`as_completed`] and
-//!   [`wait`] across handles from any pools;
+//!   [`wait`](fn@wait) across handles from any pools;
 //! * [`ThreadPool::scope`] for jobs that borrow from the stack;
 //! * registered [`Task`]s ([`task!`]) that any [`Executor`] can run, on
 //!   threads or in isolated worker processes ([`ProcessPool`]), with

@@ -171,7 +171,7 @@ impl ProcessPoolBuilder {
     /// Runs `task` on `input` once in every worker process as it starts
     /// (replacements included), before it takes any job. The task's output
     /// stays in the worker as its state, reachable from tasks with
-    /// [`with_worker_state`](crate::with_worker_state) (like mpire's
+    /// [`with_worker_state`] (like mpire's
     /// `worker_state`). If it fails, [`build`](Self::build) fails with
     /// [`BuildError::Initializer`].
     pub fn initializer<T: Task>(mut self, task: T, input: T::Input) -> Self {
