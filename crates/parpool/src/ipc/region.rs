@@ -109,7 +109,8 @@ impl Region {
                 "the memory file is not sealed against resizing".into(),
             ));
         }
-        let size = rustix::fs::fstat(&fd)?.st_size.max(0) as usize;
+        let stat = rustix::fs::fstat(&fd)?;
+        let size = stat.st_size.max(0) as usize;
         let expected = HEADER + len;
         if size != expected {
             return Err(invalid(format!(
@@ -119,8 +120,7 @@ impl Region {
         }
         let file = File::from(fd);
         let map = sys::map_shared(&file, size, writable)?;
-        let id = ObjectId::of(&file)?;
-        let region = Region::new(file, map, len, kind, writable, id);
+        let region = Region::new(file, map, len, kind, writable, ObjectId::from_stat(&stat));
         let version_kind = region.word(8).load(Ordering::Acquire);
         if region.word(0).load(Ordering::Acquire) != MAGIC {
             return Err(invalid("the region has no parpool header".into()));

@@ -32,13 +32,17 @@ pub(crate) struct ObjectId {
 impl ObjectId {
     /// The id of the memory file `fd`.
     pub(crate) fn of(fd: impl AsFd) -> std::io::Result<ObjectId> {
-        let stat = rustix::fs::fstat(fd)?;
+        Ok(ObjectId::from_stat(&rustix::fs::fstat(fd)?))
+    }
+
+    /// The id of the file `stat` describes.
+    pub(crate) fn from_stat(stat: &rustix::fs::Stat) -> ObjectId {
         // Both are unsigned 64-bit on the 64-bit targets parpool supports.
         #[allow(clippy::unnecessary_cast)]
-        Ok(ObjectId {
+        ObjectId {
             dev: stat.st_dev as u64,
             ino: stat.st_ino as u64,
-        })
+        }
     }
 }
 
