@@ -31,12 +31,12 @@ pub(crate) fn have_gnu_parallel() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Runs `program args` with `input` on stdin, its output discarded;
-/// panics if it fails (a broken contender must not look fast).
-fn run_with_input(program: &str, args: &[String], input: &[u8]) {
-    let mut child = Command::new(program)
+/// Starts a contender with `stdin`, its output discarded and GNU
+/// parallel's state kept out of the user's home; panics if it cannot start.
+fn spawn_quiet(program: &str, args: &[String], stdin: Stdio) -> std::process::Child {
+    Command::new(program)
         .args(args)
-        .stdin(Stdio::piped())
+        .stdin(stdin)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .env(
@@ -44,7 +44,13 @@ fn run_with_input(program: &str, args: &[String], input: &[u8]) {
             std::env::temp_dir().join("parpool-bench-parallel"),
         )
         .spawn()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
+        .unwrap_or_else(|e| panic!("{program}: {e}"))
+}
+
+/// Runs `program args` with `input` on stdin, its output discarded;
+/// panics if it fails (a broken contender must not look fast).
+fn run_with_input(program: &str, args: &[String], input: &[u8]) {
+    let mut child = spawn_quiet(program, args, Stdio::piped());
     let mut stdin = child.stdin.take().expect("stdin");
     let input = input.to_vec();
     let writer = std::thread::spawn(move || {
@@ -177,17 +183,7 @@ pub(crate) fn queued_memory(n: u64) -> Vec<TimedContender> {
 /// Runs a command and returns its peak resident memory (`VmHWM`) in MiB,
 /// read from `/proc` until it exits.
 fn peak_mib(program: &str, args: &[String]) -> f64 {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .env(
-            "PARALLEL_HOME",
-            std::env::temp_dir().join("parpool-bench-parallel"),
-        )
-        .spawn()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    let mut child = spawn_quiet(program, args, Stdio::null());
     let status_file = format!("/proc/{}/status", child.id());
     let mut peak_kib = 0u64;
     loop {
