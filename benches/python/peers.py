@@ -44,6 +44,23 @@ def q_consume(q, counts):
     counts.put(got)
 
 
+_queue = None
+
+
+def _share_queue(q):
+    global _queue
+    _queue = q
+
+
+def dep_consume(_):
+    return _queue.get(timeout=10)
+
+
+def dep_produce(v):
+    _queue.put(v)
+    return True
+
+
 def main():
     mode, n, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     if mode == "ppe_tiny":
@@ -68,6 +85,20 @@ def main():
             for i in range(n):
                 t = time.perf_counter()
                 assert ex.submit(ident, i).result() == i
+                samples.append(time.perf_counter() - t)
+            out = {"samples": samples}
+    elif mode == "ppe_dependent_pair":
+        # A consumer and a producer through one multiprocessing.Queue,
+        # consumer submitted first, on a warm pool.
+        q = mp.Queue()
+        with ProcessPoolExecutor(workers, initializer=_share_queue, initargs=(q,)) as ex:
+            list(ex.map(ident, range(1000)))
+            samples = []
+            for i in range(n):
+                t = time.perf_counter()
+                c = ex.submit(dep_consume, None)
+                p = ex.submit(dep_produce, i)
+                assert c.result() == i and p.result()
                 samples.append(time.perf_counter() - t)
             out = {"samples": samples}
     elif mode == "mp_map":

@@ -175,6 +175,58 @@ pub(crate) fn round_trip(workers: usize, n: u64) -> Vec<LatencyContender> {
     ]
 }
 
+parpool::task!(
+    fn dep_consume(q: parpool::ipc::Queue<u64>) -> u64 {
+        q.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the producer ran")
+    }
+);
+parpool::task!(
+    fn dep_produce((q, v): (parpool::ipc::Queue<u64>, u64)) -> bool {
+        q.send(v).is_ok()
+    }
+);
+
+/// A consumer job, then a producer job it waits for, on a warm pool that
+/// has learned that jobs are tiny (so it pipelines): from submitting both
+/// to both done. The producer must not wait behind its blocked consumer.
+pub(crate) fn dependent_pair(workers: usize, n: u64) -> Vec<LatencyContender> {
+    let pp = pool(workers);
+    let q: parpool::ipc::Queue<u64> = parpool::ipc::Queue::new().expect("queue");
+    vec![
+        (
+            "parpool ProcessPool",
+            Box::new(move || {
+                let warm: Vec<_> = (0..10_000).map(|i| pp.submit(ident, i)).collect();
+                warm.into_iter().for_each(|h| drop(h.join()));
+                (0..n)
+                    .map(|i| {
+                        let t = Instant::now();
+                        let c = pp.submit(dep_consume, q.clone());
+                        let p = pp.submit(dep_produce, (q.clone(), i));
+                        assert_eq!(c.join(), Ok(i));
+                        assert_eq!(p.join(), Ok(true));
+                        t.elapsed().as_secs_f64()
+                    })
+                    .collect()
+            }),
+        ),
+        ("budget: 2 ms", Box::new(move || vec![0.002; n as usize])),
+        (
+            "Python ProcessPoolExecutor, multiprocessing.Queue",
+            Box::new(move || {
+                let v = python("ppe_dependent_pair", n, workers);
+                v["samples"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|x| x.as_f64())
+                    .collect()
+            }),
+        ),
+    ]
+}
+
 /// The operating system's own price for a round trip to another process
 /// that blocks waiting for it: one byte written to `cat`, read back.
 /// No pool that sleeps between jobs can beat it.

@@ -16,8 +16,7 @@ use crate::job::JobOptions;
 use crate::map::{ChunkIn, ChunkOut, Map, MapUnordered};
 
 /// A function registered under a stable name, so that any pool — threads
-/// today, worker processes and cluster nodes through the same trait — can
-/// run it. Input and output are serde types: they may cross a process
+/// or worker processes, through the same trait — can run it. Input and output are serde types: they may cross a process
 /// boundary.
 ///
 /// Define tasks with [`task!`](crate::task!) rather than by hand.
@@ -100,13 +99,29 @@ macro_rules! task {
 pub struct TaskEntry {
     name: &'static str,
     run: RunFn,
-    run_chunk: RunFn,
+    run_chunk: ChunkFn,
     run_init: fn(&[u8], Vec<OwnedFd>) -> Result<WorkerState, JobError>,
 }
 
 /// A type-erased entry point: encoded input and its descriptors in,
 /// encoded output out.
 type RunFn = fn(&[u8], Vec<OwnedFd>) -> Result<Encoded, JobError>;
+
+/// A type-erased chunk entry point: the encoded `Vec` of inputs, the
+/// positions to run (`None`: all), and what to tell about each item.
+type ChunkFn =
+    fn(&[u8], Vec<OwnedFd>, Option<&[u32]>, &mut dyn ItemLog) -> Result<Encoded, JobError>;
+
+/// What a chunk's runner tells about each item as it goes (a worker
+/// records it where it survives a crash).
+pub(crate) trait ItemLog {
+    /// The item at `position` (in the run order) starts.
+    fn starting(&mut self, position: u32);
+    /// The item finished: `entry` is its encoded `Result`; `loggable` is
+    /// false when the entry refers to shared objects (descriptors that
+    /// travel only with the reply).
+    fn finished(&mut self, entry: &[u8], loggable: bool);
+}
 
 /// A worker's state: what its initializer returned.
 pub(crate) type WorkerState = Box<dyn std::any::Any + Send>;
@@ -138,9 +153,17 @@ impl TaskEntry {
         (self.run)(input, fds)
     }
 
-    /// Runs a chunk: `Vec<Input>` in, `Vec<Result<Output, JobError>>` out.
-    pub(crate) fn run_chunk(&self, input: &[u8], fds: Vec<OwnedFd>) -> Result<Encoded, JobError> {
-        (self.run_chunk)(input, fds)
+    /// Runs a chunk: `Vec<Input>` in, `Vec<Result<Output, JobError>>` out,
+    /// one result for each position of `only` (`None`: every input), in
+    /// that order.
+    pub(crate) fn run_chunk(
+        &self,
+        input: &[u8],
+        fds: Vec<OwnedFd>,
+        only: Option<&[u32]>,
+        log: &mut dyn ItemLog,
+    ) -> Result<Encoded, JobError> {
+        (self.run_chunk)(input, fds, only, log)
     }
 
     /// Runs the task as a worker's initializer: its output is kept, not sent.
@@ -223,13 +246,57 @@ fn run_init_erased<T: Task>(input: &[u8], fds: Vec<OwnedFd>) -> Result<WorkerSta
     Ok(Box::new(output))
 }
 
-fn run_chunk_erased<T: Task>(input: &[u8], fds: Vec<OwnedFd>) -> Result<Encoded, JobError> {
+/// Encodes `value` as the next part of a frame whose shared objects so far
+/// are `shared` (see [`shm::collecting_onto`]).
+pub(crate) fn encode_onto<T: Serialize>(
+    stage: CodecStage,
+    value: &T,
+    shared: &mut Vec<shm::SharedObject>,
+) -> Result<Vec<u8>, JobError> {
+    guarded(stage, || {
+        shm::collecting_onto(shared, || crate::process::encode_exact(value))
+            .map_err(|e| codec_error(stage, e))
+    })
+}
+
+fn run_chunk_erased<T: Task>(
+    input: &[u8],
+    fds: Vec<OwnedFd>,
+    only: Option<&[u32]>,
+    log: &mut dyn ItemLog,
+) -> Result<Encoded, JobError> {
     let inputs: Vec<T::Input> = decode(CodecStage::DecodeInput, input, fds)?;
-    let outputs: Vec<Result<T::Output, JobError>> = inputs
-        .into_iter()
-        .map(|x| panic::catch(|| T::run(x)).map_err(JobError::panicked))
-        .collect();
-    encode(CodecStage::EncodeOutput, &outputs)
+    let picked: Vec<T::Input> = match only {
+        None => inputs,
+        Some(positions) => {
+            let mut slots: Vec<Option<T::Input>> = inputs.into_iter().map(Some).collect();
+            positions
+                .iter()
+                .map(|&p| slots.get_mut(p as usize).and_then(Option::take))
+                .collect::<Option<_>>()
+                .ok_or_else(|| codec_error(CodecStage::DecodeInput, "no such item in the chunk"))?
+        }
+    };
+    // The same bytes as encoding a `Vec<Result<Output, JobError>>` whole:
+    // the length, then each item's encoding, written as each finishes.
+    let mut bytes = crate::process::encode_exact(&picked.len())
+        .map_err(|e| codec_error(CodecStage::EncodeOutput, e))?;
+    let mut shared = Vec::new();
+    for (position, x) in picked.into_iter().enumerate() {
+        log.starting(u32::try_from(position).unwrap_or(u32::MAX));
+        let result = panic::catch(|| T::run(x)).map_err(JobError::panicked);
+        let before = shared.len();
+        let entry = encode_onto(CodecStage::EncodeOutput, &result, &mut shared).or_else(|e| {
+            encode_onto(
+                CodecStage::EncodeOutput,
+                &Err::<T::Output, _>(e),
+                &mut shared,
+            )
+        })?;
+        log.finished(&entry, shared.len() == before);
+        bytes.extend_from_slice(&entry);
+    }
+    Ok(Encoded { bytes, shared })
 }
 
 pub(crate) mod sealed {

@@ -3,7 +3,9 @@
 //! Design notes are in `README.md` beside this file.
 
 mod capture;
+mod control;
 mod fdpass;
+mod job;
 mod supervisor;
 mod sys;
 mod wire;
@@ -23,13 +25,13 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::error::{BuildError, CodecStage, JobError, Payload};
-use crate::handle::{Cell, Inner, JobHandle};
-use crate::job::{Cancellable, JobId, JobOptions};
+use crate::handle::{Inner, JobHandle};
+use crate::job::{JobId, JobOptions};
 use crate::map::{ChunkIn, ChunkOut};
-use crate::shm::{Encoded, SharedObject};
+use crate::shm::Encoded;
 use crate::task::{Executor, Task, decode, encode, sealed};
 use crate::thread::Stats;
-use crate::timer::Expire;
+use job::{Chunk, ProcCell, ProcJob, Single, Work};
 
 /// Where a worker's standard output or error goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -228,18 +230,31 @@ impl ProcessPoolBuilder {
             next_id: AtomicU64::new(1),
             counters: Counters::default(),
         });
+        // Each supervisor thread starts its own worker (and every
+        // replacement): a worker dies with the thread that started it, and
+        // these threads live as long as the pool. They start in parallel.
         let mut slots = Vec::new();
+        let mut failure = None;
         for index in 0..shared.config.workers {
             match supervisor::Slot::start(shared.clone(), index) {
                 Ok(slot) => slots.push(slot),
                 Err(source) => {
-                    shared.close(State::Cancelling);
-                    for s in slots {
-                        s.join();
-                    }
-                    return Err(source);
+                    failure = Some(source);
+                    break;
                 }
             }
+        }
+        for slot in &slots {
+            if let Err(source) = slot.started() {
+                failure.get_or_insert(source);
+            }
+        }
+        if let Some(source) = failure {
+            shared.close(State::Cancelling);
+            for s in slots {
+                s.join();
+            }
+            return Err(source);
         }
         tracing::debug!(pool = %shared.config.name, workers = slots.len(), "process pool started");
         Ok(ProcessPool {
@@ -302,7 +317,11 @@ pub(crate) struct Queue {
 
 #[derive(Default)]
 pub(crate) struct Counters {
+    /// Jobs a worker is in (one per busy worker).
     pub(crate) running: AtomicU64,
+    /// Jobs written to workers and not answered, the running ones
+    /// included; the others wait in a worker's pipeline.
+    pub(crate) in_flight: AtomicU64,
     pub(crate) completed: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) cancelled: AtomicU64,
@@ -354,150 +373,6 @@ impl Shared {
     }
 }
 
-/// The supervisor's view of a queued process job, whatever its types.
-pub(crate) trait ProcJob: Send + Sync {
-    fn id(&self) -> u64;
-    fn task(&self) -> &'static str;
-    fn is_chunk(&self) -> bool;
-    fn payload(&self) -> &[u8];
-    /// The shared segments whose descriptors travel with the payload.
-    fn shared(&self) -> &[SharedObject];
-    /// Claims the job for sending; `false` if it was cancelled meanwhile.
-    fn start(&self, slot: &Arc<supervisor::SlotCtl>) -> bool;
-    /// Resolves with the worker's reply (encoded output and the
-    /// descriptors that came with it); `true` if it delivered a value.
-    fn complete(&self, result: Result<(Vec<u8>, Vec<OwnedFd>), JobError>) -> bool;
-    /// Resolves with `err` unless already resolved; `true` if it did.
-    fn abandon(&self, err: JobError) -> bool;
-    /// Counts an attempt that ended in a crash; returns attempts so far.
-    fn crashed_once(&self) -> u32;
-    /// Whether the job was resolved already (cancelled, timed out).
-    fn is_resolved(&self) -> bool;
-    /// The job was handed back to the queue: forget its worker.
-    fn requeued(&self);
-    /// Arms the job's timeout, now that it is running.
-    fn arm_timeout(self: Arc<Self>);
-    /// Hands over what the job wrote to stdout/stderr, before it resolves.
-    fn set_output(&self, output: CapturedOutput);
-}
-
-/// A process job and its handle's state, in one allocation.
-struct ProcCell<O, D> {
-    inner: Inner<O>,
-    task: &'static str,
-    chunk: bool,
-    payload: Encoded,
-    timeout: Option<Duration>,
-    decode: D,
-    attempts: AtomicU64,
-    slot: Mutex<Option<Arc<supervisor::SlotCtl>>>,
-    output: Mutex<Option<CapturedOutput>>,
-}
-
-impl<O, D> ProcCell<O, D> {
-    fn kill_if_running(&self) {
-        let slot = self.slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        if let Some(slot) = slot {
-            slot.kill_if_running(self.inner.id().get());
-        }
-    }
-}
-
-impl<O: Send, D: Send + Sync> Cancellable for ProcCell<O, D> {
-    fn is_cancelled(&self) -> bool {
-        self.inner.is_cancelled()
-    }
-}
-
-impl<O: Send, D: Send + Sync> Cell<O> for ProcCell<O, D> {
-    fn inner(&self) -> &Inner<O> {
-        &self.inner
-    }
-    fn cancelled(&self) {
-        self.kill_if_running();
-    }
-    fn captured_output(&self) -> Option<CapturedOutput> {
-        self.output
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
-impl<O: Send, D: Send + Sync> Expire for ProcCell<O, D> {
-    fn expire(&self, after: Duration) {
-        if self.inner.resolve_cancel(JobError::TimedOut { after }) {
-            self.kill_if_running();
-        }
-    }
-}
-
-impl<O, D> ProcJob for ProcCell<O, D>
-where
-    O: Send + 'static,
-    D: Fn(&[u8], Vec<OwnedFd>) -> Result<O, JobError> + Send + Sync + 'static,
-{
-    fn id(&self) -> u64 {
-        self.inner.id().get()
-    }
-    fn task(&self) -> &'static str {
-        self.task
-    }
-    fn is_chunk(&self) -> bool {
-        self.chunk
-    }
-    fn payload(&self) -> &[u8] {
-        &self.payload.bytes
-    }
-    fn shared(&self) -> &[SharedObject] {
-        &self.payload.shared
-    }
-    fn start(&self, slot: &Arc<supervisor::SlotCtl>) -> bool {
-        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(slot.clone());
-        // A retry finds STARTED already set: it only must not be resolved.
-        self.inner.try_start() || !self.is_resolved()
-    }
-    fn complete(&self, result: Result<(Vec<u8>, Vec<OwnedFd>), JobError>) -> bool {
-        let decoded = result.and_then(|(bytes, fds)| (self.decode)(&bytes, fds));
-        let ok = decoded.is_ok();
-        self.inner.resolve(decoded) && ok
-    }
-    fn abandon(&self, err: JobError) -> bool {
-        self.inner.resolve(Err(err))
-    }
-    fn crashed_once(&self) -> u32 {
-        u32::try_from(self.attempts.fetch_add(1, Relaxed) + 1).unwrap_or(u32::MAX)
-    }
-    fn is_resolved(&self) -> bool {
-        self.inner.is_finished() || self.inner.is_cancelled()
-    }
-    fn requeued(&self) {
-        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
-    fn arm_timeout(self: Arc<Self>) {
-        if let Some(after) = self.timeout {
-            let weak = Arc::downgrade(&self);
-            crate::timer::schedule(after, weak);
-        }
-    }
-    fn set_output(&self, output: CapturedOutput) {
-        if self.chunk {
-            // A map chunk has no handle of its own to read it from.
-            output.pass_on();
-            return;
-        }
-        let mut slot = self.output.lock().unwrap_or_else(|p| p.into_inner());
-        match slot.as_mut() {
-            // A retried job keeps what every attempt wrote.
-            Some(earlier) => {
-                earlier.stdout.extend_from_slice(&output.stdout);
-                earlier.stderr.extend_from_slice(&output.stderr);
-            }
-            None => *slot = Some(output),
-        }
-    }
-}
-
 impl ProcessPool {
     /// A builder with default settings.
     pub fn builder() -> ProcessPoolBuilder {
@@ -509,11 +384,12 @@ impl ProcessPool {
         self.shared.config.workers
     }
 
-    /// The pids of the current worker processes (a crashed worker's
-    /// replacement has a new pid).
+    /// The pids of the live worker processes (a crashed worker's
+    /// replacement has a new pid; a worker that died is left out at once,
+    /// before its replacement starts).
     pub fn worker_pids(&self) -> Vec<u32> {
         let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        slots.iter().filter_map(|s| s.ctl().pid()).collect()
+        slots.iter().filter_map(|s| s.ctl().live_pid()).collect()
     }
 
     /// How many worker processes were replaced after a crash, a kill
@@ -522,17 +398,16 @@ impl ProcessPool {
         self.shared.counters.respawns.load(Relaxed)
     }
 
-    fn submit_bytes<O, D>(
+    fn submit_work<O, W>(
         &self,
         task: &'static str,
-        chunk: bool,
         payload: Result<Encoded, JobError>,
         timeout: Option<Duration>,
-        decode: D,
+        work: W,
     ) -> JobHandle<O>
     where
         O: Send + 'static,
-        D: Fn(&[u8], Vec<OwnedFd>) -> Result<O, JobError> + Send + Sync + 'static,
+        W: Work<O>,
     {
         let id = JobId(self.shared.next_id.fetch_add(1, Relaxed));
         let payload = match payload {
@@ -549,17 +424,14 @@ impl ProcessPool {
             Ok(p) => p,
             Err(e) => return JobHandle::ready(id, Err(e)),
         };
-        let cell = Arc::new(ProcCell {
-            inner: Inner::new(id, 0),
+        let timeout = timeout.or(self.shared.config.job_timeout);
+        let cell = Arc::new(ProcCell::new(
+            Inner::new(id, 0),
             task,
-            chunk,
             payload,
-            timeout: timeout.or(self.shared.config.job_timeout),
-            decode,
-            attempts: AtomicU64::new(0),
-            slot: Mutex::new(None),
-            output: Mutex::new(None),
-        });
+            timeout,
+            work,
+        ));
         self.shared.push(cell.clone());
         JobHandle::from_cell(cell)
     }
@@ -590,9 +462,13 @@ impl ProcessPool {
     /// A snapshot of the pool's counters.
     pub fn stats(&self) -> Stats {
         let c = &self.shared.counters;
+        let queued = self.shared.lock().jobs.len();
+        let running = c.running.load(Relaxed);
+        // Jobs sent ahead to a busy worker have not started either.
+        let pipelined = c.in_flight.load(Relaxed).saturating_sub(running);
         Stats {
-            queued: self.shared.lock().jobs.len(),
-            running: c.running.load(Relaxed),
+            queued: queued + usize::try_from(pipelined).unwrap_or(usize::MAX),
+            running,
             completed: c.completed.load(Relaxed),
             failed: c.failed.load(Relaxed),
             cancelled: c.cancelled.load(Relaxed),
@@ -635,31 +511,9 @@ impl sealed::Sealed for ProcessPool {
     ) -> JobHandle<ChunkOut<T::Input, T::Output>> {
         let ChunkIn { mut inputs, .. } = chunk;
         let payload = encode_input(&inputs);
+        let len = inputs.len();
         inputs.clear();
-        let spare = Mutex::new(Some(inputs));
-        let decode = move |bytes: &[u8], fds: Vec<OwnedFd>| {
-            let results: Vec<Result<T::Output, JobError>> = decode_output(bytes, fds)?;
-            let mut values = Vec::with_capacity(results.len());
-            let mut errors = Vec::new();
-            for (i, r) in results.into_iter().enumerate() {
-                match r {
-                    Ok(v) => values.push(v),
-                    Err(e) => errors.push((i, e)),
-                }
-            }
-            let spare = spare
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take()
-                .unwrap_or_default();
-            Ok(ChunkOut {
-                spare,
-                values,
-                errors,
-                took: Duration::ZERO,
-            })
-        };
-        self.submit_bytes(T::NAME, true, payload, None, decode)
+        self.submit_work(T::NAME, payload, None, Chunk::new(len, inputs))
     }
 }
 
@@ -671,12 +525,11 @@ impl Executor for ProcessPool {
         input: T::Input,
     ) -> JobHandle<T::Output> {
         let payload = encode_input(&input);
-        self.submit_bytes(
+        self.submit_work(
             T::NAME,
-            false,
             payload,
             opts.timeout,
-            decode_output::<T::Output>,
+            Single::new(decode_output::<T::Output>),
         )
     }
 

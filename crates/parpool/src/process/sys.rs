@@ -91,3 +91,116 @@ pub(crate) fn kill(pid: u32) {
 pub(crate) fn pid() -> u32 {
     std::process::id()
 }
+
+/// Maps a chunk log file ([`LogWriter`](super::control::LogWriter)),
+/// shared and writable, at its current size.
+pub(crate) fn map_log(file: &std::fs::File) -> io::Result<memmap2::MmapMut> {
+    // SAFETY: the file is a memory file private to this worker and its
+    // supervisor. The supervisor never truncates it and reads it only after
+    // this process is gone, so the mapping stays valid for as long as it
+    // lives and no other writer aliases it while this process runs.
+    unsafe { memmap2::MmapMut::map_mut(file) }
+}
+
+/// Where the `SIGABRT` handler records an allocation failure.
+static ALLOCATION_FLAG: std::sync::atomic::AtomicPtr<std::sync::atomic::AtomicU64> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+extern "C" fn on_abort(_signal: libc::c_int) {
+    // Only async-signal-safe work: read errno, a few raw syscalls, a store
+    // to an atomic. Returning lets `abort` restore the default action and
+    // raise the signal again, so the process still dies of it.
+    let errno = io::Error::last_os_error().raw_os_error();
+    let flag = ALLOCATION_FLAG.load(std::sync::atomic::Ordering::SeqCst);
+    if !flag.is_null() && (errno == Some(libc::ENOMEM) || near_memory_limit()) {
+        // SAFETY: the pointer was made from a `&'static AtomicU64` in
+        // `watch_allocation_failures`, so it is valid for the whole run.
+        unsafe { &*flag }.store(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Whether this process's address space is within a tenth of its limit
+/// (`RLIMIT_AS`). Allocation-free and async-signal-safe: raw `open`,
+/// `read` and `getrlimit` calls and a stack buffer.
+fn near_memory_limit() -> bool {
+    let Some(limit) = rustix::process::getrlimit(Resource::As).current else {
+        return false;
+    };
+    let Ok(fd) = rustix::fs::open(
+        c"/proc/self/statm",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) else {
+        return false;
+    };
+    let mut buf = [0u8; 64];
+    let n = rustix::io::read(&fd, &mut buf).unwrap_or(0);
+    // The first field is the size of the address space, in pages.
+    let pages = buf[..n]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .fold(0u64, |acc, b| {
+            acc.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+        });
+    let size = pages.saturating_mul(rustix::param::page_size() as u64);
+    size.saturating_mul(10) >= limit.saturating_mul(9)
+}
+
+/// Makes an abort that follows a failed allocation set `flag` (once per
+/// worker; the flag lives as long as the process).
+pub(crate) fn watch_allocation_failures(flag: &'static std::sync::atomic::AtomicU64) {
+    let previous = ALLOCATION_FLAG.swap(
+        flag as *const _ as *mut _,
+        std::sync::atomic::Ordering::SeqCst,
+    );
+    if !previous.is_null() {
+        return;
+    }
+    // SAFETY: `sigaction` with a zeroed, then filled, `struct sigaction`
+    // whose handler is an `extern "C"` function that does only
+    // async-signal-safe work. `SA_RESETHAND` restores the default action
+    // once it ran, so a second abort kills the process as usual.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_abort as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESETHAND;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGABRT, &action, std::ptr::null_mut());
+    }
+}
+
+/// A descriptor that becomes readable when process `pid` (a child of this
+/// process) exits, reaped or not.
+pub(crate) fn pidfd(pid: u32) -> io::Result<OwnedFd> {
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| io::Error::other("invalid pid"))?;
+    Ok(rustix::process::pidfd_open(
+        pid,
+        rustix::process::PidfdFlags::empty(),
+    )?)
+}
+
+/// Whether `fd` has something to read (or its peer hung up) within
+/// `timeout` (`None`: now, without waiting).
+pub(crate) fn readable(
+    fd: std::os::fd::BorrowedFd<'_>,
+    timeout: Option<std::time::Duration>,
+) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    let timeout = timeout.unwrap_or_default();
+    let timeout = Timespec {
+        tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX),
+        tv_nsec: timeout.subsec_nanos().into(),
+    };
+    loop {
+        match rustix::event::poll(&mut fds, Some(&timeout)) {
+            Ok(n) => return n > 0,
+            Err(rustix::io::Errno::INTR) => continue,
+            // Unknown: let the caller read and find out.
+            Err(_) => return true,
+        }
+    }
+}

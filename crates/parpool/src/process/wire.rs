@@ -22,12 +22,16 @@ pub(crate) const DEFAULT_MAX_FRAME: usize = 1 << 30;
 /// Parent to worker.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub(crate) enum ToWorker {
-    /// Run task `task` on `input`; `chunk`: the input is a `Vec` of inputs.
+    /// Run task `task` on `input`, once the request's claim (`seq`, see
+    /// [`Control`](super::control::Control)) is won; a revoked request is
+    /// skipped without a reply. `items`: whether the input is one input
+    /// or a map chunk (a `Vec` of inputs) and which of its items to run.
     /// `shared`: how many descriptors (shared segments) came with it.
     Run {
         id: u64,
+        seq: u64,
         task: String,
-        chunk: bool,
+        items: Items,
         shared: u32,
         input: Vec<u8>,
     },
@@ -40,10 +44,10 @@ pub(crate) enum ToWorker {
         #[serde(with = "serde_bytes")]
         input: Vec<u8>,
     },
-    /// `input` encodes a shared 8-byte word in which the worker keeps the
-    /// id of the job it is running (0: none), so that when it dies the
-    /// parent knows which job it was running. No reply.
-    Watch {
+    /// Sent once, before any job: `input` encodes the worker's
+    /// [`Control`](super::control::Control) block, and the last of the
+    /// `shared` descriptors is its chunk log file. No reply.
+    Control {
         shared: u32,
         #[serde(with = "serde_bytes")]
         input: Vec<u8>,
@@ -59,12 +63,25 @@ pub(crate) enum ToWorker {
 pub(crate) enum ToWorkerRef<'a> {
     Run {
         id: u64,
+        seq: u64,
         task: &'a str,
-        chunk: bool,
+        items: &'a Items,
         shared: u32,
         #[serde(with = "serde_bytes")]
         input: &'a [u8],
     },
+}
+
+/// What a request's input holds, and what of it to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Items {
+    /// One input (a job of its own).
+    One,
+    /// A map chunk: a `Vec` of inputs, all of them to run.
+    All,
+    /// A map chunk of which only these positions are left to run (after a
+    /// crash), in order.
+    Only(Vec<u32>),
 }
 
 /// Worker to parent.
@@ -77,6 +94,8 @@ pub(crate) enum FromWorker {
     Done {
         id: u64,
         shared: u32,
+        /// How long the job ran, in nanoseconds, as the worker measured it.
+        nanos: u64,
         result: Result<Bytes, JobError>,
         /// What the job wrote, when the pool captures output.
         output: Option<CapturedOutput>,
@@ -199,12 +218,14 @@ mod tests {
             FromWorker::Done {
                 id: 1,
                 shared: 0,
+                nanos: 5,
                 result: Ok(Bytes(vec![1, 2, 3])),
                 output: None,
             },
             FromWorker::Done {
                 id: 2,
                 shared: 0,
+                nanos: 0,
                 result: Err(JobError::Cancelled),
                 output: Some(CapturedOutput {
                     stdout: b"out".to_vec(),
@@ -239,15 +260,17 @@ mod tests {
     fn a_borrowed_request_encodes_like_an_owned_one() {
         let owned = ToWorker::Run {
             id: 3,
+            seq: 4,
             task: "a::b".into(),
-            chunk: true,
+            items: Items::Only(vec![1, 5]),
             shared: 2,
             input: vec![9; 300],
         };
         let borrowed = ToWorkerRef::Run {
             id: 3,
+            seq: 4,
             task: "a::b",
-            chunk: true,
+            items: &Items::Only(vec![1, 5]),
             shared: 2,
             input: &[9; 300],
         };

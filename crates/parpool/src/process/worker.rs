@@ -6,14 +6,16 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::capture::Streams;
+use super::control::{Control, LogWriter};
 use super::fdpass::{FdStream, SendFds, TakeFds};
 use super::sys;
-use super::wire::{self, FromWorker, LogLevel, ToWorker};
-use crate::error::{JobError, Payload};
+use super::wire::{self, FromWorker, Items, LogLevel, ToWorker};
+use crate::error::{CodecStage, JobError, Payload};
 use crate::shm::Encoded;
-use crate::task::{TaskEntry, WorkerState};
+use crate::task::{ItemLog, TaskEntry, WorkerState};
 
 /// The job running now (0: none), to tag forwarded log events.
 static CURRENT_JOB: AtomicU64 = AtomicU64::new(0);
@@ -45,7 +47,94 @@ pub fn with_worker_state<S: 'static, R>(f: impl FnOnce(&mut S) -> R) -> Option<R
     state.as_mut()?.downcast_mut::<S>().map(f)
 }
 
-type Out = Arc<Mutex<BufWriter<UnixStream>>>;
+type Out = Arc<Replies<BufWriter<UnixStream>>>;
+
+/// A reply that waits in the worker's buffer is sent within this long,
+/// even while the next job runs: a job that finished must not wait for
+/// one that blocks (it may be what the blocked one waits for).
+const FLUSH_AFTER: Duration = Duration::from_micros(500);
+
+/// The worker's reply stream. Replies are buffered and flushed in batches
+/// (when no request is waiting), and a flusher thread sends whatever has
+/// waited in the buffer for [`FLUSH_AFTER`].
+pub(crate) struct Replies<W> {
+    out: Mutex<W>,
+    /// When the oldest unsent frame was written, in nanoseconds since
+    /// `epoch` (at least 1); 0: nothing waits.
+    pending: AtomicU64,
+    epoch: Instant,
+    flusher: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl<W: Write> Replies<W> {
+    pub(crate) fn new(out: W) -> Self {
+        Replies {
+            out: Mutex::new(out),
+            pending: AtomicU64::new(0),
+            epoch: Instant::now(),
+            flusher: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, W> {
+        self.out.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes that a frame was written and not flushed.
+    fn unsent(&self) {
+        let now = u64::try_from(self.epoch.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        if self
+            .pending
+            .compare_exchange(0, now, SeqCst, SeqCst)
+            .is_ok()
+            && let Some(t) = self.flusher.get()
+        {
+            t.unpark();
+        }
+    }
+
+    /// Flushes `w` (this stream, locked).
+    fn flush(&self, w: &mut W) -> io::Result<()> {
+        self.pending.store(0, SeqCst);
+        w.flush()
+    }
+}
+
+impl<W: Write + Send + 'static> Replies<W> {
+    /// Starts the flusher thread.
+    fn start_flusher(self: &Arc<Self>) -> io::Result<()> {
+        let replies = Arc::downgrade(self);
+        let thread = std::thread::Builder::new()
+            .name("parpool-flush".into())
+            .spawn(move || {
+                loop {
+                    let Some(r) = replies.upgrade() else { return };
+                    let since = r.pending.load(SeqCst);
+                    if since == 0 {
+                        drop(r);
+                        std::thread::park();
+                        continue;
+                    }
+                    let due = r.epoch + Duration::from_nanos(since) + FLUSH_AFTER;
+                    let now = Instant::now();
+                    if now < due {
+                        drop(r);
+                        std::thread::sleep(due - now);
+                        continue;
+                    }
+                    let mut w = r.lock();
+                    if r.pending.load(SeqCst) == since {
+                        // An error here is the main loop's to see.
+                        let _ = r.flush(&mut w);
+                    }
+                }
+            })?;
+        let _ = self.flusher.set(thread.thread().clone());
+        Ok(())
+    }
+}
 
 /// Runs the worker loop on the socket passed as stdin, then exits.
 pub(crate) fn run() -> ! {
@@ -74,12 +163,13 @@ fn serve_process() -> io::Result<()> {
         max_frame: env_u64(sys::MAX_FRAME_ENV).map_or(wire::DEFAULT_MAX_FRAME, |v| v as usize),
         max_output: env_u64(sys::MAX_OUTPUT_ENV).map_or(wire::DEFAULT_MAX_FRAME as u64, |v| v),
     };
-    let out: Out = Arc::new(Mutex::new(BufWriter::new(socket.try_clone()?)));
+    let out: Out = Arc::new(Replies::new(BufWriter::new(socket.try_clone()?)));
+    out.start_flusher()?;
     let _ = tracing::subscriber::set_global_default(Forwarder { out: out.clone() });
     {
-        let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = out.lock();
         wire::write_frame(&mut *w, &FromWorker::Hello { pid: sys::pid() })?;
-        w.flush()?;
+        out.flush(&mut w)?;
     }
     let streams = Streams::from_env(limits.max_output);
     serve(
@@ -102,13 +192,14 @@ pub(crate) struct Limits {
 /// input buffer, so a batch of requests is answered with one write.
 pub(crate) fn serve<R: Read + TakeFds, W: SendFds>(
     mut input: BufReader<R>,
-    out: &Arc<Mutex<W>>,
+    out: &Replies<W>,
     limits: Limits,
     streams: &Streams,
 ) -> io::Result<()> {
     let mut buf = Vec::new();
-    // Where the parent can see which job runs (`ToWorker::Watch`).
-    let mut running: Option<crate::ipc::SharedMem> = None;
+    // Claims, the running job and item (`ToWorker::Control`, sent first).
+    let mut control: Option<Control> = None;
+    let mut log: Option<LogWriter> = None;
     // Shared objects of past jobs, kept mapped for the jobs to come.
     let mut kept = crate::shm::Kept::default();
     loop {
@@ -123,15 +214,23 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds>(
         match msg {
             ToWorker::Exit => return Ok(()),
             ToWorker::Release { ids } => kept.release(&ids),
-            ToWorker::Watch {
+            ToWorker::Control {
                 shared,
                 input: bytes,
             } => {
-                let fds = input.take_fds(shared as usize)?;
-                // Without it the parent blames the oldest unanswered job.
-                running = crate::task::decode(crate::error::CodecStage::DecodeInput, &bytes, fds)
+                let mut fds = input.take_fds(shared as usize)?;
+                let file = fds.pop().map(std::fs::File::from);
+                let block = crate::task::decode(CodecStage::DecodeInput, &bytes, fds)
                     .ok()
-                    .filter(|m: &crate::ipc::SharedMem| m.atomic_u64(0).is_some());
+                    .and_then(Control::from_shared);
+                let (Some(block), Some(file)) = (block, file) else {
+                    return Err(io::Error::other("the control block did not arrive intact"));
+                };
+                // The handler needs the word for the rest of the process.
+                let flag: &'static Control = Box::leak(Box::new(block.clone()));
+                sys::watch_allocation_failures(flag.allocation_flag());
+                control = Some(block);
+                log = Some(LogWriter::new(file, limits.max_output));
             }
             ToWorker::Init {
                 task,
@@ -150,32 +249,46 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds>(
                 let done = FromWorker::Done {
                     id: 0,
                     shared: 0,
+                    nanos: 0,
                     result,
                     output: streams.take(),
                 };
-                let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
+                let mut w = out.lock();
                 wire::write_frame(&mut *w, &done)?;
-                w.flush()?;
+                out.flush(&mut w)?;
             }
             ToWorker::Run {
                 id,
+                seq,
                 task,
-                chunk,
+                items,
                 shared,
                 input: payload,
             } => {
                 let fds = input.take_fds(shared as usize)?;
+                let (Some(control), Some(log)) = (control.as_ref(), log.as_mut()) else {
+                    return Err(io::Error::other("a job came before the control block"));
+                };
+                if !control.claim(seq) {
+                    // Taken back by the parent, which gave it to another
+                    // worker: skip it, without a reply.
+                    continue;
+                }
                 CURRENT_JOB.store(id, Relaxed);
-                let watch = running.as_ref().and_then(|m| m.atomic_u64(0));
-                if let Some(word) = watch {
-                    word.store(id, SeqCst);
-                }
-                let (result, received) =
-                    crate::shm::collect_received(|| run_one(&task, chunk, &payload, fds, limits));
+                control.set_running(id);
+                let started = Instant::now();
+                let mut tracker = Tracker {
+                    control,
+                    log,
+                    job: id,
+                };
+                let (result, received) = crate::shm::collect_received(|| {
+                    run_one(&task, &items, &payload, fds, limits, &mut tracker)
+                });
+                let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 kept.keep(received);
-                if let Some(word) = watch {
-                    word.store(0, SeqCst);
-                }
+                control.set_item(None);
+                control.set_running(0);
                 CURRENT_JOB.store(0, Relaxed);
                 let output = streams.take();
                 let (result, segments) = match result {
@@ -186,33 +299,57 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds>(
                     id,
                     // At most one descriptor per output byte, so this fits.
                     shared: segments.len() as u32,
+                    nanos,
                     result,
                     output,
                 };
-                let mut w = out.lock().unwrap_or_else(|p| p.into_inner());
+                let mut w = out.lock();
                 wire::write_frame_with_fds(&mut *w, &done, &segments)?;
                 if input.buffer().is_empty() {
-                    w.flush()?;
+                    out.flush(&mut w)?;
+                } else {
+                    out.unsent();
                 }
             }
         }
     }
 }
 
+/// Records a chunk's progress where the parent finds it after a crash:
+/// the item running in the control block, finished items in the log.
+struct Tracker<'a> {
+    control: &'a Control,
+    log: &'a mut LogWriter,
+    job: u64,
+}
+
+impl ItemLog for Tracker<'_> {
+    fn starting(&mut self, position: u32) {
+        if position == 0 {
+            self.log.begin(self.job);
+        }
+        self.control.set_item(Some(position));
+    }
+    fn finished(&mut self, entry: &[u8], loggable: bool) {
+        self.log.append(self.job, entry, loggable);
+    }
+}
+
 fn run_one(
     task: &str,
-    chunk: bool,
+    items: &Items,
     input: &[u8],
     fds: Vec<OwnedFd>,
     limits: Limits,
+    tracker: &mut Tracker<'_>,
 ) -> Result<Encoded, JobError> {
     let entry = TaskEntry::find(task).ok_or_else(|| JobError::UnknownTask {
         name: task.to_owned(),
     })?;
-    let output = if chunk {
-        entry.run_chunk(input, fds)?
-    } else {
-        entry.run(input, fds)?
+    let output = match items {
+        Items::One => entry.run(input, fds)?,
+        Items::All => entry.run_chunk(input, fds, None, tracker)?,
+        Items::Only(positions) => entry.run_chunk(input, fds, Some(positions), tracker)?,
     };
     if output.bytes.len() as u64 > limits.max_output {
         return Err(JobError::TooLarge {
@@ -285,8 +422,10 @@ impl tracing_core::Subscriber for Forwarder {
             target: meta.target().to_owned(),
             message: v.message + &v.fields,
         };
-        let mut w = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        let _ = wire::write_frame(&mut *w, &msg);
+        let mut w = self.out.lock();
+        if wire::write_frame(&mut *w, &msg).is_ok() {
+            self.out.unsent();
+        }
     }
     fn enter(&self, _: &tracing_core::span::Id) {}
     fn exit(&self, _: &tracing_core::span::Id) {}
@@ -304,39 +443,29 @@ mod tests {
     }
 
     fn run_frames(frames: &[u8]) -> (io::Result<()>, Vec<u8>) {
-        let out = Arc::new(Mutex::new(Vec::new()));
+        let out = Replies::new(Vec::new());
         let r = serve(BufReader::new(frames), &out, limits(), &Streams::default());
-        let bytes = std::mem::take(&mut *out.lock().unwrap());
+        let bytes = std::mem::take(&mut *out.lock());
         (r, bytes)
     }
 
     #[test]
-    fn unknown_task_is_a_typed_error() {
+    fn a_job_before_the_control_block_ends_the_connection() {
+        // Without its claim cell the worker cannot know whether the job
+        // was moved to another worker: it must not run it.
         let mut req = Vec::new();
         let run = ToWorker::Run {
             id: 9,
+            seq: 1,
             task: "no::such".into(),
-            chunk: false,
+            items: Items::One,
             shared: 0,
             input: vec![],
         };
         wire::write_frame(&mut req, &run).unwrap();
         let (r, out) = run_frames(&req);
-        r.unwrap();
-        let reply: FromWorker = wire::read_frame(&mut &out[..], 1 << 20, &mut Vec::new())
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            reply,
-            FromWorker::Done {
-                id: 9,
-                shared: 0,
-                result: Err(JobError::UnknownTask {
-                    name: "no::such".into()
-                }),
-                output: None,
-            }
-        );
+        assert!(r.is_err());
+        assert!(out.is_empty(), "no reply: {out:?}");
     }
 
     proptest::proptest! {

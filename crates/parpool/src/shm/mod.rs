@@ -182,6 +182,29 @@ pub(crate) fn collecting<R>(f: impl FnOnce() -> R) -> (R, Vec<SharedObject>) {
     gathering(&OUTGOING, f)
 }
 
+/// Like [`collecting`], with the objects already in `list` counted first:
+/// what `f` encodes gets the indices that follow them, so items encoded
+/// one by one make up one frame's list. What `f` adds is appended to
+/// `list`, also if `f` panics.
+pub(crate) fn collecting_onto<R>(list: &mut Vec<SharedObject>, f: impl FnOnce() -> R) -> R {
+    struct Back<'a> {
+        list: &'a mut Vec<SharedObject>,
+        previous: Option<Vec<SharedObject>>,
+    }
+    impl Drop for Back<'_> {
+        fn drop(&mut self) {
+            let previous = self.previous.take();
+            if let Some(all) = OUTGOING.with(|s| std::mem::replace(&mut *s.borrow_mut(), previous))
+            {
+                *self.list = all;
+            }
+        }
+    }
+    let previous = OUTGOING.with(|s| s.borrow_mut().replace(std::mem::take(list)));
+    let _back = Back { list, previous };
+    f()
+}
+
 /// Runs `f` with an empty list installed in `slot`, a thread-local that
 /// code deep inside `f` appends to; returns `f`'s result and the list.
 /// Whatever `slot` held before is put back afterwards, also if `f`

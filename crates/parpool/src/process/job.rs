@@ -1,0 +1,479 @@
+//! A process job as its supervisor sees it, whatever its types: a single
+//! job or a map chunk, with the rules for what a crash does to it.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::capture::CapturedOutput;
+use super::supervisor::SlotCtl;
+use super::wire::Items;
+use crate::error::{CodecStage, ExitStatus, JobError};
+use crate::handle::{Cell, Inner};
+use crate::job::Cancellable;
+use crate::map::ChunkOut;
+use crate::shm::Encoded;
+use crate::task::decode;
+use crate::timer::Expire;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How a worker died in a job, as its supervisor found out.
+#[derive(Debug)]
+pub(crate) struct Crash<'a> {
+    pub(crate) status: ExitStatus,
+    pub(crate) detail: Option<String>,
+    /// How many times a crashed attempt may be run again.
+    pub(crate) retries: u32,
+    /// For a chunk: the position (in the order its items were run) of the
+    /// item the worker was in.
+    pub(crate) item: Option<u32>,
+    /// For a chunk: how many items the worker finished and logged, and
+    /// their encoded results.
+    pub(crate) log: Option<(u32, &'a [u8])>,
+}
+
+impl Crash<'_> {
+    fn error(&self) -> JobError {
+        JobError::Crashed {
+            status: self.status,
+            detail: self.detail.clone(),
+        }
+    }
+}
+
+/// What a crash made of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AfterCrash {
+    /// Something of it is left to run: it goes back to the queue.
+    Retry,
+    /// It is resolved; `true` if with a value (a chunk whose other items
+    /// ran), `false` with an error.
+    Settled(bool),
+}
+
+/// The supervisor's view of a queued process job.
+pub(crate) trait ProcJob: Send + Sync {
+    fn id(&self) -> u64;
+    fn task(&self) -> &'static str;
+    /// The encoded input and the shared objects that travel with it.
+    fn payload(&self) -> &Encoded;
+    /// What of the input to run: [`Items::One`] for a job, the items left
+    /// for a chunk.
+    fn items(&self) -> Items;
+    /// Claims the job for sending; `false` if it was cancelled meanwhile.
+    fn start(&self, slot: &Arc<SlotCtl>) -> bool;
+    /// Resolves with the worker's reply (encoded output and the
+    /// descriptors that came with it) and how long the worker ran it;
+    /// `true` if it delivered a value.
+    fn complete(&self, reply: Result<(Vec<u8>, Vec<OwnedFd>), JobError>, took: Duration) -> bool;
+    /// The worker died while it ran this job.
+    fn crashed(&self, crash: &Crash<'_>) -> AfterCrash;
+    /// Resolves with `err` unless already resolved; `true` if it did.
+    fn abandon(&self, err: JobError) -> bool;
+    /// Whether the job was resolved already (cancelled, timed out).
+    fn is_resolved(&self) -> bool;
+    /// The job was handed back to the queue: forget its worker.
+    fn requeued(&self);
+    /// Arms the job's timeout, now that it is running.
+    fn arm_timeout(self: Arc<Self>);
+    /// Hands over what the job wrote to stdout/stderr, before it resolves.
+    fn set_output(&self, output: CapturedOutput);
+}
+
+/// The retry rule, for a job or one item of a chunk: a crashed attempt is
+/// run again while its crashes so far (this one included) are at most
+/// `retries`.
+fn may_retry(crashes: &mut u32, retries: u32) -> bool {
+    *crashes = crashes.saturating_add(1);
+    *crashes <= retries
+}
+
+/// What differs between a single job and a map chunk.
+pub(crate) trait Work<O>: Send + Sync + 'static {
+    const CHUNK: bool;
+    fn items(&self) -> Items;
+    /// The value of a reply.
+    fn finish(&self, bytes: &[u8], fds: Vec<OwnedFd>, took: Duration) -> Result<O, JobError>;
+    /// What a crash leaves: `Some` once every part of the work is settled.
+    fn crashed(&self, crash: &Crash<'_>) -> Option<Result<O, JobError>>;
+}
+
+/// A single job: its reply is decoded by `D`.
+pub(crate) struct Single<D> {
+    decode: D,
+    crashes: Mutex<u32>,
+}
+
+impl<D> Single<D> {
+    pub(crate) fn new(decode: D) -> Self {
+        Single {
+            decode,
+            crashes: Mutex::new(0),
+        }
+    }
+}
+
+impl<O, D> Work<O> for Single<D>
+where
+    D: Fn(&[u8], Vec<OwnedFd>) -> Result<O, JobError> + Send + Sync + 'static,
+{
+    const CHUNK: bool = false;
+    fn items(&self) -> Items {
+        Items::One
+    }
+    fn finish(&self, bytes: &[u8], fds: Vec<OwnedFd>, _took: Duration) -> Result<O, JobError> {
+        (self.decode)(bytes, fds)
+    }
+    fn crashed(&self, crash: &Crash<'_>) -> Option<Result<O, JobError>> {
+        if may_retry(&mut lock(&self.crashes), crash.retries) {
+            None
+        } else {
+            Some(Err(crash.error()))
+        }
+    }
+}
+
+/// A map chunk: `Vec<I>` in, one result per item out. After a crash the
+/// items that finished keep their results, the item that crashed fails
+/// alone (or is retried), and the rest run again.
+pub(crate) struct Chunk<I, R> {
+    state: Mutex<ChunkState<I, R>>,
+}
+
+struct ChunkState<I, R> {
+    /// Each item's result, once it has one.
+    results: Vec<Option<Result<R, JobError>>>,
+    /// Positions still to run, ascending.
+    pending: Vec<u32>,
+    /// Crashes per item, and of the chunk when no item was to blame.
+    item_crashes: HashMap<u32, u32>,
+    chunk_crashes: u32,
+    took: Duration,
+    /// The caller's input buffer, emptied, handed back for reuse.
+    spare: Option<Vec<I>>,
+}
+
+impl<I, R> Chunk<I, R> {
+    pub(crate) fn new(len: usize, spare: Vec<I>) -> Self {
+        let len32 = u32::try_from(len).unwrap_or(u32::MAX);
+        Chunk {
+            state: Mutex::new(ChunkState {
+                results: (0..len).map(|_| None).collect(),
+                pending: (0..len32).collect(),
+                item_crashes: HashMap::new(),
+                chunk_crashes: 0,
+                took: Duration::ZERO,
+                spare: Some(spare),
+            }),
+        }
+    }
+}
+
+impl<I, R: serde::de::DeserializeOwned> ChunkState<I, R> {
+    /// Fills in results for the first pending positions, in order.
+    fn record(&mut self, results: Vec<Result<R, JobError>>) {
+        let n = results.len().min(self.pending.len());
+        for (&position, result) in self.pending.iter().zip(results) {
+            self.results[position as usize] = Some(result);
+        }
+        self.pending.drain(..n);
+    }
+
+    fn out(&mut self) -> ChunkOut<I, R> {
+        let mut values = Vec::with_capacity(self.results.len());
+        let mut errors = Vec::new();
+        for (i, r) in self.results.drain(..).enumerate() {
+            match r {
+                Some(Ok(v)) => values.push(v),
+                Some(Err(e)) => errors.push((i, e)),
+                None => errors.push((
+                    i,
+                    JobError::Codec {
+                        stage: CodecStage::DecodeOutput,
+                        message: "the worker sent no result for this item".into(),
+                    },
+                )),
+            }
+        }
+        ChunkOut {
+            spare: self.spare.take().unwrap_or_default(),
+            values,
+            errors,
+            took: self.took,
+        }
+    }
+}
+
+/// Decodes `count` logged entries: the bytes a whole
+/// `Vec<Result<R, JobError>>` of them would have after its length.
+fn decode_log<R: serde::de::DeserializeOwned>(
+    count: u32,
+    entries: &[u8],
+) -> Option<Vec<Result<R, JobError>>> {
+    let mut bytes = super::wire::encode_exact(&(count as usize)).ok()?;
+    bytes.extend_from_slice(entries);
+    decode(CodecStage::DecodeOutput, &bytes, Vec::new()).ok()
+}
+
+impl<I, R> Work<ChunkOut<I, R>> for Chunk<I, R>
+where
+    I: Send + 'static,
+    R: serde::de::DeserializeOwned + Send + 'static,
+{
+    const CHUNK: bool = true;
+
+    fn items(&self) -> Items {
+        let st = lock(&self.state);
+        if st.pending.len() == st.results.len() {
+            Items::All
+        } else {
+            Items::Only(st.pending.clone())
+        }
+    }
+
+    fn finish(
+        &self,
+        bytes: &[u8],
+        fds: Vec<OwnedFd>,
+        took: Duration,
+    ) -> Result<ChunkOut<I, R>, JobError> {
+        let results: Vec<Result<R, JobError>> = decode(CodecStage::DecodeOutput, bytes, fds)?;
+        let mut st = lock(&self.state);
+        st.took += took;
+        st.record(results);
+        Ok(st.out())
+    }
+
+    fn crashed(&self, crash: &Crash<'_>) -> Option<Result<ChunkOut<I, R>, JobError>> {
+        let mut st = lock(&self.state);
+        // Items that finished before the crash keep their results.
+        let logged = crash
+            .log
+            .and_then(|(count, entries)| decode_log::<R>(count, entries))
+            .unwrap_or_default();
+        let finished = logged.len() as u32;
+        st.record(logged);
+        // The item the worker was in is the one to blame (items between the
+        // log's end and it ran, but their results died with the worker:
+        // they run again).
+        match crash.item.filter(|&k| k >= finished) {
+            Some(k) if ((k - finished) as usize) < st.pending.len() => {
+                let index = (k - finished) as usize;
+                let position = st.pending[index];
+                let crashes = st.item_crashes.entry(position).or_insert(0);
+                if !may_retry(crashes, crash.retries) {
+                    st.results[position as usize] = Some(Err(crash.error()));
+                    st.pending.remove(index);
+                }
+            }
+            // In no item (decoding the chunk, say) and nothing finished:
+            // the chunk as a whole is to blame.
+            _ if finished == 0 && !may_retry(&mut st.chunk_crashes, crash.retries) => {
+                let pending = std::mem::take(&mut st.pending);
+                for position in pending {
+                    st.results[position as usize] = Some(Err(crash.error()));
+                }
+            }
+            _ => {}
+        }
+        if st.pending.is_empty() {
+            Some(Ok(st.out()))
+        } else {
+            None
+        }
+    }
+}
+
+/// A process job and its handle's state, in one allocation.
+pub(crate) struct ProcCell<O, W> {
+    inner: Inner<O>,
+    task: &'static str,
+    payload: Encoded,
+    timeout: Option<Duration>,
+    work: W,
+    slot: Mutex<Option<Arc<SlotCtl>>>,
+    output: Mutex<Option<CapturedOutput>>,
+}
+
+impl<O, W> ProcCell<O, W> {
+    pub(crate) fn new(
+        inner: Inner<O>,
+        task: &'static str,
+        payload: Encoded,
+        timeout: Option<Duration>,
+        work: W,
+    ) -> Self {
+        ProcCell {
+            inner,
+            task,
+            payload,
+            timeout,
+            work,
+            slot: Mutex::new(None),
+            output: Mutex::new(None),
+        }
+    }
+
+    fn kill_if_running(&self, why: super::supervisor::KillReason) {
+        let slot = lock(&self.slot).clone();
+        if let Some(slot) = slot {
+            slot.kill_if_running(self.inner.id().get(), why);
+        }
+    }
+}
+
+impl<O: Send, W: Send + Sync> Cancellable for ProcCell<O, W> {
+    fn is_cancelled(&self) -> bool {
+        self.inner.is_cancelled()
+    }
+}
+
+impl<O: Send, W: Send + Sync> Cell<O> for ProcCell<O, W> {
+    fn inner(&self) -> &Inner<O> {
+        &self.inner
+    }
+    fn cancelled(&self) {
+        self.kill_if_running(super::supervisor::KillReason::Cancelled);
+    }
+    fn captured_output(&self) -> Option<CapturedOutput> {
+        lock(&self.output).clone()
+    }
+}
+
+impl<O: Send, W: Send + Sync> Expire for ProcCell<O, W> {
+    fn expire(&self, after: Duration) {
+        if self.inner.resolve_cancel(JobError::TimedOut { after }) {
+            self.kill_if_running(super::supervisor::KillReason::TimedOut);
+        }
+    }
+}
+
+impl<O, W> ProcJob for ProcCell<O, W>
+where
+    O: Send + 'static,
+    W: Work<O>,
+{
+    fn id(&self) -> u64 {
+        self.inner.id().get()
+    }
+    fn task(&self) -> &'static str {
+        self.task
+    }
+    fn payload(&self) -> &Encoded {
+        &self.payload
+    }
+    fn items(&self) -> Items {
+        self.work.items()
+    }
+    fn start(&self, slot: &Arc<SlotCtl>) -> bool {
+        *lock(&self.slot) = Some(slot.clone());
+        // A retry finds STARTED already set: it only must not be resolved.
+        self.inner.try_start() || !self.is_resolved()
+    }
+    fn complete(&self, reply: Result<(Vec<u8>, Vec<OwnedFd>), JobError>, took: Duration) -> bool {
+        let result = reply.and_then(|(bytes, fds)| self.work.finish(&bytes, fds, took));
+        let ok = result.is_ok();
+        self.inner.resolve(result) && ok
+    }
+    fn crashed(&self, crash: &Crash<'_>) -> AfterCrash {
+        match self.work.crashed(crash) {
+            None => AfterCrash::Retry,
+            Some(result) => {
+                let ok = result.is_ok();
+                AfterCrash::Settled(self.inner.resolve(result) && ok)
+            }
+        }
+    }
+    fn abandon(&self, err: JobError) -> bool {
+        self.inner.resolve(Err(err))
+    }
+    fn is_resolved(&self) -> bool {
+        self.inner.is_finished() || self.inner.is_cancelled()
+    }
+    fn requeued(&self) {
+        *lock(&self.slot) = None;
+    }
+    fn arm_timeout(self: Arc<Self>) {
+        if let Some(after) = self.timeout {
+            let weak = Arc::downgrade(&self);
+            crate::timer::schedule(after, weak);
+        }
+    }
+    fn set_output(&self, output: CapturedOutput) {
+        if W::CHUNK {
+            // A map chunk has no handle of its own to read it from.
+            output.pass_on();
+            return;
+        }
+        let mut slot = lock(&self.output);
+        match slot.as_mut() {
+            // A retried job keeps what every attempt wrote.
+            Some(earlier) => {
+                earlier.stdout.extend_from_slice(&output.stdout);
+                earlier.stderr.extend_from_slice(&output.stderr);
+            }
+            None => *slot = Some(output),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crash(item: Option<u32>, log: Option<(u32, &[u8])>, retries: u32) -> Crash<'_> {
+        Crash {
+            status: ExitStatus::Signal(6),
+            detail: None,
+            retries,
+            item,
+            log,
+        }
+    }
+
+    fn entries(results: &[Result<u64, JobError>]) -> Vec<u8> {
+        let mut all = super::super::wire::encode_exact(results).unwrap();
+        all.remove(0); // the length (one byte for short lists)
+        all
+    }
+
+    #[test]
+    fn a_crash_in_a_chunk_fails_the_item_alone_and_keeps_finished_results() {
+        let chunk: Chunk<u64, u64> = Chunk::new(5, Vec::new());
+        let log = entries(&[Ok(10), Ok(11)]);
+        assert!(chunk.crashed(&crash(Some(2), Some((2, &log)), 0)).is_none());
+        // Items 0 and 1 are done, item 2 failed: 3 and 4 are left.
+        assert_eq!(chunk.items(), Items::Only(vec![3, 4]));
+        let reply =
+            super::super::wire::encode_exact(&vec![Ok::<u64, JobError>(13), Ok(14)]).unwrap();
+        let out = chunk
+            .finish(&reply, Vec::new(), Duration::from_millis(1))
+            .unwrap();
+        assert_eq!(out.values, [10, 11, 13, 14]);
+        assert_eq!(out.errors.len(), 1);
+        assert_eq!(out.errors[0].0, 2);
+        assert!(out.errors[0].1.is_crashed());
+    }
+
+    #[test]
+    fn a_crashed_item_with_a_retry_left_runs_again_first() {
+        let chunk: Chunk<u64, u64> = Chunk::new(3, Vec::new());
+        assert!(chunk.crashed(&crash(Some(0), None, 1)).is_none());
+        assert_eq!(chunk.items(), Items::All);
+        // Second crash of the same item: out of retries.
+        assert!(chunk.crashed(&crash(Some(0), None, 1)).is_none());
+        assert_eq!(chunk.items(), Items::Only(vec![1, 2]));
+    }
+
+    #[test]
+    fn a_chunk_that_dies_outside_its_items_fails_once_out_of_retries() {
+        let chunk: Chunk<u64, u64> = Chunk::new(2, Vec::new());
+        assert!(chunk.crashed(&crash(None, None, 1)).is_none());
+        let out = chunk.crashed(&crash(None, None, 1)).unwrap().unwrap();
+        assert_eq!(out.errors.len(), 2);
+    }
+}

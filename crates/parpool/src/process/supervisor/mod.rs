@@ -1,0 +1,757 @@
+//! One supervisor thread per worker slot: it starts the worker process
+//! (and every replacement), feeds it jobs, reads its replies, takes back
+//! jobs stranded behind a running one, and replaces the worker when it
+//! dies.
+//!
+//! - `spawn.rs`: starting a worker (command, handshake, control block,
+//!   initializer);
+//! - this file: the loop, feeding the pipeline, reading replies, revoking;
+//! - `blame.rs`: what a worker's death does to the jobs it had.
+
+mod blame;
+mod spawn;
+
+use std::collections::{HashSet, VecDeque};
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::thread::JoinHandle as ThreadHandle;
+use std::time::{Duration, Instant};
+
+use super::job::ProcJob;
+use super::wire::{self, FromWorker, LogLevel, ToWorker, ToWorkerRef};
+use super::{Shared, State, sys};
+use crate::error::BuildError;
+use crate::shm::{ObjectId, ReleaseSink};
+use spawn::{Conn, StartError};
+
+pub(crate) use blame::KillReason;
+
+/// Jobs in flight on one worker are capped so that this much work, at the
+/// measured job duration, is queued there: tiny jobs travel in batches,
+/// long ones one at a time (so they spread over the workers).
+const PIPELINE_TARGET: Duration = Duration::from_micros(500);
+pub(crate) const MAX_PIPELINE: usize = 1024;
+/// A request the worker has not claimed this long after it was written is
+/// taken back and put at the front of the pool's queue, where any free
+/// worker takes it: no job waits behind a running one for longer. Twice
+/// [`PIPELINE_TARGET`], so a batch that runs as measured is never touched.
+const REVOKE_AFTER: Duration = Duration::from_millis(1);
+/// Unanswered request bytes allowed in the socket, well under its buffer
+/// (about 200 KiB on Linux). The supervisor writes and reads on one thread:
+/// if it could block writing while the worker blocks writing a reply, both
+/// would wait forever. Within this budget its writes always fit, so it gets
+/// back to reading. A request larger than the budget is sent only to an
+/// idle worker, which is reading and drains it. Revoked requests stay
+/// counted until the pipeline empties (the worker still has to read them).
+const PIPELINE_BYTES: usize = 64 * 1024;
+/// At most this many ids in one `Release` frame (about 1 KiB).
+const RELEASE_BATCH: usize = 64;
+/// An idle supervisor whose worker keeps shared objects looks for
+/// releases at least this often, in case a wake-up raced with its wait.
+const RELEASE_POLL: Duration = Duration::from_millis(50);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What other threads may do to a slot: read its worker's pid, and kill the
+/// worker if it is running a given job (cancel, timeout).
+#[derive(Debug, Default)]
+pub(crate) struct SlotCtl {
+    state: Mutex<SlotState>,
+}
+
+#[derive(Debug, Default)]
+struct SlotState {
+    pid: Option<u32>,
+    /// Readable once the worker exited.
+    pidfd: Option<std::os::fd::OwnedFd>,
+    /// The job at the head of the worker's pipeline (0: none).
+    head: u64,
+    /// Why the pool killed the worker, and for which job, if it did.
+    killed: Option<(u64, KillReason)>,
+}
+
+impl SlotCtl {
+    /// The worker's pid, unless it has exited.
+    pub(crate) fn live_pid(&self) -> Option<u32> {
+        let st = lock(&self.state);
+        let exited = st
+            .pidfd
+            .as_ref()
+            .is_some_and(|fd| sys::readable(fd.as_fd(), None));
+        st.pid.filter(|_| !exited)
+    }
+
+    /// Kills the worker if it is running `job`.
+    pub(crate) fn kill_if_running(&self, job: u64, why: KillReason) {
+        let mut st = lock(&self.state);
+        if st.head == job
+            && let Some(pid) = st.pid
+        {
+            sys::kill(pid);
+            st.killed = Some((job, why));
+        }
+    }
+
+    /// Kills the worker because of what it did.
+    fn kill(&self, why: KillReason) {
+        let mut st = lock(&self.state);
+        if let Some(pid) = st.pid {
+            sys::kill(pid);
+            st.killed = Some((st.head, why));
+        }
+    }
+
+    fn set_head(&self, job: u64) {
+        lock(&self.state).head = job;
+    }
+
+    fn attach(&self, conn: &Conn) {
+        let mut st = lock(&self.state);
+        st.pid = Some(conn.pid);
+        st.pidfd = conn.pidfd.as_ref().and_then(|fd| fd.try_clone().ok());
+        st.head = 0;
+        st.killed = None;
+    }
+
+    /// Forgets the worker (gone); returns why the pool killed it, if it did.
+    fn detach(&self) -> Option<(u64, KillReason)> {
+        let mut st = lock(&self.state);
+        st.pid = None;
+        st.pidfd = None;
+        st.head = 0;
+        st.killed.take()
+    }
+}
+
+/// A worker slot: its supervisor thread and its control block.
+pub(crate) struct Slot {
+    thread: ThreadHandle<()>,
+    ctl: Arc<SlotCtl>,
+    started: mpsc::Receiver<Result<(), BuildError>>,
+}
+
+impl Slot {
+    /// Starts the slot's supervisor thread, which starts the first worker.
+    pub(crate) fn start(shared: Arc<Shared>, index: usize) -> Result<Slot, BuildError> {
+        let ctl = Arc::new(SlotCtl::default());
+        let (tell, started) = mpsc::channel();
+        let c = ctl.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("{}-sup-{index}", shared.config.name))
+            .spawn(move || {
+                let conn = match Conn::spawn(&shared.config) {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        let _ = tell.send(Err(match e {
+                            StartError::Io(source) => BuildError::Spawn { index, source },
+                            StartError::Init(error) => BuildError::Initializer { index, error },
+                        }));
+                        return;
+                    }
+                };
+                c.attach(&conn);
+                let _ = tell.send(Ok(()));
+                Supervisor::new(shared, c, conn).run();
+            })
+            .map_err(|source| BuildError::Spawn { index, source })?;
+        Ok(Slot {
+            thread,
+            ctl,
+            started,
+        })
+    }
+
+    /// Waits until the slot's first worker has started (or failed to).
+    pub(crate) fn started(&self) -> Result<(), BuildError> {
+        self.started.recv().unwrap_or_else(|_| {
+            Err(BuildError::InvalidSetting {
+                setting: "ProcessPool",
+                reason: "a supervisor thread ended before its worker started".into(),
+            })
+        })
+    }
+
+    pub(crate) fn ctl(&self) -> &SlotCtl {
+        &self.ctl
+    }
+
+    pub(crate) fn join(self) {
+        let _ = self.thread.join();
+    }
+}
+
+/// Shared objects sent to one slot's worker whose last handle in this
+/// process is gone: the worker may stop keeping them mapped
+/// ([`Kept`](crate::shm::Kept)).
+struct Releases {
+    ids: Mutex<Vec<ObjectId>>,
+    /// To wake the supervisor when it waits for jobs.
+    pool: Weak<Shared>,
+}
+
+impl ReleaseSink for Releases {
+    fn released(&self, id: ObjectId) {
+        lock(&self.ids).push(id);
+        // Without the queue's lock, which the dropping thread may hold
+        // (`Shared::close` drops cancelled jobs under it). A wake-up lost
+        // to that race is made up by the supervisor's `RELEASE_POLL`.
+        if let Some(pool) = self.pool.upgrade() {
+            pool.ready.notify_all();
+        }
+    }
+}
+
+/// A request written to the worker and not answered.
+struct Sent {
+    job: Arc<dyn ProcJob>,
+    /// Its claim cell's sequence number.
+    seq: u64,
+    at: Instant,
+    bytes: usize,
+}
+
+struct Supervisor {
+    shared: Arc<Shared>,
+    ctl: Arc<SlotCtl>,
+    conn: Option<Conn>,
+    /// In the order written; the worker answers in that order.
+    in_flight: VecDeque<Sent>,
+    /// Request bytes written and not yet known to be read.
+    in_flight_bytes: usize,
+    /// Set when requests were taken back: nothing more is pipelined
+    /// behind the running job until the pipeline empties.
+    held: bool,
+    /// Moving average of a job's duration on this worker, in nanoseconds.
+    avg_ns: f64,
+    buf: Vec<u8>,
+    releases: Arc<Releases>,
+    /// `releases`, as the objects sent to the worker see it.
+    release_sink: Arc<dyn ReleaseSink>,
+    /// The shared objects sent to the worker and not released since: what
+    /// it may keep mapped.
+    kept: HashSet<ObjectId>,
+}
+
+impl Supervisor {
+    fn new(shared: Arc<Shared>, ctl: Arc<SlotCtl>, conn: Conn) -> Self {
+        let releases = Arc::new(Releases {
+            ids: Mutex::new(Vec::new()),
+            pool: Arc::downgrade(&shared),
+        });
+        Supervisor {
+            release_sink: releases.clone(),
+            releases,
+            kept: HashSet::new(),
+            shared,
+            ctl,
+            conn: Some(conn),
+            in_flight: VecDeque::new(),
+            in_flight_bytes: 0,
+            held: false,
+            avg_ns: f64::INFINITY,
+            buf: Vec::new(),
+        }
+    }
+
+    fn depth(&self) -> usize {
+        if self.held || !self.avg_ns.is_finite() {
+            return 1;
+        }
+        let n = PIPELINE_TARGET.as_nanos() as f64 / self.avg_ns.max(1.0);
+        (n as usize).clamp(1, MAX_PIPELINE)
+    }
+
+    fn run(mut self) {
+        loop {
+            if self.conn.is_none() && !self.respawn() {
+                return;
+            }
+            let recycle = self.shared.config.max_jobs_per_worker.is_some_and(|max| {
+                self.conn
+                    .as_ref()
+                    .is_some_and(|c| c.jobs_done + self.in_flight.len() as u64 >= max)
+            });
+            if !recycle && !self.feed() {
+                // Closed and drained: say goodbye to the worker and stop.
+                self.retire_worker();
+                return;
+            }
+            if self.in_flight.is_empty() {
+                if recycle {
+                    self.retire_worker();
+                    self.shared.counters.respawns.fetch_add(1, Relaxed);
+                }
+                continue;
+            }
+            self.wait_for_reply();
+            self.read_one();
+        }
+    }
+
+    /// Takes up to `want` jobs from the pool's queue. Blocks for a job only
+    /// when nothing is in flight. `None`: the pool is closed and drained.
+    fn take_jobs(&self, want: usize) -> Option<VecDeque<Arc<dyn ProcJob>>> {
+        let mut q = self.shared.lock();
+        loop {
+            if !q.jobs.is_empty() {
+                let n = want.min(q.jobs.len());
+                return Some(q.jobs.drain(..n).collect());
+            }
+            if q.state != State::Open {
+                return (!self.in_flight.is_empty()).then(VecDeque::new);
+            }
+            if !self.in_flight.is_empty() || !lock(&self.releases.ids).is_empty() {
+                return Some(VecDeque::new());
+            }
+            q.waiting += 1;
+            q = if !self.kept.is_empty() {
+                match self.shared.ready.wait_timeout(q, RELEASE_POLL) {
+                    Ok((q, _)) => q,
+                    Err(p) => p.into_inner().0,
+                }
+            } else {
+                self.shared.ready.wait(q).unwrap_or_else(|p| p.into_inner())
+            };
+            q.waiting -= 1;
+        }
+    }
+
+    /// Sends jobs until the pipeline is full, taking them from the queue
+    /// in one batch. `false`: the pool is closed and drained.
+    fn feed(&mut self) -> bool {
+        self.send_releases();
+        let want = self.depth().saturating_sub(self.in_flight.len());
+        if want == 0 {
+            return true;
+        }
+        let Some(mut batch) = self.take_jobs(want) else {
+            return false;
+        };
+        // Objects dropped before these jobs were submitted are released
+        // before the jobs run: a job never sees one kept past its release.
+        self.send_releases();
+        let mut wrote = false;
+        while let Some(job) = batch.pop_front() {
+            if !job.start(&self.ctl) {
+                // Cancelled while queued: it never runs.
+                self.shared.counters.cancelled.fetch_add(1, Relaxed);
+                continue;
+            }
+            let idle = self.in_flight.is_empty();
+            let Some(conn) = self.conn.as_mut() else {
+                batch.push_front(job);
+                break;
+            };
+            if idle && matches!(conn.child.try_wait(), Ok(Some(_))) {
+                // The worker died while idle (killed from outside, say): it
+                // never saw these jobs, so they go back to the front of the
+                // queue and nobody is blamed.
+                batch.push_front(job);
+                self.requeue_front(std::mem::take(&mut batch));
+                self.worker_lost();
+                return true;
+            }
+            let payload = job.payload();
+            let bytes = payload.bytes.len() + job.task().len() + 48;
+            if !idle && self.in_flight_bytes + bytes > PIPELINE_BYTES {
+                batch.push_front(job);
+                break;
+            }
+            let seq = conn.next_seq;
+            conn.next_seq += 1;
+            conn.control.offer(seq);
+            let items = job.items();
+            let msg = ToWorkerRef::Run {
+                id: job.id(),
+                seq,
+                task: job.task(),
+                items: &items,
+                // At most one descriptor per payload byte, so this fits.
+                shared: payload.shared.len() as u32,
+                input: &payload.bytes,
+            };
+            let sent = wire::write_frame_with_fds(&mut conn.writer, &msg, &payload.shared).is_ok();
+            if sent {
+                // The worker keeps them mapped until told they are gone.
+                for object in &payload.shared {
+                    if let Some(id) = object.watch(&self.release_sink) {
+                        self.kept.insert(id);
+                    }
+                }
+            }
+            self.in_flight_bytes += bytes;
+            // Even if the write failed the job is counted in flight: the
+            // read that follows reports the dead worker and settles it.
+            wrote |= sent;
+            self.push_sent(Sent {
+                job,
+                seq,
+                at: Instant::now(),
+                bytes,
+            });
+            if !sent {
+                break;
+            }
+        }
+        self.requeue_front(batch);
+        if wrote && let Some(conn) = self.conn.as_mut() {
+            let _ = conn.writer.flush();
+        }
+        true
+    }
+
+    /// Tells the worker which shared objects it may stop keeping, in
+    /// batches, as far as the pipeline's byte budget allows (the rest wait
+    /// for the next call).
+    fn send_releases(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let mut wrote = false;
+        loop {
+            let batch: Vec<ObjectId> = {
+                let mut ids = lock(&self.releases.ids);
+                let n = ids.len().min(RELEASE_BATCH);
+                let bytes = n * 24 + 16;
+                if n == 0
+                    || (!self.in_flight.is_empty() && self.in_flight_bytes + bytes > PIPELINE_BYTES)
+                {
+                    break;
+                }
+                // Unanswered, these bytes count until the pipeline empties.
+                self.in_flight_bytes += bytes;
+                ids.drain(..n).collect()
+            };
+            for id in &batch {
+                self.kept.remove(id);
+            }
+            wrote = true;
+            if wire::write_frame(&mut conn.writer, &ToWorker::Release { ids: batch }).is_err() {
+                // The read that follows finds the worker gone.
+                break;
+            }
+        }
+        if wrote {
+            let _ = conn.writer.flush();
+        }
+    }
+
+    /// Puts jobs back at the front of the queue, in their order.
+    fn requeue_front(&self, jobs: VecDeque<Arc<dyn ProcJob>>) {
+        if jobs.is_empty() {
+            return;
+        }
+        let mut q = self.shared.lock();
+        for job in jobs.into_iter().rev() {
+            job.requeued();
+            q.jobs.push_front(job);
+        }
+        let waiting = q.waiting > 0;
+        drop(q);
+        if waiting {
+            self.shared.ready.notify_all();
+        }
+    }
+
+    fn push_sent(&mut self, sent: Sent) {
+        self.shared.counters.in_flight.fetch_add(1, Relaxed);
+        self.in_flight.push_back(sent);
+        if self.in_flight.len() == 1 {
+            self.start_head();
+        }
+    }
+
+    /// The job at the head of the pipeline is the one the worker runs
+    /// next (or now): cancel and timeout kill the worker for it.
+    fn start_head(&mut self) {
+        match self.in_flight.front() {
+            Some(sent) => {
+                self.ctl.set_head(sent.job.id());
+                self.shared.counters.running.fetch_add(1, Relaxed);
+                sent.job.clone().arm_timeout();
+            }
+            None => self.ctl.set_head(0),
+        }
+    }
+
+    /// Removes the head of the pipeline (answered, or settled otherwise).
+    fn finish_head(&mut self) -> Option<Arc<dyn ProcJob>> {
+        let sent = self.in_flight.pop_front()?;
+        self.shared.counters.in_flight.fetch_sub(1, Relaxed);
+        self.shared.counters.running.fetch_sub(1, Relaxed);
+        self.in_flight_bytes = if self.in_flight.is_empty() {
+            // Nothing in flight: the worker has no reply to write, so it
+            // reads whatever is still in the socket (`Release` frames,
+            // revoked requests) and the budget starts afresh.
+            self.held = false;
+            0
+        } else {
+            self.in_flight_bytes.saturating_sub(sent.bytes)
+        };
+        Some(sent.job)
+    }
+
+    /// When the oldest request the worker has not claimed was written, if
+    /// there is one: it waits behind the running job.
+    fn oldest_unclaimed(&self) -> Option<Instant> {
+        let conn = self.conn.as_ref()?;
+        self.in_flight
+            .iter()
+            .find(|s| !conn.control.is_claimed(s.seq))
+            .map(|s| s.at)
+    }
+
+    /// Waits for the worker's next reply; while requests wait unclaimed
+    /// behind the running job, waits at most until the oldest has waited
+    /// [`REVOKE_AFTER`], then takes them back.
+    fn wait_for_reply(&mut self) {
+        loop {
+            let Some(conn) = self.conn.as_ref() else {
+                return;
+            };
+            if !conn.reader.buffer().is_empty() {
+                return;
+            }
+            let Some(oldest) = self.oldest_unclaimed() else {
+                return;
+            };
+            let now = Instant::now();
+            let due = oldest + REVOKE_AFTER;
+            if now >= due {
+                self.revoke_unclaimed();
+                return;
+            }
+            if sys::readable(conn.reader.get_ref().as_fd(), Some(due - now)) {
+                return;
+            }
+        }
+    }
+
+    /// Takes back every request the worker has not claimed (newest first,
+    /// so what is left is what it claimed: it claims in order) and puts
+    /// them at the front of the pool's queue, in their order.
+    fn revoke_unclaimed(&mut self) {
+        let Some(conn) = self.conn.as_ref() else {
+            return;
+        };
+        let mut taken = VecDeque::new();
+        while let Some(last) = self.in_flight.back() {
+            if !conn.control.revoke(last.seq) {
+                break;
+            }
+            let was_head = self.in_flight.len() == 1;
+            let Some(sent) = self.in_flight.pop_back() else {
+                break;
+            };
+            self.shared.counters.in_flight.fetch_sub(1, Relaxed);
+            if was_head {
+                self.shared.counters.running.fetch_sub(1, Relaxed);
+                self.ctl.set_head(0);
+            }
+            taken.push_front(sent.job);
+        }
+        if taken.is_empty() {
+            return;
+        }
+        tracing::trace!(
+            jobs = taken.len(),
+            "took back jobs waiting behind a running one"
+        );
+        // The running job has run longer than the pipeline's budget:
+        // pipeline nothing behind it, and little behind its successors.
+        self.held = !self.in_flight.is_empty();
+        self.avg_ns = self.avg_ns.max(REVOKE_AFTER.as_nanos() as f64);
+        if self.in_flight.is_empty() {
+            self.in_flight_bytes = 0;
+        }
+        self.requeue_front(taken);
+    }
+
+    /// Reads one frame from the worker and acts on it.
+    fn read_one(&mut self) {
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        if self.in_flight.is_empty() {
+            // Everything was taken back: nothing to read for.
+            return;
+        }
+        let frame = wire::read_frame::<_, FromWorker>(
+            &mut conn.reader,
+            self.shared.config.max_payload as usize + 4096,
+            &mut self.buf,
+        );
+        let pid = conn.pid;
+        match frame {
+            Ok(Some(FromWorker::Done {
+                id,
+                shared,
+                nanos,
+                result,
+                output,
+            })) => {
+                let result = match result {
+                    Ok(bytes) => match super::fdpass::TakeFds::take_fds(
+                        conn.reader.get_mut(),
+                        shared as usize,
+                    ) {
+                        Ok(fds) => Ok((bytes.0, fds)),
+                        Err(_) => {
+                            // Descriptors lost in transit: the stream is
+                            // out of step, so the worker is replaced.
+                            self.ctl.kill(KillReason::Protocol("lost descriptors"));
+                            self.worker_lost();
+                            return;
+                        }
+                    },
+                    Err(e) => Err(e),
+                };
+                conn.jobs_done += 1;
+                let took = Duration::from_nanos(nanos);
+                let ns = nanos as f64;
+                self.avg_ns = if self.avg_ns.is_finite() {
+                    0.8 * self.avg_ns + 0.2 * ns
+                } else {
+                    ns
+                };
+                if self.in_flight.front().is_none_or(|s| s.job.id() != id) {
+                    // Out of order: the stream cannot be trusted.
+                    tracing::error!(pid, id, "worker replied out of order; replacing it");
+                    self.ctl.kill(KillReason::Protocol("replied out of order"));
+                    return;
+                }
+                if let Some(job) = self.finish_head() {
+                    if let Some(output) = output {
+                        job.set_output(output);
+                    }
+                    let counter = if job.complete(result, took) {
+                        &self.shared.counters.completed
+                    } else {
+                        &self.shared.counters.failed
+                    };
+                    counter.fetch_add(1, Relaxed);
+                    self.start_head();
+                }
+            }
+            Ok(Some(FromWorker::Log {
+                job,
+                level,
+                target,
+                message,
+            })) => emit_log(pid, job, level, &target, &message),
+            Ok(Some(FromWorker::Hello { .. })) => {
+                tracing::error!(pid, "worker said hello twice; replacing it");
+                self.ctl.kill(KillReason::Protocol("said hello twice"));
+            }
+            Ok(None) => self.worker_lost(),
+            Err(e) => {
+                if !matches!(e, wire::FrameError::Io(_)) {
+                    self.ctl
+                        .kill(KillReason::Protocol("sent a frame that does not decode"));
+                }
+                self.worker_lost();
+            }
+        }
+    }
+
+    /// Starts a replacement worker. `false`: the pool is closing and has
+    /// nothing left to run, so the slot can stop.
+    fn respawn(&mut self) -> bool {
+        let mut delay = Duration::from_millis(10);
+        loop {
+            {
+                let q = self.shared.lock();
+                if q.state != State::Open && q.jobs.is_empty() && self.in_flight.is_empty() {
+                    return false;
+                }
+            }
+            match Conn::spawn(&self.shared.config) {
+                Ok(conn) => {
+                    self.ctl.attach(&conn);
+                    self.conn = Some(conn);
+                    self.avg_ns = f64::INFINITY;
+                    self.held = false;
+                    // A new worker keeps nothing yet.
+                    self.kept.clear();
+                    return true;
+                }
+                Err(e) => {
+                    // Fail one queued job with the reason, so that a pool
+                    // that cannot start workers reports it instead of hanging.
+                    let job = self.shared.lock().jobs.pop_front();
+                    if let Some(job) = job {
+                        let detail = Some(format!("could not start a worker: {e}"));
+                        if job.abandon(crate::error::JobError::Crashed {
+                            status: crate::error::ExitStatus::Unknown,
+                            detail,
+                        }) {
+                            self.shared.counters.failed.fetch_add(1, Relaxed);
+                        }
+                    }
+                    tracing::error!(error = %e, "could not start a worker process; retrying");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Asks the worker to exit and reaps it.
+    fn retire_worker(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            let _ = wire::write_frame(&mut conn.writer, &ToWorker::Exit);
+            let _ = conn.writer.flush();
+            // An idle worker exits at once on `Exit`; poll with a growing
+            // pause, and kill it if it has not gone within five seconds.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut pause = Duration::from_micros(20);
+            loop {
+                match conn.child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() >= deadline => {
+                        let _ = conn.child.kill();
+                        let _ = conn.child.wait();
+                        break;
+                    }
+                    Ok(None) => {
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(Duration::from_millis(5));
+                    }
+                }
+            }
+            if let Some(output) = conn.leftover_output() {
+                output.pass_on();
+            }
+            self.ctl.detach();
+        }
+    }
+}
+
+/// Re-emits a worker's `tracing` event in this process, tagged with the
+/// worker's pid and the job.
+fn emit_log(pid: u32, job: Option<u64>, level: LogLevel, origin: &str, message: &str) {
+    macro_rules! emit {
+        ($lvl:expr) => {
+            tracing::event!(
+                target: "parpool::worker",
+                $lvl,
+                worker_pid = pid,
+                job = job,
+                origin = origin,
+                "{message}"
+            )
+        };
+    }
+    match level {
+        LogLevel::Error => emit!(tracing::Level::ERROR),
+        LogLevel::Warn => emit!(tracing::Level::WARN),
+        LogLevel::Info => emit!(tracing::Level::INFO),
+        LogLevel::Debug => emit!(tracing::Level::DEBUG),
+        LogLevel::Trace => emit!(tracing::Level::TRACE),
+    }
+}
