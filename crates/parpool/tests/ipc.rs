@@ -408,3 +408,200 @@ fn a_semaphore_bounds_threads_too() {
     assert!((1..=3).contains(&most), "{most} holders at once");
     assert_eq!(sem.available(), 3);
 }
+
+parpool::task! {
+    /// Takes a permit, says so, and holds it until killed.
+    fn hold_permit(args: (Semaphore, Event)) -> () {
+        let (sem, taken) = args;
+        let _permit = sem.acquire();
+        taken.set();
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
+parpool::task! {
+    /// Takes a permit, forgets it, and ends the process without dropping it.
+    fn forget_permit_and_exit(sem: Semaphore) -> () {
+        std::mem::forget(sem.acquire());
+        std::process::exit(0)
+    }
+}
+
+parpool::task! {
+    /// Takes a permit, records this process's id at word `index`, counts
+    /// itself in word 0, and holds the permit until `go` is set.
+    fn hold_until(args: (Semaphore, SharedMem, usize, Event)) -> () {
+        let (sem, mem, index, go) = args;
+        let _permit = sem.acquire();
+        mem.atomic_u64(index)
+            .unwrap()
+            .store(u64::from(std::process::id()), Ordering::SeqCst);
+        mem.atomic_u64(0).unwrap().fetch_add(1, Ordering::SeqCst);
+        go.wait();
+    }
+}
+
+fn kill(pid: u32) {
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+}
+
+/// Waits until word 0 of `mem` reaches `n`.
+fn wait_for_count(mem: &SharedMem, n: u64) {
+    let t = Instant::now();
+    while mem.atomic_u64(0).unwrap().load(Ordering::SeqCst) < n {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "only {} of {n} holders took a permit",
+            mem.atomic_u64(0).unwrap().load(Ordering::SeqCst)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_semaphore_holder_killed_with_sigkill_gives_its_permit_back() {
+    let _serial = serial();
+    let pool = pool(1);
+    let sem = Semaphore::new(1).unwrap();
+    let taken = Event::new().unwrap();
+    let h = pool.submit(hold_permit, (sem.clone(), taken.clone()));
+    assert!(
+        taken.wait_timeout(Duration::from_secs(10)),
+        "the worker never took the permit"
+    );
+    // A live holder keeps its permit, however long others wait and check.
+    assert!(sem.try_acquire().is_none());
+    assert!(sem.acquire_timeout(Duration::from_millis(200)).is_none());
+    assert_eq!(sem.available(), 0);
+    kill(pool.worker_pids()[0]);
+    // Dead (perhaps not reaped yet): its permit comes back to the next
+    // acquirer.
+    let t = Instant::now();
+    let permit = sem
+        .acquire_timeout(Duration::from_secs(5))
+        .expect("the killed holder's permit came back");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert_eq!(sem.available(), 0);
+    assert!(matches!(h.join(), Err(JobError::Crashed { .. })));
+    drop(permit);
+    assert_eq!(sem.available(), 1, "back to the maximum, not beyond");
+    // And it works as before.
+    let again = sem.try_acquire().expect("free");
+    assert!(sem.try_acquire().is_none());
+    drop(again);
+    assert_eq!(sem.available(), 1);
+}
+
+#[test]
+fn a_semaphore_holder_that_exits_without_dropping_gives_its_permit_back() {
+    let _serial = serial();
+    let pool = pool(1);
+    let sem = Semaphore::new(1).unwrap();
+    assert!(
+        pool.submit(forget_permit_and_exit, sem.clone())
+            .join()
+            .is_err()
+    );
+    let permit = sem
+        .acquire_timeout(Duration::from_secs(5))
+        .expect("the exited holder's permit came back");
+    assert_eq!(sem.available(), 0);
+    drop(permit);
+    assert_eq!(sem.available(), 1);
+}
+
+#[test]
+fn a_dead_semaphore_holders_permits_come_back_but_never_more() {
+    let _serial = serial();
+    let pool = pool(3);
+    let sem = Semaphore::new(3).unwrap();
+    let mem = SharedMem::new(64).unwrap();
+    let go = Event::new().unwrap();
+    let handles: Vec<_> = (1..=3)
+        .map(|i| pool.submit(hold_until, (sem.clone(), mem.clone(), i, go.clone())))
+        .collect();
+    wait_for_count(&mem, 3);
+    assert_eq!(sem.available(), 0);
+    let holders: Vec<u32> = (1..=3)
+        .map(|i| mem.atomic_u64(i).unwrap().load(Ordering::SeqCst) as u32)
+        .collect();
+    kill(holders[0]);
+    let back = sem
+        .acquire_timeout(Duration::from_secs(5))
+        .expect("the killed holder's permit came back");
+    // Exactly one came back: the two live holders keep theirs through
+    // several liveness checks.
+    assert!(sem.try_acquire().is_none());
+    assert!(sem.acquire_timeout(Duration::from_millis(300)).is_none());
+    assert_eq!(sem.available(), 0);
+    go.set();
+    let crashed = handles
+        .into_iter()
+        .map(|h| h.join())
+        .filter(|r| r.is_err())
+        .count();
+    assert_eq!(crashed, 1);
+    assert_eq!(sem.available(), 2);
+    drop(back);
+    assert_eq!(sem.available(), 3);
+    // All three can be taken again, and no fourth.
+    let all: Vec<_> = (0..3).map(|_| sem.try_acquire().expect("free")).collect();
+    assert!(sem.try_acquire().is_none());
+    drop(all);
+    assert_eq!(sem.available(), 3);
+}
+
+#[test]
+fn a_semaphore_permit_dropped_on_another_thread_of_the_process_comes_back() {
+    let _serial = serial();
+    let sem = Semaphore::new(1).unwrap();
+    let permit = sem.acquire();
+    std::thread::scope(|s| {
+        s.spawn(move || drop(permit));
+    });
+    assert_eq!(sem.available(), 1);
+    let p = sem.try_acquire().expect("free again");
+    drop(p);
+}
+
+#[test]
+fn a_65th_semaphore_holder_process_waits_for_a_slot_even_with_permits_free() {
+    let _serial = serial();
+    // 64 workers each hold one of 100 permits: every holder slot is taken.
+    let pool = pool(64);
+    let sem = Semaphore::new(100).unwrap();
+    let mem = SharedMem::new(8 * 65).unwrap();
+    let go = Event::new().unwrap();
+    let handles: Vec<_> = (1..=64)
+        .map(|i| pool.submit(hold_until, (sem.clone(), mem.clone(), i, go.clone())))
+        .collect();
+    wait_for_count(&mem, 64);
+    assert_eq!(sem.available(), 36);
+    // This process would be the 65th holder: it waits, as if none were
+    // free.
+    assert!(sem.try_acquire().is_none());
+    let t = Instant::now();
+    assert!(sem.acquire_timeout(Duration::from_millis(150)).is_none());
+    assert!(t.elapsed() >= Duration::from_millis(150));
+    // Its wait ends when holders give their permits back.
+    let waiter = std::thread::spawn({
+        let sem = sem.clone();
+        move || {
+            let p = sem.acquire_timeout(Duration::from_secs(20));
+            let got = p.is_some();
+            drop(p);
+            got
+        }
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    go.set();
+    assert!(waiter.join().unwrap(), "the 65th process got a permit");
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(sem.available(), 100);
+}

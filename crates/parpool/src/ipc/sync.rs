@@ -6,7 +6,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use std::future::Future;
@@ -18,7 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::mem::RegionSeed;
 use super::region::{self, HEADER, Kind, Region};
-use super::sys::{self, Locked};
+use super::sys::{self, Locked, ProcessId};
 use super::waiter::Registration;
 
 /// Where a mutex's value starts in its payload (after the lock itself).
@@ -257,7 +257,7 @@ macro_rules! fixed_region_serde {
     };
 }
 
-fixed_region_serde!(Semaphore, Kind::Semaphore, 8);
+fixed_region_serde!(Semaphore, Kind::Semaphore, SEM_LEN);
 fixed_region_serde!(Event, Kind::Event, 4);
 fixed_region_serde!(Condvar, Kind::Condvar, 4);
 
@@ -284,11 +284,62 @@ pub(crate) fn wait_on(
     }
 }
 
+// Where a semaphore's parts sit in its payload. Its robust lock guards all
+// of them; sleepers read `SEM_SEQ` without it.
+const SEM_LOCK: usize = 0;
+/// Futex word that waiters sleep on: bumped whenever permits come free.
+const SEM_SEQ: usize = 64;
+/// The permits it was created with.
+const SEM_MAX: usize = 68;
+/// Permits free: the maximum less what the holder slots hold. Recomputed
+/// from the slots when the lock's previous holder died, perhaps between
+/// updating a slot and this word.
+const SEM_FREE: usize = 72;
+/// Threads asleep on `SEM_SEQ`, so that a release with nobody waiting
+/// makes no system call. A waiter that dies asleep leaves it one too high,
+/// which costs each release a wake-up call, nothing more.
+const SEM_WAITERS: usize = 76;
+/// When anyone last checked the holders for liveness (`sys::monotonic_ms`).
+const SEM_CHECKED_AT: usize = 80;
+/// The holder slots, one per process holding permits:
+/// `[pid u32][held u32][start time u64]`.
+const SEM_SLOTS: usize = 128;
+const SEM_SLOT: usize = 16;
+/// How many processes can hold permits at once.
+const SEM_HOLDERS: usize = 64;
+const SEM_LEN: usize = SEM_SLOTS + SEM_HOLDERS * SEM_SLOT;
+/// How often a waiter wakes to check that holders are alive, and at most
+/// how often anyone checks (in milliseconds).
+const SEM_LIVENESS_MS: u64 = 50;
+
 /// A counting semaphore shared by processes and threads, bounded by the
 /// count it was created with (like `multiprocessing.BoundedSemaphore`).
 ///
 /// [`acquire`](Self::acquire) returns a permit that gives itself back when
-/// dropped. A process that dies holding permits does not return them.
+/// dropped. Permits belong to the process that took them: a permit may be
+/// dropped on any thread of that process.
+///
+/// **A process that ends holding permits gets them returned**, however it
+/// ended: killed (`SIGKILL` included), crashed, or exited with permits it
+/// forgot. A process that finds no permit free checks whether the
+/// processes holding them are still alive, and takes back the permits of
+/// those that are gone (a reused pid is told apart by its start time). A
+/// waiter repeats that check at least every 50 ms while it waits (the same
+/// bounded poll as a [`Barrier`](super::Barrier) wait), so a dead holder's
+/// permits reach it within about 100 ms. A semaphore nobody waits on costs
+/// nothing, and a live holder's permits are never taken: no more than the
+/// maximum is ever handed out. Python's semaphore would lose those permits
+/// for good.
+///
+/// Until someone takes them back, [`available`](Self::available) counts a
+/// dead holder's permits as taken. A permit `forget`-ten in a process that
+/// goes on living stays taken until that process ends.
+///
+/// At most 64 processes can hold permits at once, which only matters for a
+/// semaphore of more than 64 permits: a 65th process waits as if no permit
+/// were free, until some process gives back its last one. The processes
+/// sharing a semaphore must see each other's pids (one PID namespace, as a
+/// [`ProcessPool`](crate::ProcessPool)'s workers do) and `/proc`.
 ///
 /// ```
 /// use parpool::ipc::Semaphore;
@@ -314,84 +365,357 @@ pub struct Permit<'a> {
     semaphore: &'a Semaphore,
 }
 
+/// How long [`Semaphore::acquire_until`] may wait.
+#[derive(Debug, Clone, Copy)]
+enum Patience {
+    None,
+    Until(Instant),
+    Forever,
+}
+
+/// One holder slot of a semaphore (read and written under its lock).
+struct Slot<'a> {
+    pid: &'a AtomicU32,
+    held: &'a AtomicU32,
+    start: &'a AtomicU64,
+}
+
+impl Slot<'_> {
+    fn owner(&self) -> ProcessId {
+        ProcessId {
+            pid: self.pid.load(Ordering::Relaxed),
+            start: self.start.load(Ordering::Relaxed),
+        }
+    }
+}
+
 impl Semaphore {
     /// A semaphore with `permits` permits, all free.
     ///
     /// # Errors
     /// When the system cannot create the shared memory.
     pub fn new(permits: u32) -> io::Result<Self> {
-        let region = Region::create(Kind::Semaphore, 8)?;
+        const { assert!(sys::MUTEX_SIZE <= SEM_SEQ) };
+        let region = Region::create(Kind::Semaphore, SEM_LEN)?;
+        // SAFETY: the payload starts 64-byte aligned, has room for the
+        // mutex before `SEM_SEQ`, and nobody else has the region yet.
+        unsafe { sys::mutex_init(region.payload().wrapping_add(SEM_LOCK))? };
         let s = Semaphore {
             region: Arc::new(region),
         };
-        s.count().store(permits, Ordering::Release);
-        s.max().store(permits, Ordering::Release);
+        s.word(SEM_MAX).store(permits, Ordering::Relaxed);
+        s.word(SEM_FREE).store(permits, Ordering::Release);
         Ok(s)
     }
 
-    fn count(&self) -> &AtomicU32 {
-        sys::atomic_at(self.region.map(), HEADER).expect("in bounds")
+    fn word(&self, at: usize) -> &AtomicU32 {
+        sys::atomic_at(self.region.map(), HEADER + at).expect("semaphore words are in bounds")
     }
 
-    fn max(&self) -> &AtomicU32 {
-        sys::atomic_at(self.region.map(), HEADER + 4).expect("in bounds")
+    fn checked_at(&self) -> &AtomicU64 {
+        sys::atomic_at(self.region.map(), HEADER + SEM_CHECKED_AT)
+            .expect("semaphore words are in bounds")
     }
 
-    /// Permits free now.
-    pub fn available(&self) -> u32 {
-        self.count().load(Ordering::Acquire)
-    }
-
-    /// Takes a permit if one is free.
-    pub fn try_acquire(&self) -> Option<Permit<'_>> {
-        let count = self.count();
-        let mut c = count.load(Ordering::Acquire);
-        while c > 0 {
-            match count.compare_exchange_weak(c, c - 1, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Some(Permit { semaphore: self }),
-                Err(now) => c = now,
-            }
+    fn slot(&self, i: usize) -> Slot<'_> {
+        let at = HEADER + SEM_SLOTS + i * SEM_SLOT;
+        let map = self.region.map();
+        Slot {
+            pid: sys::atomic_at(map, at).expect("slots are in bounds"),
+            held: sys::atomic_at(map, at + 4).expect("slots are in bounds"),
+            start: sys::atomic_at(map, at + 8).expect("slots are in bounds"),
         }
-        None
+    }
+
+    fn max(&self) -> u32 {
+        self.word(SEM_MAX).load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> io::Result<SemLocked<'_>> {
+        // SAFETY: the payload starts with the mutex that `new` initialized
+        // (in whichever process created it); `self` keeps it mapped.
+        let locked =
+            unsafe { sys::mutex_lock(self.region.payload().wrapping_add(SEM_LOCK), None)? };
+        let mut held = SemLocked {
+            semaphore: self,
+            wake: 0,
+        };
+        if locked == Locked::OwnerDied {
+            held.recount();
+        }
+        Ok(held)
+    }
+
+    fn lock_or_panic(&self) -> SemLocked<'_> {
+        self.lock().unwrap_or_else(|e| {
+            panic!("the semaphore's lock failed (is its shared memory corrupted?): {e}")
+        })
+    }
+
+    /// Permits free now. A dead holder's permits count as taken until an
+    /// acquirer takes them back.
+    pub fn available(&self) -> u32 {
+        self.word(SEM_FREE).load(Ordering::Acquire)
+    }
+
+    /// Takes a permit if one is free (checking first, when none is, whether
+    /// a dead holder's can be taken back).
+    ///
+    /// # Panics
+    /// If the semaphore's lock fails, which only a corrupted region causes.
+    pub fn try_acquire(&self) -> Option<Permit<'_>> {
+        self.acquire_until(Patience::None)
     }
 
     /// Takes a permit, waiting as long as it takes.
+    ///
+    /// # Panics
+    /// As [`try_acquire`](Self::try_acquire).
     pub fn acquire(&self) -> Permit<'_> {
         loop {
-            if let Some(p) = self.acquire_until(None) {
+            if let Some(p) = self.acquire_until(Patience::Forever) {
                 return p;
             }
         }
     }
 
     /// Takes a permit, waiting at most `timeout`; `None` if none came free.
+    ///
+    /// # Panics
+    /// As [`try_acquire`](Self::try_acquire).
     pub fn acquire_timeout(&self, timeout: Duration) -> Option<Permit<'_>> {
-        self.acquire_until(Instant::now().checked_add(timeout))
+        let until = Instant::now().checked_add(timeout);
+        self.acquire_until(until.map_or(Patience::Forever, Patience::Until))
     }
 
-    fn acquire_until(&self, deadline: Option<Instant>) -> Option<Permit<'_>> {
-        let mut permit = None;
-        wait_on(self.count(), deadline, || {
-            permit = self.try_acquire();
-            // Not ready: sleep while the count is still 0.
-            permit.is_none().then_some(0)
-        });
-        permit
+    fn acquire_until(&self, patience: Patience) -> Option<Permit<'_>> {
+        let me = sys::this_process();
+        let period = Duration::from_millis(SEM_LIVENESS_MS);
+        let mut asleep = false;
+        // At most one liveness check between two sleeps, whatever the
+        // clocks of other processes say.
+        let mut may_check = true;
+        loop {
+            let mut locked = self.lock_or_panic();
+            if std::mem::take(&mut asleep) {
+                locked.stop_waiting();
+            }
+            if locked.take(me) {
+                return Some(Permit { semaphore: self });
+            }
+            let suspects = if may_check {
+                locked.liveness_check_due(me)
+            } else {
+                None
+            };
+            if let Some(suspects) = suspects {
+                may_check = false;
+                drop(locked);
+                // Read `/proc` without the lock; take back under it.
+                let dead: Vec<ProcessId> = suspects
+                    .into_iter()
+                    .filter(|&p| sys::process_gone(p))
+                    .collect();
+                if !dead.is_empty() {
+                    self.lock_or_panic().reclaim(&dead);
+                }
+                continue;
+            }
+            let timeout = match patience {
+                Patience::None => return None,
+                Patience::Forever => period,
+                Patience::Until(at) => match at.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left.min(period),
+                    _ => return None,
+                },
+            };
+            let seen = locked.start_waiting();
+            drop(locked);
+            asleep = true;
+            may_check = true;
+            sys::futex_wait(self.word(SEM_SEQ), seen, Some(timeout));
+        }
     }
 
     fn release(&self) {
-        let max = self.max().load(Ordering::Acquire);
-        let count = self.count();
-        let mut c = count.load(Ordering::Acquire);
-        // Bounded: a count at its maximum stays there.
-        while c < max {
-            match count.compare_exchange_weak(c, c + 1, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => {
-                    sys::futex_wake(count, 1);
-                    return;
-                }
-                Err(now) => c = now,
+        let me = sys::this_process();
+        // A lock that fails (a corrupted region) has nothing to give back
+        // to; a drop must not panic.
+        if let Ok(mut locked) = self.lock() {
+            locked.give_back(me);
+        }
+    }
+
+    /// The slot that `me` holds its permits in, or (with `claim`) the
+    /// first free one if it holds none.
+    fn find_slot(&self, me: ProcessId, claim: bool) -> Option<usize> {
+        let mut free = None;
+        for i in 0..SEM_HOLDERS {
+            let slot = self.slot(i);
+            if slot.owner() == me {
+                return Some(i);
             }
+            if claim && free.is_none() && slot.held.load(Ordering::Relaxed) == 0 {
+                free = Some(i);
+            }
+        }
+        free
+    }
+}
+
+/// A semaphore's lock, held by this thread: what changes the semaphore
+/// happens through it. Unlocks when dropped, then wakes `wake` sleepers.
+struct SemLocked<'a> {
+    semaphore: &'a Semaphore,
+    wake: u32,
+}
+
+impl SemLocked<'_> {
+    /// Takes a permit for `me` if one is free and `me` has (or can claim)
+    /// a slot. Each step is one store, and the slots alone say who holds
+    /// what, so a holder dying midway leaves no permit counted wrong:
+    /// [`recount`](Self::recount) rebuilds `SEM_FREE` from them.
+    fn take(&mut self, me: ProcessId) -> bool {
+        let s = self.semaphore;
+        let free = s.word(SEM_FREE).load(Ordering::Relaxed);
+        if free == 0 {
+            return false;
+        }
+        let Some(i) = s.find_slot(me, true) else {
+            // Every slot belongs to another process holding permits.
+            return false;
+        };
+        let slot = s.slot(i);
+        let held = slot.held.load(Ordering::Relaxed);
+        let Some(more) = held.checked_add(1) else {
+            return false;
+        };
+        if held == 0 {
+            // Claim the slot: the owner first, then the count that makes it
+            // taken.
+            slot.pid.store(me.pid, Ordering::Relaxed);
+            slot.start.store(me.start, Ordering::Relaxed);
+        }
+        slot.held.store(more, Ordering::Relaxed);
+        s.word(SEM_FREE).store(free - 1, Ordering::Release);
+        true
+    }
+
+    /// Gives back one of `me`'s permits. Nothing if `me` holds none (its
+    /// slot was taken back, or this is a forked child): never more than
+    /// the maximum.
+    fn give_back(&mut self, me: ProcessId) {
+        let s = self.semaphore;
+        let Some(i) = s.find_slot(me, false) else {
+            return;
+        };
+        let slot = s.slot(i);
+        let held = slot.held.load(Ordering::Relaxed);
+        if held == 0 {
+            return;
+        }
+        slot.held.store(held - 1, Ordering::Relaxed);
+        let free = s.word(SEM_FREE).load(Ordering::Relaxed);
+        s.word(SEM_FREE)
+            .store(free.saturating_add(1).min(s.max()), Ordering::Release);
+        s.word(SEM_SEQ).fetch_add(1, Ordering::Release);
+        if s.word(SEM_WAITERS).load(Ordering::Relaxed) > 0 {
+            // Past 64 permits a waiter may lack a slot and be unable to
+            // use the permit: wake them all, so that one that can does.
+            self.wake = if s.max() as usize > SEM_HOLDERS {
+                sys::WAKE_ALL
+            } else {
+                1
+            };
+        }
+    }
+
+    /// Rebuilds the free count from the slots and wakes every waiter:
+    /// after the lock's previous holder died, or after taking permits back.
+    fn recount(&mut self) {
+        let s = self.semaphore;
+        let held: u64 = (0..SEM_HOLDERS)
+            .map(|i| u64::from(s.slot(i).held.load(Ordering::Relaxed)))
+            .sum();
+        let free = u64::from(s.max()).saturating_sub(held);
+        s.word(SEM_FREE)
+            .store(u32::try_from(free).unwrap_or(0), Ordering::Release);
+        s.word(SEM_SEQ).fetch_add(1, Ordering::Release);
+        self.wake = sys::WAKE_ALL;
+    }
+
+    /// The holders other than `me` to check for liveness, if nobody
+    /// checked in the last `SEM_LIVENESS_MS` (this claims the check).
+    fn liveness_check_due(&mut self, me: ProcessId) -> Option<Vec<ProcessId>> {
+        let s = self.semaphore;
+        let now = sys::monotonic_ms();
+        let last = s.checked_at().load(Ordering::Relaxed);
+        // A time from the future (another time namespace) does not count.
+        if now >= last && now - last < SEM_LIVENESS_MS {
+            return None;
+        }
+        s.checked_at().store(now, Ordering::Relaxed);
+        Some(
+            (0..SEM_HOLDERS)
+                .map(|i| s.slot(i))
+                .filter(|slot| slot.held.load(Ordering::Relaxed) > 0)
+                .map(|slot| slot.owner())
+                .filter(|&owner| owner != me)
+                .collect(),
+        )
+    }
+
+    /// Takes back the permits of the slots owned by `dead` (found gone
+    /// without the lock). A slot's owner cannot change while it holds
+    /// permits, and a process's start time tells a reused pid apart; only
+    /// without that time is the pid checked again here, under the lock.
+    fn reclaim(&mut self, dead: &[ProcessId]) {
+        let s = self.semaphore;
+        let mut any = false;
+        for i in 0..SEM_HOLDERS {
+            let slot = s.slot(i);
+            let owner = slot.owner();
+            if slot.held.load(Ordering::Relaxed) > 0
+                && dead.contains(&owner)
+                && (owner.start != 0 || sys::process_gone(owner))
+            {
+                slot.held.store(0, Ordering::Relaxed);
+                any = true;
+            }
+        }
+        if any {
+            self.recount();
+        }
+    }
+
+    /// Counts this thread as asleep; the word to sleep on while unchanged.
+    fn start_waiting(&mut self) -> u32 {
+        let waiters = self.semaphore.word(SEM_WAITERS);
+        waiters.store(
+            waiters.load(Ordering::Relaxed).saturating_add(1),
+            Ordering::Relaxed,
+        );
+        self.semaphore.word(SEM_SEQ).load(Ordering::Acquire)
+    }
+
+    /// Counts this thread as awake again.
+    fn stop_waiting(&mut self) {
+        let waiters = self.semaphore.word(SEM_WAITERS);
+        waiters.store(
+            waiters.load(Ordering::Relaxed).saturating_sub(1),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+impl Drop for SemLocked<'_> {
+    fn drop(&mut self) {
+        let s = self.semaphore;
+        // SAFETY: `Semaphore::lock` locked this mutex on this thread, and
+        // only this guard unlocks it.
+        unsafe { sys::mutex_unlock(s.region.payload().wrapping_add(SEM_LOCK)) };
+        if self.wake > 0 {
+            sys::futex_wake(s.word(SEM_SEQ), self.wake);
         }
     }
 }
@@ -626,5 +950,105 @@ impl Condvar {
 impl fmt::Debug for Condvar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Condvar").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child process and its identity as a holder slot records it.
+    fn child(program: &str, args: &[&str]) -> (std::process::Child, ProcessId) {
+        let child = std::process::Command::new(program)
+            .args(args)
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let (_, rest) = text.rsplit_once(')').unwrap();
+        let start = rest
+            .split_whitespace()
+            .nth(22 - 3)
+            .unwrap()
+            .parse()
+            .unwrap();
+        (child, ProcessId { pid, start })
+    }
+
+    /// Records `who` as holding `held` permits in slot `i`.
+    fn forge(sem: &Semaphore, i: usize, who: ProcessId, held: u32) {
+        let _locked = sem.lock().unwrap();
+        let slot = sem.slot(i);
+        slot.pid.store(who.pid, Ordering::Relaxed);
+        slot.start.store(who.start, Ordering::Relaxed);
+        slot.held.store(held, Ordering::Relaxed);
+        let free = sem.word(SEM_FREE);
+        free.store(free.load(Ordering::Relaxed) - held, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn only_the_permits_of_processes_that_are_gone_come_back() {
+        let sem = Semaphore::new(4).unwrap();
+        let (mut live, live_id) = child("sleep", &["30"]);
+        let (mut dead, dead_id) = child("true", &[]);
+        dead.wait().unwrap();
+        let me = sys::this_process();
+        forge(&sem, 0, live_id, 2);
+        forge(&sem, 1, dead_id, 1);
+        // This pid, another start time: an earlier process with our pid.
+        let reused = ProcessId {
+            start: me.start + 1,
+            ..me
+        };
+        forge(&sem, 2, reused, 1);
+        assert_eq!(sem.available(), 0);
+        let a = sem
+            .try_acquire()
+            .expect("the dead holders' permits came back");
+        let b = sem.try_acquire().expect("two of them");
+        assert!(sem.acquire_timeout(Duration::from_millis(120)).is_none());
+        assert_eq!(sem.slot(0).held.load(Ordering::Relaxed), 2, "live: kept");
+        // The live holder ends without giving its permits back.
+        live.kill().unwrap();
+        let c = sem.acquire_timeout(Duration::from_secs(5)).expect("back");
+        let d = sem.try_acquire().expect("both of them");
+        assert!(sem.try_acquire().is_none());
+        live.wait().unwrap();
+        drop((a, b, c, d));
+        assert_eq!(sem.available(), 4);
+    }
+
+    #[test]
+    fn a_lock_holder_that_died_leaves_the_count_rebuilt_from_the_slots() {
+        let sem = Semaphore::new(2).unwrap();
+        let held = sem.acquire();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // Die holding the lock, halfway through an update.
+                let locked = sem.lock().unwrap();
+                sem.word(SEM_FREE).store(0, Ordering::Relaxed);
+                std::mem::forget(locked);
+            });
+        });
+        assert_eq!(sem.available(), 0, "the half-done update");
+        // The next locker gets the lock as its owner died and recounts:
+        // one permit is held (by `held`), one is free.
+        let other = sem.try_acquire().expect("the free permit");
+        assert!(sem.try_acquire().is_none());
+        drop((held, other));
+        assert_eq!(sem.available(), 2);
+    }
+
+    #[test]
+    fn a_process_holds_its_permits_in_one_slot() {
+        let sem = Semaphore::new(5).unwrap();
+        let permits: Vec<_> = (0..3).map(|_| sem.acquire()).collect();
+        let me = sys::this_process();
+        assert_eq!(sem.slot(0).owner(), me);
+        assert_eq!(sem.slot(0).held.load(Ordering::Relaxed), 3);
+        assert_eq!(sem.slot(1).held.load(Ordering::Relaxed), 0);
+        drop(permits);
+        assert_eq!(sem.slot(0).held.load(Ordering::Relaxed), 0);
+        assert_eq!(sem.available(), 5);
     }
 }
