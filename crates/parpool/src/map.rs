@@ -4,8 +4,9 @@
 //! Inputs are pulled from the caller's iterator only to keep a bounded
 //! window of chunks in flight, so an endless iterator works and memory stays
 //! bounded by `window × chunk size`. The chunk size starts at 1 and adapts:
-//! it doubles while a full chunk takes less than [`TARGET_CHUNK_TIME`] and
-//! halves when one takes more than four times that, so per-chunk overhead
+//! it doubles while a full chunk takes less than [`TARGET_CHUNK_TIME`] (on
+//! a process pool, whose chunks cost more to send, [`PROCESS_CHUNK_TIME`])
+//! and halves when one takes more than four times that, so per-chunk overhead
 //! stays small for tiny items and load stays balanced for heavy ones.
 
 use std::collections::VecDeque;
@@ -55,6 +56,9 @@ type InFlight<In, R> = (usize, usize, JobHandle<ChunkOut<In, R>>);
 
 /// The chunk duration automatic chunking aims for.
 pub(crate) const TARGET_CHUNK_TIME: Duration = Duration::from_micros(100);
+/// The same on a process pool, where a chunk's trip to a worker and back
+/// costs tens of microseconds.
+pub(crate) const PROCESS_CHUNK_TIME: Duration = Duration::from_millis(2);
 /// Largest automatic chunk.
 pub(crate) const MAX_AUTO_CHUNK: usize = 1 << 16;
 
@@ -135,6 +139,8 @@ struct Engine<'a, I: Iterator<Item: Send + 'static>, R: Send + 'static> {
     window: usize,
     fixed_chunk: Option<usize>,
     chunk: usize,
+    /// The work an automatic chunk aims at.
+    chunk_time: Duration,
     in_flight: usize,
     next_index: usize,
     ordered: VecDeque<InFlight<I::Item, R>>,
@@ -176,9 +182,9 @@ impl<I: Iterator<Item: Send + 'static>, R: Send + 'static> Engine<'_, I, R> {
         if self.fixed_chunk.is_some() || len < self.chunk {
             return;
         }
-        if took < TARGET_CHUNK_TIME {
+        if took < self.chunk_time {
             self.chunk = (self.chunk * 2).min(MAX_AUTO_CHUNK);
-        } else if took > TARGET_CHUNK_TIME * 4 {
+        } else if took > self.chunk_time * 4 {
             self.chunk = (self.chunk / 2).max(1);
         }
     }
@@ -268,6 +274,7 @@ macro_rules! map_type {
                         window: 4 * workers.max(1),
                         fixed_chunk: None,
                         chunk: 1,
+                        chunk_time: TARGET_CHUNK_TIME,
                         in_flight: 0,
                         next_index: 0,
                         ordered: VecDeque::new(),
@@ -279,6 +286,13 @@ macro_rules! map_type {
                         spare_outputs: Vec::new(),
                     },
                 }
+            }
+
+            /// Aims automatic chunks at `t` of work each (pools whose jobs
+            /// cost more to send aim higher).
+            pub(crate) fn chunk_time(mut self, t: Duration) -> Self {
+                self.engine.chunk_time = t;
+                self
             }
 
             /// Sends exactly `n` items per job (at least 1) instead of

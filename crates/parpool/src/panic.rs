@@ -47,9 +47,26 @@ pub(crate) fn install_hook() {
 
 /// Runs `f`, turning a panic into a [`PanicInfo`].
 pub(crate) fn catch<R>(f: impl FnOnce() -> R) -> Result<R, PanicInfo> {
-    let was = CAPTURING.with(|c| c.replace(true));
+    capturing(|| catch_captured(f))
+}
+
+/// Runs `f` with panics on this thread captured by the hook (quiet, their
+/// location kept) rather than reported: for a loop of [`catch_captured`]s.
+pub(crate) fn capturing<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            CAPTURING.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(CAPTURING.with(|c| c.replace(true)));
+    f()
+}
+
+/// [`catch`], inside [`capturing`].
+#[inline]
+pub(crate) fn catch_captured<R>(f: impl FnOnce() -> R) -> Result<R, PanicInfo> {
     let result = panic::catch_unwind(AssertUnwindSafe(f));
-    CAPTURING.with(|c| c.set(was));
     result.map_err(|payload| {
         let info = PanicInfo {
             message: message_of(&*payload),

@@ -108,20 +108,10 @@ pub struct TaskEntry {
 type RunFn = fn(&[u8], Vec<OwnedFd>) -> Result<Encoded, JobError>;
 
 /// A type-erased chunk entry point: the encoded `Vec` of inputs, the
-/// positions to run (`None`: all), and what to tell about each item.
+/// positions to run (`None`: all), and the journal each item's result is
+/// encoded into as it finishes.
 type ChunkFn =
-    fn(&[u8], Vec<OwnedFd>, Option<&[u32]>, &mut dyn ItemLog) -> Result<Encoded, JobError>;
-
-/// What a chunk's runner tells about each item as it goes (a worker
-/// records it where it survives a crash).
-pub(crate) trait ItemLog {
-    /// The item at `position` (in the run order) starts.
-    fn starting(&mut self, position: u32);
-    /// The item finished: `entry` is its encoded `Result`; `loggable` is
-    /// false when the entry refers to shared objects (descriptors that
-    /// travel only with the reply).
-    fn finished(&mut self, entry: &[u8], loggable: bool);
-}
+    fn(&[u8], Vec<OwnedFd>, Option<&[u32]>, &mut shm::Journal) -> Result<Encoded, JobError>;
 
 /// A worker's state: what its initializer returned.
 pub(crate) type WorkerState = Box<dyn std::any::Any + Send>;
@@ -155,15 +145,15 @@ impl TaskEntry {
 
     /// Runs a chunk: `Vec<Input>` in, `Vec<Result<Output, JobError>>` out,
     /// one result for each position of `only` (`None`: every input), in
-    /// that order.
+    /// that order, each written to `journal` as it finishes.
     pub(crate) fn run_chunk(
         &self,
         input: &[u8],
         fds: Vec<OwnedFd>,
         only: Option<&[u32]>,
-        log: &mut dyn ItemLog,
+        journal: &mut shm::Journal,
     ) -> Result<Encoded, JobError> {
-        (self.run_chunk)(input, fds, only, log)
+        (self.run_chunk)(input, fds, only, journal)
     }
 
     /// Runs the task as a worker's initializer: its output is kept, not sent.
@@ -224,6 +214,17 @@ pub(crate) fn decode<T: DeserializeOwned>(
     })
 }
 
+/// Decodes one `T` from the front of `bytes`, with no descriptors (a
+/// shared object in it fails the decode); returns it and the bytes after
+/// it. `None` if it does not decode.
+pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Option<(T, &[u8])> {
+    guarded(CodecStage::DecodeOutput, || {
+        shm::receiving(Vec::new(), || postcard::take_from_bytes(bytes))
+            .map_err(|e| codec_error(CodecStage::DecodeOutput, e))
+    })
+    .ok()
+}
+
 /// Encodes `value`, a panicking `Serialize` included, as a codec error.
 /// Shared segments in it are collected to travel as descriptors.
 pub(crate) fn encode<T: Serialize>(stage: CodecStage, value: &T) -> Result<Encoded, JobError> {
@@ -246,24 +247,11 @@ fn run_init_erased<T: Task>(input: &[u8], fds: Vec<OwnedFd>) -> Result<WorkerSta
     Ok(Box::new(output))
 }
 
-/// Encodes `value` as the next part of a frame whose shared objects so far
-/// are `shared` (see [`shm::collecting_onto`]).
-pub(crate) fn encode_onto<T: Serialize>(
-    stage: CodecStage,
-    value: &T,
-    shared: &mut Vec<shm::SharedObject>,
-) -> Result<Vec<u8>, JobError> {
-    guarded(stage, || {
-        shm::collecting_onto(shared, || crate::process::encode_exact(value))
-            .map_err(|e| codec_error(stage, e))
-    })
-}
-
 fn run_chunk_erased<T: Task>(
     input: &[u8],
     fds: Vec<OwnedFd>,
     only: Option<&[u32]>,
-    log: &mut dyn ItemLog,
+    journal: &mut shm::Journal,
 ) -> Result<Encoded, JobError> {
     let inputs: Vec<T::Input> = decode(CodecStage::DecodeInput, input, fds)?;
     let picked: Vec<T::Input> = match only {
@@ -277,25 +265,50 @@ fn run_chunk_erased<T: Task>(
                 .ok_or_else(|| codec_error(CodecStage::DecodeInput, "no such item in the chunk"))?
         }
     };
-    // The same bytes as encoding a `Vec<Result<Output, JobError>>` whole:
-    // the length, then each item's encoding, written as each finishes.
-    let mut bytes = crate::process::encode_exact(&picked.len())
-        .map_err(|e| codec_error(CodecStage::EncodeOutput, e))?;
+    let count = picked.len();
+    // One collecting window for the whole chunk, paused while each item
+    // runs: what an item's output holds of shared memory is gathered for
+    // the reply, what the task serializes for itself is not. One panic
+    // guard per item covers running and encoding it.
+    let stage = CodecStage::EncodeOutput;
     let mut shared = Vec::new();
-    for (position, x) in picked.into_iter().enumerate() {
-        log.starting(u32::try_from(position).unwrap_or(u32::MAX));
-        let result = panic::catch(|| T::run(x)).map_err(JobError::panicked);
-        let before = shared.len();
-        let entry = encode_onto(CodecStage::EncodeOutput, &result, &mut shared).or_else(|e| {
-            encode_onto(
-                CodecStage::EncodeOutput,
-                &Err::<T::Output, _>(e),
-                &mut shared,
-            )
-        })?;
-        log.finished(&entry, shared.len() == before);
-        bytes.extend_from_slice(&entry);
-    }
+    shm::collecting_onto(&mut shared, || {
+        panic::capturing(|| {
+            for (position, x) in picked.into_iter().enumerate() {
+                journal.starting(u32::try_from(position).unwrap_or(u32::MAX));
+                let start = journal.written();
+                let mut encoding = false;
+                let outcome = panic::catch_captured(|| {
+                    shm::pause_collecting(true);
+                    let output = T::run(x);
+                    shm::pause_collecting(false);
+                    encoding = true;
+                    let result = Ok::<_, JobError>(output);
+                    postcard::serialize_with_flavor(&result, shm::JournalFlavor(journal))
+                });
+                let failure = match outcome {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(codec_error(stage, e)),
+                    Err(p) if encoding => Some(codec_error(stage, format!("panicked: {p}"))),
+                    Err(p) => Some(JobError::panicked(p)),
+                };
+                if let Some(e) = failure {
+                    shm::pause_collecting(false);
+                    journal.truncate(start);
+                    let failed = Err::<T::Output, _>(e);
+                    postcard::serialize_with_flavor(&failed, shm::JournalFlavor(journal))
+                        .map_err(|e| codec_error(stage, e))?;
+                }
+                journal.commit_item();
+            }
+            Ok::<(), JobError>(())
+        })
+    })?;
+    journal.idle();
+    // The same bytes as encoding a `Vec<Result<Output, JobError>>` whole:
+    // the length, then the entries.
+    let mut bytes = crate::process::encode_exact(&count).map_err(|e| codec_error(stage, e))?;
+    bytes.extend_from_slice(journal.entries());
     Ok(Encoded { bytes, shared })
 }
 
@@ -314,6 +327,11 @@ pub(crate) mod sealed {
         ) -> JobHandle<ChunkOut<T::Input, T::Output>>
         where
             Self: Sized;
+
+        /// The work an automatic `map` chunk aims at on this pool.
+        fn chunk_time(&self) -> std::time::Duration {
+            crate::map::TARGET_CHUNK_TIME
+        }
     }
 }
 
@@ -361,11 +379,13 @@ pub trait Executor: sealed::Sealed {
         T: Task,
         I: IntoIterator<Item = T::Input>,
     {
+        let chunk_time = self.chunk_time();
         Map::new(
             Box::new(move |chunk| self.submit_chunk(task, chunk)),
             inputs.into_iter(),
             self.workers(),
         )
+        .chunk_time(chunk_time)
     }
 
     /// Runs `task` over `inputs`, yielding `(index, result)` as jobs finish.
@@ -379,11 +399,13 @@ pub trait Executor: sealed::Sealed {
         T: Task,
         I: IntoIterator<Item = T::Input>,
     {
+        let chunk_time = self.chunk_time();
         MapUnordered::new(
             Box::new(move |chunk| self.submit_chunk(task, chunk)),
             inputs.into_iter(),
             self.workers(),
         )
+        .chunk_time(chunk_time)
     }
 
     /// Number of workers.

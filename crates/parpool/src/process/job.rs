@@ -145,35 +145,35 @@ pub(crate) struct Chunk<I, R> {
 }
 
 struct ChunkState<I, R> {
-    /// Each item's result, once it has one.
-    results: Vec<Option<Result<R, JobError>>>,
-    /// Positions still to run, ascending.
-    pending: Vec<u32>,
-    /// Crashes per item, and of the chunk when no item was to blame.
-    item_crashes: HashMap<u32, u32>,
+    len: usize,
+    /// What crashes have settled so far; `None` until the first crash (the
+    /// common path builds the output straight from the reply).
+    partial: Option<Partial<R>>,
+    /// Crashes of the chunk when no item was to blame.
     chunk_crashes: u32,
     took: Duration,
     /// The caller's input buffer, emptied, handed back for reuse.
     spare: Option<Vec<I>>,
 }
 
-impl<I, R> Chunk<I, R> {
-    pub(crate) fn new(len: usize, spare: Vec<I>) -> Self {
-        let len32 = u32::try_from(len).unwrap_or(u32::MAX);
-        Chunk {
-            state: Mutex::new(ChunkState {
-                results: (0..len).map(|_| None).collect(),
-                pending: (0..len32).collect(),
-                item_crashes: HashMap::new(),
-                chunk_crashes: 0,
-                took: Duration::ZERO,
-                spare: Some(spare),
-            }),
-        }
-    }
+struct Partial<R> {
+    /// Each item's result, once it has one.
+    results: Vec<Option<Result<R, JobError>>>,
+    /// Positions still to run, ascending.
+    pending: Vec<u32>,
+    /// Crashes per item.
+    item_crashes: HashMap<u32, u32>,
 }
 
-impl<I, R: serde::de::DeserializeOwned> ChunkState<I, R> {
+impl<R> Partial<R> {
+    fn new(len: usize) -> Self {
+        Partial {
+            results: (0..len).map(|_| None).collect(),
+            pending: (0..u32::try_from(len).unwrap_or(u32::MAX)).collect(),
+            item_crashes: HashMap::new(),
+        }
+    }
+
     /// Fills in results for the first pending positions, in order.
     fn record(&mut self, results: Vec<Result<R, JobError>>) {
         let n = results.len().min(self.pending.len());
@@ -182,21 +182,60 @@ impl<I, R: serde::de::DeserializeOwned> ChunkState<I, R> {
         }
         self.pending.drain(..n);
     }
+}
 
-    fn out(&mut self) -> ChunkOut<I, R> {
-        let mut values = Vec::with_capacity(self.results.len());
+impl<I, R> Chunk<I, R> {
+    pub(crate) fn new(len: usize, spare: Vec<I>) -> Self {
+        Chunk {
+            state: Mutex::new(ChunkState {
+                len,
+                partial: None,
+                chunk_crashes: 0,
+                took: Duration::ZERO,
+                spare: Some(spare),
+            }),
+        }
+    }
+}
+
+impl<I, R> ChunkState<I, R> {
+    /// The output: `results` is every item's result when no crash came
+    /// before, else what the last run settled.
+    fn out(&mut self, results: Vec<Result<R, JobError>>) -> ChunkOut<I, R> {
+        let mut values = Vec::with_capacity(self.len);
         let mut errors = Vec::new();
-        for (i, r) in self.results.drain(..).enumerate() {
-            match r {
-                Some(Ok(v)) => values.push(v),
-                Some(Err(e)) => errors.push((i, e)),
-                None => errors.push((
-                    i,
-                    JobError::Codec {
-                        stage: CodecStage::DecodeOutput,
-                        message: "the worker sent no result for this item".into(),
-                    },
-                )),
+        let mut push = |i: usize, r: Option<Result<R, JobError>>| match r {
+            Some(Ok(v)) => values.push(v),
+            Some(Err(e)) => errors.push((i, e)),
+            None => errors.push((
+                i,
+                JobError::Codec {
+                    stage: CodecStage::DecodeOutput,
+                    message: "the worker sent no result for this item".into(),
+                },
+            )),
+        };
+        match self.partial.take() {
+            // The common case: one run, every item answered.
+            None if results.len() == self.len => {
+                for (i, r) in results.into_iter().enumerate() {
+                    match r {
+                        Ok(v) => values.push(v),
+                        Err(e) => errors.push((i, e)),
+                    }
+                }
+            }
+            None => {
+                let mut results = results.into_iter();
+                for i in 0..self.len {
+                    push(i, results.next());
+                }
+            }
+            Some(mut partial) => {
+                partial.record(results);
+                for (i, r) in partial.results.into_iter().enumerate() {
+                    push(i, r);
+                }
             }
         }
         ChunkOut {
@@ -208,15 +247,24 @@ impl<I, R: serde::de::DeserializeOwned> ChunkState<I, R> {
     }
 }
 
-/// Decodes `count` logged entries: the bytes a whole
-/// `Vec<Result<R, JobError>>` of them would have after its length.
+/// Decodes the `count` logged entries (each an encoded
+/// `Result<R, JobError>`), up to the first that does not decode: an item
+/// whose output held shared objects refers to descriptors that died with
+/// the worker, so it and the items after it run again.
 fn decode_log<R: serde::de::DeserializeOwned>(
     count: u32,
-    entries: &[u8],
-) -> Option<Vec<Result<R, JobError>>> {
-    let mut bytes = super::wire::encode_exact(&(count as usize)).ok()?;
-    bytes.extend_from_slice(entries);
-    decode(CodecStage::DecodeOutput, &bytes, Vec::new()).ok()
+    mut entries: &[u8],
+) -> Vec<Result<R, JobError>> {
+    let mut results = Vec::new();
+    for _ in 0..count {
+        let next = crate::task::decode_prefix::<Result<R, JobError>>(entries);
+        let Some((result, rest)) = next else {
+            break;
+        };
+        results.push(result);
+        entries = rest;
+    }
+    results
 }
 
 impl<I, R> Work<ChunkOut<I, R>> for Chunk<I, R>
@@ -228,10 +276,9 @@ where
 
     fn items(&self) -> Items {
         let st = lock(&self.state);
-        if st.pending.len() == st.results.len() {
-            Items::All
-        } else {
-            Items::Only(st.pending.clone())
+        match &st.partial {
+            Some(p) if p.pending.len() < st.len => Items::Only(p.pending.clone()),
+            _ => Items::All,
         }
     }
 
@@ -244,44 +291,45 @@ where
         let results: Vec<Result<R, JobError>> = decode(CodecStage::DecodeOutput, bytes, fds)?;
         let mut st = lock(&self.state);
         st.took += took;
-        st.record(results);
-        Ok(st.out())
+        Ok(st.out(results))
     }
 
     fn crashed(&self, crash: &Crash<'_>) -> Option<Result<ChunkOut<I, R>, JobError>> {
-        let mut st = lock(&self.state);
+        let mut guard = lock(&self.state);
+        let st = &mut *guard;
+        let len = st.len;
+        let partial = st.partial.get_or_insert_with(|| Partial::new(len));
         // Items that finished before the crash keep their results.
         let logged = crash
             .log
-            .and_then(|(count, entries)| decode_log::<R>(count, entries))
+            .map(|(count, entries)| decode_log::<R>(count, entries))
             .unwrap_or_default();
         let finished = logged.len() as u32;
-        st.record(logged);
+        partial.record(logged);
         // The item the worker was in is the one to blame (items between the
         // log's end and it ran, but their results died with the worker:
         // they run again).
         match crash.item.filter(|&k| k >= finished) {
-            Some(k) if ((k - finished) as usize) < st.pending.len() => {
+            Some(k) if ((k - finished) as usize) < partial.pending.len() => {
                 let index = (k - finished) as usize;
-                let position = st.pending[index];
-                let crashes = st.item_crashes.entry(position).or_insert(0);
+                let position = partial.pending[index];
+                let crashes = partial.item_crashes.entry(position).or_insert(0);
                 if !may_retry(crashes, crash.retries) {
-                    st.results[position as usize] = Some(Err(crash.error()));
-                    st.pending.remove(index);
+                    partial.results[position as usize] = Some(Err(crash.error()));
+                    partial.pending.remove(index);
                 }
             }
             // In no item (decoding the chunk, say) and nothing finished:
             // the chunk as a whole is to blame.
             _ if finished == 0 && !may_retry(&mut st.chunk_crashes, crash.retries) => {
-                let pending = std::mem::take(&mut st.pending);
-                for position in pending {
-                    st.results[position as usize] = Some(Err(crash.error()));
+                for position in std::mem::take(&mut partial.pending) {
+                    partial.results[position as usize] = Some(Err(crash.error()));
                 }
             }
             _ => {}
         }
-        if st.pending.is_empty() {
-            Some(Ok(st.out()))
+        if partial.pending.is_empty() {
+            Some(Ok(st.out(Vec::new())))
         } else {
             None
         }

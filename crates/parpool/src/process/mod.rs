@@ -149,7 +149,10 @@ impl ProcessPoolBuilder {
     }
 
     /// Caps each worker's address space (`RLIMIT_AS`) at `bytes`. A job that
-    /// allocates past it fails alone with [`JobError::Crashed`].
+    /// allocates past it fails alone with [`JobError::Crashed`]; its detail
+    /// names the memory limit when the worker's abort followed a failed
+    /// allocation (the allocation's `ENOMEM`, or an address space within a
+    /// tenth of the limit), and only then.
     pub fn memory_limit(mut self, bytes: u64) -> Self {
         self.config.memory_limit = Some(bytes);
         self
@@ -164,7 +167,9 @@ impl ProcessPoolBuilder {
     }
 
     /// How many times a job whose worker crashed is run again on a fresh
-    /// worker before it fails with [`JobError::Crashed`] (default 0).
+    /// worker before it fails with [`JobError::Crashed`] (default 0). In a
+    /// `map`, this applies to the item that crashed: the items of its chunk
+    /// that had finished keep their results, and the others run on.
     pub fn retries(mut self, n: u32) -> Self {
         self.config.retries = n;
         self
@@ -514,6 +519,10 @@ impl sealed::Sealed for ProcessPool {
         let len = inputs.len();
         inputs.clear();
         self.submit_work(T::NAME, payload, None, Chunk::new(len, inputs))
+    }
+
+    fn chunk_time(&self) -> Duration {
+        crate::map::PROCESS_CHUNK_TIME
     }
 }
 

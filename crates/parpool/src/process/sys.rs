@@ -92,16 +92,6 @@ pub(crate) fn pid() -> u32 {
     std::process::id()
 }
 
-/// Maps a chunk log file ([`LogWriter`](super::control::LogWriter)),
-/// shared and writable, at its current size.
-pub(crate) fn map_log(file: &std::fs::File) -> io::Result<memmap2::MmapMut> {
-    // SAFETY: the file is a memory file private to this worker and its
-    // supervisor. The supervisor never truncates it and reads it only after
-    // this process is gone, so the mapping stays valid for as long as it
-    // lives and no other writer aliases it while this process runs.
-    unsafe { memmap2::MmapMut::map_mut(file) }
-}
-
 /// Where the `SIGABRT` handler records an allocation failure.
 static ALLOCATION_FLAG: std::sync::atomic::AtomicPtr<std::sync::atomic::AtomicU64> =
     std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());

@@ -9,13 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::capture::Streams;
-use super::control::{Control, LogWriter};
+use super::control::Control;
 use super::fdpass::{FdStream, SendFds, TakeFds};
 use super::sys;
 use super::wire::{self, FromWorker, Items, LogLevel, ToWorker};
 use crate::error::{CodecStage, JobError, Payload};
-use crate::shm::Encoded;
-use crate::task::{ItemLog, TaskEntry, WorkerState};
+use crate::shm::{Encoded, Journal};
+use crate::task::{TaskEntry, WorkerState};
 
 /// The job running now (0: none), to tag forwarded log events.
 static CURRENT_JOB: AtomicU64 = AtomicU64::new(0);
@@ -199,7 +199,7 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds>(
     let mut buf = Vec::new();
     // Claims, the running job and item (`ToWorker::Control`, sent first).
     let mut control: Option<Control> = None;
-    let mut log: Option<LogWriter> = None;
+    let mut journal: Option<Journal> = None;
     // Shared objects of past jobs, kept mapped for the jobs to come.
     let mut kept = crate::shm::Kept::default();
     loop {
@@ -230,7 +230,7 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds>(
                 let flag: &'static Control = Box::leak(Box::new(block.clone()));
                 sys::watch_allocation_failures(flag.allocation_flag());
                 control = Some(block);
-                log = Some(LogWriter::new(file, limits.max_output));
+                journal = Some(Journal::open(file, limits.max_output.saturating_add(4096))?);
             }
             ToWorker::Init {
                 task,
@@ -266,7 +266,7 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds>(
                 input: payload,
             } => {
                 let fds = input.take_fds(shared as usize)?;
-                let (Some(control), Some(log)) = (control.as_ref(), log.as_mut()) else {
+                let (Some(control), Some(journal)) = (control.as_ref(), journal.as_mut()) else {
                     return Err(io::Error::other("a job came before the control block"));
                 };
                 if !control.claim(seq) {
@@ -277,17 +277,14 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds>(
                 CURRENT_JOB.store(id, Relaxed);
                 control.set_running(id);
                 let started = Instant::now();
-                let mut tracker = Tracker {
-                    control,
-                    log,
-                    job: id,
-                };
+                if items != Items::One {
+                    journal.begin(id);
+                }
                 let (result, received) = crate::shm::collect_received(|| {
-                    run_one(&task, &items, &payload, fds, limits, &mut tracker)
+                    run_one(&task, &items, &payload, fds, limits, journal)
                 });
                 let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 kept.keep(received);
-                control.set_item(None);
                 control.set_running(0);
                 CURRENT_JOB.store(0, Relaxed);
                 let output = streams.take();
@@ -315,41 +312,21 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds>(
     }
 }
 
-/// Records a chunk's progress where the parent finds it after a crash:
-/// the item running in the control block, finished items in the log.
-struct Tracker<'a> {
-    control: &'a Control,
-    log: &'a mut LogWriter,
-    job: u64,
-}
-
-impl ItemLog for Tracker<'_> {
-    fn starting(&mut self, position: u32) {
-        if position == 0 {
-            self.log.begin(self.job);
-        }
-        self.control.set_item(Some(position));
-    }
-    fn finished(&mut self, entry: &[u8], loggable: bool) {
-        self.log.append(self.job, entry, loggable);
-    }
-}
-
 fn run_one(
     task: &str,
     items: &Items,
     input: &[u8],
     fds: Vec<OwnedFd>,
     limits: Limits,
-    tracker: &mut Tracker<'_>,
+    journal: &mut Journal,
 ) -> Result<Encoded, JobError> {
     let entry = TaskEntry::find(task).ok_or_else(|| JobError::UnknownTask {
         name: task.to_owned(),
     })?;
     let output = match items {
         Items::One => entry.run(input, fds)?,
-        Items::All => entry.run_chunk(input, fds, None, tracker)?,
-        Items::Only(positions) => entry.run_chunk(input, fds, Some(positions), tracker)?,
+        Items::All => entry.run_chunk(input, fds, None, journal)?,
+        Items::Only(positions) => entry.run_chunk(input, fds, Some(positions), journal)?,
     };
     if output.bytes.len() as u64 > limits.max_output {
         return Err(JobError::TooLarge {

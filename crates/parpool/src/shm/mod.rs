@@ -8,8 +8,11 @@
 //! ([`receiving`]) while it decodes, and each `SharedBytes` maps its own.
 //! Outside those two windows a `SharedBytes` serializes as plain bytes.
 
+mod journal;
 mod keep;
 mod sys;
+
+pub(crate) use journal::{Journal, JournalFlavor};
 
 pub(crate) use keep::{
     Kept, Mapped, ObjectId, ReleaseSink, Watched, collect_received, note_received,
@@ -136,6 +139,11 @@ impl fmt::Debug for Encoded {
 
 thread_local! {
     static OUTGOING: RefCell<Option<Vec<SharedObject>>> = const { RefCell::new(None) };
+    /// Set while code that is not an encode for the wire runs inside a
+    /// collecting window ([`outside_collecting`]): objects it serializes
+    /// serialize as plain bytes.
+    static PAUSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+
     static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
     /// Why the last shared segment could not be received. Some formats
     /// (postcard) keep no custom error text, so it is kept here.
@@ -150,6 +158,9 @@ pub(crate) fn take_failure() -> Option<String> {
 /// While an encode is collecting ([`collecting`]), adds `object` to the
 /// descriptors to send and returns its index; `None` otherwise.
 pub(crate) fn send_descriptor(object: SharedObject) -> Option<u32> {
+    if PAUSED.with(std::cell::Cell::get) {
+        return None;
+    }
     OUTGOING.with(|o| {
         let mut o = o.borrow_mut();
         let list = o.as_mut()?;
@@ -179,7 +190,32 @@ pub(crate) fn fail<E: serde::de::Error>(message: String) -> E {
 /// Runs `f` (an encode) with segment collection on: each `SharedBytes`
 /// it serializes is sent as a descriptor. Returns the segments in order.
 pub(crate) fn collecting<R>(f: impl FnOnce() -> R) -> (R, Vec<SharedObject>) {
+    let _unpaused = Paused::set(false);
     gathering(&OUTGOING, f)
+}
+
+/// Sets [`PAUSED`] until dropped, then puts back what it was.
+struct Paused(bool);
+
+impl Paused {
+    fn set(paused: bool) -> Paused {
+        Paused(PAUSED.with(|p| p.replace(paused)))
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        PAUSED.with(|p| p.set(self.0));
+    }
+}
+
+/// Pauses (or resumes) the open collecting window, cheaply: for user code
+/// (a task) that runs between the encodes of one window, so that what it
+/// serializes for its own purposes is not taken for the wire. The window
+/// (`collecting`, `collecting_onto`) resumes it when it closes.
+#[inline]
+pub(crate) fn pause_collecting(paused: bool) {
+    PAUSED.with(|p| p.set(paused));
 }
 
 /// Like [`collecting`], with the objects already in `list` counted first:
@@ -200,6 +236,7 @@ pub(crate) fn collecting_onto<R>(list: &mut Vec<SharedObject>, f: impl FnOnce() 
             }
         }
     }
+    let _unpaused = Paused::set(false);
     let previous = OUTGOING.with(|s| s.borrow_mut().replace(std::mem::take(list)));
     let _back = Back { list, previous };
     f()

@@ -71,3 +71,14 @@ pub(crate) fn map_received(file: &File, len: usize) -> io::Result<Mmap> {
     // do not change under the shared references handed out.
     unsafe { MmapOptions::new().len(len).map(file) }
 }
+
+/// Maps a chunk journal ([`Journal`](super::Journal)) shared and writable,
+/// at the file's current size.
+pub(crate) fn map_journal(file: &File) -> io::Result<MmapMut> {
+    // SAFETY: the journal is a memory file shared only by one worker and
+    // its supervisor. It only ever grows (the worker's `set_len` to a
+    // larger size), so every mapping made of it stays backed for its whole
+    // life; the supervisor only reads it with `pread`, after the worker is
+    // gone, so no other mapping writes it meanwhile.
+    unsafe { MmapOptions::new().map_mut(file) }
+}

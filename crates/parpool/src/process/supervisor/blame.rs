@@ -21,10 +21,10 @@ use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::super::control::ChunkLog;
 use super::super::job::{AfterCrash, Crash, ProcJob};
 use super::Supervisor;
 use crate::error::ExitStatus;
+use crate::shm::Journal;
 
 /// Why the pool killed a worker itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +131,7 @@ impl Supervisor {
                 requeue.push(head);
             } else {
                 // Rule 4.
-                let log = ChunkLog::read(&conn.log, head.id());
+                let journal = Journal::read(&conn.log, head.id());
                 let crash = Crash {
                     status,
                     detail: describe(
@@ -141,8 +141,8 @@ impl Supervisor {
                         self.shared.config.memory_limit,
                     ),
                     retries: self.shared.config.retries,
-                    item: conn.control.item(),
-                    log: log.as_ref().map(|(n, bytes)| (*n, bytes.as_slice())),
+                    item: journal.as_ref().and_then(|j| j.running),
+                    log: journal.as_ref().map(|j| (j.finished, j.entries.as_slice())),
                 };
                 match head.crashed(&crash) {
                     AfterCrash::Retry => {

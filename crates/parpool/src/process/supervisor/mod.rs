@@ -47,6 +47,11 @@ const REVOKE_AFTER: Duration = Duration::from_millis(1);
 /// idle worker, which is reading and drains it. Revoked requests stay
 /// counted until the pipeline empties (the worker still has to read them).
 const PIPELINE_BYTES: usize = 64 * 1024;
+/// What one write costs the socket's buffer beyond its bytes: the kernel
+/// accounts each write's buffer (`skb`) at its true size, about 1 KiB more
+/// than a small payload. Counted against [`PIPELINE_BYTES`], so that many
+/// small writes cannot fill the socket while few bytes are in flight.
+const WRITE_COST: usize = 1024;
 /// At most this many ids in one `Release` frame (about 1 KiB).
 const RELEASE_BATCH: usize = 64;
 /// An idle supervisor whose worker keeps shared objects looks for
@@ -228,6 +233,8 @@ struct Supervisor {
     held: bool,
     /// Moving average of a job's duration on this worker, in nanoseconds.
     avg_ns: f64,
+    /// When the head of the pipeline became the head.
+    head_since: Instant,
     buf: Vec<u8>,
     releases: Arc<Releases>,
     /// `releases`, as the objects sent to the worker see it.
@@ -254,6 +261,7 @@ impl Supervisor {
             in_flight_bytes: 0,
             held: false,
             avg_ns: f64::INFINITY,
+            head_since: Instant::now(),
             buf: Vec::new(),
         }
     }
@@ -325,10 +333,13 @@ impl Supervisor {
     /// in one batch. `false`: the pool is closed and drained.
     fn feed(&mut self) -> bool {
         self.send_releases();
-        let want = self.depth().saturating_sub(self.in_flight.len());
-        if want == 0 {
+        // Refill a pipeline once it is half empty, not one job per reply:
+        // each write costs the socket a buffer of its own (`WRITE_COST`).
+        let depth = self.depth();
+        if self.in_flight.len() > depth / 2 {
             return true;
         }
+        let want = depth - self.in_flight.len();
         let Some(mut batch) = self.take_jobs(want) else {
             return false;
         };
@@ -357,7 +368,11 @@ impl Supervisor {
                 return true;
             }
             let payload = job.payload();
-            let bytes = payload.bytes.len() + job.task().len() + 48;
+            let mut bytes = payload.bytes.len() + job.task().len() + 48;
+            if !wrote {
+                // The first request of this write pays for its buffer.
+                bytes += WRITE_COST;
+            }
             if !idle && self.in_flight_bytes + bytes > PIPELINE_BYTES {
                 batch.push_front(job);
                 break;
@@ -417,7 +432,7 @@ impl Supervisor {
             let batch: Vec<ObjectId> = {
                 let mut ids = lock(&self.releases.ids);
                 let n = ids.len().min(RELEASE_BATCH);
-                let bytes = n * 24 + 16;
+                let bytes = n * 24 + 16 + WRITE_COST;
                 if n == 0
                     || (!self.in_flight.is_empty() && self.in_flight_bytes + bytes > PIPELINE_BYTES)
                 {
@@ -469,6 +484,7 @@ impl Supervisor {
     /// The job at the head of the pipeline is the one the worker runs
     /// next (or now): cancel and timeout kill the worker for it.
     fn start_head(&mut self) {
+        self.head_since = Instant::now();
         match self.in_flight.front() {
             Some(sent) => {
                 self.ctl.set_head(sent.job.id());
@@ -496,12 +512,15 @@ impl Supervisor {
         Some(sent.job)
     }
 
-    /// When the oldest request the worker has not claimed was written, if
-    /// there is one: it waits behind the running job.
+    /// When the oldest request behind the head of the pipeline that the
+    /// worker has not claimed was written, if there is one: it waits behind
+    /// the running job. (The head itself waits for nothing but the worker:
+    /// it is never taken back.)
     fn oldest_unclaimed(&self) -> Option<Instant> {
         let conn = self.conn.as_ref()?;
         self.in_flight
             .iter()
+            .skip(1)
             .find(|s| !conn.control.is_claimed(s.seq))
             .map(|s| s.at)
     }
@@ -532,28 +551,26 @@ impl Supervisor {
         }
     }
 
-    /// Takes back every request the worker has not claimed (newest first,
-    /// so what is left is what it claimed: it claims in order) and puts
-    /// them at the front of the pool's queue, in their order.
+    /// Takes back every request behind the head that the worker has not
+    /// claimed (newest first, so what is left is what it claimed: it claims
+    /// in order) and puts them at the front of the pool's queue, in their
+    /// order.
     fn revoke_unclaimed(&mut self) {
         let Some(conn) = self.conn.as_ref() else {
             return;
         };
         let mut taken = VecDeque::new();
-        while let Some(last) = self.in_flight.back() {
+        while self.in_flight.len() > 1 {
+            let Some(last) = self.in_flight.back() else {
+                break;
+            };
             if !conn.control.revoke(last.seq) {
                 break;
             }
-            let was_head = self.in_flight.len() == 1;
-            let Some(sent) = self.in_flight.pop_back() else {
-                break;
-            };
-            self.shared.counters.in_flight.fetch_sub(1, Relaxed);
-            if was_head {
-                self.shared.counters.running.fetch_sub(1, Relaxed);
-                self.ctl.set_head(0);
+            if let Some(sent) = self.in_flight.pop_back() {
+                self.shared.counters.in_flight.fetch_sub(1, Relaxed);
+                taken.push_front(sent.job);
             }
-            taken.push_front(sent.job);
         }
         if taken.is_empty() {
             return;
@@ -564,11 +581,8 @@ impl Supervisor {
         );
         // The running job has run longer than the pipeline's budget:
         // pipeline nothing behind it, and little behind its successors.
-        self.held = !self.in_flight.is_empty();
+        self.held = true;
         self.avg_ns = self.avg_ns.max(REVOKE_AFTER.as_nanos() as f64);
-        if self.in_flight.is_empty() {
-            self.in_flight_bytes = 0;
-        }
         self.requeue_front(taken);
     }
 
@@ -577,10 +591,6 @@ impl Supervisor {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        if self.in_flight.is_empty() {
-            // Everything was taken back: nothing to read for.
-            return;
-        }
         let frame = wire::read_frame::<_, FromWorker>(
             &mut conn.reader,
             self.shared.config.max_payload as usize + 4096,
@@ -613,7 +623,10 @@ impl Supervisor {
                 };
                 conn.jobs_done += 1;
                 let took = Duration::from_nanos(nanos);
-                let ns = nanos as f64;
+                // What a job costs this pipeline: from the moment it headed
+                // the pipeline to its reply, round trip included (replies
+                // come in batches, so a batch's first reply carries it).
+                let ns = self.head_since.elapsed().as_nanos() as f64;
                 self.avg_ns = if self.avg_ns.is_finite() {
                     0.8 * self.avg_ns + 0.2 * ns
                 } else {

@@ -9,7 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
 use super::super::capture::{self, CapturedOutput};
-use super::super::control::{ChunkLog, Control};
+use super::super::control::Control;
 use super::super::fdpass::FdStream;
 use super::super::wire::{self, FromWorker, ToWorker};
 use super::super::{Config, WorkerOutput, sys};
@@ -56,7 +56,7 @@ pub(super) struct Conn {
     capture: [Option<File>; 2],
     /// Claims, the running job and item, shared with the worker.
     pub(super) control: Control,
-    /// The chunk log, which we read only after the worker died.
+    /// The worker's chunk journal, which we read only after it died.
     pub(super) log: File,
 }
 
@@ -83,7 +83,12 @@ impl Conn {
         drop(cmd);
         let pid = child.id();
         let started = handshake(&ours, config).and_then(|(reader, writer)| {
-            Ok((reader, writer, Control::new()?, ChunkLog::create()?))
+            Ok((
+                reader,
+                writer,
+                Control::new()?,
+                crate::shm::Journal::create_file()?,
+            ))
         });
         let (reader, writer, control, log) = match started {
             Ok(parts) => parts,
