@@ -33,7 +33,7 @@ pub(crate) struct Crash<'a> {
     pub(crate) item: Option<u32>,
     /// For a chunk: how many items the worker finished and logged, and
     /// their encoded results.
-    pub(crate) log: Option<(u32, &'a [u8])>,
+    pub(crate) journal: Option<(u32, &'a [u8])>,
 }
 
 impl Crash<'_> {
@@ -251,7 +251,7 @@ impl<I, R> ChunkState<I, R> {
 /// `Result<R, JobError>`), up to the first that does not decode: an item
 /// whose output held shared objects refers to descriptors that died with
 /// the worker, so it and the items after it run again.
-fn decode_log<R: serde::de::DeserializeOwned>(
+fn decode_journal<R: serde::de::DeserializeOwned>(
     count: u32,
     mut entries: &[u8],
 ) -> Vec<Result<R, JobError>> {
@@ -301,13 +301,13 @@ where
         let partial = st.partial.get_or_insert_with(|| Partial::new(len));
         // Items that finished before the crash keep their results.
         let logged = crash
-            .log
-            .map(|(count, entries)| decode_log::<R>(count, entries))
+            .journal
+            .map(|(count, entries)| decode_journal::<R>(count, entries))
             .unwrap_or_default();
         let finished = logged.len() as u32;
         partial.record(logged);
         // The item the worker was in is the one to blame (items between the
-        // log's end and it ran, but their results died with the worker:
+        // journal's end and it ran, but their results died with the worker:
         // they run again).
         match crash.item.filter(|&k| k >= finished) {
             Some(k) if ((k - finished) as usize) < partial.pending.len() => {
@@ -473,13 +473,13 @@ where
 mod tests {
     use super::*;
 
-    fn crash(item: Option<u32>, log: Option<(u32, &[u8])>, retries: u32) -> Crash<'_> {
+    fn crash(item: Option<u32>, journal: Option<(u32, &[u8])>, retries: u32) -> Crash<'_> {
         Crash {
             status: ExitStatus::Signal(6),
             detail: None,
             retries,
             item,
-            log,
+            journal,
         }
     }
 

@@ -46,7 +46,7 @@ pub(crate) enum ToWorker {
     },
     /// Sent once, before any job: `input` encodes the worker's
     /// [`Control`](super::control::Control) block, and the last of the
-    /// `shared` descriptors is its chunk log file. No reply.
+    /// `shared` descriptors is its chunk journal ([`Journal`](crate::shm::Journal)). No reply.
     Control {
         shared: u32,
         #[serde(with = "serde_bytes")]

@@ -64,6 +64,7 @@ pub(crate) struct Replies<W> {
     pending: AtomicU64,
     epoch: Instant,
     flusher: std::sync::OnceLock<std::thread::Thread>,
+    start: std::sync::Once,
 }
 
 impl<W: Write> Replies<W> {
@@ -73,26 +74,12 @@ impl<W: Write> Replies<W> {
             pending: AtomicU64::new(0),
             epoch: Instant::now(),
             flusher: std::sync::OnceLock::new(),
+            start: std::sync::Once::new(),
         }
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, W> {
         self.out.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Notes that a frame was written and not flushed.
-    fn unsent(&self) {
-        let now = u64::try_from(self.epoch.elapsed().as_nanos())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        if self
-            .pending
-            .compare_exchange(0, now, SeqCst, SeqCst)
-            .is_ok()
-            && let Some(t) = self.flusher.get()
-        {
-            t.unpark();
-        }
     }
 
     /// Flushes `w` (this stream, locked).
@@ -103,6 +90,30 @@ impl<W: Write> Replies<W> {
 }
 
 impl<W: Write + Send + 'static> Replies<W> {
+    /// Notes that a frame was written and not flushed; starts the flusher
+    /// thread the first time (a worker whose replies always leave at once
+    /// never needs it).
+    fn unsent(self: &Arc<Self>) {
+        let now = u64::try_from(self.epoch.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        if self
+            .pending
+            .compare_exchange(0, now, SeqCst, SeqCst)
+            .is_err()
+        {
+            return;
+        }
+        match self.flusher.get() {
+            Some(t) => t.unpark(),
+            None => self.start.call_once(|| {
+                // Without the thread, replies still leave when the worker
+                // next reads: only the early send is lost.
+                let _ = self.start_flusher();
+            }),
+        }
+    }
+
     /// Starts the flusher thread.
     fn start_flusher(self: &Arc<Self>) -> io::Result<()> {
         let replies = Arc::downgrade(self);
@@ -164,7 +175,6 @@ fn serve_process() -> io::Result<()> {
         max_output: env_u64(sys::MAX_OUTPUT_ENV).map_or(wire::DEFAULT_MAX_FRAME as u64, |v| v),
     };
     let out: Out = Arc::new(Replies::new(BufWriter::new(socket.try_clone()?)));
-    out.start_flusher()?;
     let _ = tracing::subscriber::set_global_default(Forwarder { out: out.clone() });
     {
         let mut w = out.lock();
@@ -190,14 +200,14 @@ pub(crate) struct Limits {
 /// Serves requests from `input` until `Exit` or end of input, writing
 /// replies to `out`. Replies are flushed when no request is waiting in the
 /// input buffer, so a batch of requests is answered with one write.
-pub(crate) fn serve<R: Read + TakeFds, W: SendFds>(
+pub(crate) fn serve<R: Read + TakeFds, W: SendFds + Send + 'static>(
     mut input: BufReader<R>,
-    out: &Replies<W>,
+    out: &Arc<Replies<W>>,
     limits: Limits,
     streams: &Streams,
 ) -> io::Result<()> {
     let mut buf = Vec::new();
-    // Claims, the running job and item (`ToWorker::Control`, sent first).
+    // Claims and the running job (`ToWorker::Control`, sent first).
     let mut control: Option<Control> = None;
     let mut journal: Option<Journal> = None;
     // Shared objects of past jobs, kept mapped for the jobs to come.
@@ -230,7 +240,7 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds>(
                 let flag: &'static Control = Box::leak(Box::new(block.clone()));
                 sys::watch_allocation_failures(flag.allocation_flag());
                 control = Some(block);
-                journal = Some(Journal::open(file, limits.max_output.saturating_add(4096))?);
+                journal = Some(Journal::open(file, limits.max_output.saturating_add(4096)));
             }
             ToWorker::Init {
                 task,
@@ -278,7 +288,9 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds>(
                 control.set_running(id);
                 let started = Instant::now();
                 if items != Items::One {
-                    journal.begin(id);
+                    // Without its journal a chunk's finished items would be
+                    // lost in a crash: stop, the parent replaces us.
+                    journal.begin(id)?;
                 }
                 let (result, received) = crate::shm::collect_received(|| {
                     run_one(&task, &items, &payload, fds, limits, journal)
@@ -420,7 +432,7 @@ mod tests {
     }
 
     fn run_frames(frames: &[u8]) -> (io::Result<()>, Vec<u8>) {
-        let out = Replies::new(Vec::new());
+        let out = Arc::new(Replies::new(Vec::new()));
         let r = serve(BufReader::new(frames), &out, limits(), &Streams::default());
         let bytes = std::mem::take(&mut *out.lock());
         (r, bytes)

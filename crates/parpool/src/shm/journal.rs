@@ -35,7 +35,8 @@ pub(crate) struct JournalRecord {
 #[derive(Debug)]
 pub(crate) struct Journal {
     file: File,
-    map: memmap2::MmapMut,
+    /// `None` until the first chunk.
+    map: Option<memmap2::MmapMut>,
     /// Bytes of entries written for the current chunk.
     len: usize,
     items: u64,
@@ -51,32 +52,40 @@ impl Journal {
     }
 
     /// Opens the worker's end on `file`, growing at most to `limit` bytes.
-    pub(crate) fn open(file: File, limit: u64) -> io::Result<Journal> {
+    /// The file is sized and mapped on the first chunk ([`begin`](Self::begin)).
+    pub(crate) fn open(file: File, limit: u64) -> Journal {
         let limit = usize::try_from(limit)
             .unwrap_or(usize::MAX)
             .max(HEADER + FIRST_SIZE);
-        file.set_len((HEADER + FIRST_SIZE) as u64)?;
-        let map = super::sys::map_journal(&file)?;
-        Ok(Journal {
+        Journal {
             file,
-            map,
+            map: None,
             len: 0,
             items: 0,
             limit,
-        })
+        }
+    }
+
+    fn map(&mut self) -> &mut memmap2::MmapMut {
+        self.map.as_mut().expect("mapped by `begin`")
     }
 
     fn word(&mut self, index: usize, value: u64) {
-        self.map[index * 8..index * 8 + 8].copy_from_slice(&value.to_le_bytes());
+        self.map()[index * 8..index * 8 + 8].copy_from_slice(&value.to_le_bytes());
     }
 
     /// Starts the journal of chunk `job`.
-    pub(crate) fn begin(&mut self, job: u64) {
+    pub(crate) fn begin(&mut self, job: u64) -> io::Result<()> {
+        if self.map.is_none() {
+            self.file.set_len((HEADER + FIRST_SIZE) as u64)?;
+            self.map = Some(super::sys::map_journal(&self.file)?);
+        }
         self.len = 0;
         self.items = 0;
         self.word(0, job);
         self.word(1, 0);
         self.commit();
+        Ok(())
     }
 
     /// Records that the item at `position` starts.
@@ -97,7 +106,9 @@ impl Journal {
 
     /// The entries written so far.
     pub(crate) fn entries(&self) -> &[u8] {
-        &self.map[HEADER..HEADER + self.len]
+        self.map
+            .as_ref()
+            .map_or(&[], |m| &m[HEADER..HEADER + self.len])
     }
 
     /// Forgets entry bytes past `len` (an encode that failed midway).
@@ -116,7 +127,7 @@ impl Journal {
     #[inline]
     fn commit(&mut self) {
         let counts = (u128::from(self.items) << 64 | self.len as u128).to_le_bytes();
-        self.map[16..32].copy_from_slice(&counts);
+        self.map()[16..32].copy_from_slice(&counts);
     }
 
     /// Appends bytes of the current item's entry.
@@ -124,10 +135,10 @@ impl Journal {
     pub(crate) fn extend(&mut self, data: &[u8]) -> io::Result<()> {
         if data.len() > 16 {
             let at = HEADER + self.len;
-            if at + data.len() > self.map.len() {
+            if at + data.len() > self.map().len() {
                 self.grow(data.len())?;
             }
-            self.map[at..at + data.len()].copy_from_slice(data);
+            self.map()[at..at + data.len()].copy_from_slice(data);
             self.len += data.len();
             return Ok(());
         }
@@ -143,11 +154,11 @@ impl Journal {
     #[inline]
     pub(crate) fn push(&mut self, byte: u8) -> io::Result<()> {
         let at = HEADER + self.len;
-        match self.map.get_mut(at) {
+        match self.map().get_mut(at) {
             Some(slot) => *slot = byte,
             None => {
                 self.grow(1)?;
-                self.map[at] = byte;
+                self.map()[at] = byte;
             }
         }
         self.len += 1;
@@ -165,7 +176,7 @@ impl Journal {
         }
         let size = need.next_power_of_two().min(self.limit);
         self.file.set_len(size as u64)?;
-        self.map = super::sys::map_journal(&self.file)?;
+        self.map = Some(super::sys::map_journal(&self.file)?);
         Ok(())
     }
 
@@ -224,8 +235,8 @@ mod tests {
     #[test]
     fn a_dead_workers_journal_tells_what_finished_and_what_ran() {
         let file = Journal::create_file().unwrap();
-        let mut j = Journal::open(file.try_clone().unwrap(), 1 << 20).unwrap();
-        j.begin(7);
+        let mut j = Journal::open(file.try_clone().unwrap(), 1 << 20);
+        j.begin(7).unwrap();
         j.starting(0);
         j.extend(b"abc").unwrap();
         j.commit_item();
@@ -240,7 +251,7 @@ mod tests {
             (Some(2), 2, 100_003)
         );
         assert_eq!(Journal::read(&file, 8), None);
-        j.begin(9);
+        j.begin(9).unwrap();
         let r = Journal::read(&file, 9).unwrap();
         assert_eq!((r.running, r.finished, r.entries.len()), (None, 0, 0));
     }
@@ -248,8 +259,8 @@ mod tests {
     #[test]
     fn a_journal_past_its_limit_refuses_more() {
         let file = Journal::create_file().unwrap();
-        let mut j = Journal::open(file, 0).unwrap();
-        j.begin(1);
+        let mut j = Journal::open(file, 0);
+        j.begin(1).unwrap();
         assert!(j.extend(&[0; FIRST_SIZE]).is_ok());
         assert!(j.extend(&[0; 64]).is_err());
     }

@@ -131,7 +131,7 @@ impl Supervisor {
                 requeue.push(head);
             } else {
                 // Rule 4.
-                let journal = Journal::read(&conn.log, head.id());
+                let journal = Journal::read(&conn.journal, head.id());
                 let crash = Crash {
                     status,
                     detail: describe(
@@ -142,7 +142,7 @@ impl Supervisor {
                     ),
                     retries: self.shared.config.retries,
                     item: journal.as_ref().and_then(|j| j.running),
-                    log: journal.as_ref().map(|j| (j.finished, j.entries.as_slice())),
+                    journal: journal.as_ref().map(|j| (j.finished, j.entries.as_slice())),
                 };
                 match head.crashed(&crash) {
                     AfterCrash::Retry => {

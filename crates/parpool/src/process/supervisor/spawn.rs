@@ -57,13 +57,13 @@ pub(super) struct Conn {
     /// Claims, the running job and item, shared with the worker.
     pub(super) control: Control,
     /// The worker's chunk journal, which we read only after it died.
-    pub(super) log: File,
+    pub(super) journal: File,
 }
 
-/// The chunk log's descriptor, sent to the worker with its control block.
-struct LogFd(File);
+/// The chunk journal's descriptor, sent to the worker with its control block.
+struct JournalFd(File);
 
-impl ShareFd for LogFd {
+impl ShareFd for JournalFd {
     fn share_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.0.as_fd()
     }
@@ -82,15 +82,14 @@ impl Conn {
         // never show as end-of-file here.
         drop(cmd);
         let pid = child.id();
-        let started = handshake(&ours, config).and_then(|(reader, writer)| {
-            Ok((
-                reader,
-                writer,
-                Control::new()?,
-                crate::shm::Journal::create_file()?,
-            ))
-        });
-        let (reader, writer, control, log) = match started {
+        // Made while the worker starts up, before waiting for its hello.
+        let started = Control::new()
+            .and_then(|control| Ok((control, crate::shm::Journal::create_file()?)))
+            .and_then(|(control, journal)| {
+                let (reader, writer) = handshake(&ours, config)?;
+                Ok((reader, writer, control, journal))
+            });
+        let (reader, writer, control, journal) = match started {
             Ok(parts) => parts,
             Err(e) => {
                 let _ = child.kill();
@@ -112,7 +111,7 @@ impl Conn {
             next_seq: 1,
             capture,
             control,
-            log,
+            journal,
         };
         if let Err(e) = conn.send_control() {
             let _ = conn.child.kill();
@@ -128,12 +127,12 @@ impl Conn {
         Ok(conn)
     }
 
-    /// Sends the control block and the chunk log, before any job.
+    /// Sends the control block and the chunk journal, before any job.
     fn send_control(&mut self) -> io::Result<()> {
         let encoded = crate::task::encode(CodecStage::EncodeInput, self.control.mem())
             .map_err(io::Error::other)?;
         let mut shared = encoded.shared;
-        let log: SharedObject = std::sync::Arc::new(LogFd(self.log.try_clone()?));
+        let log: SharedObject = std::sync::Arc::new(JournalFd(self.journal.try_clone()?));
         shared.push(log);
         let msg = ToWorker::Control {
             shared: shared_count(&shared)?,
