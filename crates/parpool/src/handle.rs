@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::JobError;
 use crate::job::{CancelToken, Cancellable, JobId};
+use crate::output::CapturedOutput;
 use crate::panic;
-use crate::process::CapturedOutput;
 use crate::sync::{self, AtomicU8, Condvar, Mutex};
 
 const STARTED: u8 = 1;
@@ -43,6 +43,22 @@ const RESOLVED: u8 = 2;
 const CANCEL: u8 = 4;
 
 type Callback<T> = Box<dyn FnOnce(&Result<T, JobError>) + Send>;
+
+/// What a thread about to block on a handle does first, given the handle's
+/// pool and a test of whether the job is done. The thread pool installs
+/// one ([`install_helper`]): on its own worker threads it runs queued jobs
+/// of that pool while they wait, so a job that joins another of its pool
+/// cannot leave every worker blocked with the awaited job still queued.
+/// Nothing else blocks differently, so the lowest layer needs no knowledge
+/// of any pool.
+pub(crate) type Helper = fn(pool: u64, done: &dyn Fn() -> bool);
+
+static HELPER: std::sync::OnceLock<Helper> = std::sync::OnceLock::new();
+
+/// Installs the [`Helper`] (the first install wins; there is one).
+pub(crate) fn install_helper(helper: Helper) {
+    let _ = HELPER.set(helper);
+}
 
 /// The shared state of one job, between its handle and whoever resolves it.
 pub(crate) struct Inner<T> {
@@ -246,7 +262,9 @@ impl<T> Inner<T> {
     fn join_until(&self, deadline: Option<Instant>) -> Option<Result<T, JobError>> {
         #[cfg(not(parpool_loom))]
         {
-            crate::thread::help_until(self.pool, &|| self.is_finished());
+            if let Some(help) = HELPER.get() {
+                help(self.pool, &|| self.is_finished());
+            }
             self.spin_until_resolved();
         }
         let mut st = sync::lock(&self.state);

@@ -57,15 +57,19 @@
 //! Each job runs inside a `tracing` span named `job` (fields `pool`, `job`)
 //! at debug level; parpool prints nothing unless you install a subscriber.
 
+mod codec;
 mod error;
 mod handle;
 pub mod ipc;
 mod job;
+mod lifecycle;
 mod map;
 mod notify;
+mod output;
 mod panic;
 mod process;
 mod shm;
+mod stats;
 mod sync;
 mod task;
 mod thread;
@@ -83,10 +87,10 @@ pub use error::{BuildError, CodecStage, ExitStatus, JobError, Location, PanicInf
 pub use handle::JobHandle;
 pub use job::{CancelToken, JobContext, JobId, JobOptions, current_job};
 pub use map::{Map, MapUnordered};
-pub use process::{
-    CapturedOutput, ProcessPool, ProcessPoolBuilder, WorkerOutput, init, with_worker_state,
-};
+pub use output::CapturedOutput;
+pub use process::{ProcessPool, ProcessPoolBuilder, WorkerOutput, init, with_worker_state};
 pub use shm::SharedBytes;
+pub use stats::Stats;
 pub use task::{Executor, Task};
-pub use thread::{Scope, Stats, ThreadPool, ThreadPoolBuilder, TrySpawnError};
+pub use thread::{Scope, ThreadPool, ThreadPoolBuilder, TrySpawnError};
 pub use wait::{AsCompleted, CompletedStream, WaitFor, WaitResult, as_completed, wait};

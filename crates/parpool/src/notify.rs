@@ -38,7 +38,7 @@ impl Wake for SlotWaker {
         self.wake_by_ref();
     }
     fn wake_by_ref(self: &Arc<Self>) {
-        let mut r = self.signal.ready.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = crate::sync::lock(&self.signal.ready);
         r.slots.push_back(self.slot);
         let waiting = r.waiting;
         let waker = r.waker.take();
@@ -111,25 +111,21 @@ impl<T: Send + 'static, P> Completions<T, P> {
             return None;
         }
         let signal = self.signal.clone();
-        let mut r = signal.ready.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = crate::sync::lock(&signal.ready);
         loop {
             if let Some(e) = self.take_ready(&mut r) {
                 return Some(e);
             }
             r.waiting = true;
             r = match deadline {
-                None => signal.cond.wait(r).unwrap_or_else(|p| p.into_inner()),
+                None => crate::sync::wait(&signal.cond, r),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         r.waiting = false;
                         return None;
                     }
-                    signal
-                        .cond
-                        .wait_timeout(r, d - now)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
+                    crate::sync::wait_timeout(&signal.cond, r, d - now)
                 }
             };
             r.waiting = false;
@@ -139,7 +135,7 @@ impl<T: Send + 'static, P> Completions<T, P> {
     /// The next finished handle without blocking.
     pub(crate) fn try_next(&mut self) -> Option<(JobHandle<T>, P)> {
         let signal = self.signal.clone();
-        let mut r = signal.ready.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = crate::sync::lock(&signal.ready);
         self.take_ready(&mut r)
     }
 
@@ -148,7 +144,7 @@ impl<T: Send + 'static, P> Completions<T, P> {
             return Poll::Ready(None);
         }
         let signal = self.signal.clone();
-        let mut r = signal.ready.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = crate::sync::lock(&signal.ready);
         match self.take_ready(&mut r) {
             Some(e) => Poll::Ready(Some(e)),
             None => {

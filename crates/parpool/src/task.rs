@@ -7,6 +7,7 @@ use std::sync::{Mutex, OnceLock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::codec::{codec_error, decode, encode, encode_exact};
 use crate::error::{CodecStage, JobError};
 use crate::panic;
 use crate::shm::{self, Encoded};
@@ -121,10 +122,7 @@ static REGISTRY: Mutex<Vec<TaskEntry>> = Mutex::new(Vec::new());
 /// Adds a task to the registry (called by `task!` before `main`).
 #[doc(hidden)]
 pub fn register(entry: TaskEntry) {
-    REGISTRY
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .push(entry);
+    crate::sync::lock(&REGISTRY).push(entry);
 }
 
 impl TaskEntry {
@@ -171,7 +169,7 @@ impl TaskEntry {
         BY_NAME
             .get_or_init(|| {
                 let mut map = HashMap::new();
-                for entry in REGISTRY.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                for entry in crate::sync::lock(&REGISTRY).iter() {
                     if map.insert(entry.name, *entry).is_some() {
                         tracing::warn!(
                             task = entry.name,
@@ -184,55 +182,6 @@ impl TaskEntry {
             .get(name)
             .copied()
     }
-}
-
-pub(crate) fn codec_error(stage: CodecStage, e: impl std::fmt::Display) -> JobError {
-    JobError::Codec {
-        stage,
-        message: e.to_string(),
-    }
-}
-
-/// Runs user serde code (`Serialize`/`Deserialize` impls may panic),
-/// turning a panic into a codec error for `stage`.
-fn guarded<T>(stage: CodecStage, f: impl FnOnce() -> Result<T, JobError>) -> Result<T, JobError> {
-    panic::catch(f).unwrap_or_else(|p| Err(codec_error(stage, format!("panicked: {p}"))))
-}
-
-/// Decodes `bytes`, a panicking `Deserialize` included, as a codec error.
-/// `fds` are the descriptors that came with them (see [`crate::shm`]).
-pub(crate) fn decode<T: DeserializeOwned>(
-    stage: CodecStage,
-    bytes: &[u8],
-    fds: Vec<OwnedFd>,
-) -> Result<T, JobError> {
-    guarded(stage, || {
-        shm::receiving(fds, || postcard::from_bytes(bytes)).map_err(|e| match shm::take_failure() {
-            Some(why) => codec_error(stage, why),
-            None => codec_error(stage, e),
-        })
-    })
-}
-
-/// Decodes one `T` from the front of `bytes`, with no descriptors (a
-/// shared object in it fails the decode); returns it and the bytes after
-/// it. `None` if it does not decode.
-pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Option<(T, &[u8])> {
-    guarded(CodecStage::DecodeOutput, || {
-        shm::receiving(Vec::new(), || postcard::take_from_bytes(bytes))
-            .map_err(|e| codec_error(CodecStage::DecodeOutput, e))
-    })
-    .ok()
-}
-
-/// Encodes `value`, a panicking `Serialize` included, as a codec error.
-/// Shared segments in it are collected to travel as descriptors.
-pub(crate) fn encode<T: Serialize>(stage: CodecStage, value: &T) -> Result<Encoded, JobError> {
-    guarded(stage, || {
-        let (bytes, shared) = shm::collecting(|| crate::process::encode_exact(value));
-        let bytes = bytes.map_err(|e| codec_error(stage, e))?;
-        Ok(Encoded { bytes, shared })
-    })
 }
 
 fn run_erased<T: Task>(input: &[u8], fds: Vec<OwnedFd>) -> Result<Encoded, JobError> {
@@ -307,7 +256,7 @@ fn run_chunk_erased<T: Task>(
     journal.idle();
     // The same bytes as encoding a `Vec<Result<Output, JobError>>` whole:
     // the length, then the entries.
-    let mut bytes = crate::process::encode_exact(&count).map_err(|e| codec_error(stage, e))?;
+    let mut bytes = encode_exact(&count).map_err(|e| codec_error(stage, e))?;
     bytes.extend_from_slice(journal.entries());
     Ok(Encoded { bytes, shared })
 }

@@ -48,7 +48,7 @@ fn timer() -> Option<&'static Timer> {
     if let Some(t) = TIMER.get() {
         return Some(t);
     }
-    let _g = STARTING.lock().unwrap_or_else(|p| p.into_inner());
+    let _g = crate::sync::lock(&STARTING);
     if let Some(t) = TIMER.get() {
         return Some(t);
     }
@@ -77,7 +77,7 @@ pub(crate) fn schedule(after: Duration, target: Weak<dyn Expire>) {
         return; // further away than the clock can express: never fires
     };
     let Some(t) = timer() else { return };
-    let mut g = t.heap.lock().unwrap_or_else(|p| p.into_inner());
+    let mut g = crate::sync::lock(&t.heap);
     let seq = g.1;
     g.1 += 1;
     let earliest = g.0.peek().is_none_or(|Reverse(e)| deadline < e.deadline);
@@ -94,11 +94,11 @@ pub(crate) fn schedule(after: Duration, target: Weak<dyn Expire>) {
 }
 
 fn run(t: &Timer) {
-    let mut g = t.heap.lock().unwrap_or_else(|p| p.into_inner());
+    let mut g = crate::sync::lock(&t.heap);
     loop {
         let now = Instant::now();
         match g.0.peek() {
-            None => g = t.wake.wait(g).unwrap_or_else(|p| p.into_inner()),
+            None => g = crate::sync::wait(&t.wake, g),
             Some(Reverse(e)) if e.deadline <= now => {
                 let Some(Reverse(e)) = g.0.pop() else {
                     continue;
@@ -107,15 +107,11 @@ fn run(t: &Timer) {
                 if let Some(target) = e.target.upgrade() {
                     target.expire(e.after);
                 }
-                g = t.heap.lock().unwrap_or_else(|p| p.into_inner());
+                g = crate::sync::lock(&t.heap);
             }
             Some(Reverse(e)) => {
                 let wait = e.deadline - now;
-                g = t
-                    .wake
-                    .wait_timeout(g, wait)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
+                g = crate::sync::wait_timeout(&t.wake, g, wait);
             }
         }
     }

@@ -50,7 +50,7 @@ fn entries() -> &'static Mutex<HashMap<u64, Entry>> {
 }
 
 fn lock() -> std::sync::MutexGuard<'static, HashMap<u64, Entry>> {
-    entries().lock().unwrap_or_else(|p| p.into_inner())
+    crate::sync::lock(entries())
 }
 
 /// A registration: removed when dropped.

@@ -3,23 +3,20 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::capture::CapturedOutput;
 use super::supervisor::SlotCtl;
 use super::wire::Items;
+use crate::codec::decode;
 use crate::error::{CodecStage, ExitStatus, JobError};
 use crate::handle::{Cell, Inner};
 use crate::job::Cancellable;
 use crate::map::ChunkOut;
 use crate::shm::Encoded;
-use crate::task::decode;
+use crate::sync::lock;
 use crate::timer::Expire;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// How a worker died in a job, as its supervisor found out.
 #[derive(Debug)]
@@ -257,7 +254,7 @@ fn decode_journal<R: serde::de::DeserializeOwned>(
 ) -> Vec<Result<R, JobError>> {
     let mut results = Vec::new();
     for _ in 0..count {
-        let next = crate::task::decode_prefix::<Result<R, JobError>>(entries);
+        let next = crate::codec::decode_prefix::<Result<R, JobError>>(entries);
         let Some((result, rest)) = next else {
             break;
         };
@@ -484,7 +481,7 @@ mod tests {
     }
 
     fn entries(results: &[Result<u64, JobError>]) -> Vec<u8> {
-        let mut all = super::super::wire::encode_exact(results).unwrap();
+        let mut all = crate::codec::encode_exact(results).unwrap();
         all.remove(0); // the length (one byte for short lists)
         all
     }
@@ -496,8 +493,7 @@ mod tests {
         assert!(chunk.crashed(&crash(Some(2), Some((2, &log)), 0)).is_none());
         // Items 0 and 1 are done, item 2 failed: 3 and 4 are left.
         assert_eq!(chunk.items(), Items::Only(vec![3, 4]));
-        let reply =
-            super::super::wire::encode_exact(&vec![Ok::<u64, JobError>(13), Ok(14)]).unwrap();
+        let reply = crate::codec::encode_exact(&vec![Ok::<u64, JobError>(13), Ok(14)]).unwrap();
         let out = chunk
             .finish(&reply, Vec::new(), Duration::from_millis(1))
             .unwrap();

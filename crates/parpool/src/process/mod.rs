@@ -3,17 +3,15 @@
 //! Design notes are in `README.md` beside this file.
 
 mod capture;
+mod child;
 mod control;
 mod fdpass;
 mod job;
+mod os;
 mod supervisor;
-mod sys;
 mod wire;
-pub(crate) mod worker;
 
-pub use capture::CapturedOutput;
-pub(crate) use wire::encode_exact;
-pub use worker::with_worker_state;
+pub use child::with_worker_state;
 
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
@@ -24,13 +22,15 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::codec::{decode, encode};
 use crate::error::{BuildError, CodecStage, JobError, Payload};
 use crate::handle::{Inner, JobHandle};
 use crate::job::{JobId, JobOptions};
+use crate::lifecycle::Lifecycle;
 use crate::map::{ChunkIn, ChunkOut};
 use crate::shm::Encoded;
-use crate::task::{Executor, Task, decode, encode, sealed};
-use crate::thread::Stats;
+use crate::stats::Stats;
+use crate::task::{Executor, Task, sealed};
 use job::{Chunk, ProcCell, ProcJob, Single, Work};
 
 /// Where a worker's standard output or error goes.
@@ -205,7 +205,7 @@ impl ProcessPoolBuilder {
                 "a worker must be allowed at least one job",
             ));
         }
-        if std::env::var_os(sys::WORKER_ENV).is_some() {
+        if std::env::var_os(os::WORKER_ENV).is_some() {
             // A worker that reached user code: the constructor did not run.
             // Refusing here prevents a runaway chain of processes.
             return Err(BuildError::InvalidSetting {
@@ -216,7 +216,7 @@ impl ProcessPoolBuilder {
             });
         }
         // Keeps the object file with the worker constructor in the link.
-        std::hint::black_box(sys::constructor_linked());
+        std::hint::black_box(os::constructor_linked());
         if let Some((_, Err(error))) = &config.initializer {
             return Err(BuildError::Initializer {
                 index: 0,
@@ -224,16 +224,16 @@ impl ProcessPoolBuilder {
             });
         }
         crate::panic::install_hook();
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ProcShared {
             config,
-            queue: Mutex::new(Queue {
+            queue: Mutex::new(JobQueue {
                 jobs: VecDeque::new(),
-                state: State::Open,
+                state: Lifecycle::Open,
                 waiting: 0,
             }),
             ready: Condvar::new(),
             next_id: AtomicU64::new(1),
-            counters: Counters::default(),
+            counters: PoolCounters::default(),
         });
         // Each supervisor thread starts its own worker (and every
         // replacement): a worker dies with the thread that started it, and
@@ -255,7 +255,7 @@ impl ProcessPoolBuilder {
             }
         }
         if let Some(source) = failure {
-            shared.close(State::Cancelling);
+            shared.close(Lifecycle::Cancelling);
             for s in slots {
                 s.join();
             }
@@ -301,27 +301,20 @@ impl ProcessPoolBuilder {
 /// }
 /// ```
 pub struct ProcessPool {
-    shared: Arc<Shared>,
+    shared: Arc<ProcShared>,
     slots: Mutex<Vec<supervisor::Slot>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum State {
-    Open,
-    Draining,
-    Cancelling,
-}
-
-pub(crate) struct Queue {
+pub(crate) struct JobQueue {
     pub(crate) jobs: VecDeque<Arc<dyn ProcJob>>,
-    pub(crate) state: State,
+    pub(crate) state: Lifecycle,
     /// Supervisors blocked on `ready` (a notify with nobody waiting still
     /// costs a syscall).
     pub(crate) waiting: usize,
 }
 
 #[derive(Default)]
-pub(crate) struct Counters {
+pub(crate) struct PoolCounters {
     /// Jobs a worker is in (one per busy worker).
     pub(crate) running: AtomicU64,
     /// Jobs written to workers and not answered, the running ones
@@ -333,23 +326,23 @@ pub(crate) struct Counters {
     pub(crate) respawns: AtomicU64,
 }
 
-pub(crate) struct Shared {
+pub(crate) struct ProcShared {
     pub(crate) config: Config,
-    pub(crate) queue: Mutex<Queue>,
+    pub(crate) queue: Mutex<JobQueue>,
     pub(crate) ready: Condvar,
     next_id: AtomicU64,
-    pub(crate) counters: Counters,
+    pub(crate) counters: PoolCounters,
 }
 
-impl Shared {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+impl ProcShared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, JobQueue> {
+        crate::sync::lock(&self.queue)
     }
 
-    fn close(&self, state: State) {
+    fn close(&self, state: Lifecycle) {
         let mut q = self.lock();
         q.state = q.state.max(state);
-        if state == State::Cancelling {
+        if state == Lifecycle::Cancelling {
             for job in q.jobs.drain(..) {
                 if job.abandon(JobError::Cancelled) {
                     self.counters.cancelled.fetch_add(1, Relaxed);
@@ -363,7 +356,7 @@ impl Shared {
     /// Queues a job, or resolves it `Shutdown` if the pool is closed.
     fn push(&self, job: Arc<dyn ProcJob>) {
         let mut q = self.lock();
-        if q.state != State::Open {
+        if q.state != Lifecycle::Open {
             drop(q);
             job.abandon(JobError::Shutdown);
             self.counters.cancelled.fetch_add(1, Relaxed);
@@ -393,7 +386,7 @@ impl ProcessPool {
     /// replacement has a new pid; a worker that died is left out at once,
     /// before its replacement starts).
     pub fn worker_pids(&self) -> Vec<u32> {
-        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let slots = crate::sync::lock(&self.slots);
         slots.iter().filter_map(|s| s.ctl().live_pid()).collect()
     }
 
@@ -445,7 +438,7 @@ impl ProcessPool {
     /// workers to exit. Jobs submitted afterwards resolve as
     /// [`JobError::Shutdown`]. Called by `Drop`.
     pub fn shutdown(&self) {
-        self.shared.close(State::Draining);
+        self.shared.close(Lifecycle::Draining);
         self.join_slots();
     }
 
@@ -453,12 +446,12 @@ impl ProcessPool {
     /// [`JobError::Cancelled`], waits for running ones, and stops the
     /// workers.
     pub fn shutdown_now(&self) {
-        self.shared.close(State::Cancelling);
+        self.shared.close(Lifecycle::Cancelling);
         self.join_slots();
     }
 
     fn join_slots(&self) {
-        let slots = std::mem::take(&mut *self.slots.lock().unwrap_or_else(|p| p.into_inner()));
+        let slots = std::mem::take(&mut *crate::sync::lock(&self.slots));
         for s in slots {
             s.join();
         }
@@ -562,7 +555,7 @@ impl Executor for ProcessPool {
 /// call is a safety net (and a marker for readers); in an ordinary process
 /// it returns at once.
 pub fn init() {
-    if std::env::var_os(sys::WORKER_ENV).is_some() {
-        worker::run();
+    if std::env::var_os(os::WORKER_ENV).is_some() {
+        child::run();
     }
 }

@@ -174,15 +174,6 @@ pub(crate) fn write_frame_with_fds<W: SendFds, M: Serialize>(
     w.write_with_fds(&frame, &fds)
 }
 
-/// Encodes `value` into a vector allocated once at its exact size.
-pub(crate) fn encode_exact<T: Serialize + ?Sized>(value: &T) -> postcard::Result<Vec<u8>> {
-    let size = postcard::serialize_with_flavor::<_, postcard::ser_flavors::Size, usize>(
-        value,
-        Default::default(),
-    )?;
-    postcard::to_extend(value, Vec::with_capacity(size))
-}
-
 /// Reads one frame. `Ok(None)`: the peer closed the connection cleanly
 /// between frames.
 pub(crate) fn read_frame<R: Read, M: DeserializeOwned>(

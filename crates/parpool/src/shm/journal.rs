@@ -78,7 +78,7 @@ impl Journal {
     pub(crate) fn begin(&mut self, job: u64) -> io::Result<()> {
         if self.map.is_none() {
             self.file.set_len((HEADER + FIRST_SIZE) as u64)?;
-            self.map = Some(super::sys::map_journal(&self.file)?);
+            self.map = Some(super::memfd::map_journal(&self.file)?);
         }
         self.len = 0;
         self.items = 0;
@@ -176,7 +176,7 @@ impl Journal {
         }
         let size = need.next_power_of_two().min(self.limit);
         self.file.set_len(size as u64)?;
-        self.map = Some(super::sys::map_journal(&self.file)?);
+        self.map = Some(super::memfd::map_journal(&self.file)?);
         Ok(())
     }
 

@@ -76,7 +76,7 @@ impl Watched {
     /// Tells `sink` when the object is dropped; returns the id it will
     /// report.
     pub(crate) fn watch(&self, sink: &Arc<dyn ReleaseSink>) -> ObjectId {
-        let mut sinks = self.sinks.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut sinks = crate::sync::lock(&self.sinks);
         // Sinks whose receiver is gone (a pool shut down) are dropped here,
         // so a long-lived object handed to many pools does not pile them up.
         sinks.retain(|s| s.strong_count() > 0);
@@ -111,7 +111,7 @@ impl<K: Ord, T> Mapped<K, T> {
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<K, Weak<T>>> {
-        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.table)
     }
 
     /// The live object mapped under `key`, if any.

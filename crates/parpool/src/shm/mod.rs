@@ -10,7 +10,7 @@
 
 mod journal;
 mod keep;
-mod sys;
+mod memfd;
 
 pub(crate) use journal::{Journal, JournalFlavor};
 
@@ -43,11 +43,11 @@ static SEGMENTS: Mapped<ObjectId, Segment> = Mapped::new();
 impl Segment {
     /// A new segment of `len` (> 0) bytes filled by `fill`, then sealed.
     fn create(len: usize, fill: impl FnOnce(&mut [u8])) -> io::Result<Segment> {
-        let file = sys::create(len)?;
-        let mut map = sys::map_fresh(&file, len)?;
+        let file = memfd::create(len)?;
+        let mut map = memfd::map_fresh(&file, len)?;
         fill(&mut map);
         let map = map.make_read_only()?;
-        sys::seal(&file)?;
+        memfd::seal(&file)?;
         let watched = Watched::new(ObjectId::of(&file)?);
         Ok(Segment {
             file,
@@ -67,7 +67,7 @@ impl Segment {
             return Ok(segment);
         }
         let file = File::from(fd);
-        let map = sys::map_received(&file, len)?;
+        let map = memfd::map_received(&file, len)?;
         let segment = Arc::new(Segment {
             file,
             map,
@@ -524,7 +524,7 @@ mod tests {
     #[test]
     fn an_unsealed_or_short_file_is_refused() {
         // A plain memfd, not sealed: a sender could shrink it under us.
-        let unsealed = sys::create(4096).unwrap();
+        let unsealed = memfd::create(4096).unwrap();
         let (bytes, _) = collecting(|| {
             postcard::to_allocvec(&Repr::Descriptor {
                 index: 0,

@@ -15,10 +15,12 @@ use std::thread::JoinHandle as ThreadHandle;
 use crate::error::{BuildError, JobError};
 use crate::handle::JobHandle;
 use crate::job::JobOptions;
+use crate::lifecycle::Lifecycle;
 use crate::map::{ChunkIn, ChunkOut, Map, MapUnordered, Spawner};
 use crate::panic;
+use crate::stats::Stats;
 use crate::task::{Executor, Task, sealed};
-use worker::{Admitted, CANCELLING, ClosureJob, DRAINING, Refused, Shared};
+use worker::{Admitted, ClosureJob, Refused, ThreadShared};
 
 type Initializer = Arc<dyn Fn() + Send + Sync>;
 
@@ -39,7 +41,7 @@ type Initializer = Arc<dyn Fn() + Send + Sync>;
 /// # Ok::<(), parpool::BuildError>(())
 /// ```
 pub struct ThreadPool {
-    shared: Arc<Shared>,
+    shared: Arc<ThreadShared>,
     threads: Mutex<Vec<ThreadHandle<()>>>,
     workers: usize,
 }
@@ -116,6 +118,8 @@ impl ThreadPoolBuilder {
     /// Starts the workers, runs the initializer on each, and returns the pool.
     pub fn build(self) -> Result<ThreadPool, BuildError> {
         let workers = BuildError::worker_count(self.workers)?;
+        // Joins on this pool's worker threads run queued jobs meanwhile.
+        crate::handle::install_helper(worker::help_until);
         if self.queue_capacity == Some(0) {
             return Err(BuildError::invalid(
                 "queue_capacity",
@@ -124,7 +128,11 @@ impl ThreadPoolBuilder {
         }
         panic::install_hook();
 
-        let shared = Arc::new(Shared::new(self.name.clone(), workers, self.queue_capacity));
+        let shared = Arc::new(ThreadShared::new(
+            self.name.clone(),
+            workers,
+            self.queue_capacity,
+        ));
         let pool = ThreadPool {
             shared: shared.clone(),
             threads: Mutex::new(Vec::new()),
@@ -154,10 +162,7 @@ impl ThreadPoolBuilder {
             });
             match spawned {
                 Ok(t) => {
-                    pool.threads
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(t);
+                    crate::sync::lock(&pool.threads).push(t);
                 }
                 Err(source) => {
                     pool.shutdown_now();
@@ -229,23 +234,6 @@ impl<F> fmt::Display for TrySpawnError<F> {
 }
 
 impl<F> std::error::Error for TrySpawnError<F> {}
-
-/// A snapshot of a pool's counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Jobs accepted and not yet taken by a worker.
-    pub queued: usize,
-    /// Jobs being run right now.
-    pub running: u64,
-    /// Jobs that ran and delivered their value.
-    pub completed: u64,
-    /// Jobs that ran and panicked, or whose value was discarded because they
-    /// were cancelled or timed out while running.
-    pub failed: u64,
-    /// Jobs that never ran: cancelled while queued, dropped by
-    /// `shutdown_now`, or refused after shutdown.
-    pub cancelled: u64,
-}
 
 impl ThreadPool {
     /// A builder with default settings.
@@ -425,7 +413,7 @@ impl ThreadPool {
     /// the workers. Jobs submitted afterwards resolve as
     /// [`JobError::Shutdown`]. Idempotent; called by `Drop`.
     pub fn shutdown(&self) {
-        self.shared.close(DRAINING);
+        self.shared.close(Lifecycle::Draining);
         self.join_workers();
     }
 
@@ -433,7 +421,7 @@ impl ThreadPool {
     /// [`JobError::Cancelled`], waits for running jobs, and joins the
     /// workers.
     pub fn shutdown_now(&self) {
-        self.shared.close(CANCELLING);
+        self.shared.close(Lifecycle::Cancelling);
         while let Some(job) = self.shared.find_job() {
             self.shared.execute(job, &self.shared.counters[0]);
         }
@@ -446,7 +434,7 @@ impl ThreadPool {
             // once the queue drains; joining ourselves would deadlock.
             return;
         }
-        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        let threads = std::mem::take(&mut *crate::sync::lock(&self.threads));
         for t in threads {
             let _ = t.join();
         }
@@ -474,7 +462,7 @@ impl ThreadPool {
         s
     }
 
-    pub(crate) fn shared(&self) -> &Arc<Shared> {
+    pub(crate) fn shared(&self) -> &Arc<ThreadShared> {
         &self.shared
     }
 }

@@ -42,14 +42,14 @@ struct Live(Arc<LiveCount>);
 
 impl Live {
     fn new(count: &Arc<LiveCount>) -> Self {
-        *count.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        *crate::sync::lock(&count.count) += 1;
         Live(count.clone())
     }
 }
 
 impl Drop for Live {
     fn drop(&mut self) {
-        let mut n = self.0.count.lock().unwrap_or_else(|p| p.into_inner());
+        let mut n = crate::sync::lock(&self.0.count);
         *n -= 1;
         if *n == 0 {
             self.0.zero.notify_all();
@@ -115,10 +115,10 @@ where
 
 fn wait_all(scope: &Scope<'_, '_>) {
     let live = &scope.live;
-    let is_zero = || *live.count.lock().unwrap_or_else(|p| p.into_inner()) == 0;
+    let is_zero = || *crate::sync::lock(&live.count) == 0;
     super::help_until(scope.pool.shared().id, &is_zero);
-    let mut n = live.count.lock().unwrap_or_else(|p| p.into_inner());
+    let mut n = crate::sync::lock(&live.count);
     while *n > 0 {
-        n = live.zero.wait(n).unwrap_or_else(|p| p.into_inner());
+        n = crate::sync::wait(&live.zero, n);
     }
 }

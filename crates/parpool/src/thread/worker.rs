@@ -12,17 +12,14 @@ use crossbeam_utils::{Backoff, CachePadded};
 use crate::error::JobError;
 use crate::handle::{Cell, Inner};
 use crate::job::{self, CancelToken, Cancellable, JobId};
+use crate::lifecycle::Lifecycle;
 use crate::panic;
 use crate::timer::{self, Expire};
-
-pub(crate) const RUNNING: u8 = 0;
-pub(crate) const DRAINING: u8 = 1;
-pub(crate) const CANCELLING: u8 = 2;
 
 /// A unit of work in the queue.
 pub(crate) trait Runnable: Send + Sync {
     /// Runs the job (unless it was cancelled while queued).
-    fn run(self: Arc<Self>, pool: &Shared) -> Outcome;
+    fn run(self: Arc<Self>, pool: &ThreadShared) -> Outcome;
     /// Resolves the job with `err` without running it.
     fn abandon(self: Arc<Self>, err: JobError);
 }
@@ -40,7 +37,7 @@ pub(crate) enum Outcome {
 
 /// Per-worker counters, each on its own cache line.
 #[derive(Default)]
-pub(crate) struct Counters {
+pub(crate) struct WorkerCounters {
     /// Jobs taken from the queue.
     pub(crate) taken: AtomicU64,
     pub(crate) running: AtomicU64,
@@ -68,7 +65,7 @@ struct Idle {
     searching: AtomicUsize,
 }
 
-pub(crate) struct Shared {
+pub(crate) struct ThreadShared {
     /// Unique per pool in this process (handles remember it).
     pub(crate) id: u64,
     pub(crate) name: String,
@@ -80,7 +77,7 @@ pub(crate) struct Shared {
     idle: CachePadded<Idle>,
     /// Jobs accepted and not yet taken, kept only for a bounded queue.
     pending: CachePadded<AtomicUsize>,
-    pub(crate) counters: Vec<CachePadded<Counters>>,
+    pub(crate) counters: Vec<CachePadded<WorkerCounters>>,
     /// Refused after shutdown (never queued).
     pub(crate) refused: AtomicU64,
     sleep: Mutex<()>,
@@ -99,7 +96,7 @@ pub(crate) enum Refused {
 /// A submission admitted into the pool: push its job with [`Admitted::push`].
 /// Until it is dropped, workers will not exit, so the job cannot be stranded
 /// by a concurrent shutdown.
-pub(crate) struct Admitted<'a>(&'a Shared);
+pub(crate) struct Admitted<'a>(&'a ThreadShared);
 
 impl Admitted<'_> {
     /// Queues the job.
@@ -124,15 +121,15 @@ impl Drop for Admitted<'_> {
     }
 }
 
-impl Shared {
+impl ThreadShared {
     pub(crate) fn new(name: String, workers: usize, capacity: Option<usize>) -> Self {
         static NEXT_POOL: AtomicU64 = AtomicU64::new(1);
-        Shared {
+        ThreadShared {
             id: NEXT_POOL.fetch_add(1, Relaxed),
             name,
             workers,
             capacity,
-            state: CachePadded::new(AtomicU8::new(RUNNING)),
+            state: CachePadded::new(AtomicU8::new(Lifecycle::Open as u8)),
             injector: Injector::new(),
             submissions: CachePadded::new(Submissions {
                 next_id: AtomicU64::new(1),
@@ -141,7 +138,7 @@ impl Shared {
             idle: CachePadded::default(),
             pending: CachePadded::default(),
             counters: (0..workers)
-                .map(|_| CachePadded::new(Counters::default()))
+                .map(|_| CachePadded::new(WorkerCounters::default()))
                 .collect(),
             refused: AtomicU64::new(0),
             sleep: Mutex::new(()),
@@ -162,7 +159,7 @@ impl Shared {
     }
 
     pub(crate) fn is_open(&self) -> bool {
-        self.state.load(SeqCst) == RUNNING
+        self.state.load(SeqCst) == Lifecycle::Open as u8
     }
 
     /// Jobs accepted and not yet taken by a worker.
@@ -212,11 +209,11 @@ impl Shared {
             if !block {
                 return Err(Refused::Full);
             }
-            let g = self.space.lock().unwrap_or_else(|p| p.into_inner());
+            let g = crate::sync::lock(&self.space);
             self.blocked_submitters.fetch_add(1, SeqCst);
             fence(SeqCst);
             let g = if self.pending.load(SeqCst) >= cap && self.is_open() {
-                self.space_cv.wait(g).unwrap_or_else(|p| p.into_inner())
+                crate::sync::wait(&self.space_cv, g)
             } else {
                 g
             };
@@ -231,7 +228,7 @@ impl Shared {
         self.pending.fetch_sub(1, SeqCst);
         fence(SeqCst);
         if self.blocked_submitters.load(SeqCst) > 0 {
-            let _g = self.space.lock().unwrap_or_else(|p| p.into_inner());
+            let _g = crate::sync::lock(&self.space);
             self.space_cv.notify_one();
         }
     }
@@ -248,22 +245,22 @@ impl Shared {
     /// Wakes one sleeping worker, if any sleeps.
     fn wake_one(&self) {
         if self.idle.sleepers.load(SeqCst) > 0 {
-            let _g = self.sleep.lock().unwrap_or_else(|p| p.into_inner());
+            let _g = crate::sync::lock(&self.sleep);
             self.sleep_cv.notify_one();
         }
     }
 
     /// Closes the pool to new jobs and wakes every sleeper.
-    pub(crate) fn close(&self, state: u8) {
-        // CANCELLING wins over DRAINING; never reopen.
-        self.state.fetch_max(state, SeqCst);
+    pub(crate) fn close(&self, state: Lifecycle) {
+        // Cancelling wins over draining; never reopen.
+        self.state.fetch_max(state as u8, SeqCst);
         self.wake_all();
-        let _g = self.space.lock().unwrap_or_else(|p| p.into_inner());
+        let _g = crate::sync::lock(&self.space);
         self.space_cv.notify_all();
     }
 
     fn wake_all(&self) {
-        let _g = self.sleep.lock().unwrap_or_else(|p| p.into_inner());
+        let _g = crate::sync::lock(&self.sleep);
         self.sleep_cv.notify_all();
     }
 
@@ -288,12 +285,12 @@ impl Shared {
     }
 
     /// Runs (or, when cancelling, abandons) a job taken from the queue.
-    pub(crate) fn execute(&self, job: Job, counters: &Counters) {
+    pub(crate) fn execute(&self, job: Job, counters: &WorkerCounters) {
         counters.taken.fetch_add(1, Relaxed);
         if self.capacity.is_some() {
             self.give_room();
         }
-        if self.state.load(SeqCst) == CANCELLING {
+        if Lifecycle::from_u8(self.state.load(SeqCst)) == Lifecycle::Cancelling {
             job.abandon(JobError::Cancelled);
             counters.cancelled.fetch_add(1, Relaxed);
             return;
@@ -311,13 +308,13 @@ impl Shared {
 
     /// Blocks until there may be work or the pool is finished.
     fn sleep(&self) {
-        let g = self.sleep.lock().unwrap_or_else(|p| p.into_inner());
+        let g = crate::sync::lock(&self.sleep);
         self.idle.sleepers.fetch_add(1, SeqCst);
         fence(SeqCst);
         let g = if self.has_work() || self.finished() {
             g
         } else {
-            self.sleep_cv.wait(g).unwrap_or_else(|p| p.into_inner())
+            crate::sync::wait(&self.sleep_cv, g)
         };
         self.idle.sleepers.fetch_sub(1, SeqCst);
         drop(g);
@@ -331,7 +328,7 @@ impl Shared {
 
 thread_local! {
     /// The pool and index of the worker running on this thread.
-    static WORKER: RefCell<Option<(Arc<Shared>, usize)>> = const { RefCell::new(None) };
+    static WORKER: RefCell<Option<(Arc<ThreadShared>, usize)>> = const { RefCell::new(None) };
 }
 
 /// On a worker of pool `pool_id`, runs that pool's queued jobs until `done()`
@@ -367,7 +364,7 @@ pub(crate) fn help_until(pool_id: u64, done: &dyn Fn() -> bool) {
 /// and more jobs are queued with no searcher left, it wakes one sleeper:
 /// wake-ups cascade exactly as far as there is work, and no queued job can
 /// be left behind sleeping workers.
-pub(crate) fn work(shared: &Arc<Shared>, index: usize) {
+pub(crate) fn work(shared: &Arc<ThreadShared>, index: usize) {
     WORKER.with(|w| *w.borrow_mut() = Some((shared.clone(), index)));
     let counters = &shared.counters[index];
     let mut was_idle = false;
@@ -411,7 +408,7 @@ pub(crate) fn work(shared: &Arc<Shared>, index: usize) {
 const SEARCH_TIME: Duration = Duration::from_micros(50);
 
 /// Spins, then yields, looking for a job for up to [`SEARCH_TIME`].
-fn search(shared: &Shared) -> Option<Job> {
+fn search(shared: &ThreadShared) -> Option<Job> {
     let backoff = Backoff::new();
     let mut started: Option<std::time::Instant> = None;
     loop {
@@ -451,7 +448,7 @@ impl<F, R> ClosureJob<F, R> {
     }
 
     fn take(&self) -> Option<F> {
-        self.f.lock().unwrap_or_else(|p| p.into_inner()).take()
+        crate::sync::lock(&self.f).take()
     }
 }
 
@@ -478,7 +475,7 @@ where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    fn run(self: Arc<Self>, pool: &Shared) -> Outcome {
+    fn run(self: Arc<Self>, pool: &ThreadShared) -> Outcome {
         let Some(f) = self.take() else {
             return Outcome::Skipped;
         };

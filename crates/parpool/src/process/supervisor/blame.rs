@@ -88,7 +88,7 @@ impl Supervisor {
         let Some(mut conn) = self.conn.take() else {
             return;
         };
-        super::sys::kill(conn.pid);
+        super::os::kill(conn.pid);
         let status = match conn.child.wait() {
             Ok(s) => match (s.code(), s.signal()) {
                 (Some(c), _) => ExitStatus::Code(c),

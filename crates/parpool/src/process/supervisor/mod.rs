@@ -16,15 +16,17 @@ use std::io::Write;
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle as ThreadHandle;
 use std::time::{Duration, Instant};
 
 use super::job::ProcJob;
 use super::wire::{self, FromWorker, LogLevel, ToWorker, ToWorkerRef};
-use super::{Shared, State, sys};
+use super::{ProcShared, os};
 use crate::error::BuildError;
+use crate::lifecycle::Lifecycle;
 use crate::shm::{ObjectId, ReleaseSink};
+use crate::sync::lock;
 use spawn::{Conn, StartError};
 
 pub(crate) use blame::KillReason;
@@ -58,10 +60,6 @@ const RELEASE_BATCH: usize = 64;
 /// releases at least this often, in case a wake-up raced with its wait.
 const RELEASE_POLL: Duration = Duration::from_millis(50);
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// What other threads may do to a slot: read its worker's pid, and kill the
 /// worker if it is running a given job (cancel, timeout).
 #[derive(Debug, Default)]
@@ -87,7 +85,7 @@ impl SlotCtl {
         let exited = st
             .pidfd
             .as_ref()
-            .is_some_and(|fd| sys::readable(fd.as_fd(), None));
+            .is_some_and(|fd| os::readable(fd.as_fd(), None));
         st.pid.filter(|_| !exited)
     }
 
@@ -97,7 +95,7 @@ impl SlotCtl {
         if st.head == job
             && let Some(pid) = st.pid
         {
-            sys::kill(pid);
+            os::kill(pid);
             st.killed = Some((job, why));
         }
     }
@@ -106,7 +104,7 @@ impl SlotCtl {
     fn kill(&self, why: KillReason) {
         let mut st = lock(&self.state);
         if let Some(pid) = st.pid {
-            sys::kill(pid);
+            os::kill(pid);
             st.killed = Some((st.head, why));
         }
     }
@@ -142,7 +140,7 @@ pub(crate) struct Slot {
 
 impl Slot {
     /// Starts the slot's supervisor thread, which starts the first worker.
-    pub(crate) fn start(shared: Arc<Shared>, index: usize) -> Result<Slot, BuildError> {
+    pub(crate) fn start(shared: Arc<ProcShared>, index: usize) -> Result<Slot, BuildError> {
         let ctl = Arc::new(SlotCtl::default());
         let (tell, started) = mpsc::channel();
         let c = ctl.clone();
@@ -196,14 +194,14 @@ impl Slot {
 struct Releases {
     ids: Mutex<Vec<ObjectId>>,
     /// To wake the supervisor when it waits for jobs.
-    pool: Weak<Shared>,
+    pool: Weak<ProcShared>,
 }
 
 impl ReleaseSink for Releases {
     fn released(&self, id: ObjectId) {
         lock(&self.ids).push(id);
         // Without the queue's lock, which the dropping thread may hold
-        // (`Shared::close` drops cancelled jobs under it). A wake-up lost
+        // (`ProcShared::close` drops cancelled jobs under it). A wake-up lost
         // to that race is made up by the supervisor's `RELEASE_POLL`.
         if let Some(pool) = self.pool.upgrade() {
             pool.ready.notify_all();
@@ -221,7 +219,7 @@ struct Sent {
 }
 
 struct Supervisor {
-    shared: Arc<Shared>,
+    shared: Arc<ProcShared>,
     ctl: Arc<SlotCtl>,
     conn: Option<Conn>,
     /// In the order written; the worker answers in that order.
@@ -245,7 +243,7 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn new(shared: Arc<Shared>, ctl: Arc<SlotCtl>, conn: Conn) -> Self {
+    fn new(shared: Arc<ProcShared>, ctl: Arc<SlotCtl>, conn: Conn) -> Self {
         let releases = Arc::new(Releases {
             ids: Mutex::new(Vec::new()),
             pool: Arc::downgrade(&shared),
@@ -310,7 +308,7 @@ impl Supervisor {
                 let n = want.min(q.jobs.len());
                 return Some(q.jobs.drain(..n).collect());
             }
-            if q.state != State::Open {
+            if q.state != Lifecycle::Open {
                 return (!self.in_flight.is_empty()).then(VecDeque::new);
             }
             if !self.in_flight.is_empty() || !lock(&self.releases.ids).is_empty() {
@@ -318,12 +316,9 @@ impl Supervisor {
             }
             q.waiting += 1;
             q = if !self.kept.is_empty() {
-                match self.shared.ready.wait_timeout(q, RELEASE_POLL) {
-                    Ok((q, _)) => q,
-                    Err(p) => p.into_inner().0,
-                }
+                crate::sync::wait_timeout(&self.shared.ready, q, RELEASE_POLL)
             } else {
-                self.shared.ready.wait(q).unwrap_or_else(|p| p.into_inner())
+                crate::sync::wait(&self.shared.ready, q)
             };
             q.waiting -= 1;
         }
@@ -545,7 +540,7 @@ impl Supervisor {
                 self.revoke_unclaimed();
                 return;
             }
-            if sys::readable(conn.reader.get_ref().as_fd(), Some(due - now)) {
+            if os::readable(conn.reader.get_ref().as_fd(), Some(due - now)) {
                 return;
             }
         }
@@ -679,7 +674,7 @@ impl Supervisor {
         loop {
             {
                 let q = self.shared.lock();
-                if q.state != State::Open && q.jobs.is_empty() && self.in_flight.is_empty() {
+                if q.state != Lifecycle::Open && q.jobs.is_empty() && self.in_flight.is_empty() {
                     return false;
                 }
             }

@@ -12,7 +12,7 @@ use super::super::capture::{self, CapturedOutput};
 use super::super::control::Control;
 use super::super::fdpass::FdStream;
 use super::super::wire::{self, FromWorker, ToWorker};
-use super::super::{Config, WorkerOutput, sys};
+use super::super::{Config, WorkerOutput, os};
 use super::emit_log;
 use crate::error::{CodecStage, JobError};
 use crate::shm::{ShareFd, SharedObject};
@@ -102,7 +102,7 @@ impl Conn {
             }
         };
         let mut conn = Conn {
-            pidfd: sys::pidfd(pid).ok(),
+            pidfd: os::pidfd(pid).ok(),
             child,
             reader,
             writer,
@@ -129,7 +129,7 @@ impl Conn {
 
     /// Sends the control block and the chunk journal, before any job.
     fn send_control(&mut self) -> io::Result<()> {
-        let encoded = crate::task::encode(CodecStage::EncodeInput, self.control.mem())
+        let encoded = crate::codec::encode(CodecStage::EncodeInput, self.control.mem())
             .map_err(io::Error::other)?;
         let mut shared = encoded.shared;
         let log: SharedObject = std::sync::Arc::new(JournalFd(self.journal.try_clone()?));
@@ -208,10 +208,10 @@ impl Conn {
 fn command(config: &Config, capture: &[Option<File>; 2]) -> io::Result<Command> {
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0(format!("{} worker", config.name))
-        .env(sys::WORKER_ENV, "1")
-        .env(sys::PARENT_ENV, sys::pid().to_string())
-        .env(sys::MAX_FRAME_ENV, (config.max_payload + 4096).to_string())
-        .env(sys::MAX_OUTPUT_ENV, config.max_payload.to_string());
+        .env(os::WORKER_ENV, "1")
+        .env(os::PARENT_ENV, os::pid().to_string())
+        .env(os::MAX_FRAME_ENV, (config.max_payload + 4096).to_string())
+        .env(os::MAX_OUTPUT_ENV, config.max_payload.to_string());
     cmd.stdout(stdio(config.stdout, &capture[0])?)
         .stderr(stdio(config.stderr, &capture[1])?);
     let which: String = capture
@@ -223,7 +223,7 @@ fn command(config: &Config, capture: &[Option<File>; 2]) -> io::Result<Command> 
         cmd.env(capture::CAPTURE_ENV, which);
     }
     if let Some(bytes) = config.memory_limit {
-        cmd.env(sys::MEMORY_ENV, bytes.to_string());
+        cmd.env(os::MEMORY_ENV, bytes.to_string());
     }
     for (k, v) in &config.env {
         cmd.env(k, v);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::capture::Streams;
 use super::control::Control;
 use super::fdpass::{FdStream, SendFds, TakeFds};
-use super::sys;
+use super::os;
 use super::wire::{self, FromWorker, Items, LogLevel, ToWorker};
 use crate::error::{CodecStage, JobError, Payload};
 use crate::shm::{Encoded, Journal};
@@ -43,7 +43,7 @@ static STATE: Mutex<Option<WorkerState>> = Mutex::new(None);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn with_worker_state<S: 'static, R>(f: impl FnOnce(&mut S) -> R) -> Option<R> {
-    let mut state = STATE.lock().unwrap_or_else(|p| p.into_inner());
+    let mut state = crate::sync::lock(&STATE);
     state.as_mut()?.downcast_mut::<S>().map(f)
 }
 
@@ -79,7 +79,7 @@ impl<W: Write> Replies<W> {
     }
 
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, W> {
-        self.out.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.out)
     }
 
     /// Flushes `w` (this stream, locked).
@@ -152,7 +152,7 @@ pub(crate) fn run() -> ! {
     let code = match serve_process() {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("parpool worker {}: {e}", sys::pid());
+            eprintln!("parpool worker {}: {e}", os::pid());
             71
         }
     };
@@ -164,21 +164,21 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 fn serve_process() -> io::Result<()> {
-    let socket = UnixStream::from(sys::take_stdin_socket()?);
-    sys::die_with_parent(env_u64(sys::PARENT_ENV).and_then(|p| u32::try_from(p).ok()))?;
-    if let Some(bytes) = env_u64(sys::MEMORY_ENV) {
-        sys::limit_memory(bytes)?;
+    let socket = UnixStream::from(os::take_stdin_socket()?);
+    os::die_with_parent(env_u64(os::PARENT_ENV).and_then(|p| u32::try_from(p).ok()))?;
+    if let Some(bytes) = env_u64(os::MEMORY_ENV) {
+        os::limit_memory(bytes)?;
     }
     crate::panic::install_hook();
     let limits = Limits {
-        max_frame: env_u64(sys::MAX_FRAME_ENV).map_or(wire::DEFAULT_MAX_FRAME, |v| v as usize),
-        max_output: env_u64(sys::MAX_OUTPUT_ENV).map_or(wire::DEFAULT_MAX_FRAME as u64, |v| v),
+        max_frame: env_u64(os::MAX_FRAME_ENV).map_or(wire::DEFAULT_MAX_FRAME, |v| v as usize),
+        max_output: env_u64(os::MAX_OUTPUT_ENV).map_or(wire::DEFAULT_MAX_FRAME as u64, |v| v),
     };
     let out: Out = Arc::new(Replies::new(BufWriter::new(socket.try_clone()?)));
     let _ = tracing::subscriber::set_global_default(Forwarder { out: out.clone() });
     {
         let mut w = out.lock();
-        wire::write_frame(&mut *w, &FromWorker::Hello { pid: sys::pid() })?;
+        wire::write_frame(&mut *w, &FromWorker::Hello { pid: os::pid() })?;
         out.flush(&mut w)?;
     }
     let streams = Streams::from_env(limits.max_output);
@@ -230,7 +230,7 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds + Send + 'static>(
             } => {
                 let mut fds = input.take_fds(shared as usize)?;
                 let file = fds.pop().map(std::fs::File::from);
-                let block = crate::task::decode(CodecStage::DecodeInput, &bytes, fds)
+                let block = crate::codec::decode(CodecStage::DecodeInput, &bytes, fds)
                     .ok()
                     .and_then(Control::from_shared);
                 let (Some(block), Some(file)) = (block, file) else {
@@ -238,7 +238,7 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds + Send + 'static>(
                 };
                 // The handler needs the word for the rest of the process.
                 let flag: &'static Control = Box::leak(Box::new(block.clone()));
-                sys::watch_allocation_failures(flag.allocation_flag());
+                os::watch_allocation_failures(flag.allocation_flag());
                 control = Some(block);
                 journal = Some(Journal::open(file, limits.max_output.saturating_add(4096)));
             }
@@ -253,7 +253,7 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds + Send + 'static>(
                     .ok_or(JobError::UnknownTask { name: task })
                     .and_then(|entry| entry.run_init(&payload, fds))
                     .map(|state| {
-                        *STATE.lock().unwrap_or_else(|p| p.into_inner()) = Some(state);
+                        *crate::sync::lock(&STATE) = Some(state);
                         wire::Bytes(Vec::new())
                     });
                 let done = FromWorker::Done {

@@ -36,7 +36,7 @@ fn divert_worker_process() {
     // a parpool worker, runs the worker loop and exits without returning to
     // the runtime. It touches no state that std initializes in `main`.
     if std::env::var_os(WORKER_ENV).is_some() {
-        super::worker::run();
+        super::child::run();
     }
 }
 
