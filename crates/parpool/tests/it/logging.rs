@@ -1,15 +1,17 @@
 //! Jobs run inside a `job` span (fields `pool`, `job`), visible to the
-//! subscriber the application installs. (Own test binary: it installs a
-//! global subscriber.)
+//! subscriber the application installs. (It installs a global subscriber,
+//! so it runs alone in a child process.)
 
-mod common;
-
-use common::Captured;
+use crate::common::Captured;
 
 use parpool::ThreadPool;
 
 #[test]
 fn job_events_carry_the_pool_and_job_span() {
+    // It installs a global subscriber: alone, in a child process.
+    if crate::common::isolated("logging::job_events_carry_the_pool_and_job_span") {
+        return;
+    }
     let captured = Captured::default();
     let sink = captured.clone();
     tracing_subscriber::fmt()

@@ -157,7 +157,7 @@ fn map_output_is_passed_on_per_chunk() {
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "map_output_is_passed_on_per_chunk",
+            "process_capture::map_output_is_passed_on_per_chunk",
             "--nocapture",
         ])
         .env("CAPTURE_MAP_CHILD", "1")

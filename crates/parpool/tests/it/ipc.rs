@@ -248,6 +248,10 @@ fn ipc_objects_cannot_be_serialized_outside_a_job() {
 
 #[test]
 fn no_descriptor_leaks_after_many_jobs() {
+    // It measures this whole process: alone, in a child process.
+    if crate::common::isolated("ipc::no_descriptor_leaks_after_many_jobs") {
+        return;
+    }
     let _serial = serial();
     let pool = pool(1);
     // Warm up both kinds of job, so that whatever a process opens once

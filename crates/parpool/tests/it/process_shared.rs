@@ -128,6 +128,11 @@ fn map_over_shared_items() {
 
 #[test]
 fn no_descriptor_or_mapping_outlives_its_last_handle() {
+    // It measures this whole process: alone, in a child process.
+    if crate::common::isolated("process_shared::no_descriptor_or_mapping_outlives_its_last_handle")
+    {
+        return;
+    }
     let _serial = serial();
     let pool = ProcessPool::builder().workers(1).build().unwrap();
     // Warm up: the worker and this process reach their steady state.

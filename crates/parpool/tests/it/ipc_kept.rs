@@ -260,6 +260,10 @@ fn switches_of_thread(name: &str) -> u64 {
 
 #[test]
 fn an_idle_pool_whose_worker_keeps_nothing_sleeps() {
+    // It measures this whole process: alone, in a child process.
+    if crate::common::isolated("ipc_kept::an_idle_pool_whose_worker_keeps_nothing_sleeps") {
+        return;
+    }
     let pool = ProcessPool::builder()
         .name("kept-idle")
         .workers(1)

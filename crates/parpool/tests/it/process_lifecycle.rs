@@ -68,7 +68,11 @@ fn killing_the_parent_leaves_no_orphans() {
     let path = std::env::temp_dir().join(format!("parpool-orphans-{}", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let mut parent = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "orphan_parent_role", "--test-threads=1"])
+        .args([
+            "--exact",
+            "process_lifecycle::orphan_parent_role",
+            "--test-threads=1",
+        ])
         .env(ORPHAN_FILE, &path)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -116,6 +120,10 @@ fn rss_kib() -> u64 {
 
 #[test]
 fn fds_and_memory_stay_flat_over_100k_jobs() {
+    // It measures this whole process: alone, in a child process.
+    if crate::common::isolated("process_lifecycle::fds_and_memory_stay_flat_over_100k_jobs") {
+        return;
+    }
     let _serial = serial();
     let pool = ProcessPool::builder()
         .workers(2)

@@ -1,10 +1,8 @@
 //! tracing events emitted inside a worker process reach the parent's
-//! subscriber, tagged with the worker's pid and the job. (Own binary: it
-//! installs a global subscriber.)
+//! subscriber, tagged with the worker's pid and the job. (It installs a global
+//! subscriber, so it runs alone in a child process.)
 
-mod common;
-
-use common::Captured;
+use crate::common::Captured;
 
 use parpool::{Executor, ProcessPool, WorkerOutput};
 
@@ -17,6 +15,10 @@ parpool::task!(
 
 #[test]
 fn worker_events_reach_the_parent_with_pid_and_job() {
+    // It installs a global subscriber: alone, in a child process.
+    if crate::common::isolated("process_logging::worker_events_reach_the_parent_with_pid_and_job") {
+        return;
+    }
     let captured = Captured::default();
     let sink = captured.clone();
     tracing_subscriber::fmt()

@@ -1,0 +1,4 @@
+//! The `parpool` command's tests, one binary for all of them.
+
+mod compare;
+mod run;

@@ -1,0 +1,55 @@
+//! Helpers shared by the integration tests.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+/// A `tracing_subscriber` writer that keeps everything written to it.
+#[derive(Clone, Default)]
+pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// Everything written so far, as text.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The variable that tells a child process of this binary which test it
+/// runs alone.
+const ISOLATED_ENV: &str = "PARPOOL_TEST_ISOLATED";
+
+/// Runs test `name` (`module::function`) alone in a fresh process of this
+/// test binary, for tests that measure the whole process (its descriptors,
+/// threads, memory) and would see other tests' work otherwise.
+///
+/// In the test's own process this runs the child, checks that it ran the
+/// test and passed (panicking with its output if not), and returns
+/// `true`: the caller returns. In the child it returns `false`: the caller
+/// runs its body.
+pub(crate) fn isolated(name: &str) -> bool {
+    if std::env::var_os(ISOLATED_ENV).is_some_and(|v| v == name) {
+        return false;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--test-threads=1", "--nocapture"])
+        .env(ISOLATED_ENV, name)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{name}, run alone, failed or did not run:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
+}
