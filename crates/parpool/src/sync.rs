@@ -1,8 +1,9 @@
 //! Synchronisation primitives, swapped for loom's under `cfg(parpool_loom)`,
 //! and the one way this crate locks and waits: ignoring poisoning.
 //!
-//! Only the types whose interleavings matter to the job state machine are
-//! shimmed (mutex, condvar, atomics). `Arc` stays std's in both builds: loom's
+//! Only the types whose interleavings the loom models explore are shimmed
+//! (mutex, condvar, atomics, fences): the job state machine's and the
+//! thread pool's sleep protocol's. `Arc` stays std's in both builds: loom's
 //! `Arc` cannot be unsized to a trait object, and reference counting is not
 //! what the models explore.
 //!
@@ -12,12 +13,12 @@
 //! take std's and loom's types alike and ignore poisoning.
 
 #[cfg(parpool_loom)]
-pub(crate) use loom::sync::atomic::AtomicU8;
+pub(crate) use loom::sync::atomic::{AtomicU8, AtomicUsize, fence};
 #[cfg(parpool_loom)]
 pub(crate) use loom::sync::{Condvar, Mutex};
 
 #[cfg(not(parpool_loom))]
-pub(crate) use std::sync::atomic::AtomicU8;
+pub(crate) use std::sync::atomic::{AtomicU8, AtomicUsize, fence};
 #[cfg(not(parpool_loom))]
 pub(crate) use std::sync::{Condvar, Mutex};
 
@@ -125,4 +126,4 @@ pub(crate) fn wait_timeout<G, C: Wait<G> + ?Sized>(cv: &C, guard: G, dur: Durati
     cv.wait_timeout_ignoring_poison(guard, dur)
 }
 
-pub(crate) use std::sync::atomic::Ordering::{AcqRel, Acquire};
+pub(crate) use std::sync::atomic::Ordering::{AcqRel, Acquire, SeqCst};

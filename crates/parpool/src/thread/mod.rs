@@ -1,6 +1,7 @@
 //! [`ThreadPool`]: closures and tasks on a fixed set of worker threads.
 
 mod scope;
+mod sleep;
 mod worker;
 
 pub(crate) use worker::help_until;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crossbeam_deque::{Injector, Steal};
 use crossbeam_utils::{Backoff, CachePadded};
 
+use super::sleep::Sleep;
 use crate::error::JobError;
 use crate::handle::{Cell, Inner};
 use crate::job::{self, CancelToken, Cancellable, JobId};
@@ -56,15 +57,6 @@ struct Submissions {
     next_id: AtomicU64,
 }
 
-/// Written by workers as they go idle or busy; read on every push.
-#[derive(Default)]
-struct Idle {
-    sleepers: AtomicUsize,
-    /// Workers awake and looking for a job: a push need not wake anyone
-    /// while one of them exists.
-    searching: AtomicUsize,
-}
-
 pub(crate) struct ThreadShared {
     /// Unique per pool in this process (handles remember it).
     pub(crate) id: u64,
@@ -74,14 +66,13 @@ pub(crate) struct ThreadShared {
     pub(crate) state: CachePadded<AtomicU8>,
     pub(crate) injector: Injector<Job>,
     submissions: CachePadded<Submissions>,
-    idle: CachePadded<Idle>,
+    /// Written by workers as they go idle or busy; read on every push.
+    sleep: CachePadded<Sleep>,
     /// Jobs accepted and not yet taken, kept only for a bounded queue.
     pending: CachePadded<AtomicUsize>,
     pub(crate) counters: Vec<CachePadded<WorkerCounters>>,
     /// Refused after shutdown (never queued).
     pub(crate) refused: AtomicU64,
-    sleep: Mutex<()>,
-    sleep_cv: Condvar,
     space: Mutex<()>,
     space_cv: Condvar,
     blocked_submitters: AtomicUsize,
@@ -104,10 +95,7 @@ impl Admitted<'_> {
         let shared = self.0;
         shared.submissions.accepted.fetch_add(1, Relaxed);
         shared.injector.push(job);
-        fence(SeqCst);
-        if shared.idle.searching.load(SeqCst) == 0 {
-            shared.wake_one();
-        }
+        shared.sleep.after_push();
     }
 }
 
@@ -135,14 +123,12 @@ impl ThreadShared {
                 next_id: AtomicU64::new(1),
                 ..Submissions::default()
             }),
-            idle: CachePadded::default(),
+            sleep: CachePadded::default(),
             pending: CachePadded::default(),
             counters: (0..workers)
                 .map(|_| CachePadded::new(WorkerCounters::default()))
                 .collect(),
             refused: AtomicU64::new(0),
-            sleep: Mutex::new(()),
-            sleep_cv: Condvar::new(),
             space: Mutex::new(()),
             space_cv: Condvar::new(),
             blocked_submitters: AtomicUsize::new(0),
@@ -236,18 +222,7 @@ impl ThreadShared {
     /// Called by a worker that just went from idle to busy: if jobs remain
     /// queued and no worker is searching, nobody else will look for them.
     fn pass_on_wake(&self) {
-        fence(SeqCst);
-        if self.has_work() && self.idle.searching.load(SeqCst) == 0 {
-            self.wake_one();
-        }
-    }
-
-    /// Wakes one sleeping worker, if any sleeps.
-    fn wake_one(&self) {
-        if self.idle.sleepers.load(SeqCst) > 0 {
-            let _g = crate::sync::lock(&self.sleep);
-            self.sleep_cv.notify_one();
-        }
+        self.sleep.pass_on(|| self.has_work());
     }
 
     /// Closes the pool to new jobs and wakes every sleeper.
@@ -260,8 +235,7 @@ impl ThreadShared {
     }
 
     fn wake_all(&self) {
-        let _g = crate::sync::lock(&self.sleep);
-        self.sleep_cv.notify_all();
+        self.sleep.wake_all();
     }
 
     fn has_work(&self) -> bool {
@@ -308,16 +282,7 @@ impl ThreadShared {
 
     /// Blocks until there may be work or the pool is finished.
     fn sleep(&self) {
-        let g = crate::sync::lock(&self.sleep);
-        self.idle.sleepers.fetch_add(1, SeqCst);
-        fence(SeqCst);
-        let g = if self.has_work() || self.finished() {
-            g
-        } else {
-            crate::sync::wait(&self.sleep_cv, g)
-        };
-        self.idle.sleepers.fetch_sub(1, SeqCst);
-        drop(g);
+        self.sleep.sleep(|| self.has_work() || self.finished());
     }
 
     /// Whether the calling thread is one of this pool's workers.
@@ -381,12 +346,12 @@ pub(crate) fn work(shared: &Arc<ThreadShared>, index: usize) {
         // At most half the workers (at least one) search at a time; the
         // others sleep at once, leaving cores to the threads that submit.
         let max_searchers = (shared.workers / 2).max(1);
-        let found = if shared.idle.searching.fetch_add(1, SeqCst) < max_searchers {
+        let found = if shared.sleep.start_search() < max_searchers {
             search(shared)
         } else {
             None
         };
-        shared.idle.searching.fetch_sub(1, SeqCst);
+        shared.sleep.end_search();
         match found {
             Some(job) => {
                 was_idle = false;
