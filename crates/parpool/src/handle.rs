@@ -21,7 +21,7 @@
 //! runs exactly once. A callback added after the result was stored borrows
 //! the result the same way ("lends" it) and puts it back.
 //!
-//! The model tests in `tests` (run with `--cfg loom`) explore completion,
+//! The model tests in `tests` (run with `--cfg parpool_loom`, see `./test`) explore completion,
 //! cancellation and waker registration racing each other.
 
 use std::fmt;

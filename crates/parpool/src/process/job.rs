@@ -52,15 +52,23 @@ pub(crate) enum AfterCrash {
     Settled(bool),
 }
 
+/// What a worker is sent to run a job.
+#[derive(Debug)]
+pub(crate) struct Request<'a> {
+    /// The registered task's name.
+    pub(crate) task: &'static str,
+    /// The encoded input and the shared objects that travel with it.
+    pub(crate) payload: &'a Encoded,
+    /// What of the input to run: [`Items::One`] for a job, the items left
+    /// for a chunk.
+    pub(crate) items: Items,
+}
+
 /// The supervisor's view of a queued process job.
 pub(crate) trait ProcJob: Send + Sync {
     fn id(&self) -> u64;
-    fn task(&self) -> &'static str;
-    /// The encoded input and the shared objects that travel with it.
-    fn payload(&self) -> &Encoded;
-    /// What of the input to run: [`Items::One`] for a job, the items left
-    /// for a chunk.
-    fn items(&self) -> Items;
+    /// What to send the worker for it.
+    fn request(&self) -> Request<'_>;
     /// Claims the job for sending; `false` if it was cancelled meanwhile.
     fn start(&self, slot: &Arc<SlotCtl>) -> bool;
     /// Resolves with the worker's reply (encoded output and the
@@ -405,14 +413,12 @@ where
     fn id(&self) -> u64 {
         self.inner.id().get()
     }
-    fn task(&self) -> &'static str {
-        self.task
-    }
-    fn payload(&self) -> &Encoded {
-        &self.payload
-    }
-    fn items(&self) -> Items {
-        self.work.items()
+    fn request(&self) -> Request<'_> {
+        Request {
+            task: self.task,
+            payload: &self.payload,
+            items: self.work.items(),
+        }
     }
     fn start(&self, slot: &Arc<SlotCtl>) -> bool {
         *lock(&self.slot) = Some(slot.clone());

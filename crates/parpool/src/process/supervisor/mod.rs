@@ -362,8 +362,9 @@ impl Supervisor {
                 self.worker_lost();
                 return true;
             }
-            let payload = job.payload();
-            let mut bytes = payload.bytes.len() + job.task().len() + 48;
+            let request = job.request();
+            let payload = request.payload;
+            let mut bytes = payload.bytes.len() + request.task.len() + 48;
             if !wrote {
                 // The first request of this write pays for its buffer.
                 bytes += WRITE_COST;
@@ -375,12 +376,11 @@ impl Supervisor {
             let seq = conn.next_seq;
             conn.next_seq += 1;
             conn.control.offer(seq);
-            let items = job.items();
             let msg = ToWorkerRef::Run {
                 id: job.id(),
                 seq,
-                task: job.task(),
-                items: &items,
+                task: request.task,
+                items: &request.items,
                 // At most one descriptor per payload byte, so this fits.
                 shared: payload.shared.len() as u32,
                 input: &payload.bytes,
