@@ -30,15 +30,21 @@
 //! them at once (`futex_waitv`, Linux 5.16 or later), none per call.
 
 mod barrier;
+mod condvar;
+mod event;
+mod futex_wait;
 mod mem;
+mod mutex;
 mod queue;
 mod region;
-mod ring;
-mod sync;
+mod semaphore;
 mod sys;
 mod waiter;
 
 pub use barrier::{Barrier, BarrierError, Party};
+pub use condvar::Condvar;
+pub use event::{Event, EventWait};
 pub use mem::{AccessError, SharedMem, SharedSlice};
+pub use mutex::{Lock, LockError, Mutex, MutexGuard};
 pub use queue::{Queue, RecvError, SendError, TaskDoneError};
-pub use sync::{Condvar, Event, EventWait, Lock, LockError, Mutex, MutexGuard, Permit, Semaphore};
+pub use semaphore::{Permit, Semaphore};

@@ -247,6 +247,33 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
     Ok(region)
 }
 
+/// Serde for a region type with a fixed payload size: a descriptor
+/// reference on the process wire, an error anywhere else. The names it
+/// uses (`Serialize`, `Serializer`, `Deserialize`, `Deserializer`,
+/// `region`, `RegionSeed`) are those in scope where it is invoked.
+macro_rules! fixed_region_serde {
+    ($ty:ident, $kind:expr, $len:expr) => {
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                region::serialize(&self.region, $kind, s)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                use serde::de::DeserializeSeed;
+                let region = RegionSeed {
+                    kind: $kind,
+                    len: $len,
+                }
+                .deserialize(d)?;
+                Ok($ty { region })
+            }
+        }
+    };
+}
+pub(crate) use fixed_region_serde;
+
 #[cfg(test)]
 mod tests {
     use super::*;

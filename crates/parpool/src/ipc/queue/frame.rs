@@ -1,0 +1,342 @@
+//! Messages in the ring. A frame is
+//! `[len u64][payload][padding to 8][trailer u64]`, and the trailer
+//! commits it (or, written by a sender that recovers a dead one's
+//! message, aborts it). The send path, then the receive path: each takes
+//! its end's lock, waits for room or data, and copies a whole frame at
+//! once, or streams one larger than the free space through in pieces.
+
+use std::io;
+use std::sync::atomic::Ordering::{Relaxed, Release, SeqCst};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::layout::{
+    DATA_SEQ, HEAD, MAX_ITEMS, READ_END, READ_LOCK, READ_RECEIVED, READER_WAITING, RECEIVED,
+    RECV_STREAK, SENT, SPACE_SEQ, TAIL, WRITE_END, WRITE_LOCK, WRITE_SENT, WRITER_WAITING,
+};
+use super::ring::Position;
+use super::wait::{BATCH, PATIENT, STREAM, STREAM_BATCH, STREAMING, Wait};
+use super::{Queue, RecvError, SendError};
+
+const COMMIT: u64 = 0x434f_4d4d_4954_2e2e;
+pub(super) const ABORT: u64 = 0x4142_4f52_542e_2e2e;
+/// Bytes a message takes besides its payload: length and trailer.
+const FRAME: u64 = 16;
+
+/// Bytes a message of `len` payload bytes takes in the ring: its length
+/// word, the payload padded to a multiple of 8, and its trailer. The
+/// padding keeps every length and trailer word aligned, so each is one
+/// load or store and never wraps around the ring. `None` if it overflows.
+pub(super) fn frame_len(len: u64) -> Option<u64> {
+    len.checked_next_multiple_of(8)?.checked_add(FRAME)
+}
+
+thread_local! {
+    /// Scratch space for encoding and receiving, reused between messages.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Largest frame built on the stack: payloads of up to 240 bytes.
+const SMALL_FRAME: usize = 256;
+
+/// Encodes `value` as a whole frame in `buf` if its payload fits there;
+/// the frame's length, or `None` when it does not fit. Inlined into
+/// `send_with`, which the split into files would otherwise prevent (its
+/// caller, a `Queue` method, is compiled with the rest of `mod.rs`).
+#[inline]
+fn small_frame<T: Serialize>(
+    value: &T,
+    buf: &mut [u8; SMALL_FRAME],
+) -> Result<Option<usize>, String> {
+    let len = match postcard::to_slice(value, &mut buf[8..SMALL_FRAME - 8]) {
+        Ok(payload) => payload.len(),
+        Err(postcard::Error::SerializeBufferFull) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    // At most 8 + 240 + 8 bytes: 240 is a multiple of 8.
+    let need = frame_len(len as u64).map_or(SMALL_FRAME, |n| n as usize);
+    buf[..8].copy_from_slice(&(len as u64).to_le_bytes());
+    buf[8 + len..need - 8].fill(0);
+    buf[need - 8..need].copy_from_slice(&COMMIT.to_le_bytes());
+    Ok(Some(need))
+}
+
+/// Lets a scratch buffer that grew for a big message go. Up to a few
+/// MiB it stays: allocating a big buffer afresh for every message costs
+/// more in page faults than copying it does.
+fn shrink(buf: &mut Vec<u8>) {
+    if buf.capacity() > 4 << 20 {
+        *buf = Vec::new();
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    pub(super) fn send_with(&self, value: T, wait: Wait) -> Result<(), SendError<T>> {
+        // Most messages are small: their frame is built on the stack.
+        let mut small = [0u8; SMALL_FRAME];
+        if let Some(n) = small_frame(&value, &mut small).map_err(SendError::Encode)? {
+            return self.send_frame(value, wait, &small[..n]);
+        }
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut buf) => {
+                let r = self.send_encoded(value, wait, &mut buf);
+                shrink(&mut buf);
+                r
+            }
+            // A `Serialize` that sends on a queue itself: no shared scratch.
+            Err(_) => self.send_encoded(value, wait, &mut Vec::new()),
+        })
+    }
+
+    fn send_encoded(&self, value: T, wait: Wait, buf: &mut Vec<u8>) -> Result<(), SendError<T>> {
+        // The whole frame in scratch: length, payload, padding, trailer.
+        buf.clear();
+        buf.extend_from_slice(&[0; 8]);
+        match postcard::to_extend(&value, std::mem::take(buf)) {
+            Ok(b) => *buf = b,
+            Err(e) => return Err(SendError::Encode(e.to_string())),
+        }
+        let len = (buf.len() - 8) as u64;
+        let need = frame_len(len).ok_or_else(|| SendError::Encode("message too large".into()))?;
+        buf[..8].copy_from_slice(&len.to_le_bytes());
+        buf.resize(need as usize - 8, 0);
+        buf.extend_from_slice(&COMMIT.to_le_bytes());
+        self.send_frame(value, wait, buf)
+    }
+
+    /// Sends `frame`, the encoded `value` (handed back if it is not sent).
+    fn send_frame(&self, value: T, wait: Wait, frame: &[u8]) -> Result<(), SendError<T>> {
+        let need = frame.len() as u64;
+        let Some((_lock, died)) = self.lock_end(WRITE_LOCK, &wait).map_err(SendError::Io)? else {
+            return Err(SendError::Full(value));
+        };
+        if died {
+            self.recover_sender();
+        }
+        // Room for all of it, unless it is larger than the ring and must
+        // stream (which `try_send` does not do): then room for its length.
+        let start = if need <= self.cap || matches!(wait, Wait::No) {
+            need
+        } else {
+            8
+        };
+        let max_items = self.word(MAX_ITEMS).load(Relaxed);
+        let ready_for = |room: u64| {
+            self.is_closed()
+                || ((max_items == u64::MAX || self.len() < max_items as usize)
+                    && self.has_room(room))
+        };
+        // A full ring: while it spins, the sender waits for a sixteenth
+        // of the ring rather than for one message's room, so that it and
+        // the receiver work on lines far apart instead of trading each
+        // line back and forth, one message at a time.
+        let batch = start.max(self.cap / 16).min(self.cap);
+        let (eager, ready) = (|| ready_for(batch), || ready_for(start));
+        if self
+            .wait_eager(SPACE_SEQ, WRITER_WAITING, &wait, PATIENT, &eager, &ready)
+            .is_none()
+        {
+            return Err(SendError::Full(value));
+        }
+        if self.is_closed() {
+            return Err(SendError::Closed(value));
+        }
+        // What a sender that finds this one dead needs to undo it: where
+        // the message ends and the count before it.
+        let tail = self.word(TAIL).load(Relaxed);
+        let sent = self.word(SENT).load(Relaxed);
+        self.word(WRITE_END).store(tail + need, Release);
+        self.word(WRITE_SENT).store(sent, Release);
+        // `SENT` counts the message before receivers can see it, so a
+        // receiver's `task_done` always finds it counted.
+        if self.has_room(need) {
+            // The common case: the whole message at once, one publish.
+            self.copy_in(tail, frame);
+            self.word(SENT).store(sent + 1, Release);
+            self.publish(TAIL, tail + need, DATA_SEQ, READER_WAITING);
+        } else {
+            self.stream_in(&frame[..frame.len() - 8]);
+            self.word(SENT).store(sent + 1, Release);
+            self.put_word(COMMIT);
+        }
+        Ok(())
+    }
+
+    /// Writes `bytes` at the tail, in pieces as room frees up: a quarter
+    /// of the ring at a time, or what is left.
+    pub(super) fn stream_in(&self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let piece = (bytes.len() as u64).min(self.cap / 4);
+            self.wait_for(SPACE_SEQ, WRITER_WAITING, &Wait::Forever, || {
+                self.has_room(piece)
+            });
+            let n = (self.space() as usize).min(bytes.len());
+            let tail = self.ring().tail.get();
+            self.copy_in(tail, &bytes[..n]);
+            self.ring().tail.set(tail + n as u64);
+            self.bump(DATA_SEQ, READER_WAITING);
+            bytes = &bytes[n..];
+        }
+    }
+
+    /// Writes one 8-byte word at the tail once there is room for all of it.
+    pub(super) fn put_word(&self, word: u64) {
+        self.wait_for(SPACE_SEQ, WRITER_WAITING, &Wait::Forever, || {
+            self.has_room(8)
+        });
+        let tail = self.ring().tail.get();
+        self.copy_in(tail, &word.to_le_bytes());
+        self.ring().tail.set(tail + 8);
+        self.bump(DATA_SEQ, READER_WAITING);
+    }
+
+    pub(super) fn recv_with(&self, wait: Wait) -> Result<T, RecvError> {
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut buf) => {
+                let r = self.recv_into(wait, &mut buf);
+                shrink(&mut buf);
+                r
+            }
+            // A `Deserialize` that receives from a queue itself.
+            Err(_) => self.recv_into(wait, &mut Vec::new()),
+        })
+    }
+
+    fn recv_into(&self, wait: Wait, bytes: &mut Vec<u8>) -> Result<T, RecvError> {
+        let Some((_lock, died)) = self.lock_end(READ_LOCK, &wait).map_err(RecvError::Io)? else {
+            return Err(RecvError::Empty);
+        };
+        if died {
+            self.recover_receiver();
+        }
+        loop {
+            let drained = || {
+                self.is_closed()
+                    && self.available() == 0
+                    && self.word(WRITE_END).load(SeqCst) <= self.ring().tail.get()
+            };
+            let ready = || self.has_data(8) || drained();
+            // Caught up with the senders: hold out a moment for a few
+            // lines' worth, so as not to read each line while a sender
+            // still writes the next message into it. Longer, for more,
+            // while the senders stream.
+            let streak = self.word(RECV_STREAK).load(Relaxed);
+            let streaming = streak >= STREAMING;
+            let (patience, batch) = if streaming {
+                (STREAM, STREAM_BATCH)
+            } else {
+                (PATIENT, BATCH)
+            };
+            let eager = || self.has_data(batch) || drained();
+            let Some(waited) =
+                self.wait_eager(DATA_SEQ, READER_WAITING, &wait, patience, &eager, &ready)
+            else {
+                return Err(RecvError::Empty);
+            };
+            if !waited.is_zero() {
+                // Senders stream when a patient wait gets its batch; they
+                // have stopped when even a streaming wait gets less.
+                let dense = self.has_data(BATCH);
+                let next = if dense {
+                    (streak + 1).min(STREAMING)
+                } else {
+                    0
+                };
+                if next != streak {
+                    self.word(RECV_STREAK).store(next, Relaxed);
+                }
+            }
+            if !self.has_data(8) {
+                return Err(RecvError::Disconnected);
+            }
+            let head = self.word(HEAD).load(Relaxed);
+            let len = self.read_word(head);
+            bytes.clear();
+            let need = frame_len(len)
+                .filter(|&n| usize::try_from(n).is_ok_and(|n| bytes.try_reserve_exact(n).is_ok()));
+            let Some(need) = need else {
+                return Err(RecvError::Io(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("a message claims {len} bytes, more than this process can hold"),
+                )));
+            };
+            let received = self.word(RECEIVED).load(Relaxed);
+            self.word(READ_END).store(head + need, Release);
+            self.word(READ_RECEIVED).store(received, Release);
+            let trailer = if self.has_data(need) {
+                // The whole message is there: one read, one publish.
+                self.ring().read_append(head + 8, len as usize, bytes);
+                let trailer = self.read_word(head + need - 8);
+                self.count_received(received, trailer);
+                self.publish(HEAD, head + need, SPACE_SEQ, WRITER_WAITING);
+                trailer
+            } else {
+                self.ring().head.set(head + 8);
+                self.bump(SPACE_SEQ, WRITER_WAITING);
+                bytes.resize(len as usize, 0);
+                self.stream_out(bytes);
+                let pad = (need - FRAME - len) as usize;
+                self.stream_out(&mut [0u8; 8][..pad]);
+                self.take_word(|trailer| self.count_received(received, trailer))
+            };
+            match trailer {
+                COMMIT => {
+                    return postcard::from_bytes(bytes)
+                        .map_err(|e| RecvError::Decode(e.to_string()));
+                }
+                // Its sender died while writing it: drop it, read on.
+                ABORT => continue,
+                _ => {
+                    return Err(RecvError::Io(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a message has no valid trailer: the queue's memory is corrupted",
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Reads `buf.len()` bytes at the head, in pieces as they arrive.
+    pub(super) fn stream_out(&self, buf: &mut [u8]) {
+        let mut done = 0;
+        while done < buf.len() {
+            // A quarter of the ring at a time, or what is left. The sender
+            // is not waiting for room meanwhile: it has at least the other
+            // three quarters.
+            let piece = ((buf.len() - done) as u64).min(self.cap / 4);
+            self.wait_for(DATA_SEQ, READER_WAITING, &Wait::Forever, || {
+                self.has_data(piece)
+            });
+            let n = (self.available() as usize).min(buf.len() - done);
+            let head = self.ring().head.get();
+            self.copy_out(head, &mut buf[done..done + n]);
+            self.ring().head.set(head + n as u64);
+            self.bump(SPACE_SEQ, WRITER_WAITING);
+            done += n;
+        }
+    }
+
+    /// Reads the 8-byte word at the head once it is all there; `done`
+    /// runs before the head moves past it.
+    pub(super) fn take_word(&self, done: impl FnOnce(u64)) -> u64 {
+        self.wait_for(DATA_SEQ, READER_WAITING, &Wait::Forever, || {
+            self.has_data(8)
+        });
+        let head = self.ring().head.get();
+        let w = self.read_word(head);
+        done(w);
+        self.ring().head.set(head + 8);
+        self.bump(SPACE_SEQ, WRITER_WAITING);
+        w
+    }
+
+    /// Counts a message received if `trailer` commits it, from the count
+    /// before it (so a receiver that recovers a dead one's message counts
+    /// it once).
+    pub(super) fn count_received(&self, before: u64, trailer: u64) {
+        if trailer == COMMIT {
+            self.word(RECEIVED).store(before + 1, Release);
+        }
+    }
+}
