@@ -1,7 +1,7 @@
 //! How job inputs and outputs become bytes and back: postcard, with every
 //! user `Serialize`/`Deserialize` panic turned into a codec error, and
 //! shared objects gathered to travel as descriptors
-//! ([`shm::collecting`], [`shm::receiving`]).
+//! ([`transfer::collecting`], [`transfer::receiving`]).
 
 use std::os::fd::OwnedFd;
 
@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{CodecStage, JobError};
 use crate::panic;
-use crate::shm::{self, Encoded};
+use parpool_ipc::transfer::{self, Encoded};
 
 /// Encodes `value` into a vector allocated once at its exact size.
 pub(crate) fn encode_exact<T: Serialize + ?Sized>(value: &T) -> postcard::Result<Vec<u8>> {
@@ -35,16 +35,18 @@ fn guarded<T>(stage: CodecStage, f: impl FnOnce() -> Result<T, JobError>) -> Res
 }
 
 /// Decodes `bytes`, a panicking `Deserialize` included, as a codec error.
-/// `fds` are the descriptors that came with them (see [`crate::shm`]).
+/// `fds` are the descriptors that came with them (see [`parpool_ipc::transfer`]).
 pub(crate) fn decode<T: DeserializeOwned>(
     stage: CodecStage,
     bytes: &[u8],
     fds: Vec<OwnedFd>,
 ) -> Result<T, JobError> {
     guarded(stage, || {
-        shm::receiving(fds, || postcard::from_bytes(bytes)).map_err(|e| match shm::take_failure() {
-            Some(why) => codec_error(stage, why),
-            None => codec_error(stage, e),
+        transfer::receiving(fds, || postcard::from_bytes(bytes)).map_err(|e| {
+            match transfer::take_failure() {
+                Some(why) => codec_error(stage, why),
+                None => codec_error(stage, e),
+            }
         })
     })
 }
@@ -54,7 +56,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
 /// it. `None` if it does not decode.
 pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Option<(T, &[u8])> {
     guarded(CodecStage::DecodeOutput, || {
-        shm::receiving(Vec::new(), || postcard::take_from_bytes(bytes))
+        transfer::receiving(Vec::new(), || postcard::take_from_bytes(bytes))
             .map_err(|e| codec_error(CodecStage::DecodeOutput, e))
     })
     .ok()
@@ -64,7 +66,7 @@ pub(crate) fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Option<(T, &[u
 /// Shared segments in it are collected to travel as descriptors.
 pub(crate) fn encode<T: Serialize>(stage: CodecStage, value: &T) -> Result<Encoded, JobError> {
     guarded(stage, || {
-        let (bytes, shared) = shm::collecting(|| encode_exact(value));
+        let (bytes, shared) = transfer::collecting(|| encode_exact(value));
         let bytes = bytes.map_err(|e| codec_error(stage, e))?;
         Ok(Encoded { bytes, shared })
     })

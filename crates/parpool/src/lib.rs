@@ -60,7 +60,6 @@
 mod codec;
 mod error;
 mod handle;
-pub mod ipc;
 mod job;
 mod lifecycle;
 mod map;
@@ -68,13 +67,26 @@ mod notify;
 mod output;
 mod panic;
 mod process;
-mod shm;
 mod stats;
 mod sync;
 mod task;
 mod thread;
 mod timer;
 mod wait;
+
+/// Shared state and synchronization across processes (and threads), from
+/// the [`parpool_ipc`] crate: put one of these in a job's input and the job,
+/// in a worker process or on a thread, works on the same object.
+///
+/// See [`parpool_ipc`] for the whole story: robust locks, what crosses
+/// and how, and what is checked when a region arrives.
+pub mod ipc {
+    pub use parpool_ipc::{
+        AccessError, Barrier, BarrierError, Condvar, Event, EventWait, Lock, LockError, Mutex,
+        MutexGuard, Party, Permit, Queue, RecvError, Semaphore, SendError, SharedMem, SharedSlice,
+        TaskDoneError,
+    };
+}
 
 /// Items the macros expand to; not part of the API.
 #[doc(hidden)]
@@ -88,8 +100,8 @@ pub use handle::JobHandle;
 pub use job::{CancelToken, JobContext, JobId, JobOptions, current_job};
 pub use map::{Map, MapUnordered};
 pub use output::CapturedOutput;
+pub use parpool_ipc::SharedBytes;
 pub use process::{ProcessPool, ProcessPoolBuilder, WorkerOutput, init, with_worker_state};
-pub use shm::SharedBytes;
 pub use stats::Stats;
 pub use task::{Executor, Task};
 pub use thread::{Scope, ThreadPool, ThreadPoolBuilder, TrySpawnError};

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use crate::codec::{codec_error, decode, encode, encode_exact};
 use crate::error::{CodecStage, JobError};
 use crate::panic;
-use crate::shm::{self, Encoded};
+use parpool_ipc::transfer::{self, Encoded};
 
 use crate::handle::JobHandle;
 use crate::job::JobOptions;
@@ -112,7 +112,7 @@ type RunFn = fn(&[u8], Vec<OwnedFd>) -> Result<Encoded, JobError>;
 /// positions to run (`None`: all), and the journal each item's result is
 /// encoded into as it finishes.
 type ChunkFn =
-    fn(&[u8], Vec<OwnedFd>, Option<&[u32]>, &mut shm::Journal) -> Result<Encoded, JobError>;
+    fn(&[u8], Vec<OwnedFd>, Option<&[u32]>, &mut transfer::Journal) -> Result<Encoded, JobError>;
 
 /// A worker's state: what its initializer returned.
 pub(crate) type WorkerState = Box<dyn std::any::Any + Send>;
@@ -149,7 +149,7 @@ impl TaskEntry {
         input: &[u8],
         fds: Vec<OwnedFd>,
         only: Option<&[u32]>,
-        journal: &mut shm::Journal,
+        journal: &mut transfer::Journal,
     ) -> Result<Encoded, JobError> {
         (self.run_chunk)(input, fds, only, journal)
     }
@@ -200,7 +200,7 @@ fn run_chunk_erased<T: Task>(
     input: &[u8],
     fds: Vec<OwnedFd>,
     only: Option<&[u32]>,
-    journal: &mut shm::Journal,
+    journal: &mut transfer::Journal,
 ) -> Result<Encoded, JobError> {
     let inputs: Vec<T::Input> = decode(CodecStage::DecodeInput, input, fds)?;
     let picked: Vec<T::Input> = match only {
@@ -221,19 +221,19 @@ fn run_chunk_erased<T: Task>(
     // guard per item covers running and encoding it.
     let stage = CodecStage::EncodeOutput;
     let mut shared = Vec::new();
-    shm::collecting_onto(&mut shared, || {
+    transfer::collecting_onto(&mut shared, || {
         panic::capturing(|| {
             for (position, x) in picked.into_iter().enumerate() {
                 journal.starting(u32::try_from(position).unwrap_or(u32::MAX));
                 let start = journal.written();
                 let mut encoding = false;
                 let outcome = panic::catch_captured(|| {
-                    shm::pause_collecting(true);
+                    transfer::pause_collecting(true);
                     let output = T::run(x);
-                    shm::pause_collecting(false);
+                    transfer::pause_collecting(false);
                     encoding = true;
                     let result = Ok::<_, JobError>(output);
-                    postcard::serialize_with_flavor(&result, shm::JournalFlavor(journal))
+                    postcard::serialize_with_flavor(&result, transfer::JournalFlavor(journal))
                 });
                 let failure = match outcome {
                     Ok(Ok(())) => None,
@@ -242,10 +242,10 @@ fn run_chunk_erased<T: Task>(
                     Err(p) => Some(JobError::panicked(p)),
                 };
                 if let Some(e) = failure {
-                    shm::pause_collecting(false);
+                    transfer::pause_collecting(false);
                     journal.truncate(start);
                     let failed = Err::<T::Output, _>(e);
-                    postcard::serialize_with_flavor(&failed, shm::JournalFlavor(journal))
+                    postcard::serialize_with_flavor(&failed, transfer::JournalFlavor(journal))
                         .map_err(|e| codec_error(stage, e))?;
                 }
                 journal.commit_item();

@@ -14,8 +14,8 @@ use super::fdpass::{FdStream, SendFds, TakeFds};
 use super::os;
 use super::wire::{self, FromWorker, Items, LogLevel, ToWorker};
 use crate::error::{CodecStage, JobError, Payload};
-use crate::shm::{Encoded, Journal};
 use crate::task::{TaskEntry, WorkerState};
+use parpool_ipc::transfer::{Encoded, Journal};
 
 /// The job running now (0: none), to tag forwarded log events.
 static CURRENT_JOB: AtomicU64 = AtomicU64::new(0);
@@ -211,7 +211,7 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds + Send + 'static>(
     let mut control: Option<Control> = None;
     let mut journal: Option<Journal> = None;
     // Shared objects of past jobs, kept mapped for the jobs to come.
-    let mut kept = crate::shm::Kept::default();
+    let mut kept = parpool_ipc::transfer::Kept::default();
     loop {
         let msg = match wire::read_frame::<_, ToWorker>(&mut input, limits.max_frame, &mut buf) {
             Ok(Some(m)) => m,
@@ -292,7 +292,7 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds + Send + 'static>(
                     // lost in a crash: stop, the parent replaces us.
                     journal.begin(id)?;
                 }
-                let (result, received) = crate::shm::collect_received(|| {
+                let (result, received) = parpool_ipc::transfer::collect_received(|| {
                     run_one(&task, &items, &payload, fds, limits, journal)
                 });
                 let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);

@@ -1,7 +1,7 @@
 //! What a worker and its supervisor share besides the socket, and what
 //! outlives a worker's crash: a block of words in shared memory. (A map
 //! chunk's finished items outlive it in the chunk's journal,
-//! [`Journal`](crate::shm::Journal).)
+//! [`Journal`](parpool_ipc::transfer::Journal).)
 //!
 //! - **Claims.** Every request the supervisor writes gets a sequence number
 //!   and a claim cell, set to *offered*. The worker claims a request (one
@@ -20,7 +20,7 @@ use std::io;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::SeqCst;
 
-use crate::ipc::SharedMem;
+use parpool_ipc::SharedMem;
 
 /// Claim cells, more than the deepest pipeline
 /// ([`MAX_PIPELINE`](super::supervisor) is 1024), so the cell of an

@@ -14,9 +14,9 @@ use crate::error::{CodecStage, ExitStatus, JobError};
 use crate::handle::{Cell, Inner};
 use crate::job::Cancellable;
 use crate::map::ChunkOut;
-use crate::shm::Encoded;
 use crate::sync::lock;
 use crate::timer::Expire;
+use parpool_ipc::transfer::Encoded;
 
 /// How a worker died in a job, as its supervisor found out.
 #[derive(Debug)]

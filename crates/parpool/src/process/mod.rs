@@ -28,10 +28,10 @@ use crate::handle::{Inner, JobHandle};
 use crate::job::{JobId, JobOptions};
 use crate::lifecycle::Lifecycle;
 use crate::map::{ChunkIn, ChunkOut};
-use crate::shm::Encoded;
 use crate::stats::Stats;
 use crate::task::{Executor, Task, sealed};
 use job::{Chunk, ProcCell, ProcJob, Single, Work};
+use parpool_ipc::transfer::Encoded;
 
 /// Where a worker's standard output or error goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

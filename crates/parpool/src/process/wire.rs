@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::capture::CapturedOutput;
 use super::fdpass::SendFds;
 use crate::error::JobError;
-use crate::shm::{ObjectId, SharedObject};
+use parpool_ipc::transfer::{ObjectId, SharedObject};
 
 /// Largest frame either side accepts unless configured otherwise.
 pub(crate) const DEFAULT_MAX_FRAME: usize = 1 << 30;
@@ -46,14 +46,14 @@ pub(crate) enum ToWorker {
     },
     /// Sent once, before any job: `input` encodes the worker's
     /// [`Control`](super::control::Control) block, and the last of the
-    /// `shared` descriptors is its chunk journal ([`Journal`](crate::shm::Journal)). No reply.
+    /// `shared` descriptors is its chunk journal ([`Journal`](parpool_ipc::transfer::Journal)). No reply.
     Control {
         shared: u32,
         #[serde(with = "serde_bytes")]
         input: Vec<u8>,
     },
     /// The parent dropped its last handle to these shared objects: stop
-    /// keeping them mapped ([`Kept`](crate::shm::Kept)). No reply.
+    /// keeping them mapped ([`Kept`](parpool_ipc::transfer::Kept)). No reply.
     Release { ids: Vec<ObjectId> },
 }
 

@@ -24,7 +24,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::super::job::{AfterCrash, Crash, ProcJob};
 use super::Supervisor;
 use crate::error::ExitStatus;
-use crate::shm::Journal;
+use parpool_ipc::transfer::Journal;
 
 /// Why the pool killed a worker itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -25,8 +25,8 @@ use super::wire::{self, FromWorker, LogLevel, ToWorker, ToWorkerRef};
 use super::{ProcShared, os};
 use crate::error::BuildError;
 use crate::lifecycle::Lifecycle;
-use crate::shm::{ObjectId, ReleaseSink};
 use crate::sync::lock;
+use parpool_ipc::transfer::{ObjectId, ReleaseSink};
 use spawn::{Conn, StartError};
 
 pub(crate) use blame::KillReason;
@@ -190,7 +190,7 @@ impl Slot {
 
 /// Shared objects sent to one slot's worker whose last handle in this
 /// process is gone: the worker may stop keeping them mapped
-/// ([`Kept`](crate::shm::Kept)).
+/// ([`Kept`](parpool_ipc::transfer::Kept)).
 struct Releases {
     ids: Mutex<Vec<ObjectId>>,
     /// To wake the supervisor when it waits for jobs.

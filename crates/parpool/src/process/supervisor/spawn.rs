@@ -15,7 +15,7 @@ use super::super::wire::{self, FromWorker, ToWorker};
 use super::super::{Config, WorkerOutput, os};
 use super::emit_log;
 use crate::error::{CodecStage, JobError};
-use crate::shm::{ShareFd, SharedObject};
+use parpool_ipc::transfer::{ShareFd, SharedObject};
 
 /// Why a worker could not be started.
 #[derive(Debug)]
@@ -84,7 +84,7 @@ impl Conn {
         let pid = child.id();
         // Made while the worker starts up, before waiting for its hello.
         let started = Control::new()
-            .and_then(|control| Ok((control, crate::shm::Journal::create_file()?)))
+            .and_then(|control| Ok((control, parpool_ipc::transfer::Journal::create_file()?)))
             .and_then(|(control, journal)| {
                 let (reader, writer) = handshake(&ours, config)?;
                 Ok((reader, writer, control, journal))

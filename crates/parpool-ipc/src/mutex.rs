@@ -27,7 +27,7 @@ const VALUE_AT: usize = 64;
 /// repair it, and go on. The lock is usable again afterwards.
 ///
 /// ```
-/// use parpool::ipc::Mutex;
+/// use parpool_ipc::Mutex;
 /// use parpool::{Executor, ProcessPool};
 ///
 /// parpool::task! {

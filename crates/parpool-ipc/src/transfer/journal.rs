@@ -22,18 +22,18 @@ const FIRST_SIZE: usize = 64 << 10;
 
 /// What a dead worker's journal says about job `id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct JournalRecord {
+pub struct JournalRecord {
     /// The position (in the run order) of the item that was running.
-    pub(crate) running: Option<u32>,
+    pub running: Option<u32>,
     /// How many items finished.
-    pub(crate) finished: u32,
+    pub finished: u32,
     /// Their encoded results, back to back.
-    pub(crate) entries: Vec<u8>,
+    pub entries: Vec<u8>,
 }
 
 /// A chunk journal (see the module docs), the worker's end.
 #[derive(Debug)]
-pub(crate) struct Journal {
+pub struct Journal {
     file: File,
     /// `None` until the first chunk.
     map: Option<memmap2::MmapMut>,
@@ -46,14 +46,14 @@ pub(crate) struct Journal {
 
 impl Journal {
     /// A new journal file, for a supervisor to give its worker.
-    pub(crate) fn create_file() -> io::Result<File> {
+    pub fn create_file() -> io::Result<File> {
         let fd = rustix::fs::memfd_create("parpool-journal", rustix::fs::MemfdFlags::CLOEXEC)?;
         Ok(File::from(fd))
     }
 
     /// Opens the worker's end on `file`, growing at most to `limit` bytes.
     /// The file is sized and mapped on the first chunk ([`begin`](Self::begin)).
-    pub(crate) fn open(file: File, limit: u64) -> Journal {
+    pub fn open(file: File, limit: u64) -> Journal {
         let limit = usize::try_from(limit)
             .unwrap_or(usize::MAX)
             .max(HEADER + FIRST_SIZE);
@@ -75,7 +75,7 @@ impl Journal {
     }
 
     /// Starts the journal of chunk `job`.
-    pub(crate) fn begin(&mut self, job: u64) -> io::Result<()> {
+    pub fn begin(&mut self, job: u64) -> io::Result<()> {
         if self.map.is_none() {
             self.file.set_len((HEADER + FIRST_SIZE) as u64)?;
             self.map = Some(super::memfd::map_journal(&self.file)?);
@@ -90,36 +90,36 @@ impl Journal {
 
     /// Records that the item at `position` starts.
     #[inline]
-    pub(crate) fn starting(&mut self, position: u32) {
+    pub fn starting(&mut self, position: u32) {
         self.word(1, u64::from(position) + 1);
     }
 
     /// Records that no item runs (the chunk's loop is done).
-    pub(crate) fn idle(&mut self) {
+    pub fn idle(&mut self) {
         self.word(1, 0);
     }
 
     /// The bytes of entries written so far.
-    pub(crate) fn written(&self) -> usize {
+    pub fn written(&self) -> usize {
         self.len
     }
 
     /// The entries written so far.
-    pub(crate) fn entries(&self) -> &[u8] {
+    pub fn entries(&self) -> &[u8] {
         self.map
             .as_ref()
             .map_or(&[], |m| &m[HEADER..HEADER + self.len])
     }
 
     /// Forgets entry bytes past `len` (an encode that failed midway).
-    pub(crate) fn truncate(&mut self, len: usize) {
+    pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
     }
 
     /// Counts one more finished item: the bytes written since the last
     /// commit are its entry.
     #[inline]
-    pub(crate) fn commit_item(&mut self) {
+    pub fn commit_item(&mut self) {
         self.items += 1;
         self.commit();
     }
@@ -132,7 +132,7 @@ impl Journal {
 
     /// Appends bytes of the current item's entry.
     #[inline]
-    pub(crate) fn extend(&mut self, data: &[u8]) -> io::Result<()> {
+    pub fn extend(&mut self, data: &[u8]) -> io::Result<()> {
         if data.len() > 16 {
             let at = HEADER + self.len;
             if at + data.len() > self.map().len() {
@@ -152,7 +152,7 @@ impl Journal {
 
     /// Appends one byte of the current item's entry.
     #[inline]
-    pub(crate) fn push(&mut self, byte: u8) -> io::Result<()> {
+    pub fn push(&mut self, byte: u8) -> io::Result<()> {
         let at = HEADER + self.len;
         match self.map().get_mut(at) {
             Some(slot) => *slot = byte,
@@ -182,7 +182,7 @@ impl Journal {
 
     /// Reads what a dead worker's journal says about job `id`; `None` when
     /// it is about another job.
-    pub(crate) fn read(file: &File, id: u64) -> Option<JournalRecord> {
+    pub fn read(file: &File, id: u64) -> Option<JournalRecord> {
         let mut header = [0u8; HEADER];
         file.read_exact_at(&mut header, 0).ok()?;
         let word = |i: usize| {
@@ -207,7 +207,8 @@ impl Journal {
 }
 
 /// Encodes into a [`Journal`] (a postcard flavor).
-pub(crate) struct JournalFlavor<'a>(pub(crate) &'a mut Journal);
+#[derive(Debug)]
+pub struct JournalFlavor<'a>(pub &'a mut Journal);
 
 impl postcard::ser_flavors::Flavor for JournalFlavor<'_> {
     type Output = ();

@@ -22,7 +22,7 @@ use super::sys;
 /// `/dev/shm`; it is freed when the last handle in any process is dropped
 /// or its process dies. Its size is fixed at creation.
 ///
-/// A [`ProcessPool`](crate::ProcessPool) worker maps a `SharedMem` once
+/// A worker process (parpool's `ProcessPool`) maps a `SharedMem` once
 /// and keeps it mapped while the parent holds a handle, so an array handed
 /// to job after job costs its page faults only the first time.
 ///
@@ -32,7 +32,7 @@ use super::sys;
 /// the same bytes concurrently, as a slice ([`SharedSlice`]).
 ///
 /// ```
-/// use parpool::ipc::SharedMem;
+/// use parpool_ipc::SharedMem;
 /// use parpool::{Executor, ProcessPool};
 /// use std::sync::atomic::Ordering;
 ///

@@ -10,8 +10,8 @@ use serde::de::DeserializeOwned;
 
 use super::Queue;
 use super::ring::{Cells, Position, Ring};
-use crate::ipc::region::HEADER;
-use crate::ipc::sys;
+use crate::region::HEADER;
+use crate::sys;
 
 // Layout of the payload. What the sender writes, what the receiver
 // writes, and each futex sit on cache lines of their own (128 bytes apart),

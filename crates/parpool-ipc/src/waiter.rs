@@ -50,7 +50,7 @@ fn entries() -> &'static Mutex<HashMap<u64, Entry>> {
 }
 
 fn lock() -> std::sync::MutexGuard<'static, HashMap<u64, Entry>> {
-    crate::sync::lock(entries())
+    crate::lock(entries())
 }
 
 /// A registration: removed when dropped.

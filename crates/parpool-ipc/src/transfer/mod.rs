@@ -12,11 +12,10 @@ mod journal;
 mod keep;
 mod memfd;
 
-pub(crate) use journal::{Journal, JournalFlavor};
+pub use journal::{Journal, JournalFlavor, JournalRecord};
 
-pub(crate) use keep::{
-    Kept, Mapped, ObjectId, ReleaseSink, Watched, collect_received, note_received,
-};
+pub use keep::{Held, Kept, ObjectId, ReleaseSink, collect_received};
+pub(crate) use keep::{Mapped, Watched, note_received};
 
 use std::cell::RefCell;
 use std::fmt;
@@ -86,7 +85,7 @@ impl Segment {
 
 /// Anything that crosses the process wire as a descriptor: a
 /// `SharedBytes` segment, an `ipc` object.
-pub(crate) trait ShareFd: Send + Sync {
+pub trait ShareFd: Send + Sync {
     /// The descriptor to send.
     fn share_fd(&self) -> BorrowedFd<'_>;
 
@@ -119,13 +118,15 @@ impl Drop for Segment {
 }
 
 /// A shared object kept alive while its descriptor is in transit.
-pub(crate) type SharedObject = Arc<dyn ShareFd>;
+pub type SharedObject = Arc<dyn ShareFd>;
 
 /// An encoded payload: its bytes and the objects its descriptors refer to.
 #[derive(Default, Clone)]
-pub(crate) struct Encoded {
-    pub(crate) bytes: Vec<u8>,
-    pub(crate) shared: Vec<SharedObject>,
+pub struct Encoded {
+    /// The encoded bytes.
+    pub bytes: Vec<u8>,
+    /// The objects whose descriptors travel with them, in index order.
+    pub shared: Vec<SharedObject>,
 }
 
 impl fmt::Debug for Encoded {
@@ -151,7 +152,7 @@ thread_local! {
 }
 
 /// Takes the reason the last [`receiving`] failed to map a segment.
-pub(crate) fn take_failure() -> Option<String> {
+pub fn take_failure() -> Option<String> {
     FAILURE.with(|f| f.borrow_mut().take())
 }
 
@@ -189,7 +190,7 @@ pub(crate) fn fail<E: serde::de::Error>(message: String) -> E {
 
 /// Runs `f` (an encode) with segment collection on: each `SharedBytes`
 /// it serializes is sent as a descriptor. Returns the segments in order.
-pub(crate) fn collecting<R>(f: impl FnOnce() -> R) -> (R, Vec<SharedObject>) {
+pub fn collecting<R>(f: impl FnOnce() -> R) -> (R, Vec<SharedObject>) {
     let _unpaused = Paused::set(false);
     gathering(&OUTGOING, f)
 }
@@ -214,7 +215,7 @@ impl Drop for Paused {
 /// serializes for its own purposes is not taken for the wire. The window
 /// (`collecting`, `collecting_onto`) resumes it when it closes.
 #[inline]
-pub(crate) fn pause_collecting(paused: bool) {
+pub fn pause_collecting(paused: bool) {
     PAUSED.with(|p| p.set(paused));
 }
 
@@ -222,7 +223,7 @@ pub(crate) fn pause_collecting(paused: bool) {
 /// what `f` encodes gets the indices that follow them, so items encoded
 /// one by one make up one frame's list. What `f` adds is appended to
 /// `list`, also if `f` panics.
-pub(crate) fn collecting_onto<R>(list: &mut Vec<SharedObject>, f: impl FnOnce() -> R) -> R {
+pub fn collecting_onto<R>(list: &mut Vec<SharedObject>, f: impl FnOnce() -> R) -> R {
     struct Back<'a> {
         list: &'a mut Vec<SharedObject>,
         previous: Option<Vec<SharedObject>>,
@@ -273,7 +274,7 @@ fn gathering<T: 'static, R>(
 /// Runs `f` (a decode) with `fds`, the descriptors that came with the
 /// frame, available to the `SharedBytes` it deserializes. Descriptors it
 /// does not claim are closed.
-pub(crate) fn receiving<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> R {
+pub fn receiving<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> R {
     struct Restore(Option<Vec<Option<OwnedFd>>>);
     impl Drop for Restore {
         fn drop(&mut self) {
@@ -290,10 +291,10 @@ pub(crate) fn receiving<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> R {
 /// Immutable bytes in shared memory that cross to and from worker
 /// processes without being copied.
 ///
-/// In a [`ProcessPool`](crate::ProcessPool) job's input or output, a
+/// In a process job's input or output (parpool's `ProcessPool`), a
 /// `SharedBytes` travels as a file descriptor: the receiving process maps
 /// the same memory, so handing a worker 1 GiB costs the same as handing it
-/// 1 byte. On a [`ThreadPool`](crate::ThreadPool) it is simply moved.
+/// 1 byte. On a thread pool it is simply moved.
 /// Cloning is cheap (the segment is reference-counted), and the memory is
 /// freed when the last `SharedBytes` for it is dropped in every process, or
 /// those processes die: nothing is left in `/dev/shm` or anywhere else.
@@ -313,7 +314,8 @@ pub(crate) fn receiving<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> R {
 /// faults only the first time.
 ///
 /// ```
-/// use parpool::{Executor, ProcessPool, SharedBytes};
+/// use parpool::{Executor, ProcessPool};
+/// use parpool_ipc::SharedBytes;
 ///
 /// parpool::task! {
 ///     fn checksum(data: SharedBytes) -> u64 {

@@ -1,5 +1,7 @@
 //! Shared state and synchronization across processes (and threads): what
 //! Python's `multiprocessing` offers for jobs that are not self-contained.
+//! The shared-memory layer of [parpool](https://docs.rs/parpool), usable on
+//! its own (Linux); parpool re-exports it as `parpool::ipc`.
 //!
 //! * [`SharedMem`] and its typed view [`SharedSlice`]: memory every
 //!   process sees, with shared atomics (like `Value`);
@@ -13,9 +15,9 @@
 //!
 //! Each object lives in an anonymous memory file. Put one in a job's input
 //! and the job gets a working handle to the **same** object, whether it
-//! runs in a worker process ([`ProcessPool`](crate::ProcessPool), which
-//! passes the descriptor) or on a thread ([`ThreadPool`](crate::ThreadPool),
-//! which moves the handle); return one from a job and the parent gets it.
+//! runs in a worker process (parpool's `ProcessPool` passes the descriptor)
+//! or on a thread (the handle moves); return one from a job and the parent
+//! gets it. [`SharedBytes`] is the same for immutable bulk bytes.
 //! Memory is freed when the last handle in any process goes, crashes
 //! included: nothing is left in `/dev/shm`. A process maps each object
 //! once, and a worker keeps the objects its jobs received mapped until the
@@ -28,6 +30,25 @@
 //! [`Event::wait_async`], [`Queue::recv_async`] and [`Queue::send_async`]
 //! work from any async runtime: one thread per process waits for all of
 //! them at once (`futex_waitv`, Linux 5.16 or later), none per call.
+//!
+//! How an object crosses a process boundary is the [`transfer`] module:
+//! encoding a message gathers the objects it holds as descriptors
+//! ([`transfer::collecting`]), which travel beside the bytes (`SCM_RIGHTS`),
+//! and decoding installs the descriptors that came
+//! ([`transfer::receiving`]). Outside those windows an object refuses to be
+//! serialized (a lock has no meaning as bytes) and `SharedBytes` is plain
+//! bytes.
+//!
+//! ```
+//! use parpool_ipc::{Mutex, Semaphore};
+//!
+//! let counter = Mutex::new(0u64)?;
+//! *counter.lock().map_err(|e| e.to_string())? += 1;
+//! let slots = Semaphore::new(2)?;
+//! let _permit = slots.acquire();
+//! assert_eq!(slots.available(), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod barrier;
 mod condvar;
@@ -39,6 +60,7 @@ mod queue;
 mod region;
 mod semaphore;
 mod sys;
+pub mod transfer;
 mod waiter;
 
 pub use barrier::{Barrier, BarrierError, Party};
@@ -48,3 +70,10 @@ pub use mem::{AccessError, SharedMem, SharedSlice};
 pub use mutex::{Lock, LockError, Mutex, MutexGuard};
 pub use queue::{Queue, RecvError, SendError, TaskDoneError};
 pub use semaphore::{Permit, Semaphore};
+pub use transfer::SharedBytes;
+
+/// Locks `m`, ignoring poisoning: every critical section in this crate
+/// leaves its data consistent before any code that can panic runs.
+fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -12,7 +12,7 @@ use rustix::fs::{MemfdFlags, SealFlags};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::sys;
-use crate::shm::{self, Mapped, ObjectId, ReleaseSink, ShareFd, Watched};
+use crate::transfer::{self, Mapped, ObjectId, ReleaseSink, ShareFd, Watched};
 
 /// Bytes before the payload: magic, version and kind, payload length.
 pub(crate) const HEADER: usize = 64;
@@ -59,7 +59,7 @@ pub(crate) struct Region {
 }
 
 /// The regions this process received and still maps, by file and whether
-/// mapped writable (see `shm::keep`).
+/// mapped writable (see `transfer::keep`).
 static OPEN: Mapped<(ObjectId, bool), Region> = Mapped::new();
 
 impl std::fmt::Debug for Region {
@@ -218,7 +218,7 @@ pub(crate) fn serialize<S: Serializer>(
     s: S,
 ) -> Result<S::Ok, S::Error> {
     use serde::ser::Error;
-    match shm::send_descriptor(region.clone()) {
+    match transfer::send_descriptor(region.clone()) {
         Some(index) => index.serialize(s),
         None => Err(S::Error::custom(format!(
             "a {} can only be sent in the input or output of a parpool job",
@@ -235,15 +235,15 @@ pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
     writable: bool,
 ) -> Result<Arc<Region>, D::Error> {
     let index = u32::deserialize(d)?;
-    let fd = shm::take_descriptor(index).ok_or_else(|| {
-        shm::fail::<D::Error>(format!(
+    let fd = transfer::take_descriptor(index).ok_or_else(|| {
+        transfer::fail::<D::Error>(format!(
             "the {} (descriptor #{index}) did not arrive with the message",
             kind.name()
         ))
     })?;
     let region = Region::open_shared(fd, kind, len, writable)
-        .map_err(|e| shm::fail::<D::Error>(format!("the {} is unusable: {e}", kind.name())))?;
-    shm::note_received(region.watched.id(), region.clone());
+        .map_err(|e| transfer::fail::<D::Error>(format!("the {} is unusable: {e}", kind.name())))?;
+    transfer::note_received(region.watched.id(), region.clone());
     Ok(region)
 }
 

@@ -58,7 +58,7 @@ use wait::{Change, Wait};
 /// [`RecvError::Disconnected`].
 ///
 /// ```
-/// use parpool::ipc::Queue;
+/// use parpool_ipc::Queue;
 /// use parpool::{Executor, ProcessPool};
 ///
 /// parpool::task! {
@@ -283,7 +283,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// As [`recv`](Self::recv).
     ///
     /// ```
-    /// use parpool::ipc::Queue;
+    /// use parpool_ipc::Queue;
     ///
     /// let q: Queue<u32> = Queue::new()?;
     /// let tx = q.clone();

@@ -16,9 +16,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::Queue;
-use crate::ipc::region::HEADER;
-use crate::ipc::sys::{self, Locked};
-use crate::ipc::waiter::Registration;
+use crate::region::HEADER;
+use crate::sys::{self, Locked};
+use crate::waiter::Registration;
 
 /// Attempts at an end's lock before sleeping in the kernel for it: the
 /// first `LOCK_SPINS` a pause apart, the rest after yielding the CPU.

@@ -68,10 +68,10 @@ const SEM_LIVENESS_MS: u64 = 50;
 /// semaphore of more than 64 permits: a 65th process waits as if no permit
 /// were free, until some process gives back its last one. The processes
 /// sharing a semaphore must see each other's pids (one PID namespace, as a
-/// [`ProcessPool`](crate::ProcessPool)'s workers do) and `/proc`.
+/// parpool's `ProcessPool` workers do) and `/proc`.
 ///
 /// ```
-/// use parpool::ipc::Semaphore;
+/// use parpool_ipc::Semaphore;
 ///
 /// let slots = Semaphore::new(2)?;
 /// let a = slots.acquire();

@@ -24,14 +24,14 @@ use serde::{Deserialize, Serialize};
 /// Which memory file an object lives in: the same in every process that
 /// maps it (device and inode of the file).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub(crate) struct ObjectId {
+pub struct ObjectId {
     pub(crate) dev: u64,
     pub(crate) ino: u64,
 }
 
 impl ObjectId {
     /// The id of the memory file `fd`.
-    pub(crate) fn of(fd: impl AsFd) -> std::io::Result<ObjectId> {
+    pub fn of(fd: impl AsFd) -> std::io::Result<ObjectId> {
         Ok(ObjectId::from_stat(&rustix::fs::fstat(fd)?))
     }
 
@@ -46,9 +46,9 @@ impl ObjectId {
     }
 }
 
-/// Where a [`Watched`] object reports that its last handle in this
+/// Where a watched object (one sent to a worker) reports that its last handle in this
 /// process is gone.
-pub(crate) trait ReleaseSink: Send + Sync {
+pub trait ReleaseSink: Send + Sync {
     /// Called once, from the thread that dropped the last handle. Must not
     /// block on anything that thread may hold.
     fn released(&self, id: ObjectId);
@@ -76,7 +76,7 @@ impl Watched {
     /// Tells `sink` when the object is dropped; returns the id it will
     /// report.
     pub(crate) fn watch(&self, sink: &Arc<dyn ReleaseSink>) -> ObjectId {
-        let mut sinks = crate::sync::lock(&self.sinks);
+        let mut sinks = crate::lock(&self.sinks);
         // Sinks whose receiver is gone (a pool shut down) are dropped here,
         // so a long-lived object handed to many pools does not pile them up.
         sinks.retain(|s| s.strong_count() > 0);
@@ -111,7 +111,7 @@ impl<K: Ord, T> Mapped<K, T> {
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<K, Weak<T>>> {
-        crate::sync::lock(&self.table)
+        crate::lock(&self.table)
     }
 
     /// The live object mapped under `key`, if any.
@@ -136,7 +136,8 @@ impl<K: Ord, T> Mapped<K, T> {
 }
 
 /// A received object, type-erased: a worker only holds it.
-type Held = Arc<dyn Any + Send + Sync>;
+/// A received object a worker keeps alive (and so mapped) between jobs.
+pub type Held = Arc<dyn Any + Send + Sync>;
 
 thread_local! {
     /// While a worker runs a job: the objects its input brought in.
@@ -155,7 +156,7 @@ pub(crate) fn note_received(id: ObjectId, object: Held) {
 
 /// Runs `f` (a job, in a worker) and returns, with its result, the objects
 /// its input brought in, for [`Kept`].
-pub(crate) fn collect_received<R>(f: impl FnOnce() -> R) -> (R, Vec<(ObjectId, Held)>) {
+pub fn collect_received<R>(f: impl FnOnce() -> R) -> (R, Vec<(ObjectId, Held)>) {
     super::gathering(&RECEIVED, f)
 }
 
@@ -164,7 +165,7 @@ pub(crate) fn collect_received<R>(f: impl FnOnce() -> R) -> (R, Vec<(ObjectId, H
 /// ([`release`](Kept::release)). At most [`Kept::LIMIT`] (each holds a
 /// descriptor); past that the least recently used goes early.
 #[derive(Default)]
-pub(crate) struct Kept {
+pub struct Kept {
     /// Least recently used first.
     objects: Vec<(ObjectId, Held)>,
 }
@@ -179,10 +180,10 @@ impl std::fmt::Debug for Kept {
 
 impl Kept {
     /// How many objects a worker keeps at most.
-    pub(crate) const LIMIT: usize = 64;
+    pub const LIMIT: usize = 64;
 
     /// Keeps `received`, the objects a job just brought in.
-    pub(crate) fn keep(&mut self, received: Vec<(ObjectId, Held)>) {
+    pub fn keep(&mut self, received: Vec<(ObjectId, Held)>) {
         for (id, object) in received {
             self.objects.retain(|(_, o)| !Arc::ptr_eq(o, &object));
             self.objects.push((id, object));
@@ -192,7 +193,7 @@ impl Kept {
     }
 
     /// Lets go of the objects in `ids` (every access mode of each).
-    pub(crate) fn release(&mut self, ids: &[ObjectId]) {
+    pub fn release(&mut self, ids: &[ObjectId]) {
         self.objects.retain(|(id, _)| !ids.contains(id));
     }
 }
