@@ -59,6 +59,14 @@ pub(crate) fn python(mode: &str, n: u64, workers: usize) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("python peer printed JSON")
 }
 
+/// The per-operation samples (seconds) the Python peer measured itself.
+fn python_samples(mode: &str, n: u64, workers: usize) -> Vec<f64> {
+    python(mode, n, workers)["samples"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
+        .unwrap_or_default()
+}
+
 /// A contender whose time is what the Python peer measured itself.
 fn python_timed(mode: &'static str, n: u64, workers: usize) -> Box<dyn FnMut() -> Option<f64>> {
     Box::new(move || python(mode, n, workers)["seconds"].as_f64())
@@ -162,15 +170,7 @@ pub(crate) fn round_trip(workers: usize, n: u64) -> Vec<LatencyContender> {
         ),
         (
             "Python ProcessPoolExecutor",
-            Box::new(move || {
-                let v = python("ppe_roundtrip", n, workers);
-                v["samples"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter_map(|x| x.as_f64())
-                    .collect()
-            }),
+            Box::new(move || python_samples("ppe_roundtrip", n, workers)),
         ),
     ]
 }
@@ -214,15 +214,7 @@ pub(crate) fn dependent_pair(workers: usize, n: u64) -> Vec<LatencyContender> {
         ("budget: 2 ms", Box::new(move || vec![0.002; n as usize])),
         (
             "Python ProcessPoolExecutor, multiprocessing.Queue",
-            Box::new(move || {
-                let v = python("ppe_dependent_pair", n, workers);
-                v["samples"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter_map(|x| x.as_f64())
-                    .collect()
-            }),
+            Box::new(move || python_samples("ppe_dependent_pair", n, workers)),
         ),
     ]
 }

@@ -91,6 +91,15 @@ mod loom_tests {
     /// no ordering of its own (the fences must provide it).
     type Jobs = Arc<loom::sync::atomic::AtomicUsize>;
 
+    /// A thread that pushes one job.
+    fn pusher(sleep: &Arc<Sleep>, jobs: &Jobs) -> loom::thread::JoinHandle<()> {
+        let (s, j) = (sleep.clone(), jobs.clone());
+        loom::thread::spawn(move || {
+            j.fetch_add(1, Relaxed);
+            s.after_push();
+        })
+    }
+
     /// A worker that found nothing sleeps until a job is there.
     fn idle_worker(sleep: &Sleep, jobs: &Jobs) {
         while jobs.load(Relaxed) == 0 {
@@ -103,11 +112,7 @@ mod loom_tests {
         loom::model(|| {
             let sleep = Arc::new(Sleep::default());
             let jobs: Jobs = Arc::default();
-            let (s, j) = (sleep.clone(), jobs.clone());
-            let pusher = loom::thread::spawn(move || {
-                j.fetch_add(1, Relaxed);
-                s.after_push();
-            });
+            let pusher = pusher(&sleep, &jobs);
             idle_worker(&sleep, &jobs);
             pusher.join().unwrap();
         });
@@ -118,11 +123,7 @@ mod loom_tests {
         loom::model(|| {
             let sleep = Arc::new(Sleep::default());
             let jobs: Jobs = Arc::default();
-            let (s, j) = (sleep.clone(), jobs.clone());
-            let pusher = loom::thread::spawn(move || {
-                j.fetch_add(1, Relaxed);
-                s.after_push();
-            });
+            let pusher = pusher(&sleep, &jobs);
             // The worker searches once, gives up, and goes to sleep.
             sleep.start_search();
             let found = jobs.load(Relaxed) > 0;

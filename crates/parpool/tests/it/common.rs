@@ -53,3 +53,13 @@ pub(crate) fn isolated(name: &str) -> bool {
     );
     true
 }
+
+/// A process pool of `workers` whose workers' stderr is discarded (tests
+/// that crash workers on purpose would print their last words).
+pub(crate) fn quiet_pool(workers: usize) -> parpool::ProcessPool {
+    parpool::ProcessPool::builder()
+        .workers(workers)
+        .stderr(parpool::WorkerOutput::Null)
+        .build()
+        .unwrap()
+}

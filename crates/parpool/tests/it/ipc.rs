@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use parpool::ipc::{Condvar, Event, LockError, Mutex, Semaphore, SharedMem};
-use parpool::{Executor, JobError, ProcessPool, ThreadPool, WorkerOutput};
+use parpool::{Executor, JobError, ThreadPool};
 
 parpool::task! {
     /// Writes this process's id at word `index` and sums the first bytes.
@@ -83,13 +83,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn pool(workers: usize) -> ProcessPool {
-    ProcessPool::builder()
-        .workers(workers)
-        .stderr(WorkerOutput::Null)
-        .build()
-        .unwrap()
-}
+use crate::common::quiet_pool as pool;
 
 #[test]
 fn shared_memory_is_the_same_memory_in_every_worker() {

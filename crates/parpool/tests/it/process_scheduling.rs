@@ -85,13 +85,7 @@ parpool::task!(
     }
 );
 
-fn pool(workers: usize) -> ProcessPool {
-    ProcessPool::builder()
-        .workers(workers)
-        .stderr(WorkerOutput::Null)
-        .build()
-        .unwrap()
-}
+use crate::common::quiet_pool as pool;
 
 /// Teaches the pool that jobs are tiny, so it pipelines deeply.
 fn warm(pool: &ProcessPool) {
