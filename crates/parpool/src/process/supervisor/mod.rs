@@ -5,10 +5,14 @@
 //!
 //! - `spawn.rs`: starting a worker (command, handshake, control block,
 //!   initializer);
-//! - this file: the loop, feeding the pipeline, reading replies, revoking;
+//! - this file: the slot, the loop, the pipeline's bookkeeping and tuning;
+//! - `feed.rs`: taking jobs and writing their requests;
+//! - `read.rs`: reading replies, taking back stranded requests;
 //! - `blame.rs`: what a worker's death does to the jobs it had.
 
 mod blame;
+mod feed;
+mod read;
 mod spawn;
 
 use std::collections::{HashSet, VecDeque};
@@ -21,7 +25,7 @@ use std::thread::JoinHandle as ThreadHandle;
 use std::time::{Duration, Instant};
 
 use super::job::ProcJob;
-use super::wire::{self, FromWorker, LogLevel, ToWorker, ToWorkerRef};
+use super::wire::{self, LogLevel, ToWorker};
 use super::{ProcShared, os};
 use crate::error::BuildError;
 use crate::lifecycle::Lifecycle;
@@ -299,158 +303,6 @@ impl Supervisor {
         }
     }
 
-    /// Takes up to `want` jobs from the pool's queue. Blocks for a job only
-    /// when nothing is in flight. `None`: the pool is closed and drained.
-    fn take_jobs(&self, want: usize) -> Option<VecDeque<Arc<dyn ProcJob>>> {
-        let mut q = self.shared.lock();
-        loop {
-            if !q.jobs.is_empty() {
-                let n = want.min(q.jobs.len());
-                return Some(q.jobs.drain(..n).collect());
-            }
-            if q.state != Lifecycle::Open {
-                return (!self.in_flight.is_empty()).then(VecDeque::new);
-            }
-            if !self.in_flight.is_empty() || !lock(&self.releases.ids).is_empty() {
-                return Some(VecDeque::new());
-            }
-            q.waiting += 1;
-            q = if !self.kept.is_empty() {
-                crate::sync::wait_timeout(&self.shared.ready, q, RELEASE_POLL)
-            } else {
-                crate::sync::wait(&self.shared.ready, q)
-            };
-            q.waiting -= 1;
-        }
-    }
-
-    /// Sends jobs until the pipeline is full, taking them from the queue
-    /// in one batch. `false`: the pool is closed and drained.
-    fn feed(&mut self) -> bool {
-        self.send_releases();
-        // Refill a pipeline once it is half empty, not one job per reply:
-        // each write costs the socket a buffer of its own (`WRITE_COST`).
-        let depth = self.depth();
-        if self.in_flight.len() > depth / 2 {
-            return true;
-        }
-        let want = depth - self.in_flight.len();
-        let Some(mut batch) = self.take_jobs(want) else {
-            return false;
-        };
-        // Objects dropped before these jobs were submitted are released
-        // before the jobs run: a job never sees one kept past its release.
-        self.send_releases();
-        let mut wrote = false;
-        while let Some(job) = batch.pop_front() {
-            if !job.start(&self.ctl) {
-                // Cancelled while queued: it never runs.
-                self.shared.counters.cancelled.fetch_add(1, Relaxed);
-                continue;
-            }
-            let idle = self.in_flight.is_empty();
-            let Some(conn) = self.conn.as_mut() else {
-                batch.push_front(job);
-                break;
-            };
-            if idle && matches!(conn.child.try_wait(), Ok(Some(_))) {
-                // The worker died while idle (killed from outside, say): it
-                // never saw these jobs, so they go back to the front of the
-                // queue and nobody is blamed.
-                batch.push_front(job);
-                self.requeue_front(std::mem::take(&mut batch));
-                self.worker_lost();
-                return true;
-            }
-            let request = job.request();
-            let payload = request.payload;
-            let mut bytes = payload.bytes.len() + request.task.len() + 48;
-            if !wrote {
-                // The first request of this write pays for its buffer.
-                bytes += WRITE_COST;
-            }
-            if !idle && self.in_flight_bytes + bytes > PIPELINE_BYTES {
-                batch.push_front(job);
-                break;
-            }
-            let seq = conn.next_seq;
-            conn.next_seq += 1;
-            conn.control.offer(seq);
-            let msg = ToWorkerRef::Run {
-                id: job.id(),
-                seq,
-                task: request.task,
-                items: &request.items,
-                // At most one descriptor per payload byte, so this fits.
-                shared: payload.shared.len() as u32,
-                input: &payload.bytes,
-            };
-            let sent = wire::write_frame_with_fds(&mut conn.writer, &msg, &payload.shared).is_ok();
-            if sent {
-                // The worker keeps them mapped until told they are gone.
-                for object in &payload.shared {
-                    if let Some(id) = object.watch(&self.release_sink) {
-                        self.kept.insert(id);
-                    }
-                }
-            }
-            self.in_flight_bytes += bytes;
-            // Even if the write failed the job is counted in flight: the
-            // read that follows reports the dead worker and settles it.
-            wrote |= sent;
-            self.push_sent(Sent {
-                job,
-                seq,
-                at: Instant::now(),
-                bytes,
-            });
-            if !sent {
-                break;
-            }
-        }
-        self.requeue_front(batch);
-        if wrote && let Some(conn) = self.conn.as_mut() {
-            let _ = conn.writer.flush();
-        }
-        true
-    }
-
-    /// Tells the worker which shared objects it may stop keeping, in
-    /// batches, as far as the pipeline's byte budget allows (the rest wait
-    /// for the next call).
-    fn send_releases(&mut self) {
-        let Some(conn) = self.conn.as_mut() else {
-            return;
-        };
-        let mut wrote = false;
-        loop {
-            let batch: Vec<ObjectId> = {
-                let mut ids = lock(&self.releases.ids);
-                let n = ids.len().min(RELEASE_BATCH);
-                let bytes = n * 24 + 16 + WRITE_COST;
-                if n == 0
-                    || (!self.in_flight.is_empty() && self.in_flight_bytes + bytes > PIPELINE_BYTES)
-                {
-                    break;
-                }
-                // Unanswered, these bytes count until the pipeline empties.
-                self.in_flight_bytes += bytes;
-                ids.drain(..n).collect()
-            };
-            for id in &batch {
-                self.kept.remove(id);
-            }
-            wrote = true;
-            if wire::write_frame(&mut conn.writer, &ToWorker::Release { ids: batch }).is_err() {
-                // The read that follows finds the worker gone.
-                break;
-            }
-        }
-        if wrote {
-            let _ = conn.writer.flush();
-        }
-    }
-
     /// Puts jobs back at the front of the queue, in their order.
     fn requeue_front(&self, jobs: VecDeque<Arc<dyn ProcJob>>) {
         if jobs.is_empty() {
@@ -505,166 +357,6 @@ impl Supervisor {
             self.in_flight_bytes.saturating_sub(sent.bytes)
         };
         Some(sent.job)
-    }
-
-    /// When the oldest request behind the head of the pipeline that the
-    /// worker has not claimed was written, if there is one: it waits behind
-    /// the running job. (The head itself waits for nothing but the worker:
-    /// it is never taken back.)
-    fn oldest_unclaimed(&self) -> Option<Instant> {
-        let conn = self.conn.as_ref()?;
-        self.in_flight
-            .iter()
-            .skip(1)
-            .find(|s| !conn.control.is_claimed(s.seq))
-            .map(|s| s.at)
-    }
-
-    /// Waits for the worker's next reply; while requests wait unclaimed
-    /// behind the running job, waits at most until the oldest has waited
-    /// [`REVOKE_AFTER`], then takes them back.
-    fn wait_for_reply(&mut self) {
-        loop {
-            let Some(conn) = self.conn.as_ref() else {
-                return;
-            };
-            if !conn.reader.buffer().is_empty() {
-                return;
-            }
-            let Some(oldest) = self.oldest_unclaimed() else {
-                return;
-            };
-            let now = Instant::now();
-            let due = oldest + REVOKE_AFTER;
-            if now >= due {
-                self.revoke_unclaimed();
-                return;
-            }
-            if os::readable(conn.reader.get_ref().as_fd(), Some(due - now)) {
-                return;
-            }
-        }
-    }
-
-    /// Takes back every request behind the head that the worker has not
-    /// claimed (newest first, so what is left is what it claimed: it claims
-    /// in order) and puts them at the front of the pool's queue, in their
-    /// order.
-    fn revoke_unclaimed(&mut self) {
-        let Some(conn) = self.conn.as_ref() else {
-            return;
-        };
-        let mut taken = VecDeque::new();
-        while self.in_flight.len() > 1 {
-            let Some(last) = self.in_flight.back() else {
-                break;
-            };
-            if !conn.control.revoke(last.seq) {
-                break;
-            }
-            if let Some(sent) = self.in_flight.pop_back() {
-                self.shared.counters.in_flight.fetch_sub(1, Relaxed);
-                taken.push_front(sent.job);
-            }
-        }
-        if taken.is_empty() {
-            return;
-        }
-        tracing::trace!(
-            jobs = taken.len(),
-            "took back jobs waiting behind a running one"
-        );
-        // The running job has run longer than the pipeline's budget:
-        // pipeline nothing behind it, and little behind its successors.
-        self.held = true;
-        self.avg_ns = self.avg_ns.max(REVOKE_AFTER.as_nanos() as f64);
-        self.requeue_front(taken);
-    }
-
-    /// Reads one frame from the worker and acts on it.
-    fn read_one(&mut self) {
-        let Some(conn) = self.conn.as_mut() else {
-            return;
-        };
-        let frame = wire::read_frame::<_, FromWorker>(
-            &mut conn.reader,
-            self.shared.config.max_payload as usize + 4096,
-            &mut self.buf,
-        );
-        let pid = conn.pid;
-        match frame {
-            Ok(Some(FromWorker::Done {
-                id,
-                shared,
-                nanos,
-                result,
-                output,
-            })) => {
-                let result = match result {
-                    Ok(bytes) => match super::fdpass::TakeFds::take_fds(
-                        conn.reader.get_mut(),
-                        shared as usize,
-                    ) {
-                        Ok(fds) => Ok((bytes.0, fds)),
-                        Err(_) => {
-                            // Descriptors lost in transit: the stream is
-                            // out of step, so the worker is replaced.
-                            self.ctl.kill(KillReason::Protocol("lost descriptors"));
-                            self.worker_lost();
-                            return;
-                        }
-                    },
-                    Err(e) => Err(e),
-                };
-                conn.jobs_done += 1;
-                let took = Duration::from_nanos(nanos);
-                // What a job costs this pipeline: from the moment it headed
-                // the pipeline to its reply, round trip included (replies
-                // come in batches, so a batch's first reply carries it).
-                let ns = self.head_since.elapsed().as_nanos() as f64;
-                self.avg_ns = if self.avg_ns.is_finite() {
-                    0.8 * self.avg_ns + 0.2 * ns
-                } else {
-                    ns
-                };
-                if self.in_flight.front().is_none_or(|s| s.job.id() != id) {
-                    // Out of order: the stream cannot be trusted.
-                    tracing::error!(pid, id, "worker replied out of order; replacing it");
-                    self.ctl.kill(KillReason::Protocol("replied out of order"));
-                    return;
-                }
-                if let Some(job) = self.finish_head() {
-                    if let Some(output) = output {
-                        job.set_output(output);
-                    }
-                    let counter = if job.complete(result, took) {
-                        &self.shared.counters.completed
-                    } else {
-                        &self.shared.counters.failed
-                    };
-                    counter.fetch_add(1, Relaxed);
-                    self.start_head();
-                }
-            }
-            Ok(Some(FromWorker::Log {
-                job,
-                level,
-                target,
-                message,
-            })) => emit_log(pid, job, level, &target, &message),
-            Ok(Some(FromWorker::Hello { .. })) => {
-                tracing::error!(pid, "worker said hello twice; replacing it");
-                self.ctl.kill(KillReason::Protocol("said hello twice"));
-            }
-            Ok(None) => self.worker_lost(),
-            Err(e) => {
-                if !matches!(e, wire::FrameError::Io(_)) {
-                    self.ctl
-                        .kill(KillReason::Protocol("sent a frame that does not decode"));
-                }
-                self.worker_lost();
-            }
-        }
     }
 
     /// Starts a replacement worker. `false`: the pool is closing and has
