@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use parpool::ipc::{Event, Queue};
+use parpool::ipc::{Event, Queue, SharedMem};
 use parpool::{Executor, ExitStatus, JobError, ProcessPool, WorkerOutput};
 
 parpool::task!(
@@ -80,6 +80,14 @@ parpool::task!(
     }
 );
 parpool::task!(
+    /// Counts a run of job `i` in slot `i` of `counts`.
+    fn count_run((counts, i): (SharedMem, usize)) -> () {
+        if let Some(word) = counts.atomic_u64(i) {
+            word.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+);
+parpool::task!(
     fn my_pid(_x: ()) -> u32 {
         std::process::id()
     }
@@ -131,6 +139,43 @@ fn a_setter_is_never_stranded_behind_its_blocked_waiter_event() {
         assert_eq!(woke, Ok(true), "round {round}: the waiter gave up waiting");
         assert_eq!(setter.join_timeout(PATIENCE).ok(), Some(Ok(())));
     }
+}
+
+#[test]
+fn jobs_taken_back_from_a_blocked_pipeline_run_exactly_once() {
+    // Rounds of a blocker with tiny jobs pipelined behind it: the tiny jobs
+    // are taken back and moved, and each must run once, never twice.
+    let pool = pool(2);
+    warm(&pool);
+    const JOBS: usize = 200;
+    for round in 0..10 {
+        let counts = SharedMem::new(JOBS * 8).unwrap();
+        // Jobs queued ahead, so that the workers take the blocker and the
+        // jobs after it in one batch: those are pipelined behind it.
+        let ahead: Vec<_> = (0..5_000).map(|i| pool.submit(echo, i)).collect();
+        let blocker = pool.submit(sleep_ms, 300);
+        let jobs: Vec<_> = (0..JOBS)
+            .map(|i| pool.submit(count_run, (counts.clone(), i)))
+            .collect();
+        for h in ahead {
+            h.join().unwrap();
+        }
+        for h in jobs {
+            assert_eq!(h.join_timeout(PATIENCE).ok(), Some(Ok(())), "round {round}");
+        }
+        // They did not wait behind the blocker: whatever was pipelined
+        // behind it was taken back and run by the other worker.
+        assert!(!blocker.is_finished(), "round {round}: jobs waited");
+        assert_eq!(blocker.join(), Ok(300));
+        for i in 0..JOBS {
+            let runs = counts
+                .atomic_u64(i)
+                .unwrap()
+                .load(std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(runs, 1, "round {round}: job {i} ran {runs} times");
+        }
+    }
+    assert_eq!(pool.respawns(), 0);
 }
 
 #[test]
