@@ -275,7 +275,17 @@ impl ProcessPoolBuilder {
 /// the same API as [`ThreadPool`](crate::ThreadPool) through [`Executor`].
 /// A job that panics, aborts, segfaults, exits, runs out of memory or past
 /// its timeout fails **alone** with a typed [`JobError`]; the pool replaces
-/// the worker and every other job carries on.
+/// the worker and every other job carries on. In a
+/// [`map_task`](Executor::map_task), that is the one item that crashed: the
+/// items of its chunk that finished keep their results, and the others run
+/// on.
+///
+/// Jobs that wait for each other are normal use: tiny jobs are sent ahead
+/// to busy workers in batches, but a job sent ahead that has not started
+/// within about a millisecond (the job ahead of it blocks, on an
+/// [`ipc`](crate::ipc) object or anything else) is taken back and run by
+/// the next free worker, and never runs twice. Workers belong to the pool,
+/// not to the thread that built it, and die with this process.
 ///
 /// Workers re-execute the current binary, which parpool diverts into its
 /// worker loop before `main` runs; only registered tasks run in them.
