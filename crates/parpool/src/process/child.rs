@@ -63,8 +63,9 @@ pub(crate) struct Replies<W> {
     /// `epoch` (at least 1); 0: nothing waits.
     pending: AtomicU64,
     epoch: Instant,
-    flusher: std::sync::OnceLock<std::thread::Thread>,
-    start: std::sync::Once,
+    /// The flusher thread, once started (`None` if it could not be: then
+    /// replies still leave when the worker next reads).
+    flusher: std::sync::OnceLock<Option<std::thread::Thread>>,
 }
 
 impl<W: Write> Replies<W> {
@@ -74,7 +75,6 @@ impl<W: Write> Replies<W> {
             pending: AtomicU64::new(0),
             epoch: Instant::now(),
             flusher: std::sync::OnceLock::new(),
-            start: std::sync::Once::new(),
         }
     }
 
@@ -104,18 +104,13 @@ impl<W: Write + Send + 'static> Replies<W> {
         {
             return;
         }
-        match self.flusher.get() {
-            Some(t) => t.unpark(),
-            None => self.start.call_once(|| {
-                // Without the thread, replies still leave when the worker
-                // next reads: only the early send is lost.
-                let _ = self.start_flusher();
-            }),
+        if let Some(t) = self.flusher.get_or_init(|| self.start_flusher().ok()) {
+            t.unpark();
         }
     }
 
     /// Starts the flusher thread.
-    fn start_flusher(self: &Arc<Self>) -> io::Result<()> {
+    fn start_flusher(self: &Arc<Self>) -> io::Result<std::thread::Thread> {
         let replies = Arc::downgrade(self);
         let thread = std::thread::Builder::new()
             .name("parpool-flush".into())
@@ -142,8 +137,7 @@ impl<W: Write + Send + 'static> Replies<W> {
                     }
                 }
             })?;
-        let _ = self.flusher.set(thread.thread().clone());
-        Ok(())
+        Ok(thread.thread().clone())
     }
 }
 
@@ -207,9 +201,9 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds + Send + 'static>(
     streams: &Streams,
 ) -> io::Result<()> {
     let mut buf = Vec::new();
-    // Claims and the running job (`ToWorker::Control`, sent first).
-    let mut control: Option<Control> = None;
-    let mut journal: Option<Journal> = None;
+    // Claims, the running job, and the chunk journal (`ToWorker::Control`,
+    // sent first).
+    let mut shared_state: Option<(Control, Journal)> = None;
     // Shared objects of past jobs, kept mapped for the jobs to come.
     let mut kept = parpool_ipc::transfer::Kept::default();
     loop {
@@ -239,8 +233,8 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds + Send + 'static>(
                 // The handler needs the word for the rest of the process.
                 let flag: &'static Control = Box::leak(Box::new(block.clone()));
                 os::watch_allocation_failures(flag.allocation_flag());
-                control = Some(block);
-                journal = Some(Journal::open(file, limits.max_output.saturating_add(4096)));
+                let journal = Journal::open(file, limits.max_output.saturating_add(4096));
+                shared_state = Some((block, journal));
             }
             ToWorker::Init {
                 task,
@@ -276,7 +270,7 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds + Send + 'static>(
                 input: payload,
             } => {
                 let fds = input.take_fds(shared as usize)?;
-                let (Some(control), Some(journal)) = (control.as_ref(), journal.as_mut()) else {
+                let Some((control, journal)) = shared_state.as_mut() else {
                     return Err(io::Error::other("a job came before the control block"));
                 };
                 if !control.claim(seq) {
@@ -286,8 +280,9 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds + Send + 'static>(
                 }
                 CURRENT_JOB.store(id, Relaxed);
                 control.set_running(id);
-                let started = Instant::now();
-                if items != Items::One {
+                // Only a chunk's time is used (to size the next chunks).
+                let started = (items != Items::One).then(Instant::now);
+                if started.is_some() {
                     // Without its journal a chunk's finished items would be
                     // lost in a crash: stop, the parent replaces us.
                     journal.begin(id)?;
@@ -295,7 +290,9 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds + Send + 'static>(
                 let (result, received) = parpool_ipc::transfer::collect_received(|| {
                     run_one(&task, &items, &payload, fds, limits, journal)
                 });
-                let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                let nanos = started.map_or(0, |t| {
+                    u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)
+                });
                 kept.keep(received);
                 control.set_running(0);
                 CURRENT_JOB.store(0, Relaxed);

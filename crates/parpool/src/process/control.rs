@@ -28,7 +28,7 @@ use parpool_ipc::SharedMem;
 const CLAIM_CELLS: u64 = 2048;
 
 const RUNNING: usize = 0;
-const ALLOC_FAILED: usize = 2;
+const ALLOC_FAILED: usize = 1;
 /// Index of the first claim cell.
 const CELLS: usize = 8;
 

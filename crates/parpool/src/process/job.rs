@@ -209,17 +209,6 @@ impl<I, R> ChunkState<I, R> {
     fn out(&mut self, results: Vec<Result<R, JobError>>) -> ChunkOut<I, R> {
         let mut values = Vec::with_capacity(self.len);
         let mut errors = Vec::new();
-        let mut push = |i: usize, r: Option<Result<R, JobError>>| match r {
-            Some(Ok(v)) => values.push(v),
-            Some(Err(e)) => errors.push((i, e)),
-            None => errors.push((
-                i,
-                JobError::Codec {
-                    stage: CodecStage::DecodeOutput,
-                    message: "the worker sent no result for this item".into(),
-                },
-            )),
-        };
         match self.partial.take() {
             // The common case: one run, every item answered.
             None if results.len() == self.len => {
@@ -230,16 +219,21 @@ impl<I, R> ChunkState<I, R> {
                     }
                 }
             }
-            None => {
-                let mut results = results.into_iter();
-                for i in 0..self.len {
-                    push(i, results.next());
-                }
-            }
-            Some(mut partial) => {
+            partial => {
+                let mut partial = partial.unwrap_or_else(|| Partial::new(self.len));
                 partial.record(results);
                 for (i, r) in partial.results.into_iter().enumerate() {
-                    push(i, r);
+                    match r {
+                        Some(Ok(v)) => values.push(v),
+                        Some(Err(e)) => errors.push((i, e)),
+                        None => errors.push((
+                            i,
+                            JobError::Codec {
+                                stage: CodecStage::DecodeOutput,
+                                message: "the worker sent no result for this item".into(),
+                            },
+                        )),
+                    }
                 }
             }
         }

@@ -94,7 +94,8 @@ pub(crate) enum FromWorker {
     Done {
         id: u64,
         shared: u32,
-        /// How long the job ran, in nanoseconds, as the worker measured it.
+        /// How long a map chunk ran, in nanoseconds, as the worker measured
+        /// it (0 for a single job: nothing uses it).
         nanos: u64,
         result: Result<Bytes, JobError>,
         /// What the job wrote, when the pool captures output.

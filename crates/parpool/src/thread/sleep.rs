@@ -52,7 +52,7 @@ impl Sleep {
     }
 
     /// Wakes one sleeping worker, if any sleeps.
-    pub(crate) fn wake_one(&self) {
+    fn wake_one(&self) {
         if self.sleepers.load(SeqCst) > 0 {
             let _g = crate::sync::lock(&self.lock);
             self.cv.notify_one();

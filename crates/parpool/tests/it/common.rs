@@ -63,3 +63,20 @@ pub(crate) fn quiet_pool(workers: usize) -> parpool::ProcessPool {
         .build()
         .unwrap()
 }
+
+/// How long a test waits for any one job before it calls it a hang.
+pub(crate) const PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `join` with a deadline: a job that has not finished within
+/// [`PATIENCE`] fails the test instead of hanging it.
+pub(crate) trait JoinWithin<T> {
+    /// The job's result, or a panic naming the job that hung.
+    fn join_within(self) -> Result<T, parpool::JobError>;
+}
+
+impl<T: Send + 'static> JoinWithin<T> for parpool::JobHandle<T> {
+    fn join_within(self) -> Result<T, parpool::JobError> {
+        self.join_timeout(PATIENCE)
+            .unwrap_or_else(|h| panic!("job {} did not finish within {PATIENCE:?}", h.id().get()))
+    }
+}

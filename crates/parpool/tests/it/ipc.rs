@@ -83,6 +83,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+use crate::common::JoinWithin;
 use crate::common::quiet_pool as pool;
 
 #[test]
@@ -484,7 +485,7 @@ fn a_semaphore_holder_killed_with_sigkill_gives_its_permit_back() {
         .expect("the killed holder's permit came back");
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     assert_eq!(sem.available(), 0);
-    assert!(matches!(h.join(), Err(JobError::Crashed { .. })));
+    assert!(matches!(h.join_within(), Err(JobError::Crashed { .. })));
     drop(permit);
     assert_eq!(sem.available(), 1, "back to the maximum, not beyond");
     // And it works as before.
@@ -501,7 +502,7 @@ fn a_semaphore_holder_that_exits_without_dropping_gives_its_permit_back() {
     let sem = Semaphore::new(1).unwrap();
     assert!(
         pool.submit(forget_permit_and_exit, sem.clone())
-            .join()
+            .join_within()
             .is_err()
     );
     let permit = sem
@@ -539,7 +540,7 @@ fn a_dead_semaphore_holders_permits_come_back_but_never_more() {
     go.set();
     let crashed = handles
         .into_iter()
-        .map(|h| h.join())
+        .map(|h| h.join_within())
         .filter(|r| r.is_err())
         .count();
     assert_eq!(crashed, 1);
@@ -599,7 +600,7 @@ fn a_65th_semaphore_holder_process_waits_for_a_slot_even_with_permits_free() {
     go.set();
     assert!(waiter.join().unwrap(), "the 65th process got a permit");
     for h in handles {
-        h.join().unwrap();
+        h.join_within().unwrap();
     }
     assert_eq!(sem.available(), 100);
 }

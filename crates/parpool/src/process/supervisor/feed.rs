@@ -59,6 +59,8 @@ impl Supervisor {
         // before the jobs run: a job never sees one kept past its release.
         self.send_releases();
         let mut wrote = false;
+        // One write leaves with the whole batch: one time for all of it.
+        let written_at = Instant::now();
         while let Some(job) = batch.pop_front() {
             if !job.start(&self.ctl) {
                 // Cancelled while queued: it never runs.
@@ -118,7 +120,7 @@ impl Supervisor {
             self.push_sent(Sent {
                 job,
                 seq,
-                at: Instant::now(),
+                at: written_at,
                 bytes,
             });
             if !sent {

@@ -117,10 +117,10 @@ impl SlotCtl {
         lock(&self.state).head = job;
     }
 
-    fn attach(&self, conn: &Conn) {
+    fn attach(&self, conn: &mut Conn) {
         let mut st = lock(&self.state);
         st.pid = Some(conn.pid);
-        st.pidfd = conn.pidfd.as_ref().and_then(|fd| fd.try_clone().ok());
+        st.pidfd = conn.pidfd.take();
         st.head = 0;
         st.killed = None;
     }
@@ -151,7 +151,7 @@ impl Slot {
         let thread = std::thread::Builder::new()
             .name(format!("{}-sup-{index}", shared.config.name))
             .spawn(move || {
-                let conn = match Conn::spawn(&shared.config) {
+                let mut conn = match Conn::spawn(&shared.config) {
                     Ok(conn) => conn,
                     Err(e) => {
                         let _ = tell.send(Err(match e {
@@ -161,7 +161,7 @@ impl Slot {
                         return;
                     }
                 };
-                c.attach(&conn);
+                c.attach(&mut conn);
                 let _ = tell.send(Ok(()));
                 Supervisor::new(shared, c, conn).run();
             })
@@ -371,8 +371,8 @@ impl Supervisor {
                 }
             }
             match Conn::spawn(&self.shared.config) {
-                Ok(conn) => {
-                    self.ctl.attach(&conn);
+                Ok(mut conn) => {
+                    self.ctl.attach(&mut conn);
                     self.conn = Some(conn);
                     self.avg_ns = f64::INFINITY;
                     self.held = false;

@@ -15,13 +15,16 @@ impl Supervisor {
     /// worker has not claimed was written, if there is one: it waits behind
     /// the running job. (The head itself waits for nothing but the worker:
     /// it is never taken back.)
+    ///
+    /// The worker claims in order, so the claimed requests are a prefix of
+    /// the pipeline: a binary search reads a few claim cells, not one per
+    /// request (each may be a cache miss on another core's line).
     fn oldest_unclaimed(&self) -> Option<Instant> {
         let conn = self.conn.as_ref()?;
-        self.in_flight
-            .iter()
-            .skip(1)
-            .find(|s| !conn.control.is_claimed(s.seq))
-            .map(|s| s.at)
+        let claimed = self
+            .in_flight
+            .partition_point(|s| conn.control.is_claimed(s.seq));
+        self.in_flight.get(claimed.max(1)).map(|s| s.at)
     }
 
     /// Waits for the worker's next reply; while requests wait unclaimed

@@ -47,7 +47,8 @@ pub(super) struct Conn {
     pub(super) reader: BufReader<FdStream>,
     pub(super) writer: BufWriter<UnixStream>,
     pub(super) pid: u32,
-    /// Readable once the worker has exited (reaped or not).
+    /// Readable once the worker has exited (reaped or not); handed to the
+    /// slot's control block when the worker is attached.
     pub(super) pidfd: Option<OwnedFd>,
     pub(super) jobs_done: u64,
     /// The sequence number of the next request (claims, see `Control`).
