@@ -220,9 +220,12 @@ pub(crate) fn serialize<S: Serializer>(
     use serde::ser::Error;
     match transfer::send_descriptor(region.clone()) {
         Some(index) => index.serialize(s),
-        None => Err(S::Error::custom(format!(
-            "a {} can only be sent in the input or output of a parpool job",
-            kind.name()
+        None => Err(S::Error::custom(transfer::refuse(
+            format!(
+                "a {} can only be sent in the input or output of a parpool job",
+                kind.name()
+            ),
+            kind.name(),
         ))),
     }
 }

@@ -71,3 +71,28 @@ pub(crate) fn encode<T: Serialize>(stage: CodecStage, value: &T) -> Result<Encod
         Ok(Encoded { bytes, shared })
     })
 }
+
+/// Encodes `value` for a worker on another machine: every `SharedBytes`
+/// in it is written inline (a copy), and an `ipc` object, which cannot
+/// leave this machine, fails the encode with [`JobError::Unsendable`]
+/// naming it. A panicking `Serialize` is a codec error, as in [`encode`].
+pub(crate) fn encode_by_value<T: Serialize + ?Sized>(
+    stage: CodecStage,
+    value: &T,
+) -> Result<Vec<u8>, JobError> {
+    guarded(stage, || {
+        // Called outside any collecting window, where shared objects write
+        // themselves by value, or refuse.
+        transfer::forget_refused();
+        encode_exact(value).map_err(|e| match transfer::take_refused() {
+            Some(object) => JobError::Unsendable {
+                what: match stage {
+                    CodecStage::EncodeOutput | CodecStage::DecodeOutput => crate::Payload::Output,
+                    _ => crate::Payload::Input,
+                },
+                object: object.to_owned(),
+            },
+            None => codec_error(stage, e),
+        })
+    })
+}

@@ -208,6 +208,34 @@ pub enum JobError {
         /// The limit in bytes.
         limit: u64,
     },
+
+    /// The job's input or output holds an object that lives in this
+    /// machine's shared memory (an [`ipc`](crate::ipc) object), sent to a
+    /// pool whose workers run on other machines. Checked before the job is
+    /// sent: the job never ran.
+    #[error(
+        "the job's {what} holds a {object}, which lives in this machine's shared memory \
+         and cannot reach a worker on another machine (send the data by value: a Vec, \
+         a struct, or a SharedBytes, which crosses as a copy)"
+    )]
+    Unsendable {
+        /// Whether the input or the output held it.
+        what: Payload,
+        /// The kind of object (`SharedMem`, `Queue`, `Mutex`, ...).
+        object: String,
+    },
+
+    /// The worker running the job was lost as a whole, not just its
+    /// process: an MPI rank that stopped answering (its node went down or
+    /// it was killed). The pool no longer sends it jobs.
+    #[error(
+        "the job's worker was lost: {detail} (the job may or may not have run; \
+         set retries on the pool to run such jobs again elsewhere)"
+    )]
+    Lost {
+        /// Which worker, and how it was found lost.
+        detail: String,
+    },
 }
 
 impl JobError {
@@ -242,6 +270,14 @@ impl JobError {
     /// The input or output was over the size limit.
     pub fn is_too_large(&self) -> bool {
         matches!(self, JobError::TooLarge { .. })
+    }
+    /// The input or output held an object that cannot leave this machine.
+    pub fn is_unsendable(&self) -> bool {
+        matches!(self, JobError::Unsendable { .. })
+    }
+    /// The worker running the job was lost as a whole (an MPI rank).
+    pub fn is_lost(&self) -> bool {
+        matches!(self, JobError::Lost { .. })
     }
 
     /// A [`JobError::Panicked`] from a caught panic.
@@ -319,5 +355,13 @@ pub enum BuildError {
         index: usize,
         /// What went wrong.
         error: JobError,
+    },
+    /// The pool's workers on other machines could not be started or
+    /// reached (an MPI pool: no launcher and no spawn, MPI missing or
+    /// refusing, a rank that could not start its workers).
+    #[error("could not start the pool's remote workers: {reason}")]
+    Remote {
+        /// What went wrong, and what to do about it.
+        reason: String,
     },
 }

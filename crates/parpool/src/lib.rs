@@ -67,6 +67,8 @@ mod notify;
 mod output;
 mod panic;
 mod process;
+#[doc(hidden)]
+pub mod remote;
 mod stats;
 mod sync;
 mod task;

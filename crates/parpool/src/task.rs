@@ -7,7 +7,7 @@ use std::sync::{Mutex, OnceLock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::codec::{codec_error, decode, encode, encode_exact};
+use crate::codec::{codec_error, decode, encode, encode_by_value, encode_exact};
 use crate::error::{CodecStage, JobError};
 use crate::panic;
 use parpool_ipc::transfer::{self, Encoded};
@@ -104,15 +104,34 @@ pub struct TaskEntry {
     run_init: fn(&[u8], Vec<OwnedFd>) -> Result<WorkerState, JobError>,
 }
 
+/// How a worker writes the shared objects in a job's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sharing {
+    /// As descriptors sent beside the bytes (a pool on this machine).
+    Descriptors,
+    /// By value, for a pool whose parent forwards the output to another
+    /// machine: a `SharedBytes` is copied inline, an `ipc` object fails
+    /// with [`JobError::Unsendable`]. A chunk's items are each written as
+    /// `Result<bytes, JobError>`, the bytes being the encoded output, so
+    /// that a parent that does not know the output type can still tell
+    /// them apart.
+    ByValue,
+}
+
 /// A type-erased entry point: encoded input and its descriptors in,
 /// encoded output out.
-type RunFn = fn(&[u8], Vec<OwnedFd>) -> Result<Encoded, JobError>;
+type RunFn = fn(&[u8], Vec<OwnedFd>, Sharing) -> Result<Encoded, JobError>;
 
 /// A type-erased chunk entry point: the encoded `Vec` of inputs, the
 /// positions to run (`None`: all), and the journal each item's result is
 /// encoded into as it finishes.
-type ChunkFn =
-    fn(&[u8], Vec<OwnedFd>, Option<&[u32]>, &mut transfer::Journal) -> Result<Encoded, JobError>;
+type ChunkFn = fn(
+    &[u8],
+    Vec<OwnedFd>,
+    Option<&[u32]>,
+    &mut transfer::Journal,
+    Sharing,
+) -> Result<Encoded, JobError>;
 
 /// A worker's state: what its initializer returned.
 pub(crate) type WorkerState = Box<dyn std::any::Any + Send>;
@@ -137,8 +156,13 @@ impl TaskEntry {
     }
 
     /// Runs one job: the input and the output are postcard bytes.
-    pub(crate) fn run(&self, input: &[u8], fds: Vec<OwnedFd>) -> Result<Encoded, JobError> {
-        (self.run)(input, fds)
+    pub(crate) fn run(
+        &self,
+        input: &[u8],
+        fds: Vec<OwnedFd>,
+        sharing: Sharing,
+    ) -> Result<Encoded, JobError> {
+        (self.run)(input, fds, sharing)
     }
 
     /// Runs a chunk: `Vec<Input>` in, `Vec<Result<Output, JobError>>` out,
@@ -150,8 +174,9 @@ impl TaskEntry {
         fds: Vec<OwnedFd>,
         only: Option<&[u32]>,
         journal: &mut transfer::Journal,
+        sharing: Sharing,
     ) -> Result<Encoded, JobError> {
-        (self.run_chunk)(input, fds, only, journal)
+        (self.run_chunk)(input, fds, only, journal, sharing)
     }
 
     /// Runs the task as a worker's initializer: its output is kept, not sent.
@@ -161,6 +186,11 @@ impl TaskEntry {
         fds: Vec<OwnedFd>,
     ) -> Result<WorkerState, JobError> {
         (self.run_init)(input, fds)
+    }
+
+    /// The task's registered name.
+    pub(crate) fn name(&self) -> &'static str {
+        self.name
     }
 
     /// The registered task called `name`.
@@ -184,10 +214,20 @@ impl TaskEntry {
     }
 }
 
-fn run_erased<T: Task>(input: &[u8], fds: Vec<OwnedFd>) -> Result<Encoded, JobError> {
+fn run_erased<T: Task>(
+    input: &[u8],
+    fds: Vec<OwnedFd>,
+    sharing: Sharing,
+) -> Result<Encoded, JobError> {
     let input: T::Input = decode(CodecStage::DecodeInput, input, fds)?;
     let output = panic::catch(|| T::run(input)).map_err(JobError::panicked)?;
-    encode(CodecStage::EncodeOutput, &output)
+    match sharing {
+        Sharing::Descriptors => encode(CodecStage::EncodeOutput, &output),
+        Sharing::ByValue => Ok(Encoded {
+            bytes: encode_by_value(CodecStage::EncodeOutput, &output)?,
+            shared: Vec::new(),
+        }),
+    }
 }
 
 fn run_init_erased<T: Task>(input: &[u8], fds: Vec<OwnedFd>) -> Result<WorkerState, JobError> {
@@ -201,6 +241,7 @@ fn run_chunk_erased<T: Task>(
     fds: Vec<OwnedFd>,
     only: Option<&[u32]>,
     journal: &mut transfer::Journal,
+    sharing: Sharing,
 ) -> Result<Encoded, JobError> {
     let inputs: Vec<T::Input> = decode(CodecStage::DecodeInput, input, fds)?;
     let picked: Vec<T::Input> = match only {
@@ -215,13 +256,23 @@ fn run_chunk_erased<T: Task>(
         }
     };
     let count = picked.len();
-    // One collecting window for the whole chunk, paused while each item
-    // runs: what an item's output holds of shared memory is gathered for
-    // the reply, what the task serializes for itself is not. One panic
-    // guard per item covers running and encoding it.
     let stage = CodecStage::EncodeOutput;
-    let mut shared = Vec::new();
-    transfer::collecting_onto(&mut shared, || {
+    // Writes one item's value to the journal, as `Ok(output)`.
+    let write_ok = |output: &T::Output, journal: &mut transfer::Journal| match sharing {
+        Sharing::Descriptors => postcard::serialize_with_flavor(
+            &Ok::<_, JobError>(output),
+            transfer::JournalFlavor(journal),
+        )
+        .map_err(|e| codec_error(stage, e)),
+        Sharing::ByValue => {
+            let bytes = encode_by_value(stage, output)?;
+            let entry = Ok::<_, JobError>(serde_bytes::Bytes::new(&bytes));
+            postcard::serialize_with_flavor(&entry, transfer::JournalFlavor(journal))
+                .map_err(|e| codec_error(stage, e))
+        }
+    };
+    // One panic guard per item covers running and encoding it.
+    let run_items = |journal: &mut transfer::Journal| {
         panic::capturing(|| {
             for (position, x) in picked.into_iter().enumerate() {
                 journal.starting(u32::try_from(position).unwrap_or(u32::MAX));
@@ -232,19 +283,19 @@ fn run_chunk_erased<T: Task>(
                     let output = T::run(x);
                     transfer::pause_collecting(false);
                     encoding = true;
-                    let result = Ok::<_, JobError>(output);
-                    postcard::serialize_with_flavor(&result, transfer::JournalFlavor(journal))
+                    write_ok(&output, journal)
                 });
                 let failure = match outcome {
                     Ok(Ok(())) => None,
-                    Ok(Err(e)) => Some(codec_error(stage, e)),
+                    Ok(Err(e)) => Some(e),
                     Err(p) if encoding => Some(codec_error(stage, format!("panicked: {p}"))),
                     Err(p) => Some(JobError::panicked(p)),
                 };
                 if let Some(e) = failure {
                     transfer::pause_collecting(false);
                     journal.truncate(start);
-                    let failed = Err::<T::Output, _>(e);
+                    // `Err` is written alike whatever the `Ok` type.
+                    let failed = Err::<(), _>(e);
                     postcard::serialize_with_flavor(&failed, transfer::JournalFlavor(journal))
                         .map_err(|e| codec_error(stage, e))?;
                 }
@@ -252,7 +303,15 @@ fn run_chunk_erased<T: Task>(
             }
             Ok::<(), JobError>(())
         })
-    })?;
+    };
+    let mut shared = Vec::new();
+    match sharing {
+        // One collecting window for the whole chunk, paused while each item
+        // runs: what an item's output holds of shared memory is gathered
+        // for the reply, what the task serializes for itself is not.
+        Sharing::Descriptors => transfer::collecting_onto(&mut shared, || run_items(journal))?,
+        Sharing::ByValue => run_items(journal)?,
+    }
     journal.idle();
     // The same bytes as encoding a `Vec<Result<Output, JobError>>` whole:
     // the length, then the entries.

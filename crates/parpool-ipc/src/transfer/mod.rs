@@ -151,6 +151,34 @@ thread_local! {
     static FAILURE: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
+thread_local! {
+    /// The kind of the last object an encode refused to write: an `ipc`
+    /// object serialized outside a collecting window.
+    static REFUSED: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
+/// Notes that an object of kind `object` refused to serialize (it can only
+/// travel as a descriptor, and no collecting window is open); returns
+/// `message` for the serializer's error.
+pub(crate) fn refuse(message: String, object: &'static str) -> String {
+    REFUSED.with(|r| r.set(Some(object)));
+    message
+}
+
+/// Takes the kind (`"SharedMem"`, `"Queue"`, ...) of the last object that
+/// refused to serialize on this thread, because it lives in this
+/// machine's shared memory and no collecting window was open: an encode
+/// for another machine clears it first ([`forget_refused`]) and reads it
+/// after a failure, to say which object was to blame.
+pub fn take_refused() -> Option<&'static str> {
+    REFUSED.with(std::cell::Cell::take)
+}
+
+/// Clears what [`take_refused`] would return.
+pub fn forget_refused() {
+    REFUSED.with(|r| r.set(None));
+}
+
 /// Takes the reason the last [`receiving`] failed to map a segment.
 pub fn take_failure() -> Option<String> {
     FAILURE.with(|f| f.borrow_mut().take())

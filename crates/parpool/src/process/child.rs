@@ -14,7 +14,7 @@ use super::fdpass::{FdStream, SendFds, TakeFds};
 use super::os;
 use super::wire::{self, FromWorker, Items, LogLevel, ToWorker};
 use crate::error::{CodecStage, JobError, Payload};
-use crate::task::{TaskEntry, WorkerState};
+use crate::task::{Sharing, TaskEntry, WorkerState};
 use parpool_ipc::transfer::{Encoded, Journal};
 
 /// The job running now (0: none), to tag forwarded log events.
@@ -167,6 +167,11 @@ fn serve_process() -> io::Result<()> {
     let limits = Limits {
         max_frame: env_u64(os::MAX_FRAME_ENV).map_or(wire::DEFAULT_MAX_FRAME, |v| v as usize),
         max_output: env_u64(os::MAX_OUTPUT_ENV).map_or(wire::DEFAULT_MAX_FRAME as u64, |v| v),
+        sharing: if std::env::var_os(os::BY_VALUE_ENV).is_some() {
+            Sharing::ByValue
+        } else {
+            Sharing::Descriptors
+        },
     };
     let out: Out = Arc::new(Replies::new(BufWriter::new(socket.try_clone()?)));
     let _ = tracing::subscriber::set_global_default(Forwarder { out: out.clone() });
@@ -189,6 +194,8 @@ fn serve_process() -> io::Result<()> {
 pub(crate) struct Limits {
     pub(crate) max_frame: usize,
     pub(crate) max_output: u64,
+    /// How outputs carry shared objects.
+    pub(crate) sharing: Sharing,
 }
 
 /// Serves requests from `input` until `Exit` or end of input, writing
@@ -333,9 +340,11 @@ fn run_one(
         name: task.to_owned(),
     })?;
     let output = match items {
-        Items::One => entry.run(input, fds)?,
-        Items::All => entry.run_chunk(input, fds, None, journal)?,
-        Items::Only(positions) => entry.run_chunk(input, fds, Some(positions), journal)?,
+        Items::One => entry.run(input, fds, limits.sharing)?,
+        Items::All => entry.run_chunk(input, fds, None, journal, limits.sharing)?,
+        Items::Only(positions) => {
+            entry.run_chunk(input, fds, Some(positions), journal, limits.sharing)?
+        }
     };
     if output.bytes.len() as u64 > limits.max_output {
         return Err(JobError::TooLarge {
@@ -425,6 +434,7 @@ mod tests {
         Limits {
             max_frame: 1 << 20,
             max_output: 1 << 20,
+            sharing: Sharing::Descriptors,
         }
     }
 

@@ -29,7 +29,7 @@ use crate::job::{JobId, JobOptions};
 use crate::lifecycle::Lifecycle;
 use crate::map::{ChunkIn, ChunkOut};
 use crate::stats::Stats;
-use crate::task::{Executor, Task, sealed};
+use crate::task::{Executor, Sharing, Task, sealed};
 use job::{Chunk, ProcCell, ProcJob, Single, Work};
 use parpool_ipc::transfer::Encoded;
 
@@ -67,6 +67,8 @@ pub(crate) struct Config {
     pub(crate) retries: u32,
     pub(crate) max_payload: u64,
     pub(crate) start_timeout: Duration,
+    /// How workers write shared objects in outputs.
+    pub(crate) sharing: Sharing,
     /// Task name and encoded input run once in each new worker.
     pub(crate) initializer: Option<(&'static str, Result<Encoded, JobError>)>,
 }
@@ -95,6 +97,7 @@ impl Default for ProcessPoolBuilder {
                 retries: 0,
                 max_payload: 256 << 20,
                 start_timeout: Duration::from_secs(30),
+                sharing: Sharing::Descriptors,
                 initializer: None,
             },
         }
@@ -192,6 +195,16 @@ impl ProcessPoolBuilder {
     /// A larger one fails its job with [`JobError::TooLarge`].
     pub fn max_payload(mut self, bytes: u64) -> Self {
         self.config.max_payload = bytes;
+        self
+    }
+
+    /// Has the workers write outputs by value, for a pool whose parent
+    /// forwards them to another machine: a `SharedBytes` is copied inline
+    /// and an `ipc` object fails its job with [`JobError::Unsendable`]. For
+    /// [`ProcessPool::submit_encoded`]; not part of the API.
+    #[doc(hidden)]
+    pub fn outputs_by_value(mut self) -> Self {
+        self.config.sharing = Sharing::ByValue;
         self
     }
 
@@ -442,6 +455,79 @@ impl ProcessPool {
         ));
         self.shared.push(cell.clone());
         JobHandle::from_cell(cell)
+    }
+
+    /// Runs the task registered as `task` on its encoded input, for a
+    /// pool that forwards jobs it received encoded (an MPI rank serving
+    /// another's pool). The output comes back encoded. A name no task is
+    /// registered under resolves [`JobError::UnknownTask`]. Not part of the
+    /// API.
+    #[doc(hidden)]
+    pub fn submit_encoded(
+        &self,
+        task: &str,
+        input: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> JobHandle<Vec<u8>> {
+        let Some(name) = self.registered(task) else {
+            return self.unknown(task);
+        };
+        let payload = Ok(Encoded {
+            bytes: input,
+            shared: Vec::new(),
+        });
+        let work = Single::new(|bytes: &[u8], _fds: Vec<OwnedFd>| Ok(bytes.to_vec()));
+        self.submit_work(name, payload, timeout, work)
+    }
+
+    /// Runs the task registered as `task` over an encoded `Vec` of `len`
+    /// inputs, as a `map` chunk: one result per item, each output encoded
+    /// (see [`ProcessPoolBuilder::outputs_by_value`], which such a pool
+    /// needs). Not part of the API.
+    #[doc(hidden)]
+    pub fn submit_encoded_chunk(
+        &self,
+        task: &str,
+        input: Vec<u8>,
+        len: usize,
+    ) -> JobHandle<ChunkOut<(), serde_bytes::ByteBuf>> {
+        let Some(name) = self.registered(task) else {
+            return self.unknown(task);
+        };
+        let payload = Ok(Encoded {
+            bytes: input,
+            shared: Vec::new(),
+        });
+        self.submit_work(name, payload, None, Chunk::new(len, Vec::new()))
+    }
+
+    /// Takes job `id` back if it waits in the pool's queue, not yet sent
+    /// to a worker; `true` if it did. Its handle resolves
+    /// [`JobError::Cancelled`], and the caller runs it elsewhere. Not part
+    /// of the API.
+    #[doc(hidden)]
+    pub fn withdraw(&self, id: JobId) -> bool {
+        let mut q = self.shared.lock();
+        let Some(at) = q.jobs.iter().position(|j| j.id() == id.get()) else {
+            return false;
+        };
+        let job = q.jobs.remove(at);
+        drop(q);
+        job.is_some_and(|job| job.abandon(JobError::Cancelled))
+    }
+
+    fn registered(&self, task: &str) -> Option<&'static str> {
+        crate::task::TaskEntry::find(task).map(|entry| entry.name())
+    }
+
+    fn unknown<O: Send + 'static>(&self, task: &str) -> JobHandle<O> {
+        let id = JobId(self.shared.next_id.fetch_add(1, Relaxed));
+        JobHandle::ready(
+            id,
+            Err(JobError::UnknownTask {
+                name: task.to_owned(),
+            }),
+        )
     }
 
     /// Stops accepting jobs, runs the queued ones, and waits for the

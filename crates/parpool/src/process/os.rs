@@ -17,6 +17,10 @@ pub(crate) const MEMORY_ENV: &str = "PARPOOL_MEMORY_LIMIT";
 pub(crate) const MAX_FRAME_ENV: &str = "PARPOOL_MAX_FRAME";
 /// Largest output the worker sends.
 pub(crate) const MAX_OUTPUT_ENV: &str = "PARPOOL_MAX_OUTPUT";
+/// Set when the worker writes outputs by value ([`Sharing::ByValue`]).
+///
+/// [`Sharing::ByValue`]: crate::task::Sharing::ByValue
+pub(crate) const BY_VALUE_ENV: &str = "PARPOOL_BY_VALUE";
 
 /// Diverts a worker process into the worker loop before `main` runs.
 ///

@@ -9,6 +9,7 @@
 mod common;
 
 mod async_interop;
+mod executor_suite;
 mod handle;
 mod ipc;
 mod ipc_async;

@@ -15,6 +15,7 @@ use super::super::wire::{self, FromWorker, ToWorker};
 use super::super::{Config, WorkerOutput, os};
 use super::emit_log;
 use crate::error::{CodecStage, JobError};
+use crate::task::Sharing;
 use parpool_ipc::transfer::{ShareFd, SharedObject};
 
 /// Why a worker could not be started.
@@ -213,6 +214,9 @@ fn command(config: &Config, capture: &[Option<File>; 2]) -> io::Result<Command> 
         .env(os::PARENT_ENV, os::pid().to_string())
         .env(os::MAX_FRAME_ENV, (config.max_payload + 4096).to_string())
         .env(os::MAX_OUTPUT_ENV, config.max_payload.to_string());
+    if config.sharing == Sharing::ByValue {
+        cmd.env(os::BY_VALUE_ENV, "1");
+    }
     cmd.stdout(stdio(config.stdout, &capture[0])?)
         .stderr(stdio(config.stderr, &capture[1])?);
     let which: String = capture

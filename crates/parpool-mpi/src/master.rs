@@ -1,0 +1,575 @@
+//! Rank 0's side: one thread that makes every MPI call, holds the jobs
+//! not yet sent, sends them to the serving ranks in batches, and resolves
+//! their handles as results come back.
+//!
+//! # Scheduling
+//!
+//! * Each rank gets at most `workers + pipeline` jobs at a time, where the
+//!   pipeline is sized from the rank's measured job time to hold about
+//!   [`PIPELINE_TARGET`] of work: tiny jobs are sent many to a message,
+//!   long ones barely ahead of need. Jobs go to the ranks with the most
+//!   room first, in proportion to it, so nodes of different sizes fill
+//!   evenly.
+//! * Nothing is stranded: when a rank has an idle worker, nothing waits on
+//!   rank 0, and another rank has held jobs beyond its workers without
+//!   finishing anything for [`STRAND_AFTER`], rank 0 asks that rank for
+//!   its unstarted jobs back and sends them to the idle one. A rank hands
+//!   back only jobs its local pool has not started, so none runs twice.
+//! * A rank that sends nothing, not even its heartbeat, for `lost_after`
+//!   is lost: its jobs run again elsewhere while their `retries` last, and
+//!   otherwise fail with [`JobError::Lost`].
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use parpool::JobError;
+
+use crate::comm::Link;
+use crate::log;
+use crate::wire::{self, FromRank, JobMsg, Kind, Outcome, ToRank};
+
+/// How much work, in time, a rank's pipeline aims to hold per worker.
+const PIPELINE_TARGET: Duration = Duration::from_millis(1);
+/// The deepest pipeline per rank, in jobs.
+const MAX_PIPELINE: usize = 1024;
+/// How long a rank may hold jobs beyond its workers without finishing any
+/// while another rank idles, before its unstarted jobs are taken back.
+pub(crate) const STRAND_AFTER: Duration = Duration::from_millis(2);
+/// How long the thread spins (yielding) after activity before it sleeps.
+const SPIN: Duration = Duration::from_micros(200);
+/// The longest it sleeps while jobs are out.
+const BUSY_SLEEP: Duration = Duration::from_millis(1);
+/// How often an idle pool still reads its messages (heartbeats).
+const IDLE_SLEEP: Duration = Duration::from_millis(100);
+/// The most input bytes one message carries.
+const MAX_BATCH: usize = 16 << 20;
+
+/// Resolves a job's handle from its outcome.
+pub(crate) trait Sink: Send {
+    /// Marks the job sent; `false` if it was cancelled and must not be.
+    fn start(&self) -> bool;
+    fn finish(&self, outcome: Outcome, took: Duration);
+    fn fail(&self, error: JobError);
+}
+
+/// A job on rank 0.
+pub(crate) struct Queued {
+    pub(crate) id: u64,
+    pub(crate) task: &'static str,
+    pub(crate) kind: Kind,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) input: Vec<u8>,
+    pub(crate) sink: Box<dyn Sink>,
+    /// Ranks lost while they held it.
+    pub(crate) losses: u32,
+}
+
+/// What the pool asks of its thread.
+pub(crate) enum Command {
+    Submit(Queued),
+    /// The job was cancelled or timed out: stop it where it runs.
+    Cancel(u64),
+    /// Stop: finish the jobs (`now`: cancel those not started), release
+    /// the ranks, finalize MPI.
+    Close {
+        now: bool,
+    },
+}
+
+/// A serving rank as rank 0 tracks it.
+#[derive(Debug)]
+pub(crate) struct Rank {
+    pub(crate) mpi_rank: i32,
+    pub(crate) host: String,
+    pub(crate) pid: u32,
+    pub(crate) workers: usize,
+    /// Jobs sent and not answered.
+    outstanding: usize,
+    /// Mean time a job spends on the rank, in nanoseconds (0: unknown).
+    mean_nanos: f64,
+    last_heard: Instant,
+    /// When it last finished a job, or got work while it had none.
+    last_progress: Instant,
+    /// When rank 0 last asked it for jobs back, while no answer came.
+    revoking: Option<Instant>,
+    lost: bool,
+    said_bye: bool,
+}
+
+impl Rank {
+    pub(crate) fn new(mpi_rank: i32, host: String, pid: u32, workers: usize) -> Rank {
+        let now = Instant::now();
+        Rank {
+            mpi_rank,
+            host,
+            pid,
+            workers,
+            outstanding: 0,
+            mean_nanos: 0.0,
+            last_heard: now,
+            last_progress: now,
+            revoking: None,
+            lost: false,
+            said_bye: false,
+        }
+    }
+
+    /// How many jobs it may hold.
+    fn capacity(&self) -> usize {
+        let pipeline = if self.mean_nanos > 0.0 {
+            let per_worker = PIPELINE_TARGET.as_nanos() as f64 / self.mean_nanos;
+            (per_worker * self.workers as f64) as usize
+        } else {
+            self.workers
+        };
+        self.workers + pipeline.clamp(1, MAX_PIPELINE)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "MPI rank {} on {} (pid {})",
+            self.mpi_rank, self.host, self.pid
+        )
+    }
+}
+
+/// A job sent to a rank.
+struct Sent {
+    job: Queued,
+    rank: usize,
+    seq: u64,
+}
+
+/// Rank 0's thread state.
+pub(crate) struct Master {
+    link: Link,
+    ranks: Vec<Rank>,
+    queue: VecDeque<Queued>,
+    sent: HashMap<u64, Sent>,
+    commands: mpsc::Receiver<Command>,
+    closing: Option<bool>,
+    retries: u32,
+    lost_after: Duration,
+    seq: u64,
+    /// Where the next dispatch starts among the ranks.
+    turn: usize,
+}
+
+impl Master {
+    pub(crate) fn new(
+        link: Link,
+        ranks: Vec<Rank>,
+        commands: mpsc::Receiver<Command>,
+        retries: u32,
+        lost_after: Duration,
+    ) -> Master {
+        Master {
+            link,
+            ranks,
+            queue: VecDeque::new(),
+            sent: HashMap::new(),
+            commands,
+            closing: None,
+            retries,
+            lost_after,
+            seq: 0,
+            turn: 0,
+        }
+    }
+
+    /// Runs until the pool closes and every job is settled, then releases
+    /// the ranks; returns the link, and whether MPI may be finalized
+    /// (not after a rank was lost: `MPI_Finalize` would wait for it).
+    pub(crate) fn run(mut self) -> (Link, bool) {
+        let mut last_activity = Instant::now();
+        let mut sleep = Duration::from_micros(20);
+        loop {
+            let mut active = self.take_commands();
+            active |= self.read_messages();
+            active |= self.dispatch();
+            self.rebalance();
+            self.find_lost();
+            let sending = self.link.progress() > 0;
+            if self.closing.is_some() && self.queue.is_empty() && self.sent.is_empty() {
+                break;
+            }
+            if active {
+                last_activity = Instant::now();
+                sleep = Duration::from_micros(20);
+                continue;
+            }
+            let waiting = !self.sent.is_empty() || sending;
+            if waiting && last_activity.elapsed() < SPIN {
+                std::thread::yield_now();
+                continue;
+            }
+            let wait = if waiting { sleep } else { IDLE_SLEEP };
+            match self.commands.recv_timeout(wait) {
+                Ok(command) => {
+                    self.command(command);
+                    last_activity = Instant::now();
+                    sleep = Duration::from_micros(20);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => sleep = (sleep * 2).min(BUSY_SLEEP),
+                // The pool was dropped without closing (it always closes):
+                // treat it as a close.
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.closing.get_or_insert(false);
+                }
+            }
+        }
+        let finalize = self.release_ranks();
+        (self.link, finalize)
+    }
+
+    fn take_commands(&mut self) -> bool {
+        let mut any = false;
+        while let Ok(command) = self.commands.try_recv() {
+            any = true;
+            self.command(command);
+        }
+        any
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Submit(job) => {
+                if self.live_ranks() == 0 {
+                    job.sink.fail(no_rank_left());
+                } else {
+                    self.queue.push_back(job);
+                }
+            }
+            Command::Cancel(id) => {
+                if let Some(sent) = self.sent.get(&id) {
+                    let rank = self.ranks[sent.rank].mpi_rank;
+                    self.send(rank, &ToRank::Cancel(vec![id]));
+                }
+                // A queued job was resolved by the cancel: dispatch drops it.
+            }
+            Command::Close { now } => {
+                let now = now || self.closing == Some(true);
+                self.closing = Some(now);
+                if now {
+                    for job in self.queue.drain(..) {
+                        job.sink.fail(JobError::Cancelled);
+                    }
+                    // Jobs sent and not started come back and are cancelled.
+                    let mut by_rank: HashMap<usize, Vec<u64>> = HashMap::new();
+                    for (id, sent) in &self.sent {
+                        by_rank.entry(sent.rank).or_default().push(*id);
+                    }
+                    for (rank, ids) in by_rank {
+                        let mpi_rank = self.ranks[rank].mpi_rank;
+                        self.send(mpi_rank, &ToRank::Revoke(ids));
+                    }
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, mpi_rank: i32, msg: &ToRank<'_>) {
+        if let Err(e) = self.link.send(mpi_rank, wire::encode(msg)) {
+            tracing::warn!(rank = mpi_rank, "parpool-mpi could not send to a rank: {e}");
+        }
+    }
+
+    fn live_ranks(&self) -> usize {
+        self.ranks.iter().filter(|r| !r.lost).count()
+    }
+
+    fn rank_index(&self, mpi_rank: i32) -> Option<usize> {
+        self.ranks.iter().position(|r| r.mpi_rank == mpi_rank)
+    }
+
+    fn read_messages(&mut self) -> bool {
+        let mut any = false;
+        while let Some((source, bytes)) = self.link.receive() {
+            any = true;
+            let Some(index) = self.rank_index(source) else {
+                continue;
+            };
+            if self.ranks[index].lost {
+                // It came back after all; its jobs have moved on.
+                continue;
+            }
+            self.ranks[index].last_heard = Instant::now();
+            match postcard::from_bytes::<FromRank>(&bytes) {
+                Ok(msg) => self.on_message(index, msg),
+                Err(e) => {
+                    tracing::error!(
+                        rank = source,
+                        "a message from a serving rank did not decode: {e}"
+                    );
+                }
+            }
+        }
+        any
+    }
+
+    fn on_message(&mut self, index: usize, msg: FromRank) {
+        match msg {
+            FromRank::Done(done) => {
+                let now = Instant::now();
+                for d in done {
+                    let Some(sent) = self.sent.remove(&d.id) else {
+                        continue;
+                    };
+                    let rank = &mut self.ranks[sent.rank];
+                    rank.outstanding = rank.outstanding.saturating_sub(1);
+                    rank.last_progress = now;
+                    rank.mean_nanos = if rank.mean_nanos == 0.0 {
+                        d.nanos as f64
+                    } else {
+                        0.9 * rank.mean_nanos + 0.1 * d.nanos as f64
+                    };
+                    sent.job
+                        .sink
+                        .finish(d.outcome, Duration::from_nanos(d.nanos));
+                }
+            }
+            FromRank::Revoked(ids) => {
+                self.ranks[index].revoking = None;
+                // Back to the front of the queue, in their first order.
+                let mut back: Vec<Sent> =
+                    ids.iter().filter_map(|id| self.sent.remove(id)).collect();
+                back.sort_by_key(|s| std::cmp::Reverse(s.seq));
+                for sent in back {
+                    let rank = &mut self.ranks[sent.rank];
+                    rank.outstanding = rank.outstanding.saturating_sub(1);
+                    if self.closing == Some(true) {
+                        sent.job.sink.fail(JobError::Cancelled);
+                    } else {
+                        self.queue.push_front(sent.job);
+                    }
+                }
+            }
+            FromRank::Log(logs) => {
+                let rank = &self.ranks[index];
+                for l in &logs {
+                    log::emit(rank.mpi_rank, &rank.host, l);
+                }
+            }
+            FromRank::Heartbeat | FromRank::Hello { .. } => {}
+            FromRank::Bye => self.ranks[index].said_bye = true,
+        }
+    }
+
+    /// Sends queued jobs to the ranks with room; `true` if it sent any.
+    fn dispatch(&mut self) -> bool {
+        if self.queue.is_empty() {
+            return false;
+        }
+        let n = self.ranks.len();
+        let rooms: Vec<usize> = self
+            .ranks
+            .iter()
+            .map(|r| {
+                if r.lost {
+                    0
+                } else {
+                    r.capacity().saturating_sub(r.outstanding)
+                }
+            })
+            .collect();
+        let total: usize = rooms.iter().sum();
+        if total == 0 {
+            return false;
+        }
+        let waiting = self.queue.len();
+        let mut any = false;
+        self.turn = (self.turn + 1) % n;
+        for k in 0..n {
+            let index = (self.turn + k) % n;
+            let room = rooms[index];
+            if room == 0 || self.queue.is_empty() {
+                continue;
+            }
+            let share = (waiting * room).div_ceil(total).min(room);
+            any |= self.send_jobs(index, share);
+        }
+        any
+    }
+
+    /// Sends up to `count` queued jobs to rank `index`.
+    fn send_jobs(&mut self, index: usize, count: usize) -> bool {
+        let mut batch = Vec::with_capacity(count.min(self.queue.len()));
+        let mut bytes = 0;
+        while batch.len() < count && bytes < MAX_BATCH {
+            let Some(job) = self.queue.pop_front() else {
+                break;
+            };
+            // A job cancelled while queued is already resolved.
+            if !job.sink.start() {
+                continue;
+            }
+            bytes += job.input.len() + job.task.len() + 32;
+            batch.push(job);
+        }
+        if batch.is_empty() {
+            return false;
+        }
+        let msg = ToRank::Jobs(
+            batch
+                .iter()
+                .map(|j| JobMsg {
+                    id: j.id,
+                    task: j.task,
+                    kind: j.kind,
+                    timeout_nanos: j
+                        .timeout
+                        .map(|t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)),
+                    input: &j.input,
+                })
+                .collect(),
+        );
+        let encoded = wire::encode(&msg);
+        drop(msg);
+        let rank = &mut self.ranks[index];
+        if let Err(e) = self.link.send(rank.mpi_rank, encoded) {
+            // Too large for one MPI message, or MPI refused: fail the jobs
+            // rather than retry forever.
+            for job in batch {
+                job.sink.fail(JobError::Lost {
+                    detail: format!("could not send the job to {}: {e}", rank.describe()),
+                });
+            }
+            return true;
+        }
+        if rank.outstanding == 0 {
+            rank.last_progress = Instant::now();
+        }
+        rank.outstanding += batch.len();
+        for job in batch {
+            self.seq += 1;
+            self.sent.insert(
+                job.id,
+                Sent {
+                    job,
+                    rank: index,
+                    seq: self.seq,
+                },
+            );
+        }
+        true
+    }
+
+    /// Takes unstarted jobs back from a rank that is stuck while another
+    /// idles (see the module docs).
+    fn rebalance(&mut self) {
+        if !self.queue.is_empty() || self.closing == Some(true) {
+            return;
+        }
+        let idle = self
+            .ranks
+            .iter()
+            .any(|r| !r.lost && r.outstanding < r.workers);
+        if !idle {
+            return;
+        }
+        let now = Instant::now();
+        for index in 0..self.ranks.len() {
+            let rank = &self.ranks[index];
+            let stuck = !rank.lost
+                && rank.outstanding > rank.workers
+                && now.duration_since(rank.last_progress) >= STRAND_AFTER
+                && rank
+                    .revoking
+                    .is_none_or(|at| now.duration_since(at) >= STRAND_AFTER);
+            if !stuck {
+                continue;
+            }
+            let mut held: Vec<(u64, u64)> = self
+                .sent
+                .iter()
+                .filter(|(_, s)| s.rank == index)
+                .map(|(id, s)| (s.seq, *id))
+                .collect();
+            held.sort_unstable_by(|a, b| b.cmp(a));
+            let extra = rank.outstanding - rank.workers;
+            let ids: Vec<u64> = held.into_iter().take(extra).map(|(_, id)| id).collect();
+            let mpi_rank = rank.mpi_rank;
+            self.ranks[index].revoking = Some(now);
+            self.send(mpi_rank, &ToRank::Revoke(ids));
+        }
+    }
+
+    /// Marks ranks that went silent as lost, and moves or fails their jobs.
+    fn find_lost(&mut self) {
+        let now = Instant::now();
+        for index in 0..self.ranks.len() {
+            let rank = &self.ranks[index];
+            if rank.lost || now.duration_since(rank.last_heard) < self.lost_after {
+                continue;
+            }
+            let detail = format!(
+                "{} sent nothing for {:?}",
+                rank.describe(),
+                now.duration_since(rank.last_heard)
+            );
+            tracing::error!(target: "parpool_mpi", "{detail}; its jobs are moved or failed");
+            let mpi_rank = rank.mpi_rank;
+            self.ranks[index].lost = true;
+            self.ranks[index].outstanding = 0;
+            self.link.abandon(mpi_rank);
+            let ids: Vec<u64> = self
+                .sent
+                .iter()
+                .filter(|(_, s)| s.rank == index)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ids {
+                let Some(mut sent) = self.sent.remove(&id) else {
+                    continue;
+                };
+                sent.job.losses += 1;
+                if sent.job.losses <= self.retries && self.live_ranks() > 0 {
+                    self.queue.push_front(sent.job);
+                } else {
+                    sent.job.sink.fail(JobError::Lost {
+                        detail: detail.clone(),
+                    });
+                }
+            }
+        }
+        if self.live_ranks() == 0 {
+            for job in self.queue.drain(..) {
+                job.sink.fail(no_rank_left());
+            }
+        }
+    }
+
+    /// Tells every live rank to exit and waits for each to say goodbye (or
+    /// to be found lost); returns whether every rank is still there.
+    fn release_ranks(&mut self) -> bool {
+        let finalize = self.live_ranks() == self.ranks.len();
+        let live: Vec<i32> = self
+            .ranks
+            .iter()
+            .filter(|r| !r.lost)
+            .map(|r| r.mpi_rank)
+            .collect();
+        for mpi_rank in live {
+            self.send(mpi_rank, &ToRank::Exit { finalize });
+        }
+        while self.ranks.iter().any(|r| !r.lost && !r.said_bye) {
+            if !self.read_messages() {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            self.find_lost();
+            self.link.progress();
+        }
+        self.link.drain(Duration::from_secs(5));
+        // One lost while the others said goodbye: they were told to
+        // finalize, and wait for it in vain. Nothing more can be done for
+        // them; this process at least does not wait too.
+        finalize && self.live_ranks() == self.ranks.len()
+    }
+}
+
+fn no_rank_left() -> JobError {
+    JobError::Lost {
+        detail: "every serving rank of the MPI job was lost".into(),
+    }
+}

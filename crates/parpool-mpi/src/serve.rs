@@ -1,0 +1,387 @@
+//! A serving rank: what every rank but 0 runs instead of `main`.
+//!
+//! It waits for rank 0's settings, starts a local [`ProcessPool`] (so a
+//! task that crashes takes down one worker process, not the rank), and
+//! then relays: jobs from rank 0 into the local pool, results and log
+//! events back, in batches. One thread makes every MPI call. It waits for
+//! MPI messages by probing, spinning briefly after activity and then
+//! sleeping a little longer each time, up to [`IDLE_SLEEP`]; a finished
+//! local job wakes it at once.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use parpool::remote::ChunkOut;
+use parpool::{JobHandle, ProcessPool, WorkerOutput};
+use serde_bytes::ByteBuf;
+
+use crate::comm::{self, Comm, Link, Mpi};
+use crate::log::{Forwarder, Gathered};
+use crate::wire::{self, DoneMsg, FromRank, Kind, LogMsg, Outcome, Settings, ToRank};
+
+/// The longest a serving rank sleeps between probes when idle.
+const IDLE_SLEEP: Duration = Duration::from_millis(1);
+/// How long it spins (yielding) after activity before it sleeps.
+const SPIN: Duration = Duration::from_micros(200);
+/// The most bytes of results one message carries.
+const MAX_BATCH: usize = 16 << 20;
+
+/// Serves rank 0's pool, then exits the process.
+pub(crate) fn run() -> ! {
+    let code = match serve() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!(
+                "parpool-mpi: serving rank (pid {}): {e}",
+                std::process::id()
+            );
+            70
+        }
+    };
+    std::process::exit(code)
+}
+
+fn serve() -> Result<(), String> {
+    let mpi = Mpi::start()?;
+    let comm = match mpi.parent() {
+        Some(parent) => Comm::Inter(parent),
+        None => Comm::World(mpi.world()),
+    };
+    let mut link = Link::new(comm);
+    let result = Server::setup(&mut link).and_then(|server| server.serve(&mut link));
+    link.drain(Duration::from_secs(5));
+    drop(link);
+    match result {
+        Ok(Finalize::Yes) => drop(mpi),
+        // A rank was lost: finalizing would wait for it forever. The
+        // process exits with MPI still up, which a launcher that keeps
+        // going after a loss accepts.
+        Ok(Finalize::No) => std::mem::forget(mpi),
+        Err(e) => {
+            drop(mpi);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Whether to finalize MPI on the way out.
+enum Finalize {
+    Yes,
+    No,
+}
+
+/// A job in the local pool.
+enum Local {
+    Single(JobHandle<Vec<u8>>),
+    Chunk(JobHandle<ChunkOut<(), ByteBuf>>),
+}
+
+struct Running {
+    local: Local,
+    since: Instant,
+}
+
+struct Server {
+    pool: ProcessPool,
+    jobs: HashMap<u64, Running>,
+    /// Local job id → rank 0's id, to tag log events.
+    local_ids: HashMap<u64, u64>,
+    done_tx: mpsc::Sender<u64>,
+    done_rx: mpsc::Receiver<u64>,
+    /// Finished jobs taken off `done_rx` while waiting.
+    woken: Vec<u64>,
+    gathered: Gathered,
+    heartbeat: Duration,
+    last_sent: Instant,
+}
+
+impl Server {
+    /// Waits for rank 0's settings, starts the local pool and says hello.
+    fn setup(link: &mut Link) -> Result<Server, String> {
+        let settings = wait_for_settings(link)?;
+        let gathered: Gathered = Arc::new(Mutex::new(Vec::new()));
+        let max = settings.log_level;
+        let _ = tracing::subscriber::set_global_default(Forwarder {
+            gathered: gathered.clone(),
+            max,
+            dropped: AtomicU64::new(0),
+        });
+        let built = build_pool(&settings);
+        let hello = FromRank::Hello {
+            host: comm::host_name(),
+            pid: std::process::id(),
+            workers: built
+                .as_ref()
+                .map_or(0, |p| u32::try_from(p.workers()).unwrap_or(u32::MAX)),
+            error: built.as_ref().err().map(ToString::to_string),
+        };
+        link.send(0, wire::encode(&hello))?;
+        let pool = built.map_err(|e| e.to_string())?;
+        let (done_tx, done_rx) = mpsc::channel();
+        Ok(Server {
+            pool,
+            jobs: HashMap::new(),
+            local_ids: HashMap::new(),
+            done_tx,
+            done_rx,
+            woken: Vec::new(),
+            gathered,
+            heartbeat: Duration::from_nanos(settings.heartbeat_nanos.max(1_000_000)),
+            last_sent: Instant::now(),
+        })
+    }
+
+    fn serve(mut self, link: &mut Link) -> Result<Finalize, String> {
+        let mut last_activity = Instant::now();
+        let mut sleep = Duration::from_micros(20);
+        let mut exit = None;
+        while exit.is_none() {
+            let mut active = false;
+            while let Some((_, bytes)) = link.receive() {
+                active = true;
+                match postcard::from_bytes::<ToRank<'_>>(&bytes) {
+                    Ok(ToRank::Exit { finalize }) => {
+                        exit = Some(if finalize {
+                            Finalize::Yes
+                        } else {
+                            Finalize::No
+                        });
+                    }
+                    Ok(msg) => self.handle(link, msg)?,
+                    Err(e) => return Err(format!("a message from rank 0 did not decode: {e}")),
+                }
+            }
+            active |= self.send_logs(link)?;
+            active |= self.send_results(link)?;
+            if self.last_sent.elapsed() >= self.heartbeat {
+                self.send(link, &FromRank::Heartbeat)?;
+            }
+            link.progress();
+            if active {
+                last_activity = Instant::now();
+                sleep = Duration::from_micros(20);
+                continue;
+            }
+            if last_activity.elapsed() < SPIN {
+                std::thread::yield_now();
+                continue;
+            }
+            // A finished local job wakes this at once; a message from rank
+            // 0 waits at most `sleep`.
+            if let Ok(id) = self.done_rx.recv_timeout(sleep) {
+                self.woken.push(id);
+                last_activity = Instant::now();
+            } else {
+                sleep = (sleep * 2).min(IDLE_SLEEP);
+            }
+        }
+        // Every job is done (rank 0 asks only then): stop the workers.
+        self.pool.shutdown();
+        self.send_logs(link)?;
+        self.send(link, &FromRank::Bye)?;
+        Ok(exit.unwrap_or(Finalize::Yes))
+    }
+
+    fn send(&mut self, link: &mut Link, msg: &FromRank) -> Result<(), String> {
+        self.last_sent = Instant::now();
+        link.send(0, wire::encode(msg))
+    }
+
+    fn handle(&mut self, link: &mut Link, msg: ToRank<'_>) -> Result<(), String> {
+        match msg {
+            ToRank::Jobs(jobs) => {
+                for job in jobs {
+                    let local = match job.kind {
+                        Kind::Single => Local::Single(self.pool.submit_encoded(
+                            job.task,
+                            job.input.to_vec(),
+                            job.timeout_nanos.map(Duration::from_nanos),
+                        )),
+                        Kind::Chunk(len) => Local::Chunk(self.pool.submit_encoded_chunk(
+                            job.task,
+                            job.input.to_vec(),
+                            len as usize,
+                        )),
+                    };
+                    let tx = self.done_tx.clone();
+                    let id = job.id;
+                    let local_id = match &local {
+                        Local::Single(h) => {
+                            h.on_done(move |_| {
+                                let _ = tx.send(id);
+                            });
+                            h.id()
+                        }
+                        Local::Chunk(h) => {
+                            h.on_done(move |_| {
+                                let _ = tx.send(id);
+                            });
+                            h.id()
+                        }
+                    };
+                    self.local_ids.insert(local_id.get(), id);
+                    self.jobs.insert(
+                        id,
+                        Running {
+                            local,
+                            since: Instant::now(),
+                        },
+                    );
+                }
+            }
+            ToRank::Cancel(ids) => {
+                for id in ids {
+                    if let Some(running) = self.jobs.get(&id) {
+                        match &running.local {
+                            Local::Single(h) => h.cancel(),
+                            Local::Chunk(h) => h.cancel(),
+                        };
+                    }
+                }
+            }
+            ToRank::Revoke(ids) => {
+                let mut taken = Vec::new();
+                for id in ids {
+                    let Some(running) = self.jobs.get(&id) else {
+                        continue;
+                    };
+                    let local_id = match &running.local {
+                        Local::Single(h) => h.id(),
+                        Local::Chunk(h) => h.id(),
+                    };
+                    if self.pool.withdraw(local_id) {
+                        self.jobs.remove(&id);
+                        self.local_ids.remove(&local_id.get());
+                        taken.push(id);
+                    }
+                }
+                self.send(link, &FromRank::Revoked(taken))?;
+            }
+            ToRank::Setup(_) | ToRank::Exit { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Sends the results of the local jobs that finished; `true` if any.
+    fn send_results(&mut self, link: &mut Link) -> Result<bool, String> {
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let mut any = false;
+        let woken = std::mem::take(&mut self.woken);
+        let done = woken
+            .into_iter()
+            .chain(std::iter::from_fn(|| self.done_rx.try_recv().ok()));
+        for id in done.collect::<Vec<_>>() {
+            // A withdrawn job's handle resolves too: it is no longer listed.
+            let Some(running) = self.jobs.remove(&id) else {
+                continue;
+            };
+            any = true;
+            let nanos = u64::try_from(running.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let (outcome, local_id) = match running.local {
+                Local::Single(h) => {
+                    let local_id = h.id();
+                    let outcome = match h.join() {
+                        Ok(bytes) => Outcome::Value(bytes),
+                        Err(e) => Outcome::Failed(e),
+                    };
+                    (outcome, local_id)
+                }
+                Local::Chunk(h) => {
+                    let local_id = h.id();
+                    let outcome = match h.join() {
+                        Ok(out) => Outcome::Items(out.into_results()),
+                        Err(e) => Outcome::Failed(e),
+                    };
+                    (outcome, local_id)
+                }
+            };
+            self.local_ids.remove(&local_id.get());
+            bytes += outcome_size(&outcome);
+            batch.push(DoneMsg { id, nanos, outcome });
+            if bytes >= MAX_BATCH {
+                self.send(link, &FromRank::Done(std::mem::take(&mut batch)))?;
+                bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            self.send(link, &FromRank::Done(batch))?;
+        }
+        Ok(any)
+    }
+
+    /// Sends the log events gathered so far; `true` if any.
+    fn send_logs(&mut self, link: &mut Link) -> Result<bool, String> {
+        let mut logs: Vec<LogMsg> = std::mem::take(&mut *crate::log::parpool_lock(&self.gathered));
+        if logs.is_empty() {
+            return Ok(false);
+        }
+        for log in &mut logs {
+            // The local pool's job ids mean nothing on rank 0.
+            log.job = log
+                .job
+                .and_then(|local| self.local_ids.get(&local).copied());
+        }
+        self.send(link, &FromRank::Log(logs))?;
+        Ok(true)
+    }
+}
+
+fn outcome_size(outcome: &Outcome) -> usize {
+    match outcome {
+        Outcome::Value(v) => v.len(),
+        Outcome::Items(items) => items
+            .iter()
+            .map(|r| r.as_ref().map_or(64, |b| b.len()))
+            .sum(),
+        Outcome::Failed(_) => 64,
+    }
+}
+
+/// Waits for rank 0's [`ToRank::Setup`]. Rank 0 sends it when its program
+/// builds the pool, which may be a while after start: the wait sleeps.
+fn wait_for_settings(link: &mut Link) -> Result<Settings, String> {
+    let mut sleep = Duration::from_micros(50);
+    loop {
+        if let Some((_, bytes)) = link.receive() {
+            return match postcard::from_bytes::<ToRank<'_>>(&bytes) {
+                Ok(ToRank::Setup(settings)) => Ok(settings),
+                Ok(ToRank::Exit { .. }) => Err("rank 0 ended before it built an MpiPool".into()),
+                Ok(other) => Err(format!("expected the pool's settings, got {other:?}")),
+                Err(e) => Err(format!("rank 0's settings did not decode: {e}")),
+            };
+        }
+        std::thread::sleep(sleep);
+        sleep = (sleep * 2).min(Duration::from_millis(10));
+    }
+}
+
+fn build_pool(settings: &Settings) -> Result<ProcessPool, parpool::BuildError> {
+    let mut builder = ProcessPool::builder()
+        .name("parpool-mpi")
+        .outputs_by_value()
+        .retries(settings.retries)
+        .max_payload(settings.max_payload);
+    if let Some(n) = settings.workers {
+        builder = builder.workers(n as usize);
+    }
+    if let Some(bytes) = settings.memory_limit {
+        builder = builder.memory_limit(bytes);
+    }
+    if let Some(nanos) = settings.job_timeout_nanos {
+        builder = builder.job_timeout(Duration::from_nanos(nanos));
+    }
+    if let Some(n) = settings.max_jobs_per_worker {
+        builder = builder.max_jobs_per_worker(n);
+    }
+    if settings.quiet {
+        builder = builder
+            .stdout(WorkerOutput::Null)
+            .stderr(WorkerOutput::Null);
+    }
+    builder.build()
+}

@@ -1,0 +1,183 @@
+//! What a pool whose workers live on other machines needs from parpool:
+//! the crate `parpool-mpi` builds its `MpiPool` on these.
+//!
+//! Not part of parpool's API, and without its stability promise: the items
+//! here change with the crates that use them, which are released together
+//! with parpool.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec::{decode, encode_by_value};
+use crate::error::{CodecStage, JobError};
+use crate::handle::{Cell, Inner, JobHandle};
+use crate::job::{Cancellable, JobId};
+use crate::timer::Expire;
+
+pub use crate::map::{ChunkIn, ChunkOut};
+pub use crate::task::sealed::Sealed;
+
+/// The work an automatic `map` chunk aims at on a process pool.
+pub const PROCESS_CHUNK_TIME: Duration = crate::map::PROCESS_CHUNK_TIME;
+
+/// Encodes a job's input by value, for a worker on another machine:
+/// shared bytes are copied inline and an `ipc` object fails the encode
+/// with [`JobError::Unsendable`].
+pub fn encode_input<T: Serialize + ?Sized>(input: &T) -> Result<Vec<u8>, JobError> {
+    encode_by_value(CodecStage::EncodeInput, input)
+}
+
+/// Decodes an output that a worker on another machine wrote by value.
+pub fn decode_output<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, JobError> {
+    decode(CodecStage::DecodeOutput, bytes, Vec::new())
+}
+
+/// Takes a chunk's inputs.
+pub fn chunk_inputs<I, R>(chunk: ChunkIn<I, R>) -> Vec<I> {
+    chunk.inputs
+}
+
+/// A chunk's output from one result per item, in item order, and the
+/// time the chunk's work took.
+pub fn chunk_output<I, R>(results: Vec<Result<R, JobError>>, took: Duration) -> ChunkOut<I, R> {
+    let mut values = Vec::with_capacity(results.len());
+    let mut errors = Vec::new();
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Ok(v) => values.push(v),
+            Err(e) => errors.push((i, e)),
+        }
+    }
+    ChunkOut {
+        spare: Vec::new(),
+        values,
+        errors,
+        took,
+    }
+}
+
+impl<I, R> ChunkOut<I, R> {
+    /// One result per item, in item order.
+    pub fn into_results(self) -> Vec<Result<R, JobError>> {
+        let mut results: Vec<Result<R, JobError>> = Vec::with_capacity(self.values.len());
+        let mut values = self.values.into_iter();
+        let mut errors = self.errors.into_iter().peekable();
+        loop {
+            let i = results.len();
+            if errors.peek().is_some_and(|(at, _)| *at == i) {
+                if let Some((_, e)) = errors.next() {
+                    results.push(Err(e));
+                }
+            } else if let Some(v) = values.next() {
+                results.push(Ok(v));
+            } else {
+                break;
+            }
+        }
+        // An error past the last value (the chunk ended in failures).
+        results.extend(errors.map(|(_, e)| Err(e)));
+        results
+    }
+
+    /// How long the chunk's work took.
+    pub fn took(&self) -> Duration {
+        self.took
+    }
+}
+
+/// Told when a job is cancelled or times out, with the job's id, so that
+/// the pool can stop it wherever it runs.
+pub type OnCancel = Arc<dyn Fn(JobId) + Send + Sync>;
+
+/// The pool's side of a job whose worker is elsewhere: it starts and
+/// resolves the job; the caller holds its [`JobHandle`].
+pub struct Pending<T> {
+    cell: Arc<RemoteCell<T>>,
+}
+
+/// A remote job's handle state and what to do when it is cancelled.
+struct RemoteCell<T> {
+    inner: Inner<T>,
+    on_cancel: OnCancel,
+}
+
+impl<T: Send> Cancellable for RemoteCell<T> {
+    fn is_cancelled(&self) -> bool {
+        self.inner.is_cancelled()
+    }
+}
+
+impl<T: Send> Cell<T> for RemoteCell<T> {
+    fn inner(&self) -> &Inner<T> {
+        &self.inner
+    }
+    fn cancelled(&self) {
+        (self.on_cancel)(self.inner.id());
+    }
+}
+
+impl<T: Send> Expire for RemoteCell<T> {
+    fn expire(&self, after: Duration) {
+        if self.inner.resolve_cancel(JobError::TimedOut { after }) {
+            (self.on_cancel)(self.inner.id());
+        }
+    }
+}
+
+/// A new job with id `id`: its handle, for the caller, and its pending
+/// side, for the pool. `on_cancel` runs once the job is resolved by
+/// [`JobHandle::cancel`] or by its timeout ([`Pending::arm_timeout`]).
+pub fn pending<T: Send + 'static>(id: u64, on_cancel: OnCancel) -> (JobHandle<T>, Pending<T>) {
+    let cell = Arc::new(RemoteCell {
+        inner: Inner::new(JobId(id), 0),
+        on_cancel,
+    });
+    (JobHandle::from_cell(cell.clone()), Pending { cell })
+}
+
+/// A handle already resolved with `result`.
+pub fn ready<T: Send + 'static>(id: u64, result: Result<T, JobError>) -> JobHandle<T> {
+    JobHandle::ready(JobId(id), result)
+}
+
+impl<T: Send + 'static> Pending<T> {
+    /// The job's id.
+    pub fn id(&self) -> JobId {
+        self.cell.inner.id()
+    }
+
+    /// Marks the job started (sent to a worker); `false` if it was resolved
+    /// (cancelled) before and must not be sent. A retry may call it again.
+    pub fn start(&self) -> bool {
+        self.cell.inner.try_start() || !self.is_resolved()
+    }
+
+    /// Resolves the job unless it was resolved already; `true` if this
+    /// call did.
+    pub fn resolve(&self, result: Result<T, JobError>) -> bool {
+        self.cell.inner.resolve(result)
+    }
+
+    /// Whether the job is resolved (done, cancelled or timed out).
+    pub fn is_resolved(&self) -> bool {
+        self.cell.inner.is_finished() || self.cell.inner.is_cancelled()
+    }
+
+    /// Resolves the job as [`JobError::TimedOut`] after `after`, unless it
+    /// is resolved before.
+    pub fn arm_timeout(&self, after: Duration) {
+        let target: Arc<dyn Expire> = self.cell.clone();
+        crate::timer::schedule(after, Arc::downgrade(&target));
+    }
+}
+
+impl<T> std::fmt::Debug for Pending<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("id", &self.cell.inner.id())
+            .finish_non_exhaustive()
+    }
+}

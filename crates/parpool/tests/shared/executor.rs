@@ -1,0 +1,373 @@
+//! Test bodies written once against `Executor`, run on every pool: the
+//! thread and process pools (in `tests/it/executor_suite.rs`) and the MPI
+//! pool (in `parpool-mpi`'s tests, which include this file).
+//!
+//! [`cases`] hold for every pool; [`isolation_cases`] for pools that run
+//! tasks in worker processes. Each case leaves the pool as it found it:
+//! idle and usable.
+
+#![allow(dead_code)]
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use parpool::{
+    Executor, ExitStatus, JobError, JobOptions, SharedBytes, Task, WaitFor, as_completed, wait,
+};
+
+parpool::task!(
+    pub(crate) fn square(x: u64) -> u64 {
+        x * x
+    }
+);
+parpool::task!(
+    fn concat((a, b): (String, String)) -> String {
+        a + &b
+    }
+);
+parpool::task!(
+    fn boom(message: String) -> u64 {
+        panic!("{message}")
+    }
+);
+parpool::task!(
+    fn panic_on_seven(x: u64) -> u64 {
+        assert_ne!(x, 7, "item seven");
+        x + 1
+    }
+);
+parpool::task!(
+    /// Sleeps `ms`, in steps, returning early once the job is cancelled
+    /// (a thread pool's jobs can only stop themselves); returns `ms`.
+    pub(crate) fn nap(ms: u64) -> u64 {
+        let until = Instant::now() + Duration::from_millis(ms);
+        while Instant::now() < until {
+            if parpool::current_job().is_some_and(|job| job.is_cancelled()) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        ms
+    }
+);
+parpool::task!(
+    /// Sleeps without looking at any cancel token.
+    pub(crate) fn sleep_hard(ms: u64) -> u64 {
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    }
+);
+parpool::task!(
+    fn abort_now(_x: ()) -> u64 {
+        std::process::abort()
+    }
+);
+parpool::task!(
+    fn exit_with(code: i32) -> u64 {
+        std::process::exit(code)
+    }
+);
+parpool::task!(
+    fn segfault(_x: ()) -> u64 {
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::SEGV);
+        std::thread::sleep(Duration::from_secs(10));
+        0
+    }
+);
+parpool::task!(
+    fn abort_on_five(x: u64) -> u64 {
+        if x == 5 {
+            std::process::abort();
+        }
+        x * 10
+    }
+);
+parpool::task!(
+    fn byte_sum(bytes: SharedBytes) -> u64 {
+        bytes.iter().map(|&b| u64::from(b)).sum()
+    }
+);
+parpool::task!(
+    fn make_bytes(len: usize) -> SharedBytes {
+        SharedBytes::copy_from_slice(&vec![7u8; len]).unwrap()
+    }
+);
+
+/// A task no worker has registered: a binary built without it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Unregistered;
+
+impl Task for Unregistered {
+    const NAME: &'static str = "parpool_tests::a_task_no_binary_registers";
+    type Input = u64;
+    type Output = u64;
+    fn run(input: u64) -> u64 {
+        input
+    }
+}
+
+/// How long a case waits for something that should take milliseconds:
+/// generous, for loaded machines.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A named test body.
+pub(crate) type Case<E> = (&'static str, fn(&E));
+
+/// The cases every pool passes.
+pub(crate) fn cases<E: Executor>() -> Vec<Case<E>> {
+    vec![
+        ("submit_and_join", submit_and_join::<E>),
+        (
+            "map_in_order_and_unordered",
+            map_in_order_and_unordered::<E>,
+        ),
+        ("a_panic_is_a_typed_error", a_panic_is_a_typed_error::<E>),
+        (
+            "a_panicking_map_item_fails_alone",
+            a_panicking_map_item_fails_alone::<E>,
+        ),
+        ("poll_then_join", poll_then_join::<E>),
+        (
+            "a_job_timeout_is_a_typed_error",
+            a_job_timeout_is_a_typed_error::<E>,
+        ),
+        ("cancel_a_running_job", cancel_a_running_job::<E>),
+        (
+            "on_done_callbacks_run_once",
+            on_done_callbacks_run_once::<E>,
+        ),
+        ("a_handle_is_a_future", a_handle_is_a_future::<E>),
+        ("wait_and_as_completed", wait_and_as_completed::<E>),
+        ("shared_bytes_in_and_out", shared_bytes_in_and_out::<E>),
+    ]
+}
+
+/// The cases of pools that run tasks in worker processes.
+pub(crate) fn isolation_cases<E: Executor>() -> Vec<Case<E>> {
+    vec![
+        (
+            "abort_segfault_exit_fail_alone",
+            abort_segfault_exit_fail_alone::<E>,
+        ),
+        (
+            "a_crash_in_a_map_fails_one_item",
+            a_crash_in_a_map_fails_one_item::<E>,
+        ),
+        (
+            "a_timeout_kills_a_blocked_worker",
+            a_timeout_kills_a_blocked_worker::<E>,
+        ),
+        (
+            "an_unknown_task_is_a_typed_error",
+            an_unknown_task_is_a_typed_error::<E>,
+        ),
+    ]
+}
+
+/// Runs `cases` on `pool`, saying which runs (a failure names its case).
+pub(crate) fn run<E: Executor>(pool: &E, cases: Vec<Case<E>>) {
+    for (name, case) in cases {
+        eprintln!("executor case: {name}");
+        let start = Instant::now();
+        case(pool);
+        eprintln!("executor case: {name} ok in {:?}", start.elapsed());
+    }
+}
+
+fn submit_and_join<E: Executor>(pool: &E) {
+    assert_eq!(pool.submit(square, 12).join(), Ok(144));
+    let joined = pool.submit(concat, ("ab".into(), "cd".into())).join();
+    assert_eq!(joined.as_deref(), Ok("abcd"));
+    let handles: Vec<_> = (0..50).map(|i| pool.submit(square, i)).collect();
+    let results: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(results, (0..50).map(|i| i * i).collect::<Vec<_>>());
+}
+
+fn map_in_order_and_unordered<E: Executor>(pool: &E) {
+    let expected: Vec<u64> = (0..2000).map(|i| i * i).collect();
+    let got: Vec<u64> = pool.map_task(square, 0..2000).map(Result::unwrap).collect();
+    assert_eq!(got, expected);
+    assert_eq!(pool.map_task(square, Vec::new()).count(), 0);
+    let mut unordered: Vec<(usize, u64)> = pool
+        .map_task_unordered(square, 0..300)
+        .map(|(i, r)| (i, r.unwrap()))
+        .collect();
+    unordered.sort_unstable();
+    let expected: Vec<(usize, u64)> = (0..300).map(|i| (i as usize, i * i)).collect();
+    assert_eq!(unordered, expected);
+}
+
+fn a_panic_is_a_typed_error<E: Executor>(pool: &E) {
+    let err = pool.submit(boom, "bad input".into()).join().unwrap_err();
+    assert!(err.is_panicked(), "{err}");
+    assert_eq!(err.panic_message(), Some("bad input"));
+    assert_eq!(pool.submit(square, 3).join(), Ok(9), "the pool carries on");
+}
+
+fn a_panicking_map_item_fails_alone<E: Executor>(pool: &E) {
+    let results: Vec<_> = pool.map_task(panic_on_seven, 0..20).collect();
+    assert_eq!(results.len(), 20);
+    for (i, r) in results.into_iter().enumerate() {
+        if i == 7 {
+            let err = r.unwrap_err();
+            assert!(err.is_panicked(), "{err}");
+            assert!(err.panic_message().unwrap().contains("item seven"), "{err}");
+        } else {
+            assert_eq!(r, Ok(i as u64 + 1));
+        }
+    }
+}
+
+fn poll_then_join<E: Executor>(pool: &E) {
+    let handle = pool.submit(nap, 400);
+    let handle = handle
+        .join_timeout(Duration::from_millis(10))
+        .expect_err("a 400 ms job is not done after 10 ms");
+    assert!(!handle.is_finished());
+    let handle = handle.try_result().expect_err("still running");
+    assert_eq!(handle.join(), Ok(400));
+}
+
+fn a_job_timeout_is_a_typed_error<E: Executor>(pool: &E) {
+    let start = Instant::now();
+    let opts = JobOptions::new().timeout(Duration::from_millis(100));
+    let err = pool.submit_with(opts, nap, 20_000).join().unwrap_err();
+    assert_eq!(
+        err,
+        JobError::TimedOut {
+            after: Duration::from_millis(100)
+        }
+    );
+    assert!(start.elapsed() < PATIENCE, "took {:?}", start.elapsed());
+    assert_eq!(pool.submit(square, 4).join(), Ok(16));
+}
+
+fn cancel_a_running_job<E: Executor>(pool: &E) {
+    let handle = pool.submit(nap, 20_000);
+    std::thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    assert!(handle.cancel(), "the job was not finished");
+    assert_eq!(handle.join(), Err(JobError::Cancelled));
+    assert!(start.elapsed() < PATIENCE);
+    // The worker it ran on is free again (stopped or replaced).
+    let all: Vec<u64> = pool
+        .map_task(square, 0..(pool.workers() as u64 * 2))
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(all.len(), pool.workers() * 2);
+}
+
+fn on_done_callbacks_run_once<E: Executor>(pool: &E) {
+    let (tx, rx) = mpsc::channel();
+    let handle = pool.submit(square, 7);
+    let tx2 = tx.clone();
+    handle.on_done(move |r| tx.send(r.clone()).unwrap());
+    handle.on_done(move |r| tx2.send(r.clone()).unwrap());
+    assert_eq!(handle.join(), Ok(49));
+    assert_eq!(rx.recv_timeout(PATIENCE), Ok(Ok(49)));
+    assert_eq!(rx.recv_timeout(PATIENCE), Ok(Ok(49)));
+    assert!(rx.try_recv().is_err());
+}
+
+fn a_handle_is_a_future<E: Executor>(pool: &E) {
+    let handles = vec![pool.submit(square, 5), pool.submit(square, 6)];
+    let results = futures::executor::block_on(futures::future::join_all(handles));
+    assert_eq!(results, [Ok(25), Ok(36)]);
+}
+
+fn wait_and_as_completed<E: Executor>(pool: &E) {
+    let slow = pool.submit(nap, 1500);
+    let fast = pool.submit(square, 2);
+    let r = wait([slow, fast], WaitFor::FirstCompleted, Some(PATIENCE));
+    assert_eq!(r.done.len(), 1, "the quick job finished first");
+    assert_eq!(r.pending.len(), 1);
+    let mut done = r.done;
+    assert_eq!(done.pop().unwrap().join(), Ok(4));
+    let all = wait(r.pending, WaitFor::AllCompleted, Some(PATIENCE));
+    assert!(all.pending.is_empty());
+
+    let handles = vec![pool.submit(nap, 1500), pool.submit(square, 3)];
+    let order: Vec<(usize, Result<u64, JobError>)> = as_completed(handles).collect();
+    assert_eq!(order, [(1, Ok(9)), (0, Ok(1500))]);
+}
+
+fn shared_bytes_in_and_out<E: Executor>(pool: &E) {
+    let data = SharedBytes::copy_from_slice(&[1u8; 100_000]).unwrap();
+    assert_eq!(pool.submit(byte_sum, data).join(), Ok(100_000));
+    let made = pool.submit(make_bytes, 50_000).join().unwrap();
+    assert_eq!(made.len(), 50_000);
+    assert!(made.iter().all(|&b| b == 7));
+}
+
+fn abort_segfault_exit_fail_alone<E: Executor>(pool: &E) {
+    let aborted = pool.submit(abort_now, ()).join().unwrap_err();
+    assert!(
+        matches!(
+            aborted,
+            JobError::Crashed {
+                status: ExitStatus::Signal(6),
+                ..
+            }
+        ),
+        "{aborted}"
+    );
+    let segv = pool.submit(segfault, ()).join().unwrap_err();
+    assert!(
+        matches!(
+            segv,
+            JobError::Crashed {
+                status: ExitStatus::Signal(11),
+                ..
+            }
+        ),
+        "{segv}"
+    );
+    let exited = pool.submit(exit_with, 3).join().unwrap_err();
+    assert!(
+        matches!(
+            exited,
+            JobError::Crashed {
+                status: ExitStatus::Code(3),
+                ..
+            }
+        ),
+        "{exited}"
+    );
+    assert_eq!(pool.submit(square, 5).join(), Ok(25), "the pool carries on");
+}
+
+fn a_crash_in_a_map_fails_one_item<E: Executor>(pool: &E) {
+    let results: Vec<_> = pool.map_task(abort_on_five, 0..40).collect();
+    assert_eq!(results.len(), 40);
+    for (i, r) in results.into_iter().enumerate() {
+        if i == 5 {
+            assert!(r.as_ref().is_err_and(JobError::is_crashed), "{r:?}");
+        } else {
+            assert_eq!(r, Ok(i as u64 * 10), "item {i}");
+        }
+    }
+}
+
+fn a_timeout_kills_a_blocked_worker<E: Executor>(pool: &E) {
+    let start = Instant::now();
+    let opts = JobOptions::new().timeout(Duration::from_millis(200));
+    let err = pool
+        .submit_with(opts, sleep_hard, 60_000)
+        .join()
+        .unwrap_err();
+    assert!(err.is_timed_out(), "{err}");
+    assert!(start.elapsed() < PATIENCE);
+    assert_eq!(pool.submit(square, 6).join(), Ok(36));
+}
+
+fn an_unknown_task_is_a_typed_error<E: Executor>(pool: &E) {
+    let err = pool.submit(Unregistered, 1).join().unwrap_err();
+    assert_eq!(
+        err,
+        JobError::UnknownTask {
+            name: Unregistered::NAME.into()
+        }
+    );
+    assert_eq!(pool.submit(square, 8).join(), Ok(64));
+}
