@@ -9,6 +9,8 @@ use serde::Serialize;
 
 mod cli;
 mod ipc;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod peers;
 mod process;
 
@@ -90,10 +92,10 @@ fn parse_args() -> Result<Options, String> {
             "--suite" => {
                 let v = args
                     .next()
-                    .ok_or("--suite needs threads, processes, cli or ipc")?;
-                if !["threads", "processes", "cli", "ipc"].contains(&v.as_str()) {
+                    .ok_or("--suite needs threads, processes, cli, ipc or mpi")?;
+                if !SUITES.contains(&v.as_str()) {
                     return Err(format!(
-                        "unknown suite `{v}` (threads, processes, cli or ipc)"
+                        "unknown suite `{v}` (threads, processes, cli, ipc or mpi)"
                     ));
                 }
                 o.suite = Some(v);
@@ -104,7 +106,7 @@ fn parse_args() -> Result<Options, String> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--reps N] [--suite threads|processes|cli|ipc] [--only ROW] [--contender NAME] [--no-write]"
+                    "usage: bench [--quick] [--reps N] [--suite threads|processes|cli|ipc|mpi] [--only ROW] [--contender NAME] [--no-write]"
                 );
                 std::process::exit(0);
             }
@@ -116,6 +118,9 @@ fn parse_args() -> Result<Options, String> {
     }
     Ok(o)
 }
+
+/// Every suite, in the order they run.
+const SUITES: [&str; 5] = ["threads", "processes", "cli", "ipc", "mpi"];
 
 type Contender<'a> = (&'a str, Box<dyn FnMut() + 'a>);
 
@@ -507,6 +512,78 @@ fn main() {
         }
     }
 
+    // The MPI suite runs inside an MPI job: rank 0 of a relaunch of this
+    // binary under `mpirun` measures it (see `mpi.rs`).
+    #[cfg(feature = "mpi")]
+    let mut relaunch_mpi = false;
+    #[cfg(feature = "mpi")]
+    if suite("mpi") {
+        if mpi::under_launcher() {
+            // The mpi4py peer takes seconds per run.
+            let reps = reps.min(3);
+            let pool = mpi::pool();
+            let ranks = mpi::SERVING_RANKS;
+            let n = quick(2_000, 20_000);
+            let name =
+                format!("mpi tiny jobs: submit {n}, then collect ({ranks} ranks x 1 worker)");
+            if wanted(&name) {
+                let timings = measure_timed(reps, &mut mpi::tiny(&pool, n));
+                let targets = [("mpi4py.futures MPIPoolExecutor submit", 20.0)];
+                t.record("mpi", name, "jobs", n, timings, &targets);
+            }
+            let n = quick(200, 2_000);
+            let name = format!("mpi round trip x{n}");
+            if wanted(&name) {
+                let (p50, p99) = measure_latency(reps, &mut mpi::round_trip(&pool, n));
+                // "p50 at most a tenth of mpi4py's" is a speed ratio of 10.
+                let targets = [("mpi4py.futures MPIPoolExecutor", 10.0)];
+                t.record(
+                    "mpi",
+                    format!("{name}: p50 latency"),
+                    "round trips",
+                    1,
+                    p50,
+                    &targets,
+                );
+                t.record(
+                    "mpi",
+                    format!("{name}: p99 latency"),
+                    "round trips",
+                    1,
+                    p99,
+                    &[],
+                );
+            }
+            let n = quick(100_000, 1_000_000);
+            let name = format!("mpi map: {n} tiny items ({ranks} ranks x 1 worker)");
+            if wanted(&name) {
+                let timings = measure_timed(reps, &mut mpi::map(&pool, n));
+                let targets = [("mpi4py.futures map, best chunksize of 100/1000/10000", 2.0)];
+                t.record("mpi", name, "items", n, timings, &targets);
+            }
+            let (jobs, ms) = (quick(16, 64), quick(1, 5));
+            let name = format!("mpi cpu batch: {jobs} jobs of ~{ms} ms, {ranks} ranks x 1 worker");
+            if wanted(&name) {
+                let timings = measure_timed(reps, &mut mpi::cpu(&pool, jobs, ms));
+                let targets = [("parpool ProcessPool, same cores", 0.95)];
+                t.record("mpi", name, "jobs", jobs, timings, &targets);
+            }
+            pool.shutdown();
+        } else {
+            match mpi::missing() {
+                Some(why) => println!("\nmpi suite skipped: {why}"),
+                None => relaunch_mpi = true,
+            }
+        }
+    }
+    #[cfg(not(feature = "mpi"))]
+    if suite("mpi") {
+        println!(
+            "\nmpi suite skipped: it needs Open MPI and the `mpi` feature \
+             (cargo run --release -p parpool-bench --features mpi -- --suite mpi)"
+        );
+    }
+
     let report = Report {
         machine: Machine {
             cores,
@@ -520,7 +597,7 @@ fn main() {
         rows: t.rows,
         ratios: t.ratios,
     };
-    let suites: Vec<&str> = ["threads", "processes", "cli", "ipc"]
+    let suites: Vec<&str> = SUITES
         .into_iter()
         .filter(|suite| report.rows.iter().any(|r| r.suite == *suite))
         .collect();
@@ -559,6 +636,24 @@ fn main() {
                     std::process::exit(1);
                 }
             }
+        }
+    }
+    #[cfg(feature = "mpi")]
+    if relaunch_mpi {
+        let mut args = vec!["--suite".to_owned(), "mpi".to_owned()];
+        args.extend(["--reps".to_owned(), opts.reps.to_string()]);
+        if opts.quick {
+            args.push("--quick".into());
+        }
+        if !opts.write {
+            args.push("--no-write".into());
+        }
+        if let Some(only) = &opts.only {
+            args.extend(["--only".to_owned(), only.clone()]);
+        }
+        if let Err(e) = mpi::relaunch(&args) {
+            eprintln!("bench: {e}");
+            std::process::exit(1);
         }
     }
     black_box(());
@@ -641,11 +736,12 @@ fn markdown(r: &Report, suite: &str) -> String {
             "threads" => "thread pools",
             "processes" => "process pools",
             "ipc" => "shared state across processes",
+            "mpi" => "MPI pools (rank 0 + 2 serving ranks)",
             _ => "the parpool command",
         },
         r.machine.cores,
         // The cli and ipc suites repeat at most 3 times (slow peers).
-        if matches!(suite, "cli" | "ipc") {
+        if matches!(suite, "cli" | "ipc" | "mpi") {
             r.reps.min(3)
         } else {
             r.reps

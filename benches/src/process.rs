@@ -7,7 +7,7 @@ use std::time::Instant;
 use parpool::{Executor, ProcessPool, ThreadPool};
 
 parpool::task!(
-    fn ident(x: u64) -> u64 {
+    pub(crate) fn ident(x: u64) -> u64 {
         x
     }
 );
@@ -31,7 +31,7 @@ fn touch(bytes: &[u8]) -> u8 {
     bytes.iter().step_by(4096).fold(0, |a, &b| a ^ b)
 }
 parpool::task!(
-    fn burn_ms(ms: u64) -> u64 {
+    pub(crate) fn burn_ms(ms: u64) -> u64 {
         crate::peers::burn(ms)
     }
 );
@@ -74,7 +74,7 @@ fn python_timed(mode: &'static str, n: u64, workers: usize) -> Box<dyn FnMut() -
 
 pub(crate) type TimedContender = (&'static str, Box<dyn FnMut() -> Option<f64>>);
 
-fn wall(mut f: impl FnMut() + 'static) -> Box<dyn FnMut() -> Option<f64>> {
+pub(crate) fn wall(mut f: impl FnMut() + 'static) -> Box<dyn FnMut() -> Option<f64>> {
     Box::new(move || {
         let t = Instant::now();
         f();

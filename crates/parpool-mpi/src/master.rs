@@ -29,17 +29,19 @@ use crate::comm::Link;
 use crate::log;
 use crate::wire::{self, FromRank, JobMsg, Kind, Outcome, ToRank};
 
-/// How much work, in time, a rank's pipeline aims to hold per worker.
-const PIPELINE_TARGET: Duration = Duration::from_millis(1);
+/// How much work, in time, a rank's pipeline aims to hold per worker: more
+/// than a result's trip to rank 0 and the next job's trip back, so that a
+/// busy rank never waits for work.
+const PIPELINE_TARGET: Duration = Duration::from_millis(3);
 /// The deepest pipeline per rank, in jobs.
-const MAX_PIPELINE: usize = 1024;
+const MAX_PIPELINE: usize = 4096;
 /// How long a rank may hold jobs beyond its workers without finishing any
 /// while another rank idles, before its unstarted jobs are taken back.
 pub(crate) const STRAND_AFTER: Duration = Duration::from_millis(2);
 /// How long the thread spins (yielding) after activity before it sleeps.
-const SPIN: Duration = Duration::from_micros(200);
+const SPIN: Duration = Duration::from_micros(500);
 /// The longest it sleeps while jobs are out.
-const BUSY_SLEEP: Duration = Duration::from_millis(1);
+const BUSY_SLEEP: Duration = Duration::from_micros(100);
 /// How often an idle pool still reads its messages (heartbeats).
 const IDLE_SLEEP: Duration = Duration::from_millis(100);
 /// The most input bytes one message carries.
@@ -86,8 +88,11 @@ pub(crate) struct Rank {
     pub(crate) workers: usize,
     /// Jobs sent and not answered.
     outstanding: usize,
-    /// Mean time a job spends on the rank, in nanoseconds (0: unknown).
+    /// Mean time a worker of the rank spends on a job, in nanoseconds
+    /// (0: unknown).
     mean_nanos: f64,
+    /// When its last results arrived.
+    last_done: Option<Instant>,
     last_heard: Instant,
     /// When it last finished a job, or got work while it had none.
     last_progress: Instant,
@@ -107,6 +112,7 @@ impl Rank {
             workers,
             outstanding: 0,
             mean_nanos: 0.0,
+            last_done: None,
             last_heard: now,
             last_progress: now,
             revoking: None,
@@ -312,6 +318,17 @@ impl Master {
         match msg {
             FromRank::Done(done) => {
                 let now = Instant::now();
+                let rank = &mut self.ranks[index];
+                // A saturated rank's pace tells a worker's time per job:
+                // `workers` jobs per interval between results; otherwise a
+                // job's stay on the rank is its time.
+                let saturated = rank.outstanding > rank.workers;
+                let pace = rank
+                    .last_done
+                    .filter(|_| saturated)
+                    .map(|at| now.duration_since(at).as_nanos() as f64 * rank.workers as f64);
+                rank.last_done = Some(now);
+                let count = done.len().max(1) as f64;
                 for d in done {
                     let Some(sent) = self.sent.remove(&d.id) else {
                         continue;
@@ -319,10 +336,11 @@ impl Master {
                     let rank = &mut self.ranks[sent.rank];
                     rank.outstanding = rank.outstanding.saturating_sub(1);
                     rank.last_progress = now;
+                    let sample = pace.map_or(d.nanos as f64, |p| p / count);
                     rank.mean_nanos = if rank.mean_nanos == 0.0 {
-                        d.nanos as f64
+                        sample
                     } else {
-                        0.9 * rank.mean_nanos + 0.1 * d.nanos as f64
+                        0.9 * rank.mean_nanos + 0.1 * sample
                     };
                     sent.job
                         .sink

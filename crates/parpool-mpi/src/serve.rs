@@ -22,10 +22,15 @@ use crate::comm::{self, Comm, Link, Mpi};
 use crate::log::{Forwarder, Gathered};
 use crate::wire::{self, DoneMsg, FromRank, Kind, LogMsg, Outcome, Settings, ToRank};
 
-/// The longest a serving rank sleeps between probes when idle.
+/// The longest a serving rank sleeps between probes while it has been
+/// busy lately (a new job waits at most this long to be seen).
+const BUSY_SLEEP: Duration = Duration::from_micros(100);
+/// The longest it sleeps between probes after [`QUIET_AFTER`] without
+/// activity.
 const IDLE_SLEEP: Duration = Duration::from_millis(1);
+const QUIET_AFTER: Duration = Duration::from_millis(100);
 /// How long it spins (yielding) after activity before it sleeps.
-const SPIN: Duration = Duration::from_micros(200);
+const SPIN: Duration = Duration::from_micros(500);
 /// The most bytes of results one message carries.
 const MAX_BATCH: usize = 16 << 20;
 
@@ -176,7 +181,12 @@ impl Server {
                 self.woken.push(id);
                 last_activity = Instant::now();
             } else {
-                sleep = (sleep * 2).min(IDLE_SLEEP);
+                let longest = if last_activity.elapsed() < QUIET_AFTER {
+                    BUSY_SLEEP
+                } else {
+                    IDLE_SLEEP
+                };
+                sleep = (sleep * 2).min(longest);
             }
         }
         // Every job is done (rank 0 asks only then): stop the workers.
@@ -281,7 +291,9 @@ impl Server {
                 continue;
             };
             any = true;
-            let nanos = u64::try_from(running.since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            // A single job's time is its stay on this rank; a chunk's is
+            // what its worker measured (rank 0 sizes the next chunks by it).
+            let mut took = running.since.elapsed();
             let (outcome, local_id) = match running.local {
                 Local::Single(h) => {
                     let local_id = h.id();
@@ -294,12 +306,16 @@ impl Server {
                 Local::Chunk(h) => {
                     let local_id = h.id();
                     let outcome = match h.join() {
-                        Ok(out) => Outcome::Items(out.into_results()),
+                        Ok(out) => {
+                            took = out.took();
+                            Outcome::Items(out.into_results())
+                        }
                         Err(e) => Outcome::Failed(e),
                     };
                     (outcome, local_id)
                 }
             };
+            let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
             self.local_ids.remove(&local_id.get());
             bytes += outcome_size(&outcome);
             batch.push(DoneMsg { id, nanos, outcome });

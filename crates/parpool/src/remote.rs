@@ -181,3 +181,67 @@ impl<T> std::fmt::Debug for Pending<T> {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_results_come_back_in_item_order() {
+        let results = vec![
+            Err(JobError::Cancelled),
+            Ok(1u64),
+            Err(JobError::Shutdown),
+            Ok(3),
+            Err(JobError::Cancelled),
+        ];
+        let out: ChunkOut<(), u64> = chunk_output(results.clone(), Duration::from_millis(2));
+        assert_eq!(out.took(), Duration::from_millis(2));
+        assert_eq!(out.into_results(), results);
+        let empty: ChunkOut<(), u64> = chunk_output(Vec::new(), Duration::ZERO);
+        assert!(empty.into_results().is_empty());
+    }
+
+    #[test]
+    fn an_ipc_object_is_refused_by_name_and_shared_bytes_go_by_value() {
+        let mem = parpool_ipc::SharedMem::new(64).unwrap();
+        assert_eq!(
+            encode_input(&(1u8, mem)),
+            Err(JobError::Unsendable {
+                what: crate::Payload::Input,
+                object: "SharedMem".into()
+            })
+        );
+        let bytes = crate::SharedBytes::copy_from_slice(b"abc").unwrap();
+        let encoded = encode_input(&bytes).unwrap();
+        let back: crate::SharedBytes = decode_output(&encoded).unwrap();
+        assert_eq!(&back[..], b"abc");
+        // A refusal does not linger into the next encode.
+        assert_eq!(decode_output::<u64>(&encode_input(&7u64).unwrap()), Ok(7));
+    }
+
+    #[test]
+    fn a_pending_job_resolves_once_and_reports_its_cancel() {
+        let cancelled = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = cancelled.clone();
+        let on_cancel: OnCancel = Arc::new(move |id| seen.lock().unwrap().push(id.get()));
+        let (handle, pending) = pending::<u64>(9, on_cancel.clone());
+        assert!(pending.start());
+        assert!(handle.cancel());
+        assert!(!pending.resolve(Ok(1)), "resolved once, by the cancel");
+        assert_eq!(handle.join(), Err(JobError::Cancelled));
+        assert_eq!(*cancelled.lock().unwrap(), [9]);
+
+        let (handle, pending) = super::pending::<u64>(10, on_cancel);
+        pending.arm_timeout(Duration::from_millis(20));
+        assert_eq!(
+            handle.join(),
+            Err(JobError::TimedOut {
+                after: Duration::from_millis(20)
+            })
+        );
+        assert!(pending.is_resolved());
+        assert!(!pending.start(), "a resolved job is not sent");
+        assert_eq!(*cancelled.lock().unwrap(), [9, 10]);
+    }
+}

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use parpool::{Executor, JobError, ProcessPool};
+use parpool::{Executor, JobError, ProcessPool, Task};
 
 parpool::task!(
     fn double(x: u64) -> u64 {
@@ -50,4 +50,106 @@ fn big_frames_both_ways_do_not_deadlock_the_pipeline() {
         .recv_timeout(Duration::from_secs(120))
         .expect("the pipeline deadlocked");
     assert_eq!(total, 999_999 * 1_000_000);
+}
+
+parpool::task!(
+    fn shared_out(len: usize) -> parpool::SharedBytes {
+        parpool::SharedBytes::copy_from_slice(&vec![3u8; len]).unwrap()
+    }
+);
+parpool::task!(
+    fn lock_out(_x: ()) -> parpool::ipc::Mutex<u64> {
+        parpool::ipc::Mutex::new(1).unwrap()
+    }
+);
+
+/// What a pool serving another machine (an MPI rank) does: jobs arrive
+/// encoded, outputs leave by value.
+#[test]
+fn encoded_jobs_run_by_name_and_answer_by_value() {
+    let pool = ProcessPool::builder()
+        .workers(1)
+        .outputs_by_value()
+        .build()
+        .unwrap();
+    let input = parpool::remote::encode_input(&21u64).unwrap();
+    let out = pool
+        .submit_encoded(double::NAME, input, None)
+        .join()
+        .unwrap();
+    assert_eq!(parpool::remote::decode_output::<u64>(&out), Ok(42));
+
+    // Shared bytes come back inline: no descriptor needed to decode them.
+    let input = parpool::remote::encode_input(&10usize).unwrap();
+    let out = pool
+        .submit_encoded(shared_out::NAME, input, None)
+        .join()
+        .unwrap();
+    let bytes: parpool::SharedBytes = parpool::remote::decode_output(&out).unwrap();
+    assert_eq!(&bytes[..], &[3u8; 10]);
+
+    // An ipc object cannot leave: a typed error naming it.
+    let input = parpool::remote::encode_input(&()).unwrap();
+    let err = pool
+        .submit_encoded(lock_out::NAME, input, None)
+        .join()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        JobError::Unsendable {
+            what: parpool::Payload::Output,
+            object: "Mutex".into()
+        }
+    );
+
+    let err = pool
+        .submit_encoded("no::such::task", Vec::new(), None)
+        .join();
+    assert_eq!(
+        err,
+        Err(JobError::UnknownTask {
+            name: "no::such::task".into()
+        })
+    );
+
+    // A chunk: one result per item, each its own encoded output.
+    let input = parpool::remote::encode_input(&vec![1u64, 2, 3]).unwrap();
+    let out = pool
+        .submit_encoded_chunk(double::NAME, input, 3)
+        .join()
+        .unwrap();
+    let values: Vec<u64> = out
+        .into_results()
+        .into_iter()
+        .map(|r| parpool::remote::decode_output(&r.unwrap()).unwrap())
+        .collect();
+    assert_eq!(values, [2, 4, 6]);
+}
+
+#[test]
+fn a_queued_job_can_be_withdrawn_and_a_running_one_cannot() {
+    parpool::task!(
+        fn hold(ms: u64) -> u64 {
+            std::thread::sleep(Duration::from_millis(ms));
+            ms
+        }
+    );
+    let pool = ProcessPool::builder().workers(1).build().unwrap();
+    let running = pool.submit(hold, 600);
+    std::thread::sleep(Duration::from_millis(200));
+    let input = parpool::remote::encode_input(&5u64).unwrap();
+    let queued = pool.submit_encoded(hold::NAME, input, None);
+    // Sent ahead to the busy worker, it comes back to the queue within a
+    // millisecond or so (the pool takes back what waits behind a job).
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !pool.withdraw(queued.id()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never back in the queue"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(queued.join(), Err(JobError::Cancelled));
+    assert!(!pool.withdraw(running.id()), "it runs already");
+    assert_eq!(running.join(), Ok(600));
 }
