@@ -7,15 +7,17 @@
 //! would wait forever. rsmpi's safe non-blocking sends tie the buffer to a
 //! lexical scope, which a long-lived outbox cannot be, so this module calls
 //! `MPI_Isend`/`MPI_Test` directly; it is the only place that does.
-//! Receives probe first (`MPI_Improbe`), so nothing waits for a message
-//! that has not arrived.
+//! Receives probe first (`MPI_Improbe`, then `MPI_Mrecv` of what it
+//! matched), so nothing waits for a message that has not arrived; they
+//! call MPI directly too, to check every return code (errors are returned,
+//! not fatal, on parpool's communicators).
 
+use std::mem::MaybeUninit;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mpi::environment::Universe;
 use mpi::ffi;
-use mpi::point_to_point::{MatchedReceiveVec, Source};
 use mpi::raw::AsRaw;
 use mpi::topology::{Communicator, InterCommunicator, SimpleCommunicator};
 use mpi::traits::Root;
@@ -31,18 +33,14 @@ pub(crate) struct Mpi {
 impl Mpi {
     /// Starts MPI with calls allowed from any one thread at a time.
     pub(crate) fn start() -> Result<Mpi, String> {
-        if mpi::environment::is_finalized() {
-            return Err(
-                "MPI was already finalized in this process: an MPI job allows one \
-                        MpiPool, built once (keep the pool for the whole program)"
-                    .into(),
-            );
-        }
-        let Some((universe, level)) = mpi::initialize_with_threading(mpi::Threading::Serialized)
+        let Some((universe, level)) = (!mpi::environment::is_finalized())
+            .then(|| mpi::initialize_with_threading(mpi::Threading::Serialized))
+            .flatten()
         else {
             return Err(
-                "MPI was already initialized in this process by other code; \
-                        build the MpiPool before (or instead of) initializing MPI yourself"
+                "MPI was already started in this process, by an earlier MpiPool or by \
+                        other code, and MPI starts once per process: build one MpiPool per \
+                        program and keep it while you need it"
                     .into(),
             );
         };
@@ -53,12 +51,7 @@ impl Mpi {
             ));
         }
         let mpi = Mpi { universe };
-        // Errors come back as codes rather than aborting the whole job.
-        // SAFETY: `MPI_COMM_WORLD` is valid while MPI runs (it was started
-        // above) and `MPI_ERRORS_RETURN` is a predefined handler.
-        unsafe {
-            ffi::MPI_Comm_set_errhandler(mpi.world().as_raw(), ffi::RSMPI_ERRORS_RETURN);
-        }
+        errors_return(mpi.world().as_raw());
         Ok(mpi)
     }
 
@@ -69,15 +62,37 @@ impl Mpi {
     /// The parent's inter-communicator, in a process started by
     /// `MPI_Comm_spawn`.
     pub(crate) fn parent(&self) -> Option<InterCommunicator> {
-        self.world().parent()
+        let parent = self.world().parent()?;
+        errors_return(parent.as_raw());
+        Some(parent)
     }
 
     /// Spawns `n` processes running `command`: the link to them.
     pub(crate) fn spawn(&self, command: &Command, n: i32) -> Result<InterCommunicator, String> {
-        self.world()
+        let inter = self
+            .world()
             .process_at_rank(0)
             .spawn(command, n)
-            .map_err(|e| format!("MPI_Comm_spawn of {n} workers failed: {e:?}"))
+            .map_err(|e| {
+                format!(
+                    "MPI_Comm_spawn of {n} serving processes failed ({e:?}): Open MPI may have \
+                 fewer free slots than that (spawn fewer, give it hosts, or allow \
+                 oversubscription with OMPI_MCA_rmaps_base_oversubscribe=1)"
+                )
+            })?;
+        errors_return(inter.as_raw());
+        Ok(inter)
+    }
+}
+
+/// Makes MPI errors on `comm` come back as return codes rather than
+/// aborting the job.
+fn errors_return(comm: ffi::MPI_Comm) {
+    // SAFETY: `comm` is a communicator of this running MPI (the world, a
+    // spawn's inter-communicator or the parent's), and
+    // `MPI_ERRORS_RETURN` is a predefined handler; one thread at a time.
+    unsafe {
+        ffi::MPI_Comm_set_errhandler(comm, ffi::RSMPI_ERRORS_RETURN);
     }
 }
 
@@ -179,10 +194,14 @@ impl Link {
             // completed yet (completed requests are removed here).
             let rc =
                 unsafe { ffi::MPI_Test(&mut out.request, &mut done, ffi::RSMPI_STATUS_IGNORE) };
-            // Kept while pending; an error completes nothing, and the peer
-            // is then lost (heartbeats tell), so the send is abandoned with
-            // it.
-            rc == 0 && done == 0
+            if rc != 0 {
+                // The request may still be live: its buffer must outlive
+                // it, so it is leaked. The peer is then lost (heartbeats
+                // tell).
+                std::mem::forget(std::mem::take(&mut out.bytes));
+                return false;
+            }
+            done == 0
         });
         self.outbox.len()
     }
@@ -200,30 +219,99 @@ impl Link {
     }
 
     /// Waits up to `timeout` for every pending send to finish; the ones
-    /// left are abandoned.
-    pub(crate) fn drain(&mut self, timeout: Duration) {
+    /// left are abandoned. Returns whether every one finished (MPI may not
+    /// be finalized with a send pending).
+    pub(crate) fn drain(&mut self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while self.progress() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_micros(50));
         }
+        let all_sent = self.outbox.is_empty();
         for out in std::mem::take(&mut self.outbox) {
             std::mem::forget(out.bytes);
         }
+        all_sent
     }
 
-    /// The next message that has arrived, with its sender's rank.
+    /// The next message that has arrived, with its sender's rank; `None`
+    /// if none has, or if MPI failed to deliver one (logged at debug
+    /// level: its sender is then found lost by its silence).
     pub(crate) fn receive(&self) -> Option<(i32, Vec<u8>)> {
-        match &self.comm {
-            Comm::World(c) => receive_on(c),
-            Comm::Inter(c) => receive_on(c),
+        match self.try_receive() {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::debug!(target: "parpool_mpi", "receiving a message failed: {e}");
+                None
+            }
+        }
+    }
+
+    fn try_receive(&self) -> Result<Option<(i32, Vec<u8>)>, String> {
+        let mut flag = 0;
+        // SAFETY: reads constants mpi-sys exports for C's
+        // `MPI_MESSAGE_NULL` and `MPI_ANY_SOURCE`.
+        let (mut message, any_source) = unsafe { (ffi::RSMPI_MESSAGE_NULL, ffi::RSMPI_ANY_SOURCE) };
+        let mut status = MaybeUninit::<ffi::MPI_Status>::uninit();
+        // SAFETY: every pointer is to a live local of the type MPI writes
+        // there; the communicator is valid while MPI runs; one thread at a
+        // time makes MPI calls.
+        let rc = unsafe {
+            ffi::MPI_Improbe(
+                any_source,
+                TAG,
+                self.comm.raw(),
+                &mut flag,
+                &mut message,
+                status.as_mut_ptr(),
+            )
+        };
+        if rc != 0 {
+            return Err(format!("MPI_Improbe failed (error {rc})"));
+        }
+        if flag == 0 {
+            return Ok(None);
+        }
+        // SAFETY: a successful probe that matched a message wrote its
+        // status.
+        let status = unsafe { status.assume_init() };
+        let mut count = 0;
+        // SAFETY: `status` describes the matched message; `count` is a
+        // live local.
+        let rc = unsafe { ffi::MPI_Get_count(&status, ffi::RSMPI_UINT8_T, &mut count) };
+        let len = usize::try_from(count).ok().filter(|_| rc == 0);
+        // The matched message is received in any case, so that MPI does
+        // not keep it; into nothing if its size is unknown (an error).
+        let mut bytes = vec![0u8; len.unwrap_or(0)];
+        let mut received = MaybeUninit::<ffi::MPI_Status>::uninit();
+        // SAFETY: `bytes` holds as many bytes as the count passed; the
+        // message came from the probe above and is received exactly once,
+        // here.
+        let rc = unsafe {
+            ffi::MPI_Mrecv(
+                bytes.as_mut_ptr().cast(),
+                i32::try_from(bytes.len()).unwrap_or(0),
+                ffi::RSMPI_UINT8_T,
+                &mut message,
+                received.as_mut_ptr(),
+            )
+        };
+        match (len, rc) {
+            (Some(_), 0) => Ok(Some((status.MPI_SOURCE, bytes))),
+            (None, _) => Err("MPI_Get_count failed on a probed message".into()),
+            (_, rc) => Err(format!("MPI_Mrecv failed (error {rc})")),
         }
     }
 }
 
-fn receive_on<C: Communicator>(c: &C) -> Option<(i32, Vec<u8>)> {
-    let probed = c.any_process().immediate_matched_probe_with_tag(TAG)?;
-    let (bytes, status) = probed.matched_receive_vec::<u8>();
-    Some((status.source_rank(), bytes))
+impl Drop for Link {
+    fn drop(&mut self) {
+        // Sends MPI may still read from (only after an error or a panic:
+        // every normal path drains first): their buffers must outlive
+        // them.
+        for out in std::mem::take(&mut self.outbox) {
+            std::mem::forget(out.bytes);
+        }
+    }
 }
 
 /// This node's name, as MPI knows it.

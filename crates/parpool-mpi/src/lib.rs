@@ -158,8 +158,11 @@ impl MpiPoolBuilder {
         self
     }
 
-    /// How many times a job is run again after its worker process crashed,
-    /// or its rank was lost, before it fails (default 0).
+    /// How many times a job is run again after its worker process crashed
+    /// (on the same rank, by its local pool) or its rank was lost (on
+    /// another rank), before it fails (default 0). The two counts are
+    /// kept apart: a job may crash `n` times on each rank it is sent to.
+    /// In a `map`, a crash retries the item it was in.
     pub fn retries(mut self, n: u32) -> Self {
         self.settings.retries = n;
         self
@@ -227,6 +230,14 @@ impl MpiPoolBuilder {
             return Err(BuildError::InvalidSetting {
                 setting: "workers_per_rank",
                 reason: "a rank needs at least one worker".into(),
+            });
+        }
+        // A batch message holds up to 16 MiB of jobs plus one job; MPI
+        // counts a message's bytes in a C int.
+        if self.settings.max_payload > (i32::MAX as u64) - (64 << 20) {
+            return Err(BuildError::InvalidSetting {
+                setting: "max_payload",
+                reason: "an MPI message holds less than 2 GiB: at most 1984 MiB".into(),
             });
         }
         if self.spawn == Some(0) {
@@ -360,21 +371,27 @@ fn run_master(
         None => {
             let world = mpi.world();
             if world.size() < 2 {
-                let _ = ready.send(Err(no_launcher()));
+                let _ = ready.send(Err(
+                    "this MPI job has only rank 0, so no rank can serve the pool: start it \
+                     with `mpirun -n N` (N >= 2; rank 0 runs main, the others serve), or \
+                     build with `.spawn(n)`"
+                        .into(),
+                ));
                 return;
             }
             comm::Comm::World(world)
         }
     };
     let mut link = comm::Link::new(comm);
-    let result = start_ranks(&mut link, &builder);
-    let ranks = match result {
+    let ranks = match start_ranks(&mut link, &builder) {
         Ok(ranks) => ranks,
         Err(e) => {
             let _ = ready.send(Err(e));
             release_after_failure(&mut link);
             drop(link);
-            drop(mpi);
+            // A rank that never answered would never finalize either, and
+            // `MPI_Finalize` would wait for it: MPI stays up instead.
+            std::mem::forget(mpi);
             return;
         }
     };
@@ -389,6 +406,8 @@ fn run_master(
         .collect();
     if ready.send(Ok(info)).is_err() {
         release_after_failure(&mut link);
+        drop(link);
+        std::mem::forget(mpi);
         return;
     }
     let master = Master::new(
@@ -398,13 +417,24 @@ fn run_master(
         builder.settings.retries,
         builder.lost_after,
     );
-    let (link, finalize) = master.run();
-    drop(link);
-    if finalize {
-        drop(mpi);
-    } else {
-        // A rank was lost: `MPI_Finalize` would wait for it forever.
-        std::mem::forget(mpi);
+    // A panic here would be a bug; it must still not leave rank 0 waiting:
+    // the unwinding drops every job (their handles resolve `Shutdown`) and
+    // the link (its pending buffers leaked), and MPI is left up, since the
+    // ranks were never told to finalize.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| master.run())) {
+        Ok((link, true)) => {
+            drop(link);
+            drop(mpi);
+        }
+        Ok((link, false)) => {
+            // A rank was lost: `MPI_Finalize` would wait for it forever.
+            drop(link);
+            std::mem::forget(mpi);
+        }
+        Err(_) => {
+            tracing::error!(target: "parpool_mpi", "the MPI pool's thread panicked; its jobs were failed");
+            std::mem::forget(mpi);
+        }
     }
 }
 
@@ -477,15 +507,16 @@ fn start_ranks(link: &mut comm::Link, builder: &MpiPoolBuilder) -> Result<Vec<Ra
     Ok(ranks.into_iter().flatten().collect())
 }
 
-/// Tells every serving rank to exit after a failed start.
+/// Tells every serving rank to exit, without finalizing MPI, after a
+/// failed start.
 fn release_after_failure(link: &mut comm::Link) {
     let (first, count) = match link.comm() {
         comm::Comm::World(_) => (1, link.comm().peers() - 1),
         comm::Comm::Inter(_) => (0, link.comm().peers()),
     };
-    let exit = wire::encode(&ToRank::Exit { finalize: true });
+    let finalize = wire::encode(&ToRank::Finalize(false));
     for r in first..first + count {
-        let _ = link.send(r, exit.clone());
+        let _ = link.send(r, finalize.clone());
     }
     link.drain(Duration::from_secs(5));
 }
@@ -537,8 +568,11 @@ impl MpiPool {
         self.close(false);
     }
 
-    /// Stops accepting jobs, cancels those not started, waits for the
-    /// running ones, then releases the ranks as [`shutdown`](Self::shutdown).
+    /// Stops accepting jobs, cancels those not started that can still be
+    /// taken back (waiting on rank 0 or in a rank's queue: they resolve
+    /// [`JobError::Cancelled`]), waits for the others, then releases the
+    /// ranks as [`shutdown`](Self::shutdown). A job already sent ahead to a
+    /// busy worker process runs.
     pub fn shutdown_now(&self) {
         self.close(true);
     }
@@ -613,8 +647,16 @@ impl fmt::Debug for MpiPool {
     }
 }
 
-/// Resolves a single job: its output decoded.
-struct SingleSink<T>(Pending<T>);
+/// Resolves a single job: its output decoded. Dropped unresolved (the
+/// pool closed before the job was sent, or its thread failed), it resolves
+/// [`JobError::Shutdown`]: no handle waits forever.
+struct SingleSink<T: Send + 'static>(Pending<T>);
+
+impl<T: Send + 'static> Drop for SingleSink<T> {
+    fn drop(&mut self) {
+        self.0.resolve(Err(JobError::Shutdown));
+    }
+}
 
 impl<T: serde::de::DeserializeOwned + Send + 'static> Sink for SingleSink<T> {
     fn start(&self) -> bool {
@@ -633,11 +675,18 @@ impl<T: serde::de::DeserializeOwned + Send + 'static> Sink for SingleSink<T> {
     }
 }
 
-/// Resolves a `map` chunk: each item's output decoded.
-struct ChunkSink<I, R> {
+/// Resolves a `map` chunk: each item's output decoded (and, dropped
+/// unresolved, [`JobError::Shutdown`], as a [`SingleSink`]).
+struct ChunkSink<I: Send + 'static, R: Send + 'static> {
     pending: Pending<ChunkOut<I, R>>,
     len: usize,
     _input: PhantomData<fn(I)>,
+}
+
+impl<I: Send + 'static, R: Send + 'static> Drop for ChunkSink<I, R> {
+    fn drop(&mut self) {
+        self.pending.resolve(Err(JobError::Shutdown));
+    }
 }
 
 impl<I: Send + 'static, R: serde::de::DeserializeOwned + Send + 'static> Sink for ChunkSink<I, R> {

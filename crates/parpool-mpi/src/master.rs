@@ -46,6 +46,8 @@ const BUSY_SLEEP: Duration = Duration::from_micros(100);
 const IDLE_SLEEP: Duration = Duration::from_millis(100);
 /// The most input bytes one message carries.
 const MAX_BATCH: usize = 16 << 20;
+/// The most messages read in one round.
+const MAX_MESSAGES: usize = 256;
 
 /// Resolves a job's handle from its outcome.
 pub(crate) trait Sink: Send {
@@ -241,7 +243,11 @@ impl Master {
     fn command(&mut self, command: Command) {
         match command {
             Command::Submit(job) => {
-                if self.live_ranks() == 0 {
+                if self.closing == Some(true) {
+                    // It raced `shutdown_now`, which cancels what has not
+                    // started.
+                    job.sink.fail(JobError::Shutdown);
+                } else if self.live_ranks() == 0 {
                     job.sink.fail(no_rank_left());
                 } else {
                     self.queue.push_back(job);
@@ -289,10 +295,16 @@ impl Master {
         self.ranks.iter().position(|r| r.mpi_rank == mpi_rank)
     }
 
+    /// Reads what the ranks sent, at most [`MAX_MESSAGES`] messages (so
+    /// that commands and dispatch keep their turn under a flood of logs);
+    /// `true` if there was any.
     fn read_messages(&mut self) -> bool {
-        let mut any = false;
-        while let Some((source, bytes)) = self.link.receive() {
-            any = true;
+        let mut read = 0;
+        while read < MAX_MESSAGES {
+            let Some((source, bytes)) = self.link.receive() else {
+                break;
+            };
+            read += 1;
             let Some(index) = self.rank_index(source) else {
                 continue;
             };
@@ -311,7 +323,7 @@ impl Master {
                 }
             }
         }
-        any
+        read > 0
     }
 
     fn on_message(&mut self, index: usize, msg: FromRank) {
@@ -450,7 +462,10 @@ impl Master {
             // rather than retry forever.
             for job in batch {
                 job.sink.fail(JobError::Lost {
-                    detail: format!("could not send the job to {}: {e}", rank.describe()),
+                    detail: format!(
+                        "MPI could not send the job to {} ({e}); it did not run",
+                        rank.describe()
+                    ),
                 });
             }
             return true;
@@ -522,11 +537,15 @@ impl Master {
                 continue;
             }
             let detail = format!(
-                "{} sent nothing for {:?}",
+                "{} sent nothing for {:?} while it held the job, which may have run in part",
                 rank.describe(),
                 now.duration_since(rank.last_heard)
             );
-            tracing::error!(target: "parpool_mpi", "{detail}; its jobs are moved or failed");
+            tracing::error!(
+                target: "parpool_mpi",
+                "{} went silent; its jobs run again elsewhere or fail",
+                rank.describe()
+            );
             let mpi_rank = rank.mpi_rank;
             self.ranks[index].lost = true;
             self.ranks[index].outstanding = 0;
@@ -558,10 +577,17 @@ impl Master {
         }
     }
 
-    /// Tells every live rank to exit and waits for each to say goodbye (or
-    /// to be found lost); returns whether every rank is still there.
+    /// Tells every live rank to exit, waits for each to say goodbye (or
+    /// to be found lost), then tells every rank whether to finalize MPI:
+    /// only if none was ever lost (`MPI_Finalize` would wait for a lost
+    /// one forever). Returns that decision for this process too.
     fn release_ranks(&mut self) -> bool {
-        let finalize = self.live_ranks() == self.ranks.len();
+        // Jobs submitted while the pool closed: too late.
+        while let Ok(command) = self.commands.try_recv() {
+            if let Command::Submit(job) = command {
+                job.sink.fail(JobError::Shutdown);
+            }
+        }
         let live: Vec<i32> = self
             .ranks
             .iter()
@@ -569,7 +595,7 @@ impl Master {
             .map(|r| r.mpi_rank)
             .collect();
         for mpi_rank in live {
-            self.send(mpi_rank, &ToRank::Exit { finalize });
+            self.send(mpi_rank, &ToRank::Exit);
         }
         while self.ranks.iter().any(|r| !r.lost && !r.said_bye) {
             if !self.read_messages() {
@@ -578,16 +604,20 @@ impl Master {
             self.find_lost();
             self.link.progress();
         }
-        self.link.drain(Duration::from_secs(5));
-        // One lost while the others said goodbye: they were told to
-        // finalize, and wait for it in vain. Nothing more can be done for
-        // them; this process at least does not wait too.
-        finalize && self.live_ranks() == self.ranks.len()
+        let finalize = self.live_ranks() == self.ranks.len();
+        // The lost ones too, in case one was only slow.
+        let all: Vec<i32> = self.ranks.iter().map(|r| r.mpi_rank).collect();
+        for mpi_rank in all {
+            self.send(mpi_rank, &ToRank::Finalize(finalize));
+        }
+        // MPI may not be finalized with a send still pending.
+        let drained = self.link.drain(Duration::from_secs(5));
+        finalize && drained
     }
 }
 
 fn no_rank_left() -> JobError {
     JobError::Lost {
-        detail: "every serving rank of the MPI job was lost".into(),
+        detail: "every serving rank of the MPI job was lost, so the job did not run".into(),
     }
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use parpool::remote::ChunkOut;
-use parpool::{JobHandle, ProcessPool, WorkerOutput};
+use parpool::{JobHandle, JobId, ProcessPool, WorkerOutput};
 use serde_bytes::ByteBuf;
 
 use crate::comm::{self, Comm, Link, Mpi};
@@ -33,9 +33,13 @@ const QUIET_AFTER: Duration = Duration::from_millis(100);
 const SPIN: Duration = Duration::from_micros(500);
 /// The most bytes of results one message carries.
 const MAX_BATCH: usize = 16 << 20;
+/// The most messages read in one round, so that results and heartbeats
+/// keep flowing under a flood.
+const MAX_MESSAGES: usize = 256;
 
 /// Serves rank 0's pool, then exits the process.
 pub(crate) fn run() -> ! {
+    ignore_sigpipe();
     let code = match serve() {
         Ok(()) => 0,
         Err(e) => {
@@ -49,6 +53,17 @@ pub(crate) fn run() -> ! {
     std::process::exit(code)
 }
 
+/// Rust's runtime ignores `SIGPIPE` before `main`, which a serving rank
+/// never reaches: without this, writing to a worker process that just
+/// crashed would kill the rank.
+fn ignore_sigpipe() {
+    // SAFETY: sets a signal's disposition to "ignore", which involves no
+    // handler code; done first thing, before the rank starts threads.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
 fn serve() -> Result<(), String> {
     let mpi = Mpi::start()?;
     let comm = match mpi.parent() {
@@ -56,33 +71,70 @@ fn serve() -> Result<(), String> {
         None => Comm::World(mpi.world()),
     };
     let mut link = Link::new(comm);
-    let result = Server::setup(&mut link).and_then(|server| server.serve(&mut link));
-    link.drain(Duration::from_secs(5));
-    drop(link);
-    match result {
-        Ok(Finalize::Yes) => drop(mpi),
-        // A rank was lost: finalizing would wait for it forever. The
-        // process exits with MPI still up, which a launcher that keeps
-        // going after a loss accepts.
-        Ok(Finalize::No) => std::mem::forget(mpi),
-        Err(e) => {
-            drop(mpi);
-            return Err(e);
+    let (result, decided) = match Server::setup(&mut link) {
+        Ok(Some(server)) => {
+            let wait = server.heartbeat * 300;
+            match server.serve(&mut link) {
+                Ok(Some(decided)) => (Ok(()), decided),
+                Ok(None) => (Ok(()), await_finalize(&link, wait)),
+                Err(e) => (Err(e), false),
+            }
         }
+        // The local pool did not start; rank 0 was told and fails its
+        // build. Exiting 0 keeps the launcher from ending rank 0 first.
+        Ok(None) => (Ok(()), await_finalize(&link, Duration::from_secs(60))),
+        Err(e) => (Err(e), false),
+    };
+    let drained = link.drain(Duration::from_secs(5));
+    drop(link);
+    if decided && drained {
+        drop(mpi);
+    } else {
+        // A rank was lost (finalizing would wait for it forever), rank 0
+        // is gone, or a send is stuck: exit with MPI still up, which a
+        // launcher that keeps going after a loss accepts.
+        std::mem::forget(mpi);
     }
-    Ok(())
+    result
 }
 
-/// Whether to finalize MPI on the way out.
-enum Finalize {
-    Yes,
-    No,
+/// Waits up to `wait` for rank 0's word on finalizing; `false` without
+/// it.
+fn await_finalize(link: &Link, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        match link.receive() {
+            Some((_, bytes)) => {
+                if let Ok(ToRank::Finalize(yes)) = postcard::from_bytes::<ToRank<'_>>(&bytes) {
+                    return yes;
+                }
+            }
+            None => std::thread::sleep(Duration::from_micros(200)),
+        }
+    }
+    false
 }
 
 /// A job in the local pool.
 enum Local {
     Single(JobHandle<Vec<u8>>),
     Chunk(JobHandle<ChunkOut<(), ByteBuf>>),
+}
+
+impl Local {
+    fn id(&self) -> JobId {
+        match self {
+            Local::Single(h) => h.id(),
+            Local::Chunk(h) => h.id(),
+        }
+    }
+
+    fn cancel(&self) {
+        match self {
+            Local::Single(h) => h.cancel(),
+            Local::Chunk(h) => h.cancel(),
+        };
+    }
 }
 
 struct Running {
@@ -95,10 +147,17 @@ struct Server {
     jobs: HashMap<u64, Running>,
     /// Local job id → rank 0's id, to tag log events.
     local_ids: HashMap<u64, u64>,
-    done_tx: mpsc::Sender<u64>,
-    done_rx: mpsc::Receiver<u64>,
+    /// Local ids of jobs that finished in the last round: their log
+    /// events may still be on their way, so the ids are forgotten one
+    /// round later.
+    retired: Vec<u64>,
+    /// `(rank 0's id, local id)` of each local job that finished. A
+    /// withdrawn job's notice can arrive after rank 0 sent the same job
+    /// back: the local id tells the notices apart.
+    done_tx: mpsc::Sender<(u64, JobId)>,
+    done_rx: mpsc::Receiver<(u64, JobId)>,
     /// Finished jobs taken off `done_rx` while waiting.
-    woken: Vec<u64>,
+    woken: Vec<(u64, JobId)>,
     gathered: Gathered,
     heartbeat: Duration,
     last_sent: Instant,
@@ -106,7 +165,8 @@ struct Server {
 
 impl Server {
     /// Waits for rank 0's settings, starts the local pool and says hello.
-    fn setup(link: &mut Link) -> Result<Server, String> {
+    /// `Ok(None)`: the pool did not start, and the hello told rank 0 why.
+    fn setup(link: &mut Link) -> Result<Option<Server>, String> {
         let settings = wait_for_settings(link)?;
         let gathered: Gathered = Arc::new(Mutex::new(Vec::new()));
         let max = settings.log_level;
@@ -125,9 +185,11 @@ impl Server {
             error: built.as_ref().err().map(ToString::to_string),
         };
         link.send(0, wire::encode(&hello))?;
-        let pool = built.map_err(|e| e.to_string())?;
+        let Ok(pool) = built else {
+            return Ok(None);
+        };
         let (done_tx, done_rx) = mpsc::channel();
-        Ok(Server {
+        Ok(Some(Server {
             pool,
             jobs: HashMap::new(),
             local_ids: HashMap::new(),
@@ -135,29 +197,35 @@ impl Server {
             done_rx,
             woken: Vec::new(),
             gathered,
+            retired: Vec::new(),
             heartbeat: Duration::from_nanos(settings.heartbeat_nanos.max(1_000_000)),
             last_sent: Instant::now(),
-        })
+        }))
     }
 
-    fn serve(mut self, link: &mut Link) -> Result<Finalize, String> {
+    /// Relays jobs and results until rank 0 says exit (`Ok(None)`: then
+    /// rank 0's word on finalizing is still to come) or, to a rank it took
+    /// for lost, sends its word on finalizing at once (`Ok(Some(_))`).
+    fn serve(mut self, link: &mut Link) -> Result<Option<bool>, String> {
         let mut last_activity = Instant::now();
         let mut sleep = Duration::from_micros(20);
-        let mut exit = None;
-        while exit.is_none() {
+        loop {
             let mut active = false;
+            let mut received = 0;
             while let Some((_, bytes)) = link.receive() {
                 active = true;
                 match postcard::from_bytes::<ToRank<'_>>(&bytes) {
-                    Ok(ToRank::Exit { finalize }) => {
-                        exit = Some(if finalize {
-                            Finalize::Yes
-                        } else {
-                            Finalize::No
-                        });
+                    Ok(ToRank::Exit) => return self.exit(link).map(|()| None),
+                    Ok(ToRank::Finalize(yes)) => {
+                        self.pool.shutdown_now();
+                        return Ok(Some(yes));
                     }
                     Ok(msg) => self.handle(link, msg)?,
                     Err(e) => return Err(format!("a message from rank 0 did not decode: {e}")),
+                }
+                received += 1;
+                if received == MAX_MESSAGES {
+                    break;
                 }
             }
             active |= self.send_logs(link)?;
@@ -177,8 +245,8 @@ impl Server {
             }
             // A finished local job wakes this at once; a message from rank
             // 0 waits at most `sleep`.
-            if let Ok(id) = self.done_rx.recv_timeout(sleep) {
-                self.woken.push(id);
+            if let Ok(done) = self.done_rx.recv_timeout(sleep) {
+                self.woken.push(done);
                 last_activity = Instant::now();
             } else {
                 let longest = if last_activity.elapsed() < QUIET_AFTER {
@@ -189,11 +257,15 @@ impl Server {
                 sleep = (sleep * 2).min(longest);
             }
         }
-        // Every job is done (rank 0 asks only then): stop the workers.
-        self.pool.shutdown();
+    }
+
+    /// Every job is done (rank 0 says exit only then): says goodbye first,
+    /// so that rank 0 does not wait on the workers' exit, then stops them.
+    fn exit(&mut self, link: &mut Link) -> Result<(), String> {
         self.send_logs(link)?;
         self.send(link, &FromRank::Bye)?;
-        Ok(exit.unwrap_or(Finalize::Yes))
+        self.pool.shutdown();
+        Ok(())
     }
 
     fn send(&mut self, link: &mut Link, msg: &FromRank) -> Result<(), String> {
@@ -219,20 +291,14 @@ impl Server {
                     };
                     let tx = self.done_tx.clone();
                     let id = job.id;
-                    let local_id = match &local {
-                        Local::Single(h) => {
-                            h.on_done(move |_| {
-                                let _ = tx.send(id);
-                            });
-                            h.id()
-                        }
-                        Local::Chunk(h) => {
-                            h.on_done(move |_| {
-                                let _ = tx.send(id);
-                            });
-                            h.id()
-                        }
+                    let local_id = local.id();
+                    let notify = move || {
+                        let _ = tx.send((id, local_id));
                     };
+                    match &local {
+                        Local::Single(h) => h.on_done(move |_| notify()),
+                        Local::Chunk(h) => h.on_done(move |_| notify()),
+                    }
                     self.local_ids.insert(local_id.get(), id);
                     self.jobs.insert(
                         id,
@@ -246,10 +312,7 @@ impl Server {
             ToRank::Cancel(ids) => {
                 for id in ids {
                     if let Some(running) = self.jobs.get(&id) {
-                        match &running.local {
-                            Local::Single(h) => h.cancel(),
-                            Local::Chunk(h) => h.cancel(),
-                        };
+                        running.local.cancel();
                     }
                 }
             }
@@ -259,10 +322,7 @@ impl Server {
                     let Some(running) = self.jobs.get(&id) else {
                         continue;
                     };
-                    let local_id = match &running.local {
-                        Local::Single(h) => h.id(),
-                        Local::Chunk(h) => h.id(),
-                    };
+                    let local_id = running.local.id();
                     if self.pool.withdraw(local_id) {
                         self.jobs.remove(&id);
                         self.local_ids.remove(&local_id.get());
@@ -271,7 +331,7 @@ impl Server {
                 }
                 self.send(link, &FromRank::Revoked(taken))?;
             }
-            ToRank::Setup(_) | ToRank::Exit { .. } => {}
+            ToRank::Setup(_) | ToRank::Exit | ToRank::Finalize(_) => {}
         }
         Ok(())
     }
@@ -285,8 +345,12 @@ impl Server {
         let done = woken
             .into_iter()
             .chain(std::iter::from_fn(|| self.done_rx.try_recv().ok()));
-        for id in done.collect::<Vec<_>>() {
-            // A withdrawn job's handle resolves too: it is no longer listed.
+        for (id, local_id) in done.collect::<Vec<_>>() {
+            // A withdrawn job's handle resolves too: it is no longer
+            // listed, or listed again with another local id.
+            if self.jobs.get(&id).is_none_or(|r| r.local.id() != local_id) {
+                continue;
+            }
             let Some(running) = self.jobs.remove(&id) else {
                 continue;
             };
@@ -316,7 +380,7 @@ impl Server {
                 }
             };
             let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-            self.local_ids.remove(&local_id.get());
+            self.retired.push(local_id.get());
             bytes += outcome_size(&outcome);
             batch.push(DoneMsg { id, nanos, outcome });
             if bytes >= MAX_BATCH {
@@ -333,14 +397,19 @@ impl Server {
     /// Sends the log events gathered so far; `true` if any.
     fn send_logs(&mut self, link: &mut Link) -> Result<bool, String> {
         let mut logs: Vec<LogMsg> = std::mem::take(&mut *crate::log::parpool_lock(&self.gathered));
-        if logs.is_empty() {
-            return Ok(false);
-        }
         for log in &mut logs {
             // The local pool's job ids mean nothing on rank 0.
             log.job = log
                 .job
                 .and_then(|local| self.local_ids.get(&local).copied());
+        }
+        // A job's events are emitted before it finishes: once this round's
+        // events are read, those of the jobs that finished before it are.
+        for local in self.retired.drain(..) {
+            self.local_ids.remove(&local);
+        }
+        if logs.is_empty() {
+            return Ok(false);
         }
         self.send(link, &FromRank::Log(logs))?;
         Ok(true)
@@ -366,7 +435,9 @@ fn wait_for_settings(link: &mut Link) -> Result<Settings, String> {
         if let Some((_, bytes)) = link.receive() {
             return match postcard::from_bytes::<ToRank<'_>>(&bytes) {
                 Ok(ToRank::Setup(settings)) => Ok(settings),
-                Ok(ToRank::Exit { .. }) => Err("rank 0 ended before it built an MpiPool".into()),
+                Ok(ToRank::Exit | ToRank::Finalize(_)) => {
+                    Err("rank 0 ended before it built an MpiPool".into())
+                }
                 Ok(other) => Err(format!("expected the pool's settings, got {other:?}")),
                 Err(e) => Err(format!("rank 0's settings did not decode: {e}")),
             };

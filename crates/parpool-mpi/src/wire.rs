@@ -62,10 +62,13 @@ pub(crate) enum ToRank<'a> {
     /// Give back whichever of these has not started
     /// ([`FromRank::Revoked`]).
     Revoke(Vec<u64>),
-    /// Finish: every job is done; stop the local pool, say
-    /// [`FromRank::Bye`] and exit. `finalize: false` after a rank was
-    /// lost: `MPI_Finalize` would wait for the lost process forever.
-    Exit { finalize: bool },
+    /// Finish: every job is done. The rank says [`FromRank::Bye`], stops
+    /// its local pool and waits for [`ToRank::Finalize`].
+    Exit,
+    /// Whether to finalize MPI before exiting: not if any rank was lost,
+    /// since `MPI_Finalize` would wait for it forever. Rank 0 sends it once
+    /// every rank said goodbye or was found lost.
+    Finalize(bool),
 }
 
 /// A job's outcome.

@@ -41,6 +41,14 @@ parpool::task!(
     }
 );
 parpool::task!(
+    /// Creates `path`, then naps `ms`: the file says the job started.
+    fn mark_then_nap((path, ms): (String, u64)) -> u64 {
+        std::fs::write(&path, b"started").unwrap();
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    }
+);
+parpool::task!(
     fn pid_of_rank(_x: ()) -> u32 {
         std::os::unix::process::parent_id()
     }
@@ -51,6 +59,10 @@ parpool::task!(
 enum Start {
     /// `mpirun -n ranks`, with extra arguments.
     Launcher(u32, &'static [&'static str]),
+    /// `mpirun -n 1 <this binary> : -n ranks <the `pools` example>`: serving
+    /// ranks that run another program, which registers none of this one's
+    /// tasks (mismatched binaries across nodes).
+    OtherProgram(u32),
     /// On its own, with extra environment (`(name, None)` removes one).
     Alone(&'static [(&'static str, Option<&'static str>)]),
 }
@@ -96,6 +108,11 @@ const SCENARIOS: &[Scenario] = &[
         name: "a_lost_rank_s_jobs_fail_without_retries",
         start: Start::Launcher(3, &["--enable-recovery"]),
         body: a_lost_rank_s_jobs_fail_without_retries,
+    },
+    Scenario {
+        name: "a_task_a_rank_does_not_know_fails_that_job_alone",
+        start: Start::OtherProgram(2),
+        body: a_task_a_rank_does_not_know_fails_that_job_alone,
     },
     Scenario {
         name: "shutdown_now_cancels_what_has_not_started",
@@ -194,6 +211,26 @@ fn run_scenario(scenario: &Scenario) -> Result<(), String> {
             c.arg(&exe);
             c
         }
+        Start::OtherProgram(ranks) => {
+            // `cargo test` builds the examples beside the test binaries.
+            let other = exe
+                .parent()
+                .and_then(std::path::Path::parent)
+                .map(|dir| dir.join("examples").join("pools"))
+                .filter(|p| p.is_file());
+            let Some(other) = other else {
+                println!(
+                    "({} needs the `pools` example built: skipped)",
+                    scenario.name
+                );
+                return Ok(());
+            };
+            let mut c = Command::new("mpirun");
+            c.args(["--oversubscribe", "-n", "1"]);
+            c.arg(&exe).args([SCENARIO_ARG, scenario.name]);
+            c.args([":", "-n", &ranks.to_string()]).arg(other);
+            c
+        }
         Start::Alone(env) => {
             let mut c = Command::new(&exe);
             for (key, value) in env {
@@ -205,8 +242,10 @@ fn run_scenario(scenario: &Scenario) -> Result<(), String> {
             c
         }
     };
+    if !matches!(scenario.start, Start::OtherProgram(_)) {
+        command.args([SCENARIO_ARG, scenario.name]);
+    }
     command
-        .args([SCENARIO_ARG, scenario.name])
         .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .stdin(Stdio::null())
@@ -430,7 +469,7 @@ fn a_lost_rank_s_jobs_run_elsewhere() {
     let pool = MpiPool::builder()
         .workers_per_rank(1)
         .retries(1)
-        .lost_after(Duration::from_secs(1))
+        .lost_after(Duration::from_secs(3))
         .quiet()
         .build()
         .unwrap();
@@ -455,14 +494,11 @@ fn a_lost_rank_s_jobs_run_elsewhere() {
 fn a_lost_rank_s_jobs_fail_without_retries() {
     let pool = MpiPool::builder()
         .workers_per_rank(1)
-        .lost_after(Duration::from_secs(1))
+        .lost_after(Duration::from_secs(3))
         .quiet()
         .build()
         .unwrap();
     let victim = pool.ranks()[0].clone();
-    let where_: Vec<_> = (0..2).map(|_| pool.submit(pid_of_rank, ())).collect();
-    let pids: Vec<u32> = where_.into_iter().map(|h| h.join().unwrap()).collect();
-    assert!(!pids.is_empty());
     let handles: Vec<_> = (0..4).map(|_| pool.submit(shared::nap, 2000)).collect();
     std::thread::sleep(Duration::from_millis(300));
     kill_rank(victim.pid);
@@ -485,11 +521,42 @@ fn a_lost_rank_s_jobs_fail_without_retries() {
     );
 }
 
+fn a_task_a_rank_does_not_know_fails_that_job_alone() {
+    let pool = pool(1);
+    // The serving ranks run the `pools` example, which registers its own
+    // tasks only.
+    let err = pool.submit(shared::square, 3).join().unwrap_err();
+    assert_eq!(
+        err,
+        JobError::UnknownTask {
+            name: <shared::square as parpool::Task>::NAME.into()
+        }
+    );
+    let results: Vec<_> = pool.map_task(shared::square, 0..10).collect();
+    assert_eq!(results.len(), 10);
+    assert!(
+        results
+            .iter()
+            .all(|r| r.as_ref().is_err_and(JobError::is_unknown_task)),
+        "{results:?}"
+    );
+}
+
 fn shutdown_now_cancels_what_has_not_started() {
     let pool = pool(1);
-    let handles: Vec<_> = (0..10).map(|_| pool.submit(shared::nap, 300)).collect();
-    std::thread::sleep(Duration::from_millis(100));
+    let marker = std::env::temp_dir().join(format!("parpool-mpi-started-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let path = marker.display().to_string();
+    let handles: Vec<_> = (0..10)
+        .map(|_| pool.submit(mark_then_nap, (path.clone(), 300)))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !marker.exists() {
+        assert!(Instant::now() < deadline, "no job started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     pool.shutdown_now();
+    let _ = std::fs::remove_file(&marker);
     let results: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
     let cancelled = results
         .iter()

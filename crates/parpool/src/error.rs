@@ -209,10 +209,11 @@ pub enum JobError {
         limit: u64,
     },
 
-    /// The job's input or output holds an object that lives in this
-    /// machine's shared memory (an [`ipc`](crate::ipc) object), sent to a
-    /// pool whose workers run on other machines. Checked before the job is
-    /// sent: the job never ran.
+    /// The job's input or output holds an object that lives in one
+    /// machine's shared memory (an [`ipc`](crate::ipc) object), and the
+    /// pool's workers run on other machines. An input is checked at
+    /// submit, so the job never ran; an output is checked where the job
+    /// ran, so it ran, and its value could not be sent back.
     #[error(
         "the job's {what} holds a {object}, which lives in this machine's shared memory \
          and cannot reach a worker on another machine (send the data by value: a Vec, \
@@ -225,12 +226,13 @@ pub enum JobError {
         object: String,
     },
 
-    /// The worker running the job was lost as a whole, not just its
-    /// process: an MPI rank that stopped answering (its node went down or
-    /// it was killed). The pool no longer sends it jobs.
+    /// The worker for the job was lost as a whole, not just one process:
+    /// an MPI rank that stopped answering (its node went down or it was
+    /// killed), or every rank being gone. The pool no longer sends it jobs.
+    /// The detail says whether the job may have run.
     #[error(
-        "the job's worker was lost: {detail} (the job may or may not have run; \
-         set retries on the pool to run such jobs again elsewhere)"
+        "the job's worker was lost: {detail} (set retries on the pool to run such jobs \
+         again elsewhere, and check that node)"
     )]
     Lost {
         /// Which worker, and how it was found lost.

@@ -83,6 +83,9 @@ pub(crate) trait ProcJob: Send + Sync {
     fn is_resolved(&self) -> bool;
     /// The job was handed back to the queue: forget its worker.
     fn requeued(&self);
+    /// Whether a worker ran (part of) it already: it crashed and waits for
+    /// a retry.
+    fn attempted(&self) -> bool;
     /// Arms the job's timeout, now that it is running.
     fn arm_timeout(self: Arc<Self>);
     /// Hands over what the job wrote to stdout/stderr, before it resolves.
@@ -105,6 +108,8 @@ pub(crate) trait Work<O>: Send + Sync + 'static {
     fn finish(&self, bytes: &[u8], fds: Vec<OwnedFd>, took: Duration) -> Result<O, JobError>;
     /// What a crash leaves: `Some` once every part of the work is settled.
     fn crashed(&self, crash: &Crash<'_>) -> Option<Result<O, JobError>>;
+    /// Whether a crash has happened in it.
+    fn attempted(&self) -> bool;
 }
 
 /// A single job: its reply is decoded by `D`.
@@ -139,6 +144,9 @@ where
         } else {
             Some(Err(crash.error()))
         }
+    }
+    fn attempted(&self) -> bool {
+        *lock(&self.crashes) > 0
     }
 }
 
@@ -333,6 +341,11 @@ where
             None
         }
     }
+
+    fn attempted(&self) -> bool {
+        let st = lock(&self.state);
+        st.partial.is_some() || st.chunk_crashes > 0
+    }
 }
 
 /// A process job and its handle's state, in one allocation.
@@ -441,6 +454,9 @@ where
     }
     fn requeued(&self) {
         *lock(&self.slot) = None;
+    }
+    fn attempted(&self) -> bool {
+        self.work.attempted()
     }
     fn arm_timeout(self: Arc<Self>) {
         if let Some(after) = self.timeout {

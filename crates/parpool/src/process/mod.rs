@@ -501,16 +501,19 @@ impl ProcessPool {
         self.submit_work(name, payload, None, Chunk::new(len, Vec::new()))
     }
 
-    /// Takes job `id` back if it waits in the pool's queue, not yet sent
-    /// to a worker; `true` if it did. Its handle resolves
-    /// [`JobError::Cancelled`], and the caller runs it elsewhere. Not part
-    /// of the API.
+    /// Takes job `id` back if it waits in the pool's queue and no worker
+    /// ran any of it (a crashed job waiting for its retry stays); `true`
+    /// if it did. Its handle resolves [`JobError::Cancelled`], and the
+    /// caller runs it elsewhere. Not part of the API.
     #[doc(hidden)]
     pub fn withdraw(&self, id: JobId) -> bool {
         let mut q = self.shared.lock();
         let Some(at) = q.jobs.iter().position(|j| j.id() == id.get()) else {
             return false;
         };
+        if q.jobs[at].attempted() {
+            return false;
+        }
         let job = q.jobs.remove(at);
         drop(q);
         job.is_some_and(|job| job.abandon(JobError::Cancelled))
