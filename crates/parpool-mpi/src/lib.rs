@@ -78,6 +78,7 @@ mod comm;
 mod launch;
 mod log;
 mod master;
+mod pace;
 mod serve;
 mod wire;
 

@@ -6,15 +6,16 @@
 //!
 //! * Each rank gets at most `workers + pipeline` jobs at a time, where the
 //!   pipeline is sized from the rank's measured job time to hold about
-//!   [`PIPELINE_TARGET`] of work: tiny jobs are sent many to a message,
-//!   long ones barely ahead of need. Jobs go to the ranks with the most
-//!   room first, in proportion to it, so nodes of different sizes fill
-//!   evenly.
-//! * Nothing is stranded: when a rank has an idle worker, nothing waits on
-//!   rank 0, and another rank has held jobs beyond its workers without
-//!   finishing anything for [`STRAND_AFTER`], rank 0 asks that rank for
-//!   its unstarted jobs back and sends them to the idle one. A rank hands
-//!   back only jobs its local pool has not started, so none runs twice.
+//!   [`PIPELINE_TARGET`] of work per worker: tiny jobs are sent many to a
+//!   message, long ones a job or two ahead of need. Jobs go first to idle
+//!   workers, wherever they are, then to the pipelines in proportion to
+//!   their room, so nodes of different sizes fill evenly.
+//! * Nothing is stranded: when a rank has an idle worker and nothing waits
+//!   on rank 0, the ranks holding jobs beyond their workers (behind a
+//!   blocked job, or just at the end of a batch) are asked for as many
+//!   unstarted ones back as there are idle workers, at most every
+//!   [`REVOKE_EVERY`]; they go to the idle workers. A rank hands back only
+//!   jobs its local pool has not started, so none runs twice.
 //! * A rank that sends nothing, not even its heartbeat, for `lost_after`
 //!   is lost: its jobs run again elsewhere while their `retries` last, and
 //!   otherwise fail with [`JobError::Lost`].
@@ -27,21 +28,17 @@ use parpool::JobError;
 
 use crate::comm::Link;
 use crate::log;
+use crate::pace::{Pacer, busy_ceiling};
 use crate::wire::{self, FromRank, JobMsg, Kind, Outcome, ToRank};
 
 /// How much work, in time, a rank's pipeline aims to hold per worker: more
-/// than a result's trip to rank 0 and the next job's trip back, so that a
-/// busy rank never waits for work.
-const PIPELINE_TARGET: Duration = Duration::from_millis(3);
+/// than a result's trip to rank 0 and the next job's trip back (each seen
+/// up to [`busy_ceiling`] late), so that a busy rank never waits for work.
+const PIPELINE_TARGET: Duration = Duration::from_millis(8);
 /// The deepest pipeline per rank, in jobs.
 const MAX_PIPELINE: usize = 4096;
-/// How long a rank may hold jobs beyond its workers without finishing any
-/// while another rank idles, before its unstarted jobs are taken back.
-pub(crate) const STRAND_AFTER: Duration = Duration::from_millis(2);
-/// How long the thread spins (yielding) after activity before it sleeps.
-const SPIN: Duration = Duration::from_micros(500);
-/// The longest it sleeps while jobs are out.
-const BUSY_SLEEP: Duration = Duration::from_micros(100);
+/// The least time between two requests to a rank to give jobs back.
+const REVOKE_EVERY: Duration = Duration::from_millis(1);
 /// How often an idle pool still reads its messages (heartbeats).
 const IDLE_SLEEP: Duration = Duration::from_millis(100);
 /// The most input bytes one message carries.
@@ -96,8 +93,6 @@ pub(crate) struct Rank {
     /// When its last results arrived.
     last_done: Option<Instant>,
     last_heard: Instant,
-    /// When it last finished a job, or got work while it had none.
-    last_progress: Instant,
     /// When rank 0 last asked it for jobs back, while no answer came.
     revoking: Option<Instant>,
     lost: bool,
@@ -116,22 +111,22 @@ impl Rank {
             mean_nanos: 0.0,
             last_done: None,
             last_heard: now,
-            last_progress: now,
             revoking: None,
             lost: false,
             said_bye: false,
         }
     }
 
-    /// How many jobs it may hold.
+    /// How many jobs it may hold: one per worker, and enough more to keep
+    /// each worker busy for [`PIPELINE_TARGET`] (at least one each).
     fn capacity(&self) -> usize {
         let pipeline = if self.mean_nanos > 0.0 {
-            let per_worker = PIPELINE_TARGET.as_nanos() as f64 / self.mean_nanos;
+            let per_worker = (PIPELINE_TARGET.as_nanos() as f64 / self.mean_nanos).ceil();
             (per_worker * self.workers as f64) as usize
         } else {
             self.workers
         };
-        self.workers + pipeline.clamp(1, MAX_PIPELINE)
+        self.workers + pipeline.clamp(self.workers, MAX_PIPELINE)
     }
 
     fn describe(&self) -> String {
@@ -190,8 +185,7 @@ impl Master {
     /// the ranks; returns the link, and whether MPI may be finalized
     /// (not after a rank was lost: `MPI_Finalize` would wait for it).
     pub(crate) fn run(mut self) -> (Link, bool) {
-        let mut last_activity = Instant::now();
-        let mut sleep = Duration::from_micros(20);
+        let mut pace = Pacer::new();
         loop {
             let mut active = self.take_commands();
             active |= self.read_messages();
@@ -203,23 +197,26 @@ impl Master {
                 break;
             }
             if active {
-                last_activity = Instant::now();
-                sleep = Duration::from_micros(20);
+                pace.active();
                 continue;
             }
             let waiting = !self.sent.is_empty() || sending;
-            if waiting && last_activity.elapsed() < SPIN {
+            if waiting && pace.spin() {
                 std::thread::yield_now();
                 continue;
             }
-            let wait = if waiting { sleep } else { IDLE_SLEEP };
+            let longest = if waiting {
+                busy_ceiling(self.shortest_job())
+            } else {
+                IDLE_SLEEP
+            };
+            let wait = pace.sleep(longest);
             match self.commands.recv_timeout(wait) {
                 Ok(command) => {
                     self.command(command);
-                    last_activity = Instant::now();
-                    sleep = Duration::from_micros(20);
+                    pace.active();
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => sleep = (sleep * 2).min(BUSY_SLEEP),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
                 // The pool was dropped without closing (it always closes):
                 // treat it as a close.
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
@@ -229,6 +226,22 @@ impl Master {
         }
         let finalize = self.release_ranks();
         (self.link, finalize)
+    }
+
+    /// The shortest mean job time of the ranks that hold jobs (zero while
+    /// unknown): how soon a result may come.
+    fn shortest_job(&self) -> Duration {
+        let shortest = self
+            .ranks
+            .iter()
+            .filter(|r| !r.lost && r.outstanding > 0)
+            .map(|r| r.mean_nanos)
+            .fold(f64::INFINITY, f64::min);
+        if shortest.is_finite() {
+            Duration::from_nanos(shortest as u64)
+        } else {
+            Duration::ZERO
+        }
     }
 
     fn take_commands(&mut self) -> bool {
@@ -347,7 +360,6 @@ impl Master {
                     };
                     let rank = &mut self.ranks[sent.rank];
                     rank.outstanding = rank.outstanding.saturating_sub(1);
-                    rank.last_progress = now;
                     let sample = pace.map_or(d.nanos as f64, |p| p / count);
                     rank.mean_nanos = if rank.mean_nanos == 0.0 {
                         sample
@@ -392,32 +404,44 @@ impl Master {
             return false;
         }
         let n = self.ranks.len();
-        let rooms: Vec<usize> = self
-            .ranks
-            .iter()
-            .map(|r| {
+        self.turn = (self.turn + 1) % n;
+        let order: Vec<usize> = (0..n).map(|k| (self.turn + k) % n).collect();
+        let mut left = self.queue.len();
+        let mut counts = vec![0; n];
+        // Idle workers first, wherever they are...
+        for &i in &order {
+            let r = &self.ranks[i];
+            if !r.lost {
+                let idle = r.workers.saturating_sub(r.outstanding).min(left);
+                counts[i] = idle;
+                left -= idle;
+            }
+        }
+        // ...then the pipelines, in proportion to their room.
+        let rooms: Vec<usize> = (0..n)
+            .map(|i| {
+                let r = &self.ranks[i];
                 if r.lost {
                     0
                 } else {
-                    r.capacity().saturating_sub(r.outstanding)
+                    r.capacity().saturating_sub(r.outstanding + counts[i])
                 }
             })
             .collect();
         let total: usize = rooms.iter().sum();
-        if total == 0 {
-            return false;
-        }
-        let waiting = self.queue.len();
-        let mut any = false;
-        self.turn = (self.turn + 1) % n;
-        for k in 0..n {
-            let index = (self.turn + k) % n;
-            let room = rooms[index];
-            if room == 0 || self.queue.is_empty() {
-                continue;
+        if total > 0 {
+            let waiting = left;
+            for &i in &order {
+                let share = (waiting * rooms[i]).div_ceil(total).min(rooms[i]).min(left);
+                counts[i] += share;
+                left -= share;
             }
-            let share = (waiting * room).div_ceil(total).min(room);
-            any |= self.send_jobs(index, share);
+        }
+        let mut any = false;
+        for &i in &order {
+            if counts[i] > 0 {
+                any |= self.send_jobs(i, counts[i]);
+            }
         }
         any
     }
@@ -470,9 +494,6 @@ impl Master {
             }
             return true;
         }
-        if rank.outstanding == 0 {
-            rank.last_progress = Instant::now();
-        }
         rank.outstanding += batch.len();
         for job in batch {
             self.seq += 1;
@@ -494,25 +515,36 @@ impl Master {
         if !self.queue.is_empty() || self.closing == Some(true) {
             return;
         }
-        let idle = self
+        let mut spare: usize = self
             .ranks
             .iter()
-            .any(|r| !r.lost && r.outstanding < r.workers);
-        if !idle {
+            .filter(|r| !r.lost)
+            .map(|r| r.workers.saturating_sub(r.outstanding))
+            .sum();
+        if spare == 0 {
             return;
         }
         let now = Instant::now();
-        for index in 0..self.ranks.len() {
-            let rank = &self.ranks[index];
-            let stuck = !rank.lost
-                && rank.outstanding > rank.workers
-                && now.duration_since(rank.last_progress) >= STRAND_AFTER
-                && rank
-                    .revoking
-                    .is_none_or(|at| now.duration_since(at) >= STRAND_AFTER);
-            if !stuck {
-                continue;
+        // The ranks holding most beyond their workers give first.
+        let mut loaded: Vec<usize> = (0..self.ranks.len())
+            .filter(|&i| {
+                let r = &self.ranks[i];
+                !r.lost
+                    && r.outstanding > r.workers
+                    && r.revoking
+                        .is_none_or(|at| now.duration_since(at) >= REVOKE_EVERY)
+            })
+            .collect();
+        loaded
+            .sort_by_key(|&i| std::cmp::Reverse(self.ranks[i].outstanding - self.ranks[i].workers));
+        for index in loaded {
+            if spare == 0 {
+                break;
             }
+            let rank = &self.ranks[index];
+            let take = (rank.outstanding - rank.workers).min(spare);
+            spare -= take;
+            // The newest: the oldest are likeliest to have started.
             let mut held: Vec<(u64, u64)> = self
                 .sent
                 .iter()
@@ -520,8 +552,7 @@ impl Master {
                 .map(|(id, s)| (s.seq, *id))
                 .collect();
             held.sort_unstable_by(|a, b| b.cmp(a));
-            let extra = rank.outstanding - rank.workers;
-            let ids: Vec<u64> = held.into_iter().take(extra).map(|(_, id)| id).collect();
+            let ids: Vec<u64> = held.into_iter().take(take).map(|(_, id)| id).collect();
             let mpi_rank = rank.mpi_rank;
             self.ranks[index].revoking = Some(now);
             self.send(mpi_rank, &ToRank::Revoke(ids));

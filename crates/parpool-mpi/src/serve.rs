@@ -20,17 +20,14 @@ use serde_bytes::ByteBuf;
 
 use crate::comm::{self, Comm, Link, Mpi};
 use crate::log::{Forwarder, Gathered};
+use crate::pace::{Pacer, busy_ceiling};
 use crate::wire::{self, DoneMsg, FromRank, Kind, LogMsg, Outcome, Settings, ToRank};
 
-/// The longest a serving rank sleeps between probes while it has been
-/// busy lately (a new job waits at most this long to be seen).
-const BUSY_SLEEP: Duration = Duration::from_micros(100);
-/// The longest it sleeps between probes after [`QUIET_AFTER`] without
-/// activity.
+/// The longest a serving rank sleeps between probes after [`QUIET_AFTER`]
+/// without activity (while busy lately, [`busy_ceiling`] of its jobs'
+/// time).
 const IDLE_SLEEP: Duration = Duration::from_millis(1);
 const QUIET_AFTER: Duration = Duration::from_millis(100);
-/// How long it spins (yielding) after activity before it sleeps.
-const SPIN: Duration = Duration::from_micros(500);
 /// The most bytes of results one message carries.
 const MAX_BATCH: usize = 16 << 20;
 /// The most messages read in one round, so that results and heartbeats
@@ -161,6 +158,8 @@ struct Server {
     gathered: Gathered,
     heartbeat: Duration,
     last_sent: Instant,
+    /// Mean time a job stays on this rank, in nanoseconds.
+    mean_nanos: f64,
 }
 
 impl Server {
@@ -200,6 +199,7 @@ impl Server {
             retired: Vec::new(),
             heartbeat: Duration::from_nanos(settings.heartbeat_nanos.max(1_000_000)),
             last_sent: Instant::now(),
+            mean_nanos: 0.0,
         }))
     }
 
@@ -207,8 +207,7 @@ impl Server {
     /// rank 0's word on finalizing is still to come) or, to a rank it took
     /// for lost, sends its word on finalizing at once (`Ok(Some(_))`).
     fn serve(mut self, link: &mut Link) -> Result<Option<bool>, String> {
-        let mut last_activity = Instant::now();
-        let mut sleep = Duration::from_micros(20);
+        let mut pace = Pacer::new();
         loop {
             let mut active = false;
             let mut received = 0;
@@ -235,26 +234,23 @@ impl Server {
             }
             link.progress();
             if active {
-                last_activity = Instant::now();
-                sleep = Duration::from_micros(20);
+                pace.active();
                 continue;
             }
-            if last_activity.elapsed() < SPIN {
+            if pace.spin() {
                 std::thread::yield_now();
                 continue;
             }
             // A finished local job wakes this at once; a message from rank
-            // 0 waits at most `sleep`.
-            if let Ok(done) = self.done_rx.recv_timeout(sleep) {
-                self.woken.push(done);
-                last_activity = Instant::now();
+            // 0 waits at most the sleep.
+            let longest = if pace.quiet_for() < QUIET_AFTER {
+                busy_ceiling(Duration::from_nanos(self.mean_nanos as u64))
             } else {
-                let longest = if last_activity.elapsed() < QUIET_AFTER {
-                    BUSY_SLEEP
-                } else {
-                    IDLE_SLEEP
-                };
-                sleep = (sleep * 2).min(longest);
+                IDLE_SLEEP
+            };
+            if let Ok(done) = self.done_rx.recv_timeout(pace.sleep(longest)) {
+                self.woken.push(done);
+                pace.active();
             }
         }
     }
@@ -358,6 +354,7 @@ impl Server {
             // A single job's time is its stay on this rank; a chunk's is
             // what its worker measured (rank 0 sizes the next chunks by it).
             let mut took = running.since.elapsed();
+            self.mean_nanos = 0.9 * self.mean_nanos + 0.1 * took.as_nanos() as f64;
             let (outcome, local_id) = match running.local {
                 Local::Single(h) => {
                     let local_id = h.id();
