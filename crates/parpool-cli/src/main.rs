@@ -16,8 +16,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a command once per input, in parallel (GNU parallel's syntax).
-    Run(run::RunArgs),
+    /// Run a command once per input, in parallel (GNU parallel's syntax;
+    /// `parpool run --help` for its options).
+    #[command(disable_help_flag = true)]
+    Run {
+        /// Options as GNU parallel's, the command, then the inputs.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<std::ffi::OsString>,
+    },
     /// Run built-in workloads (CPU-bound, I/O-bound, mixed, tiny jobs)
     /// sequentially, on threads, on processes and on async tasks, and say
     /// which wins here and why.
@@ -25,9 +31,17 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    // `run` reads its options as GNU parallel does (bundled, attached,
+    // abbreviated; an unknown one is exit status 255), not as clap does.
+    let mut argv = std::env::args_os();
+    let program = argv.next();
+    let words: Vec<std::ffi::OsString> = argv.collect();
+    if words.first().is_some_and(|w| w == "run") {
+        std::process::exit(run::cli(words[1..].to_vec()));
+    }
+    let cli = Cli::parse_from(program.into_iter().chain(words));
     let status = match cli.command {
-        Command::Run(args) => run::main(args),
+        Command::Run { words } => Ok(run::cli(words)),
         Command::Compare(args) => compare::main(args),
     };
     let code = match status {

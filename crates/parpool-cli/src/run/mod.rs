@@ -1,5 +1,6 @@
 //! `parpool run`: GNU parallel's way of running commands, on parpool.
 
+mod args;
 mod exec;
 mod input;
 mod joblog;
@@ -13,96 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::bail;
-use clap::Args;
+
+pub(crate) use args::RunArgs;
 
 use exec::{Mode, Outcome, OutputMode, Plan, Runner};
 use input::{Linked, Source, Split};
-
-/// Options of `parpool run`. Everything after them is the command, then
-/// the inputs.
-#[derive(Debug, Args)]
-#[command(after_help = "\
-INPUTS (after the command):
-  ::: A B C      arguments as inputs; several ::: give every combination
-  :::+ 1 2 3     paired with the source before (stops at the shorter)
-  :::: FILE      lines of FILE (- is standard input); ::::+ pairs it
-  (none)         lines of standard input
-
-REPLACEMENT STRINGS:
-  {}  input    {.}  without extension    {/}  basename    {//}  directory
-  {/.}  basename without extension    {#}  job number    {%}  job slot
-  {N} {N.} {N/} {N//} {N/.}  the same for input source N
-  Without any, the inputs are appended as arguments.
-
-EXIT STATUS: 0 if every job succeeded, else the number of failed jobs
-(at most 101); 255 on any other error.
-
-EXAMPLES:
-  parpool run gzip -9 ::: *.log
-  parpool run -j 4 --tag convert {} {.}.png ::: *.jpg
-  find . -name '*.c' | parpool run -k wc -l")]
-pub(crate) struct RunArgs {
-    /// Jobs at once: N, N% of the cores, +N or -N relative to the cores.
-    #[arg(short = 'j', long = "jobs", value_name = "N", default_value = "100%")]
-    jobs: String,
-    /// Print output in the order of the inputs, not of completion.
-    #[arg(short = 'k', long = "keep-order")]
-    keep_order: bool,
-    /// Let jobs write straight to the terminal (output may interleave).
-    #[arg(short = 'u', long = "ungroup", conflicts_with = "line_buffer")]
-    ungroup: bool,
-    /// Pass output on a whole line at a time as jobs write it (lines of
-    /// different jobs mix, lines themselves never do).
-    #[arg(long)]
-    line_buffer: bool,
-    /// Wait at least this long between starting jobs: 0.5, 200ms, 1m.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    delay: Option<Duration>,
-    /// Show a progress bar with an ETA on standard error (on a terminal).
-    #[arg(long)]
-    bar: bool,
-    /// Prefix each output line with the job's input and a tab.
-    #[arg(long)]
-    tag: bool,
-    /// Run the command through `sh -c`, inputs quoted (default: run it
-    /// directly; a single-word command with spaces implies --shell).
-    #[arg(long)]
-    shell: bool,
-    /// Kill a job (its whole process group) after this long: 10, 1.5s, 2m.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    timeout: Option<Duration>,
-    /// Run a failing job up to N times in all (as GNU parallel counts).
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    retries: u32,
-    /// Stop on failures or successes: now|soon,fail=N|success=N|fail=P%.
-    #[arg(long, value_name = "WHEN,COND", value_parser = parse_halt)]
-    halt: Option<Halt>,
-    /// Write a log of each job in GNU parallel's joblog format.
-    #[arg(long, value_name = "FILE")]
-    joblog: Option<std::path::PathBuf>,
-    /// Skip the jobs the --joblog already lists, and append to it.
-    #[arg(long, requires = "joblog", conflicts_with = "resume_failed")]
-    resume: bool,
-    /// Like --resume, but run again the jobs the log shows failed.
-    #[arg(long, requires = "joblog")]
-    resume_failed: bool,
-    /// Print the commands instead of running them.
-    #[arg(long)]
-    dry_run: bool,
-    /// Inputs are separated by NUL, not newline.
-    #[arg(short = '0', long = "null")]
-    null: bool,
-    /// Split each input line into columns, {1} {2}…, at this string.
-    #[arg(long, value_name = "SEP")]
-    colsep: Option<String>,
-    /// The command, then the inputs.
-    #[arg(
-        trailing_var_arg = true,
-        allow_hyphen_values = true,
-        value_name = "COMMAND [ARGS]... [::: INPUTS]"
-    )]
-    rest: Vec<OsString>,
-}
 
 /// `--halt`: when to stop, and on what.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -118,7 +34,7 @@ enum Threshold {
     Percent(f64),
 }
 
-fn parse_halt(s: &str) -> Result<Halt, String> {
+pub(crate) fn parse_halt(s: &str) -> Result<Halt, String> {
     let bad = || format!("`{s}`: expected now|soon,fail=N|success=N|fail=P% (e.g. now,fail=1)");
     let (when, cond) = s.split_once(',').ok_or_else(bad)?;
     let now = match when {
@@ -148,7 +64,7 @@ fn parse_halt(s: &str) -> Result<Halt, String> {
     })
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
         Some(i) => s.split_at(i),
         None => (s, "s"),
@@ -233,10 +149,37 @@ fn split_rest(rest: Vec<OsString>) -> anyhow::Result<(Vec<OsString>, Vec<Linked>
     Ok((command, sources))
 }
 
+/// Runs `parpool run` with the words after `run`; returns the exit status.
+pub(crate) fn cli(words: Vec<OsString>) -> i32 {
+    match args::parse(words) {
+        Ok(args::Parsed::Run(args)) => match main(*args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("parpool: {e:#}");
+                255
+            }
+        },
+        Ok(args::Parsed::Help) => {
+            print!("{}", args::HELP);
+            0
+        }
+        Ok(args::Parsed::Version) => {
+            println!("parpool {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        Err(args::UsageError(why)) => {
+            eprintln!(
+                "parpool run: {why}\n\nUsage: parpool run [OPTIONS] [COMMAND [ARGS]...] [::: INPUTS]...\nTry 'parpool run --help' for more."
+            );
+            255
+        }
+    }
+}
+
 /// Runs `parpool run`; returns the exit status.
-pub(crate) fn main(args: RunArgs) -> anyhow::Result<i32> {
+fn main(args: RunArgs) -> anyhow::Result<i32> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let slots = job_slots(&args.jobs, cores)?;
+    let slots = job_slots(args.jobs.as_deref().unwrap_or("100%"), cores)?;
     let (command, sources) = split_rest(args.rest)?;
     let mut words = command
         .iter()

@@ -612,3 +612,85 @@ fn bar_draws_progress_on_a_terminal_only() {
     let screen = String::from_utf8_lossy(&o.stdout);
     assert!(screen.contains("5/5 jobs"), "{screen}");
 }
+
+/// GNU parallel, if installed, with a throwaway home (no citation notice
+/// state, no user config).
+fn gnu() -> Option<Command> {
+    let have = Command::new("parallel")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        eprintln!("GNU parallel is not installed; skipping");
+        return None;
+    }
+    let mut c = Command::new("parallel");
+    c.env(
+        "PARALLEL_HOME",
+        std::env::temp_dir().join("parpool-gnu-home"),
+    );
+    Some(c)
+}
+
+/// Runs `case` with both tools: same stdout and exit status.
+fn same_as_gnu(case: &[&str]) {
+    let Some(mut theirs) = gnu() else { return };
+    let theirs = theirs.args(case).stdin(Stdio::null()).output().unwrap();
+    let ours = parpool()
+        .arg("run")
+        .args(case)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&ours),
+        String::from_utf8_lossy(&theirs.stdout),
+        "stdout of {case:?}"
+    );
+    assert_eq!(
+        ours.status.code(),
+        theirs.status.code(),
+        "exit status of {case:?}; our stderr: {}",
+        String::from_utf8_lossy(&ours.stderr)
+    );
+}
+
+#[test]
+fn option_syntax_matches_gnu_parallel() {
+    let cases: &[&[&str]] = &[
+        &["-j4", "-k", "echo", ":::", "a", "b"],
+        &["-kj1", "echo", ":::", "a", "b"],
+        &["-j", "0", "-k", "echo", ":::", "a", "b"],
+        &["--jobs=2", "--keep-order", "echo", ":::", "x", "y"],
+        &["--keep", "-P", "2", "echo", ":::", "x"],
+        &["-k", "--", "echo", "-j", ":::", "z"],
+        &["--will-cite", "-k", "echo", ":::", "w"],
+    ];
+    for case in cases {
+        same_as_gnu(case);
+    }
+    // Unknown options: a usage error (255) and nothing runs, in both (GNU
+    // prints its usage text on stdout; ours goes to stderr).
+    for case in [
+        &["--bogus", "echo", "xyzzy", ":::", "a"][..],
+        &["-kZ", "echo", "xyzzy", ":::", "a"][..],
+        &["--jobs"][..],
+    ] {
+        let out = run(case);
+        assert_eq!(out.status.code(), Some(255), "{case:?}");
+        assert!(stdout(&out).is_empty(), "nothing ran: {case:?}");
+        if let Some(mut gnu) = gnu() {
+            let theirs = gnu.args(case).stdin(Stdio::null()).output().unwrap();
+            assert_eq!(theirs.status.code(), Some(255), "{case:?}");
+            assert!(!String::from_utf8_lossy(&theirs.stdout).contains("xyzzy"));
+        }
+    }
+    let out = run(&["--bogus", "echo", ":::", "a"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unknown option: --bogus"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,459 @@
+//! `parpool run`'s options, read as GNU parallel reads its own (Perl's
+//! `Getopt::Long` with bundling and `require_order`):
+//!
+//! * short options bundle (`-kj1`), and a short option's value may be
+//!   attached (`-j4`) or the next word (`-j 4`);
+//! * long options take `--opt=value` or `--opt value`, and may be
+//!   shortened to any unambiguous prefix (`--keep` for `--keep-order`);
+//! * options end at the first word that is not one (the command, or an
+//!   input separator such as `:::`), or after `--`;
+//! * an unknown option is a usage error: exit status 255, nothing runs.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::time::Duration;
+
+/// Options of `parpool run`, and the words after them: the command, then
+/// the inputs.
+#[derive(Debug, Default)]
+pub(crate) struct RunArgs {
+    pub(crate) jobs: Option<String>,
+    pub(crate) keep_order: bool,
+    pub(crate) ungroup: bool,
+    pub(crate) line_buffer: bool,
+    pub(crate) delay: Option<Duration>,
+    pub(crate) bar: bool,
+    pub(crate) tag: bool,
+    pub(crate) shell: bool,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) retries: u32,
+    pub(crate) halt: Option<super::Halt>,
+    pub(crate) joblog: Option<std::path::PathBuf>,
+    pub(crate) resume: bool,
+    pub(crate) resume_failed: bool,
+    pub(crate) dry_run: bool,
+    pub(crate) null: bool,
+    pub(crate) colsep: Option<String>,
+    /// The command, then the inputs.
+    pub(crate) rest: Vec<OsString>,
+}
+
+/// What the words ask for.
+#[derive(Debug)]
+pub(crate) enum Parsed {
+    Run(Box<RunArgs>),
+    Help,
+    Version,
+}
+
+/// A usage error: what was wrong, for one line on stderr.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct UsageError(pub(crate) String);
+
+/// Whether an option takes a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Takes {
+    Nothing,
+    Value,
+}
+
+/// One option: its short letter, its long names (the first is the one
+/// shown), and whether it takes a value.
+struct Spec {
+    short: Option<char>,
+    long: &'static [&'static str],
+    takes: Takes,
+}
+
+const SPECS: &[Spec] = &[
+    Spec {
+        short: Some('j'),
+        long: &["jobs", "max-procs"],
+        takes: Takes::Value,
+    },
+    Spec {
+        short: Some('P'),
+        long: &[],
+        takes: Takes::Value,
+    },
+    Spec {
+        short: Some('k'),
+        long: &["keep-order"],
+        takes: Takes::Nothing,
+    },
+    Spec {
+        short: Some('u'),
+        long: &["ungroup"],
+        takes: Takes::Nothing,
+    },
+    Spec {
+        short: None,
+        long: &["line-buffer", "lb", "line-buffered"],
+        takes: Takes::Nothing,
+    },
+    Spec {
+        short: None,
+        long: &["delay"],
+        takes: Takes::Value,
+    },
+    Spec {
+        short: None,
+        long: &["bar"],
+        takes: Takes::Nothing,
+    },
+    Spec {
+        short: None,
+        long: &["tag"],
+        takes: Takes::Nothing,
+    },
+    Spec {
+        short: None,
+        long: &["shell"],
+        takes: Takes::Nothing,
+    },
+    Spec {
+        short: None,
+        long: &["timeout"],
+        takes: Takes::Value,
+    },
+    Spec {
+        short: None,
+        long: &["retries"],
+        takes: Takes::Value,
+    },
+    Spec {
+        short: None,
+        long: &["halt", "halt-on-error"],
+        takes: Takes::Value,
+    },
+    Spec {
+        short: None,
+        long: &["joblog"],
+        takes: Takes::Value,
+    },
+    Spec {
+        short: None,
+        long: &["resume"],
+        takes: Takes::Nothing,
+    },
+    Spec {
+        short: None,
+        long: &["resume-failed"],
+        takes: Takes::Nothing,
+    },
+    Spec {
+        short: None,
+        long: &["dry-run", "dryrun"],
+        takes: Takes::Nothing,
+    },
+    Spec {
+        short: Some('0'),
+        long: &["null"],
+        takes: Takes::Nothing,
+    },
+    Spec {
+        short: Some('C'),
+        long: &["colsep"],
+        takes: Takes::Value,
+    },
+    Spec {
+        short: None,
+        long: &["will-cite"],
+        takes: Takes::Nothing,
+    },
+    Spec {
+        short: Some('h'),
+        long: &["help"],
+        takes: Takes::Nothing,
+    },
+    Spec {
+        short: Some('V'),
+        long: &["version"],
+        takes: Takes::Nothing,
+    },
+];
+
+impl Spec {
+    fn name(&self) -> String {
+        match (self.long.first(), self.short) {
+            (Some(long), _) => format!("--{long}"),
+            (None, Some(short)) => format!("-{short}"),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+/// Finds a long option by name or unambiguous prefix.
+fn find_long(name: &str) -> Result<&'static Spec, UsageError> {
+    if let Some(spec) = SPECS.iter().find(|s| s.long.contains(&name)) {
+        return Ok(spec);
+    }
+    let matches: Vec<&Spec> = SPECS
+        .iter()
+        .filter(|s| s.long.iter().any(|l| l.starts_with(name)))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one),
+        [] => Err(UsageError(format!("unknown option: --{name}"))),
+        several => Err(UsageError(format!(
+            "option --{name} is ambiguous ({})",
+            several
+                .iter()
+                .map(|s| s.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+fn find_short(c: char) -> Result<&'static Spec, UsageError> {
+    SPECS
+        .iter()
+        .find(|s| s.short == Some(c))
+        .ok_or_else(|| UsageError(format!("unknown option: -{c}")))
+}
+
+/// Reads `words` (what follows `parpool run`).
+pub(crate) fn parse(words: Vec<OsString>) -> Result<Parsed, UsageError> {
+    let mut args = RunArgs {
+        retries: 1,
+        ..RunArgs::default()
+    };
+    let mut words = words.into_iter();
+    while let Some(word) = words.next() {
+        let bytes = word.as_bytes();
+        if bytes == b"--" {
+            break;
+        }
+        if let Some(long) = bytes.strip_prefix(b"--") {
+            let text = String::from_utf8_lossy(long).into_owned();
+            let (name, attached) = match text.split_once('=') {
+                Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
+                None => (text, None),
+            };
+            let spec = find_long(&name)?;
+            let value = match (spec.takes, attached) {
+                (Takes::Nothing, None) => None,
+                (Takes::Nothing, Some(_)) => {
+                    return Err(UsageError(format!("option {} takes no value", spec.name())));
+                }
+                (Takes::Value, Some(v)) => Some(v),
+                (Takes::Value, None) => Some(next_value(&mut words, spec)?),
+            };
+            if let Some(done) = apply(&mut args, spec, value)? {
+                return Ok(done);
+            }
+            continue;
+        }
+        // `-` alone, and anything not starting with `-`, begins the command.
+        if bytes.len() < 2 || bytes[0] != b'-' {
+            args.rest.push(word);
+            break;
+        }
+        let bundle = String::from_utf8_lossy(&bytes[1..]).into_owned();
+        let mut chars = bundle.char_indices();
+        while let Some((at, c)) = chars.next() {
+            let spec = find_short(c)?;
+            let value = match spec.takes {
+                Takes::Nothing => None,
+                Takes::Value => {
+                    let attached = &bundle[at + c.len_utf8()..];
+                    if attached.is_empty() {
+                        Some(next_value(&mut words, spec)?)
+                    } else {
+                        Some(attached.to_owned())
+                    }
+                }
+            };
+            let took_rest = value.is_some();
+            if let Some(done) = apply(&mut args, spec, value)? {
+                return Ok(done);
+            }
+            if took_rest {
+                break;
+            }
+        }
+    }
+    args.rest.extend(words);
+    if args.resume && args.resume_failed {
+        return Err(UsageError(
+            "--resume and --resume-failed cannot be used together".into(),
+        ));
+    }
+    if (args.resume || args.resume_failed) && args.joblog.is_none() {
+        return Err(UsageError(
+            "--resume and --resume-failed need --joblog FILE".into(),
+        ));
+    }
+    if args.ungroup && args.line_buffer {
+        return Err(UsageError(
+            "--ungroup and --line-buffer cannot be used together".into(),
+        ));
+    }
+    Ok(Parsed::Run(Box::new(args)))
+}
+
+fn next_value(
+    words: &mut impl Iterator<Item = OsString>,
+    spec: &Spec,
+) -> Result<String, UsageError> {
+    let word = words
+        .next()
+        .ok_or_else(|| UsageError(format!("option {} needs a value", spec.name())))?;
+    word.into_string()
+        .map_err(|_| UsageError(format!("the value of {} is not UTF-8", spec.name())))
+}
+
+/// Applies one option; `Some` when it answers by itself (help, version).
+fn apply(
+    args: &mut RunArgs,
+    spec: &Spec,
+    value: Option<String>,
+) -> Result<Option<Parsed>, UsageError> {
+    let name = spec.long.first().copied().unwrap_or_default();
+    let short = spec.short;
+    let bad = |why: String| UsageError(format!("{}: {why}", spec.name()));
+    let value = value.unwrap_or_default();
+    match (short, name) {
+        (Some('j') | Some('P'), _) => args.jobs = Some(value),
+        (Some('k'), _) => args.keep_order = true,
+        (Some('u'), _) => args.ungroup = true,
+        (_, "line-buffer") => args.line_buffer = true,
+        (_, "delay") => args.delay = Some(super::parse_duration(&value).map_err(bad)?),
+        (_, "bar") => args.bar = true,
+        (_, "tag") => args.tag = true,
+        (_, "shell") => args.shell = true,
+        (_, "timeout") => args.timeout = Some(super::parse_duration(&value).map_err(bad)?),
+        (_, "retries") => {
+            args.retries = value
+                .parse()
+                .map_err(|_| bad(format!("`{value}` is not a number")))?;
+        }
+        (_, "halt") => args.halt = Some(super::parse_halt(&value).map_err(bad)?),
+        (_, "joblog") => args.joblog = Some(value.into()),
+        (_, "resume") => args.resume = true,
+        (_, "resume-failed") => args.resume_failed = true,
+        (_, "dry-run") => args.dry_run = true,
+        (Some('0'), _) => args.null = true,
+        (Some('C'), _) => args.colsep = Some(value),
+        // Accepted and ignored, as scripts written for GNU parallel pass it.
+        (_, "will-cite") => {}
+        (Some('h'), _) => return Ok(Some(Parsed::Help)),
+        (Some('V'), _) => return Ok(Some(Parsed::Version)),
+        _ => return Err(UsageError(format!("option {} is not handled", spec.name()))),
+    }
+    Ok(None)
+}
+
+/// What `parpool run --help` prints.
+pub(crate) const HELP: &str = "\
+Run a command once per input, in parallel (GNU parallel's syntax).
+
+Usage: parpool run [OPTIONS] [COMMAND [ARGS]...] [::: INPUTS]...
+
+OPTIONS (bundle short ones: -kj4; values attached or not: -j4, --jobs=4):
+  -j, -P, --jobs N      jobs at once: N, N% of the cores, +N or -N (0: as many as possible)
+  -k, --keep-order      print output in the order of the inputs
+  -u, --ungroup         let jobs write straight to the terminal
+      --line-buffer     pass output on a whole line at a time
+      --tag             prefix each output line with the job's input and a tab
+      --shell           run the command through sh -c, inputs quoted
+      --timeout D       kill a job's process group after D (10, 1.5s, 2m)
+      --retries N       run a failing job up to N times in all
+      --halt WHEN,COND  now|soon,fail=N|success=N|fail=P%
+      --joblog FILE     log each job in GNU parallel's format
+      --resume          skip the jobs the joblog lists
+      --resume-failed   ... and run again those that failed
+      --delay D         wait at least D between job starts
+      --bar             progress bar with ETA on a terminal
+      --dry-run         print the commands instead of running them
+  -0, --null            inputs are separated by NUL
+  -C, --colsep SEP      split each input line into columns {1} {2}...
+      --will-cite       accepted and ignored
+  -h, --help            this text
+
+INPUTS (after the command):
+  ::: A B C      arguments as inputs; several ::: give every combination
+  :::+ 1 2 3     paired with the source before (stops at the shorter)
+  :::: FILE      lines of FILE (- is standard input); ::::+ pairs it
+  (none)         lines of standard input
+
+REPLACEMENT STRINGS:
+  {}  input    {.}  without extension    {/}  basename    {//}  directory
+  {/.}  basename without extension    {#}  job number    {%}  job slot
+  {N} {N.} {N/} {N//} {N/.}  the same for input source N
+  Without any, the inputs are appended as arguments.
+
+EXIT STATUS: 0 if every job succeeded, else the number of failed jobs
+(at most 101); 255 on a usage error or any other error.
+
+EXAMPLES:
+  parpool run gzip -9 ::: *.log
+  parpool run -j4 --tag convert {} {.}.png ::: *.jpg
+  find . -name '*.c' | parpool run -k wc -l
+";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &[&str]) -> Vec<OsString> {
+        s.iter().map(OsString::from).collect()
+    }
+
+    fn run(s: &[&str]) -> RunArgs {
+        match parse(words(s)).unwrap() {
+            Parsed::Run(a) => *a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn short_options_bundle_and_take_attached_values() {
+        let a = run(&["-kj1", "echo", ":::", "a"]);
+        assert!(a.keep_order);
+        assert_eq!(a.jobs.as_deref(), Some("1"));
+        assert_eq!(a.rest, words(&["echo", ":::", "a"]));
+        assert_eq!(run(&["-j4", "true"]).jobs.as_deref(), Some("4"));
+        assert_eq!(run(&["-j", "0", "true"]).jobs.as_deref(), Some("0"));
+        assert_eq!(run(&["-P", "3", "true"]).jobs.as_deref(), Some("3"));
+        assert!(run(&["-0k", "true"]).null);
+    }
+
+    #[test]
+    fn long_options_take_equals_or_the_next_word_and_prefixes() {
+        assert_eq!(run(&["--jobs=2", "true"]).jobs.as_deref(), Some("2"));
+        assert_eq!(run(&["--jobs", "2", "true"]).jobs.as_deref(), Some("2"));
+        assert!(run(&["--keep", "true"]).keep_order);
+        assert!(run(&["--lb", "true"]).line_buffer);
+        assert_eq!(run(&["--max-procs=5", "true"]).jobs.as_deref(), Some("5"));
+        assert!(
+            matches!(parse(words(&["--re", "x"])), Err(UsageError(m)) if m.contains("ambiguous"))
+        );
+    }
+
+    #[test]
+    fn options_end_at_the_command_or_double_dash() {
+        let a = run(&["-k", "echo", "-j", "3"]);
+        assert_eq!(a.jobs, None, "-j after the command is the command's");
+        assert_eq!(a.rest, words(&["echo", "-j", "3"]));
+        let a = run(&["--", "-k", "x"]);
+        assert!(!a.keep_order);
+        assert_eq!(a.rest, words(&["-k", "x"]));
+        assert_eq!(run(&[":::", "a"]).rest, words(&[":::", "a"]));
+    }
+
+    #[test]
+    fn unknown_options_and_missing_values_are_usage_errors() {
+        assert_eq!(
+            parse(words(&["--bogus", "echo"])).unwrap_err(),
+            UsageError("unknown option: --bogus".into())
+        );
+        assert!(parse(words(&["-kZ", "echo"])).is_err());
+        assert!(parse(words(&["-j"])).is_err());
+        assert!(parse(words(&["--tag=1", "x"])).is_err());
+        assert!(parse(words(&["--resume", "x"])).is_err(), "needs --joblog");
+        assert!(matches!(parse(words(&["--help"])), Ok(Parsed::Help)));
+        assert!(run(&["--will-cite", "true"]).rest == words(&["true"]));
+    }
+}
