@@ -251,8 +251,7 @@ pub(crate) fn parse(words: Vec<OsString>) -> Result<Parsed, UsageError> {
             break;
         }
         let bundle = String::from_utf8_lossy(&bytes[1..]).into_owned();
-        let mut chars = bundle.char_indices();
-        while let Some((at, c)) = chars.next() {
+        for (at, c) in bundle.char_indices() {
             let spec = find_short(c)?;
             let value = match spec.takes {
                 Takes::Nothing => None,
