@@ -24,7 +24,7 @@ pub(crate) struct RunArgs {
     pub(crate) delay: Option<Duration>,
     pub(crate) bar: bool,
     pub(crate) tag: bool,
-    pub(crate) shell: bool,
+    pub(crate) quote: bool,
     pub(crate) timeout: Option<Duration>,
     pub(crate) retries: u32,
     pub(crate) halt: Option<super::Halt>,
@@ -109,6 +109,11 @@ const SPECS: &[Spec] = &[
     Spec {
         short: None,
         long: &["shell"],
+        takes: Takes::Nothing,
+    },
+    Spec {
+        short: Some('q'),
+        long: &["quote"],
         takes: Takes::Nothing,
     },
     Spec {
@@ -321,7 +326,9 @@ fn apply(
         (_, "delay") => args.delay = Some(super::parse_duration(&value).map_err(bad)?),
         (_, "bar") => args.bar = true,
         (_, "tag") => args.tag = true,
-        (_, "shell") => args.shell = true,
+        // Commands always run through the shell (or as if they did).
+        (_, "shell") => {}
+        (Some('q'), _) => args.quote = true,
         (_, "timeout") => args.timeout = Some(super::parse_duration(&value).map_err(bad)?),
         (_, "retries") => {
             args.retries = value
@@ -356,7 +363,7 @@ OPTIONS (bundle short ones: -kj4; values attached or not: -j4, --jobs=4):
   -u, --ungroup         let jobs write straight to the terminal
       --line-buffer     pass output on a whole line at a time
       --tag             prefix each output line with the job's input and a tab
-      --shell           run the command through sh -c, inputs quoted
+  -q, --quote           quote the command's own words too (no shell syntax in it)
       --timeout D       kill a job's process group after D (10, 1.5s, 2m)
       --retries N       run a failing job up to N times in all
       --halt WHEN,COND  now|soon,fail=N|success=N|fail=P%

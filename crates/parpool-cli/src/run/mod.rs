@@ -188,10 +188,8 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
     let n_sources = if sources.is_empty() { 1 } else { sources.len() };
     let mode = if words.is_empty() {
         Mode::InputIsCommand
-    } else if args.shell || (command.len() == 1 && command[0].as_bytes().contains(&b' ')) {
-        Mode::Shell
     } else {
-        Mode::Direct
+        Mode::Template
     };
     if args.colsep.is_none() {
         template::check_sources(&words, n_sources)?;
@@ -206,7 +204,7 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
     };
     let jobs = input::jobs(sources, &split)?;
     let runner = Arc::new(Runner {
-        plan: Plan::new(words, mode, append),
+        plan: Plan::new(words, mode, append, args.quote, n_sources),
         output: if args.ungroup {
             OutputMode::Ungroup
         } else if args.line_buffer {

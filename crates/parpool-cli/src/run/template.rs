@@ -218,16 +218,18 @@ fn no_ext(v: &[u8]) -> &[u8] {
 /// Quotes `v` for a POSIX shell: plain words stay as they are, anything
 /// else goes in single quotes.
 pub(crate) fn shell_quote(v: &[u8]) -> Vec<u8> {
+    // As GNU parallel quotes: plain words as they are, anything else in
+    // single quotes, a single quote as '"'"'.
     let plain = !v.is_empty()
         && v.iter()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-./,:=+@%^".contains(b));
+            .all(|b| b.is_ascii_alphanumeric() || b"_-./+".contains(b));
     if plain {
         return v.to_vec();
     }
     let mut out = vec![b'\''];
     for &b in v {
         if b == b'\'' {
-            out.extend_from_slice(b"'\\''");
+            out.extend_from_slice(b"'\"'\"'");
         } else {
             out.push(b);
         }
@@ -287,10 +289,31 @@ mod tests {
     }
 
     #[test]
-    fn quoting_survives_the_shell() {
-        assert_eq!(shell_quote(b"plain.txt"), b"plain.txt");
+    fn quoting_is_gnu_parallel_s_and_survives_the_shell() {
+        assert_eq!(shell_quote(b"plain-1.txt"), b"plain-1.txt");
+        assert_eq!(shell_quote(b"a/b+c_d"), b"a/b+c_d");
         assert_eq!(shell_quote(b"a b"), b"'a b'");
-        assert_eq!(shell_quote(b"it's"), b"'it'\\''s'");
+        assert_eq!(shell_quote(b"a:b"), b"'a:b'");
+        assert_eq!(shell_quote(b"it's"), b"'it'\"'\"'s'");
         assert_eq!(shell_quote(b""), b"''");
+        for v in [
+            "it's",
+            "a b",
+            "$HOME",
+            "*",
+            "back\\slash",
+            "new\nline",
+            "",
+            "-n",
+        ] {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(os(
+                    [b"printf %s ".as_slice(), &shell_quote(v.as_bytes())].concat()
+                ))
+                .output()
+                .unwrap();
+            assert_eq!(out.stdout, v.as_bytes(), "{v:?}");
+        }
     }
 }
