@@ -181,20 +181,14 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let slots = job_slots(args.jobs.as_deref().unwrap_or("100%"), cores)?;
     let (command, sources) = split_rest(args.rest)?;
-    let mut words = command
-        .iter()
-        .map(|w| template::parse_word(w))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut words: Vec<template::Word> = command.iter().map(|w| template::parse_word(w)).collect();
     let n_sources = if sources.is_empty() { 1 } else { sources.len() };
     let mode = if words.is_empty() {
         Mode::InputIsCommand
     } else {
         Mode::Template
     };
-    if args.colsep.is_none() {
-        template::check_sources(&words, n_sources)?;
-    }
-    let append = mode != Mode::InputIsCommand && !template::uses_input(&words);
+    let append = mode != Mode::InputIsCommand && !template::has_replacement(&words);
     if mode == Mode::InputIsCommand {
         words.clear();
     }

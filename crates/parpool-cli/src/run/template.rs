@@ -3,9 +3,9 @@
 //! `{}` the input, `{.}` without extension, `{/}` basename, `{//}`
 //! directory, `{/.}` basename without extension, `{#}` job number, `{%}`
 //! job slot, and `{N}`, `{N.}`, `{N/}`, `{N//}`, `{N/.}` for input source
-//! N. Braces around anything else (`awk '{print $1}'`) are literal text;
-//! braces holding only those characters in a combination that means
-//! nothing (`{..}`, `{0}`) are an error, not silently passed through.
+//! N (`{-N}`: counted from the last; `{0}` is `{}`; a source that does not
+//! exist is empty). Braces around anything else (`awk '{print $1}'`,
+//! `{..}`) are literal text, as in GNU parallel without `--plus`.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -23,9 +23,10 @@ pub(crate) enum Op {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Piece {
     Lit(Vec<u8>),
-    /// An input value: `source` is 1-based; `None` means all sources.
+    /// An input value: `source` is 1-based, negative from the last;
+    /// `None` means all sources.
     Input {
-        source: Option<usize>,
+        source: Option<i64>,
         op: Op,
     },
     Seq,
@@ -43,18 +44,8 @@ pub(crate) struct Fill<'a> {
     pub(crate) slot: usize,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub(crate) enum TemplateError {
-    #[error(
-        "unknown replacement string `{{{0}}}` (known: {{}} {{.}} {{/}} {{//}} {{/.}} {{#}} {{%}} {{N}} {{N.}} {{N/}} {{N//}} {{N/.}})"
-    )]
-    Unknown(String),
-    #[error("replacement string `{{{0}}}` refers to input source {1}, but there are only {2}")]
-    NoSuchSource(String, usize, usize),
-}
-
 /// Parses one word of the command line.
-pub(crate) fn parse_word(word: &OsStr) -> Result<Word, TemplateError> {
+pub(crate) fn parse_word(word: &OsStr) -> Word {
     let bytes = word.as_bytes();
     let mut pieces = Vec::new();
     let mut lit = Vec::new();
@@ -62,22 +53,14 @@ pub(crate) fn parse_word(word: &OsStr) -> Result<Word, TemplateError> {
     while i < bytes.len() {
         if bytes[i] == b'{'
             && let Some(len) = bytes[i + 1..].iter().position(|&b| b == b'}')
+            && let Some(piece) = parse_replacement(&bytes[i + 1..i + 1 + len])
         {
-            let inner = &bytes[i + 1..i + 1 + len];
-            let looks_like_one = inner
-                .iter()
-                .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'/' | b'#' | b'%'));
-            if looks_like_one {
-                let piece = parse_replacement(inner).ok_or_else(|| {
-                    TemplateError::Unknown(String::from_utf8_lossy(inner).into_owned())
-                })?;
-                if !lit.is_empty() {
-                    pieces.push(Piece::Lit(std::mem::take(&mut lit)));
-                }
-                pieces.push(piece);
-                i += len + 2;
-                continue;
+            if !lit.is_empty() {
+                pieces.push(Piece::Lit(std::mem::take(&mut lit)));
             }
+            pieces.push(piece);
+            i += len + 2;
+            continue;
         }
         lit.push(bytes[i]);
         i += 1;
@@ -85,7 +68,7 @@ pub(crate) fn parse_word(word: &OsStr) -> Result<Word, TemplateError> {
     if !lit.is_empty() || pieces.is_empty() {
         pieces.push(Piece::Lit(lit));
     }
-    Ok(pieces)
+    pieces
 }
 
 fn parse_replacement(inner: &[u8]) -> Option<Piece> {
@@ -94,17 +77,25 @@ fn parse_replacement(inner: &[u8]) -> Option<Piece> {
         b"%" => return Some(Piece::Slot),
         _ => {}
     }
-    let digits = inner.iter().take_while(|b| b.is_ascii_digit()).count();
+    let sign = usize::from(inner.first() == Some(&b'-'));
+    let digits = inner[sign..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
     let source = if digits == 0 {
-        None
-    } else {
-        let n: usize = std::str::from_utf8(&inner[..digits]).ok()?.parse().ok()?;
-        if n == 0 {
+        if sign == 1 {
             return None;
         }
-        Some(n)
+        None
+    } else {
+        let n: i64 = std::str::from_utf8(&inner[..sign + digits])
+            .ok()?
+            .parse()
+            .ok()?;
+        // `{0}` is every input, as `{}`.
+        (n != 0).then_some(n)
     };
-    let op = match &inner[digits..] {
+    let op = match &inner[sign + digits..] {
         b"" => Op::Whole,
         b"." => Op::NoExt,
         b"/" => Op::Base,
@@ -115,38 +106,10 @@ fn parse_replacement(inner: &[u8]) -> Option<Piece> {
     Some(Piece::Input { source, op })
 }
 
-/// Whether any word holds a replacement string that takes input.
-pub(crate) fn uses_input(words: &[Word]) -> bool {
-    words
-        .iter()
-        .flatten()
-        .any(|p| matches!(p, Piece::Input { .. }))
-}
-
-/// Checks every `{N}` names an existing source.
-pub(crate) fn check_sources(words: &[Word], sources: usize) -> Result<(), TemplateError> {
-    for piece in words.iter().flatten() {
-        if let Piece::Input {
-            source: Some(n),
-            op,
-        } = piece
-            && *n > sources
-        {
-            let text = format!("{n}{}", op_text(*op));
-            return Err(TemplateError::NoSuchSource(text, *n, sources));
-        }
-    }
-    Ok(())
-}
-
-fn op_text(op: Op) -> &'static str {
-    match op {
-        Op::Whole => "",
-        Op::NoExt => ".",
-        Op::Base => "/",
-        Op::Dir => "//",
-        Op::BaseNoExt => "/.",
-    }
+/// Whether any word holds a replacement string (then the inputs are not
+/// appended, even if none of them takes input: `{#}` alone is enough).
+pub(crate) fn has_replacement(words: &[Word]) -> bool {
+    words.iter().flatten().any(|p| !matches!(p, Piece::Lit(_)))
 }
 
 /// Fills `word`; `quote` is applied to each input value (shell mode).
@@ -158,9 +121,17 @@ pub(crate) fn fill_word(word: &Word, fill: &Fill<'_>, quote: bool) -> Vec<u8> {
             Piece::Seq => out.extend_from_slice(fill.seq.to_string().as_bytes()),
             Piece::Slot => out.extend_from_slice(fill.slot.to_string().as_bytes()),
             Piece::Input { source, op } => {
-                let values: Vec<&OsString> = match source {
-                    Some(n) => fill.args.get(n - 1).into_iter().collect(),
+                let values: Vec<&OsString> = match *source {
                     None => fill.args.iter().collect(),
+                    Some(n) => {
+                        let len = fill.args.len() as i64;
+                        let at = if n > 0 { n - 1 } else { len + n };
+                        usize::try_from(at)
+                            .ok()
+                            .and_then(|at| fill.args.get(at))
+                            .into_iter()
+                            .collect()
+                    }
                 };
                 for (i, v) in values.iter().enumerate() {
                     if i > 0 {
@@ -190,6 +161,8 @@ pub(crate) fn apply(op: Op, v: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Everything after the last `/` (`a/b/` gives nothing), as GNU
+/// parallel's `s:.*/::`.
 fn base(v: &[u8]) -> &[u8] {
     match v.iter().rposition(|&b| b == b'/') {
         Some(i) => &v[i + 1..],
@@ -197,21 +170,31 @@ fn base(v: &[u8]) -> &[u8] {
     }
 }
 
+/// The directory, as `dirname`: trailing slashes go, then the last
+/// component, then the slashes before it; nothing left is `.`, the root
+/// stays `/`.
 fn dir(v: &[u8]) -> &[u8] {
-    match v.iter().rposition(|&b| b == b'/') {
-        Some(0) => b"/",
-        Some(i) => &v[..i],
+    let trim = |s: &[u8]| -> usize { s.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1) };
+    let end = trim(v);
+    if end == 0 {
+        return if v.is_empty() { b"." } else { b"/" };
+    }
+    match v[..end].iter().rposition(|&b| b == b'/') {
         None => b".",
+        Some(slash) => match trim(&v[..slash]) {
+            0 => b"/",
+            keep => &v[..keep],
+        },
     }
 }
 
-/// Strips the extension: the last `.` of the last path component, unless
-/// that component starts with it (`.bashrc` keeps its name).
+/// Strips a final `.` and what follows it, if no `/` or `.` does, as GNU
+/// parallel's `s:\.[^/.]*$::` (`.bashrc` gives nothing, `a/b.c/d`
+/// stays).
 fn no_ext(v: &[u8]) -> &[u8] {
-    let start = v.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
-    match v[start..].iter().rposition(|&b| b == b'.') {
-        Some(0) | None => v,
-        Some(i) => &v[..start + i],
+    match v.iter().rposition(|&b| b == b'.') {
+        Some(i) if !v[i + 1..].contains(&b'/') => &v[..i],
+        _ => v,
     }
 }
 
@@ -247,15 +230,19 @@ pub(crate) fn os(bytes: Vec<u8>) -> OsString {
 mod tests {
     use super::*;
 
-    fn fill1(word: &str, arg: &str) -> String {
-        let w = parse_word(OsStr::new(word)).unwrap();
-        let args = [OsString::from(arg)];
+    fn fill(word: &str, args: &[&str]) -> String {
+        let w = parse_word(OsStr::new(word));
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
         let f = Fill {
             args: &args,
             seq: 7,
             slot: 2,
         };
         String::from_utf8(fill_word(&w, &f, false)).unwrap()
+    }
+
+    fn fill1(word: &str, arg: &str) -> String {
+        fill(word, &[arg])
     }
 
     #[test]
@@ -268,24 +255,47 @@ mod tests {
         assert_eq!(fill1("{/.}", p), "file.tar");
         assert_eq!(fill1("{#}-{%}", p), "7-2");
         assert_eq!(fill1("x{1}y", "v"), "xvy");
-        assert_eq!(fill1("{.}", "dir.d/noext"), "dir.d/noext");
-        assert_eq!(fill1("{.}", ".bashrc"), ".bashrc");
-        assert_eq!(fill1("{//}", "plain"), ".");
-        assert_eq!(fill1("{//}", "/top"), "/");
+        // What GNU parallel 20221122 gives, input by input.
+        let table = [
+            // input, {.}, {/}, {//}, {/.}
+            (".bashrc", "", ".bashrc", ".", ""),
+            ("a/.b", "a/", ".b", "a", ""),
+            (".", "", ".", ".", ""),
+            ("a/b/", "a/b/", "", "a", ""),
+            ("a//b.c", "a//b", "b.c", "a", "b"),
+            ("/", "/", "", "/", ""),
+            ("a.b.c", "a.b", "a.b.c", ".", "a.b"),
+            ("a/b.c/d", "a/b.c/d", "d", "a/b.c", "d"),
+            ("", "", "", ".", ""),
+            ("x.", "x", "x.", ".", "x"),
+            ("..", ".", "..", ".", "."),
+            ("../x.y", "../x", "x.y", "..", "x"),
+        ];
+        for (input, no_ext, base, dir, base_no_ext) in table {
+            assert_eq!(fill1("{.}", input), no_ext, "{{.}} of {input:?}");
+            assert_eq!(fill1("{/}", input), base, "{{/}} of {input:?}");
+            assert_eq!(fill1("{//}", input), dir, "{{//}} of {input:?}");
+            assert_eq!(fill1("{/.}", input), base_no_ext, "{{/.}} of {input:?}");
+        }
     }
 
     #[test]
-    fn other_braces_are_literal_and_bad_ones_are_errors() {
+    fn positions_count_from_either_end_and_missing_ones_are_empty() {
+        assert_eq!(
+            fill("{1}|{2}|{-1}|{-2}|{3}|{0}", &["a", "b"]),
+            "a|b|b|a||a b"
+        );
+        assert_eq!(fill("{2.}|{-1/}", &["x/a.b", "y/c.d"]), "y/c|c.d");
+    }
+
+    #[test]
+    fn other_braces_are_literal() {
         assert_eq!(fill1("{print $1}", "x"), "{print $1}");
         assert_eq!(fill1("a{b", "x"), "a{b");
-        assert!(matches!(
-            parse_word(OsStr::new("{..}")),
-            Err(TemplateError::Unknown(_))
-        ));
-        assert!(parse_word(OsStr::new("{0}")).is_err());
-        let w = vec![parse_word(OsStr::new("{3}")).unwrap()];
-        assert!(check_sources(&w, 2).is_err());
-        assert!(check_sources(&w, 3).is_ok());
+        assert_eq!(fill1("{..}{ }{x}{}}", "v"), "{..}{ }{x}v}");
+        assert_eq!(fill1("{-}", "v"), "{-}");
+        assert!(!has_replacement(&[parse_word(OsStr::new("{..}"))]));
+        assert!(has_replacement(&[parse_word(OsStr::new("{#}"))]));
     }
 
     #[test]

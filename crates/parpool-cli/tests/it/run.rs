@@ -300,11 +300,6 @@ fn bad_input_is_a_clear_error_and_nothing_runs() {
     let t = touched.to_str().unwrap();
     for (args, needle) in [
         (
-            vec!["touch", t, "{..}", ":::", "x"],
-            "unknown replacement string",
-        ),
-        (vec!["touch", t, "{3}", ":::", "x"], "input source 3"),
-        (
             vec!["touch", t, "::::", "/no/such/file"],
             "cannot read input file",
         ),
@@ -813,4 +808,34 @@ fn commands_run_through_the_shell_as_gnu_parallel_s_do() {
     // Under dash, whose echo reads backslashes.
     let dash = [("PARALLEL_SHELL", "/bin/dash")];
     same_as_gnu_in(&["-k", "echo", "{}", ":::", "x\\ny", "plain"], d, &dash);
+}
+
+#[test]
+fn replacement_strings_match_gnu_parallel() {
+    let tricky = [
+        ".bashrc", "a/.b", ".", "a/b/", "a//b.c", "/", "a.b.c", "a/b.c/d", "x.", "..", "../x.y",
+    ];
+    for string in ["{}", "{.}", "{/}", "{//}", "{/.}"] {
+        let mut case = vec!["-k", "echo", string, ":::"];
+        case.extend(tricky);
+        same_as_gnu(&case);
+    }
+    let cases: &[&[&str]] = &[
+        // Any replacement string, even one that takes no input, means the
+        // inputs are not appended.
+        &["-k", "echo", "{#}", ":::", "a", "b"],
+        &["-k", "echo", "x{%}", ":::", "a", "b"],
+        &["-k", "echo", "{0}", ":::", "a", "b", ":::", "1"],
+        &["-k", "echo", "{-1}", "{-2}", ":::", "a", ":::", "1", "2"],
+        &["-k", "echo", "[{3}]", ":::", "a", ":::", "b"],
+        &[
+            "-k", "echo", "{1.}", "{2/}", "{1//}", "{2/.}", ":::", "x/a.b", ":::", "y/c.d",
+        ],
+        // Not replacement strings: literal, and the input is appended.
+        &["-k", "echo", "{..}", "{x}", "{ }", "{}}", ":::", "a.b.c"],
+        &["-k", "echo", "{..}", ":::", "a"],
+    ];
+    for case in cases {
+        same_as_gnu(case);
+    }
 }
