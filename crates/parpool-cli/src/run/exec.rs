@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use super::output::{self, Held};
 use super::template::{self, Fill, Word};
 
 /// How the command is run.
@@ -363,10 +364,11 @@ pub(crate) struct Outcome {
     pub(crate) runtime: Duration,
     pub(crate) exit: i32,
     pub(crate) signal: i32,
-    pub(crate) stdout: Vec<u8>,
-    pub(crate) stderr: Vec<u8>,
-    /// Bytes the job wrote, held or passed on (`--line-buffer`).
-    pub(crate) received: usize,
+    pub(crate) stdout: Held,
+    pub(crate) stderr: Held,
+    /// Bytes the job wrote to stdout, held or passed on (the joblog's
+    /// Receive column, as GNU parallel counts it).
+    pub(crate) received: u64,
     pub(crate) timed_out: bool,
     /// The job never ran: halted or interrupted before it started.
     pub(crate) skipped: bool,
@@ -439,6 +441,9 @@ pub(crate) struct Runner {
     /// Set when running jobs must die too (`--halt now`, a second
     /// interrupt).
     pub(crate) kill: AtomicBool,
+    /// Set when parpool's own stdout was closed (a reader such as `head`
+    /// went away): everything stops, and parpool dies of `SIGPIPE`.
+    pub(crate) output_closed: AtomicBool,
 }
 
 impl Runner {
@@ -521,7 +526,7 @@ impl Runner {
                     Some(w) => w[0].to_string_lossy().into_owned(),
                     None => self.plan.shell.display().to_string(),
                 };
-                out.stderr = format!("parpool: cannot run `{program}`: {e}\n").into_bytes();
+                out.stderr = Held::from_text(format!("parpool: cannot run `{program}`: {e}\n"));
                 out.exit = if e.kind() == std::io::ErrorKind::NotFound {
                     127
                 } else {
@@ -531,6 +536,7 @@ impl Runner {
                 return;
             }
         };
+        let mut child = child;
         let pgid = child.id() as i32;
         self.lock_running().insert(pgid);
         // `kill_all` sets `kill` before it reads the set: if it missed this
@@ -545,19 +551,23 @@ impl Runner {
             std::thread::spawn(move || {
                 if let Err(mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(limit) {
                     timed_out.store(true, Ordering::Release);
-                    kill_group(pgid);
+                    terminate(pgid, &done_rx);
                 }
             })
         });
         let result = match self.output {
             OutputMode::Lines => {
                 let prefix = self.tag.then(|| tag_prefix(values));
-                pass_lines(child, prefix.as_deref())
+                pass_lines(child, prefix.as_deref(), &self.output_closed)
+                    .map(|(o, received)| (o.status, Held::default(), Held::default(), received))
             }
-            OutputMode::Group | OutputMode::Ungroup => child.wait_with_output().map(|o| {
-                let received = o.stdout.len() + o.stderr.len();
-                (o, received)
+            OutputMode::Group => output::collect(&mut child).map(|(status, stdout, stderr)| {
+                let received = stdout.len();
+                (status, stdout, stderr, received)
             }),
+            OutputMode::Ungroup => child
+                .wait()
+                .map(|status| (status, Held::default(), Held::default(), 0)),
         };
         drop(done_tx);
         if let Some(w) = watchdog {
@@ -567,26 +577,27 @@ impl Runner {
         out.runtime = t0.elapsed();
         out.timed_out = timed_out.load(Ordering::Acquire);
         match result {
-            Ok((o, received)) => {
+            Ok((status, stdout, stderr, received)) => {
                 out.received = received;
-                out.exit = o.status.code().unwrap_or(-1);
-                out.signal = o.status.signal().unwrap_or(0);
+                out.exit = status.code().unwrap_or(-1);
+                out.signal = status.signal().unwrap_or(0);
                 if out.signal != 0 {
                     out.exit = -1;
                 }
-                out.stdout = o.stdout;
-                out.stderr = o.stderr;
+                out.stdout = stdout;
+                out.stderr = stderr;
             }
             Err(e) => {
                 out.exit = -1;
-                out.stderr = format!("parpool: lost the job: {e}\n").into_bytes();
+                out.stderr = Held::from_text(format!("parpool: lost the job: {e}\n"));
             }
         }
         if out.timed_out {
             let limit = self.timeout.unwrap_or_default();
-            out.stderr.extend_from_slice(
-                format!("parpool: job {seq} timed out after {limit:?}\n").as_bytes(),
-            );
+            let note = format!("parpool: job {seq} timed out after {limit:?}\n");
+            if let Err(e) = out.stderr.push(note.as_bytes()) {
+                eprintln!("parpool: {e}");
+            }
         }
     }
 
@@ -607,8 +618,21 @@ impl Runner {
 /// Passes the child's output on a whole line at a time, its stdout and
 /// stderr each to parpool's own, and waits for it. Nothing is held: the
 /// returned output is empty, with the number of bytes passed on.
-fn pass_lines(mut child: Child, prefix: Option<&[u8]>) -> std::io::Result<(Output, usize)> {
-    fn relay(from: impl Read, to: &mut dyn Write, prefix: Option<&[u8]>) -> usize {
+fn pass_lines(
+    mut child: Child,
+    prefix: Option<&[u8]>,
+    closed: &AtomicBool,
+) -> std::io::Result<(Output, u64)> {
+    /// Passes lines on until the end, or until `to` is closed: then the
+    /// job's process group is killed (nobody reads what it writes) and
+    /// `closed` is set.
+    fn relay(
+        from: impl Read,
+        to: &mut dyn Write,
+        prefix: Option<&[u8]>,
+        pgid: i32,
+        closed: &AtomicBool,
+    ) -> usize {
         let mut reader = BufReader::new(from);
         let mut line = Vec::new();
         let mut total = 0;
@@ -617,28 +641,52 @@ fn pass_lines(mut child: Child, prefix: Option<&[u8]>) -> std::io::Result<(Outpu
                 break;
             }
             total += n;
-            let _ = write_tagged(to, prefix, &line);
+            if write_tagged(to, prefix, &line).is_err() {
+                closed.store(true, Ordering::SeqCst);
+                kill_group(pgid);
+                break;
+            }
             line.clear();
         }
         total
     }
+    let pgid = child.id() as i32;
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
-    let err_prefix = prefix.map(<[u8]>::to_vec);
-    let err_thread = std::thread::spawn(move || {
-        stderr.map_or(0, |e| {
-            relay(e, &mut std::io::stderr(), err_prefix.as_deref())
+    let out_bytes = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            stderr.map(|e| relay(e, &mut std::io::stderr(), prefix, pgid, closed));
+        });
+        stdout.map_or(0, |o| {
+            relay(o, &mut std::io::stdout(), prefix, pgid, closed)
         })
     });
-    let out_bytes = stdout.map_or(0, |o| relay(o, &mut std::io::stdout(), prefix));
-    let err_bytes = err_thread.join().unwrap_or(0);
     let status = child.wait()?;
     let output = Output {
         status,
         stdout: Vec::new(),
         stderr: Vec::new(),
     };
-    Ok((output, out_bytes + err_bytes))
+    Ok((output, out_bytes as u64))
+}
+
+/// Stops a job past its timeout as GNU parallel does (`--termseq`'s
+/// default): TERM, and again after 200 ms, 100 ms and 50 ms while it
+/// lives, then KILL after 25 ms more.
+fn terminate(pgid: i32, done: &mpsc::Receiver<()>) {
+    let Some(pid) = rustix::process::Pid::from_raw(pgid) else {
+        return;
+    };
+    use rustix::process::Signal;
+    for (signal, wait_ms) in [(Signal::TERM, 200), (Signal::TERM, 100), (Signal::TERM, 50)] {
+        let _ = rustix::process::kill_process_group(pid, signal);
+        if done.recv_timeout(Duration::from_millis(wait_ms)) != Err(mpsc::RecvTimeoutError::Timeout)
+        {
+            return;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(25));
+    kill_group(pgid);
 }
 
 /// SIGKILLs process group `pgid`.

@@ -65,9 +65,55 @@ pub(crate) fn skipped(path: &Path, resume: Resume) -> anyhow::Result<HashSet<u64
     Ok(skip)
 }
 
-/// Opens the log: a new one with its header, or, when resuming, the
-/// existing one to append to.
-pub(crate) fn open(path: &Path, append: bool) -> anyhow::Result<BufWriter<File>> {
+/// Where `--joblog` writes: `-` is standard output, `+FILE` appends to
+/// FILE, anything else is a file (started afresh unless resuming).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    Stdout,
+    File {
+        path: std::path::PathBuf,
+        append: bool,
+    },
+}
+
+impl Target {
+    pub(crate) fn parse(spec: &std::path::Path) -> Target {
+        use std::os::unix::ffi::OsStrExt;
+        let bytes = spec.as_os_str().as_bytes();
+        match bytes {
+            b"-" => Target::Stdout,
+            [b'+', rest @ ..] if !rest.is_empty() => Target::File {
+                path: std::ffi::OsStr::from_bytes(rest).into(),
+                append: true,
+            },
+            _ => Target::File {
+                path: spec.to_owned(),
+                append: false,
+            },
+        }
+    }
+
+    /// The file read back by `--resume`, if any.
+    pub(crate) fn path(&self) -> Option<&Path> {
+        match self {
+            Target::Stdout => None,
+            Target::File { path, .. } => Some(path),
+        }
+    }
+}
+
+/// Opens the log: a new one with its header, or, when appending or
+/// resuming, the existing one (a header only if it is empty).
+pub(crate) fn open(target: &Target, resuming: bool) -> anyhow::Result<Box<dyn Write + Send>> {
+    let (path, append) = match target {
+        Target::Stdout => {
+            let mut out: Box<dyn Write + Send> = Box::new(io::stdout());
+            writeln!(out, "{HEADER}")?;
+            out.flush()?;
+            return Ok(out);
+        }
+        Target::File { path, append } => (path, *append || resuming),
+    };
     let context = || format!("cannot write the joblog {}", path.display());
     let file = if append {
         OpenOptions::new()
@@ -84,11 +130,11 @@ pub(crate) fn open(path: &Path, append: bool) -> anyhow::Result<BufWriter<File>>
         writeln!(log, "{HEADER}")?;
         log.flush()?;
     }
-    Ok(log)
+    Ok(Box::new(log))
 }
 
 /// One joblog line, as GNU parallel writes it.
-pub(crate) fn write(log: &mut impl Write, o: &Outcome) -> io::Result<()> {
+pub(crate) fn write(log: &mut dyn Write, o: &Outcome) -> io::Result<()> {
     let start = o
         .started
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -99,7 +145,7 @@ pub(crate) fn write(log: &mut impl Write, o: &Outcome) -> io::Result<()> {
         o.seq,
         start,
         o.runtime.as_secs_f64(),
-        o.stdout.len() + o.stderr.len(),
+        o.received,
         o.exit,
         o.signal
     )?;

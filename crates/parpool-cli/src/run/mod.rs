@@ -4,6 +4,7 @@ mod args;
 mod exec;
 mod input;
 mod joblog;
+mod output;
 mod template;
 
 use std::ffi::OsString;
@@ -102,6 +103,70 @@ fn job_slots(spec: &str, cores: usize) -> anyhow::Result<usize> {
     Ok(n.clamp(1, 1024) as usize)
 }
 
+/// Job slots (`{%}`): a starting job takes the lowest free one, and jobs
+/// take them in the order they were dispatched, as GNU parallel's do.
+struct Slots {
+    state: Mutex<(Vec<usize>, u64)>,
+    turn: std::sync::Condvar,
+}
+
+impl Slots {
+    fn new(n: usize) -> Slots {
+        Slots {
+            state: Mutex::new(((1..=n).rev().collect(), 0)),
+            turn: std::sync::Condvar::new(),
+        }
+    }
+
+    /// The lowest free slot, for the job dispatched `order`-th (0-based),
+    /// once every job before it has taken one.
+    fn take(&self, order: u64) -> usize {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while st.1 != order || st.0.is_empty() {
+            st = self.turn.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        st.1 += 1;
+        let slot = st.0.pop().unwrap_or(1);
+        drop(st);
+        self.turn.notify_all();
+        slot
+    }
+
+    fn give_back(&self, slot: usize) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.0.push(slot);
+        // Lowest first.
+        st.0.sort_unstable_by(|a, b| b.cmp(a));
+        drop(st);
+        self.turn.notify_all();
+    }
+}
+
+/// Descriptors one running job holds: its two pipes (both ends while it
+/// starts), a pidfd, and a spool file, with room to spare.
+const FDS_PER_JOB: u64 = 8;
+/// Descriptors kept for everything else.
+const FDS_RESERVED: u64 = 16;
+
+/// Caps the jobs at once to what the open-file limit allows, as GNU
+/// parallel does: one warning, and every job still runs.
+fn cap_by_descriptors(slots: usize) -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let fit = usize::try_from(limit.saturating_sub(FDS_RESERVED) / FDS_PER_JOB)
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if slots > fit {
+        eprintln!(
+            "parpool: warning: only enough file handles to run {fit} jobs in parallel \
+             (the open-file limit is {limit}; raise it with 'ulimit -n')"
+        );
+        return fit;
+    }
+    slots
+}
+
 /// Splits the words after the options into the command and the sources.
 fn split_rest(rest: Vec<OsString>) -> anyhow::Result<(Vec<OsString>, Vec<Linked>)> {
     let mut command = Vec::new();
@@ -179,7 +244,7 @@ pub(crate) fn cli(words: Vec<OsString>) -> i32 {
 /// Runs `parpool run`; returns the exit status.
 fn main(args: RunArgs) -> anyhow::Result<i32> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let slots = job_slots(args.jobs.as_deref().unwrap_or("100%"), cores)?;
+    let slots = cap_by_descriptors(job_slots(args.jobs.as_deref().unwrap_or("100%"), cores)?);
     let (command, sources) = split_rest(args.rest)?;
     let mut words: Vec<template::Word> = command.iter().map(|w| template::parse_word(w)).collect();
     let n_sources = if sources.is_empty() { 1 } else { sources.len() };
@@ -214,6 +279,7 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         running: Mutex::new(Default::default()),
         stop: AtomicBool::new(false),
         kill: AtomicBool::new(false),
+        output_closed: AtomicBool::new(false),
     });
 
     // Input errors stop the input (jobs already read still run) and make
@@ -225,7 +291,8 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         (_, true) => Some(joblog::Resume::Succeeded),
         _ => None,
     };
-    let skip = match (resume, &args.joblog) {
+    let log_target = args.joblog.as_deref().map(joblog::Target::parse);
+    let skip = match (resume, log_target.as_ref().and_then(joblog::Target::path)) {
         (Some(r), Some(path)) => joblog::skipped(path, r)?,
         _ => Default::default(),
     };
@@ -240,11 +307,13 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
             }
         })
         .zip(1u64..)
-        .filter(move |(_, seq)| !skip.contains(seq));
+        .filter(move |(_, seq)| !skip.contains(seq))
+        .zip(0u64..)
+        .map(|((values, seq), order)| (values, seq, order));
 
     if args.dry_run {
         let mut out = io::stdout().lock();
-        for (values, seq) in jobs {
+        for (values, seq, _) in jobs {
             let fill = template::Fill {
                 args: &values,
                 seq,
@@ -257,8 +326,8 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         return Ok(finish_status(0, &input_error));
     }
 
-    let mut joblog = match &args.joblog {
-        Some(path) => Some(joblog::open(path, resume.is_some())?),
+    let mut joblog = match &log_target {
+        Some(target) => Some(joblog::open(target, resume.is_some())?),
         None => None,
     };
     let bar = args
@@ -270,34 +339,38 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         .workers(slots)
         .name("parpool-run")
         .build()?;
-    let free_slots = Arc::new(Mutex::new((1..=slots).rev().collect::<Vec<_>>()));
+    let slots_taken = Arc::new(Slots::new(slots));
     let job_runner = runner.clone();
-    let run_one = move |(values, seq): (Vec<OsString>, u64)| {
-        let slot = free_slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
-            .unwrap_or(1);
+    let run_one = move |(values, seq, order): (Vec<OsString>, u64, u64)| {
+        let slot = slots_taken.take(order);
         let outcome = job_runner.run(seq, values, slot);
-        free_slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(slot);
+        slots_taken.give_back(slot);
         outcome
     };
     let mut tally = Tally::default();
-    let mut report = |outcome: Outcome| -> anyhow::Result<()> {
+    let mut report = |mut outcome: Outcome| -> anyhow::Result<()> {
+        if runner.output_closed.load(Ordering::SeqCst) {
+            output_closed(&runner);
+        }
         if outcome.skipped {
             return Ok(());
         }
-        if let Some(bar) = &bar {
-            bar.suspend(|| print_output(&outcome, args.tag))?;
-            bar.inc(1);
-        } else {
-            print_output(&outcome, args.tag)?;
+        let printed = match &bar {
+            Some(bar) => {
+                let printed = bar.suspend(|| print_output(&mut outcome, args.tag));
+                bar.inc(1);
+                printed
+            }
+            None => print_output(&mut outcome, args.tag),
+        };
+        if let Err(e) = printed {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                output_closed(&runner);
+            }
+            return Err(e.into());
         }
         if let Some(log) = joblog.as_mut() {
-            joblog::write(log, &outcome)?;
+            joblog::write(log.as_mut(), &outcome)?;
         }
         if tally.halted.is_some() && runner.kill.load(Ordering::Acquire) {
             // Killed by the halt: logged, not counted.
@@ -348,6 +421,14 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
     Ok(finish_status(status, &input_error))
 }
 
+/// parpool's stdout was closed (its reader went away): like GNU parallel,
+/// which dies of `SIGPIPE`, stop every job and die of it too.
+fn output_closed(runner: &exec::Runner) -> ! {
+    runner.kill_all();
+    let _ = signal_hook::low_level::emulate_default_handler(signal_hook::consts::SIGPIPE);
+    std::process::exit(141)
+}
+
 fn finish_status(status: i32, input_error: &Mutex<Option<io::Error>>) -> i32 {
     match input_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
         Some(e) => {
@@ -389,10 +470,12 @@ impl Tally {
 }
 
 /// Writes a job's held output, each stream in one piece.
-fn print_output(o: &Outcome, tag: bool) -> io::Result<()> {
+fn print_output(o: &mut Outcome, tag: bool) -> io::Result<()> {
     let prefix = tag.then(|| exec::tag_prefix(&o.values));
-    exec::write_tagged(&mut io::stdout().lock(), prefix.as_deref(), &o.stdout)?;
-    exec::write_tagged(&mut io::stderr().lock(), prefix.as_deref(), &o.stderr)
+    o.stdout
+        .write_to(&mut io::stdout().lock(), prefix.as_deref())?;
+    o.stderr
+        .write_to(&mut io::stderr().lock(), prefix.as_deref())
 }
 
 /// A progress bar on stderr, drawn only on a terminal: jobs done, of how

@@ -839,3 +839,178 @@ fn replacement_strings_match_gnu_parallel() {
         same_as_gnu(case);
     }
 }
+
+/// A joblog's lines without the two time columns.
+fn joblog_without_times(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(9, '\t').collect();
+            if f.len() == 9 {
+                [f[0], f[1], f[4], f[5], f[6], f[7], f[8]].join("\t")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn joblog_columns_match_gnu_parallel() {
+    let Some(mut gnu) = gnu() else { return };
+    let dir = scratch("joblog-gnu");
+    let (ours, theirs) = (dir.join("ours"), dir.join("theirs"));
+    let case = |log: &Path| -> Vec<String> {
+        vec![
+            "-j1".into(),
+            "--timeout".into(),
+            "1".into(),
+            "--joblog".into(),
+            log.display().to_string(),
+            "echo out{}; echo err >&2; case {} in 3) exit 3;; 4) sleep 5;; esac".into(),
+            ":::".into(),
+            "1".into(),
+            "3".into(),
+            "4".into(),
+        ]
+    };
+    let t = gnu
+        .args(case(&theirs))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let o = parpool()
+        .arg("run")
+        .args(case(&ours))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), t.status.code());
+    let read = |p: &Path| joblog_without_times(&std::fs::read_to_string(p).unwrap());
+    // The timed-out job: TERM (15), and Receive counts stdout only.
+    assert_eq!(read(&ours), read(&theirs));
+    assert!(read(&ours)[3].contains("\t-1\t15\t"), "{:?}", read(&ours));
+
+    // `--joblog -` writes to stdout, each line after its job's output;
+    // `+FILE` appends.
+    let mut gnu_again = gnu_cmd();
+    let t = gnu_again
+        .args(["-k", "--joblog", "-", "echo", ":::", "a", "b"])
+        .output()
+        .unwrap();
+    let o = run(&["-k", "--joblog", "-", "echo", ":::", "a", "b"]);
+    assert_eq!(
+        joblog_without_times(&stdout(&o)),
+        joblog_without_times(&String::from_utf8_lossy(&t.stdout))
+    );
+    let appended = dir.join("appended");
+    let spec = format!("+{}", appended.display());
+    for _ in 0..2 {
+        assert!(
+            run(&["--joblog", &spec, "true", ":::", "x"])
+                .status
+                .success()
+        );
+    }
+    let text = std::fs::read_to_string(&appended).unwrap();
+    assert_eq!(text.lines().count(), 3, "one header, two jobs: {text}");
+}
+
+fn gnu_cmd() -> Command {
+    let mut c = Command::new("parallel");
+    c.env(
+        "PARALLEL_HOME",
+        std::env::temp_dir().join("parpool-gnu-home"),
+    );
+    c
+}
+
+/// The peak resident memory of a running process, sampled until it exits.
+fn peak_rss_kib(child: &mut std::process::Child) -> u64 {
+    let mut peak = 0;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
+            for line in status.lines() {
+                if let Some(v) = line.strip_prefix("VmHWM:") {
+                    peak = peak.max(v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0));
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    peak
+}
+
+#[test]
+fn a_gigabyte_of_grouped_output_is_spooled_not_held_in_memory() {
+    let mut child = parpool()
+        .args(["run", "head -c {} /dev/zero", ":::", "1000000000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()).unwrap());
+    let peak = peak_rss_kib(&mut child);
+    assert_eq!(reader.join().unwrap(), 1_000_000_000, "every byte came out");
+    assert!(child.wait().unwrap().success());
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+}
+
+#[test]
+fn a_closed_output_or_a_daemon_holding_it_does_not_hang_the_run() {
+    // A reader that goes away: parpool stops the job and dies of SIGPIPE,
+    // as GNU parallel does.
+    let start = std::time::Instant::now();
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} run --line-buffer yes ::: 1 | head -1; exit ${{PIPESTATUS:-0}}",
+            env!("CARGO_BIN_EXE_parpool")
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), "1\n");
+    assert!(start.elapsed() < std::time::Duration::from_secs(20));
+    // A job that leaves a daemon holding its output: the job's end ends it,
+    // also when a timeout ends the job.
+    let marker = "59.1234";
+    for args in [
+        vec![
+            "setsid sleep 59.1234 & echo started {#}".to_owned(),
+            ":::".into(),
+            "1".into(),
+        ],
+        vec![
+            "--timeout".to_owned(),
+            "1".into(),
+            "setsid sleep 59.1234 & echo started {#}; sleep 30".into(),
+            ":::".into(),
+            "1".into(),
+        ],
+    ] {
+        let start = std::time::Instant::now();
+        let o = parpool().arg("run").args(&args).output().unwrap();
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(15),
+            "{args:?}"
+        );
+        assert_eq!(stdout(&o), "started 1\n", "{args:?}");
+        let _ = Command::new("pkill")
+            .args(["-f", &format!("sleep {marker}")])
+            .status();
+    }
+}
+
+#[test]
+fn a_low_descriptor_limit_caps_the_jobs_and_every_job_runs() {
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n 40 && {} run -j0 'sleep 0.1; echo {{}}' ::: $(seq 30)",
+            env!("CARGO_BIN_EXE_parpool")
+        ))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(stdout(&o).lines().count(), 30);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("file handles"));
+}

@@ -1,0 +1,260 @@
+//! A job's output: read as it comes while the job runs, held in memory up
+//! to [`SPOOL_AFTER`] bytes and past that in an unlinked temporary file
+//! (so a job printing gigabytes costs disk, not memory, as GNU parallel's
+//! spooling does), and ended when the job's process ends, not when the
+//! last holder of its pipes lets go (a daemon it leaves behind keeps them
+//! open forever).
+
+use std::fs::File;
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::{Child, ExitStatus};
+
+use rustix::event::{PollFd, PollFlags, poll};
+
+/// Bytes held in memory before the rest goes to a file.
+pub(crate) const SPOOL_AFTER: usize = 1 << 20;
+
+/// Output held for a job.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    mem: Vec<u8>,
+    file: Option<File>,
+    len: u64,
+}
+
+impl Held {
+    /// Held bytes from `text` (parpool's own messages).
+    pub(crate) fn from_text(text: String) -> Held {
+        let mem = text.into_bytes();
+        Held {
+            len: mem.len() as u64,
+            mem,
+            file: None,
+        }
+    }
+
+    /// How many bytes are held.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Appends `bytes`, spilling to a file past [`SPOOL_AFTER`].
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.len += bytes.len() as u64;
+        if self.file.is_none() && self.mem.len() + bytes.len() <= SPOOL_AFTER {
+            self.mem.extend_from_slice(bytes);
+            return Ok(());
+        }
+        if self.file.is_none() {
+            let mut file = spool_file()?;
+            file.write_all(&self.mem)?;
+            self.mem = Vec::new();
+            self.file = Some(file);
+        }
+        match self.file.as_mut() {
+            Some(file) => file.write_all(bytes),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes everything held to `w`, each line after `prefix` if there
+    /// is one; a file is read back in pieces.
+    pub(crate) fn write_to(&mut self, w: &mut dyn Write, prefix: Option<&[u8]>) -> io::Result<()> {
+        let mut tagger = Tagger {
+            prefix,
+            at_line_start: true,
+        };
+        match self.file.as_mut() {
+            None => tagger.write(w, &self.mem)?,
+            Some(file) => {
+                file.rewind()?;
+                let mut buf = vec![0; 256 << 10];
+                loop {
+                    let n = file.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    tagger.write(w, &buf[..n])?;
+                }
+            }
+        }
+        w.flush()
+    }
+
+    /// The bytes held in memory (all of them unless spooled).
+    #[cfg(test)]
+    pub(crate) fn in_memory(&self) -> &[u8] {
+        &self.mem
+    }
+}
+
+/// An unlinked temporary file in `$TMPDIR`.
+fn spool_file() -> io::Result<File> {
+    let dir = std::env::temp_dir();
+    for attempt in 0..100u32 {
+        let path = dir.join(format!(
+            "parpool-spool-{}-{}-{attempt}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+        ));
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(file) => {
+                std::fs::remove_file(&path)?;
+                return Ok(file);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other("no free name for a spool file"))
+}
+
+/// Puts a prefix before each line, across writes.
+struct Tagger<'a> {
+    prefix: Option<&'a [u8]>,
+    at_line_start: bool,
+}
+
+impl Tagger<'_> {
+    fn write(&mut self, w: &mut dyn Write, bytes: &[u8]) -> io::Result<()> {
+        let Some(prefix) = self.prefix else {
+            return w.write_all(bytes);
+        };
+        let mut buf = Vec::with_capacity(bytes.len() + prefix.len() * 4);
+        for line in bytes.split_inclusive(|&b| b == b'\n') {
+            if self.at_line_start {
+                buf.extend_from_slice(prefix);
+            }
+            buf.extend_from_slice(line);
+            self.at_line_start = line.ends_with(b"\n");
+        }
+        w.write_all(&buf)
+    }
+}
+
+/// Reads the child's stdout and stderr into [`Held`] while it runs, and
+/// reaps it. Once the child has exited, what it wrote is read (it is all
+/// in the pipes by then) and reading stops, whoever else holds the pipes.
+pub(crate) fn collect(child: &mut Child) -> io::Result<(ExitStatus, Held, Held)> {
+    let mut out = child.stdout.take().map(OwnedFd::from);
+    let mut err = child.stderr.take().map(OwnedFd::from);
+    for fd in out.iter().chain(err.iter()) {
+        rustix::io::ioctl_fionbio(fd, true)?;
+    }
+    let pid = rustix::process::Pid::from_raw(child.id() as i32)
+        .ok_or_else(|| io::Error::other("the job has no pid"))?;
+    // Readable once the child exits; without pidfds (Linux < 5.3), the
+    // pipes' end is the signal, as before.
+    let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok();
+    let (mut held_out, mut held_err) = (Held::default(), Held::default());
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let mut fds = Vec::with_capacity(3);
+        for fd in [out.as_ref(), err.as_ref(), pidfd.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            fds.push(PollFd::new(fd, PollFlags::IN));
+        }
+        if fds.is_empty() {
+            break;
+        }
+        match poll(&mut fds, None) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        drain(&mut out, &mut held_out, &mut buf)?;
+        drain(&mut err, &mut held_err, &mut buf)?;
+        let exited = match &pidfd {
+            Some(p) => {
+                let mut one = [PollFd::new(p, PollFlags::IN)];
+                poll(&mut one, Some(&rustix::time::Timespec::default())).unwrap_or(0) > 0
+            }
+            None => out.is_none() && err.is_none(),
+        };
+        if exited {
+            // Everything the job wrote is in the pipes now.
+            drain(&mut out, &mut held_out, &mut buf)?;
+            drain(&mut err, &mut held_err, &mut buf)?;
+            break;
+        }
+    }
+    let status = child.wait()?;
+    Ok((status, held_out, held_err))
+}
+
+/// Reads what `fd` has without blocking into `held`; closes it at its end.
+fn drain(fd: &mut Option<OwnedFd>, held: &mut Held, buf: &mut [u8]) -> io::Result<()> {
+    let Some(f) = fd.as_ref() else {
+        return Ok(());
+    };
+    loop {
+        match rustix::io::read(f.as_fd(), &mut *buf) {
+            Ok(0) => {
+                *fd = None;
+                return Ok(());
+            }
+            Ok(n) => held.push(&buf[..n])?,
+            Err(rustix::io::Errno::AGAIN) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+
+    #[test]
+    fn output_past_the_threshold_goes_to_a_file_and_comes_back_whole() {
+        let mut held = Held::default();
+        let line = b"0123456789abcdef\n";
+        let mut want = Vec::new();
+        while want.len() < SPOOL_AFTER * 3 {
+            held.push(line).unwrap();
+            want.extend_from_slice(line);
+        }
+        assert!(held.file.is_some());
+        assert!(held.in_memory().is_empty());
+        assert_eq!(held.len(), want.len() as u64);
+        let mut back = Vec::new();
+        held.write_to(&mut back, None).unwrap();
+        assert_eq!(back, want);
+        let mut tagged = Vec::new();
+        held.write_to(&mut tagged, Some(b"t\t")).unwrap();
+        assert_eq!(tagged.len(), want.len() + 2 * (want.len() / line.len()));
+        assert!(tagged.starts_with(b"t\t0123"));
+    }
+
+    #[test]
+    fn a_daemon_holding_the_pipes_does_not_hold_the_job() {
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("echo before; (sleep 30; echo late) & echo after")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let (status, out, _) = collect(&mut child).unwrap();
+        assert!(status.success());
+        assert!(start.elapsed() < std::time::Duration::from_secs(10));
+        assert_eq!(out.in_memory(), b"before\nafter\n");
+        let _ = rustix::process::kill_process_group(
+            rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+    }
+}
