@@ -444,6 +444,8 @@ pub(crate) struct Runner {
     /// Set when parpool's own stdout was closed (a reader such as `head`
     /// went away): everything stops, and parpool dies of `SIGPIPE`.
     pub(crate) output_closed: AtomicBool,
+    /// Set by an interrupt (SIGINT, SIGTERM): the exit status is 255.
+    pub(crate) interrupted: AtomicBool,
 }
 
 impl Runner {

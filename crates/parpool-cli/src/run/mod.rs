@@ -25,8 +25,16 @@ use input::{Linked, Source, Split};
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Halt {
     now: bool,
-    on_failure: bool,
+    on: On,
     threshold: Threshold,
+}
+
+/// Which jobs `--halt` counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum On {
+    Fail,
+    Success,
+    Done,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,7 +44,30 @@ enum Threshold {
 }
 
 pub(crate) fn parse_halt(s: &str) -> Result<Halt, String> {
-    let bad = || format!("`{s}`: expected now|soon,fail=N|success=N|fail=P% (e.g. now,fail=1)");
+    let bad = || {
+        format!(
+            "`{s}`: expected now|soon,fail|success|done=N or =P%, or 0, 1, 2 \
+             (e.g. now,fail=1)"
+        )
+    };
+    // The old numeric forms.
+    match s {
+        "0" => {
+            return Ok(Halt {
+                now: false,
+                on: On::Fail,
+                threshold: Threshold::Count(u64::MAX),
+            });
+        }
+        "1" | "2" => {
+            return Ok(Halt {
+                now: s == "2",
+                on: On::Fail,
+                threshold: Threshold::Count(1),
+            });
+        }
+        _ => {}
+    }
     let (when, cond) = s.split_once(',').ok_or_else(bad)?;
     let now = match when {
         "now" => true,
@@ -44,25 +75,22 @@ pub(crate) fn parse_halt(s: &str) -> Result<Halt, String> {
         _ => return Err(bad()),
     };
     let (kind, value) = cond.split_once('=').ok_or_else(bad)?;
-    let on_failure = match kind {
-        "fail" => true,
-        "success" => false,
+    let on = match kind {
+        "fail" => On::Fail,
+        "success" => On::Success,
+        "done" => On::Done,
         _ => return Err(bad()),
     };
     let threshold = match value.strip_suffix('%') {
         Some(p) => Threshold::Percent(
             p.parse()
                 .ok()
-                .filter(|p: &f64| (0.0..=100.0).contains(p))
+                .filter(|p: &f64| *p > 0.0 && *p <= 100.0)
                 .ok_or_else(bad)?,
         ),
         None => Threshold::Count(value.parse().ok().filter(|&n| n > 0).ok_or_else(bad)?),
     };
-    Ok(Halt {
-        now,
-        on_failure,
-        threshold,
-    })
+    Ok(Halt { now, on, threshold })
 }
 
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -280,6 +308,7 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         stop: AtomicBool::new(false),
         kill: AtomicBool::new(false),
         output_closed: AtomicBool::new(false),
+        interrupted: AtomicBool::new(false),
     });
 
     // Input errors stop the input (jobs already read still run) and make
@@ -341,13 +370,24 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         .build()?;
     let slots_taken = Arc::new(Slots::new(slots));
     let job_runner = runner.clone();
+    let tally = Arc::new(Mutex::new(Tally {
+        total: known_total.map(|n| n.saturating_sub(skipping) as u64),
+        ..Tally::default()
+    }));
+    let job_tally = tally.clone();
+    let halt = args.halt;
     let run_one = move |(values, seq, order): (Vec<OsString>, u64, u64)| {
         let slot = slots_taken.take(order);
         let outcome = job_runner.run(seq, values, slot);
+        // Counted, and `--halt` decided, before this worker can start
+        // another job: no job starts after the deciding one.
+        job_tally
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .count(&outcome, halt, &job_runner);
         slots_taken.give_back(slot);
         outcome
     };
-    let mut tally = Tally::default();
     let mut report = |mut outcome: Outcome| -> anyhow::Result<()> {
         if runner.output_closed.load(Ordering::SeqCst) {
             output_closed(&runner);
@@ -372,26 +412,6 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         if let Some(log) = joblog.as_mut() {
             joblog::write(log.as_mut(), &outcome)?;
         }
-        if tally.halted.is_some() && runner.kill.load(Ordering::Acquire) {
-            // Killed by the halt: logged, not counted.
-            return Ok(());
-        }
-        tally.add(&outcome);
-        if let Some(halt) = args.halt
-            && tally.halted.is_none()
-            && tally.reached(halt)
-        {
-            // As GNU parallel: the exit status is the deciding job's.
-            tally.halted = Some(if halt.on_failure {
-                outcome.exit.clamp(1, 101)
-            } else {
-                0
-            });
-            runner.stop.store(true, Ordering::SeqCst);
-            if halt.now {
-                runner.kill_all();
-            }
-        }
         Ok(())
     };
     // Room for finished jobs to wait for a slower earlier one (`-k`)
@@ -414,9 +434,12 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
     if let Some(bar) = bar {
         bar.finish();
     }
-    let status = match tally.halted {
-        Some(status) => status,
-        None => tally.failed.min(101) as i32,
+    let tally = tally.lock().unwrap_or_else(|p| p.into_inner());
+    let status = if runner.interrupted.load(Ordering::SeqCst) {
+        // Stopped by an interrupt, as GNU parallel reports it.
+        255
+    } else {
+        tally.status(args.halt)
     };
     Ok(finish_status(status, &input_error))
 }
@@ -439,32 +462,87 @@ fn finish_status(status: i32, input_error: &Mutex<Option<io::Error>>) -> i32 {
     }
 }
 
+/// Jobs done and failed, and what `--halt` made of them.
 #[derive(Debug, Default)]
 struct Tally {
     done: u64,
     failed: u64,
-    /// The exit status decided by `--halt`, once it triggered.
+    /// How many jobs there are, when known (for `--halt ...=P%`).
+    total: Option<u64>,
+    /// The exit status `--halt` decided, once it triggered.
     halted: Option<i32>,
 }
 
 impl Tally {
-    fn add(&mut self, o: &Outcome) {
+    /// Counts a finished job and applies `--halt`.
+    fn count(&mut self, o: &Outcome, halt: Option<Halt>, runner: &Runner) {
+        if o.skipped || (self.halted.is_some() && runner.kill.load(Ordering::Acquire)) {
+            // Never ran, or killed by the halt: not counted.
+            return;
+        }
         self.done += 1;
         if o.failed() {
             self.failed += 1;
         }
+        let Some(halt) = halt else { return };
+        if self.halted.is_some() || !self.reached(halt) {
+            return;
+        }
+        self.halted = Some(match (halt.on, halt.threshold) {
+            (On::Success, _) => 0,
+            (On::Fail, Threshold::Percent(_)) => self.percent_failed(),
+            // The deciding job's exit status, as GNU parallel's.
+            (On::Fail, Threshold::Count(1)) | (On::Done, _) => o.exit.clamp(0, 255),
+            (On::Fail, Threshold::Count(_)) => self.failed.min(101) as i32,
+        });
+        let what = if o.failed() { "failed" } else { "succeeded" };
+        eprintln!(
+            "parpool: this job {what}, and --halt stops {}:\n{}",
+            if halt.now { "the run now" } else { "new jobs" },
+            String::from_utf8_lossy(&o.command)
+        );
+        runner.stop.store(true, Ordering::SeqCst);
+        if halt.now {
+            runner.kill_all();
+        }
     }
 
     fn reached(&self, halt: Halt) -> bool {
-        let hits = if halt.on_failure {
-            self.failed
-        } else {
-            self.done - self.failed
+        let hits = match halt.on {
+            On::Fail => self.failed,
+            On::Success => self.done - self.failed,
+            On::Done => self.done,
         };
         match halt.threshold {
             Threshold::Count(n) => hits >= n,
-            // As GNU parallel: judged once at least 3 jobs are done.
-            Threshold::Percent(p) => self.done >= 3 && hits as f64 * 100.0 >= p * self.done as f64,
+            // Of all the jobs when their number is known, as GNU parallel
+            // judges it; else of those done so far, once 3 are.
+            Threshold::Percent(p) => match self.total {
+                Some(total) => hits as f64 * 100.0 >= p * total.max(1) as f64,
+                None => self.done >= 3 && hits as f64 * 100.0 >= p * self.done as f64,
+            },
+        }
+    }
+
+    /// Failed jobs as a percentage (rounded up) of all of them.
+    fn percent_failed(&self) -> i32 {
+        let of = self.total.unwrap_or(self.done).max(1);
+        (self.failed * 100).div_ceil(of).min(100) as i32
+    }
+
+    /// The run's exit status.
+    fn status(&self, halt: Option<Halt>) -> i32 {
+        if let Some(status) = self.halted {
+            return status;
+        }
+        match halt {
+            // With a percentage, GNU parallel exits with the percentage.
+            Some(Halt {
+                on: On::Fail,
+                threshold: Threshold::Percent(_),
+                ..
+            }) => self.percent_failed(),
+            _ => self.failed.min(101) as i32,
         }
     }
 }
@@ -535,6 +613,7 @@ mod interrupt {
                 for _ in signals.forever() {
                     count += 1;
                     runner.stop.store(true, Ordering::SeqCst);
+                    runner.interrupted.store(true, Ordering::SeqCst);
                     if count == 1 {
                         eprintln!(
                             "parpool: interrupted: starting no new jobs, waiting for the running \
@@ -572,11 +651,15 @@ mod tests {
             parse_halt("now,fail=1").unwrap(),
             Halt {
                 now: true,
-                on_failure: true,
+                on: On::Fail,
                 threshold: Threshold::Count(1)
             }
         );
+        assert_eq!(parse_halt("2").unwrap(), parse_halt("now,fail=1").unwrap());
+        assert_eq!(parse_halt("1").unwrap(), parse_halt("soon,fail=1").unwrap());
+        assert_eq!(parse_halt("soon,done=3").unwrap().on, On::Done);
         assert!(parse_halt("soon,success=50%").is_ok());
+        assert!(parse_halt("soon,fail=0%").is_err());
         assert!(parse_halt("later,fail=1").is_err());
         assert!(parse_halt("now,fail=0").is_err());
         assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));

@@ -394,7 +394,11 @@ fn an_interrupt_stops_new_jobs_and_a_second_kills_running_ones() {
     )
     .unwrap();
     let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(
+        status.code(),
+        Some(255),
+        "an interrupted run, as GNU parallel's"
+    );
     let ran = std::fs::read_to_string(&log).unwrap().lines().count() - 1;
     assert_eq!(ran, 2, "only the two running jobs finish");
 
@@ -1013,4 +1017,151 @@ fn a_low_descriptor_limit_caps_the_jobs_and_every_job_runs() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(stdout(&o).lines().count(), 30);
     assert!(String::from_utf8_lossy(&o.stderr).contains("file handles"));
+}
+
+#[test]
+fn halt_matches_gnu_parallel() {
+    let cases: &[&[&str]] = &[
+        // No job starts after the deciding one.
+        &[
+            "-k",
+            "-j1",
+            "--halt",
+            "soon,fail=1",
+            "echo {}; exit {}",
+            ":::",
+            "0",
+            "1",
+            "0",
+            "0",
+        ],
+        &[
+            "-k",
+            "-j1",
+            "--halt",
+            "now,fail=1",
+            "echo {}; exit {}",
+            ":::",
+            "0",
+            "3",
+            "0",
+        ],
+        // The old numeric forms.
+        &[
+            "-k",
+            "-j1",
+            "--halt",
+            "2",
+            "echo {}; exit {}",
+            ":::",
+            "0",
+            "3",
+            "0",
+        ],
+        &[
+            "-k",
+            "-j1",
+            "--halt",
+            "1",
+            "echo {}; exit {}",
+            ":::",
+            "0",
+            "3",
+            "0",
+        ],
+        &[
+            "-k",
+            "-j1",
+            "--halt",
+            "0",
+            "echo {}; exit {}",
+            ":::",
+            "0",
+            "3",
+            "0",
+        ],
+        // Counts above one: the number of failures.
+        &[
+            "-k",
+            "-j1",
+            "--halt",
+            "soon,fail=2",
+            "echo {}; exit {}",
+            ":::",
+            "3",
+            "0",
+            "4",
+            "0",
+        ],
+        // Percentages: of all the jobs, and the exit status is one.
+        &[
+            "-k",
+            "-j1",
+            "--halt",
+            "soon,fail=50%",
+            "echo {}; exit {}",
+            ":::",
+            "1",
+            "1",
+            "0",
+            "0",
+        ],
+        &[
+            "-k",
+            "-j1",
+            "--halt",
+            "soon,fail=30%",
+            "exit {}",
+            ":::",
+            "0",
+            "1",
+            "0",
+            "1",
+            "0",
+            "0",
+        ],
+        &[
+            "-k",
+            "-j1",
+            "--halt",
+            "now,success=1",
+            "echo {}; exit {}",
+            ":::",
+            "1",
+            "0",
+            "1",
+        ],
+        &[
+            "-k",
+            "-j1",
+            "--halt",
+            "soon,done=1",
+            "echo {}; exit 2",
+            ":::",
+            "a",
+            "b",
+        ],
+    ];
+    for case in cases {
+        same_as_gnu(case);
+    }
+}
+
+#[test]
+fn an_interrupted_run_exits_255_as_gnu_parallel_does() {
+    let mut child = parpool()
+        .args(["run", "-j1", "sleep 0.5; echo {}", ":::", "a", "b", "c"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(255));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "a\n",
+        "the running job finished"
+    );
 }
