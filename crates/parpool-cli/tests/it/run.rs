@@ -1149,7 +1149,7 @@ fn halt_matches_gnu_parallel() {
 
 #[test]
 fn an_interrupted_run_exits_255_as_gnu_parallel_does() {
-    let mut child = parpool()
+    let child = parpool()
         .args(["run", "-j1", "sleep 0.5; echo {}", ":::", "a", "b", "c"])
         .stdout(Stdio::piped())
         .spawn()
