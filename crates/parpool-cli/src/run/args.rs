@@ -34,6 +34,14 @@ pub(crate) struct RunArgs {
     pub(crate) dry_run: bool,
     pub(crate) null: bool,
     pub(crate) colsep: Option<String>,
+    /// `-a FILE`: input files, as `:::: FILE` before the other sources.
+    pub(crate) arg_files: Vec<std::path::PathBuf>,
+    /// `-d DELIM`: the input delimiter (one byte, after `\n`-style escapes).
+    pub(crate) delimiter: Option<u8>,
+    /// `--trim`: strip spaces and tabs on the left, the right, or both.
+    pub(crate) trim: (bool, bool),
+    /// `--header`: the first input line (or argument) names its columns.
+    pub(crate) header: bool,
     /// The command, then the inputs.
     pub(crate) rest: Vec<OsString>,
 }
@@ -165,6 +173,26 @@ const SPECS: &[Spec] = &[
         short: None,
         long: &["will-cite"],
         takes: Takes::Nothing,
+    },
+    Spec {
+        short: Some('a'),
+        long: &["arg-file"],
+        takes: Takes::Value,
+    },
+    Spec {
+        short: Some('d'),
+        long: &["delimiter"],
+        takes: Takes::Value,
+    },
+    Spec {
+        short: None,
+        long: &["trim"],
+        takes: Takes::Value,
+    },
+    Spec {
+        short: None,
+        long: &["header"],
+        takes: Takes::Value,
     },
     Spec {
         short: Some('h'),
@@ -344,11 +372,37 @@ fn apply(
         (Some('C'), _) => args.colsep = Some(value),
         // Accepted and ignored, as scripts written for GNU parallel pass it.
         (_, "will-cite") => {}
+        (Some('a'), _) => args.arg_files.push(value.into()),
+        (Some('d'), _) => args.delimiter = Some(parse_delimiter(&value).map_err(bad)?),
+        (_, "trim") => {
+            args.trim = match value.as_str() {
+                "n" => (false, false),
+                "l" => (true, false),
+                "r" => (false, true),
+                "lr" | "rl" => (true, true),
+                _ => return Err(bad(format!("`{value}`: expected n, l, r or lr"))),
+            };
+        }
+        (_, "header") => args.header = true,
         (Some('h'), _) => return Ok(Some(Parsed::Help)),
         (Some('V'), _) => return Ok(Some(Parsed::Version)),
         _ => return Err(UsageError(format!("option {} is not handled", spec.name()))),
     }
     Ok(None)
+}
+
+/// `-d`'s value: one byte, or an escape (`\n`, `\t`, `\0`, `\\`).
+fn parse_delimiter(v: &str) -> Result<u8, String> {
+    match v.as_bytes() {
+        [b] => Ok(*b),
+        b"\\n" => Ok(b'\n'),
+        b"\\t" => Ok(b'\t'),
+        b"\\0" => Ok(0),
+        b"\\\\" => Ok(b'\\'),
+        _ => Err(format!(
+            "`{v}`: the delimiter is one character (or \\n, \\t, \\0)"
+        )),
+    }
 }
 
 /// What `parpool run --help` prints.
@@ -374,7 +428,11 @@ OPTIONS (bundle short ones: -kj4; values attached or not: -j4, --jobs=4):
       --bar             progress bar with ETA on a terminal
       --dry-run         print the commands instead of running them
   -0, --null            inputs are separated by NUL
-  -C, --colsep SEP      split each input line into columns {1} {2}...
+  -C, --colsep REGEX    split each input line into columns {1} {2}...
+  -a, --arg-file FILE   inputs from FILE (as :::: FILE)
+  -d, --delimiter D     inputs end at D, not newline (\\n, \\t, \\0 allowed)
+      --trim lr|l|r|n   strip spaces and tabs around each input
+      --header :        the first input line names the columns: {name}
       --will-cite       accepted and ignored
   -h, --help            this text
 

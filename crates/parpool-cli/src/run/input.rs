@@ -26,11 +26,44 @@ pub(crate) struct Linked {
 /// How lines are split.
 #[derive(Debug, Clone)]
 pub(crate) struct Split {
-    /// `\n`, or `\0` with `--null`.
+    /// `\n`, `\0` with `--null`, or `-d`'s.
     pub(crate) delimiter: u8,
-    /// `--colsep`: each line becomes several sources.
-    pub(crate) colsep: Option<Vec<u8>>,
+    /// `--colsep`: each line becomes several sources, split where this
+    /// regular expression matches.
+    pub(crate) colsep: Option<regex::bytes::Regex>,
+    /// `--trim`: strip spaces and tabs on the left, the right.
+    pub(crate) trim: (bool, bool),
 }
+
+impl Split {
+    /// One line's values: its columns (or itself), trimmed.
+    fn values(&self, v: OsString) -> Values {
+        let trim = |b: &[u8]| -> Vec<u8> {
+            let blank = |c: &u8| *c == b' ' || *c == b'\t';
+            let start = if self.trim.0 {
+                b.iter().position(|c| !blank(c)).unwrap_or(b.len())
+            } else {
+                0
+            };
+            let end = if self.trim.1 {
+                b.iter().rposition(|c| !blank(c)).map_or(start, |i| i + 1)
+            } else {
+                b.len()
+            };
+            b[start..end.max(start)].to_vec()
+        };
+        match &self.colsep {
+            None => vec![super::template::os(trim(v.as_bytes()))],
+            Some(re) => re
+                .split(v.as_bytes())
+                .map(|c| super::template::os(trim(c)))
+                .collect(),
+        }
+    }
+}
+
+/// Set once a NUL in the input was replaced (one warning per run).
+static NUL_SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Reads lines (without their delimiter) from `r`, lazily.
 pub(crate) struct Lines<R> {
@@ -48,6 +81,20 @@ impl<R: Read> Iterator for Lines<R> {
             Ok(_) => {
                 if line.last() == Some(&self.delimiter) {
                     line.pop();
+                }
+                if self.delimiter != 0 && line.contains(&0) {
+                    // No argument can hold a NUL: as GNU parallel, pass it
+                    // on as `\0`, and say so once.
+                    if !NUL_SEEN.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        eprintln!(
+                            "parpool: warning: a NUL in the input was replaced with \\0 \
+                             (NUL cannot be passed in an argument; did you mean --null?)"
+                        );
+                    }
+                    line = line
+                        .split(|&b| b == 0)
+                        .collect::<Vec<_>>()
+                        .join(b"\\0".as_slice());
                 }
                 Some(Ok(super::template::os(line)))
             }
@@ -81,43 +128,65 @@ fn open(path: &PathBuf, delimiter: u8) -> io::Result<Lines<Box<dyn Read + Send>>
 /// One job's input: one value per source.
 pub(crate) type Values = Vec<OsString>;
 
+/// What `--header` found: the columns' names, in order.
+pub(crate) type Names = Vec<String>;
+
 /// All jobs' inputs, in GNU parallel's order (the last source varies
 /// fastest). A single source streams: a million lines on stdin are never
 /// all in memory. Several sources are read fully first, as they must be
-/// to form their combinations.
+/// to form their combinations. With `header`, each source's first value
+/// names its columns instead of being a job.
 pub(crate) fn jobs(
     sources: Vec<Linked>,
     split: &Split,
-) -> io::Result<Box<dyn Iterator<Item = io::Result<Values>> + Send>> {
-    let colsep = split.colsep.clone();
-    let split_cols = move |v: OsString| -> Values {
-        match &colsep {
-            None => vec![v],
-            Some(sep) => split_on(v.as_bytes(), sep)
-                .into_iter()
-                .map(super::template::os)
-                .collect(),
+    header: bool,
+) -> io::Result<(Names, Box<dyn Iterator<Item = io::Result<Values>> + Send>)> {
+    let mut names = Names::new();
+    let name_from = |first: Option<OsString>, names: &mut Names| {
+        if let Some(first) = first {
+            names.extend(
+                split
+                    .values(first)
+                    .iter()
+                    .map(|n| n.to_string_lossy().into_owned()),
+            );
         }
     };
+    let splitter = split.clone();
+    let split_cols = move |v: OsString| -> Values { splitter.values(v) };
     if sources.len() <= 1 {
         let source = sources
             .into_iter()
             .next()
             .map_or(Source::File("-".into()), |l| l.source);
-        return Ok(match source {
-            Source::Args(a) => Box::new(a.into_iter().map(move |v| Ok(split_cols(v)))),
-            Source::File(path) => {
-                Box::new(open(&path, split.delimiter)?.map(move |r| r.map(&split_cols)))
+        let jobs: Box<dyn Iterator<Item = io::Result<Values>> + Send> = match source {
+            Source::Args(a) => {
+                let mut a = a.into_iter();
+                if header {
+                    name_from(a.next(), &mut names);
+                }
+                Box::new(a.map(move |v| Ok(split_cols(v))))
             }
-        });
+            Source::File(path) => {
+                let mut lines = open(&path, split.delimiter)?;
+                if header {
+                    name_from(lines.next().transpose()?, &mut names);
+                }
+                Box::new(lines.map(move |r| r.map(&split_cols)))
+            }
+        };
+        return Ok((names, jobs));
     }
     // Read every source; a group is a run of linked sources.
     let mut groups: Vec<Vec<Vec<OsString>>> = Vec::new();
     for l in sources {
-        let values: Vec<OsString> = match l.source {
+        let mut values: Vec<OsString> = match l.source {
             Source::Args(a) => a,
             Source::File(path) => open(&path, split.delimiter)?.collect::<io::Result<_>>()?,
         };
+        if header && !values.is_empty() {
+            name_from(Some(values.remove(0)), &mut names);
+        }
         match groups.last_mut() {
             Some(group) if l.linked => group.push(values),
             _ => groups.push(vec![values]),
@@ -133,29 +202,9 @@ pub(crate) fn jobs(
                 .collect()
         })
         .collect();
-    Ok(Box::new(Product::new(rows).map(move |values| {
-        Ok(values.into_iter().flat_map(&split_cols).collect())
-    })))
-}
-
-fn split_on(line: &[u8], sep: &[u8]) -> Vec<Vec<u8>> {
-    if sep.is_empty() {
-        return vec![line.to_vec()];
-    }
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut i = 0;
-    while i + sep.len() <= line.len() {
-        if &line[i..i + sep.len()] == sep {
-            out.push(line[start..i].to_vec());
-            i += sep.len();
-            start = i;
-        } else {
-            i += 1;
-        }
-    }
-    out.push(line[start..].to_vec());
-    out
+    let jobs = Product::new(rows)
+        .map(move |values| Ok(values.into_iter().flat_map(&split_cols).collect()));
+    Ok((names, Box::new(jobs)))
 }
 
 /// The cartesian product of groups of rows, generated lazily.
@@ -232,9 +281,11 @@ mod tests {
         let split = Split {
             delimiter: b'\n',
             colsep: None,
+            trim: (false, false),
         };
-        jobs(sources, &split)
+        jobs(sources, &split, false)
             .unwrap()
+            .1
             .map(|v| {
                 v.unwrap()
                     .into_iter()
@@ -256,8 +307,19 @@ mod tests {
     }
 
     #[test]
-    fn columns_split_on_a_separator() {
-        assert_eq!(split_on(b"a,b,,c", b","), [&b"a"[..], b"b", b"", b"c"]);
-        assert_eq!(split_on(b"abc", b"::"), [&b"abc"[..]]);
+    fn columns_split_where_a_regex_matches_and_values_trim() {
+        let split = Split {
+            delimiter: b'\n',
+            colsep: Some(regex::bytes::Regex::new(" +").unwrap()),
+            trim: (true, true),
+        };
+        let cols = split.values(OsString::from("a  b c"));
+        assert_eq!(cols, ["a", "b", "c"]);
+        let split = Split {
+            colsep: None,
+            ..split
+        };
+        assert_eq!(split.values(OsString::from(" \tx y \t")), ["x y"]);
+        assert_eq!(split.values(OsString::from("   ")), [""]);
     }
 }

@@ -206,10 +206,11 @@ fn split_rest(rest: Vec<OsString>) -> anyhow::Result<(Vec<OsString>, Vec<Linked>
                 if words.is_empty() {
                     bail!(":::: needs at least one file");
                 }
-                for (i, w) in words.into_iter().enumerate() {
+                // `::::+ f1 f2 f3` pairs every one of them.
+                for w in words {
                     sources.push(Linked {
                         source: Source::File(w.into()),
-                        linked: linked && i == 0,
+                        linked,
                     });
                 }
             } else {
@@ -240,6 +241,43 @@ fn split_rest(rest: Vec<OsString>) -> anyhow::Result<(Vec<OsString>, Vec<Linked>
     }
     finish(current.take())?;
     Ok((command, sources))
+}
+
+/// With `--header`, turns `{name}` (and `{name.}`, `{name/}`, ...) into
+/// the column's position, `{N}`.
+fn name_columns(command: Vec<OsString>, names: &[String]) -> Vec<OsString> {
+    if names.is_empty() {
+        return command;
+    }
+    command
+        .into_iter()
+        .map(|word| {
+            let mut text = word.as_bytes().to_vec();
+            for (i, name) in names.iter().enumerate() {
+                for op in ["", ".", "/", "//", "/."] {
+                    let from = format!("{{{name}{op}}}");
+                    let to = format!("{{{}{op}}}", i + 1);
+                    text = replace_all(&text, from.as_bytes(), to.as_bytes());
+                }
+            }
+            template::os(text)
+        })
+        .collect()
+}
+
+fn replace_all(text: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        if text[i..].starts_with(from) {
+            out.extend_from_slice(to);
+            i += from.len();
+        } else {
+            out.push(text[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// Runs `parpool run` with the words after `run`; returns the exit status.
@@ -273,9 +311,29 @@ pub(crate) fn cli(words: Vec<OsString>) -> i32 {
 fn main(args: RunArgs) -> anyhow::Result<i32> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let slots = cap_by_descriptors(job_slots(args.jobs.as_deref().unwrap_or("100%"), cores)?);
-    let (command, sources) = split_rest(args.rest)?;
-    let mut words: Vec<template::Word> = command.iter().map(|w| template::parse_word(w)).collect();
+    let (command, mut sources) = split_rest(args.rest)?;
+    // `-a FILE`: input files, before the other sources.
+    let files = args.arg_files.iter().map(|path| Linked {
+        source: Source::File(path.clone()),
+        linked: false,
+    });
+    sources.splice(0..0, files);
+    let colsep = match &args.colsep {
+        Some(re) => Some(
+            regex::bytes::Regex::new(re)
+                .map_err(|e| anyhow::anyhow!("--colsep `{re}` is not a regular expression: {e}"))?,
+        ),
+        None => None,
+    };
+    let split = Split {
+        delimiter: args.delimiter.unwrap_or(if args.null { 0 } else { b'\n' }),
+        colsep,
+        trim: args.trim,
+    };
     let n_sources = if sources.is_empty() { 1 } else { sources.len() };
+    let (names, jobs) = input::jobs(sources, &split, args.header)?;
+    let command = name_columns(command, &names);
+    let mut words: Vec<template::Word> = command.iter().map(|w| template::parse_word(w)).collect();
     let mode = if words.is_empty() {
         Mode::InputIsCommand
     } else {
@@ -285,11 +343,6 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
     if mode == Mode::InputIsCommand {
         words.clear();
     }
-    let split = Split {
-        delimiter: if args.null { 0 } else { b'\n' },
-        colsep: args.colsep.map(String::into_bytes),
-    };
-    let jobs = input::jobs(sources, &split)?;
     let runner = Arc::new(Runner {
         plan: Plan::new(words, mode, append, args.quote, n_sources),
         output: if args.ungroup {

@@ -1165,3 +1165,105 @@ fn an_interrupted_run_exits_255_as_gnu_parallel_does() {
         "the running job finished"
     );
 }
+
+/// Runs `case` with `input` on stdin in both tools: same stdout and exit
+/// status.
+fn same_as_gnu_with_stdin(case: &[&str], input: &[u8], dir: &Path) {
+    let Some(mut theirs) = gnu() else { return };
+    let feed = |mut c: Command| -> Output {
+        let mut child = c
+            .args(case)
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let bytes = input.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&bytes);
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        out
+    };
+    let t = feed(std::mem::replace(&mut theirs, Command::new("true")));
+    let mut ours = parpool();
+    ours.arg("run");
+    let o = feed(ours);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&t.stdout),
+        "stdout of {case:?} on {input:?}; our stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(o.status.code(), t.status.code(), "exit status of {case:?}");
+}
+
+#[test]
+fn inputs_match_gnu_parallel() {
+    let dir = scratch("inputs-gnu");
+    for (name, text) in [("f1", "1\n2\n3\n"), ("f2", "a\nb\nc\n"), ("f3", "x\ny\n")] {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let d = dir.as_path();
+    for case in [
+        &["-k", "echo", "::::+", "f1", "f2", "f3"][..],
+        &["-k", "echo", "::::", "f1", "::::+", "f2", "f3"][..],
+        &["-k", "echo", "::::", "f1", "f2"][..],
+        &["-k", "-a", "f1", "echo"][..],
+        &["-k", "-a", "f1", "-a", "f3", "echo"][..],
+    ] {
+        same_as_gnu_in(case, d, &[]);
+    }
+    let stdin_cases: &[(&[&str], &[u8])] = &[
+        (&["-k", "echo", "[{}]"], b"a\0b\nc\n"),
+        (
+            &["-k", "--colsep", "\\t", "echo", "{2}-{1}"],
+            b"a\tb\nc  d\n",
+        ),
+        (&["-k", "--colsep", " +", "echo", "{2}-{1}"], b"a  b\nc d\n"),
+        (&["-k", "-C", ",", "echo", "{3}{1}"], b"a,b,c\n1,2,3\n"),
+        (&["-k", "-d", ",", "echo", "[{}]"], b"a,b,c"),
+        (&["-k", "-d", "\\t", "echo", "[{}]"], b"a\tb"),
+        (&["-k", "--trim", "lr", "echo", "[{}]"], b"  a  \n\tb\n"),
+        (&["-k", "--trim", "l", "echo", "[{}]"], b"  a  \n"),
+        (
+            &[
+                "-k",
+                "--header",
+                ":",
+                "--colsep",
+                ",",
+                "echo",
+                "{name} is {age}",
+            ],
+            b"name,age\nbob,3\nann,5\n",
+        ),
+        (
+            &["-k", "--header", ":", "--colsep", ",", "echo", "{1}/{2}"],
+            b"name,age\nbob,3\n",
+        ),
+    ];
+    for (case, input) in stdin_cases {
+        same_as_gnu_with_stdin(case, input, d);
+    }
+    // A bad regular expression is a usage error, and nothing runs.
+    let o = run_with_stdin_output(&["--colsep", "(", "echo", "ran"], b"x\n");
+    assert_eq!(o.status.code(), Some(255));
+    assert!(o.stdout.is_empty());
+}
+
+fn run_with_stdin_output(args: &[&str], input: &[u8]) -> Output {
+    let mut child = parpool()
+        .arg("run")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
