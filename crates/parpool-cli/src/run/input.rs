@@ -131,16 +131,15 @@ pub(crate) type Values = Vec<OsString>;
 /// What `--header` found: the columns' names, in order.
 pub(crate) type Names = Vec<String>;
 
+/// Every job's values, in order, read lazily where they can be.
+pub(crate) type Jobs = Box<dyn Iterator<Item = io::Result<Values>> + Send>;
+
 /// All jobs' inputs, in GNU parallel's order (the last source varies
 /// fastest). A single source streams: a million lines on stdin are never
 /// all in memory. Several sources are read fully first, as they must be
 /// to form their combinations. With `header`, each source's first value
 /// names its columns instead of being a job.
-pub(crate) fn jobs(
-    sources: Vec<Linked>,
-    split: &Split,
-    header: bool,
-) -> io::Result<(Names, Box<dyn Iterator<Item = io::Result<Values>> + Send>)> {
+pub(crate) fn jobs(sources: Vec<Linked>, split: &Split, header: bool) -> io::Result<(Names, Jobs)> {
     let mut names = Names::new();
     let name_from = |first: Option<OsString>, names: &mut Names| {
         if let Some(first) = first {
@@ -159,7 +158,7 @@ pub(crate) fn jobs(
             .into_iter()
             .next()
             .map_or(Source::File("-".into()), |l| l.source);
-        let jobs: Box<dyn Iterator<Item = io::Result<Values>> + Send> = match source {
+        let jobs: Jobs = match source {
             Source::Args(a) => {
                 let mut a = a.into_iter();
                 if header {
