@@ -42,6 +42,12 @@ pub(crate) struct RunArgs {
     pub(crate) trim: (bool, bool),
     /// `--header`: the first input line (or argument) names its columns.
     pub(crate) header: bool,
+    /// `-I STR`: STR stands for the input instead of `{}`.
+    pub(crate) replace: Option<String>,
+    /// `-v`: print each job's command before its output.
+    pub(crate) verbose: bool,
+    /// `--tagstring STR`: tag output lines with STR, filled per job.
+    pub(crate) tagstring: Option<String>,
     /// The command, then the inputs.
     pub(crate) rest: Vec<OsString>,
 }
@@ -192,6 +198,26 @@ const SPECS: &[Spec] = &[
     Spec {
         short: None,
         long: &["header"],
+        takes: Takes::Value,
+    },
+    Spec {
+        short: Some('I'),
+        long: &[],
+        takes: Takes::Value,
+    },
+    Spec {
+        short: Some('v'),
+        long: &["verbose"],
+        takes: Takes::Nothing,
+    },
+    Spec {
+        short: None,
+        long: &["tagstring"],
+        takes: Takes::Value,
+    },
+    Spec {
+        short: None,
+        long: &["env"],
         takes: Takes::Value,
     },
     Spec {
@@ -384,6 +410,16 @@ fn apply(
             };
         }
         (_, "header") => args.header = true,
+        (Some('I'), _) => {
+            if value.is_empty() {
+                return Err(bad("the replacement string may not be empty".into()));
+            }
+            args.replace = Some(value);
+        }
+        (Some('v'), _) => args.verbose = true,
+        (_, "tagstring") => args.tagstring = Some(value),
+        // Local jobs inherit the whole environment: nothing to copy.
+        (_, "env") => {}
         (Some('h'), _) => return Ok(Some(Parsed::Help)),
         (Some('V'), _) => return Ok(Some(Parsed::Version)),
         _ => return Err(UsageError(format!("option {} is not handled", spec.name()))),
@@ -417,6 +453,10 @@ OPTIONS (bundle short ones: -kj4; values attached or not: -j4, --jobs=4):
   -u, --ungroup         let jobs write straight to the terminal
       --line-buffer     pass output on a whole line at a time
       --tag             prefix each output line with the job's input and a tab
+      --tagstring STR   ... with STR instead (replacement strings allowed)
+  -v                    print each job's command before its output
+  -I STR                STR stands for the input, instead of {}
+      --env VAR         accepted (local jobs inherit the whole environment)
   -q, --quote           quote the command's own words too (no shell syntax in it)
       --timeout D       kill a job's process group after D (10, 1.5s, 2m)
       --retries N       run a failing job up to N times in all

@@ -366,6 +366,8 @@ pub(crate) struct Outcome {
     pub(crate) signal: i32,
     pub(crate) stdout: Held,
     pub(crate) stderr: Held,
+    /// What prefixes each output line (`--tag`, `--tagstring`).
+    pub(crate) tag: Option<Vec<u8>>,
     /// Bytes the job wrote to stdout, held or passed on (the joblog's
     /// Receive column, as GNU parallel counts it).
     pub(crate) received: u64,
@@ -389,6 +391,16 @@ pub(crate) enum OutputMode {
     Lines,
     /// The job writes straight to parpool's own stdout and stderr.
     Ungroup,
+}
+
+/// What prefixes a job's output lines.
+#[derive(Debug)]
+pub(crate) enum Tag {
+    None,
+    /// `--tag`: the job's input.
+    Values,
+    /// `--tagstring`: a template filled per job.
+    Template(Word),
 }
 
 /// `--tag`'s prefix for a job's output lines: its input and a tab.
@@ -427,7 +439,7 @@ pub(crate) fn write_tagged(
 pub(crate) struct Runner {
     pub(crate) plan: Plan,
     pub(crate) output: OutputMode,
-    pub(crate) tag: bool,
+    pub(crate) tag: Tag,
     /// `--delay`: at least this long between job starts.
     pub(crate) delay: Option<Duration>,
     pub(crate) next_start: Mutex<Option<Instant>>,
@@ -457,9 +469,19 @@ impl Runner {
             slot,
         };
         let argv = self.plan.argv(&fill);
+        let tag = match &self.tag {
+            Tag::None => None,
+            Tag::Values => Some(tag_prefix(&values)),
+            Tag::Template(word) => {
+                let mut prefix = template::fill_word(word, &fill, false);
+                prefix.push(b'\t');
+                Some(prefix)
+            }
+        };
         let mut outcome = Outcome {
             seq,
             command: argv.display(),
+            tag,
             ..Outcome::default()
         };
         for _ in 0..self.tries.max(1) {
@@ -467,7 +489,7 @@ impl Runner {
                 outcome.skipped = outcome.started.is_none();
                 break;
             }
-            self.attempt(&argv, &values, seq, slot, &mut outcome);
+            self.attempt(&argv, seq, slot, &mut outcome);
             if !outcome.failed() {
                 break;
             }
@@ -489,7 +511,7 @@ impl Runner {
         std::thread::sleep(wait);
     }
 
-    fn attempt(&self, argv: &Argv, values: &[OsString], seq: u64, slot: usize, out: &mut Outcome) {
+    fn attempt(&self, argv: &Argv, seq: u64, slot: usize, out: &mut Outcome) {
         self.pace();
         let mut cmd = match &argv.direct {
             Some(words) => {
@@ -559,7 +581,7 @@ impl Runner {
         });
         let result = match self.output {
             OutputMode::Lines => {
-                let prefix = self.tag.then(|| tag_prefix(values));
+                let prefix = out.tag.clone();
                 pass_lines(child, prefix.as_deref(), &self.output_closed)
                     .map(|(o, received)| (o.status, Held::default(), Held::default(), received))
             }

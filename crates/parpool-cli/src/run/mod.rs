@@ -333,7 +333,11 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
     let n_sources = if sources.is_empty() { 1 } else { sources.len() };
     let (names, jobs) = input::jobs(sources, &split, args.header)?;
     let command = name_columns(command, &names);
-    let mut words: Vec<template::Word> = command.iter().map(|w| template::parse_word(w)).collect();
+    let whole = args.replace.as_deref().unwrap_or("{}").as_bytes();
+    let mut words: Vec<template::Word> = command
+        .iter()
+        .map(|w| template::parse_word_with(w, whole))
+        .collect();
     let mode = if words.is_empty() {
         Mode::InputIsCommand
     } else {
@@ -352,7 +356,11 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         } else {
             OutputMode::Group
         },
-        tag: args.tag,
+        tag: match (&args.tagstring, args.tag) {
+            (Some(t), _) => exec::Tag::Template(template::parse_word(std::ffi::OsStr::new(t))),
+            (None, true) => exec::Tag::Values,
+            (None, false) => exec::Tag::None,
+        },
         delay: args.delay,
         next_start: Mutex::new(None),
         timeout: args.timeout,
@@ -450,11 +458,11 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         }
         let printed = match &bar {
             Some(bar) => {
-                let printed = bar.suspend(|| print_output(&mut outcome, args.tag));
+                let printed = bar.suspend(|| print_output(&mut outcome, args.verbose));
                 bar.inc(1);
                 printed
             }
-            None => print_output(&mut outcome, args.tag),
+            None => print_output(&mut outcome, args.verbose),
         };
         if let Err(e) = printed {
             if e.kind() == io::ErrorKind::BrokenPipe {
@@ -600,13 +608,18 @@ impl Tally {
     }
 }
 
-/// Writes a job's held output, each stream in one piece.
-fn print_output(o: &mut Outcome, tag: bool) -> io::Result<()> {
-    let prefix = tag.then(|| exec::tag_prefix(&o.values));
-    o.stdout
-        .write_to(&mut io::stdout().lock(), prefix.as_deref())?;
-    o.stderr
-        .write_to(&mut io::stderr().lock(), prefix.as_deref())
+/// Writes a job's held output, each stream in one piece (after its
+/// command, with `-v`).
+fn print_output(o: &mut Outcome, verbose: bool) -> io::Result<()> {
+    let prefix = o.tag.as_deref();
+    let mut stdout = io::stdout().lock();
+    if verbose {
+        stdout.write_all(&o.command)?;
+        stdout.write_all(b"\n")?;
+    }
+    o.stdout.write_to(&mut stdout, prefix)?;
+    drop(stdout);
+    o.stderr.write_to(&mut io::stderr().lock(), prefix)
 }
 
 /// A progress bar on stderr, drawn only on a terminal: jobs done, of how

@@ -46,13 +46,32 @@ pub(crate) struct Fill<'a> {
 
 /// Parses one word of the command line.
 pub(crate) fn parse_word(word: &OsStr) -> Word {
+    parse_word_with(word, b"{}")
+}
+
+/// Parses one word, with `whole` standing for the whole input instead of
+/// `{}` (`-I`); `{}` is then plain text.
+pub(crate) fn parse_word_with(word: &OsStr, whole: &[u8]) -> Word {
     let bytes = word.as_bytes();
     let mut pieces = Vec::new();
     let mut lit = Vec::new();
     let mut i = 0;
+    let default = whole == b"{}";
     while i < bytes.len() {
+        if !whole.is_empty() && bytes[i..].starts_with(whole) {
+            if !lit.is_empty() {
+                pieces.push(Piece::Lit(std::mem::take(&mut lit)));
+            }
+            pieces.push(Piece::Input {
+                source: None,
+                op: Op::Whole,
+            });
+            i += whole.len();
+            continue;
+        }
         if bytes[i] == b'{'
             && let Some(len) = bytes[i + 1..].iter().position(|&b| b == b'}')
+            && (default || len > 0)
             && let Some(piece) = parse_replacement(&bytes[i + 1..i + 1 + len])
         {
             if !lit.is_empty() {

@@ -1267,3 +1267,37 @@ fn run_with_stdin_output(args: &[&str], input: &[u8]) -> Output {
     child.stdin.take().unwrap().write_all(input).unwrap();
     child.wait_with_output().unwrap()
 }
+
+#[test]
+fn everyday_options_match_gnu_parallel() {
+    let cases: &[&[&str]] = &[
+        &["-k", "-I", "@@", "echo", "@@", "x@@", "{}", ":::", "a", "b"],
+        &["-k", "-I", "XX", "echo", "XX.{#}", ":::", "a"],
+        &["-k", "-v", "echo", ":::", "a", "b"],
+        &["-k", "-v", "echo {}; echo e >&2", ":::", "a"],
+        &[
+            "-k",
+            "--tagstring",
+            "<{}-{#}>",
+            "echo",
+            "hi",
+            ":::",
+            "a",
+            "b",
+        ],
+        &[
+            "-k",
+            "--tagstring",
+            "T{}",
+            "--tag",
+            "echo",
+            "hi",
+            ":::",
+            "a",
+        ],
+        &["-k", "--env", "HOME", "echo", ":::", "a"],
+    ];
+    for case in cases {
+        same_as_gnu(case);
+    }
+}
