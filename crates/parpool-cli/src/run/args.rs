@@ -48,8 +48,19 @@ pub(crate) struct RunArgs {
     pub(crate) verbose: bool,
     /// `--tagstring STR`: tag output lines with STR, filled per job.
     pub(crate) tagstring: Option<String>,
+    /// `-N`, `-n`, `-L`, `-X`, `-m`: several inputs per job.
+    pub(crate) group: Option<Group>,
     /// The command, then the inputs.
     pub(crate) rest: Vec<OsString>,
+}
+
+/// Several inputs per job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Group {
+    /// Inputs per job; `None`: spread them over the job slots (`-X`, `-m`).
+    pub(crate) size: Option<usize>,
+    /// A word holding `{}` is repeated for each input (`-N`, `-X`).
+    pub(crate) context: bool,
 }
 
 /// What the words ask for.
@@ -219,6 +230,31 @@ const SPECS: &[Spec] = &[
         short: None,
         long: &["env"],
         takes: Takes::Value,
+    },
+    Spec {
+        short: Some('N'),
+        long: &[],
+        takes: Takes::Value,
+    },
+    Spec {
+        short: Some('n'),
+        long: &["max-args"],
+        takes: Takes::Value,
+    },
+    Spec {
+        short: Some('L'),
+        long: &["max-lines"],
+        takes: Takes::Value,
+    },
+    Spec {
+        short: Some('X'),
+        long: &["xargs"],
+        takes: Takes::Nothing,
+    },
+    Spec {
+        short: Some('m'),
+        long: &[],
+        takes: Takes::Nothing,
     },
     Spec {
         short: Some('h'),
@@ -420,6 +456,22 @@ fn apply(
         (_, "tagstring") => args.tagstring = Some(value),
         // Local jobs inherit the whole environment: nothing to copy.
         (_, "env") => {}
+        (Some(c @ ('N' | 'n' | 'L')), _) => {
+            let size: usize = value
+                .parse()
+                .map_err(|_| bad(format!("`{value}` is not a number")))?;
+            args.group = Some(Group {
+                size: Some(size),
+                context: c == 'N',
+            });
+        }
+        (Some(c @ ('X' | 'm')), _) => {
+            let size = args.group.and_then(|g| g.size);
+            args.group = Some(Group {
+                size,
+                context: c == 'X',
+            });
+        }
         (Some('h'), _) => return Ok(Some(Parsed::Help)),
         (Some('V'), _) => return Ok(Some(Parsed::Version)),
         _ => return Err(UsageError(format!("option {} is not handled", spec.name()))),
@@ -456,6 +508,10 @@ OPTIONS (bundle short ones: -kj4; values attached or not: -j4, --jobs=4):
       --tagstring STR   ... with STR instead (replacement strings allowed)
   -v                    print each job's command before its output
   -I STR                STR stands for the input, instead of {}
+  -N N                  N inputs per job ({1}..{N}; a word with {} repeats per input)
+  -n N, -L N            at most N inputs (or lines) per job
+  -X, -m                as many inputs per job as spread them over the job slots
+                        (-X repeats a word with {} per input)
       --env VAR         accepted (local jobs inherit the whole environment)
   -q, --quote           quote the command's own words too (no shell syntax in it)
       --timeout D       kill a job's process group after D (10, 1.5s, 2m)

@@ -35,6 +35,8 @@ pub(crate) struct Plan {
     pub(crate) append: bool,
     /// `-q`: the template's own words are quoted too.
     pub(crate) quote_all: bool,
+    /// `-N`, `-X`: a word holding `{}` is repeated for each input.
+    pub(crate) context: bool,
     /// The shell commands run in (see [`shell`]).
     pub(crate) shell: std::path::PathBuf,
     /// Whether jobs may skip the shell: the template has no shell syntax,
@@ -216,10 +218,41 @@ impl Plan {
             mode,
             append,
             quote_all,
+            context: false,
             shell,
             direct,
             program,
         }
+    }
+
+    /// Fills one template word: with `context`, a word holding `{}` once
+    /// per input value, the copies separated by spaces.
+    fn fill(&self, w: &Word, fill: &Fill<'_>) -> Vec<u8> {
+        let one = |f: &Fill<'_>| {
+            if self.quote_all {
+                template::shell_quote(&template::fill_word(w, f, false))
+            } else {
+                template::fill_word(w, f, true)
+            }
+        };
+        let whole = w
+            .iter()
+            .any(|p| matches!(p, template::Piece::Input { source: None, .. }));
+        if !self.context || !whole || fill.args.len() <= 1 {
+            return one(fill);
+        }
+        let copies: Vec<Vec<u8>> = fill
+            .args
+            .iter()
+            .map(|a| {
+                one(&Fill {
+                    args: std::slice::from_ref(a),
+                    seq: fill.seq,
+                    slot: fill.slot,
+                })
+            })
+            .collect();
+        copies.join(&b' ')
     }
 
     fn direct(
@@ -312,17 +345,7 @@ impl Plan {
                 direct: None,
             };
         }
-        let mut words: Vec<Vec<u8>> = self
-            .words
-            .iter()
-            .map(|w| {
-                if self.quote_all {
-                    template::shell_quote(&template::fill_word(w, fill, false))
-                } else {
-                    template::fill_word(w, fill, true)
-                }
-            })
-            .collect();
+        let mut words: Vec<Vec<u8>> = self.words.iter().map(|w| self.fill(w, fill)).collect();
         if self.append {
             words.extend(
                 fill.args

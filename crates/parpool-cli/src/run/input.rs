@@ -206,6 +206,47 @@ pub(crate) fn jobs(sources: Vec<Linked>, split: &Split, header: bool) -> io::Res
     Ok((names, Box::new(jobs)))
 }
 
+/// Jobs of `size` inputs each (the last may have fewer): their values,
+/// one after the other. Size 0 reads one input per job and passes none
+/// (`-N0`).
+pub(crate) fn grouped(jobs: Jobs, size: usize) -> Jobs {
+    let total = jobs.size_hint().1.map(|n| n.div_ceil(size.max(1)));
+    Box::new(Grouped {
+        inner: jobs,
+        size,
+        total,
+    })
+}
+
+struct Grouped {
+    inner: Jobs,
+    size: usize,
+    total: Option<usize>,
+}
+
+impl Iterator for Grouped {
+    type Item = io::Result<Values>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut values = Values::new();
+        for _ in 0..self.size.max(1) {
+            match self.inner.next() {
+                None => break,
+                Some(Err(e)) => return Some(Err(e)),
+                Some(Ok(v)) if self.size > 0 => values.extend(v),
+                Some(Ok(_)) => {}
+            }
+            if self.size == 0 {
+                return Some(Ok(values));
+            }
+        }
+        self.total = self.total.map(|n| n.saturating_sub(1));
+        (!values.is_empty()).then_some(Ok(values))
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (0, self.total)
+    }
+}
+
 /// The cartesian product of groups of rows, generated lazily.
 struct Product {
     rows: Vec<Vec<Values>>,

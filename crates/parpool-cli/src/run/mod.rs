@@ -330,8 +330,22 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         colsep,
         trim: args.trim,
     };
-    let n_sources = if sources.is_empty() { 1 } else { sources.len() };
+    let mut n_sources = if sources.is_empty() { 1 } else { sources.len() };
     let (names, jobs) = input::jobs(sources, &split, args.header)?;
+    // Several inputs per job: `{}` is then several values.
+    let jobs = match args.group {
+        None => jobs,
+        Some(group) => {
+            n_sources = n_sources.max(2);
+            let size = group.size.unwrap_or_else(|| {
+                // Spread over the job slots, as GNU parallel's -X and -m.
+                jobs.size_hint()
+                    .1
+                    .map_or(256, |total| total.div_ceil(slots).max(1))
+            });
+            input::grouped(jobs, size)
+        }
+    };
     let command = name_columns(command, &names);
     let whole = args.replace.as_deref().unwrap_or("{}").as_bytes();
     let mut words: Vec<template::Word> = command
@@ -348,7 +362,10 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         words.clear();
     }
     let runner = Arc::new(Runner {
-        plan: Plan::new(words, mode, append, args.quote, n_sources),
+        plan: Plan {
+            context: args.group.is_some_and(|g| g.context),
+            ..Plan::new(words, mode, append, args.quote, n_sources)
+        },
         output: if args.ungroup {
             OutputMode::Ungroup
         } else if args.line_buffer {

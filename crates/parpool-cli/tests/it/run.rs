@@ -1301,3 +1301,30 @@ fn everyday_options_match_gnu_parallel() {
         same_as_gnu(case);
     }
 }
+
+#[test]
+fn several_inputs_per_job_match_gnu_parallel() {
+    let cases: &[&[&str]] = &[
+        &["-k", "-N2", "echo", ":::", "a", "b", "c", "d", "e"],
+        &[
+            "-k", "-N2", "echo", "{1}-{2}", ":::", "a", "b", "c", "d", "e",
+        ],
+        &["-k", "-N2", "echo", "[{}]", ":::", "a", "b", "c"],
+        &["-k", "-n2", "echo", ":::", "a", "b", "c", "d", "e"],
+        &["-k", "-n2", "echo", "[{}]", ":::", "a", "b", "c"],
+        &["-k", "-n2", "echo", "{#}", ":::", "a", "b", "c"],
+        &["-k", "-j1", "-X", "echo", "x{}y", ":::", "a", "b", "c"],
+        &[
+            "-k", "-j2", "-X", "echo", "x{}y", ":::", "a", "b", "c", "d", "e",
+        ],
+        &["-k", "-j1", "-m", "echo", "x{}y", ":::", "a", "b", "c"],
+        &["-k", "-j2", "-m", "echo", ":::", "a", "b", "c", "d", "e"],
+        &["-k", "-N2", "echo", ":::", "a", "b", "c", ":::", "1", "2"],
+        &["-k", "-N0", "echo", "x", ":::", "a", "b"],
+    ];
+    for case in cases {
+        same_as_gnu(case);
+    }
+    let dir = scratch("lines-gnu");
+    same_as_gnu_with_stdin(&["-k", "-L2", "echo"], b"a b\nc\nd\n", &dir);
+}
