@@ -202,3 +202,41 @@ fn peak_mib(program: &str, args: &[String]) -> f64 {
     }
     peak_kib as f64 / 1024.0
 }
+
+/// `echo $HOME {}`: a command only a shell runs right, so both tools pay
+/// for one per job.
+pub(crate) fn shell_path(n: u64) -> Vec<TimedContender> {
+    versus_gnu(
+        n,
+        (
+            "parpool run (through the shell)",
+            &["run", "-j", "2", "echo", "$HOME", "{}"],
+        ),
+        ("GNU parallel", &["-j", "2", "echo", "$HOME", "{}"]),
+    )
+}
+
+/// `--pipe`: `bytes` of lines on stdin, cut into blocks, each counted by
+/// `wc -l`, two jobs at a time.
+pub(crate) fn pipe_wc(bytes: u64) -> Vec<TimedContender> {
+    let line = b"a line of input that is about sixty bytes long, give or take\n";
+    let len = usize::try_from(bytes).unwrap_or(usize::MAX) / line.len() * line.len();
+    let input: Vec<u8> = line.iter().copied().cycle().take(len).collect();
+    let input = std::sync::Arc::new(input);
+    let parpool = parpool_binary().display().to_string();
+    let mut c = vec![contender(
+        "parpool run --pipe",
+        parpool,
+        &["run", "--pipe", "-j", "2", "wc", "-l"],
+        &input,
+    )];
+    if have_gnu_parallel() {
+        c.push(contender(
+            "GNU parallel --pipe",
+            "parallel".into(),
+            &["--pipe", "-j", "2", "wc", "-l"],
+            &input,
+        ));
+    }
+    c
+}

@@ -459,6 +459,25 @@ fn main() {
             let targets = [("GNU parallel --dry-run", 20.0)];
             t.record("cli", name, "lines", n, timings, &targets);
         }
+        let n = quick(200, 2_000);
+        let name = format!("cli: {n} × echo $HOME {{}}, through the shell");
+        if wanted(&name) {
+            let timings = measure_timed(reps, &mut cli::shell_path(n));
+            t.record("cli", name, "jobs", n, timings, &[("GNU parallel", 3.0)]);
+        }
+        let bytes = quick(64 << 20, 1 << 30);
+        let name = format!("cli: --pipe, {} MiB into wc -l, 2 at a time", bytes >> 20);
+        if wanted(&name) {
+            let timings = measure_timed(reps, &mut cli::pipe_wc(bytes));
+            t.record(
+                "cli",
+                name,
+                "MiB piped",
+                (bytes >> 20) as u64,
+                timings,
+                &[("GNU parallel --pipe", 5.0)],
+            );
+        }
         let n = quick(100_000, 1_000_000);
         let name = format!("cli: peak memory with {n} queued inputs");
         if wanted(&name) {

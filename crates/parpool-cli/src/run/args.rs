@@ -50,6 +50,10 @@ pub(crate) struct RunArgs {
     pub(crate) tagstring: Option<String>,
     /// `-N`, `-n`, `-L`, `-X`, `-m`: several inputs per job.
     pub(crate) group: Option<Group>,
+    /// `--pipe`: standard input cut into blocks, one per job's stdin.
+    pub(crate) pipe: bool,
+    /// How `--pipe` cuts (`--block`, `--recstart`, `--recend`).
+    pub(crate) cut: super::pipe::Cut,
     /// The command, then the inputs.
     pub(crate) rest: Vec<OsString>,
 }
@@ -255,6 +259,26 @@ const SPECS: &[Spec] = &[
         short: Some('m'),
         long: &[],
         takes: Takes::Nothing,
+    },
+    Spec {
+        short: None,
+        long: &["pipe", "spreadstdin"],
+        takes: Takes::Nothing,
+    },
+    Spec {
+        short: None,
+        long: &["block", "block-size"],
+        takes: Takes::Value,
+    },
+    Spec {
+        short: None,
+        long: &["recstart"],
+        takes: Takes::Value,
+    },
+    Spec {
+        short: None,
+        long: &["recend"],
+        takes: Takes::Value,
     },
     Spec {
         short: Some('h'),
@@ -465,6 +489,10 @@ fn apply(
                 context: c == 'N',
             });
         }
+        (_, "pipe") => args.pipe = true,
+        (_, "block") => args.cut.block = super::pipe::parse_size(&value).map_err(bad)?,
+        (_, "recstart") => args.cut.recstart = super::pipe::unescape(&value),
+        (_, "recend") => args.cut.recend = super::pipe::unescape(&value),
         (Some(c @ ('X' | 'm')), _) => {
             let size = args.group.and_then(|g| g.size);
             args.group = Some(Group {
@@ -510,6 +538,10 @@ OPTIONS (bundle short ones: -kj4; values attached or not: -j4, --jobs=4):
   -I STR                STR stands for the input, instead of {}
   -N N                  N inputs per job ({1}..{N}; a word with {} repeats per input)
   -n N, -L N            at most N inputs (or lines) per job
+      --pipe            cut stdin into blocks at record ends, one block per job's stdin
+      --block SIZE      block size (default 1M; k=1000, K=1024, ...)
+      --recend STR      a record ends with STR (default \\n)
+      --recstart STR    a record starts with STR
   -X, -m                as many inputs per job as spread them over the job slots
                         (-X repeats a word with {} per input)
       --env VAR         accepted (local jobs inherit the whole environment)

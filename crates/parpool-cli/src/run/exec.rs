@@ -485,7 +485,13 @@ pub(crate) struct Runner {
 
 impl Runner {
     /// Runs job `seq` on `values`, retrying up to `tries` times in all.
-    pub(crate) fn run(&self, seq: u64, values: Vec<OsString>, slot: usize) -> Outcome {
+    pub(crate) fn run(
+        &self,
+        seq: u64,
+        values: Vec<OsString>,
+        slot: usize,
+        stdin: Option<Arc<Vec<u8>>>,
+    ) -> Outcome {
         let fill = Fill {
             args: &values,
             seq,
@@ -512,7 +518,7 @@ impl Runner {
                 outcome.skipped = outcome.started.is_none();
                 break;
             }
-            self.attempt(&argv, seq, slot, &mut outcome);
+            self.attempt(&argv, seq, slot, stdin.as_ref(), &mut outcome);
             if !outcome.failed() {
                 break;
             }
@@ -534,7 +540,14 @@ impl Runner {
         std::thread::sleep(wait);
     }
 
-    fn attempt(&self, argv: &Argv, seq: u64, slot: usize, out: &mut Outcome) {
+    fn attempt(
+        &self,
+        argv: &Argv,
+        seq: u64,
+        slot: usize,
+        stdin: Option<&Arc<Vec<u8>>>,
+        out: &mut Outcome,
+    ) {
         self.pace();
         let mut cmd = match &argv.direct {
             Some(words) => {
@@ -555,12 +568,16 @@ impl Runner {
                 c
             }
         };
-        cmd.stdin(Stdio::null())
-            .env("PARALLEL_SEQ", seq.to_string())
-            .env("PARALLEL_JOBSLOT", slot.to_string())
-            // Its own process group: a timeout or an interrupt kills the
-            // job and everything it started.
-            .process_group(0);
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .env("PARALLEL_SEQ", seq.to_string())
+        .env("PARALLEL_JOBSLOT", slot.to_string())
+        // Its own process group: a timeout or an interrupt kills the
+        // job and everything it started.
+        .process_group(0);
         if self.output != OutputMode::Ungroup {
             cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         }
@@ -584,6 +601,17 @@ impl Runner {
             }
         };
         let mut child = child;
+        // `--pipe`: the block goes in from its own thread while the output
+        // comes out here; a job that stops reading early just ends it.
+        let feeder = match (stdin, child.stdin.take()) {
+            (Some(block), Some(mut pipe)) => {
+                let block = block.clone();
+                Some(std::thread::spawn(move || {
+                    let _ = pipe.write_all(&block);
+                }))
+            }
+            _ => None,
+        };
         let pgid = child.id() as i32;
         self.lock_running().insert(pgid);
         // `kill_all` sets `kill` before it reads the set: if it missed this
@@ -617,6 +645,9 @@ impl Runner {
                 .map(|status| (status, Held::default(), Held::default(), 0)),
         };
         drop(done_tx);
+        if let Some(f) = feeder {
+            let _ = f.join();
+        }
         if let Some(w) = watchdog {
             let _ = w.join();
         }

@@ -5,6 +5,7 @@ mod exec;
 mod input;
 mod joblog;
 mod output;
+mod pipe;
 mod template;
 
 use std::ffi::OsString;
@@ -357,7 +358,8 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
     } else {
         Mode::Template
     };
-    let append = mode != Mode::InputIsCommand && !template::has_replacement(&words);
+    // With --pipe, input arrives on the jobs' stdin, not as arguments.
+    let append = mode != Mode::InputIsCommand && !args.pipe && !template::has_replacement(&words);
     if mode == Mode::InputIsCommand {
         words.clear();
     }
@@ -403,6 +405,14 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         (Some(r), Some(path)) => joblog::skipped(path, r)?,
         _ => Default::default(),
     };
+    // Each job's values, and its standard input (`--pipe`).
+    type Item = (input::Values, Option<Arc<Vec<u8>>>);
+    let jobs: Box<dyn Iterator<Item = io::Result<Item>> + Send> = if args.pipe {
+        let blocks = pipe::Blocks::new(io::stdin(), args.cut.clone());
+        Box::new(blocks.map(|b| b.map(|block| (Vec::new(), Some(block)))))
+    } else {
+        Box::new(jobs.map(|r| r.map(|values| (values, None))))
+    };
     let known_total = jobs.size_hint().1;
     let skipping = skip.len();
     let jobs = jobs
@@ -416,11 +426,11 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         .zip(1u64..)
         .filter(move |(_, seq)| !skip.contains(seq))
         .zip(0u64..)
-        .map(|((values, seq), order)| (values, seq, order));
+        .map(|(((values, stdin), seq), order)| (values, stdin, seq, order));
 
     if args.dry_run {
         let mut out = io::stdout().lock();
-        for (values, seq, _) in jobs {
+        for (values, _, seq, _) in jobs {
             let fill = template::Fill {
                 args: &values,
                 seq,
@@ -454,18 +464,19 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
     }));
     let job_tally = tally.clone();
     let halt = args.halt;
-    let run_one = move |(values, seq, order): (Vec<OsString>, u64, u64)| {
-        let slot = slots_taken.take(order);
-        let outcome = job_runner.run(seq, values, slot);
-        // Counted, and `--halt` decided, before this worker can start
-        // another job: no job starts after the deciding one.
-        job_tally
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .count(&outcome, halt, &job_runner);
-        slots_taken.give_back(slot);
-        outcome
-    };
+    let run_one =
+        move |(values, stdin, seq, order): (Vec<OsString>, Option<Arc<Vec<u8>>>, u64, u64)| {
+            let slot = slots_taken.take(order);
+            let outcome = job_runner.run(seq, values, slot, stdin);
+            // Counted, and `--halt` decided, before this worker can start
+            // another job: no job starts after the deciding one.
+            job_tally
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .count(&outcome, halt, &job_runner);
+            slots_taken.give_back(slot);
+            outcome
+        };
     let mut report = |mut outcome: Outcome| -> anyhow::Result<()> {
         if runner.output_closed.load(Ordering::SeqCst) {
             output_closed(&runner);

@@ -828,7 +828,8 @@ fn replacement_strings_match_gnu_parallel() {
         // Any replacement string, even one that takes no input, means the
         // inputs are not appended.
         &["-k", "echo", "{#}", ":::", "a", "b"],
-        &["-k", "echo", "x{%}", ":::", "a", "b"],
+        // Both run at once, so each has its own slot.
+        &["-k", "-j2", "sleep 0.5; echo x{%}", ":::", "a", "b"],
         &["-k", "echo", "{0}", ":::", "a", "b", ":::", "1"],
         &["-k", "echo", "{-1}", "{-2}", ":::", "a", ":::", "1", "2"],
         &["-k", "echo", "[{3}]", ":::", "a", ":::", "b"],
@@ -1327,4 +1328,45 @@ fn several_inputs_per_job_match_gnu_parallel() {
     }
     let dir = scratch("lines-gnu");
     same_as_gnu_with_stdin(&["-k", "-L2", "echo"], b"a b\nc\nd\n", &dir);
+}
+
+#[test]
+fn pipe_cuts_stdin_as_gnu_parallel_does() {
+    let dir = scratch("pipe-gnu");
+    let seq: Vec<u8> = (1..=100_000)
+        .flat_map(|i| format!("{i}\n").into_bytes())
+        .collect();
+    let twenty: Vec<u8> = (1..=20)
+        .flat_map(|i| format!("{i}\n").into_bytes())
+        .collect();
+    let cases: &[(&[&str], &[u8])] = &[
+        (&["--pipe", "--block", "10k", "-k", "wc", "-l"], &seq),
+        (&["--pipe", "--block", "1K", "-k", "wc", "-c"], &seq),
+        (&["--pipe", "-k", "cat"], b"a\nb\nc\n"),
+        (
+            &["--pipe", "--block", "10", "-k", "echo {#}; wc -l"],
+            &twenty,
+        ),
+        (
+            &[
+                "--pipe", "--block", "100", "-k", "--recend", "0\\n", "wc", "-c",
+            ],
+            &seq[..300],
+        ),
+        (
+            &[
+                "--pipe",
+                "--recstart",
+                "HDR",
+                "--block",
+                "20",
+                "-k",
+                "echo ==; cat",
+            ],
+            b"HDRa\n1\nHDRb\n2\n3\n",
+        ),
+    ];
+    for (case, input) in cases {
+        same_as_gnu_with_stdin(case, input, &dir);
+    }
 }

@@ -1,0 +1,224 @@
+//! `--pipe`: standard input cut into blocks of about `--block` bytes at
+//! record boundaries, each block one job's standard input, as GNU
+//! parallel cuts them.
+//!
+//! A block is at most `--block` bytes and ends at the last record
+//! boundary within them: after `--recend` (newline by default) and before
+//! `--recstart` (nothing by default). A record longer than a block grows
+//! the block, with a warning.
+
+use std::io::{self, Read};
+use std::sync::Arc;
+
+/// How input is cut.
+#[derive(Debug, Clone)]
+pub(crate) struct Cut {
+    pub(crate) block: usize,
+    pub(crate) recstart: Vec<u8>,
+    pub(crate) recend: Vec<u8>,
+}
+
+impl Default for Cut {
+    fn default() -> Self {
+        Cut {
+            block: 1 << 20,
+            recstart: Vec::new(),
+            recend: b"\n".to_vec(),
+        }
+    }
+}
+
+/// `--block`'s size: a number with an optional suffix, `k` 1000 and `K`
+/// 1024 (and so on up the scale), as GNU parallel reads it.
+pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
+    let bad = || format!("`{s}` is not a size (e.g. 10k, 1M, 1048576)");
+    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: f64 = num.trim().parse().map_err(|_| bad())?;
+    let scale: f64 = match unit {
+        "" => 1.0,
+        "k" => 1e3,
+        "m" => 1e6,
+        "g" => 1e9,
+        "t" => 1e12,
+        "K" => 1024.0,
+        "M" => 1024.0 * 1024.0,
+        "G" => 1024.0 * 1024.0 * 1024.0,
+        "T" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(bad()),
+    };
+    let size = (n * scale).round();
+    if !(1.0..=f64::from(u32::MAX) * 16.0).contains(&size) {
+        return Err(bad());
+    }
+    Ok(size as usize)
+}
+
+/// Backslash escapes in `--recstart`/`--recend`: `\n`, `\t`, `\r`, `\0`
+/// and `\\`.
+pub(crate) fn unescape(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match bytes.next() {
+            Some(b'n') => out.push(b'\n'),
+            Some(b't') => out.push(b'\t'),
+            Some(b'r') => out.push(b'\r'),
+            Some(b'0') => out.push(0),
+            Some(b'\\') => out.push(b'\\'),
+            Some(other) => out.extend_from_slice(&[b'\\', other]),
+            None => out.push(b'\\'),
+        }
+    }
+    out
+}
+
+/// The blocks of a reader.
+pub(crate) struct Blocks<R> {
+    reader: R,
+    cut: Cut,
+    /// Read and not yet handed out.
+    carry: Vec<u8>,
+    eof: bool,
+}
+
+impl<R: Read> Blocks<R> {
+    pub(crate) fn new(reader: R, cut: Cut) -> Self {
+        Blocks {
+            reader,
+            cut,
+            carry: Vec::new(),
+            eof: false,
+        }
+    }
+
+    /// Reads until `carry` holds `want` bytes or the input ends, straight
+    /// into `carry`.
+    fn fill(&mut self, want: usize) -> io::Result<()> {
+        self.carry.reserve(want.saturating_sub(self.carry.len()));
+        while !self.eof && self.carry.len() < want {
+            let room = (want - self.carry.len()) as u64;
+            match (&mut self.reader).take(room).read_to_end(&mut self.carry) {
+                Ok(0) => self.eof = true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The last record boundary in `carry[..limit]` (not at 0).
+    fn boundary(&self, limit: usize) -> Option<usize> {
+        let (end, start) = (&self.cut.recend, &self.cut.recstart);
+        let limit = limit.min(self.carry.len());
+        (1..=limit).rev().find(|&p| {
+            self.carry[..p].ends_with(end)
+                && (start.is_empty() || self.carry[p..].starts_with(start))
+        })
+    }
+}
+
+impl<R: Read> Iterator for Blocks<R> {
+    type Item = io::Result<Arc<Vec<u8>>>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut block = self.cut.block.max(1);
+        loop {
+            if let Err(e) = self.fill(block + self.cut.recstart.len()) {
+                return Some(Err(e));
+            }
+            if self.carry.is_empty() {
+                return None;
+            }
+            let cut_at = if self.eof && self.carry.len() <= block {
+                Some(self.carry.len())
+            } else {
+                self.boundary(block)
+            };
+            match cut_at {
+                Some(p) => {
+                    let rest = self.carry.split_off(p);
+                    let out = std::mem::replace(&mut self.carry, rest);
+                    return Some(Ok(Arc::new(out)));
+                }
+                None if self.eof && self.carry.len() <= block => {
+                    return Some(Ok(Arc::new(std::mem::take(&mut self.carry))));
+                }
+                None if self.eof => {
+                    // No boundary left: the rest is one record.
+                    return Some(Ok(Arc::new(std::mem::take(&mut self.carry))));
+                }
+                None => {
+                    let grown = block.saturating_mul(2);
+                    eprintln!(
+                        "parpool: warning: a record was longer than {block} bytes; the block \
+                         grows to {grown}"
+                    );
+                    block = grown;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blocks(input: &[u8], cut: Cut) -> Vec<Vec<u8>> {
+        Blocks::new(input, cut)
+            .map(|b| b.unwrap().to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn blocks_end_at_the_last_record_end_within_the_size() {
+        let input: Vec<u8> = (1..=20)
+            .flat_map(|i| format!("{i}\n").into_bytes())
+            .collect();
+        let cut = Cut {
+            block: 10,
+            ..Cut::default()
+        };
+        let lines: Vec<usize> = blocks(&input, cut)
+            .iter()
+            .map(|b| b.iter().filter(|&&c| c == b'\n').count())
+            .collect();
+        // As GNU parallel cuts `seq 20` with --block 10.
+        assert_eq!(lines, [5, 4, 3, 3, 3, 2]);
+        assert_eq!(blocks(b"", Cut::default()), Vec::<Vec<u8>>::new());
+        assert_eq!(
+            blocks(b"no newline", Cut::default()),
+            [b"no newline".to_vec()]
+        );
+    }
+
+    #[test]
+    fn records_may_start_with_a_marker_and_long_ones_grow_the_block() {
+        let cut = Cut {
+            block: 5,
+            recstart: b"HDR".to_vec(),
+            recend: b"\n".to_vec(),
+        };
+        let got = blocks(b"HDRa\n1\nHDRb\n2\n3\n", cut);
+        assert_eq!(got, [b"HDRa\n1\n".to_vec(), b"HDRb\n2\n3\n".to_vec()]);
+    }
+
+    #[test]
+    fn sizes_and_escapes_read_as_gnu_parallel_s() {
+        assert_eq!(parse_size("10k"), Ok(10_000));
+        assert_eq!(parse_size("1K"), Ok(1024));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("2"), Ok(2));
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("0").is_err());
+        assert_eq!(unescape("0\\n"), b"0\n");
+        assert_eq!(unescape("a\\tb\\\\"), b"a\tb\\");
+    }
+}
