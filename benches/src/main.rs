@@ -473,7 +473,7 @@ fn main() {
                 "cli",
                 name,
                 "MiB piped",
-                (bytes >> 20) as u64,
+                bytes >> 20,
                 timings,
                 &[("GNU parallel --pipe", 5.0)],
             );
