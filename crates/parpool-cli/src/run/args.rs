@@ -25,7 +25,7 @@ pub(crate) struct RunArgs {
     pub(crate) bar: bool,
     pub(crate) tag: bool,
     pub(crate) quote: bool,
-    pub(crate) timeout: Option<Duration>,
+    pub(crate) timeout: Option<super::exec::Timeout>,
     pub(crate) retries: u32,
     pub(crate) halt: Option<super::Halt>,
     pub(crate) joblog: Option<std::path::PathBuf>,
@@ -52,6 +52,10 @@ pub(crate) struct RunArgs {
     pub(crate) group: Option<Group>,
     /// `--pipe`: standard input cut into blocks, one per job's stdin.
     pub(crate) pipe: bool,
+    /// `--plus`: the extra replacement strings.
+    pub(crate) plus: bool,
+    /// `--results DIR`: each job's output in files under DIR.
+    pub(crate) results: Option<std::path::PathBuf>,
     /// How `--pipe` cuts (`--block`, `--recstart`, `--recend`).
     pub(crate) cut: super::pipe::Cut,
     /// The command, then the inputs.
@@ -267,6 +271,16 @@ const SPECS: &[Spec] = &[
     },
     Spec {
         short: None,
+        long: &["plus"],
+        takes: Takes::Nothing,
+    },
+    Spec {
+        short: None,
+        long: &["results", "res"],
+        takes: Takes::Value,
+    },
+    Spec {
+        short: None,
         long: &["block", "block-size"],
         takes: Takes::Value,
     },
@@ -443,7 +457,17 @@ fn apply(
         // Commands always run through the shell (or as if they did).
         (_, "shell") => {}
         (Some('q'), _) => args.quote = true,
-        (_, "timeout") => args.timeout = Some(super::parse_duration(&value).map_err(bad)?),
+        (_, "timeout") => {
+            args.timeout = Some(match value.strip_suffix('%') {
+                Some(p) => super::exec::Timeout::Percent(
+                    p.parse()
+                        .ok()
+                        .filter(|p: &f64| *p > 0.0)
+                        .ok_or_else(|| bad(format!("`{value}` is not a percentage")))?,
+                ),
+                None => super::exec::Timeout::After(super::parse_duration(&value).map_err(bad)?),
+            });
+        }
         (_, "retries") => {
             args.retries = value
                 .parse()
@@ -490,6 +514,8 @@ fn apply(
             });
         }
         (_, "pipe") => args.pipe = true,
+        (_, "plus") => args.plus = true,
+        (_, "results") => args.results = Some(value.into()),
         (_, "block") => args.cut.block = super::pipe::parse_size(&value).map_err(bad)?,
         (_, "recstart") => args.cut.recstart = super::pipe::unescape(&value),
         (_, "recend") => args.cut.recend = super::pipe::unescape(&value),
@@ -538,6 +564,8 @@ OPTIONS (bundle short ones: -kj4; values attached or not: -j4, --jobs=4):
   -I STR                STR stands for the input, instead of {}
   -N N                  N inputs per job ({1}..{N}; a word with {} repeats per input)
   -n N, -L N            at most N inputs (or lines) per job
+      --plus            also {+/} {+.} {..} {+..} {/..} {...} {+...} {/...} {##} {0#}
+      --results DIR     each job's stdout, stderr and seq in DIR/1/<input>/ (not printed)
       --pipe            cut stdin into blocks at record ends, one block per job's stdin
       --block SIZE      block size (default 1M; k=1000, K=1024, ...)
       --recend STR      a record ends with STR (default \\n)
@@ -546,7 +574,8 @@ OPTIONS (bundle short ones: -kj4; values attached or not: -j4, --jobs=4):
                         (-X repeats a word with {} per input)
       --env VAR         accepted (local jobs inherit the whole environment)
   -q, --quote           quote the command's own words too (no shell syntax in it)
-      --timeout D       kill a job's process group after D (10, 1.5s, 2m)
+      --timeout D       kill a job's process group after D (10, 1.5s, 2m), or P% of
+                        the median run time of the jobs that succeeded so far
       --retries N       run a failing job up to N times in all
       --halt WHEN,COND  now|soon,fail=N|success=N|fail=P%
       --joblog FILE     log each job in GNU parallel's format

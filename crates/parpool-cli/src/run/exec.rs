@@ -247,8 +247,7 @@ impl Plan {
             .map(|a| {
                 one(&Fill {
                     args: std::slice::from_ref(a),
-                    seq: fill.seq,
-                    slot: fill.slot,
+                    ..*fill
                 })
             })
             .collect();
@@ -416,6 +415,15 @@ pub(crate) enum OutputMode {
     Ungroup,
 }
 
+/// `--timeout`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Timeout {
+    After(Duration),
+    /// A percentage of the median run time of the jobs that succeeded so
+    /// far (none yet: no limit), as GNU parallel's.
+    Percent(f64),
+}
+
 /// What prefixes a job's output lines.
 #[derive(Debug)]
 pub(crate) enum Tag {
@@ -466,7 +474,9 @@ pub(crate) struct Runner {
     /// `--delay`: at least this long between job starts.
     pub(crate) delay: Option<Duration>,
     pub(crate) next_start: Mutex<Option<Instant>>,
-    pub(crate) timeout: Option<Duration>,
+    pub(crate) timeout: Option<Timeout>,
+    /// Run times of the jobs that succeeded (for `--timeout P%`).
+    pub(crate) succeeded: Mutex<Vec<Duration>>,
     pub(crate) tries: u32,
     /// Process groups of running jobs, to kill on a second interrupt or
     /// `--halt now`.
@@ -481,6 +491,8 @@ pub(crate) struct Runner {
     pub(crate) output_closed: AtomicBool,
     /// Set by an interrupt (SIGINT, SIGTERM): the exit status is 255.
     pub(crate) interrupted: AtomicBool,
+    /// How many jobs there are (`{##}`); `u64::MAX` while unknown.
+    pub(crate) total: std::sync::atomic::AtomicU64,
 }
 
 impl Runner {
@@ -492,10 +504,12 @@ impl Runner {
         slot: usize,
         stdin: Option<Arc<Vec<u8>>>,
     ) -> Outcome {
+        let total = self.total.load(Ordering::Relaxed);
         let fill = Fill {
             args: &values,
             seq,
             slot,
+            total: (total != u64::MAX).then_some(total),
         };
         let argv = self.plan.argv(&fill);
         let tag = match &self.tag {
@@ -621,7 +635,8 @@ impl Runner {
         }
         let (done_tx, done_rx) = mpsc::channel::<()>();
         let timed_out = Arc::new(AtomicBool::new(false));
-        let watchdog = self.timeout.map(|limit| {
+        let limit = self.limit();
+        let watchdog = limit.map(|limit| {
             let timed_out = timed_out.clone();
             std::thread::spawn(move || {
                 if let Err(mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(limit) {
@@ -670,11 +685,36 @@ impl Runner {
                 out.stderr = Held::from_text(format!("parpool: lost the job: {e}\n"));
             }
         }
+        if !out.failed() {
+            self.succeeded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(out.runtime);
+        }
         if out.timed_out {
-            let limit = self.timeout.unwrap_or_default();
+            let limit = limit.unwrap_or_default();
             let note = format!("parpool: job {seq} timed out after {limit:?}\n");
             if let Err(e) = out.stderr.push(note.as_bytes()) {
                 eprintln!("parpool: {e}");
+            }
+        }
+    }
+
+    /// This job's time limit, if any.
+    fn limit(&self) -> Option<Duration> {
+        match self.timeout? {
+            Timeout::After(d) => Some(d),
+            Timeout::Percent(p) => {
+                let mut times = self
+                    .succeeded
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                if times.is_empty() {
+                    return None;
+                }
+                times.sort_unstable();
+                Some(times[times.len() / 2].mul_f64(p / 100.0))
             }
         }
     }

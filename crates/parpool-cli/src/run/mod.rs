@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 
 pub(crate) use args::RunArgs;
 
@@ -351,7 +351,7 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
     let whole = args.replace.as_deref().unwrap_or("{}").as_bytes();
     let mut words: Vec<template::Word> = command
         .iter()
-        .map(|w| template::parse_word_with(w, whole))
+        .map(|w| template::parse_word_with(w, whole, args.plus))
         .collect();
     let mode = if words.is_empty() {
         Mode::InputIsCommand
@@ -376,19 +376,25 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
             OutputMode::Group
         },
         tag: match (&args.tagstring, args.tag) {
-            (Some(t), _) => exec::Tag::Template(template::parse_word(std::ffi::OsStr::new(t))),
+            (Some(t), _) => exec::Tag::Template(template::parse_word_with(
+                std::ffi::OsStr::new(t),
+                b"{}",
+                args.plus,
+            )),
             (None, true) => exec::Tag::Values,
             (None, false) => exec::Tag::None,
         },
         delay: args.delay,
         next_start: Mutex::new(None),
         timeout: args.timeout,
+        succeeded: Mutex::new(Vec::new()),
         tries: args.retries.max(1),
         running: Mutex::new(Default::default()),
         stop: AtomicBool::new(false),
         kill: AtomicBool::new(false),
         output_closed: AtomicBool::new(false),
         interrupted: AtomicBool::new(false),
+        total: std::sync::atomic::AtomicU64::new(u64::MAX),
     });
 
     // Input errors stop the input (jobs already read still run) and make
@@ -414,6 +420,11 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         Box::new(jobs.map(|r| r.map(|values| (values, None))))
     };
     let known_total = jobs.size_hint().1;
+    if let Some(n) = known_total {
+        runner
+            .total
+            .store(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
     let skipping = skip.len();
     let jobs = jobs
         .map_while(move |r| match r {
@@ -435,6 +446,7 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
                 args: &values,
                 seq,
                 slot: 1,
+                total: known_total.map(|n| n as u64),
             };
             out.write_all(&runner.plan.argv(&fill).display())?;
             out.write_all(b"\n")?;
@@ -484,13 +496,22 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         if outcome.skipped {
             return Ok(());
         }
+        if let Some(dir) = &args.results {
+            save_results(dir, &mut outcome)
+                .with_context(|| format!("cannot write --results under {}", dir.display()))?;
+        }
+        let print = |o: &mut Outcome| match &args.results {
+            // As GNU parallel's --results: the output goes to the files.
+            Some(_) => Ok(()),
+            None => print_output(o, args.verbose),
+        };
         let printed = match &bar {
             Some(bar) => {
-                let printed = bar.suspend(|| print_output(&mut outcome, args.verbose));
+                let printed = bar.suspend(|| print(&mut outcome));
                 bar.inc(1);
                 printed
             }
-            None => print_output(&mut outcome, args.verbose),
+            None => print(&mut outcome),
         };
         if let Err(e) = printed {
             if e.kind() == io::ErrorKind::BrokenPipe {
@@ -634,6 +655,28 @@ impl Tally {
             _ => self.failed.min(101) as i32,
         }
     }
+}
+
+/// `--results`: the job's stdout, stderr and number in
+/// `dir/1/<value 1>/2/<value 2>/...`, a `/` in a value written `\_`.
+fn save_results(dir: &std::path::Path, o: &mut Outcome) -> io::Result<()> {
+    let mut path = dir.to_path_buf();
+    for (i, v) in o.values.iter().enumerate() {
+        path.push((i + 1).to_string());
+        let escaped = template::os(
+            v.as_bytes()
+                .iter()
+                .flat_map(|&b| if b == b'/' { b"\\_".to_vec() } else { vec![b] })
+                .collect(),
+        );
+        path.push(escaped);
+    }
+    std::fs::create_dir_all(&path)?;
+    let mut stdout = std::fs::File::create(path.join("stdout"))?;
+    o.stdout.write_to(&mut stdout, None)?;
+    let mut stderr = std::fs::File::create(path.join("stderr"))?;
+    o.stderr.write_to(&mut stderr, None)?;
+    std::fs::write(path.join("seq"), o.seq.to_string())
 }
 
 /// Writes a job's held output, each stream in one piece (after its

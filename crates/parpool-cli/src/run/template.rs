@@ -18,6 +18,14 @@ pub(crate) enum Op {
     Base,
     Dir,
     BaseNoExt,
+    /// `--plus`: `{+/}` what comes before the last `/`.
+    DirPart,
+    /// `--plus`: `{+.}`, `{+..}`, `{+...}` the last 1, 2, 3 extensions.
+    Exts(u8),
+    /// `--plus`: `{..}`, `{...}` without the last 2, 3 extensions.
+    NoExts(u8),
+    /// `--plus`: `{/..}`, `{/...}` the basename without 2, 3 extensions.
+    BaseNoExts(u8),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +39,10 @@ pub(crate) enum Piece {
     },
     Seq,
     Slot,
+    /// `--plus`: `{##}` the number of jobs.
+    Total,
+    /// `--plus`: `{0#}` the job number, zero-padded to `{##}`'s width.
+    SeqPadded,
 }
 
 /// A template word: one argument of the command.
@@ -42,16 +54,20 @@ pub(crate) struct Fill<'a> {
     pub(crate) args: &'a [OsString],
     pub(crate) seq: u64,
     pub(crate) slot: usize,
+    /// How many jobs there are, when known (`{##}`).
+    pub(crate) total: Option<u64>,
 }
 
 /// Parses one word of the command line.
+#[cfg(test)]
 pub(crate) fn parse_word(word: &OsStr) -> Word {
-    parse_word_with(word, b"{}")
+    parse_word_with(word, b"{}", false)
 }
 
 /// Parses one word, with `whole` standing for the whole input instead of
-/// `{}` (`-I`); `{}` is then plain text.
-pub(crate) fn parse_word_with(word: &OsStr, whole: &[u8]) -> Word {
+/// `{}` (`-I`; `{}` is then plain text), and `--plus`'s replacement
+/// strings if `plus`.
+pub(crate) fn parse_word_with(word: &OsStr, whole: &[u8], plus: bool) -> Word {
     let bytes = word.as_bytes();
     let mut pieces = Vec::new();
     let mut lit = Vec::new();
@@ -72,7 +88,7 @@ pub(crate) fn parse_word_with(word: &OsStr, whole: &[u8]) -> Word {
         if bytes[i] == b'{'
             && let Some(len) = bytes[i + 1..].iter().position(|&b| b == b'}')
             && (default || len > 0)
-            && let Some(piece) = parse_replacement(&bytes[i + 1..i + 1 + len])
+            && let Some(piece) = parse_replacement(&bytes[i + 1..i + 1 + len], plus)
         {
             if !lit.is_empty() {
                 pieces.push(Piece::Lit(std::mem::take(&mut lit)));
@@ -90,10 +106,12 @@ pub(crate) fn parse_word_with(word: &OsStr, whole: &[u8]) -> Word {
     pieces
 }
 
-fn parse_replacement(inner: &[u8]) -> Option<Piece> {
+fn parse_replacement(inner: &[u8], plus: bool) -> Option<Piece> {
     match inner {
         b"#" => return Some(Piece::Seq),
         b"%" => return Some(Piece::Slot),
+        b"##" if plus => return Some(Piece::Total),
+        b"0#" if plus => return Some(Piece::SeqPadded),
         _ => {}
     }
     let sign = usize::from(inner.first() == Some(&b'-'));
@@ -120,6 +138,14 @@ fn parse_replacement(inner: &[u8]) -> Option<Piece> {
         b"/" => Op::Base,
         b"//" => Op::Dir,
         b"/." => Op::BaseNoExt,
+        b"+/" if plus => Op::DirPart,
+        b"+." if plus => Op::Exts(1),
+        b"+.." if plus => Op::Exts(2),
+        b"+..." if plus => Op::Exts(3),
+        b".." if plus => Op::NoExts(2),
+        b"..." if plus => Op::NoExts(3),
+        b"/.." if plus => Op::BaseNoExts(2),
+        b"/..." if plus => Op::BaseNoExts(3),
         _ => return None,
     };
     Some(Piece::Input { source, op })
@@ -139,6 +165,15 @@ pub(crate) fn fill_word(word: &Word, fill: &Fill<'_>, quote: bool) -> Vec<u8> {
             Piece::Lit(b) => out.extend_from_slice(b),
             Piece::Seq => out.extend_from_slice(fill.seq.to_string().as_bytes()),
             Piece::Slot => out.extend_from_slice(fill.slot.to_string().as_bytes()),
+            Piece::Total => {
+                if let Some(total) = fill.total {
+                    out.extend_from_slice(total.to_string().as_bytes());
+                }
+            }
+            Piece::SeqPadded => {
+                let width = fill.total.map_or(1, |t| t.to_string().len());
+                out.extend_from_slice(format!("{:0width$}", fill.seq).as_bytes());
+            }
             Piece::Input { source, op } => {
                 let values: Vec<&OsString> = match *source {
                     None => fill.args.iter().collect(),
@@ -177,7 +212,41 @@ pub(crate) fn apply(op: Op, v: &[u8]) -> Vec<u8> {
         Op::Base => base(v).to_vec(),
         Op::Dir => dir(v).to_vec(),
         Op::BaseNoExt => no_ext(base(v)).to_vec(),
+        Op::DirPart => match v.iter().rposition(|&b| b == b'/') {
+            Some(i) => v[..i].to_vec(),
+            None => Vec::new(),
+        },
+        Op::Exts(n) => match exts(v, n) {
+            Some(at) => v[at + 1..].to_vec(),
+            None => Vec::new(),
+        },
+        Op::NoExts(n) => match exts(v, n) {
+            Some(at) => v[..at].to_vec(),
+            None => v.to_vec(),
+        },
+        Op::BaseNoExts(n) => {
+            let b = base(v);
+            match exts(b, n) {
+                Some(at) => b[..at].to_vec(),
+                None => b.to_vec(),
+            }
+        }
     }
+}
+
+/// Where the last `n` extensions start (the `.` before them), if the last
+/// path component has that many non-empty ones after a non-empty stem.
+fn exts(v: &[u8], n: u8) -> Option<usize> {
+    let start = v.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+    let mut at = v.len();
+    for _ in 0..n {
+        let dot = v[start..at].iter().rposition(|&b| b == b'.')? + start;
+        if dot + 1 == at || dot == start {
+            return None;
+        }
+        at = dot;
+    }
+    Some(at)
 }
 
 /// Everything after the last `/` (`a/b/` gives nothing), as GNU
@@ -256,6 +325,7 @@ mod tests {
             args: &args,
             seq: 7,
             slot: 2,
+            total: Some(12),
         };
         String::from_utf8(fill_word(&w, &f, false)).unwrap()
     }
@@ -305,6 +375,30 @@ mod tests {
             "a|b|b|a||a b"
         );
         assert_eq!(fill("{2.}|{-1/}", &["x/a.b", "y/c.d"]), "y/c|c.d");
+    }
+
+    #[test]
+    fn plus_replacement_strings_follow_gnu_parallel() {
+        let fill = |word: &str, arg: &str| {
+            let w = parse_word_with(OsStr::new(word), b"{}", true);
+            let args = [OsString::from(arg)];
+            let f = Fill {
+                args: &args,
+                seq: 7,
+                slot: 2,
+                total: Some(12),
+            };
+            String::from_utf8(fill_word(&w, &f, false)).unwrap()
+        };
+        let word = "{+/}|{/}|{+.}|{..}|{+..}|{/..}|{##}|{0#}|{...}|{+...}|{/...}";
+        assert_eq!(
+            fill(word, "a/b.c.d.e"),
+            "a|b.c.d.e|e|a/b.c|d.e|b.c|12|07|a/b|c.d.e|b"
+        );
+        assert_eq!(fill(word, "e.f"), "|e.f|f|e.f||e.f|12|07|e.f||e.f");
+        assert_eq!(fill(word, "g"), "|g||g||g|12|07|g||g");
+        // Without --plus they are plain text.
+        assert_eq!(fill1("{..}{##}", "v"), "{..}{##}v");
     }
 
     #[test]

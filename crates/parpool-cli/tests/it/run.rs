@@ -1370,3 +1370,79 @@ fn pipe_cuts_stdin_as_gnu_parallel_does() {
         same_as_gnu_with_stdin(case, input, &dir);
     }
 }
+
+#[test]
+fn plus_results_and_relative_timeouts_match_gnu_parallel() {
+    same_as_gnu(&[
+        "-k",
+        "--plus",
+        "echo",
+        "'{+/}|{/}|{+.}|{..}|{+..}|{/..}|{##}|{0#}|{...}|{+...}|{/...}'",
+        ":::",
+        "a/b.c.d.e",
+        "e.f",
+        "g",
+    ]);
+    same_as_gnu(&[
+        "-k",
+        "-j1",
+        "--timeout",
+        "300%",
+        "sleep {}; echo {}",
+        ":::",
+        "0.1",
+        "0.1",
+        "0.1",
+        "3",
+        "0.1",
+    ]);
+    // --results: the same files with the same contents, and nothing printed.
+    let Some(mut gnu) = gnu() else { return };
+    let dir = scratch("results-gnu");
+    let (ours, theirs) = (dir.join("ours"), dir.join("theirs"));
+    let case = |d: &Path| -> Vec<String> {
+        [
+            "-k",
+            "--results",
+            &d.display().to_string(),
+            "echo {}; echo e{} >&2",
+            ":::",
+            "a",
+            "b c",
+            "x/y",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let t = gnu
+        .args(case(&theirs))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let o = parpool()
+        .arg("run")
+        .args(case(&ours))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), String::from_utf8_lossy(&t.stdout));
+    let listing = |root: &Path| -> Vec<(String, String)> {
+        let mut files = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let rel = p.strip_prefix(root).unwrap().display().to_string();
+                    files.push((rel, std::fs::read_to_string(&p).unwrap()));
+                }
+            }
+        }
+        files.sort();
+        files
+    };
+    assert_eq!(listing(&ours), listing(&theirs));
+    assert_eq!(listing(&ours).len(), 9);
+}
