@@ -398,7 +398,7 @@ mod tests {
         assert_eq!(fill(word, "e.f"), "|e.f|f|e.f||e.f|12|07|e.f||e.f");
         assert_eq!(fill(word, "g"), "|g||g||g|12|07|g||g");
         // Without --plus they are plain text.
-        assert_eq!(fill1("{..}{##}", "v"), "{..}{##}v");
+        assert_eq!(fill1("{..}{##}", "v"), "{..}{##}");
     }
 
     #[test]
