@@ -56,6 +56,16 @@ pub(crate) struct RunArgs {
     pub(crate) plus: bool,
     /// `--results DIR`: each job's output in files under DIR.
     pub(crate) results: Option<std::path::PathBuf>,
+    /// `-S`, `--sshloginfile`: the machines to run on.
+    pub(crate) sshlogins: Vec<String>,
+    /// `--ssh`: the command that reaches them.
+    pub(crate) ssh: Option<String>,
+    /// `--transferfile`: files sent to a machine before each job there.
+    pub(crate) transfer: Vec<String>,
+    /// `--return`: files fetched back after each job.
+    pub(crate) returns: Vec<String>,
+    /// `--cleanup`: both removed from the machine afterwards.
+    pub(crate) cleanup: bool,
     /// How `--pipe` cuts (`--block`, `--recstart`, `--recend`).
     pub(crate) cut: super::pipe::Cut,
     /// The command, then the inputs.
@@ -277,6 +287,46 @@ const SPECS: &[Spec] = &[
     Spec {
         short: None,
         long: &["results", "res"],
+        takes: Takes::Value,
+    },
+    Spec {
+        short: Some('S'),
+        long: &["sshlogin"],
+        takes: Takes::Value,
+    },
+    Spec {
+        short: None,
+        long: &["sshloginfile", "slf"],
+        takes: Takes::Value,
+    },
+    Spec {
+        short: None,
+        long: &["ssh"],
+        takes: Takes::Value,
+    },
+    Spec {
+        short: None,
+        long: &["transferfile", "tf"],
+        takes: Takes::Value,
+    },
+    Spec {
+        short: None,
+        long: &["transfer"],
+        takes: Takes::Nothing,
+    },
+    Spec {
+        short: None,
+        long: &["return"],
+        takes: Takes::Value,
+    },
+    Spec {
+        short: None,
+        long: &["cleanup"],
+        takes: Takes::Nothing,
+    },
+    Spec {
+        short: None,
+        long: &["trc"],
         takes: Takes::Value,
     },
     Spec {
@@ -516,6 +566,22 @@ fn apply(
         (_, "pipe") => args.pipe = true,
         (_, "plus") => args.plus = true,
         (_, "results") => args.results = Some(value.into()),
+        (Some('S'), _) => args.sshlogins.push(value),
+        (_, "sshloginfile") => {
+            let lines =
+                super::remote::read_login_file(std::path::Path::new(&value)).map_err(bad)?;
+            args.sshlogins.extend(lines);
+        }
+        (_, "ssh") => args.ssh = Some(value),
+        (_, "transferfile") => args.transfer.push(value),
+        (_, "transfer") => args.transfer.push("{}".into()),
+        (_, "return") => args.returns.push(value),
+        (_, "cleanup") => args.cleanup = true,
+        (_, "trc") => {
+            args.transfer.push("{}".into());
+            args.returns.push(value);
+            args.cleanup = true;
+        }
         (_, "block") => args.cut.block = super::pipe::parse_size(&value).map_err(bad)?,
         (_, "recstart") => args.cut.recstart = super::pipe::unescape(&value),
         (_, "recend") => args.cut.recend = super::pipe::unescape(&value),
@@ -566,6 +632,12 @@ OPTIONS (bundle short ones: -kj4; values attached or not: -j4, --jobs=4):
   -n N, -L N            at most N inputs (or lines) per job
       --plus            also {+/} {+.} {..} {+..} {/..} {...} {+...} {/...} {##} {0#}
       --results DIR     each job's stdout, stderr and seq in DIR/1/<input>/ (not printed)
+  -S, --sshlogin LIST   run on these machines: [N/][user@]host, or : for this one
+      --sshloginfile F  ... one sshlogin per line of F (.. is ~/.parallel/sshloginfile)
+      --ssh CMD         how to reach them (default $PARALLEL_SSH or ssh)
+      --transferfile F  send F (replacement strings allowed) before the job; --transfer: {}
+      --return F        fetch F back after the job; --cleanup removes both there
+      --trc F           --transfer --return F --cleanup
       --pipe            cut stdin into blocks at record ends, one block per job's stdin
       --block SIZE      block size (default 1M; k=1000, K=1024, ...)
       --recend STR      a record ends with STR (default \\n)

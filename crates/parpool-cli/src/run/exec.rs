@@ -477,6 +477,14 @@ pub(crate) struct Runner {
     pub(crate) timeout: Option<Timeout>,
     /// Run times of the jobs that succeeded (for `--timeout P%`).
     pub(crate) succeeded: Mutex<Vec<Duration>>,
+    /// The machines jobs run on (`:` alone without `-S`).
+    pub(crate) hosts: Vec<super::remote::Host>,
+    /// Which machine each job slot (less one) is on.
+    pub(crate) slot_host: Vec<usize>,
+    /// `--transferfile`, `--return` (filled per job), `--cleanup`.
+    pub(crate) transfer: Vec<Word>,
+    pub(crate) returns: Vec<Word>,
+    pub(crate) cleanup: bool,
     pub(crate) tries: u32,
     /// Process groups of running jobs, to kill on a second interrupt or
     /// `--halt now`.
@@ -527,6 +535,41 @@ impl Runner {
             tag,
             ..Outcome::default()
         };
+        let host = self
+            .slot_host
+            .get(slot.saturating_sub(1))
+            .and_then(|&h| self.hosts.get(h));
+        // On another machine: through ssh, files sent first.
+        let (argv, ssh) = match host.and_then(|h| h.ssh.as_deref()) {
+            None => (argv, None),
+            Some(ssh) => {
+                let line = [
+                    format!("export PARALLEL_SEQ={seq} PARALLEL_JOBSLOT={slot}; ").as_bytes(),
+                    &argv.line,
+                ]
+                .concat();
+                let remote = Argv {
+                    line: argv.line.clone(),
+                    direct: Some(super::remote::command(ssh, &line)),
+                };
+                (remote, Some(ssh))
+            }
+        };
+        let sent: Vec<Vec<u8>> = self
+            .transfer
+            .iter()
+            .map(|w| template::fill_word(w, &fill, false))
+            .collect();
+        if let Some(ssh) = ssh {
+            for path in &sent {
+                if let Err(e) = super::remote::send(ssh, path) {
+                    outcome.exit = 255;
+                    outcome.stderr = Held::from_text(format!("parpool: {e}\n"));
+                    outcome.values = values;
+                    return outcome;
+                }
+            }
+        }
         for _ in 0..self.tries.max(1) {
             if self.stop.load(Ordering::Acquire) {
                 outcome.skipped = outcome.started.is_none();
@@ -535,6 +578,28 @@ impl Runner {
             self.attempt(&argv, seq, slot, stdin.as_ref(), &mut outcome);
             if !outcome.failed() {
                 break;
+            }
+        }
+        if let Some(ssh) = ssh {
+            let fetched: Vec<Vec<u8>> = self
+                .returns
+                .iter()
+                .map(|w| template::fill_word(w, &fill, false))
+                .collect();
+            let mut problems = Vec::new();
+            if !outcome.skipped {
+                problems.extend(
+                    fetched
+                        .iter()
+                        .filter_map(|p| super::remote::fetch(ssh, p).err()),
+                );
+            }
+            if self.cleanup {
+                let all: Vec<Vec<u8>> = sent.iter().chain(&fetched).cloned().collect();
+                problems.extend(super::remote::remove(ssh, &all).err());
+            }
+            for p in problems {
+                let _ = outcome.stderr.push(format!("parpool: {p}\n").as_bytes());
             }
         }
         outcome.values = values;
@@ -565,7 +630,8 @@ impl Runner {
         self.pace();
         let mut cmd = match &argv.direct {
             Some(words) => {
-                let mut c = match &self.plan.program {
+                let program = self.plan.program.as_ref().filter(|_| !self.remote(slot));
+                let mut c = match program {
                     Some(path) => {
                         let mut c = Command::new(path);
                         c.arg0(&words[0]);
@@ -698,6 +764,14 @@ impl Runner {
                 eprintln!("parpool: {e}");
             }
         }
+    }
+
+    /// Whether job slot `slot` is on another machine.
+    fn remote(&self, slot: usize) -> bool {
+        self.slot_host
+            .get(slot.saturating_sub(1))
+            .and_then(|&h| self.hosts.get(h))
+            .is_some_and(|h| h.ssh.is_some())
     }
 
     /// This job's time limit, if any.

@@ -6,6 +6,7 @@ mod input;
 mod joblog;
 mod output;
 mod pipe;
+mod remote;
 mod template;
 
 use std::ffi::OsString;
@@ -311,7 +312,35 @@ pub(crate) fn cli(words: Vec<OsString>) -> i32 {
 /// Runs `parpool run`; returns the exit status.
 fn main(args: RunArgs) -> anyhow::Result<i32> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let slots = cap_by_descriptors(job_slots(args.jobs.as_deref().unwrap_or("100%"), cores)?);
+    let local_slots = cap_by_descriptors(job_slots(args.jobs.as_deref().unwrap_or("100%"), cores)?);
+    // The machines jobs run on, and which of them each job slot is on.
+    let hosts: Vec<(remote::Host, usize)> = if args.sshlogins.is_empty() {
+        vec![(
+            remote::Host {
+                ssh: None,
+                slots: Some(local_slots),
+                name: ":".into(),
+            },
+            local_slots,
+        )]
+    } else {
+        let ssh = args
+            .ssh
+            .clone()
+            .or_else(|| std::env::var("PARALLEL_SSH").ok())
+            .unwrap_or_else(|| "ssh".into());
+        let hosts = remote::parse_logins(&args.sshlogins, &ssh).map_err(anyhow::Error::msg)?;
+        remote::prepare(hosts, local_slots)
+    };
+    let slot_host: Vec<usize> = hosts
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, n))| std::iter::repeat_n(i, *n))
+        .collect();
+    if slot_host.is_empty() {
+        bail!("no machine is left to run jobs on");
+    }
+    let slots = slot_host.len();
     let (command, mut sources) = split_rest(args.rest)?;
     // `-a FILE`: input files, before the other sources.
     let files = args.arg_files.iter().map(|path| Linked {
@@ -388,6 +417,19 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         next_start: Mutex::new(None),
         timeout: args.timeout,
         succeeded: Mutex::new(Vec::new()),
+        hosts: hosts.into_iter().map(|(h, _)| h).collect(),
+        slot_host,
+        transfer: args
+            .transfer
+            .iter()
+            .map(|t| template::parse_word_with(std::ffi::OsStr::new(t), b"{}", args.plus))
+            .collect(),
+        returns: args
+            .returns
+            .iter()
+            .map(|t| template::parse_word_with(std::ffi::OsStr::new(t), b"{}", args.plus))
+            .collect(),
+        cleanup: args.cleanup,
         tries: args.retries.max(1),
         running: Mutex::new(Default::default()),
         stop: AtomicBool::new(false),

@@ -1446,3 +1446,214 @@ fn plus_results_and_relative_timeouts_match_gnu_parallel() {
     assert_eq!(listing(&ours), listing(&theirs));
     assert_eq!(listing(&ours).len(), 9);
 }
+
+/// An sshd on 127.0.0.1 with a throwaway host key and user key, for as
+/// long as it lives; `None` (with a line saying why) where sshd is missing
+/// or cannot start.
+struct LoopbackSshd {
+    child: std::process::Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl LoopbackSshd {
+    fn start(name: &str) -> Option<LoopbackSshd> {
+        let sshd = Path::new("/usr/sbin/sshd");
+        if !sshd.exists() || rustix::process::geteuid().as_raw() != 0 {
+            eprintln!("ssh tests skipped: they need /usr/sbin/sshd (openssh-server) and root");
+            return None;
+        }
+        let dir = scratch(name);
+        for key in ["hostkey", "userkey"] {
+            let _ = std::fs::remove_file(dir.join(key));
+            let ok = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(dir.join(key))
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("ssh tests skipped: ssh-keygen failed");
+                return None;
+            }
+        }
+        std::fs::copy(dir.join("userkey.pub"), dir.join("authorized_keys")).unwrap();
+        let _ = std::fs::create_dir_all("/run/sshd");
+        for attempt in 0..20u16 {
+            let port = 20000 + (std::process::id() as u16 % 20000) + attempt * 7;
+            let config = dir.join("sshd_config");
+            std::fs::write(
+                &config,
+                format!(
+                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/hostkey\n\
+                     AuthorizedKeysFile {d}/authorized_keys\nPidFile {d}/sshd.pid\nUsePAM no\n\
+                     StrictModes no\nPasswordAuthentication no\nPermitRootLogin yes\n",
+                    d = dir.display()
+                ),
+            )
+            .unwrap();
+            let mut child = Command::new(sshd)
+                .arg("-D")
+                .arg("-f")
+                .arg(&config)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .ok()?;
+            let server = LoopbackSshd {
+                child: {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                    if child.try_wait().ok().flatten().is_some() {
+                        continue;
+                    }
+                    child
+                },
+                dir: dir.clone(),
+                port,
+            };
+            let up = Command::new("sh")
+                .arg("-c")
+                .arg(format!("{} root@127.0.0.1 true", server.ssh()))
+                .status()
+                .is_ok_and(|s| s.success());
+            if up {
+                return Some(server);
+            }
+        }
+        eprintln!("ssh tests skipped: sshd did not start");
+        None
+    }
+
+    /// The `--ssh` command that reaches it.
+    fn ssh(&self) -> String {
+        format!(
+            "ssh -i {}/userkey -p {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+             -o LogLevel=ERROR",
+            self.dir.display(),
+            self.port
+        )
+    }
+}
+
+impl Drop for LoopbackSshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn jobs_run_on_other_machines_through_ssh() {
+    let Some(server) = LoopbackSshd::start("sshd") else {
+        return;
+    };
+    let ssh = server.ssh();
+    // The same as GNU parallel's, through the same sshd.
+    same_as_gnu_in(
+        &[
+            "--ssh",
+            &ssh,
+            "-S",
+            "2/root@127.0.0.1",
+            "-k",
+            "echo {} seq $PARALLEL_SEQ",
+            ":::",
+            "a",
+            "b",
+        ],
+        &server.dir,
+        &[],
+    );
+    same_as_gnu_in(
+        &[
+            "--ssh",
+            &ssh,
+            "-S",
+            "1/root@127.0.0.1,1/:",
+            "-k",
+            "echo {}",
+            ":::",
+            "a",
+            "b",
+            "c",
+        ],
+        &server.dir,
+        &[],
+    );
+    // A machine that cannot be reached is reported, and its jobs run on
+    // the others.
+    let o = parpool()
+        .args([
+            "run",
+            "--ssh",
+            &ssh,
+            "-S",
+            "1/root@127.0.0.1",
+            "-S",
+            "1/nosuchhost.invalid",
+        ])
+        .args(["-k", "echo {}", ":::", "a", "b", "c"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!(stdout(&o), "a\nb\nc\n");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nosuchhost.invalid cannot be reached"));
+    // --trc: files go there, results come back, and nothing is left there.
+    // Inputs in a subdirectory, made there as here.
+    let work = server.dir.join("work");
+    std::fs::create_dir_all(work.join("parpool-t")).unwrap();
+    std::fs::write(work.join("parpool-t/in1.txt"), "hello\n").unwrap();
+    std::fs::write(work.join("parpool-t/in2.txt"), "hi\n").unwrap();
+    let o = parpool()
+        .current_dir(&work)
+        .args([
+            "run",
+            "--ssh",
+            &ssh,
+            "-S",
+            "1/root@127.0.0.1",
+            "--trc",
+            "{}.out",
+        ])
+        .args([
+            "-k",
+            "wc -c < {} > {}.out; echo done {}",
+            ":::",
+            "parpool-t/in1.txt",
+            "parpool-t/in2.txt",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        stdout(&o),
+        "done parpool-t/in1.txt\ndone parpool-t/in2.txt\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.join("parpool-t/in1.txt.out"))
+            .unwrap()
+            .trim(),
+        "6"
+    );
+    assert_eq!(
+        std::fs::read_to_string(work.join("parpool-t/in2.txt.out"))
+            .unwrap()
+            .trim(),
+        "3"
+    );
+    let left = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{ssh} root@127.0.0.1 'ls parpool-t 2>/dev/null | wc -l'"
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&left).trim(),
+        "0",
+        "--cleanup removed the files there"
+    );
+    let _ = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{ssh} root@127.0.0.1 'rmdir parpool-t'"))
+        .status();
+}
