@@ -686,6 +686,10 @@ impl Runner {
         let feeder = match (stdin, child.stdin.take()) {
             (Some(block), Some(mut pipe)) => {
                 let block = block.clone();
+                // A bigger pipe, fewer trips between this thread and the
+                // job (the kernel may refuse: then the default stays).
+                let _ =
+                    rustix::pipe::fcntl_setpipe_size(&pipe, block.len().clamp(1 << 16, 1 << 20));
                 Some(std::thread::spawn(move || {
                     let _ = pipe.write_all(&block);
                 }))

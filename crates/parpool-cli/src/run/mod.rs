@@ -456,6 +456,8 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
     // Each job's values, and its standard input (`--pipe`).
     type Item = (input::Values, Option<Arc<Vec<u8>>>);
     let jobs: Box<dyn Iterator<Item = io::Result<Item>> + Send> = if args.pipe {
+        // Read in bigger pieces where stdin is a pipe.
+        let _ = rustix::pipe::fcntl_setpipe_size(io::stdin(), 1 << 20);
         let blocks = pipe::Blocks::new(io::stdin(), args.cut.clone());
         Box::new(blocks.map(|b| b.map(|block| (Vec::new(), Some(block)))))
     } else {
