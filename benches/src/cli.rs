@@ -121,13 +121,25 @@ fn versus_gnu(
     c
 }
 
-/// `echo {}` in input order (`-k`).
+/// `echo {}` in input order (`-k`), with `xargs` (no order kept, no
+/// output grouped) as the floor: what starting the processes costs.
 pub(crate) fn echo_keep_order(n: u64) -> Vec<TimedContender> {
-    versus_gnu(
+    let mut c = versus_gnu(
         n,
         ("parpool run -k", &["run", "-k", "-j", "2", "echo", "{}"]),
         ("GNU parallel -k", &["-k", "-j", "2", "echo", "{}"]),
-    )
+    );
+    let input = std::sync::Arc::new(lines(n));
+    c.insert(
+        1,
+        contender(
+            "floor: xargs -P 2 -n 1 echo (unordered, ungrouped)",
+            "xargs".into(),
+            &["-P", "2", "-n", "1", "echo"],
+            &input,
+        ),
+    );
+    c
 }
 
 /// `--dry-run` over `n` stdin lines.

@@ -158,11 +158,12 @@ pub(crate) fn collect(child: &mut Child) -> io::Result<(ExitStatus, Held, Held)>
     let mut buf = vec![0u8; 64 << 10];
     loop {
         let mut fds = Vec::with_capacity(3);
-        for fd in [out.as_ref(), err.as_ref(), pidfd.as_ref()]
-            .into_iter()
-            .flatten()
-        {
+        for fd in [out.as_ref(), err.as_ref()].into_iter().flatten() {
             fds.push(PollFd::new(fd, PollFlags::IN));
+        }
+        let pid_at = fds.len();
+        if let Some(p) = pidfd.as_ref() {
+            fds.push(PollFd::new(p, PollFlags::IN));
         }
         if fds.is_empty() {
             break;
@@ -172,17 +173,17 @@ pub(crate) fn collect(child: &mut Child) -> io::Result<(ExitStatus, Held, Held)>
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         }
+        let exited = match fds.get(pid_at) {
+            Some(p) if pidfd.is_some() => !p.revents().is_empty(),
+            _ => false,
+        };
+        drop(fds);
         drain(&mut out, &mut held_out, &mut buf)?;
         drain(&mut err, &mut held_err, &mut buf)?;
-        let exited = match &pidfd {
-            Some(p) => {
-                let mut one = [PollFd::new(p, PollFlags::IN)];
-                poll(&mut one, Some(&rustix::time::Timespec::default())).unwrap_or(0) > 0
-            }
-            None => out.is_none() && err.is_none(),
-        };
-        if exited {
-            // Everything the job wrote is in the pipes now.
+        // Without a pidfd (Linux < 5.3), the pipes' end is the signal.
+        if exited || (pidfd.is_none() && out.is_none() && err.is_none()) {
+            // Everything the job wrote is in the pipes now: what the
+            // drains above left is read here.
             drain(&mut out, &mut held_out, &mut buf)?;
             drain(&mut err, &mut held_err, &mut buf)?;
             break;
