@@ -155,7 +155,9 @@ pub(crate) fn collect(child: &mut Child) -> io::Result<(ExitStatus, Held, Held)>
     // pipes' end is the signal, as before.
     let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok();
     let (mut held_out, mut held_err) = (Held::default(), Held::default());
-    let mut buf = vec![0u8; 64 << 10];
+    // As much as a pipe holds at a time by default would be 64 KiB; a
+    // quarter keeps two running jobs small and costs few more reads.
+    let mut buf = vec![0u8; 16 << 10];
     loop {
         let mut fds = Vec::with_capacity(3);
         for fd in [out.as_ref(), err.as_ref()].into_iter().flatten() {
