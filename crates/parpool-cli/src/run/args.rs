@@ -66,8 +66,12 @@ pub(crate) struct RunArgs {
     pub(crate) returns: Vec<String>,
     /// `--cleanup`: both removed from the machine afterwards.
     pub(crate) cleanup: bool,
+    /// `--env VAR`: set on other machines as here.
+    pub(crate) env: Vec<String>,
     /// How `--pipe` cuts (`--block`, `--recstart`, `--recend`).
     pub(crate) cut: super::pipe::Cut,
+    /// `--recend` was given (else `--recstart` alone clears it).
+    pub(crate) recend_given: bool,
     /// The command, then the inputs.
     pub(crate) rest: Vec<OsString>,
 }
@@ -552,15 +556,27 @@ fn apply(
         }
         (Some('v'), _) => args.verbose = true,
         (_, "tagstring") => args.tagstring = Some(value),
-        // Local jobs inherit the whole environment: nothing to copy.
-        (_, "env") => {}
+        // Local jobs inherit the whole environment; remote ones get these.
+        (_, "env") => {
+            if !value.is_empty()
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                args.env.push(value);
+            } else {
+                return Err(bad(format!("`{value}` is not a variable name")));
+            }
+        }
         (Some(c @ ('N' | 'n' | 'L')), _) => {
             let size: usize = value
                 .parse()
                 .map_err(|_| bad(format!("`{value}` is not a number")))?;
+            // `-X -n2` keeps -X's repetition, in either order.
+            let context = c == 'N' || args.group.is_some_and(|g| g.context);
             args.group = Some(Group {
                 size: Some(size),
-                context: c == 'N',
+                context,
             });
         }
         (_, "pipe") => args.pipe = true,
@@ -583,8 +599,17 @@ fn apply(
             args.cleanup = true;
         }
         (_, "block") => args.cut.block = super::pipe::parse_size(&value).map_err(bad)?,
-        (_, "recstart") => args.cut.recstart = super::pipe::unescape(&value),
-        (_, "recend") => args.cut.recend = super::pipe::unescape(&value),
+        (_, "recstart") => {
+            args.cut.recstart = super::pipe::unescape(&value);
+            // As GNU parallel: --recstart alone means records end anywhere.
+            if !args.recend_given {
+                args.cut.recend.clear();
+            }
+        }
+        (_, "recend") => {
+            args.cut.recend = super::pipe::unescape(&value);
+            args.recend_given = true;
+        }
         (Some(c @ ('X' | 'm')), _) => {
             let size = args.group.and_then(|g| g.size);
             args.group = Some(Group {
@@ -644,12 +669,12 @@ OPTIONS (bundle short ones: -kj4; values attached or not: -j4, --jobs=4):
       --recstart STR    a record starts with STR
   -X, -m                as many inputs per job as spread them over the job slots
                         (-X repeats a word with {} per input)
-      --env VAR         accepted (local jobs inherit the whole environment)
+      --env VAR         set VAR on other machines as here (local jobs inherit it all)
   -q, --quote           quote the command's own words too (no shell syntax in it)
       --timeout D       kill a job's process group after D (10, 1.5s, 2m), or P% of
                         the median run time of the jobs that succeeded so far
       --retries N       run a failing job up to N times in all
-      --halt WHEN,COND  now|soon,fail=N|success=N|fail=P%
+      --halt WHEN,COND  now|soon, fail|success|done=N or =P%; or 0, 1, 2
       --joblog FILE     log each job in GNU parallel's format
       --resume          skip the jobs the joblog lists
       --resume-failed   ... and run again those that failed
@@ -678,7 +703,9 @@ REPLACEMENT STRINGS:
   Without any, the inputs are appended as arguments.
 
 EXIT STATUS: 0 if every job succeeded, else the number of failed jobs
-(at most 101); 255 on a usage error or any other error.
+(at most 101), or what --halt decided (the deciding job's status, the
+number of failures, or with fail=P% the percentage failed); 255 on a usage
+error, an interrupt, or any other error.
 
 EXAMPLES:
   parpool run gzip -9 ::: *.log

@@ -3,10 +3,10 @@
 
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -390,6 +390,8 @@ pub(crate) struct Outcome {
     pub(crate) stderr: Held,
     /// What prefixes each output line (`--tag`, `--tagstring`).
     pub(crate) tag: Option<Vec<u8>>,
+    /// The machine it ran on, if not this one (the joblog's Host).
+    pub(crate) host: Option<String>,
     /// Bytes the job wrote to stdout, held or passed on (the joblog's
     /// Receive column, as GNU parallel counts it).
     pub(crate) received: u64,
@@ -442,29 +444,6 @@ pub(crate) fn tag_prefix(values: &[OsString]) -> Vec<u8> {
     p
 }
 
-/// Writes `bytes` to `w`, each line after `prefix` if there is one.
-pub(crate) fn write_tagged(
-    w: &mut dyn Write,
-    prefix: Option<&[u8]>,
-    bytes: &[u8],
-) -> std::io::Result<()> {
-    if bytes.is_empty() {
-        return Ok(());
-    }
-    match prefix {
-        None => w.write_all(bytes)?,
-        Some(p) => {
-            let mut buf = Vec::with_capacity(bytes.len() + p.len() * 4);
-            for line in bytes.split_inclusive(|&b| b == b'\n') {
-                buf.extend_from_slice(p);
-                buf.extend_from_slice(line);
-            }
-            w.write_all(&buf)?;
-        }
-    }
-    w.flush()
-}
-
 /// Settings every job shares.
 #[derive(Debug)]
 pub(crate) struct Runner {
@@ -485,6 +464,8 @@ pub(crate) struct Runner {
     pub(crate) transfer: Vec<Word>,
     pub(crate) returns: Vec<Word>,
     pub(crate) cleanup: bool,
+    /// `--env`: variables set on other machines as they are here.
+    pub(crate) env: Vec<String>,
     pub(crate) tries: u32,
     /// Process groups of running jobs, to kill on a second interrupt or
     /// `--halt now`.
@@ -543,11 +524,19 @@ impl Runner {
         let (argv, ssh) = match host.and_then(|h| h.ssh.as_deref()) {
             None => (argv, None),
             Some(ssh) => {
-                let line = [
-                    format!("export PARALLEL_SEQ={seq} PARALLEL_JOBSLOT={slot}; ").as_bytes(),
-                    &argv.line,
-                ]
-                .concat();
+                let mut exports = format!("export PARALLEL_SEQ={seq} PARALLEL_JOBSLOT={slot}; ");
+                // `--env VAR`: this machine's value, there too.
+                for var in &self.env {
+                    if let Some(value) = std::env::var_os(var) {
+                        let quoted = template::shell_quote(value.as_encoded_bytes());
+                        exports.push_str(&format!(
+                            "export {var}={}; ",
+                            String::from_utf8_lossy(&quoted)
+                        ));
+                    }
+                }
+                outcome.host = host.map(|h| h.name.clone());
+                let line = [exports.as_bytes(), &argv.line].concat();
                 let remote = Argv {
                     line: argv.line.clone(),
                     direct: Some(super::remote::command(ssh, &line)),
@@ -718,13 +707,32 @@ impl Runner {
         let result = match self.output {
             OutputMode::Lines => {
                 let prefix = out.tag.clone();
-                pass_lines(child, prefix.as_deref(), &self.output_closed)
-                    .map(|(o, received)| (o.status, Held::default(), Held::default(), received))
+                let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
+                match output::relay_lines(&mut child, &mut stdout, &mut stderr, prefix.as_deref()) {
+                    Ok((status, received)) => {
+                        Ok((status, Held::default(), Held::default(), received))
+                    }
+                    Err(e) => {
+                        // Nobody reads what it writes any more (`| head`).
+                        self.output_closed.store(true, Ordering::SeqCst);
+                        kill_group(pgid);
+                        let _ = child.wait();
+                        Err(e)
+                    }
+                }
             }
-            OutputMode::Group => output::collect(&mut child).map(|(status, stdout, stderr)| {
-                let received = stdout.len();
-                (status, stdout, stderr, received)
-            }),
+            OutputMode::Group => match output::collect(&mut child) {
+                Ok((status, stdout, stderr)) => {
+                    let received = stdout.len();
+                    Ok((status, stdout, stderr, received))
+                }
+                Err(e) => {
+                    // Its output cannot be kept (no spool file): stop it.
+                    kill_group(pgid);
+                    let _ = child.wait();
+                    Err(e)
+                }
+            },
             OutputMode::Ungroup => child
                 .wait()
                 .map(|status| (status, Held::default(), Held::default(), 0)),
@@ -744,8 +752,12 @@ impl Runner {
                 out.received = received;
                 out.exit = status.code().unwrap_or(-1);
                 out.signal = status.signal().unwrap_or(0);
+                // As GNU parallel logs it: -1 when parpool killed it
+                // (timeout, halt, interrupt), 0 with the signal otherwise.
                 if out.signal != 0 {
-                    out.exit = -1;
+                    let killed =
+                        timed_out.load(Ordering::Acquire) || self.kill.load(Ordering::Acquire);
+                    out.exit = if killed { -1 } else { 0 };
                 }
                 out.stdout = stdout;
                 out.stderr = stderr;
@@ -809,61 +821,6 @@ impl Runner {
             kill_group(pgid);
         }
     }
-}
-
-/// Passes the child's output on a whole line at a time, its stdout and
-/// stderr each to parpool's own, and waits for it. Nothing is held: the
-/// returned output is empty, with the number of bytes passed on.
-fn pass_lines(
-    mut child: Child,
-    prefix: Option<&[u8]>,
-    closed: &AtomicBool,
-) -> std::io::Result<(Output, u64)> {
-    /// Passes lines on until the end, or until `to` is closed: then the
-    /// job's process group is killed (nobody reads what it writes) and
-    /// `closed` is set.
-    fn relay(
-        from: impl Read,
-        to: &mut dyn Write,
-        prefix: Option<&[u8]>,
-        pgid: i32,
-        closed: &AtomicBool,
-    ) -> usize {
-        let mut reader = BufReader::new(from);
-        let mut line = Vec::new();
-        let mut total = 0;
-        while let Ok(n) = reader.read_until(b'\n', &mut line) {
-            if n == 0 {
-                break;
-            }
-            total += n;
-            if write_tagged(to, prefix, &line).is_err() {
-                closed.store(true, Ordering::SeqCst);
-                kill_group(pgid);
-                break;
-            }
-            line.clear();
-        }
-        total
-    }
-    let pgid = child.id() as i32;
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
-    let out_bytes = std::thread::scope(|scope| {
-        scope.spawn(|| {
-            stderr.map(|e| relay(e, &mut std::io::stderr(), prefix, pgid, closed));
-        });
-        stdout.map_or(0, |o| {
-            relay(o, &mut std::io::stdout(), prefix, pgid, closed)
-        })
-    });
-    let status = child.wait()?;
-    let output = Output {
-        status,
-        stdout: Vec::new(),
-        stderr: Vec::new(),
-    };
-    Ok((output, out_bytes as u64))
 }
 
 /// Stops a job past its timeout as GNU parallel does (`--termseq`'s

@@ -141,8 +141,9 @@ pub(crate) fn write(log: &mut dyn Write, o: &Outcome) -> io::Result<()> {
         .map_or(0.0, |d| d.as_secs_f64());
     write!(
         log,
-        "{}\t:\t{:14.3}\t{:10.3}\t0\t{}\t{}\t{}\t",
+        "{}\t{}\t{:14.3}\t{:10.3}\t0\t{}\t{}\t{}\t",
         o.seq,
+        o.host.as_deref().unwrap_or(":"),
         start,
         o.runtime.as_secs_f64(),
         o.received,

@@ -197,6 +197,11 @@ fn cap_by_descriptors(slots: usize) -> usize {
     slots
 }
 
+/// `-j` on a machine with `cores` cores (1 if the spec does not read).
+fn remote_slots(spec: &str, cores: usize) -> usize {
+    job_slots(spec, cores).unwrap_or(1)
+}
+
 /// Splits the words after the options into the command and the sources.
 fn split_rest(rest: Vec<OsString>) -> anyhow::Result<(Vec<OsString>, Vec<Linked>)> {
     let mut command = Vec::new();
@@ -330,7 +335,8 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
             .or_else(|| std::env::var("PARALLEL_SSH").ok())
             .unwrap_or_else(|| "ssh".into());
         let hosts = remote::parse_logins(&args.sshlogins, &ssh).map_err(anyhow::Error::msg)?;
-        remote::prepare(hosts, local_slots)
+        let jobs = args.jobs.clone().unwrap_or_else(|| "100%".into());
+        remote::prepare(hosts, local_slots, remote_slots, jobs)
     };
     let slot_host: Vec<usize> = hosts
         .iter()
@@ -430,6 +436,7 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
             .map(|t| template::parse_word_with(std::ffi::OsStr::new(t), b"{}", args.plus))
             .collect(),
         cleanup: args.cleanup,
+        env: args.env.clone(),
         tries: args.retries.max(1),
         running: Mutex::new(Default::default()),
         stop: AtomicBool::new(false),
@@ -569,11 +576,20 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         Ok(())
     };
     // Room for finished jobs to wait for a slower earlier one (`-k`)
-    // while the slots stay busy; held output is bounded by it.
-    let window = slots * 16;
+    // while the slots stay busy; held output is bounded by it. `--pipe`
+    // blocks are read only as slots come free: each may be large.
+    let window = if args.pipe { slots + 1 } else { slots * 16 };
+    // A fatal error stops everything: no job still queued may run.
+    let mut report = |r: Result<Outcome, parpool::JobError>| -> anyhow::Result<()> {
+        let done = r.map_err(anyhow::Error::from).and_then(&mut report);
+        if done.is_err() {
+            runner.kill_all();
+        }
+        done
+    };
     if args.keep_order {
         for r in pool.map(run_one, jobs).chunk_size(1).window(window) {
-            report(r?)?;
+            report(r)?;
         }
     } else {
         for (_, r) in pool
@@ -581,7 +597,7 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
             .chunk_size(1)
             .window(window)
         {
-            report(r?)?;
+            report(r)?;
         }
     }
     drop(interrupts);
@@ -646,7 +662,13 @@ impl Tally {
             (On::Success, _) => 0,
             (On::Fail, Threshold::Percent(_)) => self.percent_failed(),
             // The deciding job's exit status, as GNU parallel's.
-            (On::Fail, Threshold::Count(1)) | (On::Done, _) => o.exit.clamp(0, 255),
+            (On::Fail, Threshold::Count(1)) | (On::Done, _) => {
+                if o.signal != 0 {
+                    128 + o.signal
+                } else {
+                    o.exit.clamp(0, 255)
+                }
+            }
             (On::Fail, Threshold::Count(_)) => self.failed.min(101) as i32,
         });
         let what = if o.failed() { "failed" } else { "succeeded" };
@@ -758,13 +780,14 @@ fn progress_bar(total: Option<usize>) -> indicatif::ProgressBar {
 }
 
 mod interrupt {
-    //! SIGINT and SIGTERM: once, start no new job and let running ones
-    //! finish; twice, kill the running ones too.
+    //! SIGINT, SIGTERM and SIGHUP: once, start no new job and let running
+    //! ones finish; twice, kill the running ones too. (Without handling
+    //! SIGHUP, a closed terminal would kill parpool and orphan its jobs.)
 
     use std::sync::Arc;
     use std::sync::atomic::Ordering;
 
-    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     use signal_hook::iterator::{Handle, Signals};
 
     use super::exec::Runner;
@@ -785,7 +808,7 @@ mod interrupt {
     }
 
     pub(crate) fn watch(runner: Arc<Runner>) -> std::io::Result<Watch> {
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         let handle = signals.handle();
         let thread = std::thread::Builder::new()
             .name("parpool-signals".into())

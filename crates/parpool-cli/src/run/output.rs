@@ -144,6 +144,80 @@ impl Tagger<'_> {
 /// reaps it. Once the child has exited, what it wrote is read (it is all
 /// in the pipes by then) and reading stops, whoever else holds the pipes.
 pub(crate) fn collect(child: &mut Child) -> io::Result<(ExitStatus, Held, Held)> {
+    let (mut held_out, mut held_err) = (Held::default(), Held::default());
+    let status = pump(child, |stream, bytes| match stream {
+        Stream::Out => held_out.push(bytes),
+        Stream::Err => held_err.push(bytes),
+    })?;
+    Ok((status, held_out, held_err))
+}
+
+/// Passes the child's output on a whole line at a time (`--line-buffer`),
+/// stdout to `out` and stderr to `err`, each line after `prefix`; reaps
+/// the child as [`collect`] does. Returns its status and the bytes it
+/// wrote to stdout. An error writing (the reader went away) ends it, the
+/// child still running: the caller stops and reaps it.
+pub(crate) fn relay_lines(
+    child: &mut Child,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    prefix: Option<&[u8]>,
+) -> io::Result<(ExitStatus, u64)> {
+    let mut partial: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    let mut received = 0u64;
+    let status = pump(child, |stream, bytes| {
+        let (i, to): (usize, &mut dyn Write) = match stream {
+            Stream::Out => {
+                received += bytes.len() as u64;
+                (0, &mut *out)
+            }
+            Stream::Err => (1, &mut *err),
+        };
+        partial[i].extend_from_slice(bytes);
+        if let Some(end) = partial[i].iter().rposition(|&b| b == b'\n') {
+            let rest = partial[i].split_off(end + 1);
+            let lines = std::mem::replace(&mut partial[i], rest);
+            let mut tagger = Tagger {
+                prefix,
+                at_line_start: true,
+            };
+            tagger.write(to, &lines)?;
+            to.flush()?;
+        }
+        Ok(())
+    })?;
+    // What is left is a last line without its newline.
+    let tail = |to: &mut dyn Write, rest: &[u8]| -> io::Result<()> {
+        if rest.is_empty() {
+            return Ok(());
+        }
+        let mut tagger = Tagger {
+            prefix,
+            at_line_start: true,
+        };
+        tagger.write(to, rest)?;
+        to.flush()
+    };
+    tail(out, &partial[0])?;
+    tail(err, &partial[1])?;
+    Ok((status, received))
+}
+
+/// Which of a job's streams bytes came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    Out,
+    Err,
+}
+
+/// Reads the child's stdout and stderr as they come, handing each piece
+/// to `sink`, until the child exits (then what is in the pipes is read,
+/// and reading stops), and reaps it. An error from `sink` is returned at
+/// once, the child still running: the caller stops and reaps it.
+fn pump(
+    child: &mut Child,
+    mut sink: impl FnMut(Stream, &[u8]) -> io::Result<()>,
+) -> io::Result<ExitStatus> {
     let mut out = child.stdout.take().map(OwnedFd::from);
     let mut err = child.stderr.take().map(OwnedFd::from);
     for fd in out.iter().chain(err.iter()) {
@@ -152,11 +226,10 @@ pub(crate) fn collect(child: &mut Child) -> io::Result<(ExitStatus, Held, Held)>
     let pid = rustix::process::Pid::from_raw(child.id() as i32)
         .ok_or_else(|| io::Error::other("the job has no pid"))?;
     // Readable once the child exits; without pidfds (Linux < 5.3), the
-    // pipes' end is the signal, as before.
+    // pipes' end is the signal.
     let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok();
-    let (mut held_out, mut held_err) = (Held::default(), Held::default());
-    // As much as a pipe holds at a time by default would be 64 KiB; a
-    // quarter keeps two running jobs small and costs few more reads.
+    // A quarter of a default pipe a read: two running jobs stay small,
+    // for few more reads.
     let mut buf = vec![0u8; 16 << 10];
     loop {
         let mut fds = Vec::with_capacity(3);
@@ -180,23 +253,26 @@ pub(crate) fn collect(child: &mut Child) -> io::Result<(ExitStatus, Held, Held)>
             _ => false,
         };
         drop(fds);
-        drain(&mut out, &mut held_out, &mut buf)?;
-        drain(&mut err, &mut held_err, &mut buf)?;
-        // Without a pidfd (Linux < 5.3), the pipes' end is the signal.
+        drain(&mut out, Stream::Out, &mut sink, &mut buf)?;
+        drain(&mut err, Stream::Err, &mut sink, &mut buf)?;
         if exited || (pidfd.is_none() && out.is_none() && err.is_none()) {
             // Everything the job wrote is in the pipes now: what the
             // drains above left is read here.
-            drain(&mut out, &mut held_out, &mut buf)?;
-            drain(&mut err, &mut held_err, &mut buf)?;
+            drain(&mut out, Stream::Out, &mut sink, &mut buf)?;
+            drain(&mut err, Stream::Err, &mut sink, &mut buf)?;
             break;
         }
     }
-    let status = child.wait()?;
-    Ok((status, held_out, held_err))
+    child.wait()
 }
 
-/// Reads what `fd` has without blocking into `held`; closes it at its end.
-fn drain(fd: &mut Option<OwnedFd>, held: &mut Held, buf: &mut [u8]) -> io::Result<()> {
+/// Reads what `fd` has without blocking into `sink`; closes it at its end.
+fn drain(
+    fd: &mut Option<OwnedFd>,
+    stream: Stream,
+    sink: &mut impl FnMut(Stream, &[u8]) -> io::Result<()>,
+    buf: &mut [u8],
+) -> io::Result<()> {
     let Some(f) = fd.as_ref() else {
         return Ok(());
     };
@@ -206,7 +282,7 @@ fn drain(fd: &mut Option<OwnedFd>, held: &mut Held, buf: &mut [u8]) -> io::Resul
                 *fd = None;
                 return Ok(());
             }
-            Ok(n) => held.push(&buf[..n])?,
+            Ok(n) => sink(stream, &buf[..n])?,
             Err(rustix::io::Errno::AGAIN) => return Ok(()),
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),

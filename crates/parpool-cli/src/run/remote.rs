@@ -69,8 +69,11 @@ pub(crate) fn parse_logins(specs: &[String], ssh: &str) -> Result<Vec<Host>, Str
             return Err(format!("sshlogin `{spec}` names no host"));
         }
         let name = words.last().cloned().unwrap_or_default();
-        // Never wait for a password or a host-key question.
-        words.insert(1, "-oBatchMode=yes".into());
+        // Never wait for a password or a host-key question (ssh itself
+        // only: a wrapper such as sshpass takes other options).
+        if is_ssh(&words) {
+            words.insert(1, "-oBatchMode=yes".into());
+        }
         hosts.push(Host {
             ssh: Some(words),
             slots,
@@ -100,11 +103,18 @@ pub(crate) fn read_login_file(path: &std::path::Path) -> Result<Vec<String>, Str
 
 /// Checks each remote host answers (in parallel, 30 s at most) and learns
 /// its cores where no slot count was given; drops, with a warning, those
-/// that do not answer. `local_slots` is the slots of `:` without `N/`.
-pub(crate) fn prepare(hosts: Vec<Host>, local_slots: usize) -> Vec<(Host, usize)> {
+/// that do not answer. `local_slots` is the slots of `:` without `N/`;
+/// `slots_for(cores)` those of a remote host (`-j` applies to each).
+pub(crate) fn prepare(
+    hosts: Vec<Host>,
+    local_slots: usize,
+    slots_for: fn(&str, usize) -> usize,
+    jobs: String,
+) -> Vec<(Host, usize)> {
     let checks: Vec<_> = hosts
         .into_iter()
         .map(|host| {
+            let jobs = jobs.clone();
             std::thread::spawn(move || {
                 let Some(ssh) = &host.ssh else {
                     let slots = host.slots.unwrap_or(local_slots);
@@ -126,7 +136,7 @@ pub(crate) fn prepare(hosts: Vec<Host>, local_slots: usize) -> Vec<(Host, usize)
                     .parse::<usize>()
                     .unwrap_or(1)
                     .max(1);
-                let slots = host.slots.unwrap_or(cores);
+                let slots = host.slots.unwrap_or_else(|| slots_for(&jobs, cores));
                 Ok((host, slots))
             })
         })
@@ -154,9 +164,11 @@ fn run_ssh(
     limit: Duration,
 ) -> io::Result<std::process::Output> {
     let mut cmd = Command::new(&ssh[0]);
-    cmd.args(&ssh[1..])
-        .arg("-oConnectTimeout=".to_owned() + &limit.as_secs().max(1).to_string())
-        .arg("--")
+    cmd.args(&ssh[1..]);
+    if is_ssh(ssh) {
+        cmd.arg(format!("-oConnectTimeout={}", limit.as_secs().max(1)));
+    }
+    cmd.arg("--")
         .arg(remote)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -164,7 +176,30 @@ fn run_ssh(
         Some(path) => cmd.stdin(std::fs::File::open(path)?),
         None => cmd.stdin(Stdio::null()),
     };
-    cmd.output()
+    // A host that connects and then stalls must not hold the run: the
+    // whole exchange gets `limit`, then it is stopped.
+    let child = cmd.spawn()?;
+    let pid = child.id();
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if wait.recv_timeout(limit) == Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+            && let Some(pid) = rustix::process::Pid::from_raw(pid as i32)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    });
+    let out = child.wait_with_output();
+    drop(done);
+    let _ = watchdog.join();
+    out
+}
+
+/// Whether the command is ssh itself (not a wrapper such as sshpass),
+/// whose options parpool may add.
+fn is_ssh(ssh: &[String]) -> bool {
+    ssh.first()
+        .and_then(|p| std::path::Path::new(p).file_name())
+        .is_some_and(|n| n == "ssh")
 }
 
 /// The program and arguments that run `line` on `ssh`'s host.
