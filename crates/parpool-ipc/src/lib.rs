@@ -50,30 +50,45 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod barrier;
-mod condvar;
-mod event;
-mod futex_wait;
-mod mem;
-mod mutex;
-mod queue;
-mod region;
-mod semaphore;
-mod sys;
-pub mod transfer;
-mod waiter;
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "parpool-ipc works on Linux only (memfd, futexes, SCM_RIGHTS). On other systems \
+     use parpool itself: its thread pool works everywhere, and its `ipc` and \
+     `process` features do nothing outside Linux."
+);
 
-pub use barrier::{Barrier, BarrierError, Party};
-pub use condvar::Condvar;
-pub use event::{Event, EventWait};
-pub use mem::{AccessError, SharedMem, SharedSlice};
-pub use mutex::{Lock, LockError, Mutex, MutexGuard};
-pub use queue::{Queue, RecvError, SendError, TaskDoneError};
-pub use semaphore::{Permit, Semaphore};
-pub use transfer::SharedBytes;
+/// Keeps each item to Linux, so that elsewhere the one error is the
+/// `compile_error!` above.
+macro_rules! linux_only {
+    ($($item:item)*) => { $( #[cfg(target_os = "linux")] $item )* };
+}
 
-/// Locks `m`, ignoring poisoning: every critical section in this crate
-/// leaves its data consistent before any code that can panic runs.
-fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+linux_only! {
+    mod barrier;
+    mod condvar;
+    mod event;
+    mod futex_wait;
+    mod mem;
+    mod mutex;
+    mod queue;
+    mod region;
+    mod semaphore;
+    mod sys;
+    pub mod transfer;
+    mod waiter;
+
+    pub use barrier::{Barrier, BarrierError, Party};
+    pub use condvar::Condvar;
+    pub use event::{Event, EventWait};
+    pub use mem::{AccessError, SharedMem, SharedSlice};
+    pub use mutex::{Lock, LockError, Mutex, MutexGuard};
+    pub use queue::{Queue, RecvError, SendError, TaskDoneError};
+    pub use semaphore::{Permit, Semaphore};
+    pub use transfer::SharedBytes;
+
+    /// Locks `m`, ignoring poisoning: every critical section in this crate
+    /// leaves its data consistent before any code that can panic runs.
+    fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }

@@ -285,7 +285,7 @@ pub(crate) fn monotonic_ms() -> u64 {
 /// The atomic at byte `offset` of `map`, if it lies inside and is aligned.
 pub(crate) fn atomic_at<A: AtomicCell>(map: &MmapRaw, offset: usize) -> Option<&A> {
     let size = std::mem::size_of::<A>();
-    if offset.checked_add(size)? > map.len() || offset % std::mem::align_of::<A>() != 0 {
+    if offset.checked_add(size)? > map.len() || !offset.is_multiple_of(std::mem::align_of::<A>()) {
         return None;
     }
     // The mapping is page-aligned, so `offset`'s alignment is the address's.

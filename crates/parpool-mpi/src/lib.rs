@@ -74,6 +74,12 @@
 //! and `origin`. A serving rank's own events come with target
 //! `parpool_mpi::rank`.
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "parpool-mpi works on Linux only: each rank runs its jobs in parpool's ProcessPool, \
+     which needs Linux."
+);
+
 mod comm;
 mod launch;
 mod log;

@@ -366,4 +366,13 @@ pub enum BuildError {
         /// What went wrong, and what to do about it.
         reason: String,
     },
+    /// The pool asked for is not available in this build: process pools
+    /// need Linux and the `process` feature.
+    #[error("{what} are not available here: they need {needs}; use a thread pool instead")]
+    Unsupported {
+        /// What was asked for.
+        what: &'static str,
+        /// What it needs.
+        needs: &'static str,
+    },
 }

@@ -57,6 +57,9 @@
 //! Each job runs inside a `tracing` span named `job` (fields `pool`, `job`)
 //! at debug level; parpool prints nothing unless you install a subscriber.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(all(feature = "process", target_os = "linux"))]
 mod codec;
 mod error;
 mod handle;
@@ -66,7 +69,10 @@ mod map;
 mod notify;
 mod output;
 mod panic;
+mod pool;
+#[cfg(all(feature = "process", target_os = "linux"))]
 mod process;
+#[cfg(all(feature = "process", target_os = "linux"))]
 #[doc(hidden)]
 pub mod remote;
 mod stats;
@@ -82,6 +88,8 @@ mod wait;
 ///
 /// See [`parpool_ipc`] for the whole story: robust locks, what crosses
 /// and how, and what is checked when a region arrives.
+#[cfg(all(feature = "ipc", target_os = "linux"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "ipc", target_os = "linux"))))]
 pub mod ipc {
     pub use parpool_ipc::{
         AccessError, Barrier, BarrierError, Condvar, Event, EventWait, Lock, LockError, Mutex,
@@ -93,7 +101,9 @@ pub mod ipc {
 /// Items the macros expand to; not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::task::{TaskEntry, register};
+    #[cfg(all(feature = "process", target_os = "linux"))]
+    pub use crate::process::registry::{TaskEntry, register};
+    #[cfg(all(feature = "process", target_os = "linux"))]
     pub use ctor;
 }
 
@@ -102,7 +112,12 @@ pub use handle::JobHandle;
 pub use job::{CancelToken, JobContext, JobId, JobOptions, current_job};
 pub use map::{Map, MapUnordered};
 pub use output::CapturedOutput;
+#[cfg(all(feature = "ipc", target_os = "linux"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "ipc", target_os = "linux"))))]
 pub use parpool_ipc::SharedBytes;
+pub use pool::{ParsePoolKindError, Pool, PoolKind};
+#[cfg(all(feature = "process", target_os = "linux"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "process", target_os = "linux"))))]
 pub use process::{ProcessPool, ProcessPoolBuilder, WorkerOutput, init, with_worker_state};
 pub use stats::Stats;
 pub use task::{Executor, Task};

@@ -58,6 +58,7 @@ type InFlight<In, R> = (usize, usize, JobHandle<ChunkOut<In, R>>);
 pub(crate) const TARGET_CHUNK_TIME: Duration = Duration::from_micros(100);
 /// The same on a process pool, where a chunk's trip to a worker and back
 /// costs tens of microseconds.
+#[cfg(all(feature = "process", target_os = "linux"))]
 pub(crate) const PROCESS_CHUNK_TIME: Duration = Duration::from_millis(2);
 /// Largest automatic chunk.
 pub(crate) const MAX_AUTO_CHUNK: usize = 1 << 16;

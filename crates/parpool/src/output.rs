@@ -1,8 +1,6 @@
 //! What a job wrote to its standard output and error, as its handle
 //! hands it over (see [`WorkerOutput::Capture`](crate::WorkerOutput::Capture)).
 
-use std::io::{self, Write};
-
 use serde::{Deserialize, Serialize};
 
 /// What a process job wrote to its standard output and error, when its
@@ -12,6 +10,8 @@ use serde::{Deserialize, Serialize};
 /// included, as long as they wrote before the job returned.
 ///
 /// ```
+/// # #[cfg(all(feature = "process", target_os = "linux"))]
+/// # fn main() -> Result<(), parpool::BuildError> {
 /// use parpool::{Executor, ProcessPool, WorkerOutput};
 ///
 /// parpool::task! {
@@ -30,7 +30,10 @@ use serde::{Deserialize, Serialize};
 /// assert_eq!(result, Ok(()));
 /// assert_eq!(output.stdout, b"hello, Ada\n");
 /// assert_eq!(output.stderr, b"(from a worker)\n");
-/// # Ok::<(), parpool::BuildError>(())
+/// # Ok(())
+/// # }
+/// # #[cfg(not(all(feature = "process", target_os = "linux")))]
+/// # fn main() {}
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CapturedOutput {
@@ -50,7 +53,9 @@ impl CapturedOutput {
 
     /// Writes the captured bytes to this process's own stdout and stderr,
     /// each in one piece.
+    #[cfg(all(feature = "process", target_os = "linux"))]
     pub(crate) fn pass_on(&self) {
+        use std::io::{self, Write};
         if !self.stdout.is_empty() {
             let _ = io::stdout().lock().write_all(&self.stdout);
         }

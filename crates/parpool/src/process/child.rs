@@ -12,9 +12,9 @@ use super::capture::Streams;
 use super::control::Control;
 use super::fdpass::{FdStream, SendFds, TakeFds};
 use super::os;
+use super::registry::{Sharing, TaskEntry, WorkerState};
 use super::wire::{self, FromWorker, Items, LogLevel, ToWorker};
 use crate::error::{CodecStage, JobError, Payload};
-use crate::task::{Sharing, TaskEntry, WorkerState};
 use parpool_ipc::transfer::{Encoded, Journal};
 
 /// The job running now (0: none), to tag forwarded log events.

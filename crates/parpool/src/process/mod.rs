@@ -8,6 +8,7 @@ mod control;
 mod fdpass;
 mod job;
 mod os;
+pub(crate) mod registry;
 mod supervisor;
 mod wire;
 
@@ -29,9 +30,10 @@ use crate::job::{JobId, JobOptions};
 use crate::lifecycle::Lifecycle;
 use crate::map::{ChunkIn, ChunkOut};
 use crate::stats::Stats;
-use crate::task::{Executor, Sharing, Task, sealed};
+use crate::task::{Executor, Task, sealed};
 use job::{Chunk, ProcCell, ProcJob, Single, Work};
 use parpool_ipc::transfer::Encoded;
+use registry::Sharing;
 
 /// Where a worker's standard output or error goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -520,7 +522,7 @@ impl ProcessPool {
     }
 
     fn registered(&self, task: &str) -> Option<&'static str> {
-        crate::task::TaskEntry::find(task).map(|entry| entry.name())
+        registry::TaskEntry::find(task).map(|entry| entry.name())
     }
 
     fn unknown<O: Send + 'static>(&self, task: &str) -> JobHandle<O> {

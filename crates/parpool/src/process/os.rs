@@ -19,7 +19,7 @@ pub(crate) const MAX_FRAME_ENV: &str = "PARPOOL_MAX_FRAME";
 pub(crate) const MAX_OUTPUT_ENV: &str = "PARPOOL_MAX_OUTPUT";
 /// Set when the worker writes outputs by value ([`Sharing::ByValue`]).
 ///
-/// [`Sharing::ByValue`]: crate::task::Sharing::ByValue
+/// [`Sharing::ByValue`]: crate::process::registry::Sharing::ByValue
 pub(crate) const BY_VALUE_ENV: &str = "PARPOOL_BY_VALUE";
 
 /// Diverts a worker process into the worker loop before `main` runs.

@@ -1,4 +1,7 @@
 //! Helpers shared by the integration tests.
+// Some helpers serve only the process-pool modules, absent from a
+// portable build.
+#![cfg_attr(not(all(feature = "process", target_os = "linux")), allow(dead_code))]
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -56,6 +59,7 @@ pub(crate) fn isolated(name: &str) -> bool {
 
 /// A process pool of `workers` whose workers' stderr is discarded (tests
 /// that crash workers on purpose would print their last words).
+#[cfg(all(feature = "process", target_os = "linux"))]
 pub(crate) fn quiet_pool(workers: usize) -> parpool::ProcessPool {
     parpool::ProcessPool::builder()
         .workers(workers)

@@ -5,28 +5,46 @@
 //! Tests share this process. The few that measure the whole process (its
 //! descriptors, threads, memory) run alone in a child process of this
 //! binary ([`common::isolated`]).
+//!
+//! Without the `process` feature (or outside Linux) only the modules that
+//! need threads alone are built: what a portable build offers.
 
 mod common;
 
 mod async_interop;
+#[cfg(all(feature = "process", target_os = "linux"))]
 mod executor_suite;
 mod handle;
+#[cfg(all(feature = "ipc", target_os = "linux"))]
 mod ipc;
+#[cfg(all(feature = "ipc", target_os = "linux"))]
 mod ipc_async;
+#[cfg(all(feature = "ipc", target_os = "linux"))]
 mod ipc_barrier;
+#[cfg(all(feature = "ipc", target_os = "linux"))]
 mod ipc_kept;
+#[cfg(all(feature = "ipc", target_os = "linux"))]
 mod ipc_queue;
 mod logging;
 mod map;
 mod pool;
+#[cfg(all(feature = "process", target_os = "linux"))]
 mod process_basic;
+#[cfg(all(feature = "process", target_os = "linux"))]
 mod process_capture;
+#[cfg(all(feature = "process", target_os = "linux"))]
 mod process_chaos;
+#[cfg(all(feature = "process", target_os = "linux"))]
 mod process_init;
+#[cfg(all(feature = "process", target_os = "linux"))]
 mod process_isolation;
+#[cfg(all(feature = "process", target_os = "linux"))]
 mod process_lifecycle;
+#[cfg(all(feature = "process", target_os = "linux"))]
 mod process_logging;
+#[cfg(all(feature = "process", target_os = "linux"))]
 mod process_scheduling;
+#[cfg(all(feature = "process", target_os = "linux"))]
 mod process_shared;
 mod soak;
 mod wait;

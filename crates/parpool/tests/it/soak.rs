@@ -32,7 +32,7 @@ fn soak_100k_jobs_with_random_panics_loses_nothing() {
     let mut expect_panics = 0u64;
     for i in 0..JOBS {
         let r = next();
-        let panics = r % 17 == 0;
+        let panics = r.is_multiple_of(17);
         expect_panics += u64::from(panics);
         let ran_ok = ran_ok.clone();
         let opts = if r % 1000 == 1 {

@@ -15,7 +15,7 @@ use super::super::wire::{self, FromWorker, ToWorker};
 use super::super::{Config, WorkerOutput, os};
 use super::emit_log;
 use crate::error::{CodecStage, JobError};
-use crate::task::Sharing;
+use crate::process::registry::Sharing;
 use parpool_ipc::transfer::{ShareFd, SharedObject};
 
 /// Why a worker could not be started.

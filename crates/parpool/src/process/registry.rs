@@ -1,0 +1,243 @@
+//! The registry of [`Task`]s a worker process looks jobs up in, and the
+//! type-erased entry points that decode a job's input, run the task and
+//! encode its output.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::sync::{Mutex, OnceLock};
+
+use crate::codec::{codec_error, decode, encode, encode_by_value, encode_exact};
+use crate::error::{CodecStage, JobError};
+use crate::panic;
+use crate::task::Task;
+use parpool_ipc::transfer::{self, Encoded};
+
+/// A registered task as a worker process finds it: its name and type-erased
+/// entry points that decode the input, run the task with panics caught, and
+/// encode the output. Each `task!` registers its entry from a constructor,
+/// so a task defined anywhere in the binary is known before `main` — and
+/// before the `late` constructor that diverts worker processes runs.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct TaskEntry {
+    name: &'static str,
+    run: RunFn,
+    run_chunk: ChunkFn,
+    run_init: fn(&[u8], Vec<OwnedFd>) -> Result<WorkerState, JobError>,
+}
+
+/// How a worker writes the shared objects in a job's output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sharing {
+    /// As descriptors sent beside the bytes (a pool on this machine).
+    Descriptors,
+    /// By value, for a pool whose parent forwards the output to another
+    /// machine: a `SharedBytes` is copied inline, an `ipc` object fails
+    /// with [`JobError::Unsendable`]. A chunk's items are each written as
+    /// `Result<bytes, JobError>`, the bytes being the encoded output, so
+    /// that a parent that does not know the output type can still tell
+    /// them apart.
+    ByValue,
+}
+
+/// A type-erased entry point: encoded input and its descriptors in,
+/// encoded output out.
+type RunFn = fn(&[u8], Vec<OwnedFd>, Sharing) -> Result<Encoded, JobError>;
+
+/// A type-erased chunk entry point: the encoded `Vec` of inputs, the
+/// positions to run (`None`: all), and the journal each item's result is
+/// encoded into as it finishes.
+type ChunkFn = fn(
+    &[u8],
+    Vec<OwnedFd>,
+    Option<&[u32]>,
+    &mut transfer::Journal,
+    Sharing,
+) -> Result<Encoded, JobError>;
+
+/// A worker's state: what its initializer returned.
+pub(crate) type WorkerState = Box<dyn std::any::Any + Send>;
+
+static REGISTRY: Mutex<Vec<TaskEntry>> = Mutex::new(Vec::new());
+
+/// Adds a task to the registry (called by `task!` before `main`).
+#[doc(hidden)]
+pub fn register(entry: TaskEntry) {
+    crate::sync::lock(&REGISTRY).push(entry);
+}
+
+impl TaskEntry {
+    /// The entry for `T`.
+    pub const fn of<T: Task>() -> Self {
+        TaskEntry {
+            name: T::NAME,
+            run: run_erased::<T>,
+            run_chunk: run_chunk_erased::<T>,
+            run_init: run_init_erased::<T>,
+        }
+    }
+
+    /// Runs one job: the input and the output are postcard bytes.
+    pub(crate) fn run(
+        &self,
+        input: &[u8],
+        fds: Vec<OwnedFd>,
+        sharing: Sharing,
+    ) -> Result<Encoded, JobError> {
+        (self.run)(input, fds, sharing)
+    }
+
+    /// Runs a chunk: `Vec<Input>` in, `Vec<Result<Output, JobError>>` out,
+    /// one result for each position of `only` (`None`: every input), in
+    /// that order, each written to `journal` as it finishes.
+    pub(crate) fn run_chunk(
+        &self,
+        input: &[u8],
+        fds: Vec<OwnedFd>,
+        only: Option<&[u32]>,
+        journal: &mut transfer::Journal,
+        sharing: Sharing,
+    ) -> Result<Encoded, JobError> {
+        (self.run_chunk)(input, fds, only, journal, sharing)
+    }
+
+    /// Runs the task as a worker's initializer: its output is kept, not sent.
+    pub(crate) fn run_init(
+        &self,
+        input: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<WorkerState, JobError> {
+        (self.run_init)(input, fds)
+    }
+
+    /// The task's registered name.
+    pub(crate) fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The registered task called `name`.
+    pub(crate) fn find(name: &str) -> Option<TaskEntry> {
+        static BY_NAME: OnceLock<HashMap<&'static str, TaskEntry>> = OnceLock::new();
+        BY_NAME
+            .get_or_init(|| {
+                let mut map = HashMap::new();
+                for entry in crate::sync::lock(&REGISTRY).iter() {
+                    if map.insert(entry.name, *entry).is_some() {
+                        tracing::warn!(
+                            task = entry.name,
+                            "two tasks are registered under one name"
+                        );
+                    }
+                }
+                map
+            })
+            .get(name)
+            .copied()
+    }
+}
+
+fn run_erased<T: Task>(
+    input: &[u8],
+    fds: Vec<OwnedFd>,
+    sharing: Sharing,
+) -> Result<Encoded, JobError> {
+    let input: T::Input = decode(CodecStage::DecodeInput, input, fds)?;
+    let output = panic::catch(|| T::run(input)).map_err(JobError::panicked)?;
+    match sharing {
+        Sharing::Descriptors => encode(CodecStage::EncodeOutput, &output),
+        Sharing::ByValue => Ok(Encoded {
+            bytes: encode_by_value(CodecStage::EncodeOutput, &output)?,
+            shared: Vec::new(),
+        }),
+    }
+}
+
+fn run_init_erased<T: Task>(input: &[u8], fds: Vec<OwnedFd>) -> Result<WorkerState, JobError> {
+    let input: T::Input = decode(CodecStage::DecodeInput, input, fds)?;
+    let output = panic::catch(|| T::run(input)).map_err(JobError::panicked)?;
+    Ok(Box::new(output))
+}
+
+fn run_chunk_erased<T: Task>(
+    input: &[u8],
+    fds: Vec<OwnedFd>,
+    only: Option<&[u32]>,
+    journal: &mut transfer::Journal,
+    sharing: Sharing,
+) -> Result<Encoded, JobError> {
+    let inputs: Vec<T::Input> = decode(CodecStage::DecodeInput, input, fds)?;
+    let picked: Vec<T::Input> = match only {
+        None => inputs,
+        Some(positions) => {
+            let mut slots: Vec<Option<T::Input>> = inputs.into_iter().map(Some).collect();
+            positions
+                .iter()
+                .map(|&p| slots.get_mut(p as usize).and_then(Option::take))
+                .collect::<Option<_>>()
+                .ok_or_else(|| codec_error(CodecStage::DecodeInput, "no such item in the chunk"))?
+        }
+    };
+    let count = picked.len();
+    let stage = CodecStage::EncodeOutput;
+    // Writes one item's value to the journal, as `Ok(output)`.
+    let write_ok = |output: &T::Output, journal: &mut transfer::Journal| match sharing {
+        Sharing::Descriptors => postcard::serialize_with_flavor(
+            &Ok::<_, JobError>(output),
+            transfer::JournalFlavor(journal),
+        )
+        .map_err(|e| codec_error(stage, e)),
+        Sharing::ByValue => {
+            let bytes = encode_by_value(stage, output)?;
+            let entry = Ok::<_, JobError>(serde_bytes::Bytes::new(&bytes));
+            postcard::serialize_with_flavor(&entry, transfer::JournalFlavor(journal))
+                .map_err(|e| codec_error(stage, e))
+        }
+    };
+    // One panic guard per item covers running and encoding it.
+    let run_items = |journal: &mut transfer::Journal| {
+        panic::capturing(|| {
+            for (position, x) in picked.into_iter().enumerate() {
+                journal.starting(u32::try_from(position).unwrap_or(u32::MAX));
+                let start = journal.written();
+                let mut encoding = false;
+                let outcome = panic::catch_captured(|| {
+                    transfer::pause_collecting(true);
+                    let output = T::run(x);
+                    transfer::pause_collecting(false);
+                    encoding = true;
+                    write_ok(&output, journal)
+                });
+                let failure = match outcome {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e),
+                    Err(p) if encoding => Some(codec_error(stage, format!("panicked: {p}"))),
+                    Err(p) => Some(JobError::panicked(p)),
+                };
+                if let Some(e) = failure {
+                    transfer::pause_collecting(false);
+                    journal.truncate(start);
+                    // `Err` is written alike whatever the `Ok` type.
+                    let failed = Err::<(), _>(e);
+                    postcard::serialize_with_flavor(&failed, transfer::JournalFlavor(journal))
+                        .map_err(|e| codec_error(stage, e))?;
+                }
+                journal.commit_item();
+            }
+            Ok::<(), JobError>(())
+        })
+    };
+    let mut shared = Vec::new();
+    match sharing {
+        // One collecting window for the whole chunk, paused while each item
+        // runs: what an item's output holds of shared memory is gathered
+        // for the reply, what the task serializes for itself is not.
+        Sharing::Descriptors => transfer::collecting_onto(&mut shared, || run_items(journal))?,
+        Sharing::ByValue => run_items(journal)?,
+    }
+    journal.idle();
+    // The same bytes as encoding a `Vec<Result<Output, JobError>>` whole:
+    // the length, then the entries.
+    let mut bytes = encode_exact(&count).map_err(|e| codec_error(stage, e))?;
+    bytes.extend_from_slice(journal.entries());
+    Ok(Encoded { bytes, shared })
+}
