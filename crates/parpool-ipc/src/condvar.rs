@@ -74,12 +74,13 @@ impl Condvar {
     /// Releases `guard`'s lock, waits for a notification, and locks again.
     ///
     /// # Errors
-    /// [`LockError::OwnerDied`] (with the guard) if, while this waited, a
-    /// holder of the lock died holding it.
+    /// [`LockError::OwnerDied`] if the mutex is poisoned when this locks
+    /// again (a holder died holding it); the lock is then left free, as
+    /// [`Mutex::lock`](crate::Mutex::lock) leaves it.
     pub fn wait<'a, T: Pod>(
         &self,
         guard: MutexGuard<'a, T>,
-    ) -> Result<MutexGuard<'a, T>, LockError<'a, T>> {
+    ) -> Result<MutexGuard<'a, T>, LockError> {
         self.wait_until(guard, None).map(|(g, _)| g)
     }
 
@@ -92,7 +93,7 @@ impl Condvar {
         &self,
         guard: MutexGuard<'a, T>,
         timeout: Duration,
-    ) -> Result<(MutexGuard<'a, T>, bool), LockError<'a, T>> {
+    ) -> Result<(MutexGuard<'a, T>, bool), LockError> {
         self.wait_until(guard, Some(timeout))
     }
 
@@ -100,7 +101,7 @@ impl Condvar {
         &self,
         guard: MutexGuard<'a, T>,
         timeout: Option<Duration>,
-    ) -> Result<(MutexGuard<'a, T>, bool), LockError<'a, T>> {
+    ) -> Result<(MutexGuard<'a, T>, bool), LockError> {
         let mutex = guard.mutex;
         // Read before unlocking: a notification after this point changes
         // the word, so the futex wait returns at once.

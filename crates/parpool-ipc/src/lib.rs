@@ -5,8 +5,8 @@
 //!
 //! * [`SharedMem`] and its typed view [`SharedSlice`]: memory every
 //!   process sees, with shared atomics (like `Value`);
-//! * [`Mutex`] (and [`Lock`]): a robust lock — a holder that dies is
-//!   reported to the next locker as [`LockError::OwnerDied`], never a
+//! * [`Mutex`] (and [`Lock`]): a robust lock — a holder that dies
+//!   poisons it ([`LockError::OwnerDied`] for every locker until repaired), never a
 //!   deadlock — and [`Condvar`] to wait on it;
 //! * [`Semaphore`] (bounded), [`Event`], and [`Barrier`] — which a party
 //!   that dies breaks for the others instead of hanging them;
@@ -43,7 +43,7 @@
 //! use parpool_ipc::{Mutex, Semaphore};
 //!
 //! let counter = Mutex::new(0u64)?;
-//! *counter.lock().map_err(|e| e.to_string())? += 1;
+//! *counter.lock()? += 1;
 //! let slots = Semaphore::new(2)?;
 //! let _permit = slots.acquire();
 //! assert_eq!(slots.available(), 1);

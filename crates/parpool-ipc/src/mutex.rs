@@ -6,6 +6,7 @@ use std::io;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytemuck::Pod;
@@ -17,14 +18,28 @@ use super::sys::{self, Locked};
 
 /// Where a mutex's value starts in its payload (after the lock itself).
 const VALUE_AT: usize = 64;
+/// Where the poison word sits: nonzero once a holder died, until cleared.
+const POISON_AT: usize = VALUE_AT - 4;
 
 /// A mutual-exclusion lock around a plain-data value, shared by every
 /// process and thread that has a handle to it.
 ///
 /// Unlike Python's `multiprocessing.Lock`, a process that dies holding the
-/// lock does not leave the others waiting forever: the next `lock` gets
-/// [`LockError::OwnerDied`] with the guard, so it can check the value,
-/// repair it, and go on. The lock is usable again afterwards.
+/// lock does not leave the others waiting forever. The mutex is
+/// *poisoned* instead, as a `std::sync::Mutex` is by a panic: every
+/// [`lock`](Self::lock), in every process, fails with
+/// [`LockError::OwnerDied`] until someone takes it with
+/// [`lock_for_repair`](Self::lock_for_repair), checks or repairs the
+/// value, and calls [`clear_poison`](Self::clear_poison). The error owns
+/// nothing (it is `Send + Sync + 'static`), so `mutex.lock()?` works in a
+/// function returning `anyhow::Result` or `Box<dyn Error>`.
+///
+/// Acquiring follows one shape across this crate: the blocking call waits
+/// as long as it takes, `try_` does not wait, `_timeout` waits at most so
+/// long; each returns `Result` when more than "not now" can go wrong (a
+/// mutex: a dead holder), and `Option` when "not now" is the only failure
+/// (a [`Semaphore`](crate::Semaphore), whose dead holders' permits come
+/// back on their own).
 ///
 /// ```
 /// use parpool_ipc::Mutex;
@@ -62,39 +77,27 @@ impl<T> Clone for Mutex<T> {
 /// A [`Mutex`] that guards no value: a plain lock.
 pub type Lock = Mutex<()>;
 
-/// Why [`Mutex::lock`] did not simply lock.
-#[derive(thiserror::Error)]
-pub enum LockError<'a, T: Pod> {
-    /// The previous holder died holding the lock. The lock is held now
-    /// (by this guard); the value is whatever the holder left.
-    #[error("the previous holder of the lock died holding it; the value may need repair")]
-    OwnerDied(MutexGuard<'a, T>),
-    /// The timeout passed first.
+/// Why a [`Mutex`] was not locked. It owns nothing, so `?` carries it
+/// into any error type (`anyhow::Error`, `Box<dyn Error + Send + Sync>`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LockError {
+    /// A holder died holding the lock, and nobody has cleared the poison
+    /// since: the value may be half-updated. The lock is free.
+    #[error(
+        "a holder of the lock died holding it, so the value may be inconsistent; \
+         take it with `lock_for_repair`, check the value, then `clear_poison`"
+    )]
+    OwnerDied,
+    /// The lock stayed taken for the whole timeout.
     #[error("the lock was not free within the timeout")]
     TimedOut,
+    /// The lock was taken and `try_lock` does not wait.
+    #[error("the lock is taken")]
+    WouldBlock,
     /// The system refused (this should not happen with a valid lock).
     #[error("locking failed: {0}")]
     Io(#[from] io::Error),
-}
-
-impl<T: Pod> fmt::Debug for LockError<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LockError::OwnerDied(_) => f.write_str("OwnerDied(..)"),
-            LockError::TimedOut => f.write_str("TimedOut"),
-            LockError::Io(e) => f.debug_tuple("Io").field(e).finish(),
-        }
-    }
-}
-
-impl<'a, T: Pod> LockError<'a, T> {
-    /// The guard, when the lock is held despite the error (`OwnerDied`).
-    pub fn into_guard(self) -> Option<MutexGuard<'a, T>> {
-        match self {
-            LockError::OwnerDied(g) => Some(g),
-            _ => None,
-        }
-    }
 }
 
 impl<T: Pod> Mutex<T> {
@@ -103,7 +106,7 @@ impl<T: Pod> Mutex<T> {
     /// # Errors
     /// When the system cannot create the shared memory.
     pub fn new(value: T) -> io::Result<Self> {
-        const { assert!(sys::MUTEX_SIZE <= VALUE_AT) };
+        const { assert!(sys::MUTEX_SIZE <= POISON_AT) };
         // The value sits 64-byte aligned: `T` must need no more.
         const { assert!(std::mem::align_of::<T>() <= 64) };
         let region = Region::create(Kind::Mutex, Self::payload_len())?;
@@ -124,10 +127,11 @@ impl<T: Pod> Mutex<T> {
     /// Locks, waiting as long as it takes.
     ///
     /// # Errors
-    /// [`LockError::OwnerDied`] (with the guard) if the previous holder
-    /// died holding the lock.
-    pub fn lock(&self) -> Result<MutexGuard<'_, T>, LockError<'_, T>> {
-        self.lock_until(None)
+    /// [`LockError::OwnerDied`] when the mutex is poisoned: a holder died
+    /// holding it (this call may be the one that found out). The lock is
+    /// left free; see [`lock_for_repair`](Self::lock_for_repair).
+    pub fn lock(&self) -> Result<MutexGuard<'_, T>, LockError> {
+        self.checked(self.lock_until(None)?)
     }
 
     /// Locks, waiting at most `timeout`.
@@ -135,25 +139,94 @@ impl<T: Pod> Mutex<T> {
     /// # Errors
     /// [`LockError::TimedOut`] when the lock stayed taken; `OwnerDied` as
     /// for [`lock`](Self::lock).
-    pub fn lock_timeout(&self, timeout: Duration) -> Result<MutexGuard<'_, T>, LockError<'_, T>> {
-        self.lock_until(Some(SystemTime::now() + timeout))
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<MutexGuard<'_, T>, LockError> {
+        self.checked(self.lock_until(Some(SystemTime::now() + timeout))?)
     }
 
-    fn lock_until(
-        &self,
-        deadline: Option<SystemTime>,
-    ) -> Result<MutexGuard<'_, T>, LockError<'_, T>> {
+    /// Locks if the lock is free now, without waiting.
+    ///
+    /// # Errors
+    /// [`LockError::WouldBlock`] when it is taken; `OwnerDied` as for
+    /// [`lock`](Self::lock).
+    pub fn try_lock(&self) -> Result<MutexGuard<'_, T>, LockError> {
+        // SAFETY: as in `lock_until`.
+        match unsafe { sys::mutex_trylock(self.region.payload())? } {
+            None => Err(LockError::WouldBlock),
+            Some(locked) => self.checked(self.guard(locked)),
+        }
+    }
+
+    /// Locks whether or not the mutex is poisoned: the way to look at, and
+    /// repair, what a dead holder left. Call
+    /// [`clear_poison`](Self::clear_poison) once the value is sound.
+    ///
+    /// ```
+    /// use parpool_ipc::{LockError, Mutex};
+    ///
+    /// let m = Mutex::new(0u32)?;
+    /// if let Err(LockError::OwnerDied) = m.lock() {
+    ///     let mut value = m.lock_for_repair()?;
+    ///     *value = 0; // whatever makes it sound again
+    ///     m.clear_poison();
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`LockError::Io`] only, when the system refuses.
+    pub fn lock_for_repair(&self) -> Result<MutexGuard<'_, T>, LockError> {
+        self.lock_until(None)
+    }
+
+    /// Whether a holder died holding the lock and the poison has not been
+    /// cleared since.
+    pub fn is_poisoned(&self) -> bool {
+        self.poison().load(Ordering::Acquire) != 0
+    }
+
+    /// Clears the poison a dead holder left, for every process: `lock`
+    /// succeeds again.
+    pub fn clear_poison(&self) {
+        self.poison().store(0, Ordering::Release);
+    }
+
+    fn poison(&self) -> &AtomicU32 {
+        sys::atomic_at(self.region.map(), HEADER + POISON_AT)
+            .expect("the poison word is inside every mutex's payload")
+    }
+
+    /// Locks, poisoned or not (a dead previous holder poisons it).
+    fn lock_until(&self, deadline: Option<SystemTime>) -> Result<MutexGuard<'_, T>, LockError> {
         // SAFETY: the region's payload starts with a mutex initialized by
         // `new` (in whichever process created it); `self` keeps it mapped.
-        let locked = unsafe { sys::mutex_lock(self.region.payload(), deadline)? };
-        let guard = MutexGuard {
+        match unsafe { sys::mutex_lock(self.region.payload(), deadline)? } {
+            Locked::TimedOut => Err(LockError::TimedOut),
+            locked => Ok(self.guard(locked)),
+        }
+    }
+
+    /// The guard for a lock just taken; a dead previous holder poisons.
+    fn guard(&self, locked: Locked) -> MutexGuard<'_, T> {
+        if locked == Locked::OwnerDied {
+            self.poison().store(1, Ordering::Release);
+        }
+        MutexGuard {
             mutex: self,
             _not_send: PhantomData,
-        };
-        match locked {
-            Locked::Yes => Ok(guard),
-            Locked::OwnerDied => Err(LockError::OwnerDied(guard)),
-            Locked::TimedOut => Err(LockError::TimedOut),
+        }
+    }
+
+    /// `guard`, unless the mutex is poisoned: then the lock is released and
+    /// the error says why.
+    fn checked<'a>(
+        &'a self,
+        guard: MutexGuard<'a, T>,
+    ) -> Result<MutexGuard<'a, T>, LockError> {
+        if self.is_poisoned() {
+            drop(guard);
+            Err(LockError::OwnerDied)
+        } else {
+            Ok(guard)
         }
     }
 

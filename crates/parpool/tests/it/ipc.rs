@@ -45,6 +45,17 @@ parpool::task! {
 }
 
 parpool::task! {
+    /// Locks without waiting, in a worker: the first element, or why not.
+    fn try_lock_in_worker(m: Mutex<[u64; 2]>) -> Result<u64, String> {
+        match m.try_lock() {
+            Ok(g) => Ok(g[0]),
+            Err(LockError::OwnerDied) => Err("poisoned".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+parpool::task! {
     /// Takes the semaphore `rounds` times; counts holders in shared memory
     /// and records the most seen at once.
     fn crowd(args: (Semaphore, SharedMem, u32)) -> () {
@@ -180,17 +191,44 @@ fn a_lock_holder_killed_mid_critical_section_gives_owner_died_not_a_hang() {
     .unwrap();
     assert!(matches!(h.join(), Err(JobError::Crashed { .. })));
     let t = Instant::now();
-    let guard = match data.lock() {
-        Err(LockError::OwnerDied(g)) => g,
-        other => panic!("expected OwnerDied, got {other:?}"),
-    };
+    assert!(matches!(data.lock(), Err(LockError::OwnerDied)));
     assert!(t.elapsed() < Duration::from_secs(5));
-    // What the holder wrote before dying is there.
+    // Poisoned for everyone until cleared, workers included, and the error
+    // owns nothing: `?` takes it into `Box<dyn Error + Send + Sync>`.
+    assert!(data.is_poisoned());
+    fn via_question_mark(
+        m: &Mutex<[u64; 2]>,
+    ) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(m.lock()?[0])
+    }
+    let err = via_question_mark(&data).unwrap_err();
+    assert!(err.to_string().contains("lock_for_repair"), "{err}");
+    assert_eq!(
+        pool.submit(try_lock_in_worker, data.clone()).join(),
+        Ok(Err("poisoned".into()))
+    );
+    // The lock is free meanwhile (a failed lock leaves it so).
+    assert!(matches!(data.try_lock(), Err(LockError::OwnerDied)));
+    // What the holder wrote before dying is there, for the repair.
+    let mut guard = data.lock_for_repair().unwrap();
     assert_eq!(*guard, [111, 0]);
+    *guard = [1, 2];
+    // Taken: others cannot lock, whatever the poison.
+    let other = std::thread::scope(|s| {
+        s.spawn(|| matches!(data.try_lock(), Err(LockError::WouldBlock)))
+            .join()
+            .unwrap()
+    });
+    assert!(other);
     drop(guard);
-    // And the lock works normally again.
-    *data.lock().unwrap() = [1, 2];
+    data.clear_poison();
+    assert!(!data.is_poisoned());
+    // And the lock works normally again, in the worker too.
     assert_eq!(*data.lock().unwrap(), [1, 2]);
+    assert_eq!(
+        pool.submit(try_lock_in_worker, data.clone()).join(),
+        Ok(Ok(1))
+    );
 }
 
 #[test]

@@ -28,6 +28,7 @@ mod ipc_queue;
 mod logging;
 mod map;
 mod pool;
+mod pool_choice;
 #[cfg(all(feature = "process", target_os = "linux"))]
 mod process_basic;
 #[cfg(all(feature = "process", target_os = "linux"))]
