@@ -1,9 +1,10 @@
 //! The `parpool` command.
 
 mod compare;
+mod generate;
 mod run;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Run commands in parallel on parpool's engine, and find out whether
 /// threads, processes or async suit a workload on this machine.
@@ -28,6 +29,20 @@ enum Command {
     /// sequentially, on threads, on processes and on async tasks, and say
     /// which wins here and why.
     Compare(compare::CompareArgs),
+    /// Print a completion script for a shell (bash, zsh, fish, powershell,
+    /// elvish) on standard output; `parpool completions --help` says where
+    /// to put it.
+    Completions(generate::CompletionsArgs),
+    /// Print parpool's man page in roff on standard output, or a
+    /// subcommand's, or write them all with `--dir DIR`.
+    Man(generate::ManArgs),
+}
+
+/// The whole command's description for the completion and man page
+/// generators: clap's, with `run` described option by option from the
+/// table its own parser reads (clap never parses `run`'s words).
+fn described() -> clap::Command {
+    Cli::command().mut_subcommand("run", |_| run::command())
 }
 
 fn main() {
@@ -43,6 +58,8 @@ fn main() {
     let status = match cli.command {
         Command::Run { words } => Ok(run::cli(words)),
         Command::Compare(args) => compare::main(args),
+        Command::Completions(args) => generate::completions(args, described()),
+        Command::Man(args) => generate::man(args, described()),
     };
     let code = match status {
         Ok(code) => code,

@@ -97,266 +97,317 @@ pub(crate) enum Parsed {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct UsageError(pub(crate) String);
 
-/// Whether an option takes a value.
+/// Whether an option takes a value (and the value's name, for help).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Takes {
     Nothing,
-    Value,
+    Value(&'static str),
 }
 
 /// One option: its short letter, its long names (the first is the one
-/// shown), and whether it takes a value.
+/// shown), whether it takes a value, and one line of help (for the shell
+/// completions and the man page; `--help` prints [`HELP`]).
 struct Spec {
     short: Option<char>,
     long: &'static [&'static str],
     takes: Takes,
+    help: &'static str,
 }
 
 const SPECS: &[Spec] = &[
     Spec {
         short: Some('j'),
         long: &["jobs", "max-procs"],
-        takes: Takes::Value,
+        takes: Takes::Value("N"),
+        help: "jobs at once: N, N% of the cores, +N or -N (0: as many as possible)",
     },
     Spec {
         short: Some('P'),
         long: &[],
-        takes: Takes::Value,
+        takes: Takes::Value("N"),
+        help: "the same as -j",
     },
     Spec {
         short: Some('k'),
         long: &["keep-order"],
         takes: Takes::Nothing,
+        help: "print output in the order of the inputs",
     },
     Spec {
         short: Some('u'),
         long: &["ungroup"],
         takes: Takes::Nothing,
+        help: "let jobs write straight to the terminal",
     },
     Spec {
         short: None,
         long: &["line-buffer", "lb", "line-buffered"],
         takes: Takes::Nothing,
+        help: "pass output on a whole line at a time",
     },
     Spec {
         short: None,
         long: &["delay"],
-        takes: Takes::Value,
+        takes: Takes::Value("D"),
+        help: "wait at least D between job starts",
     },
     Spec {
         short: None,
         long: &["bar"],
         takes: Takes::Nothing,
+        help: "progress bar with ETA on a terminal",
     },
     Spec {
         short: None,
         long: &["tag"],
         takes: Takes::Nothing,
+        help: "prefix each output line with the job's input and a tab",
     },
     Spec {
         short: None,
         long: &["shell"],
         takes: Takes::Nothing,
+        help: "accepted and ignored (commands run through the shell already)",
     },
     Spec {
         short: Some('q'),
         long: &["quote"],
         takes: Takes::Nothing,
+        help: "quote the command's own words too (no shell syntax in it)",
     },
     Spec {
         short: None,
         long: &["timeout"],
-        takes: Takes::Value,
+        takes: Takes::Value("D"),
+        help: "kill a job's process group after D (10, 1.5s, 2m), or P% of the median run time of the jobs that succeeded so far",
     },
     Spec {
         short: None,
         long: &["retries"],
-        takes: Takes::Value,
+        takes: Takes::Value("N"),
+        help: "run a failing job up to N times in all",
     },
     Spec {
         short: None,
         long: &["halt", "halt-on-error"],
-        takes: Takes::Value,
+        takes: Takes::Value("WHEN,COND"),
+        help: "stop early: now|soon, fail|success|done=N or =P%; or 0, 1, 2",
     },
     Spec {
         short: None,
         long: &["joblog"],
-        takes: Takes::Value,
+        takes: Takes::Value("FILE"),
+        help: "log each job in GNU parallel's format (-: stdout; +FILE: append)",
     },
     Spec {
         short: None,
         long: &["resume"],
         takes: Takes::Nothing,
+        help: "skip the jobs the joblog lists",
     },
     Spec {
         short: None,
         long: &["resume-failed"],
         takes: Takes::Nothing,
+        help: "skip the jobs the joblog lists, but run again those that failed",
     },
     Spec {
         short: None,
         long: &["dry-run", "dryrun"],
         takes: Takes::Nothing,
+        help: "print the commands instead of running them",
     },
     Spec {
         short: Some('0'),
         long: &["null"],
         takes: Takes::Nothing,
+        help: "inputs are separated by NUL",
     },
     Spec {
         short: Some('C'),
         long: &["colsep"],
-        takes: Takes::Value,
+        takes: Takes::Value("REGEX"),
+        help: "split each input line into columns {1} {2}...",
     },
     Spec {
         short: None,
         long: &["will-cite"],
         takes: Takes::Nothing,
+        help: "accepted and ignored",
     },
     Spec {
         short: Some('a'),
         long: &["arg-file"],
-        takes: Takes::Value,
+        takes: Takes::Value("FILE"),
+        help: "inputs from FILE (as :::: FILE)",
     },
     Spec {
         short: Some('d'),
         long: &["delimiter"],
-        takes: Takes::Value,
+        takes: Takes::Value("D"),
+        help: "inputs end at D, not newline (\\n, \\t, \\0 allowed)",
     },
     Spec {
         short: None,
         long: &["trim"],
-        takes: Takes::Value,
+        takes: Takes::Value("SIDES"),
+        help: "strip spaces and tabs around each input: lr, l, r or n",
     },
     Spec {
         short: None,
         long: &["header"],
-        takes: Takes::Value,
+        takes: Takes::Value("STR"),
+        help: "the first input line names the columns: {name} (--header :)",
     },
     Spec {
         short: Some('I'),
         long: &[],
-        takes: Takes::Value,
+        takes: Takes::Value("STR"),
+        help: "STR stands for the input, instead of {}",
     },
     Spec {
         short: Some('v'),
         long: &["verbose"],
         takes: Takes::Nothing,
+        help: "print each job's command before its output",
     },
     Spec {
         short: None,
         long: &["tagstring"],
-        takes: Takes::Value,
+        takes: Takes::Value("STR"),
+        help: "prefix each output line with STR (replacement strings allowed)",
     },
     Spec {
         short: None,
         long: &["env"],
-        takes: Takes::Value,
+        takes: Takes::Value("VAR"),
+        help: "set VAR on other machines as here (local jobs inherit it all)",
     },
     Spec {
         short: Some('N'),
         long: &[],
-        takes: Takes::Value,
+        takes: Takes::Value("N"),
+        help: "N inputs per job ({1}..{N}; a word with {} repeats per input)",
     },
     Spec {
         short: Some('n'),
         long: &["max-args"],
-        takes: Takes::Value,
+        takes: Takes::Value("N"),
+        help: "at most N inputs per job",
     },
     Spec {
         short: Some('L'),
         long: &["max-lines"],
-        takes: Takes::Value,
+        takes: Takes::Value("N"),
+        help: "at most N lines of input per job",
     },
     Spec {
         short: Some('X'),
         long: &["xargs"],
         takes: Takes::Nothing,
+        help: "as many inputs per job as spread them over the job slots, a word with {} repeated per input",
     },
     Spec {
         short: Some('m'),
         long: &[],
         takes: Takes::Nothing,
+        help: "as many inputs per job as spread them over the job slots",
     },
     Spec {
         short: None,
         long: &["pipe", "spreadstdin"],
         takes: Takes::Nothing,
+        help: "cut stdin into blocks at record ends, one block per job's stdin",
     },
     Spec {
         short: None,
         long: &["plus"],
         takes: Takes::Nothing,
+        help: "also {+/} {+.} {..} {+..} {/..} {...} {+...} {/...} {##} {0#}",
     },
     Spec {
         short: None,
         long: &["results", "res"],
-        takes: Takes::Value,
+        takes: Takes::Value("DIR"),
+        help: "each job's stdout, stderr and seq in DIR/1/<input>/ (not printed)",
     },
     Spec {
         short: Some('S'),
         long: &["sshlogin"],
-        takes: Takes::Value,
+        takes: Takes::Value("LIST"),
+        help: "run on these machines: [N/][user@]host, or : for this one",
     },
     Spec {
         short: None,
         long: &["sshloginfile", "slf"],
-        takes: Takes::Value,
+        takes: Takes::Value("FILE"),
+        help: "run on the machines FILE lists, one sshlogin a line (.. is ~/.parallel/sshloginfile)",
     },
     Spec {
         short: None,
         long: &["ssh"],
-        takes: Takes::Value,
+        takes: Takes::Value("CMD"),
+        help: "how to reach the machines (default $PARALLEL_SSH or ssh)",
     },
     Spec {
         short: None,
         long: &["transferfile", "tf"],
-        takes: Takes::Value,
+        takes: Takes::Value("FILE"),
+        help: "send FILE (replacement strings allowed) to the machine before the job",
     },
     Spec {
         short: None,
         long: &["transfer"],
         takes: Takes::Nothing,
+        help: "send the input file to the machine before the job (--transferfile {})",
     },
     Spec {
         short: None,
         long: &["return"],
-        takes: Takes::Value,
+        takes: Takes::Value("FILE"),
+        help: "fetch FILE back from the machine after the job",
     },
     Spec {
         short: None,
         long: &["cleanup"],
         takes: Takes::Nothing,
+        help: "remove the files sent and fetched back from the machine afterwards",
     },
     Spec {
         short: None,
         long: &["trc"],
-        takes: Takes::Value,
+        takes: Takes::Value("FILE"),
+        help: "--transfer --return FILE --cleanup",
     },
     Spec {
         short: None,
         long: &["block", "block-size"],
-        takes: Takes::Value,
+        takes: Takes::Value("SIZE"),
+        help: "--pipe's block size (default 1M; k=1000, K=1024, ...)",
     },
     Spec {
         short: None,
         long: &["recstart"],
-        takes: Takes::Value,
+        takes: Takes::Value("STR"),
+        help: "a record starts with STR",
     },
     Spec {
         short: None,
         long: &["recend"],
-        takes: Takes::Value,
+        takes: Takes::Value("STR"),
+        help: "a record ends with STR (default \\n)",
     },
     Spec {
         short: Some('h'),
         long: &["help"],
         takes: Takes::Nothing,
+        help: "print this help",
     },
     Spec {
         short: Some('V'),
         long: &["version"],
         takes: Takes::Nothing,
+        help: "print the version",
     },
 ];
 
@@ -424,8 +475,8 @@ pub(crate) fn parse(words: Vec<OsString>) -> Result<Parsed, UsageError> {
                 (Takes::Nothing, Some(_)) => {
                     return Err(UsageError(format!("option {} takes no value", spec.name())));
                 }
-                (Takes::Value, Some(v)) => Some(v),
-                (Takes::Value, None) => Some(next_value(&mut words, spec)?),
+                (Takes::Value(_), Some(v)) => Some(v),
+                (Takes::Value(_), None) => Some(next_value(&mut words, spec)?),
             };
             if let Some(done) = apply(&mut args, spec, value)? {
                 return Ok(done);
@@ -442,7 +493,7 @@ pub(crate) fn parse(words: Vec<OsString>) -> Result<Parsed, UsageError> {
             let spec = find_short(c)?;
             let value = match spec.takes {
                 Takes::Nothing => None,
-                Takes::Value => {
+                Takes::Value(_) => {
                     let attached = &bundle[at + c.len_utf8()..];
                     if attached.is_empty() {
                         Some(next_value(&mut words, spec)?)
@@ -638,6 +689,104 @@ fn parse_delimiter(v: &str) -> Result<u8, String> {
     }
 }
 
+/// `parpool run`'s usage line.
+const USAGE: &str = "parpool run [OPTIONS] [COMMAND [ARGS]...] [::: INPUTS]...";
+
+/// `parpool run` described for clap, from the table [`parse`] reads, for
+/// the shell completions and the man page only: the words after `run` are
+/// never parsed by clap (`main` hands them to [`parse`] before clap sees
+/// them), so this lists exactly the options `parse` accepts.
+pub(crate) fn command() -> clap::Command {
+    use clap::{Arg, ArgAction, ValueHint};
+    let about = HELP.lines().next().unwrap_or_default();
+    // Inputs, replacement strings, exit status, examples: what the man
+    // page shows after the options.
+    let after = HELP
+        .find("\nINPUTS")
+        .map_or("", |at| HELP[at + 1..].trim_end());
+    let mut cmd = clap::Command::new("run")
+        .about(about)
+        .version(env!("CARGO_PKG_VERSION"))
+        .override_usage(USAGE)
+        .after_long_help(after)
+        .disable_help_flag(true)
+        .disable_version_flag(true);
+    for spec in SPECS {
+        let id = match (spec.long.first(), spec.short) {
+            (Some(long), _) => long,
+            (None, Some(short)) => short_id(short),
+            (None, None) => continue,
+        };
+        let mut arg = Arg::new(id);
+        if let Some(short) = spec.short {
+            arg = arg.short(short);
+        }
+        arg = match spec.long.split_first() {
+            Some((long, [])) => arg.long(long).help(spec.help),
+            Some((long, aliases)) => {
+                // Man pages do not show aliases: the help line names them.
+                let also: Vec<String> = aliases.iter().map(|a| format!("--{a}")).collect();
+                arg.long(long).visible_aliases(aliases).help(format!(
+                    "{} (also {})",
+                    spec.help,
+                    also.join(", ")
+                ))
+            }
+            None => arg.help(spec.help),
+        };
+        arg = match spec.takes {
+            Takes::Nothing => arg.action(match spec.short {
+                Some('h') => ArgAction::Help,
+                Some('V') => ArgAction::Version,
+                _ => ArgAction::SetTrue,
+            }),
+            Takes::Value(name) => {
+                let arg = arg
+                    .value_name(name)
+                    .action(ArgAction::Append)
+                    .value_hint(value_hint(spec));
+                match spec.long.first() {
+                    // The help line lists them already.
+                    Some(&"trim") => arg
+                        .value_parser(["lr", "rl", "l", "r", "n"])
+                        .hide_possible_values(true),
+                    _ => arg,
+                }
+            }
+        };
+        cmd = cmd.arg(arg);
+    }
+    cmd.arg(
+        Arg::new("command")
+            .value_name("COMMAND")
+            .help("the command and its arguments, then the inputs (::: A B C, :::: FILE)")
+            .num_args(1..)
+            .trailing_var_arg(true)
+            .allow_hyphen_values(true)
+            .value_hint(ValueHint::CommandWithArguments),
+    )
+}
+
+/// A short option's letter as a `&'static str`, for a clap id.
+fn short_id(c: char) -> &'static str {
+    const LETTERS: &str = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    LETTERS
+        .find(c)
+        .map_or("", |at| &LETTERS[at..at + c.len_utf8()])
+}
+
+/// What a shell should offer for an option's value.
+fn value_hint(spec: &Spec) -> clap::ValueHint {
+    use clap::ValueHint;
+    match spec.long.first().copied() {
+        Some("joblog" | "arg-file" | "sshloginfile" | "transferfile") => ValueHint::FilePath,
+        Some("results") => ValueHint::DirPath,
+        Some("ssh") => ValueHint::CommandString,
+        Some("sshlogin") => ValueHint::Hostname,
+        _ => ValueHint::Other,
+    }
+}
+
 /// What `parpool run --help` prints.
 pub(crate) const HELP: &str = "\
 Run a command once per input, in parallel (GNU parallel's syntax).
@@ -761,6 +910,28 @@ mod tests {
         assert!(!a.keep_order);
         assert_eq!(a.rest, words(&["-k", "x"]));
         assert_eq!(run(&[":::", "a"]).rest, words(&[":::", "a"]));
+    }
+
+    #[test]
+    fn the_clap_description_lists_exactly_the_options_parse_accepts() {
+        let cmd = command();
+        cmd.clone().debug_assert();
+        let mut longs = 0;
+        for arg in cmd.get_arguments().filter(|a| !a.is_positional()) {
+            for long in arg.get_long_and_visible_aliases().unwrap_or_default() {
+                assert!(find_long(long).is_ok(), "--{long}");
+                longs += 1;
+            }
+            if let Some(short) = arg.get_short() {
+                assert!(find_short(short).is_ok(), "-{short}");
+            }
+        }
+        let names: usize = SPECS.iter().map(|s| s.long.len()).sum();
+        assert_eq!(longs, names);
+        assert_eq!(
+            cmd.get_arguments().filter(|a| !a.is_positional()).count(),
+            SPECS.len()
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-pub(crate) use args::RunArgs;
+pub(crate) use args::{RunArgs, command};
 
 use exec::{Mode, Outcome, OutputMode, Plan, Runner};
 use input::{Linked, Source, Split};

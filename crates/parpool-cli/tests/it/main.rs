@@ -1,4 +1,5 @@
 //! The `parpool` command's tests, one binary for all of them.
 
 mod compare;
+mod completions;
 mod run;
