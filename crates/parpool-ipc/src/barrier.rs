@@ -57,6 +57,7 @@ pub struct Barrier {
 
 /// Why a barrier wait did not complete.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BarrierError {
     /// A party died or timed out: the barrier will not complete again.
     #[error("the barrier is broken: a party died or gave up waiting")]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 /// Where a panic happened: file, line and column, as the panic reported them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct Location {
     /// Source file, as the compiler named it.
     pub file: String,
@@ -27,6 +28,7 @@ impl fmt::Display for Location {
 /// to the previous hook) the first time a pool is built; it is `None` when
 /// another hook replaced parpool's afterwards.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct PanicInfo {
     /// The panic message (`"Box<dyn Any>"` when the payload was not a string).
     pub message: String,
@@ -45,6 +47,7 @@ impl fmt::Display for PanicInfo {
 
 /// How a worker process ended when it took its job down with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub enum ExitStatus {
     /// The process exited with this code.
     Code(i32),
@@ -67,6 +70,7 @@ impl fmt::Display for ExitStatus {
 
 /// Which side of a job a codec error concerns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub enum CodecStage {
     /// Encoding the input in the parent.
     EncodeInput,
@@ -94,6 +98,7 @@ impl fmt::Display for CodecStage {
 
 /// A job's input or its output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub enum Payload {
     /// What the job was given.
     Input,

@@ -490,6 +490,91 @@ impl<T: Send + 'static> JobHandle<T> {
     pub fn cancel_token(&self) -> CancelToken {
         CancelToken(self.cell.clone())
     }
+
+    /// This handle, made to [`cancel`](Self::cancel) the job when dropped
+    /// unresolved, instead of detaching it. What async code needs when a
+    /// `select!` or a `tokio::time::timeout` drops the future it gave up
+    /// on: the job stops (a queued one never starts, a running process
+    /// job's worker is killed) instead of running on unobserved.
+    ///
+    /// ```
+    /// use parpool::ThreadPool;
+    /// use std::time::Duration;
+    ///
+    /// let pool = ThreadPool::builder().workers(1).build()?;
+    /// let blocker = pool.spawn(|| std::thread::sleep(Duration::from_millis(50)));
+    /// let queued = pool.spawn(|| 1).cancel_on_drop();
+    /// let token = queued.cancel_token();
+    /// drop(queued); // gave up: the queued job will never run
+    /// assert!(token.is_cancelled());
+    /// blocker.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn cancel_on_drop(self) -> CancelOnDrop<T> {
+        CancelOnDrop { handle: Some(self) }
+    }
+}
+
+/// A [`JobHandle`] that cancels its job when dropped before the job is
+/// resolved; from [`JobHandle::cancel_on_drop`]. It is a future, and
+/// dereferences to the handle for everything else (`id`, `is_finished`,
+/// `on_done`, `cancel`…).
+#[must_use = "dropping it at once cancels the job"]
+pub struct CancelOnDrop<T: Send + 'static> {
+    /// `None` only once taken by `join` or `detach`.
+    handle: Option<JobHandle<T>>,
+}
+
+impl<T: Send + 'static> CancelOnDrop<T> {
+    fn handle(&self) -> &JobHandle<T> {
+        self.handle
+            .as_ref()
+            .expect("only `join` and `detach` take the handle, consuming self")
+    }
+
+    /// Blocks until the job is resolved, like [`JobHandle::join`].
+    pub fn join(mut self) -> Result<T, JobError> {
+        self.handle
+            .take()
+            .expect("a live guard holds its handle")
+            .join()
+    }
+
+    /// The plain handle back: dropping it then detaches the job again.
+    pub fn detach(mut self) -> JobHandle<T> {
+        self.handle.take().expect("a live guard holds its handle")
+    }
+}
+
+impl<T: Send + 'static> std::ops::Deref for CancelOnDrop<T> {
+    type Target = JobHandle<T>;
+
+    fn deref(&self) -> &JobHandle<T> {
+        self.handle()
+    }
+}
+
+impl<T: Send + 'static> Future for CancelOnDrop<T> {
+    type Output = Result<T, JobError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.get_mut().handle().inner().poll_result(cx)
+    }
+}
+
+impl<T: Send + 'static> Drop for CancelOnDrop<T> {
+    fn drop(&mut self) {
+        // A resolved job (the result taken or not) is left alone.
+        if let Some(handle) = self.handle.as_ref().filter(|h| !h.is_finished()) {
+            handle.cancel();
+        }
+    }
+}
+
+impl<T: Send + 'static> fmt::Debug for CancelOnDrop<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CancelOnDrop").field(&self.handle).finish()
+    }
 }
 
 impl<T: Send + 'static> Future for JobHandle<T> {

@@ -108,7 +108,7 @@ pub mod __private {
 }
 
 pub use error::{BuildError, CodecStage, ExitStatus, JobError, Location, PanicInfo, Payload};
-pub use handle::JobHandle;
+pub use handle::{CancelOnDrop, JobHandle};
 pub use job::{CancelToken, JobContext, JobId, JobOptions, current_job};
 pub use map::{Map, MapUnordered};
 pub use output::CapturedOutput;

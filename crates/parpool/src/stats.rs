@@ -2,10 +2,11 @@
 
 /// A snapshot of a pool's counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Jobs accepted and not yet started (on a process pool this includes
     /// jobs sent ahead into a busy worker's pipeline).
-    pub queued: usize,
+    pub queued: u64,
     /// Jobs being run right now.
     pub running: u64,
     /// Jobs that ran and delivered their value.

@@ -11,6 +11,7 @@ use crate::notify::Completions;
 
 /// When [`wait`] returns, like `concurrent.futures.wait`'s `return_when`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum WaitFor {
     /// As soon as any job is finished.
     FirstCompleted,
@@ -23,6 +24,7 @@ pub enum WaitFor {
 /// What [`wait`] returns: the finished handles and the rest, each list in
 /// the order the handles were given.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct WaitResult<T> {
     /// Finished handles; `join` on them returns at once.
     pub done: Vec<JobHandle<T>>,

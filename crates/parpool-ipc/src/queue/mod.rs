@@ -96,6 +96,7 @@ impl<T> Clone for Queue<T> {
 
 /// Why a send failed; the value is handed back where it was not sent.
 #[derive(thiserror::Error)]
+#[non_exhaustive]
 pub enum SendError<T> {
     /// The queue was closed.
     #[error("the queue is closed")]
@@ -139,6 +140,7 @@ pub struct TaskDoneError;
 
 /// Why a receive returned no message.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RecvError {
     /// The queue is closed and everything sent has been received.
     #[error("the queue is closed and drained")]

@@ -37,6 +37,7 @@ use registry::Sharing;
 
 /// Where a worker's standard output or error goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum WorkerOutput {
     /// The parent's (default).
     #[default]
@@ -566,7 +567,7 @@ impl ProcessPool {
         // Jobs sent ahead to a busy worker have not started either.
         let pipelined = c.in_flight.load(Relaxed).saturating_sub(running);
         Stats {
-            queued: queued + usize::try_from(pipelined).unwrap_or(usize::MAX),
+            queued: (queued as u64).saturating_add(pipelined),
             running,
             completed: c.completed.load(Relaxed),
             failed: c.failed.load(Relaxed),

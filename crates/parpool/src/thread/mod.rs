@@ -192,6 +192,7 @@ impl ThreadPoolBuilder {
 
 /// Why [`ThreadPool::try_spawn`] did not queue the job; the closure is
 /// handed back unharmed.
+#[non_exhaustive]
 pub enum TrySpawnError<F> {
     /// The bounded queue is full.
     Full(F),
@@ -450,7 +451,7 @@ impl ThreadPool {
     /// A snapshot of the pool's counters.
     pub fn stats(&self) -> Stats {
         let mut s = Stats {
-            queued: self.shared.queued(),
+            queued: self.shared.queued() as u64,
             cancelled: self.shared.refused.load(Relaxed),
             ..Stats::default()
         };

@@ -104,3 +104,114 @@ fn many_handles_joined_concurrently_in_tokio() {
     });
     assert_eq!(sum, 999 * 1000 / 2);
 }
+
+/// Runs until its cancel token trips, then records that it saw it.
+fn until_cancelled(stopped: std::sync::Arc<std::sync::atomic::AtomicBool>) -> impl FnOnce() {
+    move || {
+        let job = parpool::current_job().unwrap();
+        let started = std::time::Instant::now();
+        while !job.is_cancelled() && started.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        stopped.store(job.is_cancelled(), std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_timeout_that_drops_a_cancel_on_drop_handle_stops_the_job() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let pool = pool();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let stopped = Arc::new(AtomicBool::new(false));
+    let guarded = pool
+        .spawn(until_cancelled(stopped.clone()))
+        .cancel_on_drop();
+    let token = guarded.cancel_token();
+    let gave_up =
+        rt.block_on(async { tokio::time::timeout(Duration::from_millis(30), guarded).await });
+    assert!(
+        gave_up.is_err(),
+        "the job cannot finish before it is cancelled"
+    );
+    assert!(token.is_cancelled());
+    pool.shutdown();
+    assert!(
+        stopped.load(Ordering::SeqCst),
+        "the running job saw its token trip"
+    );
+    assert_eq!(pool.stats().completed + pool.stats().failed, 1);
+
+    // A plain handle detaches instead: the job runs on.
+    let pool = self::pool();
+    let mut plain = pool.spawn(until_cancelled(Arc::new(AtomicBool::new(false))));
+    let gave_up =
+        rt.block_on(async { tokio::time::timeout(Duration::from_millis(30), &mut plain).await });
+    assert!(gave_up.is_err());
+    assert!(!plain.cancel_token().is_cancelled());
+    plain.cancel();
+}
+
+#[test]
+fn a_cancel_on_drop_handle_leaves_a_finished_job_alone_and_can_be_detached() {
+    let pool = pool();
+    let guarded = pool.spawn(|| 5).cancel_on_drop();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    assert_eq!(
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), guarded).await })
+            .unwrap(),
+        Ok(5)
+    );
+    assert_eq!(pool.spawn(|| 6).cancel_on_drop().join(), Ok(6));
+    let finished = pool.spawn(|| 7).cancel_on_drop();
+    while !finished.is_finished() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let token = finished.cancel_token();
+    drop(finished);
+    assert!(
+        !token.is_cancelled(),
+        "a resolved job is not cancelled by the drop"
+    );
+    let detached = pool.spawn(|| 8).cancel_on_drop().detach();
+    assert_eq!(detached.join(), Ok(8));
+}
+
+#[cfg(all(feature = "process", target_os = "linux"))]
+parpool::task! {
+    fn sleep_long(seconds: u64) -> () { std::thread::sleep(Duration::from_secs(seconds)) }
+}
+
+#[cfg(all(feature = "process", target_os = "linux"))]
+#[test]
+fn a_timeout_that_drops_a_cancel_on_drop_process_job_kills_its_worker() {
+    use parpool::Executor;
+    let pool = crate::common::quiet_pool(1);
+    let before = pool.worker_pids();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let guarded = pool.submit(sleep_long, 60).cancel_on_drop();
+    assert!(
+        rt.block_on(async { tokio::time::timeout(Duration::from_millis(200), guarded).await })
+            .is_err()
+    );
+    // The worker running it was killed and replaced: the next job runs now,
+    // not in a minute.
+    let started = std::time::Instant::now();
+    assert_eq!(pool.submit(sleep_long, 0).join(), Ok(()));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_ne!(pool.worker_pids(), before);
+    assert_eq!(pool.stats().running, 0);
+}
