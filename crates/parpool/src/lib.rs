@@ -52,6 +52,26 @@
 //! # Ok::<(), parpool::BuildError>(())
 //! ```
 //!
+//! ## Platforms
+//!
+//! | part | Linux | macOS, Windows, other tier-1 |
+//! |---|---|---|
+//! | [`ThreadPool`], [`Pool::Threads`], [`JobHandle`], `map`, [`wait`](fn@wait), [`as_completed`], [`scope`](ThreadPool::scope), [`Executor`], [`task!`] | yes | yes |
+//! | `ProcessPool`, `Pool::Processes`, tasks across processes, output capture (feature `process`) | 5.3 or later | absent |
+//! | `ipc` and `SharedBytes` (feature `ipc`) | 5.3 or later; async waits use `futex_waitv` where the kernel has it (5.16) and a thread per wait where not | absent |
+//!
+//! ## Features
+//!
+//! * `process` (default): process pools, registered tasks that cross into
+//!   worker processes, per-job output capture. Brings in `ipc`, serde's
+//!   postcard format and a constructor (`ctor`) that lets a worker process
+//!   serve before `main`. Linux only; elsewhere it does nothing.
+//! * `ipc` (default): [`parpool_ipc`] as `parpool::ipc`, and
+//!   `SharedBytes`. Linux only; elsewhere it does nothing.
+//!
+//! With `default-features = false` you get the thread pool and everything
+//! around it with 20 dependencies and no code before `main`.
+//!
 //! ## Logging
 //!
 //! Each job runs inside a `tracing` span named `job` (fields `pool`, `job`)
