@@ -30,6 +30,13 @@
 //! [`Event::wait_async`], [`Queue::recv_async`] and [`Queue::send_async`]
 //! work from any async runtime: one thread per process waits for all of
 //! them at once (`futex_waitv`, Linux 5.16 or later), none per call.
+//! Where `futex_waitv` is missing (Linux 5.10 to 5.15) or refused (a
+//! seccomp filter) — probed at the first async wait, and given up if it
+//! starts failing later — each waited word (an event, or one end of a
+//! queue) gets a thread of its own instead: it sleeps on the word
+//! (`futex_wait`), wakes as promptly, and ends within about 70 ms once no
+//! wait on its word remains. Set `PARPOOL_IPC_WAITER=threads` in the
+//! environment before the first async wait to use these threads anyway.
 //!
 //! How an object crosses a process boundary is the [`transfer`] module:
 //! encoding a message gathers the objects it holds as descriptors
@@ -85,6 +92,7 @@ linux_only! {
     pub use queue::{Queue, RecvError, SendError, TaskDoneError};
     pub use semaphore::{Permit, Semaphore};
     pub use transfer::SharedBytes;
+    pub use waiter::waiter_mode;
 
     /// Locks `m`, ignoring poisoning: every critical section in this crate
     /// leaves its data consistent before any code that can panic runs.

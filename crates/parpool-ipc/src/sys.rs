@@ -158,6 +158,38 @@ pub(crate) fn futex_wake(word: &AtomicU32, n: u32) {
     let _ = futex::wake(word, futex::Flags::empty(), n);
 }
 
+/// Whether the kernel takes `futex_waitv` (Linux 5.16 or later, and no
+/// seccomp filter refusing it). The probe cannot sleep: its one word does
+/// not hold the expected value, and its deadline is already past. A kernel
+/// with the call answers `EAGAIN`; `ENOSYS`, `EPERM` or anything else
+/// means the call is unusable.
+pub(crate) fn futex_waitv_works() -> bool {
+    use rustix::io::Errno;
+    use rustix::thread::futex;
+    use rustix::time::{ClockId, clock_gettime};
+    let word = AtomicU32::new(0);
+    let mut w = futex::Wait::new();
+    w.val = 1;
+    w.uaddr = futex::WaitPtr::new(word.as_ptr().cast());
+    // Shared, as the waiter's words are.
+    w.flags = futex::WaitFlags::SIZE_U32;
+    let now = clock_gettime(ClockId::Monotonic);
+    let answer = futex::waitv(
+        &[w],
+        futex::WaitvFlags::empty(),
+        Some(&now),
+        ClockId::Monotonic,
+    );
+    match answer {
+        // `ETIMEDOUT` would also prove the call exists.
+        Err(Errno::AGAIN | Errno::TIMEDOUT) => true,
+        other => {
+            tracing::debug!(answer = ?other, "futex_waitv is unavailable");
+            false
+        }
+    }
+}
+
 /// A process as holder tables record it: its id and its start time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ProcessId {
