@@ -1,5 +1,11 @@
 //! The `parpool` command.
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "the parpool command runs on Linux only (it compares process pools and watches jobs \
+     through pidfds); the parpool library's thread pool works everywhere"
+);
+
 mod compare;
 mod generate;
 mod run;
