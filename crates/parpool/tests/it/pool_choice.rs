@@ -1,6 +1,6 @@
 //! `Pool`: a thread or process pool picked at run time, from a flag.
 
-use parpool::{BuildError, Executor, JobError, Pool, PoolKind};
+use parpool::{BuildError, Executor, Pool, PoolKind};
 
 parpool::task! {
     /// The id of the process the job ran in.
@@ -66,7 +66,7 @@ fn the_flag_picks_processes() {
         .collect();
     assert!(pids.iter().all(|&p| p != std::process::id()), "{pids:?}");
     let err = pool.submit(fails, "in a worker".into()).join().unwrap_err();
-    assert!(matches!(err, JobError::Panicked(_)), "{err:?}");
+    assert!(matches!(err, parpool::JobError::Panicked(_)), "{err:?}");
     assert_eq!(err.panic_message(), Some("in a worker"));
     // A configured pool converts too.
     let pool: Pool = crate::common::quiet_pool(1).into();
