@@ -64,39 +64,53 @@ compile_error!(
      `process` features do nothing outside Linux."
 );
 
-/// Keeps each item to Linux, so that elsewhere the one error is the
-/// `compile_error!` above.
-macro_rules! linux_only {
-    ($($item:item)*) => { $( #[cfg(target_os = "linux")] $item )* };
-}
+#[cfg(target_os = "linux")]
+mod barrier;
+#[cfg(target_os = "linux")]
+mod condvar;
+#[cfg(target_os = "linux")]
+mod event;
+#[cfg(target_os = "linux")]
+mod futex_wait;
+#[cfg(target_os = "linux")]
+mod mem;
+#[cfg(target_os = "linux")]
+mod mutex;
+#[cfg(target_os = "linux")]
+mod queue;
+#[cfg(target_os = "linux")]
+mod region;
+#[cfg(target_os = "linux")]
+mod semaphore;
+#[cfg(target_os = "linux")]
+mod sys;
+#[cfg(target_os = "linux")]
+pub mod transfer;
+#[cfg(target_os = "linux")]
+mod waiter;
 
-linux_only! {
-    mod barrier;
-    mod condvar;
-    mod event;
-    mod futex_wait;
-    mod mem;
-    mod mutex;
-    mod queue;
-    mod region;
-    mod semaphore;
-    mod sys;
-    pub mod transfer;
-    mod waiter;
+#[cfg(target_os = "linux")]
+pub use barrier::{Barrier, BarrierError, Party};
+#[cfg(target_os = "linux")]
+pub use condvar::Condvar;
+#[cfg(target_os = "linux")]
+pub use event::{Event, EventWait};
+#[cfg(target_os = "linux")]
+pub use mem::{AccessError, SharedMem, SharedSlice};
+#[cfg(target_os = "linux")]
+pub use mutex::{Lock, LockError, Mutex, MutexGuard};
+#[cfg(target_os = "linux")]
+pub use queue::{Queue, RecvError, SendError, TaskDoneError};
+#[cfg(target_os = "linux")]
+pub use semaphore::{Permit, Semaphore};
+#[cfg(target_os = "linux")]
+pub use transfer::SharedBytes;
+#[cfg(target_os = "linux")]
+pub use waiter::waiter_mode;
 
-    pub use barrier::{Barrier, BarrierError, Party};
-    pub use condvar::Condvar;
-    pub use event::{Event, EventWait};
-    pub use mem::{AccessError, SharedMem, SharedSlice};
-    pub use mutex::{Lock, LockError, Mutex, MutexGuard};
-    pub use queue::{Queue, RecvError, SendError, TaskDoneError};
-    pub use semaphore::{Permit, Semaphore};
-    pub use transfer::SharedBytes;
-    pub use waiter::waiter_mode;
-
-    /// Locks `m`, ignoring poisoning: every critical section in this crate
-    /// leaves its data consistent before any code that can panic runs.
-    fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-        m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
+#[cfg(target_os = "linux")]
+/// Locks `m`, ignoring poisoning: every critical section in this crate
+/// leaves its data consistent before any code that can panic runs.
+fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

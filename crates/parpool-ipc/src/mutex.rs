@@ -218,10 +218,7 @@ impl<T: Pod> Mutex<T> {
 
     /// `guard`, unless the mutex is poisoned: then the lock is released and
     /// the error says why.
-    fn checked<'a>(
-        &'a self,
-        guard: MutexGuard<'a, T>,
-    ) -> Result<MutexGuard<'a, T>, LockError> {
+    fn checked<'a>(&'a self, guard: MutexGuard<'a, T>) -> Result<MutexGuard<'a, T>, LockError> {
         if self.is_poisoned() {
             drop(guard);
             Err(LockError::OwnerDied)
