@@ -6,12 +6,17 @@ compile_error!(
      through pidfds); the parpool library's thread pool works everywhere"
 );
 
+#[cfg(target_os = "linux")]
 mod compare;
+#[cfg(target_os = "linux")]
 mod generate;
+#[cfg(target_os = "linux")]
 mod run;
 
+#[cfg(target_os = "linux")]
 use clap::{CommandFactory, Parser, Subcommand};
 
+#[cfg(target_os = "linux")]
 /// Run commands in parallel on parpool's engine, and find out whether
 /// threads, processes or async suit a workload on this machine.
 #[derive(Debug, Parser)]
@@ -21,6 +26,7 @@ struct Cli {
     command: Command,
 }
 
+#[cfg(target_os = "linux")]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a command once per input, in parallel (GNU parallel's syntax;
@@ -44,6 +50,7 @@ enum Command {
     Man(generate::ManArgs),
 }
 
+#[cfg(target_os = "linux")]
 /// The whole command's description for the completion and man page
 /// generators: clap's, with `run` described option by option from the
 /// table its own parser reads (clap never parses `run`'s words).
@@ -51,6 +58,7 @@ fn described() -> clap::Command {
     Cli::command().mut_subcommand("run", |_| run::command())
 }
 
+#[cfg(target_os = "linux")]
 fn main() {
     // `run` reads its options as GNU parallel does (bundled, attached,
     // abbreviated; an unknown one is exit status 255), not as clap does.
@@ -76,3 +84,7 @@ fn main() {
     };
     std::process::exit(code);
 }
+
+/// Elsewhere the `compile_error!` above is the whole story.
+#[cfg(not(target_os = "linux"))]
+fn main() {}

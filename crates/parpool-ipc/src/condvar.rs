@@ -76,7 +76,9 @@ impl Condvar {
     /// # Errors
     /// [`LockError::OwnerDied`] if the mutex is poisoned when this locks
     /// again (a holder died holding it); the lock is then left free, as
-    /// [`Mutex::lock`](crate::Mutex::lock) leaves it.
+    /// [`Mutex::lock`](crate::Mutex::lock) leaves it. A guard from
+    /// [`Mutex::lock_for_repair`](crate::Mutex::lock_for_repair) locks
+    /// again the same way, poisoned or not.
     pub fn wait<'a, T: Pod>(
         &self,
         guard: MutexGuard<'a, T>,
@@ -102,7 +104,7 @@ impl Condvar {
         guard: MutexGuard<'a, T>,
         timeout: Option<Duration>,
     ) -> Result<(MutexGuard<'a, T>, bool), LockError> {
-        let mutex = guard.mutex;
+        let (mutex, repair) = (guard.mutex, guard.repair);
         // Read before unlocking: a notification after this point changes
         // the word, so the futex wait returns at once.
         let seen = self.seq().load(Ordering::SeqCst);
@@ -110,7 +112,7 @@ impl Condvar {
         let started = Instant::now();
         sys::futex_wait(self.seq(), seen, timeout);
         let timed_out = timeout.is_some_and(|t| started.elapsed() >= t);
-        mutex.lock().map(|g| (g, timed_out))
+        mutex.relock(repair).map(|g| (g, timed_out))
     }
 }
 

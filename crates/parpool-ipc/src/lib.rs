@@ -30,7 +30,7 @@
 //! [`Event::wait_async`], [`Queue::recv_async`] and [`Queue::send_async`]
 //! work from any async runtime: one thread per process waits for all of
 //! them at once (`futex_waitv`, Linux 5.16 or later), none per call.
-//! Where `futex_waitv` is missing (Linux 5.10 to 5.15) or refused (a
+//! Where `futex_waitv` is missing (Linux before 5.16) or refused (a
 //! seccomp filter) — probed at the first async wait, and given up if it
 //! starts failing later — each waited word (an event, or one end of a
 //! queue) gets a thread of its own instead: it sleeps on the word

@@ -175,11 +175,25 @@ impl<T: Pod> Mutex<T> {
     /// # Errors
     /// [`LockError::Io`] only, when the system refuses.
     pub fn lock_for_repair(&self) -> Result<MutexGuard<'_, T>, LockError> {
-        self.lock_until(None)
+        let mut guard = self.lock_until(None)?;
+        guard.repair = true;
+        Ok(guard)
     }
 
-    /// Whether a holder died holding the lock and the poison has not been
-    /// cleared since.
+    /// Locks again after a [`Condvar`](crate::Condvar) wait, as `guard`
+    /// had been locked: a guard from `lock_for_repair` keeps the lock while
+    /// the mutex is poisoned, any other fails as `lock` does.
+    pub(super) fn relock(&self, repair: bool) -> Result<MutexGuard<'_, T>, LockError> {
+        if repair {
+            self.lock_for_repair()
+        } else {
+            self.lock()
+        }
+    }
+
+    /// Whether the mutex is poisoned: a holder died holding it, someone
+    /// has locked it since (which is when the death is found out), and
+    /// nobody has cleared the poison.
     pub fn is_poisoned(&self) -> bool {
         self.poison().load(Ordering::Acquire) != 0
     }
@@ -212,6 +226,7 @@ impl<T: Pod> Mutex<T> {
         }
         MutexGuard {
             mutex: self,
+            repair: false,
             _not_send: PhantomData,
         }
     }
@@ -242,6 +257,8 @@ impl<T> fmt::Debug for Mutex<T> {
 /// thread that locked, so it is not `Send`.
 pub struct MutexGuard<'a, T: Pod> {
     pub(super) mutex: &'a Mutex<T>,
+    /// Taken with `lock_for_repair`: a `Condvar` wait locks again that way.
+    pub(super) repair: bool,
     _not_send: PhantomData<*const ()>,
 }
 

@@ -2,7 +2,7 @@
 //! thread per process waits on every registered word at once
 //! (`futex_waitv`, Linux ≥ 5.16) and wakes the tasks whose word changed.
 //!
-//! Where `futex_waitv` is missing (Linux 5.10 to 5.15) or refused (a
+//! Where `futex_waitv` is missing (Linux before 5.16) or refused (a
 //! seccomp filter), each waited word gets a thread of its own instead
 //! ("threads" mode). The call is probed once, at the first wait
 //! ([`sys::futex_waitv_works`]), unless `PARPOOL_IPC_WAITER=threads` asks

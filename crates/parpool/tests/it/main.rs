@@ -15,15 +15,15 @@ mod async_interop;
 #[cfg(all(feature = "process", target_os = "linux"))]
 mod executor_suite;
 mod handle;
-#[cfg(all(feature = "ipc", target_os = "linux"))]
+#[cfg(all(feature = "process", target_os = "linux"))]
 mod ipc;
-#[cfg(all(feature = "ipc", target_os = "linux"))]
+#[cfg(all(feature = "process", target_os = "linux"))]
 mod ipc_async;
-#[cfg(all(feature = "ipc", target_os = "linux"))]
+#[cfg(all(feature = "process", target_os = "linux"))]
 mod ipc_barrier;
-#[cfg(all(feature = "ipc", target_os = "linux"))]
+#[cfg(all(feature = "process", target_os = "linux"))]
 mod ipc_kept;
-#[cfg(all(feature = "ipc", target_os = "linux"))]
+#[cfg(all(feature = "process", target_os = "linux"))]
 mod ipc_queue;
 mod logging;
 mod map;

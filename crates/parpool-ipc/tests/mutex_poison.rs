@@ -1,0 +1,78 @@
+//! A holder's death poisons a `Mutex` for everyone until repaired. A
+//! thread that ends holding a robust lock counts as a dead holder, as a
+//! process does, so these run in one process.
+
+use std::time::Duration;
+
+use parpool_ipc::{Condvar, LockError, Mutex};
+
+/// Locks `m` on a thread that ends without unlocking.
+fn die_holding(m: &Mutex<u64>, value: u64) {
+    let m = m.clone();
+    std::thread::spawn(move || {
+        let mut guard = m.lock().unwrap();
+        *guard = value;
+        std::mem::forget(guard);
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn a_dead_holder_poisons_until_cleared_and_the_error_is_owned() {
+    let m = Mutex::new(1u64).unwrap();
+    die_holding(&m, 99);
+    assert!(!m.is_poisoned(), "found out only when someone locks");
+    assert!(matches!(m.lock(), Err(LockError::OwnerDied)));
+    assert!(m.is_poisoned());
+    // Sticky, for every way of locking.
+    assert!(matches!(m.lock(), Err(LockError::OwnerDied)));
+    assert!(matches!(m.try_lock(), Err(LockError::OwnerDied)));
+    assert!(matches!(
+        m.lock_timeout(Duration::from_millis(10)),
+        Err(LockError::OwnerDied)
+    ));
+    // `?` into a boxed error: the error borrows nothing.
+    fn read(m: &Mutex<u64>) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(*m.lock()?)
+    }
+    assert!(read(&m).unwrap_err().to_string().contains("clear_poison"));
+    let mut guard = m.lock_for_repair().unwrap();
+    assert_eq!(*guard, 99, "what the holder left is there to repair");
+    *guard = 2;
+    drop(guard);
+    m.clear_poison();
+    assert_eq!(read(&m).unwrap(), 2);
+    assert!(m.try_lock().is_ok());
+}
+
+#[test]
+fn a_condvar_wait_keeps_a_repair_guard_and_fails_a_plain_one() {
+    let m = Mutex::new(0u64).unwrap();
+    let cv = Condvar::new().unwrap();
+    die_holding(&m, 5);
+    assert!(matches!(m.lock(), Err(LockError::OwnerDied)));
+    // A repair guard survives the wait, poison and all.
+    let guard = m.lock_for_repair().unwrap();
+    let (guard, timed_out) = cv.wait_timeout(guard, Duration::from_millis(5)).unwrap();
+    assert!(timed_out);
+    assert_eq!(*guard, 5);
+    drop(guard);
+    // A plain guard taken before the death fails its wait once poisoned.
+    let m2 = Mutex::new(0u64).unwrap();
+    let guard = m2.lock().unwrap();
+    let other = m2.clone();
+    let waiter = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            // Runs after `guard` is released by the wait below.
+            die_holding(&other, 7);
+            cv.notify_all();
+        });
+        let result = cv
+            .wait_timeout(guard, Duration::from_secs(10))
+            .map(|(g, _)| *g);
+        h.join().unwrap();
+        result
+    });
+    assert!(matches!(waiter, Err(LockError::OwnerDied)), "{waiter:?}");
+}
