@@ -329,6 +329,34 @@ fn main() {
             let timings = measure(reps, &mut peers::map_light(cores, n));
             t.record("threads", name, "items", n, timings, &[]);
         }
+        let n = quick(500_000, 10_000_000);
+        let name = format!("par map: ordered, {n} trivial items in memory");
+        if wanted(&name) {
+            let timings = measure(reps, &mut peers::par_map(cores, n));
+            let targets = [("rayon par_iter().map().collect()", 0.9)];
+            t.record("threads", name, "items", n, timings, &targets);
+        }
+        let n = quick(20_000, 200_000);
+        let name = format!("par map: {n} items of ~1 µs in memory");
+        if wanted(&name) {
+            let timings = measure(reps, &mut peers::par_map_light(cores, n));
+            let targets = [("rayon par_iter().map().collect()", 1.0)];
+            t.record("threads", name, "items", n, timings, &targets);
+        }
+        let n = quick(20_000, 200_000);
+        let name = format!("par map: {n} uneven items (1 in 100 costs 100x) in memory");
+        if wanted(&name) {
+            let timings = measure(reps, &mut peers::par_map_uneven(cores, n));
+            let targets = [("rayon par_iter().map().collect()", 0.95)];
+            t.record("threads", name, "items", n, timings, &targets);
+        }
+        let n = quick(1_000_000, 100_000_000);
+        let name = format!("par map_reduce: sum of {n} u64 in memory");
+        if wanted(&name) {
+            let timings = measure(reps, &mut peers::par_sum(cores, n));
+            let targets = [("rayon par_iter().sum()", 0.9)];
+            t.record("threads", name, "items", n, timings, &targets);
+        }
         let (jobs, ms) = (quick(16, 64), quick(1, 5));
         let name = format!("cpu batch: {jobs} jobs of ~{ms} ms on {cores} cores");
         if wanted(&name) {

@@ -224,6 +224,116 @@ pub(crate) fn map_light(cores: usize, n: u64) -> Vec<Contender<'static>> {
     ]
 }
 
+/// Eager, indexed map of a trivial function over `n` integers in memory:
+/// `ThreadPool::par` against rayon's `par_iter`.
+pub(crate) fn par_map(cores: usize, n: u64) -> Vec<Contender<'static>> {
+    let pp = parpool(cores);
+    let ry = rayon(cores);
+    let input: Vec<u64> = (0..n).collect();
+    let input2 = input.clone();
+    let check = input.iter().fold(0u64, |a, &x| a.wrapping_add(trivial(x)));
+    vec![
+        (
+            "parpool",
+            Box::new(move || {
+                let out: Vec<u64> = pp.par(&input).map(|&x| trivial(x)).unwrap();
+                assert_eq!(out.iter().fold(0u64, |a, &x| a.wrapping_add(x)), check);
+                black_box(out);
+            }),
+        ),
+        (
+            "rayon par_iter().map().collect()",
+            Box::new(move || {
+                let out: Vec<u64> = ry.install(|| input2.par_iter().map(|&x| trivial(x)).collect());
+                assert_eq!(out.iter().fold(0u64, |a, &x| a.wrapping_add(x)), check);
+                black_box(out);
+            }),
+        ),
+    ]
+}
+
+/// Eager map of `cost` over `0..n` (items in memory), against rayon and a
+/// sequential loop.
+fn par_map_of(cores: usize, n: u64, cost: fn(u64) -> u64) -> Vec<Contender<'static>> {
+    let pp = parpool(cores);
+    let ry = rayon(cores);
+    let input: Vec<u64> = (0..n).collect();
+    let input2 = input.clone();
+    let input3 = input.clone();
+    vec![
+        (
+            "parpool",
+            Box::new(move || {
+                let out: Vec<u64> = pp.par(&input).map(|&x| cost(x)).unwrap();
+                black_box(out);
+            }),
+        ),
+        (
+            "rayon par_iter().map().collect()",
+            Box::new(move || {
+                let out: Vec<u64> = ry.install(|| input2.par_iter().map(|&x| cost(x)).collect());
+                black_box(out);
+            }),
+        ),
+        (
+            "sequential",
+            Box::new(move || {
+                let out: Vec<u64> = input3.iter().map(|&x| cost(x)).collect();
+                black_box(out);
+            }),
+        ),
+    ]
+}
+
+/// Eager map of a ~1 µs function over `n` integers in memory.
+pub(crate) fn par_map_light(cores: usize, n: u64) -> Vec<Contender<'static>> {
+    par_map_of(cores, n, light)
+}
+
+/// One item in 100 costs 100 times the others (~100 µs against ~1 µs).
+fn uneven(x: u64) -> u64 {
+    if x.is_multiple_of(100) {
+        (0..100).fold(x, |h, i| light(h ^ i))
+    } else {
+        light(x)
+    }
+}
+
+/// Eager map of uneven items: one in 100 costs 100 times the others.
+pub(crate) fn par_map_uneven(cores: usize, n: u64) -> Vec<Contender<'static>> {
+    par_map_of(cores, n, uneven)
+}
+
+/// Sum of `n` `u64`s in memory: `par().map_reduce` against rayon's `sum`.
+pub(crate) fn par_sum(cores: usize, n: u64) -> Vec<Contender<'static>> {
+    let pp = parpool(cores);
+    let ry = rayon(cores);
+    let input: Vec<u64> = (0..n).map(|x| x ^ 0x5a5a).collect();
+    let check = input.iter().fold(0u64, |a, &x| a.wrapping_add(x));
+    let input = std::sync::Arc::new(input);
+    let input2 = input.clone();
+    vec![
+        (
+            "parpool",
+            Box::new(move || {
+                let sum = pp
+                    .par(input.as_slice())
+                    .map_reduce(|&x| x, || 0u64, u64::wrapping_add)
+                    .unwrap();
+                assert_eq!(sum, check);
+            }),
+        ),
+        (
+            "rayon par_iter().sum()",
+            Box::new(move || {
+                let sum: u64 =
+                    ry.install(|| input2.par_iter().copied().reduce(|| 0, u64::wrapping_add));
+                assert_eq!(sum, check);
+            }),
+        ),
+    ]
+}
+
 /// About `ms` milliseconds of arithmetic.
 pub(crate) fn burn(ms: u64) -> u64 {
     // ~1 ns per iteration on current x86; exact time does not matter, only

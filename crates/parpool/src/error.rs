@@ -34,13 +34,21 @@ pub struct PanicInfo {
     pub message: String,
     /// Where the panic was raised.
     pub location: Option<Location>,
+    /// In a map over data in memory ([`ThreadPool::par`](crate::ThreadPool::par)),
+    /// the index of the item whose call panicked.
+    #[serde(default)]
+    pub item: Option<u64>,
 }
 
 impl fmt::Display for PanicInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.location {
-            Some(loc) => write!(f, "'{}' at {loc}", self.message),
-            None => write!(f, "'{}'", self.message),
+            Some(loc) => write!(f, "'{}' at {loc}", self.message)?,
+            None => write!(f, "'{}'", self.message)?,
+        }
+        match self.item {
+            Some(i) => write!(f, " on item {i}"),
+            None => Ok(()),
         }
     }
 }

@@ -58,7 +58,7 @@
 //! |---|---|---|
 //! | [`ThreadPool`], [`Pool::Threads`], [`JobHandle`], `map`, [`wait`](fn@wait), [`as_completed`], [`scope`](ThreadPool::scope), [`Executor`], [`task!`] | yes | yes |
 //! | `ProcessPool`, `Pool::Processes`, tasks across processes, output capture (feature `process`) | 5.3 or later | absent |
-//! | `ipc` and `SharedBytes` (feature `ipc`) | 5.3 or later; async waits use `futex_waitv` where the kernel has it (5.16) and a thread per wait where not | absent |
+//! | `ipc` and `SharedBytes` (feature `ipc`) | 5.3 or later; async waits use `futex_waitv` where the kernel has it (5.16) and a thread per waited word where not | absent |
 //!
 //! ## Features
 //!
@@ -141,5 +141,5 @@ pub use pool::{ParsePoolKindError, Pool, PoolKind};
 pub use process::{ProcessPool, ProcessPoolBuilder, WorkerOutput, init, with_worker_state};
 pub use stats::Stats;
 pub use task::{Executor, Task};
-pub use thread::{Scope, ThreadPool, ThreadPoolBuilder, TrySpawnError};
+pub use thread::{Indexed, Par, Scope, ThreadPool, ThreadPoolBuilder, TrySpawnError};
 pub use wait::{AsCompleted, CompletedStream, WaitFor, WaitResult, as_completed, wait};

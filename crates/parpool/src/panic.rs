@@ -71,6 +71,7 @@ pub(crate) fn catch_captured<R>(f: impl FnOnce() -> R) -> Result<R, PanicInfo> {
         let info = PanicInfo {
             message: message_of(&*payload),
             location: LAST_LOCATION.with(|slot| slot.borrow_mut().take()),
+            item: None,
         };
         // A payload whose destructor panics must not take the worker down.
         if let Err(inner) = panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {

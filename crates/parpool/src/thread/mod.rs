@@ -1,11 +1,13 @@
 //! [`ThreadPool`]: closures and tasks on a fixed set of worker threads.
 
+mod par;
 mod scope;
 mod sleep;
 mod worker;
 
 pub(crate) use worker::help_until;
 
+pub use par::{Indexed, Par};
 pub use scope::Scope;
 
 use std::fmt;

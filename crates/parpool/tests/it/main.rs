@@ -27,6 +27,7 @@ mod ipc_kept;
 mod ipc_queue;
 mod logging;
 mod map;
+mod par;
 mod pool;
 mod pool_choice;
 #[cfg(all(feature = "process", target_os = "linux"))]
