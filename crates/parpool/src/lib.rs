@@ -68,6 +68,9 @@
 //!   serve before `main`. Linux only; elsewhere it does nothing.
 //! * `ipc` (default): [`parpool_ipc`] as `parpool::ipc`, and
 //!   `SharedBytes`. Linux only; elsewhere it does nothing.
+//! * `progress` (off): `progress_bar()` on every map, an `indicatif` bar
+//!   with rate and ETA. The hook underneath, `on_progress`, needs no
+//!   feature.
 //!
 //! With `default-features = false` you get the thread pool and everything
 //! around it with 20 dependencies and no code before `main`.
@@ -79,6 +82,8 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "progress")]
+mod bar;
 #[cfg(all(feature = "process", target_os = "linux"))]
 mod codec;
 mod error;

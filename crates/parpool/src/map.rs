@@ -152,6 +152,36 @@ struct Engine<'a, I: Iterator<Item: Send + 'static>, R: Send + 'static> {
     current: Current<I::Item, R>,
     spare_inputs: Vec<Vec<I::Item>>,
     spare_outputs: Vec<Vec<R>>,
+    progress: Option<Progress<'a>>,
+}
+
+/// A map's progress hook and what it has been told.
+struct Progress<'a> {
+    report: Box<dyn FnMut(u64, Option<u64>) + 'a>,
+    /// Items whose results arrived.
+    done: u64,
+    /// How many items there are, when the input said so exactly.
+    total: Option<u64>,
+    /// Whether the final count went out.
+    finished: bool,
+}
+
+impl Progress<'_> {
+    /// `n` more results arrived.
+    fn advance(&mut self, n: usize) {
+        self.done += n as u64;
+        self.finished = self.total == Some(self.done);
+        (self.report)(self.done, self.total);
+    }
+
+    /// The input is exhausted and every result arrived: the total is known.
+    fn finish(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            self.total = Some(self.done);
+            (self.report)(self.done, self.total);
+        }
+    }
 }
 
 impl<I: Iterator<Item: Send + 'static>, R: Send + 'static> Engine<'_, I, R> {
@@ -192,6 +222,9 @@ impl<I: Iterator<Item: Send + 'static>, R: Send + 'static> Engine<'_, I, R> {
 
     fn open(&mut self, start: usize, len: usize, result: Result<ChunkOut<I::Item, R>, JobError>) {
         self.in_flight -= 1;
+        if let Some(p) = &mut self.progress {
+            p.advance(len);
+        }
         let done = std::mem::replace(&mut self.current, Current::empty());
         self.spare_outputs.push(Vec::from(done.values));
         if done.spare.capacity() > 0 {
@@ -235,7 +268,15 @@ impl<I: Iterator<Item: Send + 'static>, R: Send + 'static> Engine<'_, I, R> {
     fn next_item(&mut self) -> Option<(usize, Result<R, JobError>)> {
         match self.current.next() {
             Some(item) => Some(item),
-            None => self.next_chunk(),
+            None => {
+                let item = self.next_chunk();
+                if item.is_none()
+                    && let Some(p) = &mut self.progress
+                {
+                    p.finish();
+                }
+                item
+            }
         }
     }
 
@@ -285,8 +326,29 @@ macro_rules! map_type {
                         current: Current::empty(),
                         spare_inputs: Vec::new(),
                         spare_outputs: Vec::new(),
+                        progress: None,
                     },
                 }
+            }
+
+            /// Calls `report(done, total)` each time a chunk's results
+            /// arrive, on the thread that iterates: `done` counts items
+            /// (failed ones too) and only grows; `total` is the number of
+            /// inputs when the input iterator knows it exactly (a `Vec`, a
+            /// range) and `None` until the map ends otherwise. The last
+            /// call has `done == total`, exactly once, when the map has
+            /// every result. Free when not used.
+            pub fn on_progress(mut self, report: impl FnMut(u64, Option<u64>) + 'a) -> Self {
+                let (lo, hi) = self.engine.inputs.size_hint();
+                let taken = self.engine.next_index;
+                let total = (Some(lo) == hi).then(|| (lo + taken) as u64);
+                self.engine.progress = Some(Progress {
+                    report: Box::new(report),
+                    done: 0,
+                    total,
+                    finished: false,
+                });
+                self
             }
 
             /// Aims automatic chunks at `t` of work each (pools whose jobs
@@ -294,6 +356,23 @@ macro_rules! map_type {
             pub(crate) fn chunk_time(mut self, t: Duration) -> Self {
                 self.engine.chunk_time = t;
                 self
+            }
+
+            /// Shows an `indicatif` progress bar on standard error (with
+            /// rate and ETA) as results arrive; see
+            /// [`on_progress`](Self::on_progress). The `progress` feature.
+            #[cfg(feature = "progress")]
+            #[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
+            pub fn progress_bar(self) -> Self {
+                self.progress_bar_with(crate::bar::new_bar())
+            }
+
+            /// Drives `bar`, a bar of your own, as results arrive. The
+            /// `progress` feature.
+            #[cfg(feature = "progress")]
+            #[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
+            pub fn progress_bar_with(self, bar: indicatif::ProgressBar) -> Self {
+                self.on_progress(crate::bar::drive(bar))
             }
 
             /// Sends exactly `n` items per job (at least 1) instead of

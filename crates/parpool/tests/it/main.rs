@@ -48,5 +48,6 @@ mod process_logging;
 mod process_scheduling;
 #[cfg(all(feature = "process", target_os = "linux"))]
 mod process_shared;
+mod progress;
 mod soak;
 mod wait;
