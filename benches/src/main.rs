@@ -429,6 +429,16 @@ fn main() {
             let targets = [("Python multiprocessing.Pool.map", 2.0)];
             t.record("processes", name, "items", n, timings, &targets);
         }
+        let n = quick(200_000, 10_000_000);
+        let name = format!("process par map: {n} f64 squared, in memory ({workers} workers)");
+        if wanted(&name) {
+            let timings = measure_timed(reps, &mut process::par_square(workers, n));
+            let targets = [
+                ("parpool ThreadPool par().map()", 0.7),
+                ("Python multiprocessing.Pool.map, best chunksize", 20.0),
+            ];
+            t.record("processes", name, "items", n, timings, &targets);
+        }
         let name = "worker start: spawn to first result".to_owned();
         if wanted(&name) {
             let timings = measure_timed(reps, &mut process::start());

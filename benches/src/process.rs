@@ -264,6 +264,46 @@ pub(crate) fn map(workers: usize, n: u64) -> Vec<TimedContender> {
     ]
 }
 
+parpool::task!(
+    fn square(x: f64) -> f64 {
+        x * x
+    }
+);
+
+/// `n` floats squared, split across workers: the process pool's
+/// shared-memory `par`, the thread pool's `par`, and Python's
+/// `multiprocessing.Pool.map` at its best chunksize.
+pub(crate) fn par_square(workers: usize, n: u64) -> Vec<TimedContender> {
+    let pp = pool(workers);
+    let tp = ThreadPool::builder().workers(workers).build().unwrap();
+    let data: std::sync::Arc<Vec<f64>> =
+        std::sync::Arc::new((0..n).map(|i| i as f64 * 0.5).collect());
+    let check = data[3] * data[3];
+    let data2 = data.clone();
+    vec![
+        (
+            "parpool ProcessPool par().map()",
+            wall(move || {
+                let out = pp.par(&data).map(square).unwrap();
+                assert_eq!(out[3], check);
+                black_box(out);
+            }),
+        ),
+        (
+            "parpool ThreadPool par().map()",
+            wall(move || {
+                let out = tp.par(data2.as_slice()).map(|x| x * x).unwrap();
+                assert_eq!(out[3], check);
+                black_box(out);
+            }),
+        ),
+        (
+            "Python multiprocessing.Pool.map, best chunksize",
+            python_timed("mp_map_square_best", n, workers),
+        ),
+    ]
+}
+
 /// From nothing to the first result of a fresh one-worker pool.
 pub(crate) fn start() -> Vec<TimedContender> {
     vec![

@@ -127,6 +127,8 @@ pub mod ipc {
 #[doc(hidden)]
 pub mod __private {
     #[cfg(all(feature = "process", target_os = "linux"))]
+    pub use crate::process::pod::{NoPodKernel, PodKernel, Probe};
+    #[cfg(all(feature = "process", target_os = "linux"))]
     pub use crate::process::registry::{TaskEntry, register};
     #[cfg(all(feature = "process", target_os = "linux"))]
     pub use ctor;
@@ -143,8 +145,12 @@ pub use parpool_ipc::SharedBytes;
 pub use pool::{ParsePoolKindError, Pool, PoolKind};
 #[cfg(all(feature = "process", target_os = "linux"))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "process", target_os = "linux"))))]
-pub use process::{ProcessPool, ProcessPoolBuilder, WorkerOutput, init, with_worker_state};
+pub use process::{
+    PodMapError, PodPar, ProcessPool, ProcessPoolBuilder, WorkerOutput, init, with_worker_state,
+};
 pub use stats::Stats;
 pub use task::{Executor, Task};
-pub use thread::{Indexed, Par, Scope, ThreadPool, ThreadPoolBuilder, TrySpawnError};
+pub use thread::{
+    Indexed, Par, Scope, ScopedHandle, ScopedMap, ThreadPool, ThreadPoolBuilder, TrySpawnError,
+};
 pub use wait::{AsCompleted, CompletedStream, WaitFor, WaitResult, as_completed, wait};

@@ -84,9 +84,14 @@ macro_rules! __register_task {
         $crate::__private::ctor::declarative::ctor! {
             #[ctor(unsafe, anonymous, crate_path = $crate::__private::ctor)]
             fn register() {
+                // A task of plain data also gets a kernel over shared
+                // memory; the probe picks it only where the types allow.
+                #[allow(unused_imports)]
+                use $crate::__private::{NoPodKernel as _, PodKernel as _};
+                let pod = (&&&$crate::__private::Probe::<$name>::new()).pod_kernel();
                 // SAFETY (constructor): only appends to parpool's registry,
                 // a std `Mutex` that needs no runtime initialization.
-                $crate::__private::register($crate::__private::TaskEntry::of::<$name>());
+                $crate::__private::register($crate::__private::TaskEntry::of::<$name>().with_pod(pod));
             }
         }
     };

@@ -8,11 +8,13 @@ mod control;
 mod fdpass;
 mod job;
 mod os;
+pub(crate) mod pod;
 pub(crate) mod registry;
 mod supervisor;
 mod wire;
 
 pub use child::with_worker_state;
+pub use pod::{PodMapError, PodPar};
 
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};

@@ -24,6 +24,9 @@ pub struct TaskEntry {
     run: RunFn,
     run_chunk: ChunkFn,
     run_init: fn(&[u8], Vec<OwnedFd>) -> Result<WorkerState, JobError>,
+    /// For a task of plain data (`Pod` input and output): runs it over a
+    /// range of shared memory ([`ProcessPool::par_map`](crate::ProcessPool::par_map)).
+    run_pod: Option<super::pod::PodFn>,
 }
 
 /// How a worker writes the shared objects in a job's output.
@@ -74,7 +77,19 @@ impl TaskEntry {
             run: run_erased::<T>,
             run_chunk: run_chunk_erased::<T>,
             run_init: run_init_erased::<T>,
+            run_pod: None,
         }
+    }
+
+    /// The entry, with the kernel `task!` found for a task of plain data.
+    pub const fn with_pod(mut self, run_pod: Option<super::pod::PodFn>) -> Self {
+        self.run_pod = run_pod;
+        self
+    }
+
+    /// The task's kernel over shared memory, if its data is plain.
+    pub(crate) fn run_pod(&self) -> Option<super::pod::PodFn> {
+        self.run_pod
     }
 
     /// Runs one job: the input and the output are postcard bytes.

@@ -8,7 +8,7 @@ mod worker;
 pub(crate) use worker::help_until;
 
 pub use par::{Indexed, Par};
-pub use scope::Scope;
+pub use scope::{Scope, ScopedHandle, ScopedMap};
 
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;

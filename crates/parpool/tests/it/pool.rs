@@ -410,3 +410,103 @@ fn jobs_pushed_while_a_worker_searches_all_start() {
         }
     }
 }
+
+#[test]
+fn scoped_results_may_borrow_from_outside_the_scope() {
+    let pool = ThreadPool::builder().workers(2).build().unwrap();
+    let words = ["alpha".to_string(), "beta".into(), "epsilon".into()];
+    let longest: &str = pool.scope(|s| {
+        let hs: Vec<_> = words
+            .chunks(2)
+            .map(|c| s.spawn(move || c.iter().max_by_key(|w| w.len()).unwrap().as_str()))
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap())
+            .max_by_key(|w| w.len())
+            .unwrap()
+    });
+    assert_eq!(longest, "epsilon");
+    // `.await` works too, and a panic is the handle's error.
+    let n = 5;
+    let (doubled, failed) = pool.scope(|s| {
+        let ok = s.spawn(|| &n);
+        let bad = s.spawn(|| -> &i32 { panic!("scoped boom") });
+        (futures::executor::block_on(ok).map(|r| r * 2), bad.join())
+    });
+    assert_eq!(doubled, Ok(10));
+    assert_eq!(failed.unwrap_err().panic_message(), Some("scoped boom"));
+}
+
+/// Counts its drops in a counter it borrows.
+struct Noisy<'a>(&'a AtomicUsize);
+
+impl Drop for Noisy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, SeqCst);
+    }
+}
+
+#[test]
+fn untaken_scoped_results_are_dropped_inside_the_scope() {
+    let pool = ThreadPool::builder().workers(2).build().unwrap();
+    let drops = AtomicUsize::new(0);
+    pool.scope(|s| {
+        let a = s.spawn(|| Noisy(&drops));
+        drop(s.spawn(|| Noisy(&drops))); // result never taken
+        let slow = s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(30));
+            Noisy(&drops)
+        });
+        drop(slow); // dropped before the job finished
+        drop(a.join().unwrap());
+    });
+    // Every result was dropped before `scope` returned (while `drops` is
+    // still borrowed), none after.
+    assert_eq!(drops.load(SeqCst), 3);
+    // A leaked handle leaks its result: it is never dropped late.
+    let leaks = AtomicUsize::new(0);
+    pool.scope(|s| {
+        let h = s.spawn(|| Noisy(&leaks));
+        while !h.is_finished() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::mem::forget(h);
+    });
+    assert_eq!(leaks.load(SeqCst), 0);
+}
+
+#[test]
+fn scope_map_yields_in_order_with_per_item_errors() {
+    let pool = ThreadPool::builder().workers(3).build().unwrap();
+    let data: Vec<u64> = (0..1000).collect();
+    let offset = 7u64;
+    let (results, empty) = pool.scope(|s| {
+        let results: Vec<Result<u64, parpool::JobError>> = s
+            .map(
+                |x: &u64| {
+                    assert!(*x != 500, "five hundred");
+                    x + offset
+                },
+                &data,
+            )
+            .collect();
+        let empty = s.map(|x: u8| x, Vec::new()).count();
+        (results, empty)
+    });
+    assert_eq!(empty, 0);
+    assert_eq!(results.len(), 1000);
+    for (i, r) in results.iter().enumerate() {
+        if i == 500 {
+            assert_eq!(
+                r.as_ref().unwrap_err().panic_message(),
+                Some("five hundred")
+            );
+        } else {
+            assert_eq!(r, &Ok(i as u64 + 7));
+        }
+    }
+    // A scope on a shut-down pool: every item says so.
+    pool.shutdown();
+    let after: Vec<_> = pool.scope(|s| s.map(|x: u32| x, 0..5u32).collect());
+    assert_eq!(after, vec![Err(parpool::JobError::Shutdown); 5]);
+}
