@@ -334,6 +334,20 @@ pub(crate) trait AtomicCell {}
 impl AtomicCell for AtomicU32 {}
 impl AtomicCell for AtomicU64 {}
 
+/// Faults in `len` bytes of `map` at `offset` (writable or readable) in
+/// one call; errors (an older kernel, a range past the end) are ignored,
+/// as the pages then simply fault in on first touch.
+pub(crate) fn populate(map: &MmapRaw, offset: usize, len: usize, write: bool) {
+    let advice = if write {
+        memmap2::Advice::PopulateWrite
+    } else {
+        memmap2::Advice::PopulateRead
+    };
+    if offset.checked_add(len).is_some_and(|end| end <= map.len()) {
+        let _ = map.advise_range(advice, offset, len);
+    }
+}
+
 /// Copies `buf.len()` bytes out of `map` at `offset` (bounds checked by
 /// the caller). Concurrent writers elsewhere may leave them torn.
 pub(crate) fn copy_out(map: &MmapRaw, offset: usize, buf: &mut [u8]) {

@@ -283,6 +283,7 @@ impl ProcessPoolBuilder {
         Ok(ProcessPool {
             shared,
             slots: Mutex::new(slots),
+            pod_buffers: pod::Buffers::default(),
         })
     }
 }
@@ -331,6 +332,8 @@ impl ProcessPoolBuilder {
 pub struct ProcessPool {
     shared: Arc<ProcShared>,
     slots: Mutex<Vec<supervisor::Slot>>,
+    /// Shared memory kept from one `par` map for the next.
+    pod_buffers: pod::Buffers,
 }
 
 pub(crate) struct JobQueue {

@@ -198,3 +198,28 @@ pub(crate) fn readable(
         }
     }
 }
+
+/// Prepares `buf`, freshly allocated and about to be filled by one large
+/// copy: huge pages where the kernel offers them (`MADV_HUGEPAGE`), and
+/// every page faulted in by one call (`MADV_POPULATE_WRITE`, Linux 5.14)
+/// instead of one fault per 4 KiB. Best effort: refusals are ignored.
+pub(crate) fn prefault_for_write<T>(buf: &mut [T]) {
+    const PAGE: usize = 4096;
+    let start = buf.as_mut_ptr() as usize;
+    let end = start + std::mem::size_of_val(buf);
+    let (first, last) = (start.next_multiple_of(PAGE), end / PAGE * PAGE);
+    if last <= first {
+        return;
+    }
+    let addr = first as *mut std::ffi::c_void;
+    for advice in [
+        rustix::mm::Advice::LinuxHugepage,
+        rustix::mm::Advice::LinuxPopulateWrite,
+    ] {
+        // SAFETY: `first..last` lies within `buf`, which this function
+        // borrows mutably; neither advice changes what the memory holds
+        // (huge pages are a backing choice, and populating faults pages in
+        // as a write would, without writing).
+        let _ = unsafe { rustix::mm::madvise(addr, last - first, advice) };
+    }
+}

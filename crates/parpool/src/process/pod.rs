@@ -99,6 +99,13 @@ where
             ),
         ));
     }
+    // One call per range instead of a page fault every 4 KiB.
+    let (in_size, out_size) = (
+        std::mem::size_of::<T::Input>(),
+        std::mem::size_of::<T::Output>(),
+    );
+    input.prefault(range.start * in_size, range.len() * in_size);
+    output.prefault(range.start * out_size, range.len() * out_size);
     let mut block: Vec<T::Input> = bytemuck::zeroed_vec(BLOCK.min(range.len()));
     let mut results: Vec<T::Output> = Vec::with_capacity(block.len());
     let mut at = range.start;
@@ -123,6 +130,41 @@ where
         at += n;
     }
     Ok(())
+}
+
+/// Shared memory kept from one [`ProcessPool::par`] map for the next: new
+/// shared memory costs a page allocation every 4 KiB (tens of
+/// milliseconds for tens of megabytes), memory kept costs nothing, and
+/// the workers keep it mapped too. At most [`KEEP_BUFFERS`] regions and
+/// [`KEEP_BYTES`] in all are kept; they go with the pool.
+#[derive(Debug, Default)]
+pub(crate) struct Buffers {
+    spare: std::sync::Mutex<Vec<SharedMem>>,
+}
+
+/// Regions a pool keeps for its next `par` map.
+const KEEP_BUFFERS: usize = 2;
+/// Bytes a pool keeps for its next `par` map.
+const KEEP_BYTES: usize = 1 << 30;
+
+impl Buffers {
+    /// A kept region of at least `len` bytes, and at most twice that (a
+    /// small map does not hold a huge region), if there is one.
+    fn take(&self, len: usize) -> Option<SharedMem> {
+        let mut spare = crate::sync::lock(&self.spare);
+        let fits = |m: &SharedMem| m.len() >= len && m.len() / 2 <= len;
+        let i = spare.iter().position(fits)?;
+        Some(spare.swap_remove(i))
+    }
+
+    /// Keeps `mem` for a later map, within the limits.
+    fn give(&self, mem: SharedMem) {
+        let mut spare = crate::sync::lock(&self.spare);
+        let kept: usize = spare.iter().map(SharedMem::len).sum();
+        if spare.len() < KEEP_BUFFERS && kept.saturating_add(mem.len()) <= KEEP_BYTES {
+            spare.push(mem);
+        }
+    }
 }
 
 /// One range of a [`ProcessPool::par`] map, as a job.
@@ -310,64 +352,78 @@ impl<'p, A: Pod> PodPar<'p, '_, A> {
                 pod_range,
                 RangeJob {
                     task: T::NAME.to_owned(),
-                    input: input.clone(),
+                    input: input.read_only(),
                     output: output.clone(),
                     start: range.start as u64,
                     end: range.end as u64,
                 },
             )
         };
+        // Each range's input is copied in just before its job is sent, and
+        // its output copied out as soon as it is done: the copies overlap
+        // the workers' work.
+        let ins = input.slice::<A>();
         let mut failed: Vec<(Range<usize>, JobError)> = Vec::new();
-        let mut crashed: Vec<Range<usize>> = Vec::new();
-        let mut done = 0u64;
-        let handles: Vec<_> = ranges.iter().map(submit).collect();
-        for (i, result) in crate::wait::as_completed(handles) {
-            match result {
-                Ok(Ok(())) => {
-                    done += ranges[i].len() as u64;
-                    if done < total {
-                        self.report(done, total);
-                    }
+        let mut sent = Vec::with_capacity(ranges.len());
+        let mut handles = Vec::with_capacity(ranges.len());
+        for range in &ranges {
+            match ins.copy_from(range.start, &self.data[range.clone()]) {
+                Ok(()) => {
+                    sent.push(range.clone());
+                    handles.push(submit(range));
                 }
-                Err(JobError::Crashed { .. }) => crashed.push(ranges[i].clone()),
-                Ok(Err(e)) | Err(e) => failed.push((ranges[i].clone(), e)),
+                Err(e) => failed.push((range.clone(), codec_error(CodecStage::EncodeInput, e))),
+            }
+        }
+        let mut results: Vec<T::Output> = bytemuck::zeroed_vec(len);
+        super::os::prefault_for_write(&mut results);
+        let outs = output.slice::<T::Output>();
+        let mut done = 0u64;
+        let mut crashed: Vec<Range<usize>> = Vec::new();
+        let mut finish =
+            |range: &Range<usize>, result: Result<Result<(), JobError>, JobError>, retry: bool| {
+                match result {
+                    Ok(Ok(())) => match outs.copy_to(range.start, &mut results[range.clone()]) {
+                        Ok(()) => {
+                            done += range.len() as u64;
+                            if done < total {
+                                self.report(done, total);
+                            }
+                        }
+                        Err(e) => {
+                            failed.push((range.clone(), codec_error(CodecStage::DecodeOutput, e)))
+                        }
+                    },
+                    Err(JobError::Crashed { .. }) if retry => return true,
+                    Ok(Err(e)) | Err(e) => failed.push((range.clone(), e)),
+                }
+                false
+            };
+        for (i, result) in crate::wait::as_completed(handles) {
+            if finish(&sent[i], result, true) {
+                crashed.push(sent[i].clone());
             }
         }
         // A crash may be the worker's, not the items': once more, each in
         // a fresh worker.
         let retries: Vec<_> = crashed.iter().map(|r| (r.clone(), submit(r))).collect();
         for (range, handle) in retries {
-            match handle.join() {
-                Ok(Ok(())) => {
-                    done += range.len() as u64;
-                    if done < total {
-                        self.report(done, total);
-                    }
-                }
-                Ok(Err(e)) | Err(e) => failed.push((range, e)),
-            }
+            finish(&range, handle.join(), false);
         }
-        let mut results: Vec<T::Output> = bytemuck::zeroed_vec(len);
-        if let Err(e) = output.slice::<T::Output>().copy_to(0, &mut results) {
-            return Err(PodMapError::whole(
-                len,
-                codec_error(CodecStage::DecodeOutput, e),
-            ));
-        }
+        self.pool.pod_buffers.give(input);
+        self.pool.pod_buffers.give(output);
         if failed.is_empty() {
             self.report(total, total);
             return Ok(results);
         }
+        // The items of failed ranges were never copied out: they are zero.
         failed.sort_by_key(|(r, _)| r.start);
-        for (range, _) in &failed {
-            // A range that failed partway may have written some items.
-            results[range.clone()].fill(bytemuck::Zeroable::zeroed());
-        }
         Err(PodMapError { results, failed })
     }
 
-    /// The input, copied into shared memory read-only for the workers, and
-    /// zeroed memory for the output.
+    /// Shared memory for the input (the workers get read-only handles) and
+    /// for the output: kept from an earlier map where the pool has some of
+    /// the right size, new otherwise.
     fn memories<R: Pod>(&self) -> Result<(SharedMem, SharedMem), JobError> {
         let len = self.data.len();
         let bytes = |size: usize, what: Payload| {
@@ -383,15 +439,27 @@ impl<'p, A: Pod> PodPar<'p, '_, A> {
                 format!("could not create the shared memory for the map: {e}"),
             )
         };
-        let input =
-            SharedMem::new(bytes(std::mem::size_of::<A>(), Payload::Input)?).map_err(shared)?;
-        input
-            .slice::<A>()
-            .copy_from(0, self.data)
-            .map_err(|e| codec_error(CodecStage::EncodeInput, e))?;
-        let output =
-            SharedMem::new(bytes(std::mem::size_of::<R>(), Payload::Output)?).map_err(shared)?;
-        Ok((input.read_only(), output))
+        let buffers = &self.pool.pod_buffers;
+        let in_bytes = bytes(std::mem::size_of::<A>(), Payload::Input)?;
+        let input = match buffers.take(in_bytes) {
+            Some(kept) => kept,
+            None => {
+                let fresh = SharedMem::new(in_bytes).map_err(shared)?;
+                fresh.prefault(0, in_bytes);
+                fresh
+            }
+        };
+        let out_bytes = bytes(std::mem::size_of::<R>(), Payload::Output)?;
+        let output = match buffers.take(out_bytes) {
+            Some(kept) => kept,
+            None => {
+                let fresh = SharedMem::new(out_bytes).map_err(shared)?;
+                // Allocated here in one call; the workers then find the pages.
+                fresh.prefault(0, out_bytes);
+                fresh
+            }
+        };
+        Ok((input, output))
     }
 
     fn report(&mut self, done: u64, total: u64) {
