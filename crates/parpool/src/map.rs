@@ -170,6 +170,11 @@ impl Progress<'_> {
     /// `n` more results arrived.
     fn advance(&mut self, n: usize) {
         self.done += n as u64;
+        // An input that said its length wrongly: the total is unknown
+        // until the end after all.
+        if self.total.is_some_and(|t| self.done > t) {
+            self.total = None;
+        }
         self.finished = self.total == Some(self.done);
         (self.report)(self.done, self.total);
     }
@@ -337,7 +342,7 @@ macro_rules! map_type {
             /// inputs when the input iterator knows it exactly (a `Vec`, a
             /// range) and `None` until the map ends otherwise. The last
             /// call has `done == total`, exactly once, when the map has
-            /// every result. Free when not used.
+            /// every result. Set it before iterating. Free when not used.
             pub fn on_progress(mut self, report: impl FnMut(u64, Option<u64>) + 'a) -> Self {
                 let (lo, hi) = self.engine.inputs.size_hint();
                 let taken = self.engine.next_index;

@@ -26,7 +26,9 @@ pub(crate) fn install_hook() {
     HOOK.call_once(|| {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
-            if CAPTURING.with(Cell::get) {
+            // `try_with`: a panic during thread-local teardown must not
+            // panic again in here.
+            if CAPTURING.try_with(Cell::get).unwrap_or(false) {
                 let location = info.location().map(|l| Location {
                     file: l.file().to_owned(),
                     line: l.line(),
@@ -37,7 +39,7 @@ pub(crate) fn install_hook() {
                     panic = %message_of(info.payload()),
                     "job panicked"
                 );
-                LAST_LOCATION.with(|slot| *slot.borrow_mut() = location);
+                let _ = LAST_LOCATION.try_with(|slot| *slot.borrow_mut() = location);
             } else {
                 previous(info);
             }
@@ -56,10 +58,10 @@ pub(crate) fn capturing<R>(f: impl FnOnce() -> R) -> R {
     struct Restore(bool);
     impl Drop for Restore {
         fn drop(&mut self) {
-            CAPTURING.with(|c| c.set(self.0));
+            let _ = CAPTURING.try_with(|c| c.set(self.0));
         }
     }
-    let _restore = Restore(CAPTURING.with(|c| c.replace(true)));
+    let _restore = Restore(CAPTURING.try_with(|c| c.replace(true)).unwrap_or(false));
     f()
 }
 
@@ -70,7 +72,10 @@ pub(crate) fn catch_captured<R>(f: impl FnOnce() -> R) -> Result<R, PanicInfo> {
     result.map_err(|payload| {
         let info = PanicInfo {
             message: message_of(&*payload),
-            location: LAST_LOCATION.with(|slot| slot.borrow_mut().take()),
+            location: LAST_LOCATION
+                .try_with(|slot| slot.borrow_mut().take())
+                .ok()
+                .flatten(),
             item: None,
         };
         // A payload whose destructor panics must not take the worker down.

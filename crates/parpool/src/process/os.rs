@@ -202,12 +202,12 @@ pub(crate) fn readable(
 /// Prepares `buf`, freshly allocated and about to be filled by one large
 /// copy: huge pages where the kernel offers them (`MADV_HUGEPAGE`), and
 /// every page faulted in by one call (`MADV_POPULATE_WRITE`, Linux 5.14)
-/// instead of one fault per 4 KiB. Best effort: refusals are ignored.
+/// instead of one fault per page. Best effort: refusals are ignored.
 pub(crate) fn prefault_for_write<T>(buf: &mut [T]) {
-    const PAGE: usize = 4096;
+    let page = rustix::param::page_size();
     let start = buf.as_mut_ptr() as usize;
     let end = start + std::mem::size_of_val(buf);
-    let (first, last) = (start.next_multiple_of(PAGE), end / PAGE * PAGE);
+    let (first, last) = (start.next_multiple_of(page), end / page * page);
     if last <= first {
         return;
     }

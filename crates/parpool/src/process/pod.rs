@@ -344,9 +344,9 @@ impl<'p, A: Pod> PodPar<'p, '_, A> {
             .parts
             .unwrap_or_else(|| Executor::workers(self.pool).saturating_mul(4))
             .clamp(1, len);
-        let ranges: Vec<Range<usize>> = (0..parts)
-            .map(|i| (i * len / parts)..((i + 1) * len / parts))
-            .collect();
+        // In u128: `i * len` may not fit a usize.
+        let bound = |i: usize| (i as u128 * len as u128 / parts as u128) as usize;
+        let ranges: Vec<Range<usize>> = (0..parts).map(|i| bound(i)..bound(i + 1)).collect();
         let submit = |range: &Range<usize>| {
             self.pool.submit(
                 pod_range,
@@ -410,12 +410,14 @@ impl<'p, A: Pod> PodPar<'p, '_, A> {
         for (range, handle) in retries {
             finish(&range, handle.join(), false);
         }
-        self.pool.pod_buffers.give(input);
-        self.pool.pod_buffers.give(output);
         if failed.is_empty() {
+            self.pool.pod_buffers.give(input);
+            self.pool.pod_buffers.give(output);
             self.report(total, total);
             return Ok(results);
         }
+        // A timed-out or cancelled range's worker may still be writing (the
+        // kill is not waited for): these buffers are not kept.
         // The items of failed ranges were never copied out: they are zero.
         failed.sort_by_key(|(r, _)| r.start);
         Err(PodMapError { results, failed })
@@ -453,7 +455,10 @@ impl<'p, A: Pod> PodPar<'p, '_, A> {
         let output = match buffers.take(out_bytes) {
             Some(kept) => kept,
             None => {
-                let fresh = SharedMem::new(out_bytes).map_err(shared)?;
+                let fresh = SharedMem::new(out_bytes).map_err(|e| {
+                    buffers.give(input.clone());
+                    shared(e)
+                })?;
                 // Allocated here in one call; the workers then find the pages.
                 fresh.prefault(0, out_bytes);
                 fresh

@@ -25,7 +25,7 @@ pub struct TaskEntry {
     run_chunk: ChunkFn,
     run_init: fn(&[u8], Vec<OwnedFd>) -> Result<WorkerState, JobError>,
     /// For a task of plain data (`Pod` input and output): runs it over a
-    /// range of shared memory ([`ProcessPool::par_map`](crate::ProcessPool::par_map)).
+    /// range of shared memory ([`ProcessPool::par`](crate::ProcessPool::par)).
     run_pod: Option<super::pod::PodFn>,
 }
 

@@ -352,28 +352,50 @@ impl<'p, I: Indexed> Par<'p, I> {
                 while from < range.end && !stop.load(Relaxed) {
                     let to = range.end.min(from + MAP_BLOCK);
                     input.each(from..to, |item| {
+                        // `each` is safe code that may call back more often
+                        // than asked: never past the block.
+                        if next >= to {
+                            return false;
+                        }
                         let value = f(item);
-                        // SAFETY: `next` is in `range`, a range of `0..len`
-                        // claimed by this thread alone, and `out` has
-                        // capacity `len`: the slot is in bounds, and no
-                        // other thread writes it.
+                        // SAFETY: `next` is in `from..to`, part of `range`, a
+                        // range of `0..len` claimed by this thread alone, and
+                        // `out` has capacity `len`: the slot is in bounds,
+                        // and no other thread writes it.
                         unsafe { slots.get().add(next).write(value) };
                         next += 1;
                         true
                     });
+                    // Nor less often: every slot must be written.
+                    if next != to {
+                        return Err(PanicInfo {
+                            message: format!(
+                                "Indexed::each visited {} of the {} items it was asked for",
+                                next - from,
+                                to - from
+                            ),
+                            location: None,
+                            item: None,
+                        });
+                    }
                     from = to;
                 }
+                Ok(())
             });
             if needs_drop::<R>() && next > range.start {
                 crate::sync::lock(&written).push(range.start..next);
             }
-            outcome.map_err(|info| (Some(next), info))
+            match outcome {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(lie)) => Err((None, lie)),
+                Err(info) => Err((Some(next), info)),
+            }
         };
         match self.run(len, &body) {
             Ok(()) => {
                 // SAFETY: the run succeeded, so every range of `0..len` was
-                // claimed and written in full, and every thread that wrote
-                // has left (`run` waits for them).
+                // claimed and written in full (each block is checked), and
+                // every thread that wrote has left (`run` waits for them).
                 unsafe { out.set_len(len) };
                 Ok(out)
             }
@@ -508,9 +530,8 @@ impl<'p, I: Indexed> Par<'p, I> {
         let progress: Option<&Report<'_>> = self.progress.as_deref().map(|r| r as &Report<'_>);
         // SAFETY: only lifetimes are erased. `body` and `progress` are read by
         // this thread and by helpers that have entered (`Run::help`); this
-        // function returns only after closing the run and seeing no helper
-        // inside, and it cannot unwind in between (every user call is
-        // caught, and nothing else in it panics).
+        // function returns or unwinds only after closing the run and seeing
+        // no helper inside (`CloseAndWait`, created before any helper).
         let body_ptr = unsafe { erase_body(body) };
         // SAFETY: as for `body`.
         let progress_ptr = progress.map(|p| unsafe { erase_report(p) });
@@ -529,6 +550,9 @@ impl<'p, I: Indexed> Par<'p, I> {
             body: body_ptr,
             progress: progress_ptr,
         });
+        // Closes the run and waits until no helper is inside, whichever
+        // way this function leaves: the borrows end only after that.
+        let wait = CloseAndWait(&run);
         for _ in 0..helpers {
             let run = run.clone();
             // A full queue or a pool shutting down leaves more to the caller.
@@ -539,10 +563,7 @@ impl<'p, I: Indexed> Par<'p, I> {
         // SAFETY: this thread holds the borrows `body` and `progress` came
         // from for the whole call.
         unsafe { run.work() };
-        run.closed.store(true, SeqCst);
-        while run.active.load(SeqCst) != 0 {
-            std::thread::park();
-        }
+        drop(wait);
         if let Some((index, info)) = crate::sync::lock(&run.error).take() {
             let mut info = info;
             info.item = index.map(|i| i as u64);
@@ -608,6 +629,38 @@ impl<R> SendPtr<R> {
     }
 }
 
+/// Closes a run and waits for its helpers to leave, when dropped.
+struct CloseAndWait<'a>(&'a Run);
+
+impl Drop for CloseAndWait<'_> {
+    fn drop(&mut self) {
+        let run = self.0;
+        run.closed.store(true, SeqCst);
+        while run.active.load(SeqCst) != 0 {
+            std::thread::park();
+        }
+    }
+}
+
+/// Fails the run if the thread working on it unwinds: a range it held is
+/// then unfinished, and the run must not report success.
+struct FailOnUnwind<'a>(&'a Run);
+
+impl Drop for FailOnUnwind<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.fail(
+                None,
+                PanicInfo {
+                    message: "a thread of the map unwound outside any item".to_owned(),
+                    location: None,
+                    item: None,
+                },
+            );
+        }
+    }
+}
+
 /// One `par` call's shared state.
 struct Run {
     /// The next index nobody has claimed.
@@ -668,6 +721,7 @@ impl Run {
     /// # Safety
     /// The caller must have entered the run (or be its owner).
     unsafe fn work(&self) {
+        let _fail_on_unwind = FailOnUnwind(self);
         // SAFETY: valid while entered (the caller's contract).
         let body = unsafe { &*self.body };
         panic::capturing(|| {

@@ -242,3 +242,49 @@ proptest! {
         prop_assert_eq!(sum, data.iter().map(|&x| u64::from(x)).sum::<u64>());
     }
 }
+
+/// An `Indexed` whose `each` visits more or fewer items than asked.
+struct Lying {
+    extra: bool,
+}
+
+impl parpool::Indexed for Lying {
+    type Item = usize;
+
+    fn len(&self) -> usize {
+        1000
+    }
+
+    fn each(&self, range: std::ops::Range<usize>, mut f: impl FnMut(usize) -> bool) {
+        let end = if self.extra {
+            range.end + 5
+        } else {
+            range.end - 1
+        };
+        for i in range.start..end {
+            if !f(i) {
+                return;
+            }
+        }
+    }
+}
+
+#[test]
+fn an_indexed_that_lies_gets_an_error_not_a_wild_write() {
+    let pool = pool(2);
+    // Extra calls are refused at the block's end: the results stay right.
+    assert_eq!(
+        pool.par(Lying { extra: true }).map(|i| i).unwrap(),
+        (0..1000).collect::<Vec<_>>()
+    );
+    // Missing items would leave slots unwritten: an error instead.
+    let err = pool
+        .par(Lying { extra: false })
+        .map(|i| i.to_string())
+        .unwrap_err();
+    assert!(
+        err.panic_message()
+            .is_some_and(|m| m.contains("Indexed::each visited")),
+        "{err:?}"
+    );
+}
