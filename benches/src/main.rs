@@ -340,7 +340,17 @@ fn main() {
         let n = quick(20_000, 200_000);
         let name = format!("par map: {n} items of ~1 µs in memory");
         if wanted(&name) {
-            let timings = measure(reps, &mut peers::par_map_light(cores, n));
+            let mut timings = measure(reps, &mut peers::par_map_light(cores, n));
+            // CPU-bound work split perfectly can go no faster than the
+            // sequential time over the cores: the physical floor, a peer.
+            if let Some(seq) = timings.iter().find(|t| t.name == "sequential") {
+                let floor = Timing {
+                    name: format!("floor: sequential / {cores} cores"),
+                    median_s: seq.median_s / cores as f64,
+                    runs_s: seq.runs_s.iter().map(|r| r / cores as f64).collect(),
+                };
+                timings.push(floor);
+            }
             let targets = [("rayon par_iter().map().collect()", 1.0)];
             t.record("threads", name, "items", n, timings, &targets);
         }
