@@ -14,7 +14,14 @@
 //! * [`ThreadPool::map`] (ordered, lazy, windowed, auto-chunked),
 //!   [`map_unordered`](ThreadPool::map_unordered), [`as_completed`] and
 //!   [`wait`](fn@wait) across handles from any pools;
-//! * [`ThreadPool::scope`] for jobs that borrow from the stack;
+//! * [`ThreadPool::par`] for data already in memory: an eager, indexed
+//!   map (and `for_each`, `map_reduce`) that borrows the data and the
+//!   closure, at rayon's speed; `ProcessPool::par` does the same for
+//!   plain data across processes, through shared memory;
+//! * progress on every map (`on_progress`, and `progress_bar` with the
+//!   `progress` feature);
+//! * [`ThreadPool::scope`] for jobs that borrow from the stack (their
+//!   results may borrow too);
 //! * registered [`Task`]s ([`task!`]) that any [`Executor`] can run, on
 //!   threads or in isolated worker processes ([`ProcessPool`]), with
 //!   [`SharedBytes`] for large payloads and per-job output capture
