@@ -88,6 +88,12 @@
 //! at debug level; parpool prints nothing unless you install a subscriber.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+// Without worker processes (another platform, or the features off) the
+// docs still name `ProcessPool`, `ipc` and the rest, which that build lacks.
+#![cfg_attr(
+    not(all(feature = "process", feature = "ipc", target_os = "linux")),
+    allow(rustdoc::broken_intra_doc_links)
+)]
 
 #[cfg(feature = "progress")]
 mod bar;
