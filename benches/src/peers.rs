@@ -151,34 +151,66 @@ fn trivial(x: u64) -> u64 {
     x.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (x >> 7)
 }
 
-/// Ordered map of a trivial function over `n` integers, into a `Vec`.
-pub(crate) fn map(cores: usize, n: u64) -> Vec<Contender<'static>> {
+/// How parpool maps in a row.
+#[derive(Clone, Copy)]
+enum Way {
+    /// `ThreadPool::map`: lazy, streaming any iterator.
+    Lazy,
+    /// `ThreadPool::par`: eager, over the data in memory.
+    Par,
+}
+
+/// Ordered map of `cost` over the integers `0..n` (in memory) into a
+/// `Vec`: parpool's way, rayon's `par_iter`, and, with `sequential`, a
+/// plain loop. Each contender checks its result.
+fn map_row(
+    cores: usize,
+    n: u64,
+    cost: fn(u64) -> u64,
+    way: Way,
+    sequential: bool,
+) -> Vec<Contender<'static>> {
     let pp = parpool(cores);
     let ry = rayon(cores);
-    let input: Vec<u64> = (0..n).collect();
-    let input2 = input.clone();
-    let check = input.iter().fold(0u64, |a, &x| a.wrapping_add(trivial(x)));
-    vec![
+    let input: std::sync::Arc<Vec<u64>> = std::sync::Arc::new((0..n).collect());
+    let check = input.iter().fold(0u64, |a, &x| a.wrapping_add(cost(x)));
+    let checked = move |out: Vec<u64>| {
+        assert_eq!(out.iter().fold(0u64, |a, &x| a.wrapping_add(x)), check);
+        black_box(out);
+    };
+    let (data, ry_data, seq_data) = (input.clone(), input.clone(), input);
+    let mut contenders: Vec<Contender<'static>> = vec![
         (
             "parpool",
             Box::new(move || {
-                let out: Vec<u64> = pp
-                    .map(trivial, input.iter().copied())
-                    .collect::<Result<_, _>>()
-                    .unwrap();
-                assert_eq!(out.iter().fold(0u64, |a, &x| a.wrapping_add(x)), check);
-                black_box(out);
+                checked(match way {
+                    Way::Lazy => pp
+                        .map(cost, data.iter().copied())
+                        .collect::<Result<_, _>>()
+                        .unwrap(),
+                    Way::Par => pp.par(data.as_slice()).map(|&x| cost(x)).unwrap(),
+                })
             }),
         ),
         (
             "rayon par_iter().map().collect()",
             Box::new(move || {
-                let out: Vec<u64> = ry.install(|| input2.par_iter().map(|&x| trivial(x)).collect());
-                assert_eq!(out.iter().fold(0u64, |a, &x| a.wrapping_add(x)), check);
-                black_box(out);
+                checked(ry.install(|| ry_data.par_iter().map(|&x| cost(x)).collect()))
             }),
         ),
-    ]
+    ];
+    if sequential {
+        contenders.push((
+            "sequential",
+            Box::new(move || checked(seq_data.iter().map(|&x| cost(x)).collect())),
+        ));
+    }
+    contenders
+}
+
+/// Lazy ordered map of a trivial function over `n` integers.
+pub(crate) fn map(cores: usize, n: u64) -> Vec<Contender<'static>> {
+    map_row(cores, n, trivial, Way::Lazy, false)
 }
 
 /// About a microsecond of arithmetic per item.
@@ -190,104 +222,19 @@ fn light(x: u64) -> u64 {
     h
 }
 
-/// Ordered map of a ~1 µs function over `n` integers, into a `Vec`.
+/// Lazy ordered map of a ~1 µs function over `n` integers.
 pub(crate) fn map_light(cores: usize, n: u64) -> Vec<Contender<'static>> {
-    let pp = parpool(cores);
-    let ry = rayon(cores);
-    let input: Vec<u64> = (0..n).collect();
-    let input2 = input.clone();
-    vec![
-        (
-            "parpool",
-            Box::new(move || {
-                let out: Vec<u64> = pp
-                    .map(light, input.iter().copied())
-                    .collect::<Result<_, _>>()
-                    .unwrap();
-                black_box(out);
-            }),
-        ),
-        (
-            "rayon par_iter().map().collect()",
-            Box::new(move || {
-                let out: Vec<u64> = ry.install(|| input2.par_iter().map(|&x| light(x)).collect());
-                black_box(out);
-            }),
-        ),
-        (
-            "sequential",
-            Box::new(move || {
-                let out: Vec<u64> = (0..n).map(light).collect();
-                black_box(out);
-            }),
-        ),
-    ]
+    map_row(cores, n, light, Way::Lazy, true)
 }
 
-/// Eager, indexed map of a trivial function over `n` integers in memory:
-/// `ThreadPool::par` against rayon's `par_iter`.
+/// Eager map of a trivial function over `n` integers in memory.
 pub(crate) fn par_map(cores: usize, n: u64) -> Vec<Contender<'static>> {
-    let pp = parpool(cores);
-    let ry = rayon(cores);
-    let input: Vec<u64> = (0..n).collect();
-    let input2 = input.clone();
-    let check = input.iter().fold(0u64, |a, &x| a.wrapping_add(trivial(x)));
-    vec![
-        (
-            "parpool",
-            Box::new(move || {
-                let out: Vec<u64> = pp.par(&input).map(|&x| trivial(x)).unwrap();
-                assert_eq!(out.iter().fold(0u64, |a, &x| a.wrapping_add(x)), check);
-                black_box(out);
-            }),
-        ),
-        (
-            "rayon par_iter().map().collect()",
-            Box::new(move || {
-                let out: Vec<u64> = ry.install(|| input2.par_iter().map(|&x| trivial(x)).collect());
-                assert_eq!(out.iter().fold(0u64, |a, &x| a.wrapping_add(x)), check);
-                black_box(out);
-            }),
-        ),
-    ]
-}
-
-/// Eager map of `cost` over `0..n` (items in memory), against rayon and a
-/// sequential loop.
-fn par_map_of(cores: usize, n: u64, cost: fn(u64) -> u64) -> Vec<Contender<'static>> {
-    let pp = parpool(cores);
-    let ry = rayon(cores);
-    let input: Vec<u64> = (0..n).collect();
-    let input2 = input.clone();
-    let input3 = input.clone();
-    vec![
-        (
-            "parpool",
-            Box::new(move || {
-                let out: Vec<u64> = pp.par(&input).map(|&x| cost(x)).unwrap();
-                black_box(out);
-            }),
-        ),
-        (
-            "rayon par_iter().map().collect()",
-            Box::new(move || {
-                let out: Vec<u64> = ry.install(|| input2.par_iter().map(|&x| cost(x)).collect());
-                black_box(out);
-            }),
-        ),
-        (
-            "sequential",
-            Box::new(move || {
-                let out: Vec<u64> = input3.iter().map(|&x| cost(x)).collect();
-                black_box(out);
-            }),
-        ),
-    ]
+    map_row(cores, n, trivial, Way::Par, false)
 }
 
 /// Eager map of a ~1 µs function over `n` integers in memory.
 pub(crate) fn par_map_light(cores: usize, n: u64) -> Vec<Contender<'static>> {
-    par_map_of(cores, n, light)
+    map_row(cores, n, light, Way::Par, true)
 }
 
 /// One item in 100 costs 100 times the others (~100 µs against ~1 µs).
@@ -301,7 +248,7 @@ fn uneven(x: u64) -> u64 {
 
 /// Eager map of uneven items: one in 100 costs 100 times the others.
 pub(crate) fn par_map_uneven(cores: usize, n: u64) -> Vec<Contender<'static>> {
-    par_map_of(cores, n, uneven)
+    map_row(cores, n, uneven, Way::Par, true)
 }
 
 /// Sum of `n` `u64`s in memory: `par().map_reduce` against rayon's `sum`.

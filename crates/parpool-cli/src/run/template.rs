@@ -319,7 +319,11 @@ mod tests {
     use super::*;
 
     fn fill(word: &str, args: &[&str]) -> String {
-        let w = parse_word(OsStr::new(word));
+        fill_parsed(&parse_word(OsStr::new(word)), args)
+    }
+
+    /// `w` filled with `args` as job 7 of 12 in slot 2.
+    fn fill_parsed(w: &Word, args: &[&str]) -> String {
         let args: Vec<OsString> = args.iter().map(OsString::from).collect();
         let f = Fill {
             args: &args,
@@ -327,7 +331,7 @@ mod tests {
             slot: 2,
             total: Some(12),
         };
-        String::from_utf8(fill_word(&w, &f, false)).unwrap()
+        String::from_utf8(fill_word(w, &f, false)).unwrap()
     }
 
     fn fill1(word: &str, arg: &str) -> String {
@@ -380,15 +384,7 @@ mod tests {
     #[test]
     fn plus_replacement_strings_follow_gnu_parallel() {
         let fill = |word: &str, arg: &str| {
-            let w = parse_word_with(OsStr::new(word), b"{}", true);
-            let args = [OsString::from(arg)];
-            let f = Fill {
-                args: &args,
-                seq: 7,
-                slot: 2,
-                total: Some(12),
-            };
-            String::from_utf8(fill_word(&w, &f, false)).unwrap()
+            fill_parsed(&parse_word_with(OsStr::new(word), b"{}", true), &[arg])
         };
         let word = "{+/}|{/}|{+.}|{..}|{+..}|{/..}|{##}|{0#}|{...}|{+...}|{/...}";
         assert_eq!(

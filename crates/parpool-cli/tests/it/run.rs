@@ -352,15 +352,7 @@ fn stdin_lines_non_utf8_null_and_columns() {
 
 /// Runs `parpool run ARGS` with `input` on its stdin; returns its stdout.
 fn run_with_stdin(args: &[&str], input: &[u8]) -> Vec<u8> {
-    let mut child = parpool()
-        .arg("run")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    child.wait_with_output().unwrap().stdout
+    run_with_stdin_output(args, input).stdout
 }
 
 /// Waits until `n` files named `started.*` are in `dir` (the jobs write
@@ -486,14 +478,7 @@ fn an_interrupt_stops_new_jobs_and_a_second_kills_running_ones() {
 /// Where GNU parallel's semantics match, the output is the same.
 #[test]
 fn output_matches_gnu_parallel() {
-    let have = Command::new("parallel")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have {
-        eprintln!("GNU parallel is not installed; skipping");
+    if gnu().is_none() {
         return;
     }
     let cases: &[&[&str]] = &[
@@ -511,14 +496,7 @@ fn output_matches_gnu_parallel() {
     ];
     for case in cases {
         let ours = run(case);
-        let theirs = Command::new("parallel")
-            .args(*case)
-            .env(
-                "PARALLEL_HOME",
-                std::env::temp_dir().join("parpool-gnu-home"),
-            )
-            .output()
-            .unwrap();
+        let theirs = gnu_cmd().args(*case).output().unwrap();
         assert_eq!(
             stdout(&ours),
             String::from_utf8_lossy(&theirs.stdout),
@@ -700,35 +678,31 @@ fn gnu() -> Option<Command> {
         eprintln!("GNU parallel is not installed; skipping");
         return None;
     }
-    let mut c = Command::new("parallel");
-    c.env(
-        "PARALLEL_HOME",
-        std::env::temp_dir().join("parpool-gnu-home"),
-    );
-    Some(c)
+    Some(gnu_cmd())
+}
+
+/// `theirs` through GNU parallel (`gnu`) and `ours` through `parpool
+/// run`, both with standard input closed and `setup` applied: their
+/// outputs, ours first.
+fn both<A: AsRef<std::ffi::OsStr>>(
+    gnu: &mut Command,
+    theirs: &[A],
+    ours: &[A],
+    setup: impl Fn(&mut Command),
+) -> (Output, Output) {
+    let mut parpool = parpool();
+    parpool.arg("run").args(ours);
+    gnu.args(theirs);
+    let output = |c: &mut Command| {
+        setup(c);
+        c.stdin(Stdio::null()).output().unwrap()
+    };
+    (output(&mut parpool), output(gnu))
 }
 
 /// Runs `case` with both tools: same stdout and exit status.
 fn same_as_gnu(case: &[&str]) {
-    let Some(mut theirs) = gnu() else { return };
-    let theirs = theirs.args(case).stdin(Stdio::null()).output().unwrap();
-    let ours = parpool()
-        .arg("run")
-        .args(case)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert_eq!(
-        stdout(&ours),
-        String::from_utf8_lossy(&theirs.stdout),
-        "stdout of {case:?}"
-    );
-    assert_eq!(
-        ours.status.code(),
-        theirs.status.code(),
-        "exit status of {case:?}; our stderr: {}",
-        String::from_utf8_lossy(&ours.stderr)
-    );
+    same_as_gnu_in(case, Path::new("."), &[]);
 }
 
 #[test]
@@ -772,22 +746,10 @@ fn option_syntax_matches_gnu_parallel() {
 /// Runs `case` with both tools in `dir` with `env`: same stdout and exit
 /// status.
 fn same_as_gnu_in(case: &[&str], dir: &Path, env: &[(&str, &str)]) {
-    let Some(mut theirs) = gnu() else { return };
-    let theirs = theirs
-        .args(case)
-        .current_dir(dir)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let ours = parpool()
-        .arg("run")
-        .args(case)
-        .current_dir(dir)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let Some(mut gnu) = gnu() else { return };
+    let (ours, theirs) = both(&mut gnu, case, case, |c| {
+        c.current_dir(dir).envs(env.iter().copied());
+    });
     assert_eq!(
         stdout(&ours),
         String::from_utf8_lossy(&theirs.stdout),
@@ -937,17 +899,7 @@ fn joblog_columns_match_gnu_parallel() {
             "4".into(),
         ]
     };
-    let t = gnu
-        .args(case(&theirs))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let o = parpool()
-        .arg("run")
-        .args(case(&ours))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let (o, t) = both(&mut gnu, &case(&theirs), &case(&ours), |_| {});
     assert_eq!(o.status.code(), t.status.code());
     let read = |p: &Path| joblog_without_times(&std::fs::read_to_string(p).unwrap());
     // The timed-out job: TERM (15), and Receive counts stdout only.
@@ -1315,6 +1267,7 @@ fn inputs_match_gnu_parallel() {
     assert!(o.stdout.is_empty());
 }
 
+/// Runs `parpool run ARGS` with `input` on its stdin; returns what it left.
 fn run_with_stdin_output(args: &[&str], input: &[u8]) -> Output {
     let mut child = parpool()
         .arg("run")
@@ -1324,7 +1277,10 @@ fn run_with_stdin_output(args: &[&str], input: &[u8]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
+    // A run refused before it reads (a usage error) closes its end first.
+    if let Err(e) = child.stdin.take().unwrap().write_all(input) {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+    }
     child.wait_with_output().unwrap()
 }
 
@@ -1473,17 +1429,7 @@ fn plus_results_and_relative_timeouts_match_gnu_parallel() {
         .map(String::from)
         .to_vec()
     };
-    let t = gnu
-        .args(case(&theirs))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let o = parpool()
-        .arg("run")
-        .args(case(&ours))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let (o, t) = both(&mut gnu, &case(&theirs), &case(&ours), |_| {});
     assert_eq!(stdout(&o), String::from_utf8_lossy(&t.stdout));
     let listing = |root: &Path| -> Vec<(String, String)> {
         let mut files = Vec::new();

@@ -86,41 +86,30 @@ impl<'a, T: Sync> Indexed for &'a [T] {
     }
 }
 
-impl<'a, T: Sync> Indexed for &'a Vec<T> {
-    type Item = &'a T;
+/// `Indexed` for a borrowed container of a slice: the slice's.
+macro_rules! indexed_as_slice {
+    ($([$($generics:tt)*] $container:ty),*) => {$(
+        impl<'a, T: Sync, $($generics)*> Indexed for &'a $container {
+            type Item = &'a T;
 
-    fn len(&self) -> usize {
-        Vec::len(self)
-    }
+            fn len(&self) -> usize {
+                self.as_slice().len()
+            }
 
-    #[inline]
-    fn each(&self, range: Range<usize>, f: impl FnMut(&'a T) -> bool) {
-        self.as_slice().each(range, f);
-    }
+            #[inline]
+            fn each(&self, range: Range<usize>, f: impl FnMut(&'a T) -> bool) {
+                self.as_slice().each(range, f);
+            }
 
-    #[inline]
-    fn fold_range<A>(&self, range: Range<usize>, init: A, f: impl FnMut(A, &'a T) -> A) -> A {
-        self.as_slice().fold_range(range, init, f)
-    }
+            #[inline]
+            fn fold_range<A>(&self, range: Range<usize>, init: A, f: impl FnMut(A, &'a T) -> A) -> A {
+                self.as_slice().fold_range(range, init, f)
+            }
+        }
+    )*};
 }
 
-impl<'a, T: Sync, const N: usize> Indexed for &'a [T; N] {
-    type Item = &'a T;
-
-    fn len(&self) -> usize {
-        N
-    }
-
-    #[inline]
-    fn each(&self, range: Range<usize>, f: impl FnMut(&'a T) -> bool) {
-        self.as_slice().each(range, f);
-    }
-
-    #[inline]
-    fn fold_range<A>(&self, range: Range<usize>, init: A, f: impl FnMut(A, &'a T) -> A) -> A {
-        self.as_slice().fold_range(range, init, f)
-    }
-}
+indexed_as_slice!([] Vec<T>, [const N: usize] [T; N]);
 
 macro_rules! indexed_ranges {
     ($($t:ty),*) => {$(

@@ -4,6 +4,14 @@ use std::time::Duration;
 
 use parpool::{JobError, ThreadPool};
 
+/// A one-thread tokio runtime with timers.
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
 fn pool() -> ThreadPool {
     ThreadPool::builder().workers(2).build().unwrap()
 }
@@ -33,10 +41,7 @@ fn await_in_tokio_multi_thread() {
 #[test]
 fn await_in_tokio_current_thread_with_timeout() {
     let pool = pool();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = current_thread_runtime();
     rt.block_on(async {
         let slow = pool.spawn(|| std::thread::sleep(Duration::from_millis(300)));
         let timed = tokio::time::timeout(Duration::from_millis(10), slow).await;
@@ -122,10 +127,7 @@ fn a_timeout_that_drops_a_cancel_on_drop_handle_stops_the_job() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     let pool = pool();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = current_thread_runtime();
     let stopped = Arc::new(AtomicBool::new(false));
     let guarded = pool
         .spawn(until_cancelled(stopped.clone()))
@@ -159,10 +161,7 @@ fn a_timeout_that_drops_a_cancel_on_drop_handle_stops_the_job() {
 fn a_cancel_on_drop_handle_leaves_a_finished_job_alone_and_can_be_detached() {
     let pool = pool();
     let guarded = pool.spawn(|| 5).cancel_on_drop();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = current_thread_runtime();
     assert_eq!(
         rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), guarded).await })
             .unwrap(),
@@ -170,9 +169,7 @@ fn a_cancel_on_drop_handle_leaves_a_finished_job_alone_and_can_be_detached() {
     );
     assert_eq!(pool.spawn(|| 6).cancel_on_drop().join(), Ok(6));
     let finished = pool.spawn(|| 7).cancel_on_drop();
-    while !finished.is_finished() {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    crate::common::wait_until("the job to finish", || finished.is_finished());
     let token = finished.cancel_token();
     drop(finished);
     assert!(
@@ -194,10 +191,7 @@ fn a_timeout_that_drops_a_cancel_on_drop_process_job_kills_its_worker() {
     use parpool::Executor;
     let pool = crate::common::quiet_pool(1);
     let before = pool.worker_pids();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = current_thread_runtime();
     let guarded = pool.submit(sleep_long, 60).cancel_on_drop();
     assert!(
         rt.block_on(async { tokio::time::timeout(Duration::from_millis(200), guarded).await })

@@ -71,6 +71,19 @@ pub(crate) fn quiet_pool(workers: usize) -> parpool::ProcessPool {
 /// How long a test waits for any one job before it calls it a hang.
 pub(crate) const PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Waits until `done` says so, polling; a wait past [`PATIENCE`] fails
+/// the test, naming `what`, instead of hanging it.
+pub(crate) fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: still waiting after {PATIENCE:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// `join` with a deadline: a job that has not finished within
 /// [`PATIENCE`] fails the test instead of hanging it.
 pub(crate) trait JoinWithin<T> {

@@ -181,9 +181,7 @@ fn cancel_of_a_running_job_trips_its_token() {
 fn cancel_after_completion_returns_false_and_keeps_the_value() {
     let pool = pool(1);
     let h = pool.spawn(|| 4);
-    while !h.is_finished() {
-        std::thread::yield_now();
-    }
+    crate::common::wait_until("the job to finish", || h.is_finished());
     assert!(!h.cancel());
     assert_eq!(h.join(), Ok(4));
 }
@@ -221,9 +219,7 @@ fn on_done_runs_once_attached_before_completion() {
 fn on_done_attached_after_completion_runs_at_once_on_this_thread() {
     let pool = pool(1);
     let h = pool.spawn(|| -> u8 { panic!("late") });
-    while !h.is_finished() {
-        std::thread::yield_now();
-    }
+    crate::common::wait_until("the job to finish", || h.is_finished());
     let me = std::thread::current().id();
     let ran_on = Arc::new(std::sync::Mutex::new(None));
     let slot = ran_on.clone();

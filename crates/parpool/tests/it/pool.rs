@@ -467,9 +467,7 @@ fn untaken_scoped_results_are_dropped_inside_the_scope() {
     let leaks = AtomicUsize::new(0);
     pool.scope(|s| {
         let h = s.spawn(|| Noisy(&leaks));
-        while !h.is_finished() {
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        crate::common::wait_until("the job to finish", || h.is_finished());
         std::mem::forget(h);
     });
     assert_eq!(leaks.load(SeqCst), 0);

@@ -80,9 +80,7 @@ fn each_job_gets_exactly_its_own_output() {
 fn captured_output_is_there_once_the_job_finished() {
     let pool = capturing(1);
     let h = pool.submit(chatter, 7);
-    while !h.is_finished() {
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    crate::common::wait_until("the job to finish", || h.is_finished());
     let out = h.captured_output().unwrap();
     assert!(text(&out.stdout).starts_with("job 7 line 0\n"));
     assert_eq!(h.join(), Ok(7));
