@@ -239,6 +239,20 @@ pub enum JobError {
         object: String,
     },
 
+    /// No worker could be started to run the job, for as long as the
+    /// pool's `start_timeout`: the job never started. (The operating
+    /// system refused new processes or descriptors: see the detail; a pool
+    /// of `n` workers holds about `3n` descriptors.) The pool keeps trying
+    /// to start workers; later jobs run once it can.
+    #[error(
+        "the job never started: {detail} (raise the process or descriptor limit, \
+         `ulimit -u` / `ulimit -n`, or use fewer workers)"
+    )]
+    NoWorker {
+        /// Why no worker could be started, and for how long.
+        detail: String,
+    },
+
     /// The worker for the job was lost as a whole, not just one process:
     /// an MPI rank that stopped answering (its node went down or it was
     /// killed), or every rank being gone. The pool no longer sends it jobs.
@@ -293,6 +307,10 @@ impl JobError {
     /// The worker running the job was lost as a whole (an MPI rank).
     pub fn is_lost(&self) -> bool {
         matches!(self, JobError::Lost { .. })
+    }
+    /// No worker could be started to run the job; it never started.
+    pub fn is_no_worker(&self) -> bool {
+        matches!(self, JobError::NoWorker { .. })
     }
 
     /// A [`JobError::Panicked`] from a caught panic.

@@ -36,6 +36,7 @@ use crate::error::JobError;
 use crate::job::{CancelToken, Cancellable, JobId};
 use crate::output::CapturedOutput;
 use crate::panic;
+use crate::stats::Tally;
 use crate::sync::{self, AtomicU8, Condvar, Mutex};
 
 const STARTED: u8 = 1;
@@ -66,6 +67,8 @@ pub(crate) struct Inner<T> {
     /// The pool that runs the job (0: none).
     #[cfg_attr(parpool_loom, allow(dead_code))]
     pool: u64,
+    /// The pool's counts: the resolver counts the job's outcome there.
+    tally: Option<Arc<Tally>>,
     flags: AtomicU8,
     state: Mutex<State<T>>,
     joined: Condvar,
@@ -121,9 +124,21 @@ impl<T> State<T> {
 
 impl<T> Inner<T> {
     pub(crate) fn new(id: JobId, pool: u64) -> Self {
+        Self::with_tally(id, pool, None)
+    }
+
+    /// A job of a pool that keeps `tally`: counted as submitted now, and
+    /// by outcome when it is resolved.
+    pub(crate) fn counted(id: JobId, pool: u64, tally: &Arc<Tally>) -> Self {
+        tally.submitted(1);
+        Self::with_tally(id, pool, Some(tally.clone()))
+    }
+
+    fn with_tally(id: JobId, pool: u64, tally: Option<Arc<Tally>>) -> Self {
         Inner {
             id,
             pool,
+            tally,
             flags: AtomicU8::new(0),
             state: Mutex::new(State {
                 result: None,
@@ -163,6 +178,9 @@ impl<T> Inner<T> {
     fn resolve_flags(&self, result: Result<T, JobError>, bits: u8) -> bool {
         if self.flags.fetch_or(bits, sync::AcqRel) & RESOLVED != 0 {
             return false;
+        }
+        if let Some(tally) = &self.tally {
+            tally.resolved(&result);
         }
         self.settle(result, true);
         true
@@ -331,9 +349,14 @@ impl<T: Send> Cancellable for Inner<T> {
 pub(crate) trait Cell<T>: Cancellable {
     fn inner(&self) -> &Inner<T>;
 
-    /// Called after [`JobHandle::cancel`] resolved the job: a process job
-    /// kills the worker running it.
-    fn cancelled(&self) {}
+    /// Cancels the job, resolving it with `err` ([`JobError::Cancelled`],
+    /// or [`JobError::TimedOut`] from its deadline) and tripping its cancel
+    /// token; `true` if this call resolved it. A process job first settles
+    /// with its worker whether it may still start or finish (see
+    /// `process/job.rs`); this default is a thread job's.
+    fn cancel(&self, err: JobError) -> bool {
+        self.inner().resolve_cancel(err)
+    }
 
     /// What the job wrote to stdout and stderr, if its pool captured it.
     fn captured_output(&self) -> Option<CapturedOutput> {
@@ -378,7 +401,20 @@ impl<T: Send + 'static> JobHandle<T> {
 
     /// A handle that is already resolved with `result`.
     pub(crate) fn ready(id: JobId, result: Result<T, JobError>) -> Self {
-        let inner = Inner::new(id, 0);
+        Self::ready_inner(Inner::new(id, 0), result)
+    }
+
+    /// A handle of a pool that keeps `tally`, already resolved with
+    /// `result` (a refused submission), and counted.
+    pub(crate) fn ready_counted(
+        id: JobId,
+        tally: &Arc<Tally>,
+        result: Result<T, JobError>,
+    ) -> Self {
+        Self::ready_inner(Inner::counted(id, 0, tally), result)
+    }
+
+    fn ready_inner(inner: Inner<T>, result: Result<T, JobError>) -> Self {
         inner.resolve(result);
         JobHandle {
             cell: Arc::new(inner),
@@ -459,18 +495,20 @@ impl<T: Send + 'static> JobHandle<T> {
     }
 
     /// Cancels the job. Returns `true` if this call resolved it as
-    /// [`JobError::Cancelled`], `false` if it had already been resolved.
+    /// [`JobError::Cancelled`], `false` if it was resolved already or, on a
+    /// process pool, if its body has already returned (its value is on the
+    /// way and will resolve the handle).
     ///
-    /// A queued job never starts. A running thread job has its cancel token
-    /// tripped ([`current_job`](crate::current_job)`().is_cancelled()`) and
-    /// its eventual value is discarded; a running process job's worker is
-    /// killed.
+    /// On every pool, a job cancelled while queued never starts. A running
+    /// thread job has its cancel token tripped
+    /// ([`current_job`](crate::current_job)`().is_cancelled()`) and its
+    /// eventual value is discarded. A running process job's worker is
+    /// killed (and replaced), once the replies of the jobs it finished
+    /// before have reached the pool; if the body returns first, its value
+    /// is discarded and the worker ends. So a process job that resolves
+    /// `Cancelled` never ran its body to the end in a worker that lived on.
     pub fn cancel(&self) -> bool {
-        let won = self.inner().resolve_cancel(JobError::Cancelled);
-        if won {
-            self.cell.cancelled();
-        }
-        won
+        self.cell.cancel(JobError::Cancelled)
     }
 
     /// Runs `callback` with the result once the job is resolved: on the

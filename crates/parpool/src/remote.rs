@@ -114,16 +114,18 @@ impl<T: Send> Cell<T> for RemoteCell<T> {
     fn inner(&self) -> &Inner<T> {
         &self.inner
     }
-    fn cancelled(&self) {
-        (self.on_cancel)(self.inner.id());
+    fn cancel(&self, err: JobError) -> bool {
+        let won = self.inner.resolve_cancel(err);
+        if won {
+            (self.on_cancel)(self.inner.id());
+        }
+        won
     }
 }
 
 impl<T: Send> Expire for RemoteCell<T> {
     fn expire(&self, after: Duration) {
-        if self.inner.resolve_cancel(JobError::TimedOut { after }) {
-            (self.on_cancel)(self.inner.id());
-        }
+        self.cancel(JobError::TimedOut { after });
     }
 }
 
@@ -242,6 +244,16 @@ mod tests {
         );
         assert!(pending.is_resolved());
         assert!(!pending.start(), "a resolved job is not sent");
+        // The timer thread tells the pool after it resolved the handle:
+        // `join` may return first, so wait for it, with a bound.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while cancelled.lock().unwrap().len() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the timeout was never reported"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert_eq!(*cancelled.lock().unwrap(), [9, 10]);
     }
 }

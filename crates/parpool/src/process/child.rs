@@ -1,6 +1,6 @@
 //! The worker side: what a worker process runs instead of `main`.
 
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::AtomicU64;
@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::capture::Streams;
-use super::control::Control;
+use super::control::{Claim, Control};
 use super::fdpass::{FdStream, SendFds, TakeFds};
 use super::os;
 use super::registry::{Sharing, TaskEntry, WorkerState};
+use super::reply_log::LogWriter;
 use super::wire::{self, FromWorker, Items, LogLevel, ToWorker};
 use crate::error::{CodecStage, JobError, Payload};
 use parpool_ipc::transfer::{Encoded, Journal};
@@ -47,7 +48,7 @@ pub fn with_worker_state<S: 'static, R>(f: impl FnOnce(&mut S) -> R) -> Option<R
     state.as_mut()?.downcast_mut::<S>().map(f)
 }
 
-type Out = Arc<Replies<BufWriter<UnixStream>>>;
+type Out = Arc<Replies<LogWriter>>;
 
 /// A reply that waits in the worker's buffer is sent within this long,
 /// even while the next job runs: a job that finished must not wait for
@@ -173,7 +174,7 @@ fn serve_process() -> io::Result<()> {
             Sharing::Descriptors
         },
     };
-    let out: Out = Arc::new(Replies::new(BufWriter::new(socket.try_clone()?)));
+    let out: Out = Arc::new(Replies::new(LogWriter::new(socket.try_clone()?)));
     let _ = tracing::subscriber::set_global_default(Forwarder { out: out.clone() });
     {
         let mut w = out.lock();
@@ -241,6 +242,8 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds + Send + 'static>(
                 let flag: &'static Control = Box::leak(Box::new(block.clone()));
                 os::watch_allocation_failures(flag.allocation_flag());
                 let journal = Journal::open(file, limits.max_output.saturating_add(4096));
+                // From here on, replies wait in the block's reply log.
+                out.lock().attach_log(&block)?;
                 shared_state = Some((block, journal));
             }
             ToWorker::Init {
@@ -280,13 +283,24 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds + Send + 'static>(
                 let Some((control, journal)) = shared_state.as_mut() else {
                     return Err(io::Error::other("a job came before the control block"));
                 };
-                if !control.claim(seq) {
+                match control.claim(seq) {
+                    Claim::Won => {}
                     // Taken back by the parent, which gave it to another
                     // worker: skip it, without a reply.
-                    continue;
+                    Claim::Revoked => continue,
+                    // Cancelled before it started: say so, in its turn.
+                    Claim::Withdrawn => {
+                        let mut w = out.lock();
+                        wire::write_frame(&mut *w, &FromWorker::Skipped { id })?;
+                        if input.buffer().is_empty() {
+                            out.flush(&mut w)?;
+                        } else {
+                            out.unsent();
+                        }
+                        continue;
+                    }
                 }
                 CURRENT_JOB.store(id, Relaxed);
-                control.set_running(id);
                 // Only a chunk's time is used (to size the next chunks).
                 let started = (items != Items::One).then(Instant::now);
                 if started.is_some() {
@@ -301,8 +315,16 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds + Send + 'static>(
                     u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)
                 });
                 kept.keep(received);
-                control.set_running(0);
                 CURRENT_JOB.store(0, Relaxed);
+                if !control.finish(seq) {
+                    // Cancelled (or timed out) while it ran: its result
+                    // must not be sent, and the pool kills this worker once
+                    // the replies of the jobs before it have arrived. Send
+                    // those now and end here, running nothing more.
+                    let mut w = out.lock();
+                    out.flush(&mut w)?;
+                    return Ok(());
+                }
                 let output = streams.take();
                 let (result, segments) = match result {
                     Ok(encoded) => (Ok(wire::Bytes(encoded.bytes)), encoded.shared),

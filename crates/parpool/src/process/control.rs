@@ -4,14 +4,36 @@
 //! [`Journal`](parpool_ipc::transfer::Journal).)
 //!
 //! - **Claims.** Every request the supervisor writes gets a sequence number
-//!   and a claim cell, set to *offered*. The worker claims a request (one
-//!   compare-and-swap to *claimed*) before it starts it; the supervisor may
-//!   take back a request that has not been claimed (one compare-and-swap to
-//!   *revoked*) and give it to another worker. Exactly one of the two swaps
-//!   wins, so a moved job never runs twice. A revoked request is skipped
-//!   by the worker when it reads it, without a reply.
-//! - **Running job.** The id of the job the worker is in (0: none), so
-//!   that after a crash the supervisor blames exactly that job.
+//!   and a claim cell, set to *offered*. Each cell then moves at most twice,
+//!   every move one compare-and-swap, so of two parties that race for a
+//!   cell exactly one wins:
+//!
+//!   ```text
+//!   offered ──worker claims──▶ claimed ──body returns──▶ done
+//!      │                          │
+//!      ├─supervisor takes back─▶ revoked        (moved to another worker;
+//!      │                                          the worker skips it silently)
+//!      └─cancel or timeout────▶ withdrawn       (it never starts; the worker
+//!                                                 answers `Skipped`)
+//!                                 claimed ──cancel or timeout──▶ stopped
+//!                                 (the worker is killed; if the body returns
+//!                                  first, the worker ends without a reply)
+//!   ```
+//!
+//!   After the worker died, the supervisor takes back whatever is still
+//!   *offered*, *claimed* or *done* (one more swap, to *revoked*), so a
+//!   cancel that comes later finds it settled by the supervisor.
+//!
+//!   So a moved job never runs twice, a cancelled job that had not started
+//!   never starts, and a cancelled job never ran to the end in a worker that
+//!   lived on: the cell says which of these happened, and the swap that
+//!   made it so is the decision.
+//! - **Reply log.** The worker's reply buffer lives here, not in its own
+//!   heap: replies leave in batches (one write for many), and a worker that
+//!   dies with replies still buffered leaves them readable to its
+//!   supervisor, which reads them after the worker is gone. A job whose
+//!   body returned is never lost with its worker for want of a write.
+//!   See `reply_log.rs`.
 //! - **Allocation failure.** Set by the worker's `SIGABRT` handler when the
 //!   abort followed a failed allocation, the evidence behind a crash
 //!   detail that says "memory".
@@ -27,15 +49,71 @@ use parpool_ipc::SharedMem;
 /// unresolved request is never reused.
 const CLAIM_CELLS: u64 = 2048;
 
-const RUNNING: usize = 0;
 const ALLOC_FAILED: usize = 1;
+/// Reply log: how many bytes the worker had sent on its socket when the
+/// log's first byte was written, and how many bytes the log holds.
+const LOG_BASE: usize = 2;
+const LOG_LEN: usize = 3;
 /// Index of the first claim cell.
 const CELLS: usize = 8;
+/// Where the reply log's bytes start, and how many it holds at most.
+const LOG_AT: usize = (CELLS + CLAIM_CELLS as usize) * 8;
+pub(crate) const LOG_CAP: usize = 64 * 1024;
 
-/// A claim cell holds `seq << 2 | state`.
+/// A claim cell holds `seq << 3 | state`.
 const OFFERED: u64 = 0;
 const CLAIMED: u64 = 1;
 const REVOKED: u64 = 2;
+const DONE: u64 = 3;
+const WITHDRAWN: u64 = 4;
+const STOPPED: u64 = 5;
+const STATE_BITS: u32 = 3;
+
+/// Where a request stands (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cell {
+    /// Written, not yet claimed.
+    Offered,
+    /// The worker is running it.
+    Claimed,
+    /// Taken back by the supervisor.
+    Revoked,
+    /// Its body returned; the reply follows.
+    Done,
+    /// Cancelled (or timed out) before it started.
+    Withdrawn,
+    /// Cancelled (or timed out) while it ran.
+    Stopped,
+    /// The cell holds another request now (the one asked about is long
+    /// settled).
+    Reused,
+}
+
+/// What a worker may do with a request it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// Run it.
+    Won,
+    /// Skip it without a reply: the supervisor gave it to another worker.
+    Revoked,
+    /// Skip it and answer `Skipped`: it was cancelled before it started.
+    Withdrawn,
+}
+
+/// What a cancel (or a timeout) found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// It had not started: it never will.
+    Withdrawn,
+    /// It was running: its worker must be killed, and will never report
+    /// it finished.
+    Stopped,
+    /// Its body has returned: too late, its result stands.
+    Finished,
+    /// The supervisor had taken it back (moved, or its worker died): the
+    /// pool's queue has it, or will, and a resolved job there never runs.
+    TakenBack,
+}
 
 /// The words a worker and its supervisor share (see the module docs).
 #[derive(Debug, Clone)]
@@ -46,16 +124,14 @@ pub(crate) struct Control {
 impl Control {
     /// A new block, made by the supervisor for one worker.
     pub(crate) fn new() -> io::Result<Control> {
-        let mem = SharedMem::new((CELLS as u64 + CLAIM_CELLS) as usize * 8)?;
+        let mem = SharedMem::new(LOG_AT + LOG_CAP)?;
         Ok(Control { mem })
     }
 
     /// The block as the worker received it; `None` if it is not one (the
     /// stream is then not to be trusted).
     pub(crate) fn from_shared(mem: SharedMem) -> Option<Control> {
-        let last = CELLS + CLAIM_CELLS as usize - 1;
-        mem.atomic_u64(last)?;
-        Some(Control { mem })
+        (mem.len() == LOG_AT + LOG_CAP).then_some(Control { mem })
     }
 
     /// The shared memory, to send it to the worker.
@@ -73,28 +149,77 @@ impl Control {
         self.word(CELLS + (seq % CLAIM_CELLS) as usize)
     }
 
+    fn swap(&self, seq: u64, from: u64, to: u64) -> Result<(), Cell> {
+        self.cell(seq)
+            .compare_exchange(
+                seq << STATE_BITS | from,
+                seq << STATE_BITS | to,
+                SeqCst,
+                SeqCst,
+            )
+            .map(drop)
+            .map_err(|now| decode(seq, now))
+    }
+
+    /// Where request `seq` stands.
+    pub(crate) fn state(&self, seq: u64) -> Cell {
+        decode(seq, self.cell(seq).load(SeqCst))
+    }
+
     // The supervisor's side.
 
     /// Offers request `seq` to the worker (before it is written).
     pub(crate) fn offer(&self, seq: u64) {
-        self.cell(seq).store(seq << 2 | OFFERED, SeqCst);
+        self.cell(seq).store(seq << STATE_BITS | OFFERED, SeqCst);
     }
 
-    /// Takes request `seq` back; `false` if the worker claimed it first.
+    /// Takes request `seq` back while nobody has claimed it; `false` if
+    /// the worker claimed it first, or a cancel withdrew it.
     pub(crate) fn revoke(&self, seq: u64) -> bool {
-        self.cell(seq)
-            .compare_exchange(seq << 2 | OFFERED, seq << 2 | REVOKED, SeqCst, SeqCst)
-            .is_ok()
+        self.swap(seq, OFFERED, REVOKED).is_ok()
     }
 
-    /// Whether the worker claimed request `seq` (it started it).
-    pub(crate) fn is_claimed(&self, seq: u64) -> bool {
-        self.cell(seq).load(SeqCst) == seq << 2 | CLAIMED
+    /// After the worker died: takes request `seq` back from whatever state
+    /// the worker left it in, and returns that state (`Withdrawn` or
+    /// `Stopped`: a cancel settled it first, and resolved its job).
+    pub(crate) fn take_back(&self, seq: u64) -> Cell {
+        loop {
+            let was = self.state(seq);
+            let from = match was {
+                Cell::Offered => OFFERED,
+                Cell::Claimed => CLAIMED,
+                Cell::Done => DONE,
+                other => return other,
+            };
+            if self.swap(seq, from, REVOKED).is_ok() {
+                return was;
+            }
+        }
     }
 
-    /// The job the worker is in (0: none).
-    pub(crate) fn running(&self) -> u64 {
-        self.word(RUNNING).load(SeqCst)
+    // A cancel's side (any thread).
+
+    /// Cancels request `seq` where it stands (see [`Stop`]).
+    pub(crate) fn stop(&self, seq: u64) -> Stop {
+        loop {
+            match self.state(seq) {
+                Cell::Offered => {
+                    if self.swap(seq, OFFERED, WITHDRAWN).is_ok() {
+                        return Stop::Withdrawn;
+                    }
+                }
+                Cell::Claimed => {
+                    if self.swap(seq, CLAIMED, STOPPED).is_ok() {
+                        return Stop::Stopped;
+                    }
+                }
+                Cell::Done => return Stop::Finished,
+                Cell::Revoked | Cell::Reused => return Stop::TakenBack,
+                // Settled by an earlier cancel or timeout of the same job.
+                Cell::Withdrawn => return Stop::Withdrawn,
+                Cell::Stopped => return Stop::Stopped,
+            }
+        }
     }
 
     /// Whether the worker aborted after an allocation failed.
@@ -104,16 +229,77 @@ impl Control {
 
     // The worker's side.
 
-    /// Claims request `seq`; `false`: it was revoked, skip it.
-    pub(crate) fn claim(&self, seq: u64) -> bool {
-        self.cell(seq)
-            .compare_exchange(seq << 2 | OFFERED, seq << 2 | CLAIMED, SeqCst, SeqCst)
-            .is_ok()
+    /// Claims request `seq` before running it.
+    pub(crate) fn claim(&self, seq: u64) -> Claim {
+        match self.swap(seq, OFFERED, CLAIMED) {
+            Ok(()) => Claim::Won,
+            Err(Cell::Withdrawn) => Claim::Withdrawn,
+            Err(_) => Claim::Revoked,
+        }
     }
 
-    /// Records the job the worker is in (0: none).
-    pub(crate) fn set_running(&self, job: u64) {
-        self.word(RUNNING).store(job, SeqCst);
+    /// Marks request `seq` done, its body having returned; `false`: it was
+    /// stopped meanwhile, and its result must not be sent.
+    pub(crate) fn finish(&self, seq: u64) -> bool {
+        self.swap(seq, CLAIMED, DONE).is_ok()
+    }
+
+    /// Starts the reply log: `sent` bytes went out on the socket before it.
+    pub(crate) fn log_attach(&self, sent: u64) {
+        self.word(LOG_LEN).store(0, SeqCst);
+        self.word(LOG_BASE).store(sent, SeqCst);
+    }
+
+    /// How many bytes the log holds.
+    pub(crate) fn log_len(&self) -> usize {
+        self.word(LOG_LEN).load(SeqCst) as usize
+    }
+
+    /// Appends `bytes`, which must fit (`log_len() + bytes.len() <=
+    /// LOG_CAP`): copied first, counted after, so that what the count
+    /// covers is always whole.
+    pub(crate) fn log_append(&self, bytes: &[u8]) {
+        let len = self.log_len();
+        debug_assert!(len + bytes.len() <= LOG_CAP);
+        if self.mem.write(LOG_AT + len, bytes).is_ok() {
+            self.word(LOG_LEN).store((len + bytes.len()) as u64, SeqCst);
+        }
+    }
+
+    /// Copies what the log holds into `out`.
+    pub(crate) fn log_copy(&self, out: &mut Vec<u8>) {
+        out.clear();
+        out.resize(self.log_len(), 0);
+        let _ = self.mem.read(LOG_AT, out);
+    }
+
+    /// The log's `n` bytes are on the socket now: empties it. (Emptied
+    /// before the base moves: read in between, the log looks sent.)
+    pub(crate) fn log_sent(&self, n: usize) {
+        self.word(LOG_LEN).store(0, SeqCst);
+        self.word(LOG_BASE).fetch_add(n as u64, SeqCst);
+    }
+
+    /// `n` bytes went out on the socket around the (empty) log.
+    pub(crate) fn log_sent_direct(&self, n: usize) {
+        self.word(LOG_BASE).fetch_add(n as u64, SeqCst);
+    }
+
+    /// After the worker died: the bytes it logged that did not reach the
+    /// socket, given that `received` bytes did (and were read).
+    pub(crate) fn log_unsent(&self, received: u64) -> Vec<u8> {
+        let base = self.word(LOG_BASE).load(SeqCst);
+        let len = self.log_len().min(LOG_CAP);
+        let Some(offset) = received
+            .checked_sub(base)
+            .and_then(|o| usize::try_from(o).ok())
+            .filter(|&o| o < len)
+        else {
+            return Vec::new();
+        };
+        let mut out = vec![0; len - offset];
+        let _ = self.mem.read(LOG_AT + offset, &mut out);
+        out
     }
 
     /// The word the `SIGABRT` handler sets on an allocation failure.
@@ -122,21 +308,73 @@ impl Control {
     }
 }
 
+fn decode(seq: u64, word: u64) -> Cell {
+    if word >> STATE_BITS != seq {
+        return Cell::Reused;
+    }
+    match word & ((1 << STATE_BITS) - 1) {
+        OFFERED => Cell::Offered,
+        CLAIMED => Cell::Claimed,
+        REVOKED => Cell::Revoked,
+        DONE => Cell::Done,
+        WITHDRAWN => Cell::Withdrawn,
+        _ => Cell::Stopped,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn exactly_one_of_claim_and_revoke_wins() {
+    fn exactly_one_of_claim_revoke_and_withdraw_wins() {
         let c = Control::new().unwrap();
         c.offer(1);
-        assert!(c.claim(1));
+        assert_eq!(c.claim(1), Claim::Won);
         assert!(!c.revoke(1));
-        assert!(c.is_claimed(1));
+        assert_eq!(c.state(1), Cell::Claimed);
         c.offer(2);
         assert!(c.revoke(2));
-        assert!(!c.claim(2));
-        assert!(!c.is_claimed(2));
+        assert_eq!(c.claim(2), Claim::Revoked);
+        assert_eq!(c.stop(2), Stop::TakenBack);
+        c.offer(3);
+        assert_eq!(c.stop(3), Stop::Withdrawn);
+        assert!(!c.revoke(3));
+        assert_eq!(c.claim(3), Claim::Withdrawn);
+    }
+
+    #[test]
+    fn a_running_job_is_stopped_or_finished_never_both() {
+        let c = Control::new().unwrap();
+        c.offer(1);
+        assert_eq!(c.claim(1), Claim::Won);
+        assert_eq!(c.stop(1), Stop::Stopped);
+        assert!(!c.finish(1), "a stopped job's result is never sent");
+        c.offer(2);
+        assert_eq!(c.claim(2), Claim::Won);
+        assert!(c.finish(2));
+        assert_eq!(c.stop(2), Stop::Finished, "too late: its result stands");
+        assert_eq!(c.state(2), Cell::Done);
+    }
+
+    #[test]
+    fn after_a_death_the_supervisor_takes_back_what_a_cancel_did_not_settle() {
+        let c = Control::new().unwrap();
+        for seq in 1..=4 {
+            c.offer(seq);
+        }
+        assert_eq!(c.claim(1), Claim::Won);
+        assert!(c.finish(1));
+        assert_eq!(c.claim(2), Claim::Won);
+        assert_eq!(c.stop(3), Stop::Withdrawn);
+        assert_eq!(c.take_back(1), Cell::Done);
+        assert_eq!(c.take_back(2), Cell::Claimed);
+        assert_eq!(c.take_back(3), Cell::Withdrawn);
+        assert_eq!(c.take_back(4), Cell::Offered);
+        // A cancel that comes now finds each one taken back.
+        for seq in [1, 2, 4] {
+            assert_eq!(c.stop(seq), Stop::TakenBack);
+        }
     }
 
     #[test]
@@ -146,7 +384,37 @@ mod tests {
         assert!(c.revoke(5));
         c.offer(5 + CLAIM_CELLS);
         // The old request, read late by the worker, finds another seq.
-        assert!(!c.claim(5));
-        assert!(c.claim(5 + CLAIM_CELLS));
+        assert_eq!(c.claim(5), Claim::Revoked);
+        assert_eq!(c.state(5), Cell::Reused);
+        assert_eq!(c.claim(5 + CLAIM_CELLS), Claim::Won);
+    }
+
+    #[test]
+    fn claim_against_stop_from_two_threads_settles_one_way() {
+        // The race the cells exist for, many times over: a worker claims
+        // and finishes while another thread cancels.
+        let c = Control::new().unwrap();
+        for seq in 1..5_000u64 {
+            c.offer(seq);
+            let worker = {
+                let c = c.clone();
+                std::thread::spawn(move || match c.claim(seq) {
+                    Claim::Won => Some(c.finish(seq)),
+                    _ => None,
+                })
+            };
+            let stop = c.stop(seq);
+            let ran = worker.join().unwrap();
+            match (stop, ran) {
+                (Stop::Withdrawn, None) => {}
+                (Stop::Stopped, Some(false)) => {}
+                (Stop::Finished, Some(true)) => {}
+                other => panic!("seq {seq}: cancel and worker disagree: {other:?}"),
+            }
+            if seq % 1000 == 0 {
+                // Keep the thread count down.
+                std::thread::yield_now();
+            }
+        }
     }
 }

@@ -20,7 +20,7 @@ use rustix::net::{
 };
 
 /// The most descriptors one `sendmsg` may carry (Linux's `SCM_MAX_FD`).
-const MAX_FDS_PER_SEND: usize = 253;
+pub(crate) const MAX_FDS_PER_SEND: usize = 253;
 
 /// The read half of a socket that also collects descriptors sent on it.
 #[derive(Debug)]
@@ -35,6 +35,13 @@ impl FdStream {
             socket,
             fds: VecDeque::new(),
         }
+    }
+}
+
+impl FdStream {
+    /// The socket.
+    pub(crate) fn socket(&self) -> &UnixStream {
+        &self.socket
     }
 }
 
@@ -118,6 +125,13 @@ impl<R: TakeFds> TakeFds for BufReader<R> {
 pub(crate) trait SendFds: Write {
     /// Writes `frame` after everything buffered, with `fds` attached.
     fn write_with_fds(&mut self, frame: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()>;
+
+    /// Buffers from now on in `control`'s reply log (`reply_log.rs`);
+    /// writers to memory keep their own buffer.
+    fn attach_log(&mut self, control: &super::control::Control) -> io::Result<()> {
+        let _ = control;
+        Ok(())
+    }
 }
 
 impl SendFds for BufWriter<UnixStream> {
@@ -142,7 +156,11 @@ impl SendFds for Vec<u8> {
 /// Sends `bytes` with `fds` attached. More descriptors than one message
 /// can carry go in groups, each riding on one byte of the frame (a frame
 /// holds at least one byte per descriptor it refers to).
-fn send_with_fds(socket: &UnixStream, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+pub(crate) fn send_with_fds(
+    socket: &UnixStream,
+    bytes: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<()> {
     let groups: Vec<&[BorrowedFd<'_>]> = fds.chunks(MAX_FDS_PER_SEND).collect();
     if groups.len() > bytes.len() {
         return Err(io::Error::other("more descriptors than frame bytes"));

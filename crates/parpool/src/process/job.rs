@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::capture::CapturedOutput;
-use super::supervisor::SlotCtl;
+use super::control::{Control, Stop};
+use super::supervisor::{KillReason, SlotCtl};
 use super::wire::Items;
 use crate::codec::decode;
 use crate::error::{CodecStage, ExitStatus, JobError};
@@ -64,18 +65,44 @@ pub(crate) struct Request<'a> {
     pub(crate) items: Items,
 }
 
+/// Where a request for a job was written: the slot, its worker (by
+/// generation), and the request's claim cell.
+#[derive(Debug)]
+pub(crate) struct SentTo {
+    pub(crate) slot: Arc<SlotCtl>,
+    pub(crate) worker: u64,
+    pub(crate) control: Control,
+    pub(crate) seq: u64,
+}
+
+/// Where a process job is, as a cancel needs to know it.
+#[derive(Debug)]
+enum Place {
+    /// In the pool's queue (or about to be put back there).
+    Queued,
+    /// Written to a worker; its claim cell says the rest.
+    Sent(SentTo),
+    /// Cancelled or timed out before any worker could take it: whoever
+    /// made it so resolves it, and no supervisor may send it.
+    Gone,
+}
+
 /// The supervisor's view of a queued process job.
 pub(crate) trait ProcJob: Send + Sync {
     fn id(&self) -> u64;
     /// What to send the worker for it.
     fn request(&self) -> Request<'_>;
-    /// Claims the job for sending; `false` if it was cancelled meanwhile.
-    fn start(&self, slot: &Arc<SlotCtl>) -> bool;
+    /// Marks the job written to `to` (its cell already offered); `false`
+    /// if it was cancelled meanwhile and must not be sent. Decided under
+    /// the same lock a cancel takes, so a cancel either finds the job
+    /// queued (and then it is never sent) or finds its cell.
+    fn start(&self, to: SentTo) -> bool;
     /// Resolves with the worker's reply (encoded output and the
     /// descriptors that came with it) and how long the worker ran it;
     /// `true` if it delivered a value.
     fn complete(&self, reply: Result<(Vec<u8>, Vec<OwnedFd>), JobError>, took: Duration) -> bool;
-    /// The worker died while it ran this job.
+    /// The worker died while it ran this job (or after its body returned,
+    /// with its result): what becomes of it.
     fn crashed(&self, crash: &Crash<'_>) -> AfterCrash;
     /// Resolves with `err` unless already resolved; `true` if it did.
     fn abandon(&self, err: JobError) -> bool;
@@ -355,7 +382,7 @@ pub(crate) struct ProcCell<O, W> {
     payload: Encoded,
     timeout: Option<Duration>,
     work: W,
-    slot: Mutex<Option<Arc<SlotCtl>>>,
+    place: Mutex<Place>,
     output: Mutex<Option<CapturedOutput>>,
 }
 
@@ -373,16 +400,43 @@ impl<O, W> ProcCell<O, W> {
             payload,
             timeout,
             work,
-            slot: Mutex::new(None),
+            place: Mutex::new(Place::Queued),
             output: Mutex::new(None),
         }
     }
+}
 
-    fn kill_if_running(&self, why: super::supervisor::KillReason) {
-        let slot = lock(&self.slot).clone();
-        if let Some(slot) = slot {
-            slot.kill_if_running(self.inner.id().get(), why);
+impl<O: Send, W: Send + Sync> ProcCell<O, W> {
+    /// Cancels the job with `err` (a cancel, or its timeout) where it
+    /// stands; `true` if this call resolved it.
+    ///
+    /// What may happen is decided first, under the place lock (queued: it
+    /// will never be sent) or by one swap of its claim cell (see
+    /// `control.rs`); the handle is resolved after, outside every lock, so
+    /// that `on_done` callbacks run with no lock of the pool's held.
+    fn stop(&self, err: JobError, why: KillReason) -> bool {
+        let kill = {
+            let mut place = lock(&self.place);
+            let kill = match &*place {
+                Place::Gone | Place::Queued => None,
+                Place::Sent(to) => match to.control.stop(to.seq) {
+                    // Its result stands, and is on its way.
+                    Stop::Finished => return false,
+                    Stop::Withdrawn | Stop::TakenBack => None,
+                    Stop::Stopped => Some((to.slot.clone(), to.worker)),
+                },
+            };
+            // From here no supervisor sends it again (`start` refuses).
+            *place = Place::Gone;
+            kill
+        };
+        let won = self.inner.resolve_cancel(err);
+        if let Some((slot, worker)) = kill {
+            // Resolved first: when the supervisor sees the worker die, the
+            // job it was in is already settled.
+            slot.kill_for(worker, self.inner.id().get(), why);
         }
+        won
     }
 }
 
@@ -396,8 +450,8 @@ impl<O: Send, W: Send + Sync> Cell<O> for ProcCell<O, W> {
     fn inner(&self) -> &Inner<O> {
         &self.inner
     }
-    fn cancelled(&self) {
-        self.kill_if_running(super::supervisor::KillReason::Cancelled);
+    fn cancel(&self, err: JobError) -> bool {
+        self.stop(err, KillReason::Cancelled)
     }
     fn captured_output(&self) -> Option<CapturedOutput> {
         lock(&self.output).clone()
@@ -406,9 +460,7 @@ impl<O: Send, W: Send + Sync> Cell<O> for ProcCell<O, W> {
 
 impl<O: Send, W: Send + Sync> Expire for ProcCell<O, W> {
     fn expire(&self, after: Duration) {
-        if self.inner.resolve_cancel(JobError::TimedOut { after }) {
-            self.kill_if_running(super::supervisor::KillReason::TimedOut);
-        }
+        self.stop(JobError::TimedOut { after }, KillReason::TimedOut);
     }
 }
 
@@ -427,10 +479,15 @@ where
             items: self.work.items(),
         }
     }
-    fn start(&self, slot: &Arc<SlotCtl>) -> bool {
-        *lock(&self.slot) = Some(slot.clone());
-        // A retry finds STARTED already set: it only must not be resolved.
-        self.inner.try_start() || !self.is_resolved()
+    fn start(&self, to: SentTo) -> bool {
+        let mut place = lock(&self.place);
+        if matches!(*place, Place::Gone) || self.is_resolved() {
+            return false;
+        }
+        *place = Place::Sent(to);
+        // A retry finds STARTED already set.
+        self.inner.try_start();
+        true
     }
     fn complete(&self, reply: Result<(Vec<u8>, Vec<OwnedFd>), JobError>, took: Duration) -> bool {
         let result = reply.and_then(|(bytes, fds)| self.work.finish(&bytes, fds, took));
@@ -447,13 +504,17 @@ where
         }
     }
     fn abandon(&self, err: JobError) -> bool {
+        *lock(&self.place) = Place::Gone;
         self.inner.resolve(Err(err))
     }
     fn is_resolved(&self) -> bool {
         self.inner.is_finished() || self.inner.is_cancelled()
     }
     fn requeued(&self) {
-        *lock(&self.slot) = None;
+        let mut place = lock(&self.place);
+        if matches!(*place, Place::Sent(_)) {
+            *place = Place::Queued;
+        }
     }
     fn attempted(&self) -> bool {
         self.work.attempted()

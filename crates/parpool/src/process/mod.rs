@@ -10,6 +10,7 @@ mod job;
 mod os;
 pub(crate) mod pod;
 pub(crate) mod registry;
+mod reply_log;
 mod supervisor;
 mod wire;
 
@@ -21,7 +22,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ use crate::handle::{Inner, JobHandle};
 use crate::job::{JobId, JobOptions};
 use crate::lifecycle::Lifecycle;
 use crate::map::{ChunkIn, ChunkOut};
-use crate::stats::Stats;
+use crate::stats::{Stats, Tally};
 use crate::task::{Executor, Task, sealed};
 use job::{Chunk, ProcCell, ProcJob, Single, Work};
 use parpool_ipc::transfer::Encoded;
@@ -196,6 +197,17 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// How long a new worker may take to start and say hello (default 30
+    /// s; `build` fails past it), and how long a pool with no worker at
+    /// all keeps its queued jobs waiting while it retries starting one
+    /// (the operating system refusing processes or descriptors): past it,
+    /// they fail with [`JobError::NoWorker`]. A pool with a live worker
+    /// never fails a job for want of another.
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.config.start_timeout = timeout;
+        self
+    }
+
     /// Largest encoded input or output accepted, in bytes (default 256 MiB).
     /// A larger one fails its job with [`JobError::TooLarge`].
     pub fn max_payload(mut self, bytes: u64) -> Self {
@@ -252,6 +264,8 @@ impl ProcessPoolBuilder {
             ready: Condvar::new(),
             next_id: AtomicU64::new(1),
             counters: PoolCounters::default(),
+            tally: Arc::default(),
+            live_workers: AtomicUsize::new(0),
         });
         // Each supervisor thread starts its own worker (and every
         // replacement): a worker dies with the thread that started it, and
@@ -346,14 +360,12 @@ pub(crate) struct JobQueue {
 
 #[derive(Default)]
 pub(crate) struct PoolCounters {
-    /// Jobs a worker is in (one per busy worker).
+    /// Jobs heading a worker's pipeline: the one it runs (at most one per
+    /// worker).
     pub(crate) running: AtomicU64,
     /// Jobs written to workers and not answered, the running ones
     /// included; the others wait in a worker's pipeline.
     pub(crate) in_flight: AtomicU64,
-    pub(crate) completed: AtomicU64,
-    pub(crate) failed: AtomicU64,
-    pub(crate) cancelled: AtomicU64,
     pub(crate) respawns: AtomicU64,
 }
 
@@ -363,6 +375,10 @@ pub(crate) struct ProcShared {
     pub(crate) ready: Condvar,
     next_id: AtomicU64,
     pub(crate) counters: PoolCounters,
+    /// Submissions and outcomes (see `stats.rs`).
+    pub(crate) tally: Arc<Tally>,
+    /// Slots with a worker attached.
+    pub(crate) live_workers: AtomicUsize,
 }
 
 impl ProcShared {
@@ -373,15 +389,17 @@ impl ProcShared {
     fn close(&self, state: Lifecycle) {
         let mut q = self.lock();
         q.state = q.state.max(state);
-        if state == Lifecycle::Cancelling {
-            for job in q.jobs.drain(..) {
-                if job.abandon(JobError::Cancelled) {
-                    self.counters.cancelled.fetch_add(1, Relaxed);
-                }
-            }
-        }
+        let dropped: Vec<_> = if state == Lifecycle::Cancelling {
+            q.jobs.drain(..).collect()
+        } else {
+            Vec::new()
+        };
         drop(q);
         self.ready.notify_all();
+        // Resolved outside the lock: their callbacks may use the pool.
+        for job in dropped {
+            job.abandon(JobError::Cancelled);
+        }
     }
 
     /// Queues a job, or resolves it `Shutdown` if the pool is closed.
@@ -390,7 +408,6 @@ impl ProcShared {
         if q.state != Lifecycle::Open {
             drop(q);
             job.abandon(JobError::Shutdown);
-            self.counters.cancelled.fetch_add(1, Relaxed);
             return;
         }
         q.jobs.push_back(job);
@@ -451,11 +468,11 @@ impl ProcessPool {
         };
         let payload = match payload {
             Ok(p) => p,
-            Err(e) => return JobHandle::ready(id, Err(e)),
+            Err(e) => return JobHandle::ready_counted(id, &self.shared.tally, Err(e)),
         };
         let timeout = timeout.or(self.shared.config.job_timeout);
         let cell = Arc::new(ProcCell::new(
-            Inner::new(id, 0),
+            Inner::counted(id, 0, &self.shared.tally),
             task,
             payload,
             timeout,
@@ -533,8 +550,9 @@ impl ProcessPool {
 
     fn unknown<O: Send + 'static>(&self, task: &str) -> JobHandle<O> {
         let id = JobId(self.shared.next_id.fetch_add(1, Relaxed));
-        JobHandle::ready(
+        JobHandle::ready_counted(
             id,
+            &self.shared.tally,
             Err(JobError::UnknownTask {
                 name: task.to_owned(),
             }),
@@ -564,20 +582,16 @@ impl ProcessPool {
         }
     }
 
-    /// A snapshot of the pool's counters.
+    /// A snapshot of the pool's counters (see [`Stats`]).
     pub fn stats(&self) -> Stats {
         let c = &self.shared.counters;
-        let queued = self.shared.lock().jobs.len();
+        let queued = self.shared.lock().jobs.len() as u64;
         let running = c.running.load(Relaxed);
         // Jobs sent ahead to a busy worker have not started either.
         let pipelined = c.in_flight.load(Relaxed).saturating_sub(running);
-        Stats {
-            queued: (queued as u64).saturating_add(pipelined),
-            running,
-            completed: c.completed.load(Relaxed),
-            failed: c.failed.load(Relaxed),
-            cancelled: c.cancelled.load(Relaxed),
-        }
+        self.shared
+            .tally
+            .snapshot(queued.saturating_add(pipelined), running)
     }
 }
 

@@ -163,40 +163,74 @@ pub(crate) fn watch_allocation_failures(flag: &'static std::sync::atomic::Atomic
     }
 }
 
-/// A descriptor that becomes readable when process `pid` (a child of this
-/// process) exits, reaped or not.
-pub(crate) fn pidfd(pid: u32) -> io::Result<OwnedFd> {
-    let pid = i32::try_from(pid)
-        .ok()
-        .and_then(Pid::from_raw)
-        .ok_or_else(|| io::Error::other("invalid pid"))?;
-    Ok(rustix::process::pidfd_open(
-        pid,
-        rustix::process::PidfdFlags::empty(),
-    )?)
+/// Whether child process `pid` has exited, without reaping it (it stays
+/// waitable, and its pid stays its own until it is reaped).
+pub(crate) fn exited(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return true;
+    };
+    let options = rustix::process::WaitIdOptions::EXITED
+        | rustix::process::WaitIdOptions::NOHANG
+        | rustix::process::WaitIdOptions::NOWAIT;
+    match rustix::process::waitid(rustix::process::WaitId::Pid(pid), options) {
+        Ok(status) => status.is_some(),
+        // Not our child (any more): it is gone as far as we are concerned.
+        Err(_) => true,
+    }
 }
 
-/// Whether `fd` has something to read (or its peer hung up) within
-/// `timeout` (`None`: now, without waiting).
-pub(crate) fn readable(
+/// What [`wait_socket`] saw.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Ready {
+    /// Something to read, or the peer hung up.
+    pub(crate) readable: bool,
+    /// Room to write (asked for only when `write` was).
+    pub(crate) writable: bool,
+}
+
+/// Waits until `fd` is readable, or writable if `write`, for at most
+/// `timeout` (`None`: as long as it takes).
+pub(crate) fn wait_socket(
     fd: std::os::fd::BorrowedFd<'_>,
+    write: bool,
     timeout: Option<std::time::Duration>,
-) -> bool {
+) -> Ready {
     use rustix::event::{PollFd, PollFlags, Timespec};
-    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-    let timeout = timeout.unwrap_or_default();
-    let timeout = Timespec {
-        tv_sec: timeout.as_secs().try_into().unwrap_or(i64::MAX),
-        tv_nsec: timeout.subsec_nanos().into(),
-    };
+    let mut flags = PollFlags::IN;
+    if write {
+        flags |= PollFlags::OUT;
+    }
+    let mut fds = [PollFd::new(&fd, flags)];
+    let timeout = timeout.map(|t| Timespec {
+        tv_sec: t.as_secs().try_into().unwrap_or(i64::MAX),
+        tv_nsec: t.subsec_nanos().into(),
+    });
     loop {
-        match rustix::event::poll(&mut fds, Some(&timeout)) {
-            Ok(n) => return n > 0,
+        match rustix::event::poll(&mut fds, timeout.as_ref()) {
+            Ok(_) => {
+                let got = fds[0].revents();
+                let hangup = got.intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL);
+                return Ready {
+                    readable: got.contains(PollFlags::IN) || hangup,
+                    writable: got.contains(PollFlags::OUT) || hangup,
+                };
+            }
             Err(rustix::io::Errno::INTR) => continue,
             // Unknown: let the caller read and find out.
-            Err(_) => return true,
+            Err(_) => {
+                return Ready {
+                    readable: true,
+                    writable: true,
+                };
+            }
         }
     }
+}
+
+/// Waits at most `timeout` for room to write to `fd`.
+pub(crate) fn writable(fd: std::os::fd::BorrowedFd<'_>, timeout: std::time::Duration) -> bool {
+    let ready = wait_socket(fd, true, Some(timeout));
+    ready.writable
 }
 
 /// Prepares `buf`, freshly allocated and about to be filled by one large

@@ -101,6 +101,9 @@ pub(crate) enum FromWorker {
         /// What the job wrote, when the pool captures output.
         output: Option<CapturedOutput>,
     },
+    /// A request that was cancelled before the worker claimed it: it did
+    /// not run (see [`Control`](super::control::Control)).
+    Skipped { id: u64 },
     /// A `tracing` event emitted in the worker.
     Log {
         job: Option<u64>,

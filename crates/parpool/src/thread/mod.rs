@@ -306,8 +306,8 @@ impl ThreadPool {
     }
 
     fn refused<R: Send + 'static>(&self) -> JobHandle<R> {
-        self.shared.refused.fetch_add(1, Relaxed);
-        JobHandle::ready(self.shared.next_id(), Err(JobError::Shutdown))
+        let id = self.shared.next_id();
+        JobHandle::ready_counted(id, &self.shared.tally, Err(JobError::Shutdown))
     }
 
     fn enqueue<F, R>(&self, admitted: Admitted<'_>, opts: JobOptions, f: F) -> JobHandle<R>
@@ -427,7 +427,7 @@ impl ThreadPool {
     pub fn shutdown_now(&self) {
         self.shared.close(Lifecycle::Cancelling);
         while let Some(job) = self.shared.find_job() {
-            self.shared.execute(job, &self.shared.counters[0]);
+            self.shared.execute(job, &self.shared.counters[0], true);
         }
         self.join_workers();
     }
@@ -450,20 +450,17 @@ impl ThreadPool {
         !self.shared.is_open()
     }
 
-    /// A snapshot of the pool's counters.
+    /// A snapshot of the pool's counters (see [`Stats`]).
     pub fn stats(&self) -> Stats {
-        let mut s = Stats {
-            queued: self.shared.queued() as u64,
-            cancelled: self.shared.refused.load(Relaxed),
-            ..Stats::default()
-        };
-        for c in &self.shared.counters {
-            s.running += c.running.load(Relaxed);
-            s.completed += c.completed.load(Relaxed);
-            s.failed += c.failed.load(Relaxed);
-            s.cancelled += c.cancelled.load(Relaxed);
-        }
-        s
+        let running = self
+            .shared
+            .counters
+            .iter()
+            .map(|c| c.running.load(Relaxed))
+            .sum();
+        self.shared
+            .tally
+            .snapshot(self.shared.queued() as u64, running)
     }
 
     pub(crate) fn shared(&self) -> &Arc<ThreadShared> {
@@ -518,12 +515,5 @@ impl Executor for ThreadPool {
 
     fn shutdown_now(&self) {
         ThreadPool::shutdown_now(self);
-    }
-}
-
-impl Stats {
-    /// Jobs accounted for so far: completed, failed and cancelled.
-    pub fn finished(&self) -> u64 {
-        self.completed + self.failed + self.cancelled
     }
 }

@@ -15,12 +15,13 @@ use crate::handle::{Cell, Inner};
 use crate::job::{self, CancelToken, Cancellable, JobId};
 use crate::lifecycle::Lifecycle;
 use crate::panic;
+use crate::stats::Tally;
 use crate::timer::{self, Expire};
 
 /// A unit of work in the queue.
 pub(crate) trait Runnable: Send + Sync {
     /// Runs the job (unless it was cancelled while queued).
-    fn run(self: Arc<Self>, pool: &ThreadShared) -> Outcome;
+    fn run(self: Arc<Self>, pool: &ThreadShared);
     /// Resolves the job with `err` without running it.
     fn abandon(self: Arc<Self>, err: JobError);
 }
@@ -28,23 +29,15 @@ pub(crate) trait Runnable: Send + Sync {
 /// A queued job: the same allocation the job's handle points at.
 pub(crate) type Job = Arc<dyn Runnable>;
 
-/// What became of a job a worker took.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    Completed,
-    Failed,
-    Skipped,
-}
-
-/// Per-worker counters, each on its own cache line.
+/// Per-worker counters, each on its own cache line. (Outcomes are counted
+/// by whoever resolves a job, in the pool's [`Tally`].)
 #[derive(Default)]
 pub(crate) struct WorkerCounters {
     /// Jobs taken from the queue.
     pub(crate) taken: AtomicU64,
+    /// 1 while the worker runs a job (a job it runs while it waits for
+    /// another, `help_until`, is not counted again).
     pub(crate) running: AtomicU64,
-    pub(crate) completed: AtomicU64,
-    pub(crate) failed: AtomicU64,
-    pub(crate) cancelled: AtomicU64,
 }
 
 /// Written by submitters only (workers read it at shutdown).
@@ -71,8 +64,8 @@ pub(crate) struct ThreadShared {
     /// Jobs accepted and not yet taken, kept only for a bounded queue.
     pending: CachePadded<AtomicUsize>,
     pub(crate) counters: Vec<CachePadded<WorkerCounters>>,
-    /// Refused after shutdown (never queued).
-    pub(crate) refused: AtomicU64,
+    /// Submissions and outcomes (see `stats.rs`).
+    pub(crate) tally: Arc<Tally>,
     space: Mutex<()>,
     space_cv: Condvar,
     blocked_submitters: AtomicUsize,
@@ -128,7 +121,7 @@ impl ThreadShared {
             counters: (0..workers)
                 .map(|_| CachePadded::new(WorkerCounters::default()))
                 .collect(),
-            refused: AtomicU64::new(0),
+            tally: Arc::default(),
             space: Mutex::new(()),
             space_cv: Condvar::new(),
             blocked_submitters: AtomicUsize::new(0),
@@ -141,7 +134,7 @@ impl ThreadShared {
 
     /// A fresh job state for this pool.
     pub(crate) fn new_job<R>(&self) -> Inner<R> {
-        Inner::new(self.next_id(), self.id)
+        Inner::counted(self.next_id(), self.id, &self.tally)
     }
 
     pub(crate) fn is_open(&self) -> bool {
@@ -259,25 +252,23 @@ impl ThreadShared {
     }
 
     /// Runs (or, when cancelling, abandons) a job taken from the queue.
-    pub(crate) fn execute(&self, job: Job, counters: &WorkerCounters) {
+    /// `nested`: the worker runs it while it waits for another job.
+    pub(crate) fn execute(&self, job: Job, counters: &WorkerCounters, nested: bool) {
         counters.taken.fetch_add(1, Relaxed);
         if self.capacity.is_some() {
             self.give_room();
         }
         if Lifecycle::from_u8(self.state.load(SeqCst)) == Lifecycle::Cancelling {
             job.abandon(JobError::Cancelled);
-            counters.cancelled.fetch_add(1, Relaxed);
             return;
         }
-        counters.running.fetch_add(1, Relaxed);
-        let outcome = job.run(self);
-        counters.running.fetch_sub(1, Relaxed);
-        let counter = match outcome {
-            Outcome::Completed => &counters.completed,
-            Outcome::Failed => &counters.failed,
-            Outcome::Skipped => &counters.cancelled,
-        };
-        counter.fetch_add(1, Relaxed);
+        if nested {
+            job.run(self);
+        } else {
+            counters.running.fetch_add(1, Relaxed);
+            job.run(self);
+            counters.running.fetch_sub(1, Relaxed);
+        }
     }
 
     /// Blocks until there may be work or the pool is finished.
@@ -315,7 +306,7 @@ pub(crate) fn help_until(pool_id: u64, done: &dyn Fn() -> bool) {
     };
     while !done() {
         match shared.find_job() {
-            Some(job) => shared.execute(job, &shared.counters[index]),
+            Some(job) => shared.execute(job, &shared.counters[index], true),
             None => return,
         }
     }
@@ -339,7 +330,7 @@ pub(crate) fn work(shared: &Arc<ThreadShared>, index: usize) {
                 was_idle = false;
                 shared.pass_on_wake();
             }
-            shared.execute(job, counters);
+            shared.execute(job, counters, false);
             continue;
         }
         was_idle = true;
@@ -356,7 +347,7 @@ pub(crate) fn work(shared: &Arc<ThreadShared>, index: usize) {
             Some(job) => {
                 was_idle = false;
                 shared.pass_on_wake();
-                shared.execute(job, counters);
+                shared.execute(job, counters, false);
             }
             None if shared.finished() => break,
             None => shared.sleep(),
@@ -440,12 +431,12 @@ where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    fn run(self: Arc<Self>, pool: &ThreadShared) -> Outcome {
+    fn run(self: Arc<Self>, pool: &ThreadShared) {
         let Some(f) = self.take() else {
-            return Outcome::Skipped;
+            return;
         };
         if !self.inner.try_start() {
-            return Outcome::Skipped;
+            return;
         }
         if let Some(after) = self.timeout {
             let weak = Arc::downgrade(&self);
@@ -454,21 +445,9 @@ where
         let id = self.inner.id();
         let _span = tracing::debug_span!("job", pool = %pool.name, job = id.get()).entered();
         let _ctx = job::enter(id, CancelToken(self.clone()));
-        match panic::catch(f) {
-            Ok(value) => {
-                if self.inner.resolve(Ok(value)) {
-                    Outcome::Completed
-                } else {
-                    tracing::debug!(
-                        "job finished after it was cancelled or timed out; value dropped"
-                    );
-                    Outcome::Failed
-                }
-            }
-            Err(p) => {
-                self.inner.resolve(Err(JobError::panicked(p)));
-                Outcome::Failed
-            }
+        let result = panic::catch(f).map_err(JobError::panicked);
+        if !self.inner.resolve(result) {
+            tracing::debug!("job finished after it was cancelled or timed out; value dropped");
         }
     }
 

@@ -390,11 +390,14 @@ parpool::task! {
         let mut first = [0u8; 1];
         mem.read(0, &mut first).unwrap();
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        // The worker maps other shared memory too (its control block),
+        // writable: a read-only mapping can only be this one.
         let perms = maps
             .lines()
-            .find(|l| l.contains("parpool-ipc"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .unwrap_or("")
+            .filter(|l| l.contains("parpool-ipc"))
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .find(|p| p.starts_with("r-"))
+            .unwrap_or("none read-only")
             .to_owned();
         (refused, no_atomics, first[0], perms)
     }

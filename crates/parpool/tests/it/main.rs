@@ -50,6 +50,8 @@ mod process_par;
 mod process_scheduling;
 #[cfg(all(feature = "process", target_os = "linux"))]
 mod process_shared;
+#[cfg(all(feature = "process", target_os = "linux"))]
+mod process_truth;
 mod progress;
 mod soak;
 mod wait;

@@ -1,28 +1,34 @@
 //! What a worker's death does to the jobs it had, and how the crash is
 //! described.
 //!
-//! The rules, in the order they are checked:
+//! Each request in flight has a claim cell (`control.rs`); once the worker
+//! is gone, the supervisor takes back each cell (one swap, so a cancel
+//! racing with it is settled one way) and what the cell held says what
+//! happened to its job:
 //!
-//! 1. The worker's control block says which job it was in (0: none). Jobs
-//!    before that one in the pipeline finished, but their replies died
-//!    with the worker: they run again, unblamed. Jobs after it never
-//!    started: they go back to the queue, unblamed. If it was in no job,
-//!    nobody is blamed and every job goes back.
-//! 2. The job it was in, if already resolved (cancelled, timed out), was
-//!    the reason the pool killed the worker: it is counted as failed.
-//! 3. If the pool killed the worker for another job (one that had just
-//!    finished when the kill landed), this job is not to blame: it goes
-//!    back to the queue.
-//! 4. Otherwise the job crashed: [`ProcJob::crashed`] applies the retry
-//!    rule (for a map chunk, to the item the worker was in, keeping the
-//!    results of the items it finished).
+//! 1. *Offered* (or already revoked): the worker never started it. It goes
+//!    back to the front of the queue, unblamed.
+//! 2. *Withdrawn* or *stopped*: a cancel or timeout settled it first (and
+//!    resolved it); a stopped job is why the pool killed the worker.
+//! 3. *Claimed*: the worker died in it. It crashed: `Crashed` with the
+//!    exit code or signal, or a retry on a fresh worker, up to `retries`
+//!    ([`ProcJob::crashed`]; for a map chunk, the item the worker was in
+//!    fails alone and the finished items keep their results).
+//! 4. *Done*: its body returned, but its reply died with the worker (the
+//!    worker sends replies in batches). It ran; it must not silently run
+//!    again, so it is treated as a crash: retried only as `retries`
+//!    allows, else `Crashed`, with a detail that says so. (A map chunk
+//!    whose journal holds every item keeps them all.)
 
 use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::super::control::Cell;
 use super::super::job::{AfterCrash, Crash, ProcJob};
+use super::super::wire::{self, FromWorker};
 use super::Supervisor;
+use super::read::Source;
 use crate::error::ExitStatus;
 use parpool_ipc::transfer::Journal;
 
@@ -88,6 +94,8 @@ impl Supervisor {
         let Some(mut conn) = self.conn.take() else {
             return;
         };
+        // Detached before it is reaped: no kill can reach a reused pid.
+        let killed = self.detach();
         super::os::kill(conn.pid);
         let status = match conn.child.wait() {
             Ok(s) => match (s.code(), s.signal()) {
@@ -98,70 +106,72 @@ impl Supervisor {
             Err(_) => ExitStatus::Unknown,
         };
         // Read once the worker is gone, so that nothing more is written.
-        let leftover = conn.leftover_output();
-        let killed = self.ctl.detach();
+        let mut leftover = conn.leftover_output();
         self.shared.counters.respawns.fetch_add(1, Relaxed);
-        let running = conn.control.running();
-
-        // Rule 1: split the pipeline around the job the worker was in.
-        let mut requeue: Vec<Arc<dyn ProcJob>> = Vec::new();
-        let known = running != 0 && self.in_flight.iter().any(|s| s.job.id() == running);
-        while self
-            .in_flight
-            .front()
-            .is_some_and(|s| !known || s.job.id() != running)
+        // Replies it wrote that never left: handled as if they had.
+        let unsent = conn.control.log_unsent(conn.received);
+        let mut log = &unsent[..];
+        while let Ok(Some(frame)) =
+            wire::read_frame::<_, FromWorker>(&mut log, usize::MAX, &mut self.buf)
         {
-            requeue.extend(self.finish_head());
-        }
-        let head = self.finish_head();
-        match (leftover, &head) {
-            // What the dead worker's last job wrote belongs to that job.
-            (Some(output), Some(job)) => job.set_output(output),
-            (Some(output), None) => output.pass_on(),
-            (None, _) => {}
-        }
-        let killed_for_head =
-            killed.filter(|(job, _)| head.as_ref().is_some_and(|h| h.id() == *job));
-        if let Some(head) = head {
-            if head.is_resolved() {
-                // Rule 2: cancelled or timed out; the kill was its own.
-                self.shared.counters.failed.fetch_add(1, Relaxed);
-            } else if killed.is_some() && killed_for_head.is_none() {
-                // Rule 3: killed for a job that had just finished.
-                requeue.push(head);
-            } else {
-                // Rule 4.
-                let journal = Journal::read(&conn.journal, head.id());
-                let crash = Crash {
-                    status,
-                    detail: describe(
-                        status,
-                        killed_for_head.map(|(_, why)| why),
-                        conn.control.allocation_failed(),
-                        self.shared.config.memory_limit,
-                    ),
-                    retries: self.shared.config.retries,
-                    item: journal.as_ref().and_then(|j| j.running),
-                    journal: journal.as_ref().map(|j| (j.finished, j.entries.as_slice())),
-                };
-                match head.crashed(&crash) {
-                    AfterCrash::Retry => {
-                        tracing::debug!(job = head.id(), %status, "worker crashed; retrying");
-                        requeue.push(head);
-                    }
-                    AfterCrash::Settled(true) => {
-                        self.shared.counters.completed.fetch_add(1, Relaxed);
-                    }
-                    AfterCrash::Settled(false) => {
-                        self.shared.counters.failed.fetch_add(1, Relaxed);
-                    }
-                }
+            if self.on_frame(frame, Source::Log).is_err() {
+                break;
             }
         }
-        while let Some(job) = self.finish_head() {
-            requeue.push(job);
+        let mut requeue: Vec<Arc<dyn ProcJob>> = Vec::new();
+        while let Some(sent) = self.in_flight.pop_front() {
+            self.forget(&sent);
+            let job = sent.job;
+            let finished = match conn.control.take_back(sent.seq) {
+                // Rule 1.
+                Cell::Offered | Cell::Revoked | Cell::Reused => {
+                    requeue.push(job);
+                    continue;
+                }
+                // Rule 2.
+                Cell::Withdrawn | Cell::Stopped => {
+                    if let Some(output) = leftover.take() {
+                        job.set_output(output);
+                    }
+                    continue;
+                }
+                Cell::Claimed => false,
+                Cell::Done => true,
+            };
+            // Rules 3 and 4.
+            if let Some(output) = leftover.take() {
+                job.set_output(output);
+            }
+            let journal = Journal::read(&conn.journal, job.id());
+            let why = killed.map(|(_, why)| why);
+            let mut detail = describe(
+                status,
+                why,
+                conn.control.allocation_failed(),
+                self.shared.config.memory_limit,
+            );
+            if finished {
+                detail = Some(format!(
+                    "the job had finished, but the worker died before its result reached the pool{}",
+                    detail.map(|d| format!("; {d}")).unwrap_or_default()
+                ));
+            }
+            let crash = Crash {
+                status,
+                detail,
+                retries: self.shared.config.retries,
+                item: journal.as_ref().and_then(|j| j.running),
+                journal: journal.as_ref().map(|j| (j.finished, j.entries.as_slice())),
+            };
+            if job.crashed(&crash) == AfterCrash::Retry {
+                tracing::debug!(job = job.id(), %status, "worker crashed; retrying");
+                requeue.push(job);
+            }
         }
-        self.in_flight_bytes = 0;
+        self.head_changed();
+        if let Some(output) = leftover {
+            output.pass_on();
+        }
         self.requeue_front(requeue.into());
         tracing::debug!(
             pid = conn.pid,

@@ -6,18 +6,20 @@
 //! - `spawn.rs`: starting a worker (command, handshake, control block,
 //!   initializer);
 //! - this file: the slot, the loop, the pipeline's bookkeeping and tuning;
-//! - `feed.rs`: taking jobs and writing their requests;
-//! - `read.rs`: reading replies, taking back stranded requests;
+//! - `outbox.rs`: writing without ever blocking, and why that makes the
+//!   supervisor and its worker deadlock-free;
+//! - `feed.rs`: taking jobs and queueing their requests;
+//! - `read.rs`: waiting for and reading replies, taking back stranded
+//!   requests;
 //! - `blame.rs`: what a worker's death does to the jobs it had.
 
 mod blame;
 mod feed;
+mod outbox;
 mod read;
 mod spawn;
 
 use std::collections::{HashSet, VecDeque};
-use std::io::Write;
-use std::os::fd::AsFd;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, Weak};
@@ -25,9 +27,9 @@ use std::thread::JoinHandle as ThreadHandle;
 use std::time::{Duration, Instant};
 
 use super::job::ProcJob;
-use super::wire::{self, LogLevel, ToWorker};
+use super::wire::{LogLevel, ToWorker};
 use super::{ProcShared, os};
-use crate::error::BuildError;
+use crate::error::{BuildError, JobError};
 use crate::lifecycle::Lifecycle;
 use crate::sync::lock;
 use parpool_ipc::transfer::{ObjectId, ReleaseSink};
@@ -45,19 +47,12 @@ pub(crate) const MAX_PIPELINE: usize = 1024;
 /// worker takes it: no job waits behind a running one for longer. Twice
 /// [`PIPELINE_TARGET`], so a batch that runs as measured is never touched.
 const REVOKE_AFTER: Duration = Duration::from_millis(1);
-/// Unanswered request bytes allowed in the socket, well under its buffer
-/// (about 200 KiB on Linux). The supervisor writes and reads on one thread:
-/// if it could block writing while the worker blocks writing a reply, both
-/// would wait forever. Within this budget its writes always fit, so it gets
-/// back to reading. A request larger than the budget is sent only to an
-/// idle worker, which is reading and drains it. Revoked requests stay
-/// counted until the pipeline empties (the worker still has to read them).
-const PIPELINE_BYTES: usize = 64 * 1024;
-/// What one write costs the socket's buffer beyond its bytes: the kernel
-/// accounts each write's buffer (`skb`) at its true size, about 1 KiB more
-/// than a small payload. Counted against [`PIPELINE_BYTES`], so that many
-/// small writes cannot fill the socket while few bytes are in flight.
-const WRITE_COST: usize = 1024;
+/// Descriptors (shared objects) in the requests a worker has not answered,
+/// beyond those of the job at the head. The kernel limits descriptors in
+/// flight in Unix sockets per user (to its `RLIMIT_NOFILE`, `ETOOMANYREFS`
+/// past it), and every worker's socket counts: this keeps a large pool of
+/// jobs that each carry an object well under it.
+const FD_BUDGET: usize = 32;
 /// At most this many ids in one `Release` frame (about 1 KiB).
 const RELEASE_BATCH: usize = 64;
 /// An idle supervisor whose worker keeps shared objects looks for
@@ -65,7 +60,7 @@ const RELEASE_BATCH: usize = 64;
 const RELEASE_POLL: Duration = Duration::from_millis(50);
 
 /// What other threads may do to a slot: read its worker's pid, and kill the
-/// worker if it is running a given job (cancel, timeout).
+/// worker for a job that was cancelled or timed out while it ran.
 #[derive(Debug, Default)]
 pub(crate) struct SlotCtl {
     state: Mutex<SlotState>,
@@ -73,34 +68,42 @@ pub(crate) struct SlotCtl {
 
 #[derive(Debug, Default)]
 struct SlotState {
+    /// The worker's pid while it is attached. The supervisor detaches a
+    /// worker before reaping it, so a pid read here under the lock cannot
+    /// belong to another process yet.
     pid: Option<u32>,
-    /// Readable once the worker exited.
-    pidfd: Option<std::os::fd::OwnedFd>,
+    /// Counts this slot's workers: a job remembers which one it went to.
+    worker: u64,
     /// The job at the head of the worker's pipeline (0: none).
     head: u64,
     /// Why the pool killed the worker, and for which job, if it did.
     killed: Option<(u64, KillReason)>,
+    /// A kill asked for a job behind the head: done when the job heads the
+    /// pipeline, so that the replies of the jobs the worker finished
+    /// before it are not lost with the worker.
+    kill_at: Option<(u64, KillReason)>,
 }
 
 impl SlotCtl {
     /// The worker's pid, unless it has exited.
     pub(crate) fn live_pid(&self) -> Option<u32> {
         let st = lock(&self.state);
-        let exited = st
-            .pidfd
-            .as_ref()
-            .is_some_and(|fd| os::readable(fd.as_fd(), None));
-        st.pid.filter(|_| !exited)
+        st.pid.filter(|&pid| !os::exited(pid))
     }
 
-    /// Kills the worker if it is running `job`.
-    pub(crate) fn kill_if_running(&self, job: u64, why: KillReason) {
+    /// Kills worker `worker` of this slot, which was running `job` when
+    /// the job was cancelled or timed out: at once if the job heads its
+    /// pipeline, else as soon as it does. Nothing if that worker is gone.
+    pub(crate) fn kill_for(&self, worker: u64, job: u64, why: KillReason) {
         let mut st = lock(&self.state);
-        if st.head == job
-            && let Some(pid) = st.pid
-        {
+        let Some(pid) = st.pid.filter(|_| st.worker == worker) else {
+            return;
+        };
+        if st.head == job {
             os::kill(pid);
             st.killed = Some((job, why));
+        } else {
+            st.kill_at = Some((job, why));
         }
     }
 
@@ -114,23 +117,36 @@ impl SlotCtl {
     }
 
     fn set_head(&self, job: u64) {
-        lock(&self.state).head = job;
+        let mut st = lock(&self.state);
+        st.head = job;
+        if let Some((at, why)) = st.kill_at
+            && at == job
+            && let Some(pid) = st.pid
+        {
+            os::kill(pid);
+            st.killed = Some((job, why));
+            st.kill_at = None;
+        }
     }
 
-    fn attach(&self, conn: &mut Conn) {
+    /// Attaches a new worker; returns its number.
+    fn attach(&self, conn: &Conn) -> u64 {
         let mut st = lock(&self.state);
         st.pid = Some(conn.pid);
-        st.pidfd = conn.pidfd.take();
+        st.worker += 1;
         st.head = 0;
         st.killed = None;
+        st.kill_at = None;
+        st.worker
     }
 
-    /// Forgets the worker (gone); returns why the pool killed it, if it did.
+    /// Forgets the worker (gone, or about to be reaped); returns why the
+    /// pool killed it, if it did.
     fn detach(&self) -> Option<(u64, KillReason)> {
         let mut st = lock(&self.state);
         st.pid = None;
-        st.pidfd = None;
         st.head = 0;
+        st.kill_at = None;
         st.killed.take()
     }
 }
@@ -151,7 +167,7 @@ impl Slot {
         let thread = std::thread::Builder::new()
             .name(format!("{}-sup-{index}", shared.config.name))
             .spawn(move || {
-                let mut conn = match Conn::spawn(&shared.config) {
+                let conn = match Conn::spawn(&shared.config) {
                     Ok(conn) => conn,
                     Err(e) => {
                         let _ = tell.send(Err(match e {
@@ -161,9 +177,10 @@ impl Slot {
                         return;
                     }
                 };
-                c.attach(&mut conn);
+                let mut sup = Supervisor::new(shared, c);
+                sup.attach(conn);
                 let _ = tell.send(Ok(()));
-                Supervisor::new(shared, c, conn).run();
+                sup.run();
             })
             .map_err(|source| BuildError::Spawn { index, source })?;
         Ok(Slot {
@@ -219,17 +236,25 @@ struct Sent {
     /// Its claim cell's sequence number.
     seq: u64,
     at: Instant,
-    bytes: usize,
+    /// Descriptors it carried.
+    fds: usize,
 }
 
 struct Supervisor {
     shared: Arc<ProcShared>,
     ctl: Arc<SlotCtl>,
     conn: Option<Conn>,
-    /// In the order written; the worker answers in that order.
+    /// Which of the slot's workers `conn` is (see [`SlotCtl::attach`]).
+    worker: u64,
+    /// Its pid (kept after it is gone, for log events read late).
+    worker_pid: u32,
+    /// In the order written; the worker answers in that order (every
+    /// request but those taken back, which leave this list at once).
     in_flight: VecDeque<Sent>,
-    /// Request bytes written and not yet known to be read.
-    in_flight_bytes: usize,
+    /// Descriptors carried by the requests in flight.
+    fds_in_flight: usize,
+    /// Whether the head of the pipeline is counted in `running`.
+    head_counted: bool,
     /// Set when requests were taken back: nothing more is pipelined
     /// behind the running job until the pipeline empties.
     held: bool,
@@ -247,7 +272,7 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn new(shared: Arc<ProcShared>, ctl: Arc<SlotCtl>, conn: Conn) -> Self {
+    fn new(shared: Arc<ProcShared>, ctl: Arc<SlotCtl>) -> Self {
         let releases = Arc::new(Releases {
             ids: Mutex::new(Vec::new()),
             pool: Arc::downgrade(&shared),
@@ -258,14 +283,35 @@ impl Supervisor {
             kept: HashSet::new(),
             shared,
             ctl,
-            conn: Some(conn),
+            conn: None,
+            worker: 0,
+            worker_pid: 0,
             in_flight: VecDeque::new(),
-            in_flight_bytes: 0,
+            fds_in_flight: 0,
+            head_counted: false,
             held: false,
             avg_ns: f64::INFINITY,
             head_since: Instant::now(),
             buf: Vec::new(),
         }
+    }
+
+    /// Takes `conn` as the slot's worker.
+    fn attach(&mut self, conn: Conn) {
+        self.worker = self.ctl.attach(&conn);
+        self.worker_pid = conn.pid;
+        self.conn = Some(conn);
+        self.shared.live_workers.fetch_add(1, Relaxed);
+        self.avg_ns = f64::INFINITY;
+        self.held = false;
+        // A new worker keeps nothing yet.
+        self.kept.clear();
+    }
+
+    /// Lets the worker go (it is gone, or about to be reaped).
+    fn detach(&mut self) -> Option<(u64, KillReason)> {
+        self.shared.live_workers.fetch_sub(1, Relaxed);
+        self.ctl.detach()
     }
 
     fn depth(&self) -> usize {
@@ -298,17 +344,27 @@ impl Supervisor {
                 }
                 continue;
             }
-            self.wait_for_reply();
-            self.read_one();
+            if self.wait_for_reply() {
+                self.read_one();
+            }
         }
     }
 
-    /// Puts jobs back at the front of the queue, in their order.
+    /// Puts jobs back at the front of the queue, in their order (or, once
+    /// `shutdown_now` was called, resolves them `Cancelled`: they never
+    /// started).
     fn requeue_front(&self, jobs: VecDeque<Arc<dyn ProcJob>>) {
         if jobs.is_empty() {
             return;
         }
         let mut q = self.shared.lock();
+        if q.state == Lifecycle::Cancelling {
+            drop(q);
+            for job in jobs {
+                job.abandon(JobError::Cancelled);
+            }
+            return;
+        }
         for job in jobs.into_iter().rev() {
             job.requeued();
             q.jobs.push_front(job);
@@ -322,21 +378,42 @@ impl Supervisor {
 
     fn push_sent(&mut self, sent: Sent) {
         self.shared.counters.in_flight.fetch_add(1, Relaxed);
+        self.fds_in_flight += sent.fds;
         self.in_flight.push_back(sent);
         if self.in_flight.len() == 1 {
-            self.start_head();
+            self.head_changed();
+        }
+    }
+
+    /// Removes a request from the pipeline's bookkeeping (answered, taken
+    /// back, or settled after a death).
+    fn forget(&mut self, sent: &Sent) {
+        self.shared.counters.in_flight.fetch_sub(1, Relaxed);
+        self.fds_in_flight -= sent.fds;
+        if self.in_flight.is_empty() {
+            self.held = false;
         }
     }
 
     /// The job at the head of the pipeline is the one the worker runs
-    /// next (or now): cancel and timeout kill the worker for it.
-    fn start_head(&mut self) {
+    /// next (or now): it counts as running, its timeout starts, and a kill
+    /// asked for it happens now.
+    fn head_changed(&mut self) {
         self.head_since = Instant::now();
-        match self.in_flight.front() {
-            Some(sent) => {
-                self.ctl.set_head(sent.job.id());
+        let head = self.in_flight.front().map(|s| s.job.clone());
+        let counted = head.is_some();
+        if counted != self.head_counted {
+            if counted {
                 self.shared.counters.running.fetch_add(1, Relaxed);
-                sent.job.clone().arm_timeout();
+            } else {
+                self.shared.counters.running.fetch_sub(1, Relaxed);
+            }
+            self.head_counted = counted;
+        }
+        match head {
+            Some(job) => {
+                self.ctl.set_head(job.id());
+                job.arm_timeout();
             }
             None => self.ctl.set_head(0),
         }
@@ -345,24 +422,21 @@ impl Supervisor {
     /// Removes the head of the pipeline (answered, or settled otherwise).
     fn finish_head(&mut self) -> Option<Arc<dyn ProcJob>> {
         let sent = self.in_flight.pop_front()?;
-        self.shared.counters.in_flight.fetch_sub(1, Relaxed);
-        self.shared.counters.running.fetch_sub(1, Relaxed);
-        self.in_flight_bytes = if self.in_flight.is_empty() {
-            // Nothing in flight: the worker has no reply to write, so it
-            // reads whatever is still in the socket (`Release` frames,
-            // revoked requests) and the budget starts afresh.
-            self.held = false;
-            0
-        } else {
-            self.in_flight_bytes.saturating_sub(sent.bytes)
-        };
+        self.forget(&sent);
         Some(sent.job)
     }
 
     /// Starts a replacement worker. `false`: the pool is closing and has
     /// nothing left to run, so the slot can stop.
+    ///
+    /// While no worker can be started (the descriptor or process limit
+    /// reached, say), jobs wait in the queue, where the pool's other
+    /// workers take them. If the pool has no worker at all for
+    /// `start_timeout`, the queued jobs fail with [`JobError::NoWorker`]:
+    /// they never started.
     fn respawn(&mut self) -> bool {
         let mut delay = Duration::from_millis(10);
+        let since = Instant::now();
         loop {
             {
                 let q = self.shared.lock();
@@ -371,29 +445,25 @@ impl Supervisor {
                 }
             }
             match Conn::spawn(&self.shared.config) {
-                Ok(mut conn) => {
-                    self.ctl.attach(&mut conn);
-                    self.conn = Some(conn);
-                    self.avg_ns = f64::INFINITY;
-                    self.held = false;
-                    // A new worker keeps nothing yet.
-                    self.kept.clear();
+                Ok(conn) => {
+                    self.attach(conn);
                     return true;
                 }
                 Err(e) => {
-                    // Fail one queued job with the reason, so that a pool
-                    // that cannot start workers reports it instead of hanging.
-                    let job = self.shared.lock().jobs.pop_front();
-                    if let Some(job) = job {
-                        let detail = Some(format!("could not start a worker: {e}"));
-                        if job.abandon(crate::error::JobError::Crashed {
-                            status: crate::error::ExitStatus::Unknown,
-                            detail,
-                        }) {
-                            self.shared.counters.failed.fetch_add(1, Relaxed);
+                    tracing::error!(error = %e, "could not start a worker process; retrying");
+                    let waited = since.elapsed();
+                    if waited >= self.shared.config.start_timeout
+                        && self.shared.live_workers.load(Relaxed) == 0
+                    {
+                        let jobs: Vec<_> = self.shared.lock().jobs.drain(..).collect();
+                        for job in jobs {
+                            job.abandon(JobError::NoWorker {
+                                detail: format!(
+                                    "no worker process could be started for {waited:.1?}: {e}"
+                                ),
+                            });
                         }
                     }
-                    tracing::error!(error = %e, "could not start a worker process; retrying");
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_secs(1));
                 }
@@ -403,31 +473,28 @@ impl Supervisor {
 
     /// Asks the worker to exit and reaps it.
     fn retire_worker(&mut self) {
-        if let Some(mut conn) = self.conn.take() {
-            let _ = wire::write_frame(&mut conn.writer, &ToWorker::Exit);
-            let _ = conn.writer.flush();
-            // An idle worker exits at once on `Exit`; poll with a growing
-            // pause, and kill it if it has not gone within five seconds.
-            let deadline = Instant::now() + Duration::from_secs(5);
-            let mut pause = Duration::from_micros(20);
-            loop {
-                match conn.child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if Instant::now() >= deadline => {
-                        let _ = conn.child.kill();
-                        let _ = conn.child.wait();
-                        break;
-                    }
-                    Ok(None) => {
-                        std::thread::sleep(pause);
-                        pause = (pause * 2).min(Duration::from_millis(5));
-                    }
-                }
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let _ = conn.outbox.push(&ToWorker::Exit);
+        let _ = conn.flush_all(Duration::from_secs(1));
+        // An idle worker exits at once on `Exit`; poll with a growing
+        // pause, and kill it if it has not gone within five seconds.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut pause = Duration::from_micros(20);
+        while !os::exited(conn.pid) {
+            if Instant::now() >= deadline {
+                os::kill(conn.pid);
+                break;
             }
-            if let Some(output) = conn.leftover_output() {
-                output.pass_on();
-            }
-            self.ctl.detach();
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
+        // Detached before it is reaped: no kill can reach a reused pid.
+        self.detach();
+        let _ = conn.child.wait();
+        if let Some(output) = conn.leftover_output() {
+            output.pass_on();
         }
     }
 }

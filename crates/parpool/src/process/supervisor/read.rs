@@ -1,14 +1,18 @@
-//! Reading a worker's replies, and taking back the requests that wait
-//! unclaimed behind a running job.
+//! Waiting for a worker's replies (while the outbox drains), reading them,
+//! and taking back the requests that wait unclaimed behind a running job.
 
 use std::collections::VecDeque;
-use std::os::fd::AsFd;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use super::super::control::Cell;
+use super::super::fdpass::TakeFds;
 use super::super::os;
 use super::super::wire::{self, FromWorker};
 use super::{KillReason, REVOKE_AFTER, Supervisor, emit_log};
+
+/// How long a supervisor waits before it offers the kernel descriptors
+/// again after it refused them (too many in flight for this user).
+const STALL_RETRY: Duration = Duration::from_millis(1);
 
 impl Supervisor {
     /// When the oldest request behind the head of the pipeline that the
@@ -16,39 +20,50 @@ impl Supervisor {
     /// the running job. (The head itself waits for nothing but the worker:
     /// it is never taken back.)
     ///
-    /// The worker claims in order, so the claimed requests are a prefix of
-    /// the pipeline: a binary search reads a few claim cells, not one per
-    /// request (each may be a cache miss on another core's line).
+    /// The worker claims in order, so the requests it has passed are a
+    /// prefix of the pipeline: a binary search reads a few claim cells, not
+    /// one per request (each may be a cache miss on another core's line).
+    /// A request a cancel withdrew may sit among those still offered and
+    /// blur the boundary by a few; it only moves when the take-back runs,
+    /// which swaps each cell anyway.
     fn oldest_unclaimed(&self) -> Option<Instant> {
         let conn = self.conn.as_ref()?;
-        let claimed = self
+        let passed = self
             .in_flight
-            .partition_point(|s| conn.control.is_claimed(s.seq));
-        self.in_flight.get(claimed.max(1)).map(|s| s.at)
+            .partition_point(|s| conn.control.state(s.seq) != Cell::Offered);
+        self.in_flight.get(passed.max(1)).map(|s| s.at)
     }
 
-    /// Waits for the worker's next reply; while requests wait unclaimed
-    /// behind the running job, waits at most until the oldest has waited
-    /// [`REVOKE_AFTER`], then takes them back.
-    pub(super) fn wait_for_reply(&mut self) {
+    /// Waits until a reply can be read (`true`), sending the outbox as the
+    /// socket takes it meanwhile. Returns `false` without a reply when it
+    /// took back requests stranded behind the running job (they waited
+    /// [`REVOKE_AFTER`] unclaimed), so that the caller feeds again.
+    pub(super) fn wait_for_reply(&mut self) -> bool {
         loop {
+            self.flush();
             let Some(conn) = self.conn.as_ref() else {
-                return;
+                return false;
             };
             if !conn.reader.buffer().is_empty() {
-                return;
+                return true;
             }
-            let Some(oldest) = self.oldest_unclaimed() else {
-                return;
-            };
-            let now = Instant::now();
-            let due = oldest + REVOKE_AFTER;
-            if now >= due {
-                self.revoke_unclaimed();
-                return;
+            let mut timeout: Option<Duration> = None;
+            if let Some(oldest) = self.oldest_unclaimed() {
+                let due = oldest + REVOKE_AFTER;
+                let now = Instant::now();
+                if now >= due {
+                    self.revoke_unclaimed();
+                    return false;
+                }
+                timeout = Some(due - now);
             }
-            if os::readable(conn.reader.get_ref().as_fd(), Some(due - now)) {
-                return;
+            let conn = self.conn.as_ref().expect("checked above");
+            let write = !conn.outbox.is_empty() && !conn.outbox.is_stalled();
+            if conn.outbox.is_stalled() {
+                timeout = Some(timeout.map_or(STALL_RETRY, |t| t.min(STALL_RETRY)));
+            }
+            if os::wait_socket(conn.socket(), write, timeout).readable {
+                return true;
             }
         }
     }
@@ -56,23 +71,33 @@ impl Supervisor {
     /// Takes back every request behind the head that the worker has not
     /// claimed (newest first, so what is left is what it claimed: it claims
     /// in order) and puts them at the front of the pool's queue, in their
-    /// order.
+    /// order. Requests a cancel withdrew stay: the worker answers those.
     fn revoke_unclaimed(&mut self) {
         let Some(conn) = self.conn.as_ref() else {
             return;
         };
+        let control = conn.control.clone();
         let mut taken = VecDeque::new();
+        let mut withdrawn = VecDeque::new();
         while self.in_flight.len() > 1 {
             let Some(last) = self.in_flight.back() else {
                 break;
             };
-            if !conn.control.revoke(last.seq) {
+            let seq = last.seq;
+            if control.revoke(seq) {
+                if let Some(sent) = self.in_flight.pop_back() {
+                    self.forget(&sent);
+                    taken.push_front(sent.job);
+                }
+            } else if control.state(seq) == Cell::Withdrawn {
+                withdrawn.extend(self.in_flight.pop_back());
+            } else {
                 break;
             }
-            if let Some(sent) = self.in_flight.pop_back() {
-                self.shared.counters.in_flight.fetch_sub(1, Relaxed);
-                taken.push_front(sent.job);
-            }
+        }
+        // Back in their places, behind what the worker claimed.
+        while let Some(sent) = withdrawn.pop_back() {
+            self.in_flight.push_back(sent);
         }
         if taken.is_empty() {
             return;
@@ -93,75 +118,20 @@ impl Supervisor {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        let frame = wire::read_frame::<_, FromWorker>(
-            &mut conn.reader,
-            self.shared.config.max_payload as usize + 4096,
-            &mut self.buf,
-        );
-        let pid = conn.pid;
-        match frame {
-            Ok(Some(FromWorker::Done {
-                id,
-                shared,
-                nanos,
-                result,
-                output,
-            })) => {
-                let result = match result {
-                    Ok(bytes) => match super::super::fdpass::TakeFds::take_fds(
-                        conn.reader.get_mut(),
-                        shared as usize,
-                    ) {
-                        Ok(fds) => Ok((bytes.0, fds)),
-                        Err(_) => {
-                            // Descriptors lost in transit: the stream is
-                            // out of step, so the worker is replaced.
-                            self.ctl.kill(KillReason::Protocol("lost descriptors"));
-                            self.worker_lost();
-                            return;
-                        }
-                    },
-                    Err(e) => Err(e),
-                };
-                conn.jobs_done += 1;
-                let took = Duration::from_nanos(nanos);
-                // What a job costs this pipeline: from the moment it headed
-                // the pipeline to its reply, round trip included (replies
-                // come in batches, so a batch's first reply carries it).
-                let ns = self.head_since.elapsed().as_nanos() as f64;
-                self.avg_ns = if self.avg_ns.is_finite() {
-                    0.8 * self.avg_ns + 0.2 * ns
-                } else {
-                    ns
-                };
-                if self.in_flight.front().is_none_or(|s| s.job.id() != id) {
-                    // Out of order: the stream cannot be trusted.
-                    tracing::error!(pid, id, "worker replied out of order; replacing it");
-                    self.ctl.kill(KillReason::Protocol("replied out of order"));
-                    return;
+        let limit = self.shared.config.max_payload as usize + 4096;
+        match wire::read_frame::<_, FromWorker>(&mut conn.reader, limit, &mut self.buf) {
+            Ok(Some(frame)) => {
+                // Counted whole, for the reply log (`reply_log.rs`).
+                conn.received += 4 + self.buf.len() as u64;
+                if let Err(why) = self.on_frame(frame, Source::Socket) {
+                    tracing::error!(
+                        pid = self.worker_pid,
+                        why,
+                        "worker broke the protocol; replacing it"
+                    );
+                    self.ctl.kill(KillReason::Protocol(why));
+                    self.worker_lost();
                 }
-                if let Some(job) = self.finish_head() {
-                    if let Some(output) = output {
-                        job.set_output(output);
-                    }
-                    let counter = if job.complete(result, took) {
-                        &self.shared.counters.completed
-                    } else {
-                        &self.shared.counters.failed
-                    };
-                    counter.fetch_add(1, Relaxed);
-                    self.start_head();
-                }
-            }
-            Ok(Some(FromWorker::Log {
-                job,
-                level,
-                target,
-                message,
-            })) => emit_log(pid, job, level, &target, &message),
-            Ok(Some(FromWorker::Hello { .. })) => {
-                tracing::error!(pid, "worker said hello twice; replacing it");
-                self.ctl.kill(KillReason::Protocol("said hello twice"));
             }
             Ok(None) => self.worker_lost(),
             Err(e) => {
@@ -173,4 +143,92 @@ impl Supervisor {
             }
         }
     }
+
+    /// Acts on one frame from the worker, read from the socket or, after
+    /// its death, from its reply log. `Err`: the worker broke the protocol
+    /// in the way given.
+    pub(super) fn on_frame(
+        &mut self,
+        frame: FromWorker,
+        source: Source,
+    ) -> Result<(), &'static str> {
+        let pid = self.worker_pid;
+        match frame {
+            FromWorker::Done {
+                id,
+                shared,
+                nanos,
+                result,
+                output,
+            } => {
+                let result = match result {
+                    Ok(bytes) => {
+                        let fds = match (source, self.conn.as_mut()) {
+                            (Source::Socket, Some(conn)) => {
+                                TakeFds::take_fds(conn.reader.get_mut(), shared as usize)
+                            }
+                            _ => TakeFds::take_fds(&mut &[][..], shared as usize),
+                        };
+                        // Descriptors lost in transit (or with a dead
+                        // worker): the stream is out of step.
+                        Ok((bytes.0, fds.map_err(|_| "lost descriptors")?))
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Some(conn) = self.conn.as_mut() {
+                    conn.jobs_done += 1;
+                }
+                let took = Duration::from_nanos(nanos);
+                // What a job costs this pipeline: from the moment it headed
+                // the pipeline to its reply, round trip included (replies
+                // come in batches, so a batch's first reply carries it).
+                let ns = self.head_since.elapsed().as_nanos() as f64;
+                self.avg_ns = if self.avg_ns.is_finite() {
+                    0.8 * self.avg_ns + 0.2 * ns
+                } else {
+                    ns
+                };
+                if !self.heads(id) {
+                    return Err("replied out of order");
+                }
+                if let Some(job) = self.finish_head() {
+                    if let Some(output) = output {
+                        job.set_output(output);
+                    }
+                    job.complete(result, took);
+                    self.head_changed();
+                }
+            }
+            FromWorker::Skipped { id } => {
+                // Withdrawn by a cancel, which resolved it.
+                if !self.heads(id) {
+                    return Err("replied out of order");
+                }
+                self.finish_head();
+                self.head_changed();
+            }
+            FromWorker::Log {
+                job,
+                level,
+                target,
+                message,
+            } => emit_log(pid, job, level, &target, &message),
+            FromWorker::Hello { .. } => return Err("said hello twice"),
+        }
+        Ok(())
+    }
+
+    /// Whether job `id` heads the pipeline (the reply the worker owes next).
+    fn heads(&self, id: u64) -> bool {
+        self.in_flight.front().is_some_and(|s| s.job.id() == id)
+    }
+}
+
+/// Where a frame was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Source {
+    /// The worker's socket.
+    Socket,
+    /// A dead worker's reply log: its descriptors died with it.
+    Log,
 }

@@ -2,11 +2,12 @@
 //! block, and the initializer.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::io::{self, BufReader};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use super::super::capture::{self, CapturedOutput};
 use super::super::control::Control;
@@ -14,6 +15,7 @@ use super::super::fdpass::FdStream;
 use super::super::wire::{self, FromWorker, ToWorker};
 use super::super::{Config, WorkerOutput, os};
 use super::emit_log;
+use super::outbox::{Flushed, Outbox};
 use crate::error::{CodecStage, JobError};
 use crate::process::registry::Sharing;
 use parpool_ipc::transfer::{ShareFd, SharedObject};
@@ -42,25 +44,33 @@ impl From<io::Error> for StartError {
     }
 }
 
-/// A live worker process and the two ends of its socket.
+/// A live worker process and our end of its socket.
+///
+/// The parent holds three descriptors per worker: the socket, the control
+/// block and the chunk journal (plus one per captured stream). A pool of
+/// `n` workers needs `3n` descriptors beyond what the program holds, and
+/// a few more while a replacement starts.
 pub(super) struct Conn {
     pub(super) child: Child,
+    /// The socket, read through here; written through `outbox`.
     pub(super) reader: BufReader<FdStream>,
-    pub(super) writer: BufWriter<UnixStream>,
+    pub(super) outbox: Outbox,
     pub(super) pid: u32,
-    /// Readable once the worker has exited (reaped or not); handed to the
-    /// slot's control block when the worker is attached.
-    pub(super) pidfd: Option<OwnedFd>,
+    /// Bytes of whole frames read from the socket (`reply_log.rs`).
+    pub(super) received: u64,
     pub(super) jobs_done: u64,
     /// The sequence number of the next request (claims, see `Control`).
     pub(super) next_seq: u64,
     /// Our descriptors of the worker's capture files (stdout, stderr).
     capture: [Option<File>; 2],
-    /// Claims, the running job and item, shared with the worker.
+    /// Claims, shared with the worker.
     pub(super) control: Control,
     /// The worker's chunk journal, which we read only after it died.
     pub(super) journal: File,
 }
+
+/// Held while a worker process is started (see [`Conn::spawn`]).
+static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The chunk journal's descriptor, sent to the worker with its control block.
 struct JournalFd(File);
@@ -75,23 +85,32 @@ impl Conn {
     /// Starts a worker and waits for it to say hello, hands it its control
     /// block, and runs the pool's initializer in it.
     pub(super) fn spawn(config: &Config) -> Result<Conn, StartError> {
-        let (ours, theirs) = UnixStream::pair()?;
-        let capture = [capture_file(config.stdout)?, capture_file(config.stderr)?];
-        let mut cmd = command(config, &capture)?;
-        cmd.stdin(Stdio::from(OwnedFd::from(theirs)));
-        let mut child = cmd.spawn()?;
-        // Our copy of the worker's end must be closed, or its death would
-        // never show as end-of-file here.
-        drop(cmd);
+        let (ours, capture, mut child) = {
+            // One worker at a time through the part that holds descriptors
+            // only while it lasts (the worker's end of the socket, the
+            // pipe that reports a failed exec): a pool's workers start
+            // together, and their passing needs must not add up against
+            // the descriptor limit.
+            let _one_at_a_time = crate::sync::lock(&STARTING);
+            let (ours, theirs) = UnixStream::pair()?;
+            let capture = [capture_file(config.stdout)?, capture_file(config.stderr)?];
+            let mut cmd = command(config, &capture)?;
+            cmd.stdin(Stdio::from(OwnedFd::from(theirs)));
+            let child = cmd.spawn()?;
+            // Our copy of the worker's end must be closed, or its death
+            // would never show as end-of-file here.
+            drop(cmd);
+            (ours, capture, child)
+        };
         let pid = child.id();
         // Made while the worker starts up, before waiting for its hello.
         let started = Control::new()
             .and_then(|control| Ok((control, parpool_ipc::transfer::Journal::create_file()?)))
             .and_then(|(control, journal)| {
-                let (reader, writer) = handshake(&ours, config)?;
-                Ok((reader, writer, control, journal))
+                let (reader, received) = handshake(ours, config)?;
+                Ok((reader, received, control, journal))
             });
-        let (reader, writer, control, journal) = match started {
+        let (reader, received, control, journal) = match started {
             Ok(parts) => parts,
             Err(e) => {
                 let _ = child.kill();
@@ -104,18 +123,18 @@ impl Conn {
             }
         };
         let mut conn = Conn {
-            pidfd: os::pidfd(pid).ok(),
             child,
             reader,
-            writer,
+            outbox: Outbox::default(),
             pid,
+            received,
             jobs_done: 0,
             next_seq: 1,
             capture,
             control,
             journal,
         };
-        if let Err(e) = conn.send_control() {
+        if let Err(e) = conn.send_control(config) {
             let _ = conn.child.kill();
             let _ = conn.child.wait();
             return Err(e.into());
@@ -125,12 +144,29 @@ impl Conn {
             let _ = conn.child.wait();
             return Err(e);
         }
-        ours.set_read_timeout(None)?;
+        conn.reader.get_ref().socket().set_read_timeout(None)?;
         Ok(conn)
     }
 
+    /// Our end of the socket.
+    pub(super) fn socket(&self) -> BorrowedFd<'_> {
+        self.reader.get_ref().as_fd()
+    }
+
+    /// Sends what the outbox holds, as far as the socket takes it now.
+    pub(super) fn flush(&mut self) -> io::Result<Flushed> {
+        self.outbox.flush(self.reader.get_ref().as_fd())
+    }
+
+    /// Sends all the outbox holds, to a worker that is reading, waiting
+    /// at most `patience`.
+    pub(super) fn flush_all(&mut self, patience: Duration) -> io::Result<()> {
+        self.outbox
+            .flush_all(self.reader.get_ref().as_fd(), patience)
+    }
+
     /// Sends the control block and the chunk journal, before any job.
-    fn send_control(&mut self) -> io::Result<()> {
+    fn send_control(&mut self, config: &Config) -> io::Result<()> {
         let encoded = crate::codec::encode(CodecStage::EncodeInput, self.control.mem())
             .map_err(io::Error::other)?;
         let mut shared = encoded.shared;
@@ -140,8 +176,8 @@ impl Conn {
             shared: shared_count(&shared)?,
             input: encoded.bytes,
         };
-        wire::write_frame_with_fds(&mut self.writer, &msg, &shared)?;
-        self.writer.flush()
+        self.outbox.push_with_fds(&msg, &shared)?;
+        self.flush_all(config.start_timeout)
     }
 
     /// Runs the pool's initializer, if it has one, and waits for its end.
@@ -154,12 +190,12 @@ impl Conn {
             shared: shared_count(&input.shared)?,
             input: input.bytes.clone(),
         };
-        let mut reply = wire::write_frame_with_fds(&mut self.writer, &init, &input.shared)
-            .and_then(|()| self.writer.flush())
+        let mut reply = self
+            .outbox
+            .push_with_fds(&init, &input.shared)
+            .and_then(|()| self.flush_all(config.start_timeout))
             .map_err(wire::FrameError::Io)
-            .and_then(|()| {
-                wire::read_frame::<_, FromWorker>(&mut self.reader, 1 << 20, &mut Vec::new())
-            });
+            .and_then(|()| self.read_counted());
         // The initializer may log before it answers.
         while let Ok(Some(FromWorker::Log {
             job,
@@ -169,7 +205,7 @@ impl Conn {
         })) = &reply
         {
             emit_log(self.pid, *job, *level, target, message);
-            reply = wire::read_frame::<_, FromWorker>(&mut self.reader, 1 << 20, &mut Vec::new());
+            reply = self.read_counted();
         }
         match reply {
             Ok(Some(FromWorker::Done {
@@ -187,6 +223,14 @@ impl Conn {
                 "the worker did not answer its initializer: {other:?}"
             )))),
         }
+    }
+
+    /// Reads one frame while the worker starts, counting its bytes.
+    fn read_counted(&mut self) -> Result<Option<FromWorker>, wire::FrameError> {
+        let mut buf = Vec::new();
+        let frame = wire::read_frame::<_, FromWorker>(&mut self.reader, 1 << 20, &mut buf)?;
+        self.received += 4 + buf.len() as u64;
+        Ok(frame)
     }
 
     /// What the worker's job wrote before the worker died.
@@ -239,19 +283,16 @@ fn command(config: &Config, capture: &[Option<File>; 2]) -> io::Result<Command> 
     Ok(cmd)
 }
 
-/// Waits (at most `start_timeout`) for the worker's hello.
-fn handshake(
-    ours: &UnixStream,
-    config: &Config,
-) -> io::Result<(BufReader<FdStream>, BufWriter<UnixStream>)> {
+/// Waits (at most `start_timeout`) for the worker's hello; returns the
+/// socket's reader and the bytes read.
+fn handshake(ours: UnixStream, config: &Config) -> io::Result<(BufReader<FdStream>, u64)> {
     ours.set_read_timeout(Some(config.start_timeout))?;
-    let mut reader = BufReader::with_capacity(64 * 1024, FdStream::new(ours.try_clone()?));
-    match wire::read_frame::<_, FromWorker>(&mut reader, 1 << 16, &mut Vec::new()) {
-        Ok(Some(FromWorker::Hello { .. })) => {}
-        other => return Err(io::Error::other(format!("it said {other:?}"))),
+    let mut reader = BufReader::with_capacity(64 * 1024, FdStream::new(ours));
+    let mut buf = Vec::new();
+    match wire::read_frame::<_, FromWorker>(&mut reader, 1 << 16, &mut buf) {
+        Ok(Some(FromWorker::Hello { .. })) => Ok((reader, 4 + buf.len() as u64)),
+        other => Err(io::Error::other(format!("it said {other:?}"))),
     }
-    let writer = BufWriter::with_capacity(64 * 1024, ours.try_clone()?);
-    Ok((reader, writer))
 }
 
 fn capture_file(o: WorkerOutput) -> io::Result<Option<File>> {

@@ -1,0 +1,178 @@
+//! The worker's reply stream, buffered in shared memory so that a worker's
+//! death loses no reply.
+//!
+//! A worker answers a batch of requests with one write: its replies wait
+//! in a buffer until no request is waiting (or the flusher thread's
+//! deadline). Were that buffer in the worker's heap, a worker killed with
+//! replies in it (the out-of-memory killer, a `kill -9`, a crash in the
+//! next job of the batch) would take jobs that *finished* down with it,
+//! and they could only be failed or run a second time. So the buffer is
+//! the reply log in the worker's control block (`control.rs`), which its
+//! supervisor maps too:
+//!
+//! - the worker appends a frame's bytes to the log, then counts them (one
+//!   store), and on flush writes the log to the socket, then empties it
+//!   and adds what it sent to the log's *base*: the number of bytes it has
+//!   sent on the socket in all;
+//! - the supervisor counts the bytes of the frames it has read; once the
+//!   worker is dead and the socket read to its end, the bytes the log holds
+//!   past that count are exactly the replies that never left, whole, in
+//!   order. It handles them as if they had come through the socket
+//!   (`supervisor/blame.rs`).
+//!
+//! A frame larger than the log, or one that carries descriptors, goes
+//! straight to the socket (descriptors cannot wait in memory). A worker
+//! killed in the middle of such a write, or between copying a frame into
+//! the log and counting it, still loses that one reply; the supervisor
+//! then treats its job as crashed after it finished (`blame.rs`, rule 4).
+
+use std::io::{self, Write};
+use std::os::fd::BorrowedFd;
+use std::os::unix::net::UnixStream;
+
+use super::control::{Control, LOG_CAP};
+use super::fdpass::{SendFds, send_with_fds};
+
+/// The worker's end of the socket, written through the reply log once the
+/// control block has arrived (before that, through a plain buffer).
+pub(crate) struct LogWriter {
+    socket: UnixStream,
+    log: Option<Control>,
+    /// Before the log: bytes not yet sent.
+    pending: Vec<u8>,
+    /// Before the log: bytes sent so far.
+    sent: u64,
+    /// The log's bytes, copied out to be written.
+    scratch: Vec<u8>,
+}
+
+impl LogWriter {
+    pub(crate) fn new(socket: UnixStream) -> Self {
+        LogWriter {
+            socket,
+            log: None,
+            pending: Vec::new(),
+            sent: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    fn direct(&mut self, bytes: &[u8]) -> io::Result<()> {
+        (&self.socket).write_all(bytes)?;
+        self.counted(bytes.len());
+        Ok(())
+    }
+
+    /// `n` bytes went out around the log.
+    fn counted(&mut self, n: usize) {
+        match &self.log {
+            Some(log) => log.log_sent_direct(n),
+            None => self.sent += n as u64,
+        }
+    }
+}
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let Some(log) = &self.log else {
+            self.pending.extend_from_slice(buf);
+            return Ok(buf.len());
+        };
+        if log.log_len() + buf.len() > LOG_CAP {
+            self.flush()?;
+        }
+        if buf.len() > LOG_CAP {
+            self.direct(buf)?;
+        } else if let Some(log) = &self.log {
+            log.log_append(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &self.log {
+            None => {
+                let pending = std::mem::take(&mut self.pending);
+                self.direct(&pending)
+            }
+            Some(log) => {
+                log.log_copy(&mut self.scratch);
+                if self.scratch.is_empty() {
+                    return Ok(());
+                }
+                (&self.socket).write_all(&self.scratch)?;
+                log.log_sent(self.scratch.len());
+                Ok(())
+            }
+        }
+    }
+}
+
+impl SendFds for LogWriter {
+    fn write_with_fds(&mut self, frame: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        self.flush()?;
+        send_with_fds(&self.socket, frame, fds)?;
+        self.counted(frame.len());
+        Ok(())
+    }
+
+    fn attach_log(&mut self, control: &Control) -> io::Result<()> {
+        self.flush()?;
+        control.log_attach(self.sent);
+        self.log = Some(control.clone());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn what_the_socket_missed_is_in_the_log_and_nothing_else() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let control = Control::new().unwrap();
+        let mut w = LogWriter::new(a);
+        w.write_all(b"hello").unwrap();
+        w.flush().unwrap();
+        w.attach_log(&control).unwrap();
+        w.write_all(b"one").unwrap();
+        w.flush().unwrap();
+        w.write_all(b"two").unwrap();
+        w.write_all(b"three").unwrap();
+        // The worker "dies" here: "two" and "three" never left.
+        drop(w);
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"helloone");
+        assert_eq!(control.log_unsent(got.len() as u64), b"twothree");
+        // Had the reader stopped inside the log (a frame cut short), what
+        // follows starts where it stopped.
+        assert_eq!(control.log_unsent(9), b"wothree");
+        assert!(
+            control.log_unsent(6).is_empty(),
+            "sent long ago, not logged"
+        );
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_log_goes_straight_to_the_socket_and_is_counted() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let control = Control::new().unwrap();
+        let mut w = LogWriter::new(a);
+        w.attach_log(&control).unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            b.read_to_end(&mut got).unwrap();
+            got
+        });
+        w.write_all(b"ab").unwrap();
+        w.write_all(&vec![7u8; LOG_CAP + 1]).unwrap();
+        w.write_all(b"cd").unwrap();
+        drop(w);
+        let got = reader.join().unwrap();
+        assert_eq!(got.len(), 2 + LOG_CAP + 1);
+        assert_eq!(control.log_unsent(got.len() as u64), b"cd");
+    }
+}

@@ -1,0 +1,333 @@
+//! What the supervisor has to say to its worker and the socket has not
+//! taken yet: frames queued in this process, sent without ever blocking.
+//!
+//! # Why the supervisor never blocks writing
+//!
+//! One thread per worker both writes requests and reads replies. Were it
+//! to block in a write while the worker blocks writing a reply, each
+//! would wait for the other for ever: the worker reads no request while
+//! it writes, the supervisor reads no reply while it writes. Byte budgets
+//! do not prevent this: the kernel charges each write's buffer at its true
+//! size, a write with descriptors is a buffer of its own, and the worker
+//! answers every request with a write of its own, so a count of bytes
+//! bounds neither direction. (Thousands of small requests each carrying a
+//! shared object filled both directions that way.)
+//!
+//! So the supervisor's writes are `sendmsg(MSG_DONTWAIT)`: what the socket
+//! does not take stays here, and goes when `poll` says the socket has room
+//! again. The argument, in full:
+//!
+//! 1. The supervisor blocks only (a) in `poll`, waiting for a reply *or*
+//!    for room to write (the rest of the outbox goes as soon as there is),
+//!    (b) reading the rest of a reply frame whose first bytes arrived, and
+//!    (c) waiting for jobs when it has nothing in flight.
+//! 2. The worker blocks only reading its next request (when it has nothing
+//!    else to do) and writing replies.
+//! 3. In (a) the supervisor drains the worker's writes; in (b) the worker
+//!    is finishing a frame it started, which needs nothing from us; in (c)
+//!    the worker has no reply left to write. A worker blocked reading gets
+//!    the outbox's bytes in (a).
+//!
+//! No wait in that list depends on another that depends back on it, so the
+//! pair cannot deadlock, whatever the mix of frame sizes, descriptors and
+//! counts. The outbox grows at most by the pipeline (at most
+//! `MAX_PIPELINE` requests, and `FD_BUDGET` descriptors beyond the head)
+//! plus `Release` frames.
+//!
+//! Descriptors ride on the first byte of the frame they belong to (a frame
+//! with more than `SCM_MAX_FD` of them spreads its groups over its first
+//! bytes, one group per byte); the reader finds them queued by the time it
+//! has read the frame (`fdpass.rs`).
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use parpool_ipc::transfer::SharedObject;
+use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+use serde::Serialize;
+
+use super::super::fdpass::MAX_FDS_PER_SEND;
+use super::super::wire;
+
+/// Bytes to send, and the descriptors that go with the first of them.
+struct Chunk {
+    bytes: Vec<u8>,
+    /// Sent with the first bytes (one group of at most `MAX_FDS_PER_SEND`
+    /// per byte); kept alive until sent.
+    fds: Vec<SharedObject>,
+    /// Bytes of `bytes` already sent.
+    sent: usize,
+}
+
+impl Chunk {
+    fn groups(&self) -> usize {
+        self.fds.len().div_ceil(MAX_FDS_PER_SEND)
+    }
+}
+
+/// Frames waiting to be sent (see the module docs).
+#[derive(Default)]
+pub(super) struct Outbox {
+    chunks: VecDeque<Chunk>,
+    /// Set when the kernel refused descriptors for now (`ETOOMANYREFS`:
+    /// too many in flight for this user): retry after a pause, not on
+    /// `POLLOUT`, which says nothing about that limit.
+    stalled: bool,
+}
+
+/// What [`Outbox::flush`] achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Flushed {
+    /// Everything went.
+    All,
+    /// The socket is full: wait for `POLLOUT`.
+    Full,
+    /// The kernel holds too many descriptors in flight: try again shortly.
+    Stalled,
+}
+
+impl Outbox {
+    /// Queues one frame.
+    pub(super) fn push<M: Serialize>(&mut self, msg: &M) -> io::Result<()> {
+        let tail = match self.chunks.back_mut() {
+            Some(tail) => tail,
+            None => {
+                self.chunks.push_back(Chunk {
+                    bytes: Vec::new(),
+                    fds: Vec::new(),
+                    sent: 0,
+                });
+                self.chunks.back_mut().expect("just pushed")
+            }
+        };
+        wire::write_frame(&mut tail.bytes, msg)
+    }
+
+    /// Queues one frame with the descriptors of `shared` attached.
+    pub(super) fn push_with_fds<M: Serialize>(
+        &mut self,
+        msg: &M,
+        shared: &[SharedObject],
+    ) -> io::Result<()> {
+        if shared.is_empty() {
+            return self.push(msg);
+        }
+        let mut bytes = Vec::new();
+        wire::write_frame(&mut bytes, msg)?;
+        // A frame holds at least one byte per descriptor it names (its
+        // index), so every group has a byte to ride on.
+        if shared.len().div_ceil(MAX_FDS_PER_SEND) > bytes.len() {
+            return Err(io::Error::other("more descriptors than frame bytes"));
+        }
+        self.chunks.push_back(Chunk {
+            bytes,
+            fds: shared.to_vec(),
+            sent: 0,
+        });
+        Ok(())
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    /// Whether the last flush met the kernel's descriptor limit.
+    pub(super) fn is_stalled(&self) -> bool {
+        self.stalled
+    }
+
+    /// Sends as much as the socket takes now, without waiting.
+    ///
+    /// # Errors
+    /// When the socket is broken (the worker is gone: the reader finds out
+    /// and settles its jobs).
+    pub(super) fn flush(&mut self, socket: BorrowedFd<'_>) -> io::Result<Flushed> {
+        self.stalled = false;
+        while let Some(chunk) = self.chunks.front_mut() {
+            if chunk.sent == chunk.bytes.len() {
+                self.chunks.pop_front();
+                continue;
+            }
+            // The `g`-th group of descriptors rides on the `g`-th byte; the
+            // last group takes the rest of the chunk with it.
+            let groups = chunk.groups();
+            let (end, group) = if chunk.sent < groups {
+                let g = chunk.sent;
+                let from = g * MAX_FDS_PER_SEND;
+                let to = (from + MAX_FDS_PER_SEND).min(chunk.fds.len());
+                let end = if g + 1 < groups {
+                    chunk.sent + 1
+                } else {
+                    chunk.bytes.len()
+                };
+                (end, Some(from..to))
+            } else {
+                (chunk.bytes.len(), None)
+            };
+            let part = &chunk.bytes[chunk.sent..end];
+            let fds: Vec<BorrowedFd<'_>> = group
+                .map(|r| chunk.fds[r].iter().map(|s| s.share_fd()).collect())
+                .unwrap_or_default();
+            match send(socket, part, &fds) {
+                Ok(n) => chunk.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::Full),
+                Err(e)
+                    if e.raw_os_error() == Some(rustix::io::Errno::TOOMANYREFS.raw_os_error()) =>
+                {
+                    self.stalled = true;
+                    return Ok(Flushed::Stalled);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Flushed::All)
+    }
+
+    /// Sends everything, waiting for room as long as `patience` allows:
+    /// for a worker known to be reading (starting up, or idle and told to
+    /// exit).
+    ///
+    /// # Errors
+    /// When the socket is broken, or the time is up.
+    pub(super) fn flush_all(
+        &mut self,
+        socket: BorrowedFd<'_>,
+        patience: std::time::Duration,
+    ) -> io::Result<()> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            match self.flush(socket)? {
+                Flushed::All => return Ok(()),
+                Flushed::Full | Flushed::Stalled => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the worker did not read what it was sent",
+                        ));
+                    }
+                    super::super::os::writable(
+                        socket,
+                        left.min(std::time::Duration::from_millis(1)),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// One `sendmsg` that does not wait, with `fds` attached.
+fn send(socket: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_SEND))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::Error::other("descriptor group does not fit its buffer"));
+    }
+    loop {
+        match rustix::net::sendmsg(
+            socket.as_fd(),
+            &[IoSlice::new(bytes)],
+            &mut control,
+            SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => return other.map_err(io::Error::from),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::fdpass::{FdStream, TakeFds};
+    use std::io::{BufReader, Read};
+    use std::os::unix::net::UnixStream;
+
+    fn memfd() -> SharedObject {
+        struct F(std::fs::File);
+        impl parpool_ipc::transfer::ShareFd for F {
+            fn share_fd(&self) -> BorrowedFd<'_> {
+                self.0.as_fd()
+            }
+        }
+        let fd = rustix::fs::memfd_create("t", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        std::sync::Arc::new(F(std::fs::File::from(fd)))
+    }
+
+    #[test]
+    fn a_full_socket_never_blocks_the_writer_and_loses_nothing() {
+        // Far more than the socket holds, half of the frames with
+        // descriptors, the other end not reading until everything is
+        // queued: every flush returns at once, and the reader then gets
+        // every frame and every descriptor, in order.
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut out = Outbox::default();
+        let objects: Vec<SharedObject> = (0..4).map(|_| memfd()).collect();
+        let mut full = false;
+        for i in 0..4000u32 {
+            if i % 2 == 0 {
+                out.push_with_fds(&(i, vec![7u8; 40]), &objects[..(i % 4 + 1) as usize])
+                    .unwrap();
+            } else {
+                out.push(&(i, vec![7u8; 40])).unwrap();
+            }
+            full |= out.flush(a.as_fd()).unwrap() != Flushed::All;
+        }
+        assert!(full, "the socket never filled: the test proves nothing");
+        let reader = std::thread::spawn(move || {
+            let mut r = BufReader::new(FdStream::new(b));
+            let mut buf = Vec::new();
+            let mut fds = 0;
+            for i in 0..4000u32 {
+                let (n, body): (u32, Vec<u8>) = wire::read_frame(&mut r, 1 << 20, &mut buf)
+                    .unwrap()
+                    .unwrap();
+                assert_eq!((n, body.len()), (i, 40));
+                if i % 2 == 0 {
+                    fds += r.take_fds((i % 4 + 1) as usize).unwrap().len();
+                }
+            }
+            let mut rest = Vec::new();
+            r.read_to_end(&mut rest).unwrap();
+            assert!(rest.is_empty());
+            fds
+        });
+        out.flush_all(a.as_fd(), std::time::Duration::from_secs(60))
+            .unwrap();
+        drop(a);
+        assert_eq!(
+            reader.join().unwrap(),
+            (0..4000).step_by(2).map(|i| i % 4 + 1).sum::<usize>()
+        );
+    }
+
+    #[test]
+    fn more_descriptors_than_one_message_carries_arrive_with_their_frame() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut out = Outbox::default();
+        let objects: Vec<SharedObject> = (0..600).map(|_| memfd()).collect();
+        out.push(&1u32).unwrap();
+        out.push_with_fds(&vec![3u8; 1000], &objects).unwrap();
+        out.push(&2u32).unwrap();
+        out.flush_all(a.as_fd(), std::time::Duration::from_secs(10))
+            .unwrap();
+        drop(a);
+        let mut r = BufReader::new(FdStream::new(b));
+        let mut buf = Vec::new();
+        assert_eq!(
+            wire::read_frame::<_, u32>(&mut r, 1 << 20, &mut buf).unwrap(),
+            Some(1)
+        );
+        let big: Vec<u8> = wire::read_frame(&mut r, 1 << 20, &mut buf)
+            .unwrap()
+            .unwrap();
+        assert_eq!(big.len(), 1000);
+        assert_eq!(r.take_fds(600).unwrap().len(), 600);
+        assert_eq!(
+            wire::read_frame::<_, u32>(&mut r, 1 << 20, &mut buf).unwrap(),
+            Some(2)
+        );
+    }
+}
