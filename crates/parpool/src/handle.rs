@@ -36,7 +36,7 @@ use crate::error::JobError;
 use crate::job::{CancelToken, Cancellable, JobId};
 use crate::output::CapturedOutput;
 use crate::panic;
-use crate::stats::Tally;
+use crate::stats::{Outcome, Tally};
 use crate::sync::{self, AtomicU8, Condvar, Mutex};
 
 const STARTED: u8 = 1;
@@ -163,25 +163,58 @@ impl<T> Inner<T> {
         self.flags.fetch_or(STARTED, sync::AcqRel) & RESOLVED == 0
     }
 
+    /// The pool that runs the job (0: none).
+    #[cfg_attr(parpool_loom, allow(dead_code))]
+    pub(crate) fn pool(&self) -> u64 {
+        self.pool
+    }
+
     /// Publishes `result` unless the job was already resolved; returns
     /// whether this call resolved it.
     pub(crate) fn resolve(&self, result: Result<T, JobError>) -> bool {
-        self.resolve_flags(result, RESOLVED)
+        self.resolve_flags(result, RESOLVED, |_| {})
+    }
+
+    /// [`resolve`](Self::resolve), counting the outcome with `count` if
+    /// this call resolved the job (before anyone waiting wakes).
+    pub(crate) fn resolve_counted(
+        &self,
+        result: Result<T, JobError>,
+        count: impl FnOnce(Outcome),
+    ) -> bool {
+        self.resolve_flags(result, RESOLVED, count)
     }
 
     /// Resolves with `err` and trips the cancel token; returns whether this
     /// call resolved the job.
     pub(crate) fn resolve_cancel(&self, err: JobError) -> bool {
-        self.resolve_flags(Err(err), RESOLVED | CANCEL)
+        self.resolve_flags(Err(err), RESOLVED | CANCEL, |_| {})
     }
 
-    fn resolve_flags(&self, result: Result<T, JobError>, bits: u8) -> bool {
+    /// [`resolve_cancel`](Self::resolve_cancel), counting as
+    /// [`resolve_counted`](Self::resolve_counted) does.
+    pub(crate) fn resolve_cancel_counted(
+        &self,
+        err: JobError,
+        count: impl FnOnce(Outcome),
+    ) -> bool {
+        self.resolve_flags(Err(err), RESOLVED | CANCEL, count)
+    }
+
+    fn resolve_flags(
+        &self,
+        result: Result<T, JobError>,
+        bits: u8,
+        count: impl FnOnce(Outcome),
+    ) -> bool {
         if self.flags.fetch_or(bits, sync::AcqRel) & RESOLVED != 0 {
             return false;
         }
+        let outcome = Outcome::of(&result);
         if let Some(tally) = &self.tally {
-            tally.resolved(&result);
+            tally.count(outcome);
         }
+        count(outcome);
         self.settle(result, true);
         true
     }

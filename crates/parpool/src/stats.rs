@@ -2,8 +2,11 @@
 //! and the [`Tally`] that counts each job once, when it is resolved.
 //!
 //! A job's outcome is counted by whoever resolves its handle, at the
-//! moment of resolving it (`handle.rs`, `Inner::resolve_flags`): a worker
-//! publishing a value, a cancel, a timeout, a crash, a shutdown. Exactly
+//! moment of resolving it and before anyone waiting on the handle wakes
+//! (`handle.rs`, `Inner::resolve_flags`): a worker publishing a value, a
+//! cancel, a timeout, a crash, a shutdown. (A process job's state holds
+//! its pool's tally; a thread job's resolver finds it, so that the
+//! thread pool's hot path clones no pointer per job: `thread/worker.rs`.) Exactly
 //! one resolver wins, so each job is counted exactly once and in the
 //! category of the result its handle holds. Submissions are counted when
 //! the handle is made. So at rest `submitted` is the sum of the four
@@ -75,6 +78,26 @@ impl Stats {
 /// resolve jobs at the same time mostly write different cache lines.
 const STRIPES: usize = 8;
 
+/// How a job was resolved, as the stats count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Completed,
+    Failed,
+    Cancelled,
+    TimedOut,
+}
+
+impl Outcome {
+    pub(crate) fn of<T>(result: &Result<T, JobError>) -> Outcome {
+        match result {
+            Ok(_) => Outcome::Completed,
+            Err(JobError::Cancelled | JobError::Shutdown) => Outcome::Cancelled,
+            Err(JobError::TimedOut { .. }) => Outcome::TimedOut,
+            Err(_) => Outcome::Failed,
+        }
+    }
+}
+
 /// One stripe of outcome counts.
 #[derive(Debug, Default)]
 struct Counts {
@@ -107,14 +130,14 @@ impl Tally {
         self.submitted.fetch_add(n, Relaxed);
     }
 
-    /// Counts one job resolved with `result`.
-    pub(crate) fn resolved<T>(&self, result: &Result<T, JobError>) {
+    /// Counts one job resolved so.
+    pub(crate) fn count(&self, outcome: Outcome) {
         let c = &self.stripes[stripe()];
-        let counter = match result {
-            Ok(_) => &c.completed,
-            Err(JobError::Cancelled | JobError::Shutdown) => &c.cancelled,
-            Err(JobError::TimedOut { .. }) => &c.timed_out,
-            Err(_) => &c.failed,
+        let counter = match outcome {
+            Outcome::Completed => &c.completed,
+            Outcome::Failed => &c.failed,
+            Outcome::Cancelled => &c.cancelled,
+            Outcome::TimedOut => &c.timed_out,
         };
         // Release: a snapshot that reads this count also sees the
         // submission it follows.

@@ -306,8 +306,7 @@ impl ThreadPool {
     }
 
     fn refused<R: Send + 'static>(&self) -> JobHandle<R> {
-        let id = self.shared.next_id();
-        JobHandle::ready_counted(id, &self.shared.tally, Err(JobError::Shutdown))
+        self.shared.refused(JobError::Shutdown)
     }
 
     fn enqueue<F, R>(&self, admitted: Admitted<'_>, opts: JobOptions, f: F) -> JobHandle<R>

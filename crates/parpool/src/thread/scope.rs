@@ -165,7 +165,7 @@ impl<'scope> Scope<'scope, '_> {
     {
         let shared = self.pool.shared();
         let Ok(admitted) = shared.admit(true) else {
-            return JobHandle::ready(shared.next_id(), Err(JobError::Shutdown));
+            return shared.refused(JobError::Shutdown);
         };
         // One capture, whose fields drop in order: the closure (and all it
         // borrows) before the `Live` token, whether it runs or not.

@@ -11,11 +11,12 @@ use crossbeam_utils::{Backoff, CachePadded};
 
 use super::sleep::Sleep;
 use crate::error::JobError;
+use crate::handle::JobHandle;
 use crate::handle::{Cell, Inner};
 use crate::job::{self, CancelToken, Cancellable, JobId};
 use crate::lifecycle::Lifecycle;
 use crate::panic;
-use crate::stats::Tally;
+use crate::stats::{Outcome, Tally};
 use crate::timer::{self, Expire};
 
 /// A unit of work in the queue.
@@ -23,7 +24,7 @@ pub(crate) trait Runnable: Send + Sync {
     /// Runs the job (unless it was cancelled while queued).
     fn run(self: Arc<Self>, pool: &ThreadShared);
     /// Resolves the job with `err` without running it.
-    fn abandon(self: Arc<Self>, err: JobError);
+    fn abandon(self: Arc<Self>, pool: &ThreadShared, err: JobError);
 }
 
 /// A queued job: the same allocation the job's handle points at.
@@ -105,8 +106,11 @@ impl Drop for Admitted<'_> {
 impl ThreadShared {
     pub(crate) fn new(name: String, workers: usize, capacity: Option<usize>) -> Self {
         static NEXT_POOL: AtomicU64 = AtomicU64::new(1);
+        let id = NEXT_POOL.fetch_add(1, Relaxed);
+        let tally = Arc::new(Tally::default());
+        crate::sync::lock(&TALLIES).push((id, Arc::downgrade(&tally)));
         ThreadShared {
-            id: NEXT_POOL.fetch_add(1, Relaxed),
+            id,
             name,
             workers,
             capacity,
@@ -121,7 +125,7 @@ impl ThreadShared {
             counters: (0..workers)
                 .map(|_| CachePadded::new(WorkerCounters::default()))
                 .collect(),
-            tally: Arc::default(),
+            tally,
             space: Mutex::new(()),
             space_cv: Condvar::new(),
             blocked_submitters: AtomicUsize::new(0),
@@ -132,9 +136,16 @@ impl ThreadShared {
         JobId(self.submissions.next_id.fetch_add(1, Relaxed))
     }
 
-    /// A fresh job state for this pool.
+    /// A fresh job state for this pool, counted as submitted. (Its state
+    /// holds no pointer to the tally: see [`count_in_pool`].)
     pub(crate) fn new_job<R>(&self) -> Inner<R> {
-        Inner::counted(self.next_id(), self.id, &self.tally)
+        self.tally.submitted(1);
+        Inner::new(self.next_id(), self.id)
+    }
+
+    /// A handle refused at once with `err` (the pool is shut down), counted.
+    pub(crate) fn refused<R: Send + 'static>(&self, err: JobError) -> JobHandle<R> {
+        JobHandle::ready_counted(self.next_id(), &self.tally, Err(err))
     }
 
     pub(crate) fn is_open(&self) -> bool {
@@ -259,7 +270,7 @@ impl ThreadShared {
             self.give_room();
         }
         if Lifecycle::from_u8(self.state.load(SeqCst)) == Lifecycle::Cancelling {
-            job.abandon(JobError::Cancelled);
+            job.abandon(self, JobError::Cancelled);
             return;
         }
         if nested {
@@ -279,6 +290,31 @@ impl ThreadShared {
     /// Whether the calling thread is one of this pool's workers.
     pub(crate) fn is_own_worker(&self) -> bool {
         WORKER.with(|w| w.borrow().as_ref().is_some_and(|(s, _)| s.id == self.id))
+    }
+}
+
+/// The tallies of the live thread pools, by pool id. A thread job's state
+/// holds its pool's id, not its tally (an `Arc` per job would cost every
+/// submission two contended reference counts); the rare resolvers that are
+/// not the pool's own threads (a cancel, a timeout) find it here.
+static TALLIES: std::sync::Mutex<Vec<(u64, std::sync::Weak<Tally>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Counts a job of pool `pool` resolved by a thread that is not one of
+/// the pool's (nothing if the pool is gone).
+fn count_in_pool(pool: u64, outcome: Outcome) {
+    let tally = crate::sync::lock(&TALLIES)
+        .iter()
+        .find(|(id, _)| *id == pool)
+        .and_then(|(_, t)| t.upgrade());
+    if let Some(tally) = tally {
+        tally.count(outcome);
+    }
+}
+
+impl Drop for ThreadShared {
+    fn drop(&mut self) {
+        crate::sync::lock(&TALLIES).retain(|(id, _)| *id != self.id);
     }
 }
 
@@ -418,11 +454,16 @@ impl<F: Send, R: Send> Cell<R> for ClosureJob<F, R> {
     fn inner(&self) -> &Inner<R> {
         &self.inner
     }
+    fn cancel(&self, err: JobError) -> bool {
+        let pool = self.inner.pool();
+        self.inner
+            .resolve_cancel_counted(err, |outcome| count_in_pool(pool, outcome))
+    }
 }
 
 impl<F: Send, R: Send> Expire for ClosureJob<F, R> {
     fn expire(&self, after: Duration) {
-        self.inner.resolve_cancel(JobError::TimedOut { after });
+        self.cancel(JobError::TimedOut { after });
     }
 }
 
@@ -446,13 +487,14 @@ where
         let _span = tracing::debug_span!("job", pool = %pool.name, job = id.get()).entered();
         let _ctx = job::enter(id, CancelToken(self.clone()));
         let result = panic::catch(f).map_err(JobError::panicked);
-        if !self.inner.resolve(result) {
+        if !self.inner.resolve_counted(result, |o| pool.tally.count(o)) {
             tracing::debug!("job finished after it was cancelled or timed out; value dropped");
         }
     }
 
-    fn abandon(self: Arc<Self>, err: JobError) {
+    fn abandon(self: Arc<Self>, pool: &ThreadShared, err: JobError) {
         drop(self.take());
-        self.inner.resolve(Err(err));
+        self.inner
+            .resolve_counted(Err(err), |o| pool.tally.count(o));
     }
 }

@@ -338,6 +338,41 @@ fn an_idle_pool_uses_no_cpu() {
     drop(pool);
 }
 
+/// Cancelled jobs once showed as cancelled only when a worker took them
+/// off the queue: right after 89 cancellations a busy pool said 0.
+#[test]
+fn stats_count_each_job_when_its_handle_resolves() {
+    let pool = ThreadPool::builder().workers(1).build().unwrap();
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let busy = pool.spawn(move || {
+        started_tx.send(()).unwrap();
+        release_rx.recv().unwrap();
+    });
+    started_rx.recv().unwrap();
+    let queued: Vec<_> = (0..89).map(|i| pool.spawn(move || i)).collect();
+    for h in &queued {
+        assert!(h.cancel());
+    }
+    let s = pool.stats();
+    assert_eq!((s.submitted, s.cancelled, s.running), (90, 89, 1), "{s:?}");
+    release_tx.send(()).unwrap();
+    busy.join().unwrap();
+    // Counted before the joiner woke: no lag after `join`.
+    assert_eq!(pool.stats().completed, 1);
+    let late = pool.spawn_with(
+        parpool::JobOptions::new().timeout(Duration::from_millis(10)),
+        || std::thread::sleep(Duration::from_millis(200)),
+    );
+    assert!(late.join().unwrap_err().is_timed_out());
+    let s = pool.stats();
+    assert_eq!((s.timed_out, s.failed), (1, 0), "{s:?}");
+    pool.shutdown();
+    let s = pool.stats();
+    assert_eq!(s.finished(), s.submitted, "{s:?}");
+    assert_eq!((s.queued, s.running), (0, 0), "{s:?}");
+}
+
 #[test]
 fn stats_add_up() {
     let pool = ThreadPool::builder().workers(2).build().unwrap();

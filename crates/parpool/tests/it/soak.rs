@@ -82,8 +82,14 @@ fn soak_100k_jobs_with_random_panics_loses_nothing() {
         JOBS,
         "pool counters account for every job: {s:?}"
     );
-    assert_eq!(s.completed, ok);
-    assert_eq!(ran_ok.load(SeqCst), s.completed + (s.failed - panicked));
+    assert_eq!(
+        (s.submitted, s.completed, s.failed, s.cancelled),
+        (JOBS, ok, panicked, cancelled),
+        "the stats say what the handles said"
+    );
+    // A job cancelled while it ran may have run to the end on its thread.
+    let ran = ran_ok.load(SeqCst);
+    assert!(ran >= ok && ran <= ok + cancelled, "{ran} ran, {ok} ok");
     assert_eq!((s.queued, s.running), (0, 0));
 }
 
