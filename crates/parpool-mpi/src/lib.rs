@@ -30,6 +30,8 @@
 //! 3. Build one `MpiPool`, use it, and let it drop (or call
 //!    [`shutdown`](MpiPool::shutdown)) before `main` returns: that releases
 //!    the serving ranks and finalizes MPI. MPI allows this once per run.
+//!    A run whose `main` never builds one (it chose another pool this time)
+//!    ends cleanly too: when rank 0 exits, it releases the serving ranks.
 //!
 //! ```no_run
 //! use parpool::Executor;
@@ -263,12 +265,14 @@ impl MpiPoolBuilder {
         let (commands, rx) = mpsc::channel();
         let (ready_tx, ready_rx) = mpsc::channel();
         let builder = self.clone();
+        let ranks: Ranks = Arc::default();
+        let for_master = ranks.clone();
         let thread = std::thread::Builder::new()
             .name("parpool-mpi".into())
-            .spawn(move || run_master(builder, rx, ready_tx))
+            .spawn(move || run_master(builder, rx, ready_tx, for_master))
             .map_err(|source| BuildError::Spawn { index: 0, source })?;
         match ready_rx.recv() {
-            Ok(Ok(ranks)) => Ok(MpiPool {
+            Ok(Ok(())) => Ok(MpiPool {
                 shared: Arc::new(Shared {
                     commands: Mutex::new(commands),
                     closed: AtomicBool::new(false),
@@ -323,6 +327,7 @@ fn check_runtime_on_path() -> Result<(), String> {
 
 /// A serving rank as the pool reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RankInfo {
     /// The rank in the world (launcher), or in the spawned group.
     pub rank: i32,
@@ -332,15 +337,24 @@ pub struct RankInfo {
     pub pid: u32,
     /// Its worker processes.
     pub workers: usize,
+    /// Whether the pool found it lost (silent for `lost_after`): it gets
+    /// no more jobs.
+    pub lost: bool,
 }
+
+/// The ranks as the pool sees them now, shared by the pool and its MPI
+/// thread (which marks the lost ones).
+type Ranks = Arc<Mutex<Vec<RankInfo>>>;
 
 /// The MPI thread: starts MPI and the ranks, says whether that worked,
 /// then runs the pool until it closes and finalizes MPI.
 fn run_master(
     builder: MpiPoolBuilder,
     commands: mpsc::Receiver<Command>,
-    ready: mpsc::Sender<Result<Vec<RankInfo>, String>>,
+    ready: mpsc::Sender<Result<(), String>>,
+    info: Ranks,
 ) {
+    launch::pool_built();
     let mpi = match comm::Mpi::start() {
         Ok(mpi) => mpi,
         Err(e) => {
@@ -402,16 +416,17 @@ fn run_master(
             return;
         }
     };
-    let info = ranks
+    *log::parpool_lock(&info) = ranks
         .iter()
         .map(|r| RankInfo {
             rank: r.mpi_rank,
             host: r.host.clone(),
             pid: r.pid,
             workers: r.workers,
+            lost: false,
         })
         .collect();
-    if ready.send(Ok(info)).is_err() {
+    if ready.send(Ok(())).is_err() {
         release_after_failure(&mut link);
         drop(link);
         std::mem::forget(mpi);
@@ -420,6 +435,7 @@ fn run_master(
     let master = Master::new(
         link,
         ranks,
+        info,
         commands,
         builder.settings.retries,
         builder.lost_after,
@@ -553,7 +569,7 @@ impl Shared {
 pub struct MpiPool {
     shared: Arc<Shared>,
     thread: Mutex<Option<ThreadHandle<()>>>,
-    ranks: Vec<RankInfo>,
+    ranks: Ranks,
     max_payload: u64,
 }
 
@@ -563,9 +579,10 @@ impl MpiPool {
         MpiPoolBuilder::default()
     }
 
-    /// The serving ranks, as they were when the pool started.
-    pub fn ranks(&self) -> &[RankInfo] {
-        &self.ranks
+    /// The serving ranks, as the pool sees them now: a rank found lost
+    /// stays in the list, marked [`lost`](RankInfo::lost).
+    pub fn ranks(&self) -> Vec<RankInfo> {
+        log::parpool_lock(&self.ranks).clone()
     }
 
     /// Stops accepting jobs, lets every submitted job finish, releases the
@@ -649,7 +666,7 @@ impl Drop for MpiPool {
 impl fmt::Debug for MpiPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MpiPool")
-            .field("ranks", &self.ranks)
+            .field("ranks", &self.ranks())
             .finish_non_exhaustive()
     }
 }
@@ -775,7 +792,12 @@ impl Executor for MpiPool {
     }
 
     fn workers(&self) -> usize {
-        self.ranks.iter().map(|r| r.workers).sum::<usize>().max(1)
+        log::parpool_lock(&self.ranks)
+            .iter()
+            .filter(|r| !r.lost)
+            .map(|r| r.workers)
+            .sum::<usize>()
+            .max(1)
     }
 
     fn shutdown(&self) {

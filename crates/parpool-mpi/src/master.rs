@@ -148,6 +148,8 @@ struct Sent {
 pub(crate) struct Master {
     link: Link,
     ranks: Vec<Rank>,
+    /// What `MpiPool::ranks` reports: a lost rank is marked there too.
+    info: crate::Ranks,
     queue: VecDeque<Queued>,
     sent: HashMap<u64, Sent>,
     commands: mpsc::Receiver<Command>,
@@ -163,6 +165,7 @@ impl Master {
     pub(crate) fn new(
         link: Link,
         ranks: Vec<Rank>,
+        info: crate::Ranks,
         commands: mpsc::Receiver<Command>,
         retries: u32,
         lost_after: Duration,
@@ -170,6 +173,7 @@ impl Master {
         Master {
             link,
             ranks,
+            info,
             queue: VecDeque::new(),
             sent: HashMap::new(),
             commands,
@@ -579,6 +583,9 @@ impl Master {
             );
             let mpi_rank = rank.mpi_rank;
             self.ranks[index].lost = true;
+            if let Some(info) = crate::log::parpool_lock(&self.info).get_mut(index) {
+                info.lost = true;
+            }
             self.ranks[index].outstanding = 0;
             self.link.abandon(mpi_rank);
             let ids: Vec<u64> = self

@@ -69,7 +69,7 @@ fn serve() -> Result<(), String> {
     };
     let mut link = Link::new(comm);
     let (result, decided) = match Server::setup(&mut link) {
-        Ok(Some(server)) => {
+        Ok(Setup::Serving(server)) => {
             let wait = server.heartbeat * 300;
             match server.serve(&mut link) {
                 Ok(Some(decided)) => (Ok(()), decided),
@@ -79,7 +79,9 @@ fn serve() -> Result<(), String> {
         }
         // The local pool did not start; rank 0 was told and fails its
         // build. Exiting 0 keeps the launcher from ending rank 0 first.
-        Ok(None) => (Ok(()), await_finalize(&link, Duration::from_secs(60))),
+        Ok(Setup::Failed) => (Ok(()), await_finalize(&link, Duration::from_secs(60))),
+        // Rank 0's main ended without building a pool (`launch.rs`).
+        Ok(Setup::Released(finalize)) => (Ok(()), finalize),
         Err(e) => (Err(e), false),
     };
     let drained = link.drain(Duration::from_secs(5));
@@ -93,6 +95,30 @@ fn serve() -> Result<(), String> {
         std::mem::forget(mpi);
     }
     result
+}
+
+/// On rank 0, at exit, when no pool was ever built: starts MPI, tells
+/// every serving rank to finalize and exit, and finalizes (see
+/// `launch.rs`). Anything that fails leaves MPI as it is.
+pub(crate) fn release_from_rank_0() {
+    let Ok(mpi) = Mpi::start() else {
+        return;
+    };
+    let world = mpi.world();
+    let mut link = Link::new(Comm::World(world));
+    let release = wire::encode(&ToRank::Finalize(true));
+    for rank in 1..link.comm().peers() {
+        if link.send(rank, release.clone()).is_err() {
+            std::mem::forget(mpi);
+            return;
+        }
+    }
+    if link.drain(Duration::from_secs(10)) {
+        drop(link);
+        drop(mpi);
+    } else {
+        std::mem::forget(mpi);
+    }
 }
 
 /// Waits up to `wait` for rank 0's word on finalizing; `false` without
@@ -162,11 +188,24 @@ struct Server {
     mean_nanos: f64,
 }
 
+/// How a serving rank's start ended.
+enum Setup {
+    /// It serves a pool.
+    Serving(Box<Server>),
+    /// Its local pool did not start; the hello told rank 0 why.
+    Failed,
+    /// Rank 0 ended without a pool: the rank exits, finalizing MPI if so
+    /// told.
+    Released(bool),
+}
+
 impl Server {
     /// Waits for rank 0's settings, starts the local pool and says hello.
-    /// `Ok(None)`: the pool did not start, and the hello told rank 0 why.
-    fn setup(link: &mut Link) -> Result<Option<Server>, String> {
-        let settings = wait_for_settings(link)?;
+    fn setup(link: &mut Link) -> Result<Setup, String> {
+        let settings = match wait_for_settings(link)? {
+            Start::Settings(settings) => settings,
+            Start::Released(finalize) => return Ok(Setup::Released(finalize)),
+        };
         let gathered: Gathered = Arc::new(Mutex::new(Vec::new()));
         let max = settings.log_level;
         let _ = tracing::subscriber::set_global_default(Forwarder {
@@ -185,10 +224,10 @@ impl Server {
         };
         link.send(0, wire::encode(&hello))?;
         let Ok(pool) = built else {
-            return Ok(None);
+            return Ok(Setup::Failed);
         };
         let (done_tx, done_rx) = mpsc::channel();
-        Ok(Some(Server {
+        Ok(Setup::Serving(Box::new(Server {
             pool,
             jobs: HashMap::new(),
             local_ids: HashMap::new(),
@@ -200,7 +239,7 @@ impl Server {
             heartbeat: Duration::from_nanos(settings.heartbeat_nanos.max(1_000_000)),
             last_sent: Instant::now(),
             mean_nanos: 0.0,
-        }))
+        })))
     }
 
     /// Relays jobs and results until rank 0 says exit (`Ok(None)`: then
@@ -426,15 +465,21 @@ fn outcome_size(outcome: &Outcome) -> usize {
 
 /// Waits for rank 0's [`ToRank::Setup`]. Rank 0 sends it when its program
 /// builds the pool, which may be a while after start: the wait sleeps.
-fn wait_for_settings(link: &mut Link) -> Result<Settings, String> {
+/// What rank 0 says first.
+enum Start {
+    Settings(Settings),
+    /// Its `main` ended without a pool; finalize MPI if `true`.
+    Released(bool),
+}
+
+fn wait_for_settings(link: &mut Link) -> Result<Start, String> {
     let mut sleep = Duration::from_micros(50);
     loop {
         if let Some((_, bytes)) = link.receive() {
             return match postcard::from_bytes::<ToRank<'_>>(&bytes) {
-                Ok(ToRank::Setup(settings)) => Ok(settings),
-                Ok(ToRank::Exit | ToRank::Finalize(_)) => {
-                    Err("rank 0 ended before it built an MpiPool".into())
-                }
+                Ok(ToRank::Setup(settings)) => Ok(Start::Settings(settings)),
+                Ok(ToRank::Finalize(finalize)) => Ok(Start::Released(finalize)),
+                Ok(ToRank::Exit) => Err("rank 0 said exit before it built an MpiPool".into()),
                 Ok(other) => Err(format!("expected the pool's settings, got {other:?}")),
                 Err(e) => Err(format!("rank 0's settings did not decode: {e}")),
             };

@@ -16,6 +16,7 @@ use parpool::ipc::{Mutex as IpcMutex, Queue, SharedMem};
 use parpool::{BuildError, Executor, JobError, Payload};
 use parpool_mpi::MpiPool;
 
+mod explore;
 #[path = "../../parpool/tests/shared/executor.rs"]
 mod shared;
 
@@ -118,6 +119,16 @@ const SCENARIOS: &[Scenario] = &[
         name: "shutdown_now_cancels_what_has_not_started",
         start: Start::Launcher(2, &[]),
         body: shutdown_now_cancels_what_has_not_started,
+    },
+    Scenario {
+        name: "explore_random_scenarios_on_an_mpi_pool",
+        start: Start::Launcher(3, &[]),
+        body: explore::explore,
+    },
+    Scenario {
+        name: "a_program_that_never_builds_a_pool_ends_cleanly",
+        start: Start::Launcher(3, &[]),
+        body: a_program_that_never_builds_a_pool_ends_cleanly,
     },
     Scenario {
         name: "spawn_mode_runs_the_same_code",
@@ -489,6 +500,20 @@ fn a_lost_rank_s_jobs_run_elsewhere() {
         .map(|_| pool.submit(pid_of_rank, ()).join().unwrap())
         .collect();
     assert!(pids.iter().all(|&p| p != victim), "{pids:?}");
+    // The pool says so: the lost rank is marked, and its workers no longer
+    // count.
+    let ranks = pool.ranks();
+    let lost: Vec<u32> = ranks.iter().filter(|r| r.lost).map(|r| r.pid).collect();
+    assert_eq!(lost, [victim], "{ranks:?}");
+    assert_eq!(pool.workers(), 1);
+}
+
+/// The `pools` example with its default `threads` once ended under
+/// `mpirun -n 3` with an abnormal termination: the serving ranks waited for
+/// a pool rank 0 never built. They are released when rank 0 exits.
+fn a_program_that_never_builds_a_pool_ends_cleanly() {
+    let pool = parpool::ThreadPool::builder().workers(2).build().unwrap();
+    assert_eq!(pool.submit(shared::square, 7).join(), Ok(49));
 }
 
 fn a_lost_rank_s_jobs_fail_without_retries() {
