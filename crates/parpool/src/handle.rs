@@ -433,6 +433,7 @@ impl<T: Send + 'static> JobHandle<T> {
     }
 
     /// A handle that is already resolved with `result`.
+    #[cfg(all(feature = "process", target_os = "linux"))]
     pub(crate) fn ready(id: JobId, result: Result<T, JobError>) -> Self {
         Self::ready_inner(Inner::new(id, 0), result)
     }
@@ -779,5 +780,94 @@ mod tests {
             timer.join().unwrap();
             assert!(r == Ok(5) || r.as_ref().is_err_and(JobError::is_timed_out));
         });
+    }
+}
+
+/// Plain unit tests of the state machine, small enough for Miri
+/// (CI runs them under it, `.ci/run`): completion, cancel and callbacks racing on real threads,
+/// polling, and the guard that cancels on drop.
+#[cfg(all(test, not(parpool_loom)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::task::Wake;
+
+    fn handle() -> (JobHandle<String>, Arc<Inner<String>>) {
+        let inner = Arc::new(Inner::new(JobId(1), 0));
+        (JobHandle::from_cell(inner.clone()), inner)
+    }
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+
+    #[test]
+    fn completion_and_cancel_race_to_one_result() {
+        for _ in 0..20 {
+            let (h, inner) = handle();
+            let calls = Arc::new(AtomicUsize::new(0));
+            let c = calls.clone();
+            h.on_done(move |_| {
+                c.fetch_add(1, SeqCst);
+            });
+            let worker = std::thread::spawn(move || {
+                inner.try_start() && inner.resolve(Ok("value".to_owned()))
+            });
+            let cancelled = h.cancel();
+            let completed = worker.join().unwrap();
+            assert!(cancelled ^ completed);
+            match h.join() {
+                Ok(v) => assert!(completed && v == "value"),
+                Err(e) => assert!(cancelled && e.is_cancelled()),
+            }
+            assert_eq!(calls.load(SeqCst), 1);
+        }
+    }
+
+    #[test]
+    fn a_pending_poll_is_woken_and_a_late_callback_borrows_the_result() {
+        let (mut h, inner) = handle();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(Pin::new(&mut h).poll(&mut cx).is_pending());
+        let resolver = std::thread::spawn(move || inner.resolve(Ok("late".to_owned())));
+        assert!(resolver.join().unwrap());
+        assert_eq!(count.0.load(SeqCst), 1);
+        let seen = Arc::new(std::sync::Mutex::new(String::new()));
+        let s = seen.clone();
+        h.on_done(move |r| *s.lock().unwrap() = r.clone().unwrap());
+        assert_eq!(*seen.lock().unwrap(), "late");
+        assert_eq!(
+            Pin::new(&mut h).poll(&mut cx),
+            Poll::Ready(Ok("late".to_owned()))
+        );
+    }
+
+    #[test]
+    fn join_timeout_hands_the_handle_back_and_try_result_takes_it() {
+        let (h, inner) = handle();
+        let h = h.join_timeout(Duration::from_millis(1)).unwrap_err();
+        let h = h.try_result().unwrap_err();
+        assert!(inner.resolve(Err(JobError::Shutdown)));
+        assert_eq!(h.try_result().unwrap(), Err(JobError::Shutdown));
+    }
+
+    #[test]
+    fn a_guard_dropped_unresolved_cancels_and_a_resolved_one_does_not() {
+        let (h, _inner) = handle();
+        let token = h.cancel_token();
+        drop(h.cancel_on_drop());
+        assert!(token.is_cancelled());
+        let (h, inner) = handle();
+        let token = h.cancel_token();
+        inner.resolve(Ok("done".to_owned()));
+        let guard = h.cancel_on_drop();
+        assert!(guard.is_finished());
+        drop(guard);
+        assert!(!token.is_cancelled());
     }
 }

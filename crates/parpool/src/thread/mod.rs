@@ -516,3 +516,80 @@ impl Executor for ThreadPool {
         ThreadPool::shutdown_now(self);
     }
 }
+
+/// Unit tests of the pool's queue, sleep and shutdown paths, small enough
+/// for Miri (CI runs them under it: `.ci/run`).
+#[cfg(all(test, not(parpool_loom)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    #[test]
+    fn jobs_from_several_threads_all_run_once() {
+        let pool = Arc::new(ThreadPool::builder().workers(2).build().unwrap());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let submitters: Vec<_> = (0..3)
+            .map(|t| {
+                let (pool, runs) = (pool.clone(), runs.clone());
+                std::thread::spawn(move || {
+                    let hs: Vec<_> = (0..20)
+                        .map(|i| {
+                            let runs = runs.clone();
+                            pool.spawn(move || {
+                                runs.fetch_add(1, SeqCst);
+                                t * 100 + i
+                            })
+                        })
+                        .collect();
+                    for (i, h) in hs.into_iter().enumerate() {
+                        assert_eq!(h.join(), Ok(t * 100 + i));
+                    }
+                })
+            })
+            .collect();
+        for s in submitters {
+            s.join().unwrap();
+        }
+        assert_eq!(runs.load(SeqCst), 60);
+        let s = pool.stats();
+        assert_eq!((s.submitted, s.completed), (60, 60));
+    }
+
+    #[test]
+    fn a_job_that_joins_another_of_its_pool_does_not_deadlock_it() {
+        let pool = Arc::new(ThreadPool::builder().workers(1).build().unwrap());
+        let p = pool.clone();
+        let outer = pool.spawn(move || {
+            let inner = p.spawn(|| 2);
+            inner.join().unwrap() * 3
+        });
+        assert_eq!(outer.join(), Ok(6));
+    }
+
+    #[test]
+    fn shutdown_now_cancels_the_queued_and_a_bounded_queue_refuses_when_full() {
+        let pool = ThreadPool::builder()
+            .workers(1)
+            .queue_capacity(2)
+            .build()
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let busy = pool.spawn(move || {
+            started_tx.send(()).unwrap();
+            rx.recv().unwrap();
+        });
+        started_rx.recv().unwrap();
+        let queued: Vec<_> = (0..2)
+            .map(|i| pool.try_spawn(move || i).ok().unwrap())
+            .collect();
+        assert!(matches!(pool.try_spawn(|| 9), Err(TrySpawnError::Full(_))));
+        tx.send(()).unwrap();
+        busy.join().unwrap();
+        for (i, h) in queued.into_iter().enumerate() {
+            assert_eq!(h.join(), Ok(i));
+        }
+        pool.shutdown_now();
+        assert_eq!(pool.spawn(|| 1).join(), Err(JobError::Shutdown));
+    }
+}

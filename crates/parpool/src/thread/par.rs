@@ -807,3 +807,80 @@ impl ThreadPool {
         Par::new(self, input)
     }
 }
+
+/// Unit tests of the unsafe parts (results written in place, dropped when
+/// the map fails; the borrowed body reached through an erased pointer),
+/// small enough for Miri (CI runs them under it: `.ci/run`).
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool() -> ThreadPool {
+        ThreadPool::builder().workers(3).build().unwrap()
+    }
+
+    #[test]
+    fn results_that_own_memory_are_written_in_place_and_borrow_the_input() {
+        let pool = pool();
+        let words: Vec<String> = (0..60).map(|i| format!("w{i}")).collect();
+        let suffix = String::from("!");
+        let out = pool.par(&words).map(|w| format!("{w}{suffix}")).unwrap();
+        assert_eq!(out.len(), 60);
+        assert!(out.iter().zip(&words).all(|(o, w)| *o == format!("{w}!")));
+        let lens = pool.par(words.as_slice()).map(|w| w.as_str()).unwrap();
+        assert_eq!(lens[7], "w7");
+        assert!(
+            pool.par(&Vec::<String>::new())
+                .map(|w| w.len())
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_panic_drops_every_result_written_and_nothing_else() {
+        let pool = pool();
+        let live = Arc::new(AtomicUsize::new(0));
+        #[derive(Debug)]
+        struct Counted(Arc<AtomicUsize>);
+        impl Drop for Counted {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, SeqCst);
+            }
+        }
+        let err = pool
+            .par(0..80u32)
+            .map(|i| {
+                assert_ne!(i, 50, "item fifty");
+                live.fetch_add(1, SeqCst);
+                Counted(live.clone())
+            })
+            .unwrap_err();
+        assert!(
+            matches!(&err, JobError::Panicked(p) if p.item == Some(50)),
+            "{err:?}"
+        );
+        assert_eq!(
+            live.load(SeqCst),
+            0,
+            "every result written was dropped once"
+        );
+    }
+
+    #[test]
+    fn for_each_and_map_reduce_see_every_item_once() {
+        let pool = pool();
+        let seen = AtomicUsize::new(0);
+        pool.par(0..100u64)
+            .for_each(|x| {
+                seen.fetch_add(x as usize, SeqCst);
+            })
+            .unwrap();
+        assert_eq!(seen.into_inner(), 4950);
+        let sum = pool
+            .par(1..=100u64)
+            .map_reduce(|x| x, || 0, |a, b| a + b)
+            .unwrap();
+        assert_eq!(sum, 5050);
+    }
+}
