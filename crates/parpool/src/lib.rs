@@ -113,6 +113,10 @@ mod process;
 #[cfg(all(feature = "process", target_os = "linux"))]
 #[doc(hidden)]
 pub mod remote;
+/// What the fuzz targets reach (`fuzz/`); built only by `cargo fuzz`.
+#[cfg(all(fuzzing, feature = "process", target_os = "linux"))]
+#[doc(hidden)]
+pub use process::fuzz as __fuzz;
 mod stats;
 mod sync;
 mod task;

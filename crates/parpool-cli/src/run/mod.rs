@@ -20,6 +20,35 @@ use anyhow::{Context, bail};
 
 pub(crate) use args::{RunArgs, command};
 
+/// What the fuzz targets (`fuzz/`, `cargo fuzz`) reach: the option parser
+/// and the replacement-string templates, fed arbitrary words.
+#[cfg(fuzzing)]
+pub(crate) mod fuzz {
+    use std::ffi::OsString;
+
+    /// Parses `words` as `parpool run`'s arguments.
+    pub(crate) fn parse_args(words: Vec<OsString>) {
+        let _ = super::args::parse(words);
+    }
+
+    /// Parses `word` as a command word with replacement strings (with and
+    /// without `--plus`) and fills it with `args`, quoted and not.
+    pub(crate) fn fill_template(word: &std::ffi::OsStr, args: &[OsString]) {
+        use std::os::unix::ffi::OsStrExt;
+        for plus in [false, true] {
+            let parsed = super::template::parse_word_with(word, word.as_bytes(), plus);
+            let fill = super::template::Fill {
+                args,
+                seq: 7,
+                slot: 2,
+                total: Some(9),
+            };
+            let _ = super::template::fill_word(&parsed, &fill, true);
+            let _ = super::template::fill_word(&parsed, &fill, false);
+        }
+    }
+}
+
 use exec::{Mode, Outcome, OutputMode, Plan, Runner};
 use input::{Linked, Source, Split};
 

@@ -15,6 +15,54 @@ mod supervisor;
 mod wire;
 
 pub use child::with_worker_state;
+
+/// What the fuzz targets (`fuzz/`, `cargo fuzz`) reach: both ends' frame
+/// decoding, fed arbitrary bytes. Neither may panic, hang or misbehave.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzz {
+    use std::io::BufReader;
+    use std::sync::Arc;
+
+    use super::wire::{self, FromWorker, ToWorker};
+
+    /// Feeds `bytes` to a worker's request loop, as if its parent had sent
+    /// them (no descriptors come with them).
+    pub fn worker_reads(bytes: &[u8]) {
+        let out = Arc::new(super::child::Replies::new(Vec::new()));
+        let limits = super::child::Limits {
+            max_frame: 1 << 20,
+            max_output: 1 << 20,
+            sharing: super::registry::Sharing::Descriptors,
+        };
+        let streams = super::capture::Streams::default();
+        let _ = super::child::serve(BufReader::new(bytes), &out, limits, &streams);
+    }
+
+    /// Decodes `bytes` as a stream of frames from a worker (and as one
+    /// from a parent), and each reply's payload as a map chunk's results,
+    /// as a supervisor would.
+    pub fn supervisor_reads(bytes: &[u8]) {
+        let mut buf = Vec::new();
+        let mut stream = bytes;
+        while let Ok(Some(frame)) =
+            wire::read_frame::<_, FromWorker>(&mut stream, 1 << 20, &mut buf)
+        {
+            if let FromWorker::Done {
+                result: Ok(out), ..
+            } = frame
+            {
+                let _ = crate::codec::decode::<Vec<Result<u64, crate::JobError>>>(
+                    crate::error::CodecStage::DecodeOutput,
+                    &out.0,
+                    Vec::new(),
+                );
+            }
+        }
+        let mut stream = bytes;
+        while let Ok(Some(_)) = wire::read_frame::<_, ToWorker>(&mut stream, 1 << 20, &mut buf) {}
+    }
+}
 pub use pod::{PodMapError, PodPar};
 
 use std::collections::VecDeque;
