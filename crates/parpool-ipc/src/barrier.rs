@@ -209,8 +209,17 @@ impl Party<'_> {
     fn wait_until(&self, deadline: Option<Instant>) -> Result<bool, BarrierError> {
         let b = self.barrier;
         let lock = b.lock_at(LOCK);
+        // The barrier's own lock is held only for a few lines, but by any
+        // process: one stopped (or a corrupted region) must not make a
+        // wait with a timeout wait for ever.
+        let lock_deadline =
+            deadline.map(|at| SystemTime::now() + at.saturating_duration_since(Instant::now()));
         // SAFETY: initialized by `new`; held only for these few lines.
-        let locked = unsafe { sys::mutex_lock(lock, None::<SystemTime>)? };
+        let locked = unsafe { sys::mutex_lock(lock, lock_deadline)? };
+        if locked == Locked::TimedOut {
+            b.break_it();
+            return Err(BarrierError::TimedOut);
+        }
         let unlock = || {
             // SAFETY: this thread holds the lock.
             unsafe { sys::mutex_unlock(lock) }
@@ -328,5 +337,47 @@ impl<'de> Deserialize<'de> for Barrier {
             }
         }
         d.deserialize_tuple(2, V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A wait with a timeout once waited for ever on the barrier's own
+    /// lock, when another process held it (stopped, or a corrupted
+    /// region: the fuzz target `region` found it).
+    #[test]
+    fn a_timed_wait_is_bounded_even_while_the_barrier_s_lock_is_held() {
+        let barrier = Barrier::new(2).unwrap();
+        let lock = barrier.lock_at(LOCK) as usize;
+        let (held, release) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+        let holder = std::thread::spawn(move || {
+            // SAFETY: the barrier's lock, initialized by `new`; the barrier
+            // outlives this thread (joined below).
+            let _ = unsafe { sys::mutex_lock(lock as *mut u8, None) };
+            held.0.send(()).unwrap();
+            release.1.recv().unwrap();
+            // SAFETY: this thread holds it.
+            unsafe { sys::mutex_unlock(lock as *mut u8) };
+        });
+        held.1.recv().unwrap();
+        let party = barrier.party().unwrap();
+        let start = Instant::now();
+        assert!(matches!(
+            party.wait_timeout(Duration::from_millis(50)),
+            Err(BarrierError::TimedOut)
+        ));
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(
+            barrier.is_broken(),
+            "a timed-out wait breaks it, as in Python"
+        );
+        release.0.send(()).unwrap();
+        holder.join().unwrap();
     }
 }

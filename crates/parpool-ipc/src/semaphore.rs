@@ -94,6 +94,10 @@ pub struct Permit<'a> {
     semaphore: &'a Semaphore,
 }
 
+/// How long a try waits for the semaphore's own lock (held for a few
+/// lines at a time by whoever takes or gives permits).
+const LOCK_PATIENCE: Duration = Duration::from_millis(10);
+
 /// How long [`Semaphore::acquire_until`] may wait.
 #[derive(Debug, Clone, Copy)]
 enum Patience {
@@ -160,11 +164,18 @@ impl Semaphore {
         self.word(SEM_MAX).load(Ordering::Relaxed)
     }
 
-    fn lock(&self) -> io::Result<SemLocked<'_>> {
+    /// Takes the semaphore's own lock, waiting until `until` at most
+    /// (`None`: as long as it takes); `Ok(None)` if it did not come.
+    fn lock(&self, until: Option<Instant>) -> io::Result<Option<SemLocked<'_>>> {
+        let deadline = until
+            .map(|at| std::time::SystemTime::now() + at.saturating_duration_since(Instant::now()));
         // SAFETY: the payload starts with the mutex that `new` initialized
         // (in whichever process created it); `self` keeps it mapped.
         let locked =
-            unsafe { sys::mutex_lock(self.region.payload().wrapping_add(SEM_LOCK), None)? };
+            unsafe { sys::mutex_lock(self.region.payload().wrapping_add(SEM_LOCK), deadline)? };
+        if locked == Locked::TimedOut {
+            return Ok(None);
+        }
         let mut held = SemLocked {
             semaphore: self,
             wake: 0,
@@ -172,13 +183,20 @@ impl Semaphore {
         if locked == Locked::OwnerDied {
             held.recount();
         }
-        Ok(held)
+        Ok(Some(held))
     }
 
-    fn lock_or_panic(&self) -> SemLocked<'_> {
-        self.lock().unwrap_or_else(|e| {
-            panic!("the semaphore's lock failed (is its shared memory corrupted?): {e}")
-        })
+    /// [`lock`](Self::lock) for a waiter: a lock that fails (a corrupted
+    /// region) is no permit for a try or a timed wait, and a panic for a
+    /// wait without end (which would otherwise spin for ever).
+    fn lock_for(&self, patience: Patience, until: Option<Instant>) -> Option<SemLocked<'_>> {
+        match self.lock(until) {
+            Ok(locked) => locked,
+            Err(e) if matches!(patience, Patience::Forever) => {
+                panic!("the semaphore's lock failed (is its shared memory corrupted?): {e}")
+            }
+            Err(_) => None,
+        }
     }
 
     /// Permits free now. A dead holder's permits count as taken until an
@@ -190,8 +208,8 @@ impl Semaphore {
     /// Takes a permit if one is free (checking first, when none is, whether
     /// a dead holder's can be taken back).
     ///
-    /// # Panics
-    /// If the semaphore's lock fails, which only a corrupted region causes.
+    /// `None` too if the semaphore's own lock fails, which only a
+    /// corrupted region causes.
     pub fn try_acquire(&self) -> Option<Permit<'_>> {
         self.acquire_until(Patience::None)
     }
@@ -199,7 +217,8 @@ impl Semaphore {
     /// Takes a permit, waiting as long as it takes.
     ///
     /// # Panics
-    /// As [`try_acquire`](Self::try_acquire).
+    /// If the semaphore's own lock fails, which only a corrupted region
+    /// causes (there is no permit to wait for).
     pub fn acquire(&self) -> Permit<'_> {
         loop {
             if let Some(p) = self.acquire_until(Patience::Forever) {
@@ -210,8 +229,8 @@ impl Semaphore {
 
     /// Takes a permit, waiting at most `timeout`; `None` if none came free.
     ///
-    /// # Panics
-    /// As [`try_acquire`](Self::try_acquire).
+    /// `None` too if the semaphore's own lock fails, as
+    /// [`try_acquire`](Self::try_acquire).
     pub fn acquire_timeout(&self, timeout: Duration) -> Option<Permit<'_>> {
         let until = Instant::now().checked_add(timeout);
         self.acquire_until(until.map_or(Patience::Forever, Patience::Until))
@@ -224,8 +243,18 @@ impl Semaphore {
         // At most one liveness check between two sleeps, whatever the
         // clocks of other processes say.
         let mut may_check = true;
+        // The semaphore's own lock is held only for a few lines, but by any
+        // process: one stopped (or a corrupted region) must not make a try
+        // or a timed wait wait for ever. A try waits a little for it.
+        let lock_until = match patience {
+            Patience::Forever => None,
+            Patience::None => Some(Instant::now() + LOCK_PATIENCE),
+            Patience::Until(at) => Some(at.max(Instant::now() + LOCK_PATIENCE)),
+        };
         loop {
-            let mut locked = self.lock_or_panic();
+            // Not had in time: no permit (a waiter's count, if this call
+            // slept, stays up: releasers then wake one more time, no more).
+            let mut locked = self.lock_for(patience, lock_until)?;
             if std::mem::take(&mut asleep) {
                 locked.stop_waiting();
             }
@@ -246,7 +275,7 @@ impl Semaphore {
                     .filter(|&p| sys::process_gone(p))
                     .collect();
                 if !dead.is_empty() {
-                    self.lock_or_panic().reclaim(&dead);
+                    self.lock_for(patience, lock_until)?.reclaim(&dead);
                 }
                 continue;
             }
@@ -270,7 +299,7 @@ impl Semaphore {
         let me = sys::this_process();
         // A lock that fails (a corrupted region) has nothing to give back
         // to; a drop must not panic.
-        if let Ok(mut locked) = self.lock() {
+        if let Ok(Some(mut locked)) = self.lock(None) {
             locked.give_back(me);
         }
     }
@@ -489,7 +518,7 @@ mod tests {
 
     /// Records `who` as holding `held` permits in slot `i`.
     fn forge(sem: &Semaphore, i: usize, who: ProcessId, held: u32) {
-        let _locked = sem.lock().unwrap();
+        let _locked = sem.lock(None).unwrap().unwrap();
         let slot = sem.slot(i);
         slot.pid.store(who.pid, Ordering::Relaxed);
         slot.start.store(who.start, Ordering::Relaxed);
@@ -537,7 +566,7 @@ mod tests {
         std::thread::scope(|s| {
             s.spawn(|| {
                 // Die holding the lock, halfway through an update.
-                let locked = sem.lock().unwrap();
+                let locked = sem.lock(None).unwrap().unwrap();
                 sem.word(SEM_FREE).store(0, Ordering::Relaxed);
                 std::mem::forget(locked);
             });
@@ -562,5 +591,36 @@ mod tests {
         drop(permits);
         assert_eq!(sem.slot(0).held.load(Ordering::Relaxed), 0);
         assert_eq!(sem.available(), 5);
+    }
+
+    /// A try and a timed acquire once waited for ever on the semaphore's
+    /// own lock while another process held it (stopped, or a corrupted
+    /// region).
+    #[test]
+    fn a_try_and_a_timed_acquire_are_bounded_while_the_lock_is_held() {
+        let sem = Semaphore::new(1).unwrap();
+        let lock = sem.region.payload().wrapping_add(SEM_LOCK) as usize;
+        let (held, release) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
+        let holder = std::thread::spawn(move || {
+            // SAFETY: the semaphore's lock, initialized by `new`; the
+            // semaphore outlives this thread (joined below).
+            let _ = unsafe { sys::mutex_lock(lock as *mut u8, None) };
+            held.0.send(()).unwrap();
+            release.1.recv().unwrap();
+            // SAFETY: this thread holds it.
+            unsafe { sys::mutex_unlock(lock as *mut u8) };
+        });
+        held.1.recv().unwrap();
+        let start = Instant::now();
+        assert!(sem.try_acquire().is_none());
+        assert!(sem.acquire_timeout(Duration::from_millis(50)).is_none());
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
+        release.0.send(()).unwrap();
+        holder.join().unwrap();
+        assert!(sem.try_acquire().is_some(), "free again once the lock is");
     }
 }
