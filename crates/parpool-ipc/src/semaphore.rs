@@ -252,8 +252,9 @@ impl Semaphore {
             Patience::Until(at) => Some(at.max(Instant::now() + LOCK_PATIENCE)),
         };
         loop {
-            // Not had in time: no permit (a waiter's count, if this call
-            // slept, stays up: releasers then wake one more time, no more).
+            // Not had in time: no permit. (If this call slept, its count
+            // among the waiters stays up: every later release then makes a
+            // futex wake it could have spared; nothing else changes.)
             let mut locked = self.lock_for(patience, lock_until)?;
             if std::mem::take(&mut asleep) {
                 locked.stop_waiting();

@@ -531,7 +531,9 @@ impl<T: Send + 'static> JobHandle<T> {
     /// Cancels the job. Returns `true` if this call resolved it as
     /// [`JobError::Cancelled`], `false` if it was resolved already or, on a
     /// process pool, if its body has already returned (its value is on the
-    /// way and will resolve the handle).
+    /// way; should its worker die before sending it, which the pool's reply
+    /// log makes rare, the job is settled as a crash: `Crashed`, or run
+    /// again if `retries` allow).
     ///
     /// On every pool, a job cancelled while queued never starts. A running
     /// thread job has its cancel token tripped

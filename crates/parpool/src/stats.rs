@@ -48,7 +48,9 @@ pub struct Stats {
     /// Jobs given to the pool: every handle it returned.
     pub submitted: u64,
     /// Jobs accepted and not yet started (on a process pool this includes
-    /// jobs sent ahead into a busy worker's pipeline).
+    /// jobs sent ahead into a busy worker's pipeline). A job cancelled
+    /// while queued counts here too until the pool takes it off its queue
+    /// (it never starts); it counts as cancelled from the moment it is.
     pub queued: u64,
     /// Jobs a worker is running right now: never more than the workers. A
     /// thread job cancelled while it runs counts here until its body

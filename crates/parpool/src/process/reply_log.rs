@@ -175,4 +175,58 @@ mod tests {
         assert_eq!(got.len(), 2 + LOG_CAP + 1);
         assert_eq!(control.log_unsent(got.len() as u64), b"cd");
     }
+
+    /// A reply larger than the log is written piecemeal (its first fields
+    /// into the log, its payload straight to the socket, its last fields
+    /// into the log again) and flushed at its end, so it leaves whole and
+    /// the replies after it are in the log: a death loses none of them.
+    #[test]
+    fn replies_after_a_frame_larger_than_the_log_survive_a_death() {
+        use super::super::wire::{self, Bytes, FromWorker};
+        let (a, b) = UnixStream::pair().unwrap();
+        let control = Control::new().unwrap();
+        let mut w = LogWriter::new(a);
+        w.attach_log(&control).unwrap();
+        // With what the job wrote after its value (fields that follow the
+        // large one in the frame).
+        let done = |id: u64, len: usize| FromWorker::Done {
+            id,
+            shared: 0,
+            nanos: 0,
+            result: Ok(Bytes(vec![7; len])),
+            output: Some(crate::output::CapturedOutput {
+                stdout: b"last words".to_vec(),
+                stderr: Vec::new(),
+            }),
+        };
+        let reader = std::thread::spawn(move || {
+            let mut b = b;
+            let mut got = Vec::new();
+            b.read_to_end(&mut got).unwrap();
+            got
+        });
+        wire::write_frame(&mut w, &done(1, 10)).unwrap();
+        wire::write_frame(&mut w, &done(2, LOG_CAP + 100)).unwrap();
+        wire::write_frame(&mut w, &done(3, 10)).unwrap();
+        drop(w); // the worker dies with reply 3 in its log
+        let got = reader.join().unwrap();
+        // The supervisor read what came whole: replies 1 and 2.
+        let mut stream = &got[..];
+        let mut buf = Vec::new();
+        let mut received = 0u64;
+        let mut ids = Vec::new();
+        while let Ok(Some(FromWorker::Done { id, .. })) =
+            wire::read_frame::<_, FromWorker>(&mut stream, 1 << 20, &mut buf)
+        {
+            received += 4 + buf.len() as u64;
+            ids.push(id);
+        }
+        assert_eq!(ids, [1, 2]);
+        let unsent = control.log_unsent(received);
+        let mut log = &unsent[..];
+        match wire::read_frame::<_, FromWorker>(&mut log, 1 << 20, &mut buf) {
+            Ok(Some(FromWorker::Done { id: 3, .. })) => {}
+            other => panic!("reply 3 is not in the log: {other:?}"),
+        }
+    }
 }

@@ -142,7 +142,10 @@ pub(crate) enum FrameError {
 
 /// Appends `msg` as one frame to `w` (which should be buffered). The
 /// message is measured first; a large one is encoded straight into `w`
-/// (no intermediate copy), a small one into a vector written in one call.
+/// (no intermediate copy) and `w` is flushed after it (postcard's writer
+/// does), a small one into a vector written in one call. Either way a
+/// worker's reply log (`reply_log.rs`) never holds part of a frame whose
+/// rest went to the socket: a large frame leaves whole.
 pub(crate) fn write_frame<W: Write, M: Serialize>(w: &mut W, msg: &M) -> io::Result<()> {
     const STREAM_ABOVE: usize = 64 * 1024;
     let size = postcard::serialize_with_flavor::<_, postcard::ser_flavors::Size, usize>(

@@ -206,7 +206,9 @@ pub(crate) enum Op {
         cancel_every: Option<u32>,
         lag: u32,
     },
-    /// A job that waits, then, `gap_ms` later, the job that releases it.
+    /// A job that waits, then, `gap_ms` later (at once below 5 ms), the
+    /// job that releases it, then [`Op::pair_followers`] tiny jobs,
+    /// cancelled at once.
     Pair { kind: PairKind, gap_ms: u32 },
     /// `parties` jobs meeting at one `Barrier`.
     Barrier { parties: u32 },
@@ -238,12 +240,19 @@ pub(crate) enum Op {
 }
 
 impl Op {
+    /// How many jobs a pair sends after its two, cancelled at once (read
+    /// from its gap, so that the generator draws nothing more for it and
+    /// seeds keep their scenarios).
+    pub(crate) fn pair_followers(gap_ms: u32) -> u32 {
+        gap_ms % 5
+    }
+
     /// How many ledger keys the operation may use, at most.
     pub(crate) fn keys(&self, workers: usize) -> u32 {
         match *self {
             Op::Submit { .. } | Op::Kill | Op::Pause { .. } | Op::Par { .. } => 1,
             Op::Burst { n, .. } | Op::Map { n, .. } | Op::Scope { n } | Op::Squeeze { n, .. } => n,
-            Op::Pair { .. } => 2,
+            Op::Pair { gap_ms, .. } => 2 + Op::pair_followers(gap_ms),
             Op::Barrier { parties } => parties,
             Op::Gate { k } => k + workers as u32,
         }

@@ -168,6 +168,7 @@ impl Supervisor {
                 requeue.push(job);
             }
         }
+        self.passed = 0;
         self.head_changed();
         if let Some(output) = leftover {
             output.pass_on();

@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use super::super::job::{ProcJob, SentTo};
@@ -17,6 +18,9 @@ use parpool_ipc::transfer::ObjectId;
 /// How long an idle supervisor waits before it tries again to send what
 /// its outbox still holds.
 const OUTBOX_RETRY: Duration = Duration::from_millis(1);
+/// How often an idle supervisor of a draining pool looks whether the
+/// others are done (a take-back wakes it sooner).
+const DRAIN_POLL: Duration = Duration::from_millis(5);
 
 impl Supervisor {
     /// Takes up to `want` jobs from the pool's queue. Blocks for a job only
@@ -29,7 +33,22 @@ impl Supervisor {
                 return Some(q.jobs.drain(..n).collect());
             }
             if q.state != Lifecycle::Open {
-                return (!self.in_flight.is_empty()).then(VecDeque::new);
+                if !self.in_flight.is_empty() {
+                    return Some(VecDeque::new());
+                }
+                // Draining: another slot may still take back requests
+                // stranded behind its running job and queue them again
+                // (the job it runs may even wait for them). Stay while
+                // anything is in flight anywhere, to take those.
+                if q.state == Lifecycle::Draining
+                    && self.shared.counters.in_flight.load(Relaxed) > 0
+                {
+                    q.waiting += 1;
+                    q = crate::sync::wait_timeout(&self.shared.ready, q, DRAIN_POLL);
+                    q.waiting -= 1;
+                    continue;
+                }
+                return None;
             }
             if !self.in_flight.is_empty() || !lock(&self.releases.ids).is_empty() {
                 return Some(VecDeque::new());

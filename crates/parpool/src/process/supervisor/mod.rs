@@ -253,6 +253,9 @@ struct Supervisor {
     in_flight: VecDeque<Sent>,
     /// Descriptors carried by the requests in flight.
     fds_in_flight: usize,
+    /// How many requests at the front of `in_flight` are known to have
+    /// left *offered* (see `read.rs`, `oldest_unclaimed`).
+    passed: usize,
     /// Whether the head of the pipeline is counted in `running`.
     head_counted: bool,
     /// Set when requests were taken back: nothing more is pipelined
@@ -288,6 +291,7 @@ impl Supervisor {
             worker_pid: 0,
             in_flight: VecDeque::new(),
             fds_in_flight: 0,
+            passed: 0,
             head_counted: false,
             held: false,
             avg_ns: f64::INFINITY,
@@ -422,6 +426,7 @@ impl Supervisor {
     /// Removes the head of the pipeline (answered, or settled otherwise).
     fn finish_head(&mut self) -> Option<Arc<dyn ProcJob>> {
         let sent = self.in_flight.pop_front()?;
+        self.passed = self.passed.saturating_sub(1);
         self.forget(&sent);
         Some(sent.job)
     }

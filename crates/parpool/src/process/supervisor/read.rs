@@ -10,6 +10,9 @@ use super::super::os;
 use super::super::wire::{self, FromWorker};
 use super::{KillReason, REVOKE_AFTER, Supervisor, emit_log};
 
+/// Why a reply could not be taken: its descriptors did not come with it.
+const LOST_DESCRIPTORS: &str = "lost descriptors";
+
 /// How long a supervisor waits before it offers the kernel descriptors
 /// again after it refused them (too many in flight for this user).
 const STALL_RETRY: Duration = Duration::from_millis(1);
@@ -20,18 +23,18 @@ impl Supervisor {
     /// the running job. (The head itself waits for nothing but the worker:
     /// it is never taken back.)
     ///
-    /// The worker claims in order, so the requests it has passed are a
-    /// prefix of the pipeline: a binary search reads a few claim cells, not
-    /// one per request (each may be a cache miss on another core's line).
-    /// A request a cancel withdrew may sit among those still offered and
-    /// blur the boundary by a few; it only moves when the take-back runs,
-    /// which swaps each cell anyway.
-    fn oldest_unclaimed(&self) -> Option<Instant> {
+    /// A cell never goes back to *offered*, so the requests known to have
+    /// left it (claimed, withdrawn by a cancel) stay known: `passed` counts
+    /// them from the front, and each call reads only the cells past it,
+    /// usually one (each read may be a cache miss on another core's line).
+    /// A scan, not a binary search: requests a cancel withdrew sit among
+    /// those still offered, so the offered ones are not a suffix.
+    fn oldest_unclaimed(&mut self) -> Option<Instant> {
         let conn = self.conn.as_ref()?;
-        let passed = self
-            .in_flight
-            .partition_point(|s| conn.control.state(s.seq) != Cell::Offered);
-        self.in_flight.get(passed.max(1)).map(|s| s.at)
+        let in_flight = &self.in_flight;
+        let offered = |i: usize| conn.control.state(in_flight[i].seq) == Cell::Offered;
+        self.passed = first_offered(in_flight.len(), self.passed, offered);
+        self.in_flight.get(self.passed).map(|s| s.at)
     }
 
     /// Waits until a reply can be read (`true`), sending the outbox as the
@@ -99,6 +102,7 @@ impl Supervisor {
         while let Some(sent) = withdrawn.pop_back() {
             self.in_flight.push_back(sent);
         }
+        self.passed = self.passed.min(self.in_flight.len());
         if taken.is_empty() {
             return;
         }
@@ -130,6 +134,12 @@ impl Supervisor {
                         "worker broke the protocol; replacing it"
                     );
                     self.ctl.kill(KillReason::Protocol(why));
+                    if why == LOST_DESCRIPTORS {
+                        // The bytes are in step, only descriptors went
+                        // missing (this process's own limit, say): the
+                        // replies after it still count.
+                        self.drain();
+                    }
                     self.worker_lost();
                 }
             }
@@ -171,7 +181,7 @@ impl Supervisor {
                         };
                         // Descriptors lost in transit (or with a dead
                         // worker): the stream is out of step.
-                        Ok((bytes.0, fds.map_err(|_| "lost descriptors")?))
+                        Ok((bytes.0, fds.map_err(|_| LOST_DESCRIPTORS)?))
                     }
                     Err(e) => Err(e),
                 };
@@ -218,10 +228,42 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Reads what the (killed) worker sent until the end of the socket,
+    /// handling each reply that needs no descriptor, up to the first that
+    /// does.
+    fn drain(&mut self) {
+        let limit = self.shared.config.max_payload as usize + 4096;
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return;
+            };
+            match wire::read_frame::<_, FromWorker>(&mut conn.reader, limit, &mut self.buf) {
+                Ok(Some(frame)) => {
+                    conn.received += 4 + self.buf.len() as u64;
+                    if self.on_frame(frame, Source::Log).is_err() {
+                        return;
+                    }
+                }
+                _ => return,
+            }
+        }
+    }
+
     /// Whether job `id` heads the pipeline (the reply the worker owes next).
     fn heads(&self, id: u64) -> bool {
         self.in_flight.front().is_some_and(|s| s.job.id() == id)
     }
+}
+
+/// The index of the first of `len` requests, after the head (index 0)
+/// and the `passed` already known to have left *offered*, that is still
+/// offered (`len` if none is).
+fn first_offered(len: usize, passed: usize, offered: impl Fn(usize) -> bool) -> usize {
+    let mut at = passed.max(1);
+    while at < len && !offered(at) {
+        at += 1;
+    }
+    at.min(len.max(1))
 }
 
 /// Where a frame was read.
@@ -231,4 +273,35 @@ pub(super) enum Source {
     Socket,
     /// A dead worker's reply log: its descriptors died with it.
     Log,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Requests a cancel withdrew may follow one still offered: the
+    /// binary search this replaced skipped past the offered one in
+    /// `[running, offered, withdrawn, withdrawn]`, so the offered request
+    /// was never taken back, and waited for ever behind a running job
+    /// that waited for it.
+    #[test]
+    fn the_first_offered_request_is_found_past_withdrawn_ones() {
+        // States by index: true = offered.
+        let check = |states: &[bool], passed: usize, want: usize| {
+            assert_eq!(
+                first_offered(states.len(), passed, |i| states[i]),
+                want,
+                "{states:?}"
+            );
+        };
+        // running, offered, withdrawn, withdrawn
+        check(&[false, true, false, false], 0, 1);
+        // running, claimed, withdrawn, offered, withdrawn, offered
+        check(&[false, false, false, true, false, true], 0, 3);
+        check(&[false, false, false, true, false, true], 2, 3);
+        // Nothing offered: past the end.
+        check(&[false, false, false], 0, 3);
+        check(&[false], 0, 1);
+        check(&[], 0, 1);
+    }
 }
