@@ -146,7 +146,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         // the message ends and the count before it.
         let tail = self.word(TAIL).load(Relaxed);
         let sent = self.word(SENT).load(Relaxed);
-        self.word(WRITE_END).store(tail + need, Release);
+        self.word(WRITE_END).store(tail.wrapping_add(need), Release);
         self.word(WRITE_SENT).store(sent, Release);
         // `SENT` counts the message before receivers can see it, so a
         // receiver's `task_done` always finds it counted.
@@ -154,7 +154,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             // The common case: the whole message at once, one publish.
             self.copy_in(tail, frame);
             self.word(SENT).store(sent + 1, Release);
-            self.publish(TAIL, tail + need, DATA_SEQ, READER_WAITING);
+            self.publish(TAIL, tail.wrapping_add(need), DATA_SEQ, READER_WAITING);
         } else {
             self.stream_in(&frame[..frame.len() - 8]);
             self.word(SENT).store(sent + 1, Release);
@@ -174,7 +174,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             let n = (self.space() as usize).min(bytes.len());
             let tail = self.ring().tail.get();
             self.copy_in(tail, &bytes[..n]);
-            self.ring().tail.set(tail + n as u64);
+            self.ring().tail.set(tail.wrapping_add(n as u64));
             self.bump(DATA_SEQ, READER_WAITING);
             bytes = &bytes[n..];
         }
@@ -187,7 +187,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         });
         let tail = self.ring().tail.get();
         self.copy_in(tail, &word.to_le_bytes());
-        self.ring().tail.set(tail + 8);
+        self.ring().tail.set(tail.wrapping_add(8));
         self.bump(DATA_SEQ, READER_WAITING);
     }
 
@@ -262,17 +262,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 )));
             };
             let received = self.word(RECEIVED).load(Relaxed);
-            self.word(READ_END).store(head + need, Release);
+            self.word(READ_END).store(head.wrapping_add(need), Release);
             self.word(READ_RECEIVED).store(received, Release);
             let trailer = if self.has_data(need) {
                 // The whole message is there: one read, one publish.
-                self.ring().read_append(head + 8, len as usize, bytes);
-                let trailer = self.read_word(head + need - 8);
+                self.ring()
+                    .read_append(head.wrapping_add(8), len as usize, bytes);
+                let trailer = self.read_word(head.wrapping_add(need).wrapping_sub(8));
                 self.count_received(received, trailer);
-                self.publish(HEAD, head + need, SPACE_SEQ, WRITER_WAITING);
+                self.publish(HEAD, head.wrapping_add(need), SPACE_SEQ, WRITER_WAITING);
                 trailer
             } else {
-                self.ring().head.set(head + 8);
+                self.ring().head.set(head.wrapping_add(8));
                 self.bump(SPACE_SEQ, WRITER_WAITING);
                 bytes.resize(len as usize, 0);
                 self.stream_out(bytes);
@@ -311,7 +312,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             let n = (self.available() as usize).min(buf.len() - done);
             let head = self.ring().head.get();
             self.copy_out(head, &mut buf[done..done + n]);
-            self.ring().head.set(head + n as u64);
+            self.ring().head.set(head.wrapping_add(n as u64));
             self.bump(SPACE_SEQ, WRITER_WAITING);
             done += n;
         }
@@ -326,7 +327,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let head = self.ring().head.get();
         let w = self.read_word(head);
         done(w);
-        self.ring().head.set(head + 8);
+        self.ring().head.set(head.wrapping_add(8));
         self.bump(SPACE_SEQ, WRITER_WAITING);
         w
     }
@@ -336,7 +337,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// it once).
     pub(super) fn count_received(&self, before: u64, trailer: u64) {
         if trailer == COMMIT {
-            self.word(RECEIVED).store(before + 1, Release);
+            self.word(RECEIVED).store(before.wrapping_add(1), Release);
         }
     }
 }

@@ -26,7 +26,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         if tail >= end {
             return;
         }
-        let filler = end - 8 - tail;
+        let filler = (end - tail).saturating_sub(8);
         let zeros = vec![0u8; filler.min(1 << 16) as usize];
         let mut left = filler;
         while left > 0 {
@@ -47,7 +47,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         if head >= end {
             return;
         }
-        let mut left = end - 8 - head;
+        let mut left = (end - head).saturating_sub(8);
         let mut sink = vec![0u8; left.min(1 << 16) as usize];
         while left > 0 {
             let n = left.min(sink.len() as u64) as usize;

@@ -71,12 +71,19 @@ impl<C: Cells> Cells for &C {
 impl<P: Position, C: Cells> Ring<'_, P, C> {
     /// Free cells.
     pub(crate) fn space(&self) -> u64 {
-        self.cap - (self.tail.get() - self.head.get())
+        self.cap - self.available()
     }
 
-    /// Published bytes not yet read.
+    /// Published bytes not yet read. (A head past the tail, or more than
+    /// the capacity between them, only a corrupted region shows: it reads
+    /// as empty, or full, never as a count that wrapped around; every
+    /// access is modulo the capacity, so garbage positions read garbage
+    /// bytes, never outside the ring.)
     pub(crate) fn available(&self) -> u64 {
-        self.tail.get() - self.head.get()
+        self.tail
+            .get()
+            .saturating_sub(self.head.get())
+            .min(self.cap)
     }
 
     /// Writes `data` at stream position `pos`, wrapping at the end.
