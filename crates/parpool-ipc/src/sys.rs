@@ -66,12 +66,67 @@ pub(crate) unsafe fn mutex_init(m: *mut u8) -> io::Result<()> {
     }
 }
 
+/// Where glibc keeps a mutex's kind (its type, robustness and sharing) in
+/// a `pthread_mutex_t` on 64-bit targets: `struct __pthread_mutex_s` holds
+/// `__lock`, `__count`, `__owner`, `__nusers`, then `__kind`.
+#[cfg(all(target_env = "gnu", target_pointer_width = "64"))]
+const KIND_AT: usize = 16;
+
+/// Checks that the mutex at `m` still has the kind [`mutex_init`] gives
+/// (read off a probe mutex once), before glibc acts on it: glibc trusts
+/// that word, and a garbage one sends it down paths that fault (its lock
+/// elision). The memory is shared with other processes, so a corrupted
+/// region must be an error here, not a crash. (A process that writes to
+/// the word while this one locks can still break the lock: processes that
+/// share an object are trusted not to.)
+///
+/// # Safety
+/// `m` must point to `MUTEX_SIZE` readable bytes, aligned for
+/// `pthread_mutex_t`, that stay mapped for the call.
+#[cfg(all(target_env = "gnu", target_pointer_width = "64"))]
+unsafe fn check_kind(m: *const u8) -> io::Result<()> {
+    static EXPECTED: std::sync::OnceLock<Option<i32>> = std::sync::OnceLock::new();
+    let expected = *EXPECTED.get_or_init(|| {
+        let mut probe = Box::new(MaybeUninit::<libc::pthread_mutex_t>::uninit());
+        let at = probe.as_mut_ptr().cast::<u8>();
+        // SAFETY: `probe` is ours alone, of the right size and alignment;
+        // it is initialized before its kind is read, and destroyed after.
+        unsafe {
+            mutex_init(at).ok()?;
+            let kind = std::ptr::read_volatile(at.add(KIND_AT).cast::<i32>());
+            libc::pthread_mutex_destroy(probe.as_mut_ptr());
+            Some(kind)
+        }
+    });
+    // SAFETY: `KIND_AT + 4` is within `MUTEX_SIZE`, and `m` is readable
+    // and aligned for the mutex, so for this `i32` (caller).
+    let kind = unsafe { std::ptr::read_volatile(m.add(KIND_AT).cast::<i32>()) };
+    match expected {
+        Some(k) if k != kind => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the lock's shared memory is corrupted (its kind changed)",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Elsewhere the layout is not known: nothing is checked.
+///
+/// # Safety
+/// None needed; `unsafe` to match the checked version.
+#[cfg(not(all(target_env = "gnu", target_pointer_width = "64")))]
+unsafe fn check_kind(_m: *const u8) -> io::Result<()> {
+    Ok(())
+}
+
 /// Locks the mutex at `m`, waiting until `deadline` (forever if `None`).
 ///
 /// # Safety
 /// `m` must point to a mutex initialized by [`mutex_init`] (in this or
 /// another process) that stays mapped for the call.
 pub(crate) unsafe fn mutex_lock(m: *mut u8, deadline: Option<SystemTime>) -> io::Result<Locked> {
+    // SAFETY: `m` points to a mapped mutex (caller).
+    unsafe { check_kind(m)? };
     let m = m.cast::<libc::pthread_mutex_t>();
     // SAFETY: `m` is an initialized process-shared mutex (caller).
     let code = unsafe {
@@ -105,6 +160,8 @@ pub(crate) unsafe fn mutex_lock(m: *mut u8, deadline: Option<SystemTime>) -> io:
 /// # Safety
 /// As [`mutex_lock`].
 pub(crate) unsafe fn mutex_trylock(m: *mut u8) -> io::Result<Option<Locked>> {
+    // SAFETY: `m` points to a mapped mutex (caller).
+    unsafe { check_kind(m)? };
     // SAFETY: `m` is an initialized process-shared mutex (caller).
     match unsafe { libc::pthread_mutex_trylock(m.cast::<libc::pthread_mutex_t>()) } {
         0 => Ok(Some(Locked::Yes)),
@@ -400,6 +457,29 @@ pub(crate) fn copy_in(map: &MmapRaw, offset: usize, data: &[u8]) {
 
 #[cfg(test)]
 mod tests {
+    /// A mutex whose kind word was overwritten (a corrupted region; the
+    /// region fuzz target found it) once sent glibc down its lock-elision
+    /// path, which faulted: now it is refused as corrupted.
+    #[cfg(all(target_env = "gnu", target_pointer_width = "64"))]
+    #[test]
+    fn a_mutex_with_a_corrupted_kind_is_refused_not_locked() {
+        let mut m = Box::new(MaybeUninit::<libc::pthread_mutex_t>::uninit());
+        let at = m.as_mut_ptr().cast::<u8>();
+        // SAFETY: `m` is ours alone, of the right size and alignment.
+        unsafe {
+            mutex_init(at).unwrap();
+            assert_eq!(mutex_trylock(at).unwrap(), Some(Locked::Yes));
+            mutex_unlock(at);
+            for garbage in [0x7fff_ffff_i32, 0x100, -1] {
+                std::ptr::write_volatile(at.add(KIND_AT).cast::<i32>(), garbage);
+                let e = mutex_trylock(at).unwrap_err();
+                assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+                let e = mutex_lock(at, None).unwrap_err();
+                assert!(e.to_string().contains("corrupted"), "{e}");
+            }
+        }
+    }
+
     use super::*;
 
     #[test]
