@@ -575,7 +575,9 @@ impl Gen {
         };
         let poison = self.r.chance(30).then(|| {
             let b = self.body();
-            let b = if b.blocks() || b == Body::Touch {
+            // (A map chunk's captured output goes to this process's own
+            // stream: no printing there.)
+            let b = if b.blocks() || matches!(b, Body::Touch | Body::Print) {
                 Body::Panic
             } else {
                 b
