@@ -24,6 +24,19 @@ pub(super) const ABORT: u64 = 0x4142_4f52_542e_2e2e;
 /// Bytes a message takes besides its payload: length and trailer.
 const FRAME: u64 = 16;
 
+/// How often a receive that waits for the rest of a message looks whether
+/// its sender is still there ([`Queue::await_sender`]).
+const SENDER_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// What [`Queue::await_sender`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Sender {
+    /// Bytes are there to read.
+    There,
+    /// The sender died in the message: it was completed as aborted.
+    Gone,
+}
+
 /// Bytes a message of `len` payload bytes takes in the ring: its length
 /// word, the payload padded to a multiple of 8, and its trailer. The
 /// padding keeps every length and trailer word aligned, so each is one
@@ -208,7 +221,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             return Err(RecvError::Empty);
         };
         if died {
-            self.recover_receiver();
+            self.recover_receiver().map_err(RecvError::Io)?;
         }
         loop {
             let drained = || {
@@ -276,10 +289,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 self.ring().head.set(head.wrapping_add(8));
                 self.bump(SPACE_SEQ, WRITER_WAITING);
                 bytes.resize(len as usize, 0);
-                self.stream_out(bytes);
-                let pad = (need - FRAME - len) as usize;
-                self.stream_out(&mut [0u8; 8][..pad]);
-                self.take_word(|trailer| self.count_received(received, trailer))
+                let streamed = self
+                    .stream_out(bytes)
+                    .and_then(|sender| match sender {
+                        // Its sender died in it: the trailer is next.
+                        Sender::Gone => Ok(sender),
+                        Sender::There => {
+                            let pad = (need - FRAME - len) as usize;
+                            self.stream_out(&mut [0u8; 8][..pad])
+                        }
+                    })
+                    .and_then(|_| self.take_word(|trailer| self.count_received(received, trailer)));
+                streamed.map_err(RecvError::Io)?
             };
             match trailer {
                 COMMIT => {
@@ -299,16 +320,23 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// Reads `buf.len()` bytes at the head, in pieces as they arrive.
-    pub(super) fn stream_out(&self, buf: &mut [u8]) {
+    /// [`Sender::Gone`]: the sender died in the message, whose rest was
+    /// never written; the head is at its `ABORT` trailer (read it with
+    /// [`take_word`](Self::take_word), skipping any padding).
+    ///
+    /// # Errors
+    /// When the bytes can never come (see [`await_sender`](Self::await_sender)).
+    pub(super) fn stream_out(&self, buf: &mut [u8]) -> io::Result<Sender> {
         let mut done = 0;
         while done < buf.len() {
             // A quarter of the ring at a time, or what is left. The sender
             // is not waiting for room meanwhile: it has at least the other
             // three quarters.
             let piece = ((buf.len() - done) as u64).min(self.cap / 4);
-            self.wait_for(DATA_SEQ, READER_WAITING, &Wait::Forever, || {
-                self.has_data(piece)
-            });
+            if self.await_sender(|| self.has_data(piece))? == Sender::Gone {
+                buf[done..].fill(0);
+                return Ok(Sender::Gone);
+            }
             let n = (self.available() as usize).min(buf.len() - done);
             let head = self.ring().head.get();
             self.copy_out(head, &mut buf[done..done + n]);
@@ -316,20 +344,77 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             self.bump(SPACE_SEQ, WRITER_WAITING);
             done += n;
         }
+        Ok(Sender::There)
     }
 
     /// Reads the 8-byte word at the head once it is all there; `done`
     /// runs before the head moves past it.
-    pub(super) fn take_word(&self, done: impl FnOnce(u64)) -> u64 {
-        self.wait_for(DATA_SEQ, READER_WAITING, &Wait::Forever, || {
-            self.has_data(8)
-        });
+    ///
+    /// # Errors
+    /// As [`stream_out`](Self::stream_out).
+    pub(super) fn take_word(&self, done: impl FnOnce(u64)) -> io::Result<u64> {
+        // A sender found gone left the trailer `ABORT` at the head.
+        self.await_sender(|| self.has_data(8))?;
         let head = self.ring().head.get();
         let w = self.read_word(head);
         done(w);
         self.ring().head.set(head.wrapping_add(8));
         self.bump(SPACE_SEQ, WRITER_WAITING);
-        w
+        Ok(w)
+    }
+
+    /// Waits until `ready` (bytes of the message this receive is in the
+    /// middle of), or at least some bytes, looking every [`SENDER_CHECK`]
+    /// whether that message's sender is still there (it holds the send
+    /// end while it writes one):
+    ///
+    /// - it is (the send end is busy): wait on;
+    /// - it died holding it (a robust lock: its owner died) with everything
+    ///   it wrote read: its message is completed here as aborted, the way
+    ///   the next sender would ([`recover_sender`](Self::recover_sender)),
+    ///   but in place: head and tail jump over the filler nobody will
+    ///   write, and the `ABORT` trailer is put at the head
+    ///   ([`Sender::Gone`]). The next sender would otherwise have to come
+    ///   first, and a receive waited for ever when none did.
+    /// - nobody holds it, and the bytes are still not there: no sender
+    ///   will write them; the queue's memory says a message is longer than
+    ///   anything sent (corrupted): an error, not a wait for ever.
+    fn await_sender(&self, ready: impl Fn() -> bool) -> io::Result<Sender> {
+        loop {
+            let check = Wait::Until(std::time::Instant::now() + SENDER_CHECK);
+            if self.wait_for(DATA_SEQ, READER_WAITING, &check, &ready) || self.available() > 0 {
+                return Ok(Sender::There);
+            }
+            let Some((_send_end, died)) = self.lock_end(WRITE_LOCK, &Wait::No)? else {
+                continue;
+            };
+            if ready() || self.available() > 0 {
+                return Ok(Sender::There);
+            }
+            if !died {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a message is longer than what was sent: the queue's memory is corrupted",
+                ));
+            }
+            let end = self.word(WRITE_END).load(SeqCst);
+            let tail = self.ring().tail.get();
+            if tail.saturating_add(8) > end {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a sender died past the end of its message: the queue's memory is corrupted",
+                ));
+            }
+            // Nothing unread (available is 0): head and tail move together
+            // to where the sender's trailer goes.
+            let at = end - 8;
+            self.ring().tail.set(at);
+            self.ring().head.set(at);
+            let before = self.word(WRITE_SENT).load(SeqCst);
+            self.word(SENT).store(before, SeqCst);
+            self.put_word(ABORT);
+            return Ok(Sender::Gone);
+        }
     }
 
     /// Counts a message received if `trailer` commits it, from the count

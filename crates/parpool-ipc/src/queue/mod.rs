@@ -10,8 +10,17 @@
 //!
 //! If a sender dies in the middle of a message, the next sender gets the
 //! lock as `OwnerDied`, fills the rest of that message and writes an abort
-//! trailer: receivers drop it. If a receiver dies in the middle of one,
-//! the next receiver skips the rest of it (it was taken, as in Python).
+//! trailer: receivers drop it. A receive already inside that message does
+//! not wait for a next sender: it looks every 100 ms whether the message's
+//! sender still holds its lock, and if it died, completes the message as
+//! aborted in place (both positions jump over the filler nobody will
+//! write) and goes on. If nobody holds that lock and the message's bytes
+//! still have not come, the memory says a message is longer than anything
+//! sent: the receive fails with an I/O error instead of waiting for ever.
+//! If a receiver dies in the middle of one, the next receiver skips the
+//! rest of it (it was taken, as in Python); a sender streaming a message
+//! then waits for that next receiver, as it waits for any reader of a full
+//! ring.
 //!
 //! The parts: `layout.rs` (where everything sits in the region, and typed
 //! access to it), `frame.rs` (the send and receive paths: frames,

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::Queue;
-use super::frame::ABORT;
+use super::frame::{ABORT, Sender};
 use super::layout::{READ_END, READ_RECEIVED, RECEIVED, SENT, WRITE_END, WRITE_SENT};
 use super::ring::Position;
 
@@ -41,21 +41,29 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// After a receiver died holding the lock: skips the rest of the
     /// message it was reading (it was taken, as in Python).
-    pub(super) fn recover_receiver(&self) {
+    ///
+    /// # Errors
+    /// When the rest can never come (its sender gone too, or the memory
+    /// corrupted; see `frame.rs`, `await_sender`).
+    pub(super) fn recover_receiver(&self) -> std::io::Result<()> {
         let end = self.word(READ_END).load(SeqCst);
         let head = self.ring().head.get();
         if head >= end {
-            return;
+            return Ok(());
         }
         let mut left = (end - head).saturating_sub(8);
         let mut sink = vec![0u8; left.min(1 << 16) as usize];
         while left > 0 {
             let n = left.min(sink.len() as u64) as usize;
-            self.stream_out(&mut sink[..n]);
+            if self.stream_out(&mut sink[..n])? == Sender::Gone {
+                // Its sender died too: the trailer is next.
+                break;
+            }
             left -= n as u64;
         }
         let before = self.word(READ_RECEIVED).load(SeqCst);
         self.word(RECEIVED).store(before, SeqCst);
-        self.take_word(|trailer| self.count_received(before, trailer));
+        self.take_word(|trailer| self.count_received(before, trailer))?;
+        Ok(())
     }
 }

@@ -207,6 +207,46 @@ fn a_sender_killed_mid_message_costs_that_message_only() {
     assert_eq!(q.unfinished(), 1);
 }
 
+/// With no sender after the dead one, a receive inside its message once
+/// waited for the rest for ever (even with a timeout). The receive finds
+/// the sender gone (its end's lock: owner died), drops the message as
+/// aborted, and waits on only as its timeout says. (The region fuzz target
+/// found the same wait on a queue whose memory was corrupted.)
+#[test]
+fn a_receive_in_a_dead_sender_s_message_returns_without_another_sender() {
+    use rustix::process::Signal;
+    let pool = pool(1);
+    let q: Queue<ByteBuf> = Queue::with_capacity(64 * 1024, None).unwrap();
+    let pids = SharedMem::new(16).unwrap();
+    let sender = pool.submit(send_big_noting, (q.clone(), 8 << 20, pids.clone()));
+    crate::common::wait_until("the sender started", || {
+        pids.atomic_u64(1).unwrap().load(Ordering::SeqCst) != 0
+    });
+    let pid = pids.atomic_u64(1).unwrap().load(Ordering::SeqCst) as u32;
+    // Let it fill the ring (nobody reads yet), hold it, and let a receive
+    // take what is there: the receive is now inside the message, waiting
+    // for the rest. Then the sender dies.
+    std::thread::sleep(Duration::from_millis(300));
+    kill(pid, Signal::STOP);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let receiving = q.clone();
+    std::thread::spawn(move || {
+        let t = Instant::now();
+        let _ = tx.send((receiving.recv_timeout(Duration::from_secs(3)), t.elapsed()));
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    kill(pid, Signal::KILL);
+    let (got, took) = rx
+        .recv_timeout(crate::common::PATIENCE)
+        .expect("the receive returned");
+    assert!(matches!(got, Err(RecvError::Empty)), "{got:?}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    assert!(matches!(sender.join(), Err(JobError::Crashed { .. })));
+    // The queue goes on.
+    q.send(ByteBuf::from(b"next".to_vec())).unwrap();
+    assert_eq!(q.try_recv().unwrap().as_slice(), b"next");
+}
+
 #[test]
 fn a_receiver_killed_mid_message_costs_that_message_only() {
     use rustix::process::Signal;
