@@ -140,13 +140,16 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// For the receiver holding the lock: whether `want` bytes are
     /// published, checking the last `TAIL` it saw first.
     pub(super) fn has_data(&self, want: u64) -> bool {
+        // Never more than the ring holds, whatever the positions say (see
+        // `Ring::available`): a corrupted region must not make a read
+        // reach past the ring.
         let head = self.word(HEAD).load(Relaxed);
         let seen = self.word(TAIL_SEEN);
-        if seen.load(Relaxed).saturating_sub(head) >= want {
+        if seen.load(Relaxed).saturating_sub(head).min(self.cap) >= want {
             return true;
         }
         let tail = self.ring().tail.get();
         seen.store(tail, Relaxed);
-        tail.saturating_sub(head) >= want
+        tail.saturating_sub(head).min(self.cap) >= want
     }
 }
