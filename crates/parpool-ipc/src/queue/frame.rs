@@ -13,7 +13,8 @@ use serde::de::DeserializeOwned;
 
 use super::layout::{
     DATA_SEQ, HEAD, MAX_ITEMS, READ_END, READ_LOCK, READ_RECEIVED, READER_WAITING, RECEIVED,
-    RECV_STREAK, SENT, SPACE_SEQ, TAIL, WRITE_END, WRITE_LOCK, WRITE_SENT, WRITER_WAITING,
+    RECV_STREAK, SENT, SPACE_SEQ, TAIL, TAIL_SEEN, WRITE_END, WRITE_LOCK, WRITE_SENT,
+    WRITER_WAITING,
 };
 use super::ring::Position;
 use super::wait::{BATCH, PATIENT, STREAM, STREAM_BATCH, STREAMING, Wait};
@@ -35,6 +36,8 @@ pub(super) enum Sender {
     There,
     /// The sender died in the message: it was completed as aborted.
     Gone,
+    /// The deadline passed first.
+    Later,
 }
 
 /// Bytes a message of `len` payload bytes takes in the ring: its length
@@ -124,6 +127,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let Some((_lock, died)) = self.lock_end(WRITE_LOCK, &wait).map_err(SendError::Io)? else {
             return Err(SendError::Full(value));
         };
+        self.check_positions().map_err(SendError::Io)?;
         if died {
             self.recover_sender();
         }
@@ -220,8 +224,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let Some((_lock, died)) = self.lock_end(READ_LOCK, &wait).map_err(RecvError::Io)? else {
             return Err(RecvError::Empty);
         };
-        if died {
-            self.recover_receiver().map_err(RecvError::Io)?;
+        self.check_positions().map_err(RecvError::Io)?;
+        // A receive that died (or gave up) inside a message left the rest
+        // of it to skip (`READ_END` is past the head).
+        let left_over = self.ring().head.get() < self.word(READ_END).load(SeqCst);
+        if (died || left_over) && !self.recover_receiver(&wait).map_err(RecvError::Io)? {
+            return Err(RecvError::Empty);
         }
         loop {
             let drained = || {
@@ -292,12 +300,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 let streamed = self
                     .stream_out(bytes)
                     .and_then(|sender| match sender {
-                        // Its sender died in it: the trailer is next.
-                        Sender::Gone => Ok(sender),
                         Sender::There => {
                             let pad = (need - FRAME - len) as usize;
                             self.stream_out(&mut [0u8; 8][..pad])
                         }
+                        // Its sender died in it: the trailer is next.
+                        // (Without a deadline there is no `Later`.)
+                        Sender::Gone | Sender::Later => Ok(sender),
                     })
                     .and_then(|_| self.take_word(|trailer| self.count_received(received, trailer)));
                 streamed.map_err(RecvError::Io)?
@@ -327,24 +336,48 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// When the bytes can never come (see [`await_sender`](Self::await_sender)).
     pub(super) fn stream_out(&self, buf: &mut [u8]) -> io::Result<Sender> {
+        self.stream_out_until(buf, None).map(|(sender, _)| sender)
+    }
+
+    /// [`stream_out`](Self::stream_out), giving up at `deadline` if the
+    /// bytes have not come (then [`Sender::Later`], with how many were
+    /// read): for skipping a message another receive left, which the next
+    /// receive can go on skipping.
+    pub(super) fn stream_out_until(
+        &self,
+        buf: &mut [u8],
+        deadline: Option<std::time::Instant>,
+    ) -> io::Result<(Sender, usize)> {
         let mut done = 0;
         while done < buf.len() {
             // A quarter of the ring at a time, or what is left. The sender
             // is not waiting for room meanwhile: it has at least the other
             // three quarters.
             let piece = ((buf.len() - done) as u64).min(self.cap / 4);
-            if self.await_sender(|| self.has_data(piece))? == Sender::Gone {
-                buf[done..].fill(0);
-                return Ok(Sender::Gone);
+            self.check_positions()?;
+            match self.await_sender(|| self.has_data(piece), deadline)? {
+                Sender::There => {}
+                Sender::Gone => {
+                    buf[done..].fill(0);
+                    return Ok((Sender::Gone, done));
+                }
+                Sender::Later => return Ok((Sender::Later, done)),
             }
             let n = (self.available() as usize).min(buf.len() - done);
+            if n == 0 {
+                // The receiver's cached tail said there was data, the tail
+                // itself says not: only a corrupted cache does that. Take
+                // the tail as it is, and wait again.
+                self.word(TAIL_SEEN).store(self.ring().tail.get(), SeqCst);
+                continue;
+            }
             let head = self.ring().head.get();
             self.copy_out(head, &mut buf[done..done + n]);
             self.ring().head.set(head.wrapping_add(n as u64));
             self.bump(SPACE_SEQ, WRITER_WAITING);
             done += n;
         }
-        Ok(Sender::There)
+        Ok((Sender::There, done))
     }
 
     /// Reads the 8-byte word at the head once it is all there; `done`
@@ -353,14 +386,27 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// As [`stream_out`](Self::stream_out).
     pub(super) fn take_word(&self, done: impl FnOnce(u64)) -> io::Result<u64> {
+        self.take_word_until(done, None)
+            .map(|w| w.expect("without a deadline the word comes"))
+    }
+
+    /// [`take_word`](Self::take_word), giving up at `deadline` (`None`:
+    /// the word has not come).
+    pub(super) fn take_word_until(
+        &self,
+        done: impl FnOnce(u64),
+        deadline: Option<std::time::Instant>,
+    ) -> io::Result<Option<u64>> {
         // A sender found gone left the trailer `ABORT` at the head.
-        self.await_sender(|| self.has_data(8))?;
+        if self.await_sender(|| self.has_data(8), deadline)? == Sender::Later {
+            return Ok(None);
+        }
         let head = self.ring().head.get();
         let w = self.read_word(head);
         done(w);
         self.ring().head.set(head.wrapping_add(8));
         self.bump(SPACE_SEQ, WRITER_WAITING);
-        Ok(w)
+        Ok(Some(w))
     }
 
     /// Waits until `ready` (bytes of the message this receive is in the
@@ -379,11 +425,20 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// - nobody holds it, and the bytes are still not there: no sender
     ///   will write them; the queue's memory says a message is longer than
     ///   anything sent (corrupted): an error, not a wait for ever.
-    fn await_sender(&self, ready: impl Fn() -> bool) -> io::Result<Sender> {
+    fn await_sender(
+        &self,
+        ready: impl Fn() -> bool,
+        deadline: Option<std::time::Instant>,
+    ) -> io::Result<Sender> {
         loop {
-            let check = Wait::Until(std::time::Instant::now() + SENDER_CHECK);
+            let now = std::time::Instant::now();
+            let next = now + SENDER_CHECK;
+            let check = Wait::Until(deadline.map_or(next, |d| d.min(next)));
             if self.wait_for(DATA_SEQ, READER_WAITING, &check, &ready) || self.available() > 0 {
                 return Ok(Sender::There);
+            }
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Ok(Sender::Later);
             }
             let Some((_send_end, died)) = self.lock_end(WRITE_LOCK, &Wait::No)? else {
                 continue;

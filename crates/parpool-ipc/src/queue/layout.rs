@@ -2,7 +2,7 @@
 //! header words (positions, counts, futex words, settings), the ring over
 //! the data area, and each end's reads of the other end's position.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use serde::Serialize;
@@ -115,6 +115,22 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Free bytes, read from both positions (for anyone).
     pub(super) fn space(&self) -> u64 {
         self.ring().space()
+    }
+
+    /// Checks the ring's positions: a head past the tail, or more unread
+    /// bytes than the ring holds, is memory no sender or receiver wrote
+    /// (corrupted), and reading on would read garbage for as long as the
+    /// positions say.
+    pub(super) fn check_positions(&self) -> std::io::Result<()> {
+        let head = self.word(HEAD).load(SeqCst);
+        let tail = self.word(TAIL).load(SeqCst);
+        match tail.checked_sub(head) {
+            Some(unread) if unread <= self.cap => Ok(()),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the queue's positions are impossible: its memory is corrupted",
+            )),
+        }
     }
 
     /// Published bytes not yet read, from both positions (for anyone).

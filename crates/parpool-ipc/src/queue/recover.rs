@@ -15,6 +15,7 @@ use super::Queue;
 use super::frame::{ABORT, Sender};
 use super::layout::{READ_END, READ_RECEIVED, RECEIVED, SENT, WRITE_END, WRITE_SENT};
 use super::ring::Position;
+use super::wait::Wait;
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// After a sender died holding the lock: completes its message as
@@ -39,31 +40,40 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.put_word(ABORT);
     }
 
-    /// After a receiver died holding the lock: skips the rest of the
-    /// message it was reading (it was taken, as in Python).
+    /// After a receiver died holding the lock, or gave up skipping: skips
+    /// the rest of the message it was reading (it was taken, as in
+    /// Python). `false`: the bytes did not come within `wait` (a sender
+    /// still writing them); the next receive goes on where this stopped.
     ///
     /// # Errors
     /// When the rest can never come (its sender gone too, or the memory
     /// corrupted; see `frame.rs`, `await_sender`).
-    pub(super) fn recover_receiver(&self) -> std::io::Result<()> {
+    pub(super) fn recover_receiver(&self, wait: &Wait) -> std::io::Result<bool> {
+        let deadline = match *wait {
+            Wait::Forever => None,
+            Wait::Until(at) => Some(at),
+            Wait::No => Some(std::time::Instant::now()),
+        };
         let end = self.word(READ_END).load(SeqCst);
         let head = self.ring().head.get();
         if head >= end {
-            return Ok(());
+            return Ok(true);
         }
         let mut left = (end - head).saturating_sub(8);
         let mut sink = vec![0u8; left.min(1 << 16) as usize];
         while left > 0 {
             let n = left.min(sink.len() as u64) as usize;
-            if self.stream_out(&mut sink[..n])? == Sender::Gone {
+            match self.stream_out_until(&mut sink[..n], deadline)? {
+                (Sender::There, _) => left -= n as u64,
                 // Its sender died too: the trailer is next.
-                break;
+                (Sender::Gone, _) => break,
+                (Sender::Later, _) => return Ok(false),
             }
-            left -= n as u64;
         }
         let before = self.word(READ_RECEIVED).load(SeqCst);
         self.word(RECEIVED).store(before, SeqCst);
-        self.take_word(|trailer| self.count_received(before, trailer))?;
-        Ok(())
+        let trailer =
+            self.take_word_until(|trailer| self.count_received(before, trailer), deadline)?;
+        Ok(trailer.is_some())
     }
 }
