@@ -12,8 +12,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::layout::{
-    DATA_SEQ, HEAD, MAX_ITEMS, READ_END, READ_LOCK, READ_RECEIVED, READER_WAITING, RECEIVED,
-    RECV_STREAK, SENT, SPACE_SEQ, TAIL, TAIL_SEEN, WRITE_END, WRITE_LOCK, WRITE_SENT,
+    DATA_SEQ, HEAD, HEAD_SEEN, MAX_ITEMS, READ_END, READ_LOCK, READ_RECEIVED, READER_WAITING,
+    RECEIVED, RECV_STREAK, SENT, SPACE_SEQ, TAIL, TAIL_SEEN, WRITE_END, WRITE_LOCK, WRITE_SENT,
     WRITER_WAITING,
 };
 use super::ring::Position;
@@ -128,8 +128,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             return Err(SendError::Full(value));
         };
         self.check_positions().map_err(SendError::Io)?;
-        if died {
-            self.recover_sender();
+        // A send that died (or gave up completing a dead one's message)
+        // left the rest of it to fill (`WRITE_END` is past the tail).
+        let left_over = self.ring().tail.get() < self.word(WRITE_END).load(SeqCst);
+        if (died || left_over) && !self.recover_sender(&wait) {
+            return Err(SendError::Full(value));
         }
         // Room for all of it, unless it is larger than the ring and must
         // stream (which `try_send` does not do): then room for its length.
@@ -182,30 +185,50 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Writes `bytes` at the tail, in pieces as room frees up: a quarter
     /// of the ring at a time, or what is left.
-    pub(super) fn stream_in(&self, mut bytes: &[u8]) {
+    pub(super) fn stream_in(&self, bytes: &[u8]) {
+        self.stream_in_until(bytes, &Wait::Forever);
+    }
+
+    /// [`stream_in`](Self::stream_in), waiting for room only as `wait`
+    /// allows; `false` if it gave up (what was written stays written).
+    pub(super) fn stream_in_until(&self, mut bytes: &[u8], wait: &Wait) -> bool {
         while !bytes.is_empty() {
             let piece = (bytes.len() as u64).min(self.cap / 4);
-            self.wait_for(SPACE_SEQ, WRITER_WAITING, &Wait::Forever, || {
-                self.has_room(piece)
-            });
+            if !self.wait_for(SPACE_SEQ, WRITER_WAITING, wait, || self.has_room(piece)) {
+                return false;
+            }
             let n = (self.space() as usize).min(bytes.len());
+            if n == 0 {
+                // The sender's cached head said there was room, the head
+                // itself says not: only a corrupted cache does that.
+                self.word(HEAD_SEEN).store(self.ring().head.get(), SeqCst);
+                continue;
+            }
             let tail = self.ring().tail.get();
             self.copy_in(tail, &bytes[..n]);
             self.ring().tail.set(tail.wrapping_add(n as u64));
             self.bump(DATA_SEQ, READER_WAITING);
             bytes = &bytes[n..];
         }
+        true
     }
 
     /// Writes one 8-byte word at the tail once there is room for all of it.
     pub(super) fn put_word(&self, word: u64) {
-        self.wait_for(SPACE_SEQ, WRITER_WAITING, &Wait::Forever, || {
-            self.has_room(8)
-        });
+        self.put_word_until(word, &Wait::Forever);
+    }
+
+    /// [`put_word`](Self::put_word), waiting for room only as `wait`
+    /// allows; `false` if it gave up (nothing written).
+    pub(super) fn put_word_until(&self, word: u64, wait: &Wait) -> bool {
+        if !self.wait_for(SPACE_SEQ, WRITER_WAITING, wait, || self.has_room(8)) {
+            return false;
+        }
         let tail = self.ring().tail.get();
         self.copy_in(tail, &word.to_le_bytes());
         self.ring().tail.set(tail.wrapping_add(8));
         self.bump(DATA_SEQ, READER_WAITING);
+        true
     }
 
     pub(super) fn recv_with(&self, wait: Wait) -> Result<T, RecvError> {

@@ -18,26 +18,30 @@ use super::ring::Position;
 use super::wait::Wait;
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {
-    /// After a sender died holding the lock: completes its message as
-    /// aborted, so receivers drop it and the stream stays in step, and
-    /// takes back its count in `SENT` if it had made it.
-    pub(super) fn recover_sender(&self) {
+    /// After a sender died holding the lock, or gave up completing a dead
+    /// one's message: completes that message as aborted, so receivers drop
+    /// it and the stream stays in step, and takes back its count in `SENT`
+    /// if it had made it. `false`: the room for it did not come within
+    /// `wait` (nobody read); the next send goes on where this stopped.
+    pub(super) fn recover_sender(&self, wait: &Wait) -> bool {
         let end = self.word(WRITE_END).load(SeqCst);
         let tail = self.ring().tail.get();
         if tail >= end {
-            return;
+            return true;
         }
         let filler = (end - tail).saturating_sub(8);
         let zeros = vec![0u8; filler.min(1 << 16) as usize];
         let mut left = filler;
         while left > 0 {
             let n = left.min(zeros.len() as u64) as usize;
-            self.stream_in(&zeros[..n]);
+            if !self.stream_in_until(&zeros[..n], wait) {
+                return false;
+            }
             left -= n as u64;
         }
         let before = self.word(WRITE_SENT).load(SeqCst);
         self.word(SENT).store(before, SeqCst);
-        self.put_word(ABORT);
+        self.put_word_until(ABORT, wait)
     }
 
     /// After a receiver died holding the lock, or gave up skipping: skips

@@ -856,12 +856,18 @@ fn check_handles(ctx: &Ctx<'_>) -> Outcomes {
         }
     }
     if !ctx.shutdown.load(SeqCst) {
-        let live = ctx.pool.worker_pids();
+        // The worker is killed (or ends by itself) as the job is stopped;
+        // dying takes a moment on a busy machine.
         for (key, pid) in cancelled_pids {
-            if live.contains(&pid) && census::alive(pid) {
-                ctx.problem(format!(
-                    "job {key} resolved Cancelled, ran to the end, and its worker {pid} lives on"
-                ));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while ctx.pool.worker_pids().contains(&pid) && census::alive(pid) {
+                if Instant::now() > deadline {
+                    ctx.problem(format!(
+                        "job {key} resolved Cancelled, ran to the end, and its worker {pid} lives on"
+                    ));
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
             }
         }
     }
