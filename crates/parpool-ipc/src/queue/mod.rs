@@ -20,6 +20,12 @@
 //! If a receiver dies in the middle of one, the next receiver skips the
 //! rest of it (it was taken, as in Python); a sender streaming a message
 //! then waits for that next receiver, as it waits for any reader of a full
+//! ring. Completing a dead sender's message, or skipping a dead receiver's,
+//! waits only as the send or receive that does it may wait (`try_` ones
+//! not at all): one that gives up leaves the positions saying what is
+//! left, and the next send or receive goes on with it. Positions that are
+//! impossible (a head past the tail, more unread bytes than the ring
+//! holds) are memory nobody wrote: an I/O error, never a read outside the
 //! ring.
 //!
 //! The parts: `layout.rs` (where everything sits in the region, and typed
