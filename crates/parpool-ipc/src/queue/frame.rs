@@ -29,6 +29,49 @@ const FRAME: u64 = 16;
 /// its sender is still there ([`Queue::await_sender`]).
 const SENDER_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
+/// How long a timed or non-blocking receive inside a message waits past
+/// its own deadline while the message's sender writes nothing more.
+const STALL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// When a read in the middle of a message stops waiting for its bytes.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum GiveUp {
+    /// Never: it waits until they come or their sender is found dead.
+    Never,
+    /// At this instant (skipping what another receive left: the next
+    /// receive goes on where this one stopped).
+    At(std::time::Instant),
+    /// At this instant, or later while the sender keeps writing: once it
+    /// has written nothing for [`STALL`] (a receive of its own message,
+    /// which a live sender finishes without waiting for anything else).
+    Stalled(std::time::Instant),
+}
+
+impl GiveUp {
+    /// A receive's give-up for `wait`: skipping (`skip`) or its own message.
+    pub(super) fn of(wait: &Wait, skip: bool) -> GiveUp {
+        let at = match *wait {
+            Wait::Forever => return GiveUp::Never,
+            Wait::Until(at) => at,
+            Wait::No => std::time::Instant::now(),
+        };
+        if skip {
+            GiveUp::At(at)
+        } else {
+            GiveUp::Stalled(at)
+        }
+    }
+
+    /// The deadline for a wait, the last bytes having come at `progress`.
+    fn deadline(self, progress: std::time::Instant) -> Option<std::time::Instant> {
+        match self {
+            GiveUp::Never => None,
+            GiveUp::At(at) => Some(at),
+            GiveUp::Stalled(at) => Some(at.max(progress + STALL)),
+        }
+    }
+}
+
 /// What [`Queue::await_sender`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Sender {
@@ -244,6 +287,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn recv_into(&self, wait: Wait, bytes: &mut Vec<u8>) -> Result<T, RecvError> {
+        let give_up = GiveUp::of(&wait, false);
         let Some((_lock, died)) = self.lock_end(READ_LOCK, &wait).map_err(RecvError::Io)? else {
             return Err(RecvError::Empty);
         };
@@ -321,18 +365,29 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 self.bump(SPACE_SEQ, WRITER_WAITING);
                 bytes.resize(len as usize, 0);
                 let streamed = self
-                    .stream_out(bytes)
-                    .and_then(|sender| match sender {
+                    .stream_out_until(bytes, give_up)
+                    .and_then(|(sender, _)| match sender {
                         Sender::There => {
                             let pad = (need - FRAME - len) as usize;
-                            self.stream_out(&mut [0u8; 8][..pad])
+                            self.stream_out_until(&mut [0u8; 8][..pad], give_up)
+                                .map(|(sender, _)| sender)
                         }
                         // Its sender died in it: the trailer is next.
-                        // (Without a deadline there is no `Later`.)
                         Sender::Gone | Sender::Later => Ok(sender),
                     })
-                    .and_then(|_| self.take_word(|trailer| self.count_received(received, trailer)));
-                streamed.map_err(RecvError::Io)?
+                    .and_then(|sender| match sender {
+                        Sender::Later => Ok(None),
+                        Sender::There | Sender::Gone => self.take_word_until(
+                            |trailer| self.count_received(received, trailer),
+                            give_up,
+                        ),
+                    });
+                // Its sender stopped writing it: `READ_END` tells the next
+                // receive to skip the rest.
+                let Some(trailer) = streamed.map_err(RecvError::Io)? else {
+                    return Err(RecvError::Stalled);
+                };
+                trailer
             };
             match trailer {
                 COMMIT => {
@@ -351,28 +406,25 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
     }
 
-    /// Reads `buf.len()` bytes at the head, in pieces as they arrive.
-    /// [`Sender::Gone`]: the sender died in the message, whose rest was
-    /// never written; the head is at its `ABORT` trailer (read it with
-    /// [`take_word`](Self::take_word), skipping any padding).
+    /// Reads `buf.len()` bytes at the head, in pieces as they arrive,
+    /// giving up as `give_up` says if they have not come (then
+    /// [`Sender::Later`], with how many were read; the next receive can go
+    /// on skipping the rest). [`Sender::Gone`]: the sender died in the
+    /// message, whose rest was never written; the head is at its `ABORT`
+    /// trailer (read it with [`take_word_until`](Self::take_word_until),
+    /// skipping any padding).
     ///
     /// # Errors
     /// When the bytes can never come (see [`await_sender`](Self::await_sender)).
-    pub(super) fn stream_out(&self, buf: &mut [u8]) -> io::Result<Sender> {
-        self.stream_out_until(buf, None).map(|(sender, _)| sender)
-    }
-
-    /// [`stream_out`](Self::stream_out), giving up at `deadline` if the
-    /// bytes have not come (then [`Sender::Later`], with how many were
-    /// read): for skipping a message another receive left, which the next
-    /// receive can go on skipping.
     pub(super) fn stream_out_until(
         &self,
         buf: &mut [u8],
-        deadline: Option<std::time::Instant>,
+        give_up: GiveUp,
     ) -> io::Result<(Sender, usize)> {
         let mut done = 0;
+        let mut progress = std::time::Instant::now();
         while done < buf.len() {
+            let deadline = give_up.deadline(progress);
             // A quarter of the ring at a time, or what is left. The sender
             // is not waiting for room meanwhile: it has at least the other
             // three quarters.
@@ -399,27 +451,25 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             self.ring().head.set(head.wrapping_add(n as u64));
             self.bump(SPACE_SEQ, WRITER_WAITING);
             done += n;
+            if matches!(give_up, GiveUp::Stalled(_)) {
+                progress = std::time::Instant::now();
+            }
         }
         Ok((Sender::There, done))
     }
 
     /// Reads the 8-byte word at the head once it is all there; `done`
-    /// runs before the head moves past it.
+    /// runs before the head moves past it. `None`: it had not come when
+    /// `give_up` said to stop waiting.
     ///
     /// # Errors
-    /// As [`stream_out`](Self::stream_out).
-    pub(super) fn take_word(&self, done: impl FnOnce(u64)) -> io::Result<u64> {
-        self.take_word_until(done, None)
-            .map(|w| w.expect("without a deadline the word comes"))
-    }
-
-    /// [`take_word`](Self::take_word), giving up at `deadline` (`None`:
-    /// the word has not come).
+    /// As [`stream_out_until`](Self::stream_out_until).
     pub(super) fn take_word_until(
         &self,
         done: impl FnOnce(u64),
-        deadline: Option<std::time::Instant>,
+        give_up: GiveUp,
     ) -> io::Result<Option<u64>> {
+        let deadline = give_up.deadline(std::time::Instant::now());
         // A sender found gone left the trailer `ABORT` at the head.
         if self.await_sender(|| self.has_data(8), deadline)? == Sender::Later {
             return Ok(None);

@@ -169,6 +169,17 @@ pub enum RecvError {
     /// The shared memory failed or holds something that is not a message.
     #[error("queue failure: {0}")]
     Io(io::Error),
+    /// A timed or non-blocking receive had begun a message larger than
+    /// what was there, and its sender wrote none of the rest for 2 s past
+    /// the receive's timeout (the sender is stopped, or the queue's memory
+    /// is corrupted). That message is dropped: the next receive skips what
+    /// is left of it and goes on with the next. A blocking
+    /// [`recv`](Queue::recv) waits for the rest instead.
+    #[error(
+        "the message being received stopped arriving: its sender wrote none of the rest for 2 s \
+         past the receive's timeout; it was dropped (use recv to wait for such a sender)"
+    )]
+    Stalled,
 }
 
 /// Default ring size.
@@ -273,9 +284,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Receives a message if one is waiting.
     ///
+    /// A message larger than what is there is read as its sender writes
+    /// the rest, for as long as it keeps writing.
+    ///
     /// # Errors
     /// [`RecvError::Empty`] if none is; `Disconnected` as for
-    /// [`recv`](Self::recv).
+    /// [`recv`](Self::recv); [`RecvError::Stalled`] when the sender of the
+    /// message begun stopped writing it.
     pub fn try_recv(&self) -> Result<T, RecvError> {
         self.recv_with(Wait::No)
     }
@@ -285,7 +300,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// # Errors
     /// [`RecvError::Empty`] when the time ran out; `Disconnected` as for
-    /// [`recv`](Self::recv).
+    /// [`recv`](Self::recv); [`RecvError::Stalled`] as for
+    /// [`try_recv`](Self::try_recv).
     pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvError> {
         self.recv_with(Wait::from_timeout(timeout))
     }

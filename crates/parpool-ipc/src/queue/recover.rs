@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::Queue;
-use super::frame::{ABORT, Sender};
+use super::frame::{ABORT, GiveUp, Sender};
 use super::layout::{READ_END, READ_RECEIVED, RECEIVED, SENT, WRITE_END, WRITE_SENT};
 use super::ring::Position;
 use super::wait::Wait;
@@ -53,11 +53,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// When the rest can never come (its sender gone too, or the memory
     /// corrupted; see `frame.rs`, `await_sender`).
     pub(super) fn recover_receiver(&self, wait: &Wait) -> std::io::Result<bool> {
-        let deadline = match *wait {
-            Wait::Forever => None,
-            Wait::Until(at) => Some(at),
-            Wait::No => Some(std::time::Instant::now()),
-        };
+        let deadline = GiveUp::of(wait, true);
         let end = self.word(READ_END).load(SeqCst);
         let head = self.ring().head.get();
         if head >= end {

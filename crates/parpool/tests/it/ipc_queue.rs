@@ -247,6 +247,62 @@ fn a_receive_in_a_dead_sender_s_message_returns_without_another_sender() {
     assert_eq!(q.try_recv().unwrap().as_slice(), b"next");
 }
 
+/// A timed or non-blocking receive inside a message whose sender stopped
+/// (alive, writing nothing) once waited for the rest for ever. It gives up
+/// once the sender has written nothing for 2 s past the receive's own
+/// timeout, says the message was dropped, and the queue goes on: the next
+/// receive skips the rest when the sender writes it. (The region fuzz
+/// target found the same wait on a queue whose memory names a holder of
+/// the send end that never lets go.)
+#[test]
+fn a_try_recv_inside_a_stopped_sender_s_message_gives_up_and_says_so() {
+    use rustix::process::Signal;
+    let pool = pool(1);
+    let q: Queue<ByteBuf> = Queue::with_capacity(64 * 1024, None).unwrap();
+    let pids = SharedMem::new(16).unwrap();
+    let sender = pool.submit(send_big_noting, (q.clone(), 8 << 20, pids.clone()));
+    crate::common::wait_until("the sender started", || {
+        pids.atomic_u64(1).unwrap().load(Ordering::SeqCst) != 0
+    });
+    let pid = pids.atomic_u64(1).unwrap().load(Ordering::SeqCst) as u32;
+    // Hold the sender once it has begun the message (until then a
+    // try_recv finds nothing and the sender goes on).
+    let began = Instant::now();
+    let (got, took) = loop {
+        kill(pid, Signal::STOP);
+        let t = Instant::now();
+        let got = q.try_recv();
+        if !matches!(got, Err(RecvError::Empty)) {
+            break (got, t.elapsed());
+        }
+        kill(pid, Signal::CONT);
+        assert!(
+            began.elapsed() < crate::common::PATIENCE,
+            "the message never began"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(matches!(got, Err(RecvError::Stalled)), "{got:?}");
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    // What is left of it is skipped by the next receive, which gives up
+    // as its own timeout says while the sender is held.
+    let t = Instant::now();
+    let got = q.recv_timeout(Duration::from_millis(100));
+    assert!(matches!(got, Err(RecvError::Empty)), "{got:?}");
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    kill(pid, Signal::CONT);
+    let next = q.recv_timeout(crate::common::PATIENCE).unwrap();
+    assert_eq!(
+        next.as_slice(),
+        b"after the big one",
+        "{} bytes",
+        next.len()
+    );
+    sender.join().unwrap();
+    assert!(q.is_empty());
+}
+
 #[test]
 fn a_receiver_killed_mid_message_costs_that_message_only() {
     use rustix::process::Signal;
