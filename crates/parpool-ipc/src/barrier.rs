@@ -350,18 +350,9 @@ mod tests {
     #[test]
     fn a_timed_wait_is_bounded_even_while_the_barrier_s_lock_is_held() {
         let barrier = Barrier::new(2).unwrap();
-        let lock = barrier.lock_at(LOCK) as usize;
-        let (held, release) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
-        let holder = std::thread::spawn(move || {
-            // SAFETY: the barrier's lock, initialized by `new`; the barrier
-            // outlives this thread (joined below).
-            let _ = unsafe { sys::mutex_lock(lock as *mut u8, None) };
-            held.0.send(()).unwrap();
-            release.1.recv().unwrap();
-            // SAFETY: this thread holds it.
-            unsafe { sys::mutex_unlock(lock as *mut u8) };
-        });
-        held.1.recv().unwrap();
+        // SAFETY: the barrier's lock, initialized by `new`; the barrier
+        // outlives the holder (dropped first, below).
+        let held = unsafe { sys::HeldLock::hold(barrier.lock_at(LOCK)) };
         let party = barrier.party().unwrap();
         let start = Instant::now();
         assert!(matches!(
@@ -377,7 +368,6 @@ mod tests {
             barrier.is_broken(),
             "a timed-out wait breaks it, as in Python"
         );
-        release.0.send(()).unwrap();
-        holder.join().unwrap();
+        drop(held);
     }
 }

@@ -600,18 +600,9 @@ mod tests {
     #[test]
     fn a_try_and_a_timed_acquire_are_bounded_while_the_lock_is_held() {
         let sem = Semaphore::new(1).unwrap();
-        let lock = sem.region.payload().wrapping_add(SEM_LOCK) as usize;
-        let (held, release) = (std::sync::mpsc::channel(), std::sync::mpsc::channel::<()>());
-        let holder = std::thread::spawn(move || {
-            // SAFETY: the semaphore's lock, initialized by `new`; the
-            // semaphore outlives this thread (joined below).
-            let _ = unsafe { sys::mutex_lock(lock as *mut u8, None) };
-            held.0.send(()).unwrap();
-            release.1.recv().unwrap();
-            // SAFETY: this thread holds it.
-            unsafe { sys::mutex_unlock(lock as *mut u8) };
-        });
-        held.1.recv().unwrap();
+        // SAFETY: the semaphore's lock, initialized by `new`; the
+        // semaphore outlives the holder (dropped first, below).
+        let held = unsafe { sys::HeldLock::hold(sem.region.payload().wrapping_add(SEM_LOCK)) };
         let start = Instant::now();
         assert!(sem.try_acquire().is_none());
         assert!(sem.acquire_timeout(Duration::from_millis(50)).is_none());
@@ -620,8 +611,7 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
-        release.0.send(()).unwrap();
-        holder.join().unwrap();
+        drop(held);
         assert!(sem.try_acquire().is_some(), "free again once the lock is");
     }
 }

@@ -455,6 +455,53 @@ pub(crate) fn copy_in(map: &MmapRaw, offset: usize, data: &[u8]) {
     }
 }
 
+/// A lock held by another thread of this process until dropped: for tests
+/// of what waits on a lock whose holder does not let go.
+#[cfg(test)]
+pub(crate) struct HeldLock {
+    release: std::sync::mpsc::Sender<()>,
+    holder: Option<std::thread::JoinHandle<()>>,
+}
+
+#[cfg(test)]
+impl HeldLock {
+    /// Locks the mutex at `lock` from a new thread and returns once it
+    /// holds it.
+    ///
+    /// # Safety
+    /// `lock` is an initialized mutex that stays mapped until this is
+    /// dropped.
+    pub(crate) unsafe fn hold(lock: *mut u8) -> HeldLock {
+        let lock = lock as usize;
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            // SAFETY: initialized and mapped while this thread runs (the
+            // caller's promise; `drop` joins it).
+            let _ = unsafe { mutex_lock(lock as *mut u8, None) };
+            held_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+            // SAFETY: this thread holds it.
+            unsafe { mutex_unlock(lock as *mut u8) };
+        });
+        held_rx.recv().expect("the holder took the lock");
+        HeldLock {
+            release,
+            holder: Some(holder),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        let _ = self.release.send(());
+        if let Some(holder) = self.holder.take() {
+            let _ = holder.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// A mutex whose kind word was overwritten (a corrupted region; the

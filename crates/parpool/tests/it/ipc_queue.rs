@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use std::sync::atomic::Ordering;
 
 use parpool::ipc::{Queue, RecvError, SendError, SharedMem};
-use parpool::{Executor, JobError, ProcessPool, WorkerOutput};
+use parpool::{Executor, JobError, JobHandle, ProcessPool, WorkerOutput};
 use proptest::prelude::*;
 use serde_bytes::ByteBuf;
 
@@ -52,6 +52,18 @@ parpool::task! {
         args.1.atomic_u64(0).unwrap().store(u64::from(std::process::id()), Ordering::SeqCst);
         args.0.recv().map(|v| v.len()).unwrap_or(0)
     }
+}
+
+/// Starts [`send_big_noting`] with an 8 MiB message on `pool`: its handle
+/// and its worker's pid once it runs.
+fn start_big_sender(pool: &ProcessPool, q: &Queue<ByteBuf>) -> (JobHandle<()>, u32) {
+    let pids = SharedMem::new(16).unwrap();
+    let sender = pool.submit(send_big_noting, (q.clone(), 8 << 20, pids.clone()));
+    crate::common::wait_until("the sender started", || {
+        pids.atomic_u64(1).unwrap().load(Ordering::SeqCst) != 0
+    });
+    let pid = pids.atomic_u64(1).unwrap().load(Ordering::SeqCst) as u32;
+    (sender, pid)
 }
 
 fn pool(n: usize) -> ProcessPool {
@@ -217,12 +229,7 @@ fn a_receive_in_a_dead_sender_s_message_returns_without_another_sender() {
     use rustix::process::Signal;
     let pool = pool(1);
     let q: Queue<ByteBuf> = Queue::with_capacity(64 * 1024, None).unwrap();
-    let pids = SharedMem::new(16).unwrap();
-    let sender = pool.submit(send_big_noting, (q.clone(), 8 << 20, pids.clone()));
-    crate::common::wait_until("the sender started", || {
-        pids.atomic_u64(1).unwrap().load(Ordering::SeqCst) != 0
-    });
-    let pid = pids.atomic_u64(1).unwrap().load(Ordering::SeqCst) as u32;
+    let (sender, pid) = start_big_sender(&pool, &q);
     // Let it fill the ring (nobody reads yet), hold it, and let a receive
     // take what is there: the receive is now inside the message, waiting
     // for the rest. Then the sender dies.
@@ -259,12 +266,7 @@ fn a_try_recv_inside_a_stopped_sender_s_message_gives_up_and_says_so() {
     use rustix::process::Signal;
     let pool = pool(1);
     let q: Queue<ByteBuf> = Queue::with_capacity(64 * 1024, None).unwrap();
-    let pids = SharedMem::new(16).unwrap();
-    let sender = pool.submit(send_big_noting, (q.clone(), 8 << 20, pids.clone()));
-    crate::common::wait_until("the sender started", || {
-        pids.atomic_u64(1).unwrap().load(Ordering::SeqCst) != 0
-    });
-    let pid = pids.atomic_u64(1).unwrap().load(Ordering::SeqCst) as u32;
+    let (sender, pid) = start_big_sender(&pool, &q);
     // Hold the sender once it has begun the message (until then a
     // try_recv finds nothing and the sender goes on).
     let began = Instant::now();
