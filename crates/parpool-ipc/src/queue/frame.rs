@@ -12,15 +12,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::layout::{
-    DATA_SEQ, HEAD, HEAD_SEEN, MAX_ITEMS, READ_END, READ_LOCK, READ_RECEIVED, READER_WAITING,
-    RECEIVED, RECV_STREAK, SENT, SPACE_SEQ, TAIL, TAIL_SEEN, WRITE_END, WRITE_LOCK, WRITE_SENT,
-    WRITER_WAITING,
+    DATA_SEQ, HEAD, HEAD_SEEN, MAX_ITEMS, READ_DROPPED, READ_END, READ_LOCK, READ_RECEIVED,
+    READER_WAITING, RECEIVED, RECV_STREAK, SENT, SPACE_SEQ, TAIL, TAIL_SEEN, WRITE_END, WRITE_LOCK,
+    WRITE_SENT, WRITER_WAITING,
 };
 use super::ring::Position;
 use super::wait::{BATCH, PATIENT, STREAM, STREAM_BATCH, STREAMING, Wait};
 use super::{Queue, RecvError, SendError};
 
-const COMMIT: u64 = 0x434f_4d4d_4954_2e2e;
+pub(super) const COMMIT: u64 = 0x434f_4d4d_4954_2e2e;
 pub(super) const ABORT: u64 = 0x4142_4f52_542e_2e2e;
 /// Bytes a message takes besides its payload: length and trailer.
 const FRAME: u64 = 16;
@@ -214,8 +214,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         // the message ends and the count before it.
         let tail = self.word(TAIL).load(Relaxed);
         let sent = self.word(SENT).load(Relaxed);
-        self.word(WRITE_END).store(tail.wrapping_add(need), Release);
+        // The count first: a sender that finds `WRITE_END` past the tail
+        // must find the count that goes with it.
         self.word(WRITE_SENT).store(sent, Release);
+        self.word(WRITE_END).store(tail.wrapping_add(need), Release);
         // `SENT` counts the message before receivers can see it, so a
         // receiver's `task_done` always finds it counted.
         if self.has_room(need) {
@@ -346,8 +348,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             let head = self.word(HEAD).load(Relaxed);
             let len = self.read_word(head);
             bytes.clear();
-            let need = frame_len(len)
-                .filter(|&n| usize::try_from(n).is_ok_and(|n| bytes.try_reserve_exact(n).is_ok()));
+            // What the length claims is reserved only as it arrives (a
+            // corrupted length must not take the memory it names).
+            let need = frame_len(len).filter(|&n| usize::try_from(n).is_ok());
             let Some(need) = need else {
                 return Err(RecvError::Io(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -355,8 +358,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 )));
             };
             let received = self.word(RECEIVED).load(Relaxed);
-            self.word(READ_END).store(head.wrapping_add(need), Release);
+            // The count first, as for senders.
             self.word(READ_RECEIVED).store(received, Release);
+            self.word(READ_END).store(head.wrapping_add(need), Release);
             let trailer = if self.has_data(need) {
                 // The whole message is there: one read, one publish.
                 self.ring()
@@ -368,10 +372,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             } else {
                 self.ring().head.set(head.wrapping_add(8));
                 self.bump(SPACE_SEQ, WRITER_WAITING);
-                bytes.resize(len as usize, 0);
                 let streamed = self
-                    .stream_out_until(bytes, give_up)
-                    .and_then(|(sender, _)| match sender {
+                    .stream_out_vec(bytes, len as usize, give_up)
+                    .and_then(|sender| match sender {
                         Sender::There => {
                             let pad = (need - FRAME - len) as usize;
                             self.stream_out_until(&mut [0u8; 8][..pad], give_up)
@@ -390,6 +393,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 // Its sender stopped writing it: `READ_END` tells the next
                 // receive to skip the rest.
                 let Some(trailer) = streamed.map_err(RecvError::Io)? else {
+                    self.word(READ_DROPPED).store(1, SeqCst);
                     return Err(RecvError::Stalled);
                 };
                 trailer
@@ -409,6 +413,35 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 }
             }
         }
+    }
+
+    /// [`stream_out_until`](Self::stream_out_until) into `bytes`, `len`
+    /// of them, growing it a ring's worth at a time as they arrive.
+    ///
+    /// # Errors
+    /// As `stream_out_until`, and when `bytes` cannot grow.
+    fn stream_out_vec(
+        &self,
+        bytes: &mut Vec<u8>,
+        len: usize,
+        give_up: GiveUp,
+    ) -> io::Result<Sender> {
+        while bytes.len() < len {
+            let start = bytes.len();
+            let piece = (len - start).min(self.cap as usize);
+            bytes.try_reserve_exact(piece).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::OutOfMemory,
+                    format!("a message of {len} bytes is more than this process can hold"),
+                )
+            })?;
+            bytes.resize(start + piece, 0);
+            match self.stream_out_until(&mut bytes[start..], give_up)? {
+                (Sender::There, _) => {}
+                (other, _) => return Ok(other),
+            }
+        }
+        Ok(Sender::There)
     }
 
     /// Reads `buf.len()` bytes at the head, in pieces as they arrive,
@@ -515,27 +548,28 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             if self.wait_for(DATA_SEQ, READER_WAITING, &check, &ready) || self.available() > 0 {
                 return Ok(Sender::There);
             }
-            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                return Ok(Sender::Later);
-            }
-            let Some((_send_end, died)) = self.lock_end(WRITE_LOCK, &Wait::No)? else {
+            // Past the deadline the send end is still looked at once: a
+            // dead sender's message is completed by the first receive to
+            // find it, however short its wait.
+            let late = deadline.is_some_and(|d| std::time::Instant::now() >= d);
+            let Some((_send_end, _died)) = self.lock_end(WRITE_LOCK, &Wait::No)? else {
+                if late {
+                    return Ok(Sender::Later);
+                }
                 continue;
             };
             if ready() || self.available() > 0 {
                 return Ok(Sender::There);
             }
-            if !died {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "a message is longer than what was sent: the queue's memory is corrupted",
-                ));
-            }
+            // Nobody writes: the sender died in its message, or a send
+            // that was completing a dead one's gave up (either way the
+            // tail is short of `WRITE_END`); or the memory is corrupted.
             let end = self.word(WRITE_END).load(SeqCst);
             let tail = self.ring().tail.get();
             if tail.saturating_add(8) > end {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    "a sender died past the end of its message: the queue's memory is corrupted",
+                    "a message is longer than what was sent: the queue's memory is corrupted",
                 ));
             }
             // Nothing unread (available is 0): head and tail move together

@@ -42,6 +42,10 @@ pub(super) const READ_RECEIVED: usize = 288;
 /// How many waits in a row found the senders streaming (see
 /// `recv_into`); written by the receiver holding the lock.
 pub(super) const RECV_STREAK: usize = 296;
+/// Nonzero while the message left to skip (`READ_END` past the head) was
+/// dropped by a receive that gave up on it (`RecvError::Stalled`): nobody
+/// will mark it done, so the skip does if it turns out committed.
+pub(super) const READ_DROPPED: usize = 304;
 pub(super) const DATA_SEQ: usize = 384;
 pub(super) const READER_WAITING: usize = 388;
 pub(super) const SPACE_SEQ: usize = 512;

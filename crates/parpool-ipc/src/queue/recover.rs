@@ -12,8 +12,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::Queue;
-use super::frame::{ABORT, GiveUp, Sender};
-use super::layout::{READ_END, READ_RECEIVED, RECEIVED, SENT, WRITE_END, WRITE_SENT};
+use super::frame::{ABORT, COMMIT, GiveUp, Sender};
+use super::layout::{READ_DROPPED, READ_END, READ_RECEIVED, RECEIVED, SENT, WRITE_END, WRITE_SENT};
 use super::ring::Position;
 use super::wait::Wait;
 
@@ -72,8 +72,16 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
         let before = self.word(READ_RECEIVED).load(SeqCst);
         self.word(RECEIVED).store(before, SeqCst);
-        let trailer =
-            self.take_word_until(|trailer| self.count_received(before, trailer), deadline)?;
-        Ok(trailer.is_some())
+        let Some(trailer) =
+            self.take_word_until(|trailer| self.count_received(before, trailer), deadline)?
+        else {
+            return Ok(false);
+        };
+        // A message a receive gave up on (`Stalled`) was received by
+        // nobody: nobody marks it done but this.
+        if self.word(READ_DROPPED).swap(0, SeqCst) != 0 && trailer == COMMIT {
+            let _ = self.task_done();
+        }
+        Ok(true)
     }
 }

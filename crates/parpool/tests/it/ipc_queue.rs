@@ -303,6 +303,59 @@ fn a_try_recv_inside_a_stopped_sender_s_message_gives_up_and_says_so() {
     );
     sender.join().unwrap();
     assert!(q.is_empty());
+    // The dropped message was received by nobody: the skip marked it
+    // done, so one task_done (for the message after it) lets join return.
+    assert_eq!(q.unfinished(), 1);
+    q.task_done().unwrap();
+    q.join();
+}
+
+/// A send that finds a dead sender's message half written fills what room
+/// there is of the rest and, with nothing more to wait for (`try_send`),
+/// gives up: the send end is then free and its owner did not die. A
+/// receive inside that message once took this for corrupted memory (an
+/// I/O error for it and every receive after); it completes the message as
+/// aborted instead.
+#[test]
+fn a_receive_after_a_send_gave_up_completing_a_dead_sender_s_message_goes_on() {
+    use rustix::process::Signal;
+    let pool = pool(2);
+    let q: Queue<ByteBuf> = Queue::with_capacity(64 * 1024, None).unwrap();
+    let pids = SharedMem::new(16).unwrap();
+    let pid = |i: usize| pids.atomic_u64(i).unwrap().load(Ordering::SeqCst) as u32;
+    let receiver = pool.submit(recv_noting, (q.clone(), pids.clone()));
+    let sender = pool.submit(send_big_noting, (q.clone(), 8 << 20, pids.clone()));
+    crate::common::wait_until("both jobs started", || pid(0) != 0 && pid(1) != 0);
+    // The receiver held while the sender fills the ring; the sender held
+    // while the receiver takes that and waits for the rest; then the
+    // receiver held again and the sender killed. (Whatever the timing,
+    // the receiver's first whole message is the one sent below.)
+    kill(pid(0), Signal::STOP);
+    std::thread::sleep(Duration::from_millis(300));
+    kill(pid(1), Signal::STOP);
+    kill(pid(0), Signal::CONT);
+    std::thread::sleep(Duration::from_millis(200));
+    kill(pid(0), Signal::STOP);
+    kill(pid(1), Signal::KILL);
+    assert!(matches!(sender.join(), Err(JobError::Crashed { .. })));
+    // Finds the dead sender's message, fills the room there is, and
+    // gives up (it does not wait).
+    assert!(matches!(
+        q.try_send(ByteBuf::from(b"lost".to_vec())),
+        Err(SendError::Full(_))
+    ));
+    // The receiver goes on: it reads the filler, finds the send end free
+    // and the message short of its end, and completes it as aborted. (A
+    // send now would complete it first: the receiver is given time to.)
+    kill(pid(0), Signal::CONT);
+    std::thread::sleep(Duration::from_millis(300));
+    q.send_timeout(ByteBuf::from(b"next".to_vec()), crate::common::PATIENCE)
+        .unwrap();
+    assert_eq!(
+        receiver.join().unwrap(),
+        4,
+        "the receiver got the next message"
+    );
 }
 
 #[test]
