@@ -232,7 +232,14 @@ impl Party<'_> {
             return Err(BarrierError::Broken);
         }
         let generation = b.word(GENERATION).load(SeqCst);
-        let arrived = b.word(ARRIVED).load(SeqCst) + 1;
+        let arrived = b.word(ARRIVED).load(SeqCst).saturating_add(1);
+        if arrived > b.parties {
+            // More arrived than there are parties: a corrupted region.
+            // Nobody could complete it; broken, for every party.
+            b.break_it();
+            unlock();
+            return Err(BarrierError::Broken);
+        }
         if arrived == b.parties {
             b.word(ARRIVED).store(0, SeqCst);
             b.word(GENERATION).fetch_add(1, SeqCst);
@@ -343,6 +350,21 @@ impl<'de> Deserialize<'de> for Barrier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A region whose arrival count says more parties arrived than there
+    /// are (corrupted; the region fuzz target found it) overflowed the
+    /// count: the barrier is broken instead, for every party.
+    #[test]
+    fn an_impossible_arrival_count_breaks_the_barrier() {
+        let barrier = Barrier::new(2).unwrap();
+        barrier.word(ARRIVED).store(u32::MAX, SeqCst);
+        let party = barrier.party().unwrap();
+        assert!(matches!(
+            party.wait_timeout(Duration::from_secs(5)),
+            Err(BarrierError::Broken)
+        ));
+        assert!(barrier.is_broken());
+    }
 
     /// A wait with a timeout once waited for ever on the barrier's own
     /// lock, when another process held it (stopped, or a corrupted

@@ -223,11 +223,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         if self.has_room(need) {
             // The common case: the whole message at once, one publish.
             self.copy_in(tail, frame);
-            self.word(SENT).store(sent + 1, Release);
+            self.word(SENT).store(sent.wrapping_add(1), Release);
             self.publish(TAIL, tail.wrapping_add(need), DATA_SEQ, READER_WAITING);
         } else {
             self.stream_in(&frame[..frame.len() - 8]);
-            self.word(SENT).store(sent + 1, Release);
+            self.word(SENT).store(sent.wrapping_add(1), Release);
             self.put_word(COMMIT);
         }
         Ok(())
@@ -334,7 +334,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 // have stopped when even a streaming wait gets less.
                 let dense = self.has_data(BATCH);
                 let next = if dense {
-                    (streak + 1).min(STREAMING)
+                    streak.saturating_add(1).min(STREAMING)
                 } else {
                     0
                 };
