@@ -64,7 +64,7 @@ pub struct SharedMem {
 #[non_exhaustive]
 pub enum AccessError {
     /// The range is outside the memory.
-    #[error("bytes {offset}..{end} are outside the shared memory's {len} bytes", end = offset + size)]
+    #[error("bytes {offset}..{end} are outside the shared memory's {len} bytes", end = offset.saturating_add(*size))]
     OutOfRange {
         /// Where the access started.
         offset: usize,
@@ -409,5 +409,28 @@ impl<T> Serialize for SharedSlice<T> {
 impl<'de, T: Pod> Deserialize<'de> for SharedSlice<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Ok(SharedMem::deserialize(d)?.slice())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An access past the end names its range, even one that does not fit
+    /// in a `usize` (formatting it once overflowed).
+    #[test]
+    fn an_access_out_of_range_says_where_whatever_its_numbers() {
+        let m = SharedMem::new(16).unwrap();
+        let mut buf = [0u8; 4];
+        let err = m.read(usize::MAX, &mut buf).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("outside the shared memory's 16 bytes"),
+            "{err}"
+        );
+        assert!(matches!(
+            m.write(12, &[0; 8]),
+            Err(AccessError::OutOfRange { .. })
+        ));
     }
 }

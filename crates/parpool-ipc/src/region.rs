@@ -111,7 +111,13 @@ impl Region {
         }
         let stat = rustix::fs::fstat(&fd)?;
         let size = stat.st_size.max(0) as usize;
-        let expected = HEADER + len;
+        // `len` came in a message: any value.
+        let Some(expected) = HEADER.checked_add(len) else {
+            return Err(invalid(format!(
+                "a region of kind {} with a payload of {len} bytes cannot exist",
+                kind.name()
+            )));
+        };
         if size != expected {
             return Err(invalid(format!(
                 "the region holds {size} bytes where kind {} with this payload type needs {expected}",
@@ -296,6 +302,10 @@ mod tests {
         );
         let wrong_len = Region::open(fd_of(&r), Kind::Event, 8, true).unwrap_err();
         assert!(wrong_len.to_string().contains("needs"), "{wrong_len}");
+        // A length from a message may be anything (the region fuzz target
+        // sent one that overflowed the size check).
+        let huge = Region::open(fd_of(&r), Kind::Event, usize::MAX, true).unwrap_err();
+        assert!(huge.to_string().contains("cannot exist"), "{huge}");
         let r2 = Region::create(Kind::Mem, 4).unwrap();
         let err = Region::open(fd_of(&r2), Kind::Event, 4, true).unwrap_err();
         assert!(err.to_string().contains("not of kind Event"), "{err}");
