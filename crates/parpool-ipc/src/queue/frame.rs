@@ -175,12 +175,17 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let Some((_lock, died)) = self.lock_end(WRITE_LOCK, &wait).map_err(SendError::Io)? else {
             return Err(SendError::Full(value));
         };
-        self.check_positions().map_err(SendError::Io)?;
         // A send that died (or gave up completing a dead one's message)
         // left the rest of it to fill (`WRITE_END` is past the tail).
         let left_over = self.ring().tail.get() < self.word(WRITE_END).load(SeqCst);
-        if (died || left_over) && !self.recover_sender(&wait) {
-            return Err(SendError::Full(value));
+        if died || left_over {
+            // Recovery goes by the positions: refuse impossible ones. (Not
+            // on every send: that reads the receiver's line each time, and
+            // a send with impossible positions only ever finds no room.)
+            self.check_positions().map_err(SendError::Io)?;
+            if !self.recover_sender(&wait) {
+                return Err(SendError::Full(value));
+            }
         }
         // Room for all of it, unless it is larger than the ring and must
         // stream (which `try_send` does not do): then room for its length.
@@ -298,12 +303,16 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let Some((_lock, died)) = self.lock_end(READ_LOCK, &wait).map_err(RecvError::Io)? else {
             return Err(RecvError::Empty);
         };
-        self.check_positions().map_err(RecvError::Io)?;
         // A receive that died (or gave up) inside a message left the rest
         // of it to skip (`READ_END` is past the head).
         let left_over = self.ring().head.get() < self.word(READ_END).load(SeqCst);
-        if (died || left_over) && !self.recover_receiver(&wait).map_err(RecvError::Io)? {
-            return Err(RecvError::Empty);
+        if died || left_over {
+            // As for sends: only where the positions steer a recovery (and
+            // in every streamed piece), not on every receive.
+            self.check_positions().map_err(RecvError::Io)?;
+            if !self.recover_receiver(&wait).map_err(RecvError::Io)? {
+                return Err(RecvError::Empty);
+            }
         }
         loop {
             let drained = || {
