@@ -84,34 +84,47 @@ const KIND_AT: usize = 16;
 /// `m` must point to `MUTEX_SIZE` readable bytes, aligned for
 /// `pthread_mutex_t`, that stay mapped for the call.
 #[cfg(all(target_env = "gnu", target_pointer_width = "64"))]
+#[inline]
 unsafe fn check_kind(m: *const u8) -> io::Result<()> {
-    static EXPECTED: std::sync::OnceLock<Option<i32>> = std::sync::OnceLock::new();
-    let expected = *EXPECTED.get_or_init(|| {
-        let mut probe = Box::new(MaybeUninit::<libc::pthread_mutex_t>::uninit());
-        let at = probe.as_mut_ptr().cast::<u8>();
-        // SAFETY: `probe` is ours alone, of the right size and alignment;
-        // it is initialized before its kind is read, and destroyed after.
-        unsafe {
-            mutex_init(at).ok()?;
-            let kind = std::ptr::read_volatile(at.add(KIND_AT).cast::<i32>());
-            libc::pthread_mutex_destroy(probe.as_mut_ptr());
-            Some(kind)
-        }
-    });
+    use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+    /// The kind, once probed; `UNKNOWN` before (and if the probe failed,
+    /// which leaves the check off). One relaxed load on every lock: a
+    /// `OnceLock` here cost a fifth of an uncontended lock/unlock pair.
+    const UNKNOWN: i64 = i64::MIN;
+    static EXPECTED: AtomicI64 = AtomicI64::new(UNKNOWN);
+    let mut expected = EXPECTED.load(Relaxed);
+    if expected == UNKNOWN {
+        expected = probe_kind().map_or(UNKNOWN + 1, i64::from);
+        EXPECTED.store(expected, Relaxed);
+    }
     // SAFETY: `KIND_AT + 4` is within `MUTEX_SIZE`, and `m` is readable
     // and aligned for the mutex, so for this `i32` (caller).
     let kind = unsafe { std::ptr::read_volatile(m.add(KIND_AT).cast::<i32>()) };
-    match expected {
-        Some(k) if k != kind => Err(io::Error::new(
+    if expected != i64::from(kind) && expected != UNKNOWN + 1 {
+        return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "the lock's shared memory is corrupted (its kind changed)",
-        )),
-        _ => Ok(()),
+        ));
+    }
+    Ok(())
+}
+
+/// The kind word of a fresh mutex from [`mutex_init`], read off a probe.
+#[cfg(all(target_env = "gnu", target_pointer_width = "64"))]
+#[cold]
+fn probe_kind() -> Option<i32> {
+    let mut probe = Box::new(MaybeUninit::<libc::pthread_mutex_t>::uninit());
+    let at = probe.as_mut_ptr().cast::<u8>();
+    // SAFETY: `probe` is ours alone, of the right size and alignment; it
+    // is initialized before its kind is read, and destroyed after.
+    unsafe {
+        mutex_init(at).ok()?;
+        let kind = std::ptr::read_volatile(at.add(KIND_AT).cast::<i32>());
+        libc::pthread_mutex_destroy(probe.as_mut_ptr());
+        Some(kind)
     }
 }
 
-/// Elsewhere the layout is not known: nothing is checked.
-///
 /// # Safety
 /// None needed; `unsafe` to match the checked version.
 #[cfg(not(all(target_env = "gnu", target_pointer_width = "64")))]
