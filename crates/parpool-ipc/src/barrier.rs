@@ -35,7 +35,7 @@ const LIVENESS_CHECK: Duration = Duration::from_millis(50);
 /// out breaks it too, as in Python.
 ///
 /// ```
-/// use parpool_ipc::Barrier;
+/// use parpool::ipc::Barrier;
 ///
 /// let barrier = Barrier::new(2)?;
 /// let other = barrier.clone();

@@ -24,7 +24,7 @@ use super::sys;
 /// shared memory: a waiter that dies leaves nothing behind.
 ///
 /// ```
-/// use parpool_ipc::{Condvar, Mutex};
+/// use parpool::ipc::{Condvar, Mutex};
 ///
 /// let ready = Mutex::new(0u32)?; // plain data only: 0 or 1 here
 /// let changed = Condvar::new()?;

@@ -22,7 +22,7 @@ use super::waiter::Registration;
 /// `multiprocessing.Event`.
 ///
 /// ```
-/// use parpool_ipc::Event;
+/// use parpool::ipc::Event;
 /// use std::time::Duration;
 ///
 /// let ready = Event::new()?;
@@ -83,7 +83,7 @@ impl Event {
     /// Waits until the flag is set, as a future for any async runtime.
     ///
     /// ```
-    /// use parpool_ipc::Event;
+    /// use parpool::ipc::Event;
     ///
     /// let ready = Event::new()?;
     /// let setter = ready.clone();

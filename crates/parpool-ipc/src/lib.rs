@@ -1,7 +1,10 @@
 //! Shared state and synchronization across processes (and threads): what
 //! Python's `multiprocessing` offers for jobs that are not self-contained.
 //! The shared-memory layer of [parpool](https://docs.rs/parpool), usable on
-//! its own (Linux); parpool re-exports it as `parpool::ipc`.
+//! its own (Linux); parpool re-exports it as `parpool::ipc`. The examples
+//! are written as a parpool user writes them (`use parpool::ipc::Queue;`,
+//! `use parpool::SharedBytes;`); with this crate alone the same items are
+//! at `parpool_ipc::…`.
 //!
 //! * [`SharedMem`] and its typed view [`SharedSlice`]: memory every
 //!   process sees, with shared atomics (like `Value`);
@@ -47,7 +50,7 @@
 //! bytes.
 //!
 //! ```
-//! use parpool_ipc::{Mutex, Semaphore};
+//! use parpool::ipc::{Mutex, Semaphore};
 //!
 //! let counter = Mutex::new(0u64)?;
 //! *counter.lock()? += 1;

@@ -32,7 +32,7 @@ use super::sys;
 /// the same bytes concurrently, as a slice ([`SharedSlice`]).
 ///
 /// ```
-/// use parpool_ipc::SharedMem;
+/// use parpool::ipc::SharedMem;
 /// use parpool::{Executor, ProcessPool};
 /// use std::sync::atomic::Ordering;
 ///

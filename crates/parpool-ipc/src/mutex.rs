@@ -42,7 +42,7 @@ const POISON_AT: usize = VALUE_AT - 4;
 /// back on their own).
 ///
 /// ```
-/// use parpool_ipc::Mutex;
+/// use parpool::ipc::Mutex;
 /// use parpool::{Executor, ProcessPool};
 ///
 /// parpool::task! {
@@ -161,7 +161,7 @@ impl<T: Pod> Mutex<T> {
     /// [`clear_poison`](Self::clear_poison) once the value is sound.
     ///
     /// ```
-    /// use parpool_ipc::{LockError, Mutex};
+    /// use parpool::ipc::{LockError, Mutex};
     ///
     /// let m = Mutex::new(0u32)?;
     /// if let Err(LockError::OwnerDied) = m.lock() {

@@ -71,7 +71,7 @@ const SEM_LIVENESS_MS: u64 = 50;
 /// parpool's `ProcessPool` workers do) and `/proc`.
 ///
 /// ```
-/// use parpool_ipc::Semaphore;
+/// use parpool::ipc::Semaphore;
 ///
 /// let slots = Semaphore::new(2)?;
 /// let a = slots.acquire();

@@ -73,7 +73,7 @@
 //!   worker processes, per-job output capture. Brings in `ipc`, serde's
 //!   postcard format and a constructor (`ctor`) that lets a worker process
 //!   serve before `main`. Linux only; elsewhere it does nothing.
-//! * `ipc` (default): [`parpool_ipc`] as `parpool::ipc`, and
+//! * `ipc` (default): the [`parpool-ipc`](https://docs.rs/parpool-ipc) crate as [`ipc`], and
 //!   `SharedBytes`. Linux only; elsewhere it does nothing.
 //! * `progress` (off): `progress_bar()` on every map, an `indicatif` bar
 //!   with rate and ETA. The hook underneath, `on_progress`, needs no
@@ -125,11 +125,26 @@ mod timer;
 mod wait;
 
 /// Shared state and synchronization across processes (and threads), from
-/// the [`parpool_ipc`] crate: put one of these in a job's input and the job,
-/// in a worker process or on a thread, works on the same object.
+/// the [`parpool-ipc`](https://docs.rs/parpool-ipc) crate: put one of these
+/// in a job's input and the job, in a worker process or on a thread, works
+/// on the same object.
 ///
-/// See [`parpool_ipc`] for the whole story: robust locks, what crosses
-/// and how, and what is checked when a region arrives.
+/// ```
+/// use parpool::ipc::{Lock, Queue, SharedMem};
+///
+/// let q: Queue<String> = Queue::new()?;
+/// q.send("hello".to_owned()).unwrap();
+/// assert_eq!(q.recv().unwrap(), "hello");
+/// let lock = Lock::new(())?;
+/// drop(lock.lock());
+/// assert_eq!(SharedMem::new(64)?.len(), 64);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// See [the `parpool-ipc` crate's page](https://docs.rs/parpool-ipc) for
+/// the whole story: robust locks, what crosses and how, and what is
+/// checked when a region arrives. Every example on these items is written
+/// for a program that depends on `parpool` alone.
 #[cfg(all(feature = "ipc", target_os = "linux"))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "ipc", target_os = "linux"))))]
 pub mod ipc {

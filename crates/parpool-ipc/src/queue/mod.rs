@@ -73,7 +73,7 @@ use wait::{Change, Wait};
 /// [`RecvError::Disconnected`].
 ///
 /// ```
-/// use parpool_ipc::Queue;
+/// use parpool::ipc::Queue;
 /// use parpool::{Executor, ProcessPool};
 ///
 /// parpool::task! {
@@ -316,7 +316,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// As [`recv`](Self::recv).
     ///
     /// ```
-    /// use parpool_ipc::Queue;
+    /// use parpool::ipc::Queue;
     ///
     /// let q: Queue<u32> = Queue::new()?;
     /// let tx = q.clone();

@@ -343,7 +343,7 @@ pub fn receiving<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> R {
 ///
 /// ```
 /// use parpool::{Executor, ProcessPool};
-/// use parpool_ipc::SharedBytes;
+/// use parpool::SharedBytes;
 ///
 /// parpool::task! {
 ///     fn checksum(data: SharedBytes) -> u64 {
