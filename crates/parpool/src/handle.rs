@@ -82,6 +82,8 @@ struct State<T> {
     done: bool,
     /// The published result was an error.
     failed: bool,
+    /// The published result was `Cancelled` (or `Shutdown`).
+    cancelled: bool,
     /// The result was taken out for good.
     taken: bool,
     /// A thread is blocked on `joined`.
@@ -144,6 +146,7 @@ impl<T> Inner<T> {
                 result: None,
                 done: false,
                 failed: false,
+                cancelled: false,
                 taken: false,
                 blocked: false,
                 waker: None,
@@ -229,6 +232,7 @@ impl<T> Inner<T> {
                 if publish {
                     st.done = true;
                     st.failed = result.is_err();
+                    st.cancelled = matches!(result, Err(JobError::Cancelled | JobError::Shutdown));
                 }
                 st.result = Some(result);
                 let blocked = st.blocked;
@@ -277,6 +281,11 @@ impl<T> Inner<T> {
 
     pub(crate) fn is_cancelled(&self) -> bool {
         self.flags.load(sync::Acquire) & CANCEL != 0
+    }
+
+    /// Whether the job was resolved as cancelled.
+    pub(crate) fn resolved_cancelled(&self) -> bool {
+        sync::lock(&self.state).cancelled
     }
 
     /// `Some(failed)` once published.
@@ -505,6 +514,30 @@ impl<T: Send + 'static> JobHandle<T> {
     /// Whether the job is resolved (its value or error is ready).
     pub fn is_finished(&self) -> bool {
         self.inner().is_finished()
+    }
+
+    /// Whether the job was cancelled: resolved as [`JobError::Cancelled`]
+    /// (by [`cancel`](Self::cancel) or a dropped
+    /// [`CancelOnDrop`]) or [`JobError::Shutdown`] (by `shutdown_now`), as
+    /// Python's `Future.cancelled()`. A job that timed out is not
+    /// cancelled: it is [`JobError::TimedOut`].
+    ///
+    /// ```
+    /// use parpool::{Executor, ThreadPool};
+    ///
+    /// let pool = ThreadPool::builder().workers(1).build()?;
+    /// let (open, gate) = std::sync::mpsc::channel::<()>();
+    /// let busy = pool.spawn(move || gate.recv().ok());
+    /// let queued = pool.spawn(|| 42);
+    /// assert!(queued.cancel());
+    /// assert!(queued.is_cancelled() && queued.is_finished());
+    /// assert!(!busy.is_cancelled());
+    /// open.send(()).unwrap();
+    /// assert!(busy.join().is_ok());
+    /// # Ok::<(), parpool::BuildError>(())
+    /// ```
+    pub fn is_cancelled(&self) -> bool {
+        self.inner().resolved_cancelled()
     }
 
     /// What the job wrote to its standard output and error, once it has

@@ -232,7 +232,13 @@ fn poll_then_join<E: Executor>(pool: &E) {
 fn a_job_timeout_is_a_typed_error<E: Executor>(pool: &E) {
     let start = Instant::now();
     let opts = JobOptions::new().timeout(Duration::from_millis(100));
-    let err = pool.submit_with(opts, nap, 20_000).join().unwrap_err();
+    let handle = pool.submit_with(opts, nap, 20_000);
+    while !handle.is_finished() {
+        assert!(start.elapsed() < PATIENCE, "not resolved");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(!handle.is_cancelled(), "a timeout is not a cancel");
+    let err = handle.join().unwrap_err();
     assert_eq!(
         err,
         JobError::TimedOut {
@@ -247,7 +253,9 @@ fn cancel_a_running_job<E: Executor>(pool: &E) {
     let handle = pool.submit(nap, 20_000);
     std::thread::sleep(Duration::from_millis(100));
     let start = Instant::now();
+    assert!(!handle.is_cancelled());
     assert!(handle.cancel(), "the job was not finished");
+    assert!(handle.is_cancelled() && handle.is_finished());
     assert_eq!(handle.join(), Err(JobError::Cancelled));
     assert!(start.elapsed() < PATIENCE);
     // The worker it ran on is free again (stopped or replaced).
