@@ -26,7 +26,11 @@ pub trait Task: Copy + Send + Sync + 'static {
 /// Defines a [`Task`]: a unit struct named like the function, whose
 /// [`Task::NAME`] is its module path.
 ///
-/// One input parameter; several values travel as a tuple.
+/// The function takes one parameter (any pattern: `(a, b): (u64, u64)`),
+/// several (`a: u64, b: String`: they travel as a tuple, so the job is
+/// submitted with `(a, b)`), or none (submitted with `()`); without a
+/// return type it returns `()`. Parameters and the return type must be
+/// serde types, to cross to a worker process.
 ///
 /// ```
 /// use parpool::{Executor, Task, ThreadPool};
@@ -35,11 +39,32 @@ pub trait Task: Copy + Send + Sync + 'static {
 ///     /// Adds two numbers.
 ///     pub fn add((a, b): (u64, u64)) -> u64 { a + b }
 /// }
+/// parpool::task! {
+///     /// Repeats a word.
+///     fn repeat(word: String, times: usize) -> String { word.repeat(times) }
+/// }
+/// parpool::task! {
+///     fn log(line: String) { eprintln!("{line}") }
+/// }
+/// parpool::task! {
+///     fn answer() -> u64 { 42 }
+/// }
 ///
 /// assert!(add::NAME.ends_with("::add"));
 /// let pool = ThreadPool::builder().workers(2).build()?;
 /// assert_eq!(pool.submit(add, (2, 3)).join(), Ok(5));
+/// assert_eq!(pool.submit(repeat, ("ab".into(), 2)).join(), Ok("abab".into()));
+/// assert_eq!(pool.submit(log, "hello".into()).join(), Ok(()));
+/// assert_eq!(pool.submit(answer, ()).join(), Ok(42));
 /// # Ok::<(), parpool::BuildError>(())
+/// ```
+///
+/// What is not a task's shape is a compile error that says what to write:
+///
+/// ```compile_fail
+/// parpool::task! {
+///     fn borrowed<'a>(s: &'a str) -> usize { s.len() }
+/// }
 /// ```
 #[macro_export]
 macro_rules! task {
@@ -48,6 +73,24 @@ macro_rules! task {
     };
     ($(#[$meta:meta])* $vis:vis fn $name:ident ($arg:tt : $in:ty) -> $out:ty $body:block) => {
         $crate::task!(@define [$(#[$meta])*] $vis $name [$arg] $in, $out, $body);
+    };
+    ($(#[$meta:meta])* $vis:vis fn $name:ident (mut $arg:ident : $in:ty) $body:block) => {
+        $crate::task!(@define [$(#[$meta])*] $vis $name [mut $arg] $in, (), $body);
+    };
+    ($(#[$meta:meta])* $vis:vis fn $name:ident ($arg:tt : $in:ty) $body:block) => {
+        $crate::task!(@define [$(#[$meta])*] $vis $name [$arg] $in, (), $body);
+    };
+    ($(#[$meta:meta])* $vis:vis fn $name:ident () -> $out:ty $body:block) => {
+        $crate::task!(@define [$(#[$meta])*] $vis $name [_] (), $out, $body);
+    };
+    ($(#[$meta:meta])* $vis:vis fn $name:ident () $body:block) => {
+        $crate::task!(@define [$(#[$meta])*] $vis $name [_] (), (), $body);
+    };
+    ($(#[$meta:meta])* $vis:vis fn $name:ident ($($arg:ident : $in:ty),+ $(,)?) -> $out:ty $body:block) => {
+        $crate::task!(@define [$(#[$meta])*] $vis $name [($($arg,)+)] ($($in,)+), $out, $body);
+    };
+    ($(#[$meta:meta])* $vis:vis fn $name:ident ($($arg:ident : $in:ty),+ $(,)?) $body:block) => {
+        $crate::task!(@define [$(#[$meta])*] $vis $name [($($arg,)+)] ($($in,)+), (), $body);
     };
     (@define [$($meta:tt)*] $vis:vis $name:ident [$($arg:tt)*] $in:ty, $out:ty, $body:block) => {
         $($meta)*
@@ -71,6 +114,15 @@ macro_rules! task {
                 <$name as $crate::Task>::run(input)
             }
         }
+    };
+    ($($rest:tt)*) => {
+        ::core::compile_error!(concat!(
+            "parpool::task! defines `fn name(a: A, b: B, ...) -> Output { body }`: ",
+            "no generics, lifetimes or `self`; parameters and output of owned serde types ",
+            "(String, not &str); several parameters arrive as one tuple, submitted as `(a, b)`; ",
+            "`mut` on a single parameter only (write `let mut x = x;` in the body). Got: ",
+            stringify!($($rest)*)
+        ));
     };
 }
 

@@ -26,6 +26,17 @@ parpool::task!(
     }
 );
 parpool::task!(
+    /// Several parameters, no return type.
+    fn check_words(a: String, b: String, len: usize) {
+        assert_eq!(a.len() + b.len(), len);
+    }
+);
+parpool::task!(
+    fn forty_two() -> u64 {
+        42
+    }
+);
+parpool::task!(
     fn boom(message: String) -> u64 {
         panic!("{message}")
     }
@@ -179,6 +190,9 @@ fn submit_and_join<E: Executor>(pool: &E) {
     assert_eq!(pool.submit(square, 12).join(), Ok(144));
     let joined = pool.submit(concat, ("ab".into(), "cd".into())).join();
     assert_eq!(joined.as_deref(), Ok("abcd"));
+    let checked = pool.submit(check_words, ("ab".into(), "cde".into(), 5));
+    assert_eq!(checked.join(), Ok(()));
+    assert_eq!(pool.submit(forty_two, ()).join(), Ok(42));
     let handles: Vec<_> = (0..50).map(|i| pool.submit(square, i)).collect();
     let results: Vec<u64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert_eq!(results, (0..50).map(|i| i * i).collect::<Vec<_>>());
