@@ -155,6 +155,44 @@ pub mod ipc {
     };
 }
 
+/// The names most programs use, in one import: the pools, the
+/// [`Executor`] trait whose methods they share, handles and their errors,
+/// job options, `wait`/`as_completed`, and (with their features, on Linux)
+/// [`ipc`] and [`SharedBytes`].
+///
+/// ```
+/// use parpool::prelude::*;
+///
+/// parpool::task! {
+///     fn double(x: u64) -> u64 { x * 2 }
+/// }
+///
+/// let pool = ThreadPool::builder().workers(2).build()?;
+/// let handles: Vec<JobHandle<u64>> = (0..4).map(|x| pool.submit(double, x)).collect();
+/// let all = wait(handles, WaitFor::AllCompleted, None);
+/// assert!(all.pending.is_empty());
+/// let mut results = all
+///     .done
+///     .into_iter()
+///     .map(JobHandle::join)
+///     .collect::<Result<Vec<u64>, JobError>>()?;
+/// results.sort();
+/// assert_eq!(results, [0, 2, 4, 6]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub mod prelude {
+    #[cfg(all(feature = "ipc", target_os = "linux"))]
+    pub use crate::SharedBytes;
+    #[cfg(all(feature = "ipc", target_os = "linux"))]
+    pub use crate::ipc;
+    pub use crate::{
+        CancelOnDrop, Executor, JobError, JobHandle, JobOptions, Pool, PoolKind, Task, ThreadPool,
+        WaitFor, as_completed, current_job, wait,
+    };
+    #[cfg(all(feature = "process", target_os = "linux"))]
+    pub use crate::{ProcessPool, WorkerOutput};
+}
+
 /// Items the macros expand to; not part of the API.
 #[doc(hidden)]
 pub mod __private {
