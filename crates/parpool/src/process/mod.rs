@@ -377,13 +377,14 @@ impl ProcessPoolBuilder {
 /// mapped while this process still holds a handle to it, so data handed
 /// to job after job is mapped, and faulted in, only the first time.
 ///
-/// ```no_run
+/// No setup in `main` is needed (see [`init`] for the rare exception):
+///
+/// ```
 /// use parpool::{Executor, ProcessPool};
 ///
 /// parpool::task!(fn cube(x: i64) -> i64 { x * x * x });
 ///
 /// fn main() -> Result<(), Box<dyn std::error::Error>> {
-///     parpool::init();
 ///     let pool = ProcessPool::builder().workers(2).build()?;
 ///     assert_eq!(pool.submit(cube, 3).join()?, 27);
 ///     let cubes: Vec<i64> = pool.map_task(cube, 0..4).collect::<Result<_, _>>()?;
@@ -719,10 +720,11 @@ impl Executor for ProcessPool {
 
 /// Makes this process serve as a parpool worker if it was started as one.
 ///
-/// Call it first thing in `main`. parpool already does this from a
-/// constructor that runs before `main` on the platforms it supports, so the
-/// call is a safety net (and a marker for readers); in an ordinary process
-/// it returns at once.
+/// Ordinary programs, tests, doc tests and examples do not need it:
+/// parpool does this from a constructor that runs before `main`. Call it
+/// first thing in `main` only where constructors do not run (a binary
+/// linked in a way that drops them); a pool started without either says
+/// so when it builds. In an ordinary process it returns at once.
 pub fn init() {
     if std::env::var_os(os::WORKER_ENV).is_some() {
         child::run();
