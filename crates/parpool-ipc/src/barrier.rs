@@ -121,9 +121,30 @@ impl Barrier {
         self.region.payload().wrapping_add(at)
     }
 
-    /// Whether a party died or a wait timed out.
+    /// Whether a party died, a wait timed out, or [`abort`](Self::abort)
+    /// was called.
     pub fn is_broken(&self) -> bool {
         self.word(BROKEN).load(SeqCst) != 0
+    }
+
+    /// Breaks the barrier, as Python's `Barrier.abort()`: every party
+    /// waiting now, and every wait from now on, gets
+    /// [`BarrierError::Broken`] — for instance to release the others when
+    /// this party cannot go on. In every process that shares it.
+    ///
+    /// ```
+    /// use parpool::ipc::{Barrier, BarrierError};
+    ///
+    /// let barrier = Barrier::new(2)?;
+    /// let waiting = barrier.clone();
+    /// let t = std::thread::spawn(move || waiting.party().unwrap().wait());
+    /// barrier.abort();
+    /// assert!(matches!(t.join().unwrap(), Err(BarrierError::Broken)));
+    /// assert!(barrier.is_broken());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn abort(&self) {
+        self.break_it();
     }
 
     fn break_it(&self) {
