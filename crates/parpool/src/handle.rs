@@ -283,6 +283,11 @@ impl<T> Inner<T> {
         self.flags.load(sync::Acquire) & CANCEL != 0
     }
 
+    /// Whether a worker has claimed the job (it may be resolved since).
+    pub(crate) fn is_started(&self) -> bool {
+        self.flags.load(sync::Acquire) & STARTED != 0
+    }
+
     /// Whether the job was resolved as cancelled.
     pub(crate) fn resolved_cancelled(&self) -> bool {
         sync::lock(&self.state).cancelled
@@ -404,6 +409,14 @@ pub(crate) trait Cell<T>: Cancellable {
     fn captured_output(&self) -> Option<CapturedOutput> {
         None
     }
+
+    /// Whether a worker runs the job now: this default is a thread job's
+    /// (claimed by a worker thread, not yet resolved); a process job asks
+    /// its worker's claim cell.
+    fn is_running(&self) -> bool {
+        let inner = self.inner();
+        inner.is_started() && !inner.is_finished()
+    }
 }
 
 impl<T: Send> Cell<T> for Inner<T> {
@@ -514,6 +527,32 @@ impl<T: Send + 'static> JobHandle<T> {
     /// Whether the job is resolved (its value or error is ready).
     pub fn is_finished(&self) -> bool {
         self.inner().is_finished()
+    }
+
+    /// Whether a worker is running the job now, as Python's
+    /// `Future.running()`: from when a worker starts it until it is
+    /// resolved. A job waiting in the pool's queue, or on a process pool in
+    /// a worker's pipeline behind another, is not running; a finished one
+    /// is not either. (On an `MpiPool`, from when a rank takes it.)
+    ///
+    /// ```
+    /// use parpool::{Executor, ThreadPool};
+    ///
+    /// let pool = ThreadPool::builder().workers(1).build()?;
+    /// let (open, gate) = std::sync::mpsc::channel::<()>();
+    /// let busy = pool.spawn(move || gate.recv().ok());
+    /// let queued = pool.spawn(|| 42);
+    /// while !busy.is_running() {
+    ///     std::thread::yield_now();
+    /// }
+    /// assert!(!queued.is_running());
+    /// open.send(()).unwrap();
+    /// assert_eq!(queued.join(), Ok(42));
+    /// assert!(!busy.is_running() && busy.is_finished());
+    /// # Ok::<(), parpool::BuildError>(())
+    /// ```
+    pub fn is_running(&self) -> bool {
+        self.cell.is_running()
     }
 
     /// Whether the job was cancelled: resolved as [`JobError::Cancelled`]

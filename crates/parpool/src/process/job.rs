@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::capture::CapturedOutput;
-use super::control::{Control, Stop};
+use super::control::{Cell as ControlCell, Control, Stop};
 use super::supervisor::{KillReason, SlotCtl};
 use super::wire::Items;
 use crate::codec::decode;
@@ -455,6 +455,20 @@ impl<O: Send, W: Send + Sync> Cell<O> for ProcCell<O, W> {
     }
     fn captured_output(&self) -> Option<CapturedOutput> {
         lock(&self.output).clone()
+    }
+    fn is_running(&self) -> bool {
+        if self.inner.is_finished() {
+            return false;
+        }
+        // Written to a worker is not running: its claim cell says when
+        // the worker starts it (and `Done` until the reply resolves it).
+        match &*lock(&self.place) {
+            Place::Sent(to) => matches!(
+                to.control.state(to.seq),
+                ControlCell::Claimed | ControlCell::Done
+            ),
+            Place::Queued | Place::Gone => false,
+        }
     }
 }
 

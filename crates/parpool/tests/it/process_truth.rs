@@ -444,3 +444,23 @@ fn a_worker_costs_the_parent_three_descriptors() {
         h.join_within().unwrap();
     }
 }
+
+/// `is_running` is the worker's claim, not the pool's send: a job written
+/// to a worker's pipeline behind another is not running yet, and a
+/// finished one is not running any more.
+#[test]
+fn a_process_job_is_running_only_while_its_worker_runs_it() {
+    let pool = ProcessPool::builder()
+        .workers(1)
+        .stderr(WorkerOutput::Null)
+        .build()
+        .unwrap();
+    let first = pool.submit(nap, 1_000);
+    let second = pool.submit(nap, 1);
+    wait_until("the first job runs", || first.is_running());
+    assert!(!second.is_running(), "queued or pipelined behind the first");
+    assert!(!second.is_finished());
+    assert_eq!(second.join(), Ok(1));
+    assert!(first.is_finished() && !first.is_running());
+    assert_eq!(first.join(), Ok(1_000));
+}
