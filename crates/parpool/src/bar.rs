@@ -31,11 +31,20 @@ fn bar_on(target: ProgressDrawTarget) -> ProgressBar {
     bar
 }
 
-/// Items per second with three significant digits at most: `0.25/s`,
-/// `7.5/s`, `512/s`, `12.3k/s`, `4.56M/s`.
+/// Items per second with three significant digits at most: `7.50/s`,
+/// `512/s`, `12.3k/s`, `4.56M/s`; below one a second, the time per item
+/// (`4.0s/it`, `10.0m/it`), as jobs that long are counted.
 fn rate(per_sec: f64) -> String {
     if !per_sec.is_finite() || per_sec <= 0.0 {
         return "-/s".to_owned();
+    }
+    if per_sec < 0.995 {
+        let secs = 1.0 / per_sec;
+        return match secs {
+            s if s < 99.95 => format!("{s:.1}s/it"),
+            s if s < 5_970.0 => format!("{:.1}m/it", s / 60.0),
+            s => format!("{:.1}h/it", s / 3600.0),
+        };
     }
     // A unit up from where rounding to three digits would give 1000.
     let (value, unit) = match per_sec {
@@ -79,7 +88,10 @@ mod tests {
 
     #[test]
     fn rates_have_three_significant_digits_at_most() {
-        assert_eq!(rate(0.25), "0.25/s");
+        assert_eq!(rate(0.25), "4.0s/it");
+        assert_eq!(rate(1.0 / 600.0), "10.0m/it");
+        assert_eq!(rate(1.0 / 36_000.0), "10.0h/it");
+        assert_eq!(rate(1.0), "1.00/s");
         assert_eq!(rate(7.5), "7.50/s");
         assert_eq!(rate(2056.5438), "2.06k/s");
         assert_eq!(rate(512.4), "512/s");

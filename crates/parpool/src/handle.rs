@@ -82,7 +82,7 @@ struct State<T> {
     done: bool,
     /// The published result was an error.
     failed: bool,
-    /// The published result was `Cancelled` (or `Shutdown`).
+    /// The published result was `Cancelled`.
     cancelled: bool,
     /// The result was taken out for good.
     taken: bool,
@@ -232,7 +232,7 @@ impl<T> Inner<T> {
                 if publish {
                     st.done = true;
                     st.failed = result.is_err();
-                    st.cancelled = matches!(result, Err(JobError::Cancelled | JobError::Shutdown));
+                    st.cancelled = matches!(result, Err(JobError::Cancelled));
                 }
                 st.result = Some(result);
                 let blocked = st.blocked;
@@ -533,7 +533,8 @@ impl<T: Send + 'static> JobHandle<T> {
     /// `Future.running()`: from when a worker starts it until it is
     /// resolved. A job waiting in the pool's queue, or on a process pool in
     /// a worker's pipeline behind another, is not running; a finished one
-    /// is not either. (On an `MpiPool`, from when a rank takes it.)
+    /// is not either. (On an `MpiPool`: from when it is sent to a rank,
+    /// which may still hold it in its pipeline.)
     ///
     /// ```
     /// use parpool::{Executor, ThreadPool};
@@ -556,10 +557,11 @@ impl<T: Send + 'static> JobHandle<T> {
     }
 
     /// Whether the job was cancelled: resolved as [`JobError::Cancelled`]
-    /// (by [`cancel`](Self::cancel) or a dropped
-    /// [`CancelOnDrop`]) or [`JobError::Shutdown`] (by `shutdown_now`), as
-    /// Python's `Future.cancelled()`. A job that timed out is not
-    /// cancelled: it is [`JobError::TimedOut`].
+    /// (by [`cancel`](Self::cancel), a dropped [`CancelOnDrop`], or
+    /// `shutdown_now` while it waited), as Python's `Future.cancelled()`.
+    /// A job that timed out is not cancelled ([`JobError::TimedOut`]), nor
+    /// one refused because the pool was shutting down
+    /// ([`JobError::Shutdown`]).
     ///
     /// ```
     /// use parpool::{Executor, ThreadPool};

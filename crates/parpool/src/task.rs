@@ -26,10 +26,10 @@ pub trait Task: Copy + Send + Sync + 'static {
 /// Defines a [`Task`]: a unit struct named like the function, whose
 /// [`Task::NAME`] is its module path.
 ///
-/// The function takes one parameter (any pattern: `(a, b): (u64, u64)`),
-/// several (`a: u64, b: String`: they travel as a tuple, so the job is
-/// submitted with `(a, b)`), or none (submitted with `()`); without a
-/// return type it returns `()`. Parameters and the return type must be
+/// The function takes one parameter (a name, `mut` name, `_`, or a tuple
+/// pattern: `(a, b): (u64, u64)`), several names (`a: u64, b: String`:
+/// they travel as a tuple, so the job is submitted with `(a, b)`), or none
+/// (submitted with `()`); without a return type it returns `()`. Parameters and the return type must be
 /// serde types, to cross to a worker process.
 ///
 /// ```
@@ -49,6 +49,9 @@ pub trait Task: Copy + Send + Sync + 'static {
 /// parpool::task! {
 ///     fn answer() -> u64 { 42 }
 /// }
+/// parpool::task! {
+///     fn trailing(x: u64,) -> u64 { x }
+/// }
 ///
 /// assert!(add::NAME.ends_with("::add"));
 /// let pool = ThreadPool::builder().workers(2).build()?;
@@ -56,6 +59,7 @@ pub trait Task: Copy + Send + Sync + 'static {
 /// assert_eq!(pool.submit(repeat, ("ab".into(), 2)).join(), Ok("abab".into()));
 /// assert_eq!(pool.submit(log, "hello".into()).join(), Ok(()));
 /// assert_eq!(pool.submit(answer, ()).join(), Ok(42));
+/// assert_eq!(pool.submit(trailing, 7).join(), Ok(7));
 /// # Ok::<(), parpool::BuildError>(())
 /// ```
 ///
@@ -68,16 +72,16 @@ pub trait Task: Copy + Send + Sync + 'static {
 /// ```
 #[macro_export]
 macro_rules! task {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident (mut $arg:ident : $in:ty) -> $out:ty $body:block) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident (mut $arg:ident : $in:ty $(,)?) -> $out:ty $body:block) => {
         $crate::task!(@define [$(#[$meta])*] $vis $name [mut $arg] $in, $out, $body);
     };
-    ($(#[$meta:meta])* $vis:vis fn $name:ident ($arg:tt : $in:ty) -> $out:ty $body:block) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident ($arg:tt : $in:ty $(,)?) -> $out:ty $body:block) => {
         $crate::task!(@define [$(#[$meta])*] $vis $name [$arg] $in, $out, $body);
     };
-    ($(#[$meta:meta])* $vis:vis fn $name:ident (mut $arg:ident : $in:ty) $body:block) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident (mut $arg:ident : $in:ty $(,)?) $body:block) => {
         $crate::task!(@define [$(#[$meta])*] $vis $name [mut $arg] $in, (), $body);
     };
-    ($(#[$meta:meta])* $vis:vis fn $name:ident ($arg:tt : $in:ty) $body:block) => {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident ($arg:tt : $in:ty $(,)?) $body:block) => {
         $crate::task!(@define [$(#[$meta])*] $vis $name [$arg] $in, (), $body);
     };
     ($(#[$meta:meta])* $vis:vis fn $name:ident () -> $out:ty $body:block) => {
@@ -86,11 +90,11 @@ macro_rules! task {
     ($(#[$meta:meta])* $vis:vis fn $name:ident () $body:block) => {
         $crate::task!(@define [$(#[$meta])*] $vis $name [_] (), (), $body);
     };
-    ($(#[$meta:meta])* $vis:vis fn $name:ident ($($arg:ident : $in:ty),+ $(,)?) -> $out:ty $body:block) => {
-        $crate::task!(@define [$(#[$meta])*] $vis $name [($($arg,)+)] ($($in,)+), $out, $body);
+    ($(#[$meta:meta])* $vis:vis fn $name:ident ($a0:ident : $t0:ty, $($arg:ident : $in:ty),+ $(,)?) -> $out:ty $body:block) => {
+        $crate::task!(@define [$(#[$meta])*] $vis $name [($a0, $($arg,)+)] ($t0, $($in,)+), $out, $body);
     };
-    ($(#[$meta:meta])* $vis:vis fn $name:ident ($($arg:ident : $in:ty),+ $(,)?) $body:block) => {
-        $crate::task!(@define [$(#[$meta])*] $vis $name [($($arg,)+)] ($($in,)+), (), $body);
+    ($(#[$meta:meta])* $vis:vis fn $name:ident ($a0:ident : $t0:ty, $($arg:ident : $in:ty),+ $(,)?) $body:block) => {
+        $crate::task!(@define [$(#[$meta])*] $vis $name [($a0, $($arg,)+)] ($t0, $($in,)+), (), $body);
     };
     (@define [$($meta:tt)*] $vis:vis $name:ident [$($arg:tt)*] $in:ty, $out:ty, $body:block) => {
         $($meta)*

@@ -462,13 +462,15 @@ impl<O: Send, W: Send + Sync> Cell<O> for ProcCell<O, W> {
         }
         // Written to a worker is not running: its claim cell says when
         // the worker starts it (and `Done` until the reply resolves it).
-        match &*lock(&self.place) {
+        let claimed = match &*lock(&self.place) {
             Place::Sent(to) => matches!(
                 to.control.state(to.seq),
                 ControlCell::Claimed | ControlCell::Done
             ),
             Place::Queued | Place::Gone => false,
-        }
+        };
+        // The cell stays `Done` after the reply resolved the job.
+        claimed && !self.inner.is_finished()
     }
 }
 
