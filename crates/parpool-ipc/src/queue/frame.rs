@@ -379,33 +379,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 self.publish(HEAD, head.wrapping_add(need), SPACE_SEQ, WRITER_WAITING);
                 trailer
             } else {
-                self.ring().head.set(head.wrapping_add(8));
-                self.bump(SPACE_SEQ, WRITER_WAITING);
-                let streamed = self
-                    .stream_out_vec(bytes, len as usize, give_up)
-                    .and_then(|sender| match sender {
-                        Sender::There => {
-                            let pad = (need - FRAME - len) as usize;
-                            self.stream_out_until(&mut [0u8; 8][..pad], give_up)
-                                .map(|(sender, _)| sender)
-                        }
-                        // Its sender died in it: the trailer is next.
-                        Sender::Gone | Sender::Later => Ok(sender),
-                    })
-                    .and_then(|sender| match sender {
-                        Sender::Later => Ok(None),
-                        Sender::There | Sender::Gone => self.take_word_until(
-                            |trailer| self.count_received(received, trailer),
-                            give_up,
-                        ),
-                    });
-                // Its sender stopped writing it: `READ_END` tells the next
-                // receive to skip the rest.
-                let Some(trailer) = streamed.map_err(RecvError::Io)? else {
-                    self.word(READ_DROPPED).store(1, SeqCst);
-                    return Err(RecvError::Stalled);
-                };
-                trailer
+                self.stream_message(head, len, need, received, give_up, bytes)?
             };
             match trailer {
                 COMMIT => {
@@ -422,6 +396,47 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 }
             }
         }
+    }
+
+    /// Reads a message larger than what the ring holds now, its `len`
+    /// bytes into `bytes` as its sender writes them, and returns its
+    /// trailer (counted received from `received` if it commits).
+    /// `Stalled` if the sender stopped writing before `give_up` let go:
+    /// `READ_END` tells the next receive to skip the rest.
+    fn stream_message(
+        &self,
+        head: u64,
+        len: u64,
+        need: u64,
+        received: u64,
+        give_up: GiveUp,
+        bytes: &mut Vec<u8>,
+    ) -> Result<u64, RecvError> {
+        self.ring().head.set(head.wrapping_add(8));
+        self.bump(SPACE_SEQ, WRITER_WAITING);
+        let streamed =
+            self.stream_out_vec(bytes, len as usize, give_up)
+                .and_then(|sender| match sender {
+                    Sender::There => {
+                        let pad = (need - FRAME - len) as usize;
+                        self.stream_out_until(&mut [0u8; 8][..pad], give_up)
+                            .map(|(sender, _)| sender)
+                    }
+                    // Its sender died in it: the trailer is next.
+                    Sender::Gone | Sender::Later => Ok(sender),
+                })
+                .and_then(|sender| match sender {
+                    Sender::Later => Ok(None),
+                    Sender::There | Sender::Gone => self
+                        .take_word_until(|trailer| self.count_received(received, trailer), give_up),
+                });
+        // Its sender stopped writing it: `READ_END` tells the next
+        // receive to skip the rest.
+        let Some(trailer) = streamed.map_err(RecvError::Io)? else {
+            self.word(READ_DROPPED).store(1, SeqCst);
+            return Err(RecvError::Stalled);
+        };
+        Ok(trailer)
     }
 
     /// [`stream_out_until`](Self::stream_out_until) into `bytes`, `len`
