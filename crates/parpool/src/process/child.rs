@@ -230,21 +230,8 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds + Send + 'static>(
                 shared,
                 input: bytes,
             } => {
-                let mut fds = input.take_fds(shared as usize)?;
-                let file = fds.pop().map(std::fs::File::from);
-                let block = crate::codec::decode(CodecStage::DecodeInput, &bytes, fds)
-                    .ok()
-                    .and_then(Control::from_shared);
-                let (Some(block), Some(file)) = (block, file) else {
-                    return Err(io::Error::other("the control block did not arrive intact"));
-                };
-                // The handler needs the word for the rest of the process.
-                let flag: &'static Control = Box::leak(Box::new(block.clone()));
-                os::watch_allocation_failures(flag.allocation_flag());
-                let journal = Journal::open(file, limits.max_output.saturating_add(4096));
-                // From here on, replies wait in the block's reply log.
-                out.lock().attach_log(&block)?;
-                shared_state = Some((block, journal));
+                let fds = input.take_fds(shared as usize)?;
+                shared_state = Some(attach_control(&bytes, fds, out, &limits)?);
             }
             ToWorker::Init {
                 task,
@@ -253,23 +240,7 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds + Send + 'static>(
             } => {
                 // Missing descriptors mean the stream is out of step: stop.
                 let fds = input.take_fds(shared as usize)?;
-                let result = TaskEntry::find(&task)
-                    .ok_or(JobError::UnknownTask { name: task })
-                    .and_then(|entry| entry.run_init(&payload, fds))
-                    .map(|state| {
-                        *crate::sync::lock(&STATE) = Some(state);
-                        wire::Bytes(Vec::new())
-                    });
-                let done = FromWorker::Done {
-                    id: 0,
-                    shared: 0,
-                    nanos: 0,
-                    result,
-                    output: streams.take(),
-                };
-                let mut w = out.lock();
-                wire::write_frame(&mut *w, &done)?;
-                out.flush(&mut w)?;
+                run_init(task, &payload, fds, out, streams)?;
             }
             ToWorker::Run {
                 id,
@@ -292,11 +263,7 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds + Send + 'static>(
                     Claim::Withdrawn => {
                         let mut w = out.lock();
                         wire::write_frame(&mut *w, &FromWorker::Skipped { id })?;
-                        if input.buffer().is_empty() {
-                            out.flush(&mut w)?;
-                        } else {
-                            out.unsent();
-                        }
+                        flush_unless_more(out, &mut *w, input.buffer().is_empty())?;
                         continue;
                     }
                 }
@@ -340,14 +307,78 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds + Send + 'static>(
                 };
                 let mut w = out.lock();
                 wire::write_frame_with_fds(&mut *w, &done, &segments)?;
-                if input.buffer().is_empty() {
-                    out.flush(&mut w)?;
-                } else {
-                    out.unsent();
-                }
+                flush_unless_more(out, &mut *w, input.buffer().is_empty())?;
             }
         }
     }
+}
+
+/// Takes the control block (`ToWorker::Control`: its encoded handle in
+/// `bytes`, then the chunk journal's file as the last descriptor): watches
+/// its allocation-failure word and logs replies in it from now on.
+fn attach_control<W: SendFds + Send + 'static>(
+    bytes: &[u8],
+    mut fds: Vec<std::os::fd::OwnedFd>,
+    out: &Arc<Replies<W>>,
+    limits: &Limits,
+) -> io::Result<(Control, Journal)> {
+    let file = fds.pop().map(std::fs::File::from);
+    let block = crate::codec::decode(CodecStage::DecodeInput, bytes, fds)
+        .ok()
+        .and_then(Control::from_shared);
+    let (Some(block), Some(file)) = (block, file) else {
+        return Err(io::Error::other("the control block did not arrive intact"));
+    };
+    // The handler needs the word for the rest of the process.
+    let flag: &'static Control = Box::leak(Box::new(block.clone()));
+    os::watch_allocation_failures(flag.allocation_flag());
+    let journal = Journal::open(file, limits.max_output.saturating_add(4096));
+    // From here on, replies wait in the block's reply log.
+    out.lock().attach_log(&block)?;
+    Ok((block, journal))
+}
+
+/// Flushes the replies now if no request waits in the input (`idle`);
+/// otherwise leaves them to the flusher, so that a batch of requests is
+/// answered with one write.
+fn flush_unless_more<W: Write + Send + 'static>(
+    out: &Arc<Replies<W>>,
+    w: &mut W,
+    idle: bool,
+) -> io::Result<()> {
+    if idle {
+        out.flush(w)
+    } else {
+        out.unsent();
+        Ok(())
+    }
+}
+
+/// Runs the pool's initializer `task` and replies (as job 0).
+fn run_init<W: SendFds + Send + 'static>(
+    task: String,
+    payload: &[u8],
+    fds: Vec<std::os::fd::OwnedFd>,
+    out: &Arc<Replies<W>>,
+    streams: &Streams,
+) -> io::Result<()> {
+    let result = TaskEntry::find(&task)
+        .ok_or(JobError::UnknownTask { name: task })
+        .and_then(|entry| entry.run_init(payload, fds))
+        .map(|state| {
+            *crate::sync::lock(&STATE) = Some(state);
+            wire::Bytes(Vec::new())
+        });
+    let done = FromWorker::Done {
+        id: 0,
+        shared: 0,
+        nanos: 0,
+        result,
+        output: streams.take(),
+    };
+    let mut w = out.lock();
+    wire::write_frame(&mut *w, &done)?;
+    out.flush(&mut w)
 }
 
 fn run_one(
