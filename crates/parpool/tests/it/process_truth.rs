@@ -305,11 +305,7 @@ parpool::task!(
 /// was cancelled.
 #[test]
 fn stats_add_up_at_rest_after_crashes_timeouts_and_cancels() {
-    let pool = ProcessPool::builder()
-        .workers(2)
-        .stderr(WorkerOutput::Null)
-        .build()
-        .unwrap();
+    let pool = quiet_pool(2);
     let results: Vec<_> = pool.map_task(abort_at_seven, 0..1000).collect();
     assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
     let timed = pool.submit_with(
@@ -450,11 +446,7 @@ fn a_worker_costs_the_parent_three_descriptors() {
 /// finished one is not running any more.
 #[test]
 fn a_process_job_is_running_only_while_its_worker_runs_it() {
-    let pool = ProcessPool::builder()
-        .workers(1)
-        .stderr(WorkerOutput::Null)
-        .build()
-        .unwrap();
+    let pool = quiet_pool(1);
     let first = pool.submit(nap, 1_000);
     let second = pool.submit(nap, 1);
     wait_until("the first job runs", || first.is_running());
@@ -463,4 +455,14 @@ fn a_process_job_is_running_only_while_its_worker_runs_it() {
     assert_eq!(second.join(), Ok(1));
     assert!(first.is_finished() && !first.is_running());
     assert_eq!(first.join(), Ok(1_000));
+}
+
+/// A process pool of `workers` whose workers' stderr (the crashes' noise)
+/// is dropped.
+fn quiet_pool(workers: usize) -> ProcessPool {
+    ProcessPool::builder()
+        .workers(workers)
+        .stderr(WorkerOutput::Null)
+        .build()
+        .unwrap()
 }
