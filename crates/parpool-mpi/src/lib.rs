@@ -93,7 +93,6 @@ mod wire;
 use std::fmt;
 
 use mpi::topology::Communicator as _;
-use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle as ThreadHandle;
@@ -674,21 +673,21 @@ impl fmt::Debug for MpiPool {
 /// Resolves a single job: its output decoded. Dropped unresolved (the
 /// pool closed before the job was sent, or its thread failed), it resolves
 /// [`JobError::Shutdown`]: no handle waits forever.
-struct SingleSink<T: Send + 'static>(Pending<T>);
+struct SingleSink<T: Task>(Pending<T::Output>);
 
-impl<T: Send + 'static> Drop for SingleSink<T> {
+impl<T: Task> Drop for SingleSink<T> {
     fn drop(&mut self) {
         self.0.resolve(Err(JobError::Shutdown));
     }
 }
 
-impl<T: serde::de::DeserializeOwned + Send + 'static> Sink for SingleSink<T> {
+impl<T: Task> Sink for SingleSink<T> {
     fn start(&self) -> bool {
         self.0.start()
     }
     fn finish(&self, outcome: Outcome, _took: Duration) {
         let result = match outcome {
-            Outcome::Value(bytes) => remote::decode_output::<T>(&bytes),
+            Outcome::Value(bytes) => remote::decode_task_output::<T>(&bytes),
             Outcome::Failed(e) => Err(e),
             Outcome::Items(_) => Err(protocol_error("a chunk's results for a single job")),
         };
@@ -701,19 +700,18 @@ impl<T: serde::de::DeserializeOwned + Send + 'static> Sink for SingleSink<T> {
 
 /// Resolves a `map` chunk: each item's output decoded (and, dropped
 /// unresolved, [`JobError::Shutdown`], as a [`SingleSink`]).
-struct ChunkSink<I: Send + 'static, R: Send + 'static> {
-    pending: Pending<ChunkOut<I, R>>,
+struct ChunkSink<T: Task> {
+    pending: Pending<ChunkOut<T::Input, T::Output>>,
     len: usize,
-    _input: PhantomData<fn(I)>,
 }
 
-impl<I: Send + 'static, R: Send + 'static> Drop for ChunkSink<I, R> {
+impl<T: Task> Drop for ChunkSink<T> {
     fn drop(&mut self) {
         self.pending.resolve(Err(JobError::Shutdown));
     }
 }
 
-impl<I: Send + 'static, R: serde::de::DeserializeOwned + Send + 'static> Sink for ChunkSink<I, R> {
+impl<T: Task> Sink for ChunkSink<T> {
     fn start(&self) -> bool {
         self.pending.start()
     }
@@ -722,7 +720,7 @@ impl<I: Send + 'static, R: serde::de::DeserializeOwned + Send + 'static> Sink fo
             Outcome::Items(items) if items.len() == self.len => {
                 let results = items
                     .into_iter()
-                    .map(|r| r.and_then(|bytes| remote::decode_output::<R>(&bytes)))
+                    .map(|r| r.and_then(|bytes| remote::decode_task_output::<T>(&bytes)))
                     .collect();
                 Ok(remote::chunk_output(results, took))
             }
@@ -759,11 +757,7 @@ impl Sealed for MpiPool {
         let input = remote::encode_input(&inputs);
         let count = u32::try_from(len).unwrap_or(u32::MAX);
         self.enqueue(T::NAME, Kind::Chunk(count), None, input, |pending| {
-            Box::new(ChunkSink::<T::Input, T::Output> {
-                pending,
-                len,
-                _input: PhantomData,
-            })
+            Box::new(ChunkSink::<T> { pending, len })
         })
     }
 
@@ -787,7 +781,7 @@ impl Executor for MpiPool {
             Kind::Single,
             opts.get_timeout(),
             encoded,
-            |pending| Box::new(SingleSink::<T::Output>(pending)),
+            |pending| Box::new(SingleSink::<T>(pending)),
         )
     }
 

@@ -147,6 +147,19 @@ pub enum JobError {
     )]
     Panicked(Box<PanicInfo>),
 
+    /// The job returned an error whose type cannot cross a process
+    /// boundary as itself (not a serde type: `anyhow::Error`, a
+    /// `Box<dyn Error>`, a user's error enum): its message, type and chain
+    /// of sources, kept in an [`ErrorReport`](crate::ErrorReport). A serde
+    /// error type, and `std::io::Error`, come back as themselves instead,
+    /// as the task's `Err`; so does every error on a thread pool.
+    #[error(
+        "the job returned an error: {} (its type, `{}`, is not a serde type, \
+         so it came back from the worker as its message)",
+        .0.full_message(), .0.type_name()
+    )]
+    Returned(Box<crate::returned::ErrorReport>),
+
     /// The job was cancelled, by [`JobHandle::cancel`](crate::JobHandle::cancel)
     /// or by [`shutdown_now`](crate::ThreadPool::shutdown_now), before it
     /// produced a value.
@@ -271,6 +284,17 @@ impl JobError {
     /// The job panicked.
     pub fn is_panicked(&self) -> bool {
         matches!(self, JobError::Panicked(_))
+    }
+    /// The job returned an error that came back as its report.
+    pub fn is_returned(&self) -> bool {
+        matches!(self, JobError::Returned(_))
+    }
+    /// The report of the error the job returned, if it came back as one.
+    pub fn returned(&self) -> Option<&crate::returned::ErrorReport> {
+        match self {
+            JobError::Returned(r) => Some(r),
+            _ => None,
+        }
     }
     /// The job was cancelled.
     pub fn is_cancelled(&self) -> bool {

@@ -113,6 +113,7 @@ mod process;
 #[cfg(all(feature = "process", target_os = "linux"))]
 #[doc(hidden)]
 pub mod remote;
+mod returned;
 /// What the fuzz targets reach (`fuzz/`); built only by `cargo fuzz`.
 #[cfg(all(fuzzing, feature = "process", target_os = "linux"))]
 #[doc(hidden)]
@@ -197,11 +198,16 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     #[cfg(all(feature = "process", target_os = "linux"))]
-    pub use crate::process::pod::{NoPodKernel, PodKernel, Probe};
+    pub use crate::process::pod::{NoPodKernel, PodFn, PodKernel, Probe};
     #[cfg(all(feature = "process", target_os = "linux"))]
     pub use crate::process::registry::{TaskEntry, register};
+    pub use crate::returned::{
+        Carry, ErrorCodec, ErrorProbe, ResultParts, Returned, carry, describe, error_codec,
+    };
+    pub use crate::task::CallFn;
     #[cfg(all(feature = "process", target_os = "linux"))]
     pub use ctor;
+    pub use serde;
 }
 
 pub use error::{BuildError, CodecStage, ExitStatus, JobError, Location, PanicInfo, Payload};
@@ -212,12 +218,16 @@ pub use output::CapturedOutput;
 #[cfg(all(feature = "ipc", target_os = "linux"))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "ipc", target_os = "linux"))))]
 pub use parpool_ipc::SharedBytes;
+#[cfg(all(feature = "process", target_os = "linux"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "process", target_os = "linux"))))]
+pub use pool::PoolPar;
 pub use pool::{ParsePoolKindError, Pool, PoolKind};
 #[cfg(all(feature = "process", target_os = "linux"))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "process", target_os = "linux"))))]
 pub use process::{
     PodMapError, PodPar, ProcessPool, ProcessPoolBuilder, WorkerOutput, init, with_worker_state,
 };
+pub use returned::ErrorReport;
 pub use stats::Stats;
 pub use task::{Executor, Task};
 pub use thread::{

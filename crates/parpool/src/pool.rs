@@ -129,6 +129,30 @@ impl Pool {
         }
     }
 
+    /// An eager map over plain data (`bytemuck::Pod`: numbers, arrays of
+    /// them, `#[repr(C)]` structs of them) on whichever pool this is: on
+    /// threads, [`ThreadPool::par`]; in processes,
+    /// [`ProcessPool::par`](crate::ProcessPool::par), through shared memory.
+    ///
+    /// ```
+    /// use parpool::{Pool, PoolKind};
+    ///
+    /// parpool::task!(fn square(x: f64) -> f64 { x * x });
+    ///
+    /// let data: Vec<f64> = (0..1_000).map(f64::from).collect();
+    /// for kind in [PoolKind::Threads, PoolKind::Processes] {
+    ///     let pool = Pool::new(kind, 2)?;
+    ///     let squares = pool.par(&data).map(square)?;
+    ///     assert_eq!(squares[30], 900.0);
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(all(feature = "process", target_os = "linux"))]
+    #[cfg_attr(docsrs, doc(cfg(all(feature = "process", target_os = "linux"))))]
+    pub fn par<'a, A: bytemuck::Pod>(&self, data: &'a [A]) -> PoolPar<'_, 'a, A> {
+        PoolPar { pool: self, data }
+    }
+
     /// A snapshot of the pool's counters.
     pub fn stats(&self) -> Stats {
         match self {
@@ -197,5 +221,40 @@ impl Executor for Pool {
 
     fn shutdown_now(&self) {
         each!(self, p => Executor::shutdown_now(p))
+    }
+}
+
+/// An eager map over plain data on a [`Pool`], from [`Pool::par`].
+#[cfg(all(feature = "process", target_os = "linux"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "process", target_os = "linux"))))]
+#[derive(Debug)]
+pub struct PoolPar<'p, 'a, A> {
+    pool: &'p Pool,
+    data: &'a [A],
+}
+
+#[cfg(all(feature = "process", target_os = "linux"))]
+impl<A: bytemuck::Pod + Sync> PoolPar<'_, '_, A> {
+    /// Maps every item through `task` and returns the results in input
+    /// order.
+    ///
+    /// # Errors
+    ///
+    /// [`PodMapError`](crate::PodMapError): on a process pool, the results
+    /// of the ranges that succeeded and each failed range's error (see
+    /// [`PodPar::map`](crate::PodPar::map)); on a thread pool, the first
+    /// panic, for the whole input.
+    pub fn map<T>(self, task: T) -> Result<Vec<T::Output>, crate::PodMapError<T::Output>>
+    where
+        T: Task<Input = A>,
+        T::Output: bytemuck::Pod,
+    {
+        match self.pool {
+            Pool::Threads(p) => p
+                .par(self.data)
+                .map(|x| task.run(*x))
+                .map_err(|e| crate::PodMapError::whole(self.data.len(), e)),
+            Pool::Processes(p) => p.par(self.data).map(task),
+        }
     }
 }

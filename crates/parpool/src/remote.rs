@@ -35,6 +35,12 @@ pub fn decode_output<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, JobError> {
     decode(CodecStage::DecodeOutput, bytes, Vec::new())
 }
 
+/// Decodes task `T`'s output that a worker on another machine wrote by
+/// value: the form it crossed in, then the output again.
+pub fn decode_task_output<T: crate::Task>(bytes: &[u8]) -> Result<T::Output, JobError> {
+    decode_output::<T::Wire>(bytes).and_then(T::from_wire)
+}
+
 /// Takes a chunk's inputs.
 pub fn chunk_inputs<I, R>(chunk: ChunkIn<I, R>) -> Vec<I> {
     chunk.inputs

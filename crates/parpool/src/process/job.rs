@@ -180,8 +180,10 @@ where
 /// A map chunk: `Vec<I>` in, one result per item out. After a crash the
 /// items that finished keep their results, the item that crashed fails
 /// alone (or is retried), and the rest run again.
-pub(crate) struct Chunk<I, R> {
+pub(crate) struct Chunk<I, R, W> {
     state: Mutex<ChunkState<I, R>>,
+    /// An item's output from the form it crossed in ([`Task::from_wire`](crate::Task)).
+    from_wire: fn(W) -> Result<R, JobError>,
 }
 
 struct ChunkState<I, R> {
@@ -224,9 +226,10 @@ impl<R> Partial<R> {
     }
 }
 
-impl<I, R> Chunk<I, R> {
-    pub(crate) fn new(len: usize, spare: Vec<I>) -> Self {
+impl<I, R, W> Chunk<I, R, W> {
+    pub(crate) fn new(len: usize, spare: Vec<I>, from_wire: fn(W) -> Result<R, JobError>) -> Self {
         Chunk {
+            from_wire,
             state: Mutex::new(ChunkState {
                 len,
                 partial: None,
@@ -301,10 +304,21 @@ fn decode_journal<R: serde::de::DeserializeOwned>(
     results
 }
 
-impl<I, R> Work<ChunkOut<I, R>> for Chunk<I, R>
+impl<I, R, W> Chunk<I, R, W> {
+    /// Each item's output from its crossing form.
+    fn outputs(&self, results: Vec<Result<W, JobError>>) -> Vec<Result<R, JobError>> {
+        results
+            .into_iter()
+            .map(|r| r.and_then(self.from_wire))
+            .collect()
+    }
+}
+
+impl<I, R, W> Work<ChunkOut<I, R>> for Chunk<I, R, W>
 where
     I: Send + 'static,
-    R: serde::de::DeserializeOwned + Send + 'static,
+    R: Send + 'static,
+    W: serde::de::DeserializeOwned + Send + 'static,
 {
     const CHUNK: bool = true;
 
@@ -322,7 +336,8 @@ where
         fds: Vec<OwnedFd>,
         took: Duration,
     ) -> Result<ChunkOut<I, R>, JobError> {
-        let results: Vec<Result<R, JobError>> = decode(CodecStage::DecodeOutput, bytes, fds)?;
+        let results: Vec<Result<W, JobError>> = decode(CodecStage::DecodeOutput, bytes, fds)?;
+        let results = self.outputs(results);
         let mut st = lock(&self.state);
         st.took += took;
         Ok(st.out(results))
@@ -336,7 +351,7 @@ where
         // Items that finished before the crash keep their results.
         let logged = crash
             .journal
-            .map(|(count, entries)| decode_journal::<R>(count, entries))
+            .map(|(count, entries)| self.outputs(decode_journal::<W>(count, entries)))
             .unwrap_or_default();
         let finished = logged.len() as u32;
         partial.record(logged);
@@ -581,7 +596,7 @@ mod tests {
 
     #[test]
     fn a_crash_in_a_chunk_fails_the_item_alone_and_keeps_finished_results() {
-        let chunk: Chunk<u64, u64> = Chunk::new(5, Vec::new());
+        let chunk: Chunk<u64, u64, u64> = Chunk::new(5, Vec::new(), Ok);
         let log = entries(&[Ok(10), Ok(11)]);
         assert!(chunk.crashed(&crash(Some(2), Some((2, &log)), 0)).is_none());
         // Items 0 and 1 are done, item 2 failed: 3 and 4 are left.
@@ -598,7 +613,7 @@ mod tests {
 
     #[test]
     fn a_crashed_item_with_a_retry_left_runs_again_first() {
-        let chunk: Chunk<u64, u64> = Chunk::new(3, Vec::new());
+        let chunk: Chunk<u64, u64, u64> = Chunk::new(3, Vec::new(), Ok);
         assert!(chunk.crashed(&crash(Some(0), None, 1)).is_none());
         assert_eq!(chunk.items(), Items::All);
         // Second crash of the same item: out of retries.
@@ -608,7 +623,7 @@ mod tests {
 
     #[test]
     fn a_chunk_that_dies_outside_its_items_fails_once_out_of_retries() {
-        let chunk: Chunk<u64, u64> = Chunk::new(2, Vec::new());
+        let chunk: Chunk<u64, u64, u64> = Chunk::new(2, Vec::new(), Ok);
         assert!(chunk.crashed(&crash(None, None, 1)).is_none());
         let out = chunk.crashed(&crash(None, None, 1)).unwrap().unwrap();
         assert_eq!(out.errors.len(), 2);

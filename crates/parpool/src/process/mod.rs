@@ -572,7 +572,7 @@ impl ProcessPool {
             bytes: input,
             shared: Vec::new(),
         });
-        self.submit_work(name, payload, None, Chunk::new(len, Vec::new()))
+        self.submit_work(name, payload, None, Chunk::new(len, Vec::new(), Ok))
     }
 
     /// Takes job `id` back if it waits in the pool's queue and no worker
@@ -606,6 +606,28 @@ impl ProcessPool {
                 name: task.to_owned(),
             }),
         )
+    }
+
+    /// Runs a task that takes nothing, as Python's `executor.submit(fn)`:
+    /// a [`call!`](crate::call!) closure or a [`task!`](crate::task!)
+    /// without parameters. (A process runs tasks, which it finds by name,
+    /// not closures: a closure here is a compile error that says so.)
+    ///
+    /// ```
+    /// use parpool::{call, ProcessPool};
+    ///
+    /// let pool = ProcessPool::builder().workers(1).build()?;
+    /// let pid = pool.spawn(call!(|| std::process::id())).join()?;
+    /// assert_ne!(pid, std::process::id());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// ```compile_fail
+    /// let pool = parpool::ProcessPool::builder().workers(1).build().unwrap();
+    /// pool.spawn(|| std::process::id());
+    /// ```
+    pub fn spawn<T: Task<Input = ()>>(&self, task: T) -> JobHandle<T::Output> {
+        self.submit(task, ())
     }
 
     /// Stops accepting jobs, runs the queued ones, and waits for the
@@ -660,11 +682,10 @@ impl fmt::Debug for ProcessPool {
     }
 }
 
-fn decode_output<O: serde::de::DeserializeOwned>(
-    bytes: &[u8],
-    fds: Vec<OwnedFd>,
-) -> Result<O, JobError> {
-    decode(CodecStage::DecodeOutput, bytes, fds)
+/// A task's output from the reply: decoded in the form it crossed in, then
+/// itself again.
+fn decode_output<T: Task>(bytes: &[u8], fds: Vec<OwnedFd>) -> Result<T::Output, JobError> {
+    decode(CodecStage::DecodeOutput, bytes, fds).and_then(T::from_wire)
 }
 
 fn encode_input<I: serde::Serialize>(input: &I) -> Result<Encoded, JobError> {
@@ -681,7 +702,12 @@ impl sealed::Sealed for ProcessPool {
         let payload = encode_input(&inputs);
         let len = inputs.len();
         inputs.clear();
-        self.submit_work(T::NAME, payload, None, Chunk::new(len, inputs))
+        self.submit_work(
+            T::NAME,
+            payload,
+            None,
+            Chunk::new(len, inputs, T::from_wire),
+        )
     }
 
     fn chunk_time(&self) -> Duration {
@@ -701,7 +727,7 @@ impl Executor for ProcessPool {
             T::NAME,
             payload,
             opts.timeout,
-            Single::new(decode_output::<T::Output>),
+            Single::new(decode_output::<T>),
         )
     }
 

@@ -29,7 +29,8 @@ use crate::task::{Executor, Task};
 
 /// A plain-data task's kernel: maps `range` of the input memory into the
 /// same range of the output memory.
-pub(crate) type PodFn = fn(&SharedMem, &SharedMem, Range<usize>) -> Result<(), JobError>;
+#[doc(hidden)]
+pub type PodFn<T> = fn(&T, &SharedMem, &SharedMem, Range<usize>) -> Result<(), JobError>;
 
 /// Items a worker maps between copies in and out.
 const BLOCK: usize = 4096;
@@ -45,40 +46,46 @@ impl<T> Probe<T> {
     pub const fn new() -> Self {
         Probe(PhantomData)
     }
+
+    /// A probe for the type of `task` (for a task whose type has no name).
+    pub const fn of(_task: &T) -> Self {
+        Probe(PhantomData)
+    }
 }
 
 /// Chosen when the task's input and output are plain data.
 #[doc(hidden)]
-pub trait PodKernel {
+pub trait PodKernel<T> {
     /// The kernel.
-    fn pod_kernel(&self) -> Option<PodFn>;
+    fn pod_kernel(&self) -> Option<PodFn<T>>;
 }
 
-impl<T: Task> PodKernel for &&Probe<T>
+impl<T: Task> PodKernel<T> for &&Probe<T>
 where
     T::Input: Pod,
     T::Output: Pod,
 {
-    fn pod_kernel(&self) -> Option<PodFn> {
+    fn pod_kernel(&self) -> Option<PodFn<T>> {
         Some(run_pod::<T>)
     }
 }
 
 /// Chosen otherwise.
 #[doc(hidden)]
-pub trait NoPodKernel {
+pub trait NoPodKernel<T> {
     /// No kernel.
-    fn pod_kernel(&self) -> Option<PodFn>;
+    fn pod_kernel(&self) -> Option<PodFn<T>>;
 }
 
-impl<T> NoPodKernel for &Probe<T> {
-    fn pod_kernel(&self) -> Option<PodFn> {
+impl<T> NoPodKernel<T> for &Probe<T> {
+    fn pod_kernel(&self) -> Option<PodFn<T>> {
         None
     }
 }
 
 /// Runs `T` over `range`, from `input` to `output`, a block at a time.
 fn run_pod<T: Task>(
+    task: &T,
     input: &SharedMem,
     output: &SharedMem,
     range: Range<usize>,
@@ -117,7 +124,7 @@ where
         let mut index = at;
         panic::catch(|| {
             for &x in &block[..n] {
-                results.push(T::run(x));
+                results.push(task.run(x));
                 index += 1;
             }
         })
@@ -185,15 +192,14 @@ crate::task! {
         let Some(entry) = TaskEntry::find(&job.task) else {
             return Err(JobError::UnknownTask { name: job.task });
         };
-        let Some(kernel) = entry.run_pod() else {
-            return Err(codec_error(
-                CodecStage::DecodeInput,
-                format!("task {} does not take and return plain data", job.task),
-            ));
-        };
         let range = usize::try_from(job.start).unwrap_or(usize::MAX)
             ..usize::try_from(job.end).unwrap_or(usize::MAX);
-        kernel(&job.input, &job.output, range)
+        entry.run_pod(&job.input, &job.output, range).unwrap_or_else(|| {
+            Err(codec_error(
+                CodecStage::DecodeInput,
+                format!("task {} does not take and return plain data", job.task),
+            ))
+        })
     }
 }
 
@@ -218,7 +224,7 @@ impl<R> PodMapError<R> {
         self.failed.iter().map(|(r, _)| r.len()).sum()
     }
 
-    fn whole(len: usize, error: JobError) -> Self
+    pub(crate) fn whole(len: usize, error: JobError) -> Self
     where
         R: Pod,
     {

@@ -6,27 +6,92 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Mutex, OnceLock};
 
+use super::pod::PodFn;
 use crate::codec::{codec_error, decode, encode, encode_by_value, encode_exact};
 use crate::error::{CodecStage, JobError};
 use crate::panic;
 use crate::task::Task;
+use parpool_ipc::SharedMem;
 use parpool_ipc::transfer::{self, Encoded};
+use std::ops::Range;
 
-/// A registered task as a worker process finds it: its name and type-erased
-/// entry points that decode the input, run the task with panics caught, and
-/// encode the output. Each `task!` registers its entry from a constructor,
-/// so a task defined anywhere in the binary is known before `main` — and
-/// before the `late` constructor that diverts worker processes runs.
+/// A registered task as a worker process finds it: its name and a
+/// type-erased entry that decodes the input, runs the task with panics
+/// caught, and encodes the output. Each `task!` (and each `call!`)
+/// registers its entry from a constructor, so a task defined anywhere in
+/// the binary is known before `main` — and before the `late` constructor
+/// that diverts worker processes runs.
 #[doc(hidden)]
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct TaskEntry {
     name: &'static str,
-    run: RunFn,
-    run_chunk: ChunkFn,
-    run_init: fn(&[u8], Vec<OwnedFd>) -> Result<WorkerState, JobError>,
-    /// For a task of plain data (`Pod` input and output): runs it over a
-    /// range of shared memory ([`ProcessPool::par`](crate::ProcessPool::par)).
-    run_pod: Option<super::pod::PodFn>,
+    ops: &'static dyn EntryOps,
+}
+
+impl std::fmt::Debug for TaskEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskEntry")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// What a worker does with a registered task, its types erased.
+trait EntryOps: Send + Sync {
+    fn run(&self, input: &[u8], fds: Vec<OwnedFd>, sharing: Sharing) -> Result<Encoded, JobError>;
+    fn run_chunk(
+        &self,
+        input: &[u8],
+        fds: Vec<OwnedFd>,
+        only: Option<&[u32]>,
+        journal: &mut transfer::Journal,
+        sharing: Sharing,
+    ) -> Result<Encoded, JobError>;
+    fn run_init(&self, input: &[u8], fds: Vec<OwnedFd>) -> Result<WorkerState, JobError>;
+    /// Runs the task's kernel over `range` of shared memory, if its data
+    /// is plain (`None` otherwise).
+    fn run_pod(
+        &self,
+        input: &SharedMem,
+        output: &SharedMem,
+        range: Range<usize>,
+    ) -> Option<Result<(), JobError>>;
+}
+
+/// A task and, for a task of plain data, its kernel over shared memory.
+struct Entry<T: Task> {
+    task: T,
+    pod: Option<PodFn<T>>,
+}
+
+impl<T: Task> EntryOps for Entry<T> {
+    fn run(&self, input: &[u8], fds: Vec<OwnedFd>, sharing: Sharing) -> Result<Encoded, JobError> {
+        run_one(&self.task, input, fds, sharing)
+    }
+    fn run_chunk(
+        &self,
+        input: &[u8],
+        fds: Vec<OwnedFd>,
+        only: Option<&[u32]>,
+        journal: &mut transfer::Journal,
+        sharing: Sharing,
+    ) -> Result<Encoded, JobError> {
+        run_chunk(&self.task, input, fds, only, journal, sharing)
+    }
+    fn run_init(&self, input: &[u8], fds: Vec<OwnedFd>) -> Result<WorkerState, JobError> {
+        let input: T::Input = decode(CodecStage::DecodeInput, input, fds)?;
+        let output = panic::catch(|| self.task.run(input)).map_err(JobError::panicked)?;
+        Ok(Box::new(output))
+    }
+    fn run_pod(
+        &self,
+        input: &SharedMem,
+        output: &SharedMem,
+        range: Range<usize>,
+    ) -> Option<Result<(), JobError>> {
+        self.pod
+            .map(|kernel| kernel(&self.task, input, output, range))
+    }
 }
 
 /// How a worker writes the shared objects in a job's output.
@@ -43,21 +108,6 @@ pub(crate) enum Sharing {
     ByValue,
 }
 
-/// A type-erased entry point: encoded input and its descriptors in,
-/// encoded output out.
-type RunFn = fn(&[u8], Vec<OwnedFd>, Sharing) -> Result<Encoded, JobError>;
-
-/// A type-erased chunk entry point: the encoded `Vec` of inputs, the
-/// positions to run (`None`: all), and the journal each item's result is
-/// encoded into as it finishes.
-type ChunkFn = fn(
-    &[u8],
-    Vec<OwnedFd>,
-    Option<&[u32]>,
-    &mut transfer::Journal,
-    Sharing,
-) -> Result<Encoded, JobError>;
-
 /// A worker's state: what its initializer returned.
 pub(crate) type WorkerState = Box<dyn std::any::Any + Send>;
 
@@ -70,26 +120,26 @@ pub fn register(entry: TaskEntry) {
 }
 
 impl TaskEntry {
-    /// The entry for `T`.
-    pub const fn of<T: Task>() -> Self {
+    /// The entry for `task`, with the kernel over shared memory that
+    /// `task!` found for a task of plain data.
+    pub fn new<T: Task>(task: T, pod: Option<PodFn<T>>) -> Self {
         TaskEntry {
             name: T::NAME,
-            run: run_erased::<T>,
-            run_chunk: run_chunk_erased::<T>,
-            run_init: run_init_erased::<T>,
-            run_pod: None,
+            // One small allocation per registered task, for the life of
+            // the process (none for a task without state, the usual kind).
+            ops: Box::leak(Box::new(Entry { task, pod })),
         }
     }
 
-    /// The entry, with the kernel `task!` found for a task of plain data.
-    pub const fn with_pod(mut self, run_pod: Option<super::pod::PodFn>) -> Self {
-        self.run_pod = run_pod;
-        self
-    }
-
-    /// The task's kernel over shared memory, if its data is plain.
-    pub(crate) fn run_pod(&self) -> Option<super::pod::PodFn> {
-        self.run_pod
+    /// Runs the task's kernel over `range` of shared memory; `None` if the
+    /// task's data is not plain.
+    pub(crate) fn run_pod(
+        &self,
+        input: &SharedMem,
+        output: &SharedMem,
+        range: Range<usize>,
+    ) -> Option<Result<(), JobError>> {
+        self.ops.run_pod(input, output, range)
     }
 
     /// Runs one job: the input and the output are postcard bytes.
@@ -99,7 +149,7 @@ impl TaskEntry {
         fds: Vec<OwnedFd>,
         sharing: Sharing,
     ) -> Result<Encoded, JobError> {
-        (self.run)(input, fds, sharing)
+        self.ops.run(input, fds, sharing)
     }
 
     /// Runs a chunk: `Vec<Input>` in, `Vec<Result<Output, JobError>>` out,
@@ -113,7 +163,7 @@ impl TaskEntry {
         journal: &mut transfer::Journal,
         sharing: Sharing,
     ) -> Result<Encoded, JobError> {
-        (self.run_chunk)(input, fds, only, journal, sharing)
+        self.ops.run_chunk(input, fds, only, journal, sharing)
     }
 
     /// Runs the task as a worker's initializer: its output is kept, not sent.
@@ -122,7 +172,7 @@ impl TaskEntry {
         input: &[u8],
         fds: Vec<OwnedFd>,
     ) -> Result<WorkerState, JobError> {
-        (self.run_init)(input, fds)
+        self.ops.run_init(input, fds)
     }
 
     /// The task's registered name.
@@ -151,13 +201,14 @@ impl TaskEntry {
     }
 }
 
-fn run_erased<T: Task>(
+fn run_one<T: Task>(
+    task: &T,
     input: &[u8],
     fds: Vec<OwnedFd>,
     sharing: Sharing,
 ) -> Result<Encoded, JobError> {
     let input: T::Input = decode(CodecStage::DecodeInput, input, fds)?;
-    let output = panic::catch(|| T::run(input)).map_err(JobError::panicked)?;
+    let output = panic::catch(|| T::to_wire(task.run(input))).map_err(JobError::panicked)?;
     match sharing {
         Sharing::Descriptors => encode(CodecStage::EncodeOutput, &output),
         Sharing::ByValue => Ok(Encoded {
@@ -167,13 +218,8 @@ fn run_erased<T: Task>(
     }
 }
 
-fn run_init_erased<T: Task>(input: &[u8], fds: Vec<OwnedFd>) -> Result<WorkerState, JobError> {
-    let input: T::Input = decode(CodecStage::DecodeInput, input, fds)?;
-    let output = panic::catch(|| T::run(input)).map_err(JobError::panicked)?;
-    Ok(Box::new(output))
-}
-
-fn run_chunk_erased<T: Task>(
+fn run_chunk<T: Task>(
+    task: &T,
     input: &[u8],
     fds: Vec<OwnedFd>,
     only: Option<&[u32]>,
@@ -195,7 +241,7 @@ fn run_chunk_erased<T: Task>(
     let count = picked.len();
     let stage = CodecStage::EncodeOutput;
     // Writes one item's value to the journal, as `Ok(output)`.
-    let write_ok = |output: &T::Output, journal: &mut transfer::Journal| match sharing {
+    let write_ok = |output: &T::Wire, journal: &mut transfer::Journal| match sharing {
         Sharing::Descriptors => postcard::serialize_with_flavor(
             &Ok::<_, JobError>(output),
             transfer::JournalFlavor(journal),
@@ -217,7 +263,7 @@ fn run_chunk_erased<T: Task>(
                 let mut encoding = false;
                 let outcome = panic::catch_captured(|| {
                     transfer::pause_collecting(true);
-                    let output = T::run(x);
+                    let output = T::to_wire(task.run(x));
                     transfer::pause_collecting(false);
                     encoding = true;
                     write_ok(&output, journal)

@@ -487,10 +487,10 @@ impl fmt::Debug for ThreadPool {
 impl sealed::Sealed for ThreadPool {
     fn submit_chunk<T: Task>(
         &self,
-        _task: T,
+        task: T,
         chunk: ChunkIn<T::Input, T::Output>,
     ) -> JobHandle<ChunkOut<T::Input, T::Output>> {
-        self.spawn(move || crate::map::run_chunk(chunk, T::run))
+        self.spawn(move || crate::map::run_chunk(chunk, |x| task.run(x)))
     }
 }
 
@@ -498,10 +498,10 @@ impl Executor for ThreadPool {
     fn submit_with<T: Task>(
         &self,
         opts: JobOptions,
-        _task: T,
+        task: T,
         input: T::Input,
     ) -> JobHandle<T::Output> {
-        self.spawn_with(opts, move || T::run(input))
+        self.spawn_with(opts, move || task.run(input))
     }
 
     fn workers(&self) -> usize {

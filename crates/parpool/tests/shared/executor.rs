@@ -105,6 +105,51 @@ parpool::task!(
     }
 );
 
+/// An error type that is not serde, with a cause.
+#[derive(Debug)]
+pub(crate) struct ConfigError {
+    file: String,
+    cause: std::num::ParseIntError,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "bad number in {}", self.file)
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.cause)
+    }
+}
+
+parpool::task!(
+    /// Returns an `io::Result`, which crosses as itself.
+    fn file_len(path: String) -> std::io::Result<u64> {
+        Ok(std::fs::metadata(path)?.len())
+    }
+);
+parpool::task!(
+    /// Returns an error that is not serde, with a cause.
+    fn parse_setting(text: String) -> Result<u64, ConfigError> {
+        text.parse().map_err(|cause| ConfigError {
+            file: "settings.toml".into(),
+            cause,
+        })
+    }
+);
+parpool::task!(
+    /// Returns a serde error.
+    fn checked_half(x: u64) -> Result<u64, String> {
+        if x.is_multiple_of(2) {
+            Ok(x / 2)
+        } else {
+            Err(format!("{x} is odd"))
+        }
+    }
+);
+
 /// A task no worker has registered: a binary built without it.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Unregistered;
@@ -113,8 +158,15 @@ impl Task for Unregistered {
     const NAME: &'static str = "parpool_tests::a_task_no_binary_registers";
     type Input = u64;
     type Output = u64;
-    fn run(input: u64) -> u64 {
+    type Wire = u64;
+    fn run(&self, input: u64) -> u64 {
         input
+    }
+    fn to_wire(output: u64) -> u64 {
+        output
+    }
+    fn from_wire(wire: u64) -> Result<u64, parpool::JobError> {
+        Ok(wire)
     }
 }
 
@@ -151,6 +203,11 @@ pub(crate) fn cases<E: Executor>() -> Vec<Case<E>> {
         ("a_handle_is_a_future", a_handle_is_a_future::<E>),
         ("wait_and_as_completed", wait_and_as_completed::<E>),
         ("shared_bytes_in_and_out", shared_bytes_in_and_out::<E>),
+        (
+            "call_closures_run_anywhere",
+            call_closures_run_anywhere::<E>,
+        ),
+        ("returned_errors_cross", returned_errors_cross::<E>),
     ]
 }
 
@@ -184,6 +241,82 @@ pub(crate) fn run<E: Executor>(pool: &E, cases: Vec<Case<E>>) {
         case(pool);
         eprintln!("executor case: {name} ok in {:?}", start.elapsed());
     }
+}
+
+fn call_closures_run_anywhere<E: Executor>(pool: &E) {
+    assert_eq!(
+        pool.submit(parpool::call!(|x: u64| x * 3), 14).join(),
+        Ok(42)
+    );
+    let pair = parpool::call!(|a: u64, b: String| format!("{b}{a}"));
+    assert_eq!(
+        pool.submit(pair, (7, "n".into())).join().as_deref(),
+        Ok("n7")
+    );
+    assert_eq!(pool.submit(parpool::call!(|| 5u8), ()).join(), Ok(5));
+    let pattern = parpool::call!(|(a, b): (u32, u32)| a.max(b));
+    assert_eq!(pool.submit(pattern, (3, 9)).join(), Ok(9));
+    let plus_one: Vec<u64> = pool
+        .map_task(parpool::call!(|x: u64| x + 1), 0..100)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(plus_one, (1..=100).collect::<Vec<_>>());
+    // Two closures written apart are two tasks, even with one type.
+    let a = pool.submit(parpool::call!(|x: u64| x + 1), 1);
+    let b = pool.submit(parpool::call!(|x: u64| x + 2), 1);
+    assert_eq!((a.join(), b.join()), (Ok(2), Ok(3)));
+}
+
+fn returned_errors_cross<E: Executor>(pool: &E) {
+    // `io::Error` comes back as itself: same kind, same message.
+    let missing = pool.submit(file_len, "/no/such/file".into()).join();
+    match missing {
+        Ok(Err(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+            assert_eq!(e.raw_os_error(), Some(2));
+        }
+        other => panic!("expected the io::Error back, got {other:?}"),
+    }
+    assert!(matches!(
+        pool.submit(file_len, "/".into()).join(),
+        Ok(Ok(_))
+    ));
+    // A serde error type comes back as itself.
+    assert_eq!(
+        pool.submit(checked_half, 3).join(),
+        Ok(Err("3 is odd".into()))
+    );
+    assert_eq!(pool.submit(checked_half, 4).join(), Ok(Ok(2)));
+    // Any other error comes back as itself where it never left the
+    // process, else as its report: message, type and cause, whole.
+    let chain = |r: Result<Result<u64, ConfigError>, JobError>| match r {
+        Ok(Err(e)) => {
+            let cause = std::error::Error::source(&e).map(ToString::to_string);
+            format!("{e}: {}", cause.unwrap_or_default())
+        }
+        Err(JobError::Returned(report)) => {
+            assert!(report.type_name().ends_with("ConfigError"), "{report:?}");
+            let shown = JobError::Returned(report.clone()).to_string();
+            assert!(shown.contains(&report.full_message()), "{shown}");
+            report.full_message()
+        }
+        other => panic!("expected the error or its report, got {other:?}"),
+    };
+    let bad = pool.submit(parse_setting, "x".into()).join();
+    assert_eq!(
+        chain(bad),
+        "bad number in settings.toml: invalid digit found in string"
+    );
+    // The same in a map, item by item.
+    let mut items = pool.map_task(parse_setting, ["1".to_string(), "y".into(), "3".into()]);
+    assert!(matches!(items.next(), Some(Ok(Ok(1)))));
+    let second = items.next().expect("three items");
+    assert_eq!(
+        chain(second),
+        "bad number in settings.toml: invalid digit found in string"
+    );
+    assert!(matches!(items.next(), Some(Ok(Ok(3)))));
+    assert!(items.next().is_none());
 }
 
 fn submit_and_join<E: Executor>(pool: &E) {
