@@ -180,6 +180,41 @@ impl<T: Pod> Mutex<T> {
         Ok(guard)
     }
 
+    /// Locks, waiting as long as it takes; if a holder died holding the
+    /// lock, first hands the value to `repair` (with the lock held) and
+    /// then clears the poison. The common case of a robust lock in one
+    /// line — Python's `with lock:` — with the poison still impossible to
+    /// miss: what to do about a dead holder is the argument.
+    ///
+    /// ```
+    /// use parpool::ipc::Mutex;
+    ///
+    /// let total = Mutex::new(0u64)?;
+    /// *total.lock_or_repair(|t| *t = 0)? += 5;
+    /// assert_eq!(*total.lock()?, 5);
+    ///
+    /// // A plain lock has nothing to repair.
+    /// let lock = parpool::ipc::Lock::new(())?;
+    /// let _held = lock.lock_or_repair(|()| {})?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// If `repair` panics, the lock is released and stays poisoned.
+    ///
+    /// # Errors
+    /// [`LockError::Io`] only, when the system refuses.
+    pub fn lock_or_repair(
+        &self,
+        repair: impl FnOnce(&mut T),
+    ) -> Result<MutexGuard<'_, T>, LockError> {
+        let mut guard = self.lock_until(None)?;
+        if self.is_poisoned() {
+            repair(&mut guard);
+            self.clear_poison();
+        }
+        Ok(guard)
+    }
+
     /// Locks again after a [`Condvar`](crate::Condvar) wait, as `guard`
     /// had been locked: a guard from `lock_for_repair` keeps the lock while
     /// the mutex is poisoned, any other fails as `lock` does.

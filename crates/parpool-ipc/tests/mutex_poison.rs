@@ -76,3 +76,37 @@ fn a_condvar_wait_keeps_a_repair_guard_and_fails_a_plain_one() {
     });
     assert!(matches!(waiter, Err(LockError::OwnerDied)), "{waiter:?}");
 }
+
+#[test]
+fn lock_or_repair_repairs_once_then_locks_plainly() {
+    let m = Mutex::new(1u64).unwrap();
+    let mut repairs = 0;
+    // No poison: the repair is not called.
+    *m.lock_or_repair(|_| repairs += 1).unwrap() += 1;
+    assert_eq!(repairs, 0);
+    die_holding(&m, 99);
+    {
+        let guard = m
+            .lock_or_repair(|v| {
+                assert_eq!(*v, 99, "the repair sees what the dead holder left");
+                repairs += 1;
+                *v = 0;
+            })
+            .unwrap();
+        assert_eq!(*guard, 0);
+    }
+    assert_eq!(repairs, 1);
+    assert!(!m.is_poisoned(), "the repair cleared the poison");
+    assert_eq!(*m.lock().unwrap(), 0);
+    // A repair that panics leaves the lock free and still poisoned.
+    die_holding(&m, 7);
+    let m2 = m.clone();
+    let panicked = std::thread::spawn(move || {
+        let _ = m2.lock_or_repair(|_| panic!("cannot repair"));
+    })
+    .join();
+    assert!(panicked.is_err());
+    assert!(m.is_poisoned());
+    assert!(matches!(m.lock(), Err(LockError::OwnerDied)));
+    assert_eq!(*m.lock_or_repair(|v| *v = 3).unwrap(), 3);
+}
