@@ -225,7 +225,7 @@ pub use pool::{ParsePoolKindError, Pool, PoolKind};
 #[cfg(all(feature = "process", target_os = "linux"))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "process", target_os = "linux"))))]
 pub use process::{
-    PodMapError, PodPar, ProcessPool, ProcessPoolBuilder, WorkerOutput, init, with_worker_state,
+    PodMapError, PodPar, Process, ProcessPool, ProcessPoolBuilder, WorkerOutput, init, with_worker_state,
 };
 pub use returned::ErrorReport;
 pub use stats::Stats;

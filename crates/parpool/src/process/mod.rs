@@ -7,6 +7,7 @@ mod child;
 mod control;
 mod fdpass;
 mod job;
+mod one_shot;
 mod os;
 pub(crate) mod pod;
 pub(crate) mod registry;
@@ -63,6 +64,7 @@ pub mod fuzz {
         while let Ok(Some(_)) = wire::read_frame::<_, ToWorker>(&mut stream, 1 << 20, &mut buf) {}
     }
 }
+pub use one_shot::Process;
 pub use pod::{PodMapError, PodPar};
 
 use std::collections::VecDeque;
@@ -125,6 +127,9 @@ pub(crate) struct Config {
     pub(crate) sharing: Sharing,
     /// Task name and encoded input run once in each new worker.
     pub(crate) initializer: Option<(&'static str, Result<Encoded, JobError>)>,
+    /// For a [`Process`]: one worker, never replaced, whose pid and end
+    /// are reported here.
+    pub(crate) one_shot: Option<Arc<one_shot::OneShot>>,
 }
 
 /// Configures and builds a [`ProcessPool`].
@@ -153,6 +158,7 @@ impl Default for ProcessPoolBuilder {
                 start_timeout: Duration::from_secs(30),
                 sharing: Sharing::Descriptors,
                 initializer: None,
+                one_shot: None,
             },
         }
     }
@@ -485,6 +491,14 @@ impl ProcessPool {
     pub fn worker_pids(&self) -> Vec<u32> {
         let slots = crate::sync::lock(&self.slots);
         slots.iter().filter_map(|s| s.ctl().live_pid()).collect()
+    }
+
+    /// Kills every worker now (`SIGKILL`); each job it had fails or is
+    /// retried as after a crash.
+    pub(crate) fn kill_workers(&self) {
+        for slot in crate::sync::lock(&self.slots).iter() {
+            slot.ctl().kill(supervisor::KillReason::Cancelled);
+        }
     }
 
     /// How many worker processes were replaced after a crash, a kill

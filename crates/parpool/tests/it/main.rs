@@ -45,6 +45,8 @@ mod process_lifecycle;
 #[cfg(all(feature = "process", target_os = "linux"))]
 mod process_logging;
 #[cfg(all(feature = "process", target_os = "linux"))]
+mod process_one_shot;
+#[cfg(all(feature = "process", target_os = "linux"))]
 mod process_par;
 #[cfg(all(feature = "process", target_os = "linux"))]
 mod process_scheduling;

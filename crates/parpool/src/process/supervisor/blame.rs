@@ -87,6 +87,18 @@ pub(crate) fn describe(
     Some(what)
 }
 
+/// How a reaped worker ended.
+pub(super) fn exit_status(waited: std::io::Result<std::process::ExitStatus>) -> ExitStatus {
+    match waited {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(c), _) => ExitStatus::Code(c),
+            (None, Some(sig)) => ExitStatus::Signal(sig),
+            _ => ExitStatus::Unknown,
+        },
+        Err(_) => ExitStatus::Unknown,
+    }
+}
+
 impl Supervisor {
     /// The worker died (or broke the protocol and was killed): settle the
     /// jobs it had by the rules above, and drop it.
@@ -97,14 +109,10 @@ impl Supervisor {
         // Detached before it is reaped: no kill can reach a reused pid.
         let killed = self.detach();
         super::os::kill(conn.pid);
-        let status = match conn.child.wait() {
-            Ok(s) => match (s.code(), s.signal()) {
-                (Some(c), _) => ExitStatus::Code(c),
-                (None, Some(sig)) => ExitStatus::Signal(sig),
-                _ => ExitStatus::Unknown,
-            },
-            Err(_) => ExitStatus::Unknown,
-        };
+        let status = exit_status(conn.child.wait());
+        if let Some(shot) = &self.shared.config.one_shot {
+            shot.ended(status);
+        }
         // Read once the worker is gone, so that nothing more is written.
         let mut leftover = conn.leftover_output();
         self.shared.counters.respawns.fetch_add(1, Relaxed);

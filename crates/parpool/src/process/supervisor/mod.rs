@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use super::job::ProcJob;
 use super::wire::{LogLevel, ToWorker};
 use super::{ProcShared, os};
-use crate::error::{BuildError, JobError};
+use crate::error::{BuildError, ExitStatus, JobError};
 use crate::lifecycle::Lifecycle;
 use crate::sync::lock;
 use parpool_ipc::transfer::{ObjectId, ReleaseSink};
@@ -107,8 +107,9 @@ impl SlotCtl {
         }
     }
 
-    /// Kills the worker because of what it did.
-    fn kill(&self, why: KillReason) {
+    /// Kills the worker, if one is attached: because of what it did, or
+    /// (a [`Process`](crate::Process)'s `kill`) because it was asked to.
+    pub(crate) fn kill(&self, why: KillReason) {
         let mut st = lock(&self.state);
         if let Some(pid) = st.pid {
             os::kill(pid);
@@ -300,8 +301,36 @@ impl Supervisor {
         }
     }
 
+    /// A one-shot pool's worker has come and gone: no other starts, and a
+    /// job still queued (its worker died before taking it) fails with how
+    /// that worker ended.
+    fn one_shot_spent(&self) -> bool {
+        let Some(shot) = &self.shared.config.one_shot else {
+            return false;
+        };
+        if !shot.spent() {
+            return false;
+        }
+        let status = shot.exit_status().unwrap_or(ExitStatus::Unknown);
+        let stranded: Vec<_> = {
+            let mut q = self.shared.lock();
+            q.state = q.state.max(Lifecycle::Draining);
+            q.jobs.drain(..).collect()
+        };
+        for job in stranded {
+            job.abandon(JobError::Crashed {
+                status,
+                detail: Some("the process ended before it began the task".into()),
+            });
+        }
+        true
+    }
+
     /// Takes `conn` as the slot's worker.
     fn attach(&mut self, conn: Conn) {
+        if let Some(shot) = &self.shared.config.one_shot {
+            shot.started(conn.pid);
+        }
         self.worker = self.ctl.attach(&conn);
         self.worker_pid = conn.pid;
         self.conn = Some(conn);
@@ -328,6 +357,9 @@ impl Supervisor {
 
     fn run(mut self) {
         loop {
+            if self.conn.is_none() && self.one_shot_spent() {
+                return;
+            }
             if self.conn.is_none() && !self.respawn() {
                 return;
             }
@@ -497,7 +529,10 @@ impl Supervisor {
         }
         // Detached before it is reaped: no kill can reach a reused pid.
         self.detach();
-        let _ = conn.child.wait();
+        let status = conn.child.wait();
+        if let Some(shot) = &self.shared.config.one_shot {
+            shot.ended(blame::exit_status(status));
+        }
         if let Some(output) = conn.leftover_output() {
             output.pass_on();
         }
