@@ -14,7 +14,8 @@
 //! * [`Semaphore`] (bounded), [`Event`], and [`Barrier`] — which a party
 //!   that dies breaks for the others instead of hanging them;
 //! * [`Queue`]: typed messages, many senders and receivers, bounded by
-//!   bytes and messages, closable.
+//!   bytes and messages, closable; [`Pipe`]: a typed two-way channel
+//!   between two ends.
 //!
 //! Each object lives in an anonymous memory file. Put one in a job's input
 //! and the job gets a working handle to the **same** object, whether it
@@ -80,6 +81,8 @@ mod mem;
 #[cfg(target_os = "linux")]
 mod mutex;
 #[cfg(target_os = "linux")]
+mod pipe;
+#[cfg(target_os = "linux")]
 mod queue;
 #[cfg(target_os = "linux")]
 mod region;
@@ -102,6 +105,8 @@ pub use event::{Event, EventWait};
 pub use mem::{AccessError, SharedMem, SharedSlice};
 #[cfg(target_os = "linux")]
 pub use mutex::{Lock, LockError, Mutex, MutexGuard};
+#[cfg(target_os = "linux")]
+pub use pipe::Pipe;
 #[cfg(target_os = "linux")]
 pub use queue::{Queue, RecvError, SendError, TaskDoneError};
 #[cfg(target_os = "linux")]

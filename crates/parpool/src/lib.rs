@@ -151,13 +151,14 @@ mod wait;
 pub mod ipc {
     pub use parpool_ipc::{
         AccessError, Barrier, BarrierError, Condvar, Event, EventWait, Lock, LockError, Mutex,
-        MutexGuard, Party, Permit, Queue, RecvError, Semaphore, SendError, SharedMem, SharedSlice,
-        TaskDoneError,
+        MutexGuard, Party, Permit, Pipe, Queue, RecvError, Semaphore, SendError, SharedMem,
+        SharedSlice, TaskDoneError,
     };
 }
 
-/// The names most programs use, in one import: the pools, the
-/// [`Executor`] trait whose methods they share, handles and their errors,
+/// The names most programs use, in one import: the pools and
+/// [`Process`](crate::Process), the [`Executor`] trait whose methods they
+/// share, the [`task!`] and [`call!`] macros, handles and their errors,
 /// job options, `wait`/`as_completed`, and (with their features, on Linux)
 /// [`ipc`] and [`SharedBytes`].
 ///
@@ -187,11 +188,11 @@ pub mod prelude {
     #[cfg(all(feature = "ipc", target_os = "linux"))]
     pub use crate::ipc;
     pub use crate::{
-        CancelOnDrop, Executor, JobError, JobHandle, JobOptions, Pool, PoolKind, Task, ThreadPool,
-        WaitFor, as_completed, current_job, wait,
+        CancelOnDrop, ErrorReport, Executor, JobError, JobHandle, JobOptions, Pool, PoolKind, Task,
+        ThreadPool, WaitFor, as_completed, call, current_job, task, wait,
     };
     #[cfg(all(feature = "process", target_os = "linux"))]
-    pub use crate::{ProcessPool, WorkerOutput};
+    pub use crate::{Process, ProcessPool, WorkerOutput};
 }
 
 /// Items the macros expand to; not part of the API.
@@ -225,7 +226,8 @@ pub use pool::{ParsePoolKindError, Pool, PoolKind};
 #[cfg(all(feature = "process", target_os = "linux"))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "process", target_os = "linux"))))]
 pub use process::{
-    PodMapError, PodPar, Process, ProcessPool, ProcessPoolBuilder, WorkerOutput, init, with_worker_state,
+    PodMapError, PodPar, Process, ProcessPool, ProcessPoolBuilder, WorkerOutput, init,
+    with_worker_state,
 };
 pub use returned::ErrorReport;
 pub use stats::Stats;

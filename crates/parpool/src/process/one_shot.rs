@@ -226,7 +226,9 @@ impl<O: Send + 'static> Process<O> {
         let cancelled = self.handle.cancel();
         // Killed whether or not it had begun the task, as a signal would.
         self.pool.kill_workers();
-        self.pool.shared.close(crate::lifecycle::Lifecycle::Cancelling);
+        self.pool
+            .shared
+            .close(crate::lifecycle::Lifecycle::Cancelling);
         cancelled
     }
 }

@@ -51,7 +51,10 @@ fn every_process_is_a_new_one() {
         .collect();
     let pids: Vec<u32> = procs.iter().map(|p| p.pid().unwrap()).collect();
     let results: Vec<(u64, u32)> = procs.into_iter().map(|p| p.join().unwrap()).collect();
-    assert_eq!(results.iter().map(|r| r.0).collect::<Vec<_>>(), [0, 1, 2, 3, 4, 5]);
+    assert_eq!(
+        results.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4, 5]
+    );
     assert_eq!(results.iter().map(|r| r.1).collect::<Vec<_>>(), pids);
     let mut distinct = pids.clone();
     distinct.sort_unstable();
@@ -61,22 +64,28 @@ fn every_process_is_a_new_one() {
 
 #[test]
 fn a_crash_is_the_task_s_error_and_the_process_s_status() {
-    let p = Process::start_with(
-        quiet(),
-        call!(|| -> u8 { std::process::abort() }),
-        (),
-    )
-    .unwrap();
+    let p = Process::start_with(quiet(), call!(|| -> u8 { std::process::abort() }), ()).unwrap();
     wait_until("the process dies", || !p.is_alive());
     assert_eq!(p.exit_status(), Some(ExitStatus::Signal(6)));
     match p.join() {
         Err(JobError::Crashed { status, .. }) => assert_eq!(status, ExitStatus::Signal(6)),
         other => panic!("expected a crash, got {other:?}"),
     }
-    let p = Process::start_with(quiet(), call!(|code: i32| -> u8 { std::process::exit(code) }), 3).unwrap();
+    let p = Process::start_with(
+        quiet(),
+        call!(|code: i32| -> u8 { std::process::exit(code) }),
+        3,
+    )
+    .unwrap();
     let result = p.join();
     assert!(
-        matches!(result, Err(JobError::Crashed { status: ExitStatus::Code(3), .. })),
+        matches!(
+            result,
+            Err(JobError::Crashed {
+                status: ExitStatus::Code(3),
+                ..
+            })
+        ),
         "{result:?}"
     );
     // A panic is the task's, not the process's: it ends cleanly.
