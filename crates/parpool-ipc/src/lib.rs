@@ -10,7 +10,8 @@
 //!   process sees, with shared atomics (like `Value`);
 //! * [`Mutex`] (and [`Lock`]): a robust lock — a holder that dies
 //!   poisons it ([`LockError::OwnerDied`] for every locker until repaired), never a
-//!   deadlock — and [`Condvar`] to wait on it;
+//!   deadlock — [`RLock`], its reentrant kind, and [`Condvar`] to wait on
+//!   a mutex;
 //! * [`Semaphore`] (bounded), [`Event`], and [`Barrier`] — which a party
 //!   that dies breaks for the others instead of hanging them;
 //! * [`Queue`]: typed messages, many senders and receivers, bounded by
@@ -87,6 +88,8 @@ mod queue;
 #[cfg(target_os = "linux")]
 mod region;
 #[cfg(target_os = "linux")]
+mod rlock;
+#[cfg(target_os = "linux")]
 mod semaphore;
 #[cfg(target_os = "linux")]
 mod sys;
@@ -109,6 +112,8 @@ pub use mutex::{Lock, LockError, Mutex, MutexGuard};
 pub use pipe::Pipe;
 #[cfg(target_os = "linux")]
 pub use queue::{Queue, RecvError, SendError, TaskDoneError};
+#[cfg(target_os = "linux")]
+pub use rlock::{RLock, RLockGuard};
 #[cfg(target_os = "linux")]
 pub use semaphore::{Permit, Semaphore};
 #[cfg(target_os = "linux")]

@@ -277,6 +277,24 @@ impl<T: Pod> Mutex<T> {
         }
     }
 
+    /// The `index`th 8-byte word of the value, as an atomic: for a lock
+    /// built on this one that keeps its own state in the value and never
+    /// takes a guard's reference to it ([`RLock`](crate::RLock)).
+    pub(crate) fn word(&self, index: usize) -> &std::sync::atomic::AtomicU64 {
+        sys::atomic_at(self.region.map(), HEADER + VALUE_AT + 8 * index)
+            .expect("the word is inside the mutex's value")
+    }
+
+    /// Unlocks a lock whose guard was forgotten (an [`RLock`](crate::RLock)
+    /// unlocks when its last guard goes, whichever that is).
+    ///
+    /// # Safety
+    /// The calling thread holds the lock, and no guard of it remains.
+    pub(crate) unsafe fn unlock_forgotten(&self) {
+        // SAFETY: the caller holds the lock (this function's contract).
+        unsafe { sys::mutex_unlock(self.region.payload()) };
+    }
+
     fn value_ptr(&self) -> *mut T {
         self.region.payload().wrapping_add(VALUE_AT).cast::<T>()
     }

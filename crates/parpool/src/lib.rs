@@ -151,8 +151,8 @@ mod wait;
 pub mod ipc {
     pub use parpool_ipc::{
         AccessError, Barrier, BarrierError, Condvar, Event, EventWait, Lock, LockError, Mutex,
-        MutexGuard, Party, Permit, Pipe, Queue, RecvError, Semaphore, SendError, SharedMem,
-        SharedSlice, TaskDoneError,
+        MutexGuard, Party, Permit, Pipe, Queue, RLock, RLockGuard, RecvError, Semaphore, SendError,
+        SharedMem, SharedSlice, TaskDoneError,
     };
 }
 
