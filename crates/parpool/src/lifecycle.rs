@@ -25,3 +25,37 @@ impl Lifecycle {
         }
     }
 }
+
+/// Runs `join` (a pool's joining of its workers) on a thread of its own,
+/// and resolves once it has returned: an awaitable shutdown that blocks no
+/// runtime thread. (If no thread can be started, `join` runs when the
+/// future is first polled, blocking that one poll rather than lying.)
+pub(crate) fn joined_async(
+    join: impl FnOnce() + Send + 'static,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    use std::sync::{Arc, Mutex};
+
+    let cell = Arc::new(crate::handle::Inner::<()>::new(crate::job::JobId(0), 0));
+    let handle = crate::handle::JobHandle::from_cell(cell.clone());
+    let join = Arc::new(Mutex::new(Some(join)));
+    let run = {
+        let join = join.clone();
+        move || {
+            if let Some(join) = crate::sync::lock(&*join).take() {
+                join();
+            }
+            cell.resolve(Ok(()));
+        }
+    };
+    let fallback = std::thread::Builder::new()
+        .name("parpool-shutdown".into())
+        .spawn(run.clone())
+        .is_err()
+        .then_some(run);
+    async move {
+        if let Some(run) = fallback {
+            run();
+        }
+        let _ = handle.await;
+    }
+}

@@ -153,6 +153,40 @@ impl Pool {
         PoolPar { pool: self, data }
     }
 
+    /// Stops accepting jobs and returns at once; the jobs still run (see
+    /// [`ThreadPool::close`]).
+    pub fn close(&self) {
+        match self {
+            Pool::Threads(p) => p.close(),
+            #[cfg(all(feature = "process", target_os = "linux"))]
+            Pool::Processes(p) => p.close(),
+        }
+    }
+
+    /// Shuts down without blocking a runtime thread (see
+    /// [`ThreadPool::shutdown_async`]).
+    pub fn shutdown_async(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let threads = match self {
+            Pool::Threads(p) => Some(p.shutdown_async()),
+            #[cfg(all(feature = "process", target_os = "linux"))]
+            Pool::Processes(_) => None,
+        };
+        #[cfg(all(feature = "process", target_os = "linux"))]
+        let processes = match self {
+            Pool::Processes(p) => Some(p.shutdown_async()),
+            Pool::Threads(_) => None,
+        };
+        async move {
+            if let Some(done) = threads {
+                done.await;
+            }
+            #[cfg(all(feature = "process", target_os = "linux"))]
+            if let Some(done) = processes {
+                done.await;
+            }
+        }
+    }
+
     /// A snapshot of the pool's counters.
     pub fn stats(&self) -> Stats {
         match self {

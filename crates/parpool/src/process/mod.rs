@@ -652,6 +652,42 @@ impl ProcessPool {
         self.join_slots();
     }
 
+    /// Stops accepting jobs and returns at once, as Python's
+    /// `shutdown(wait=False)`: queued and running jobs still run and their
+    /// handles resolve as usual; each worker exits once the queue is
+    /// empty, and dropping the pool no longer waits for them. Jobs
+    /// submitted afterwards resolve as [`JobError::Shutdown`].
+    pub fn close(&self) {
+        self.shared.close(Lifecycle::Draining);
+        // Detached: each supervisor retires its worker once the queue is
+        // drained, and ends.
+        drop(std::mem::take(&mut *crate::sync::lock(&self.slots)));
+    }
+
+    /// [`shutdown`](Self::shutdown) for async code: stops accepting jobs
+    /// at once and resolves when the queued and running jobs have finished
+    /// and the workers have exited, without blocking a runtime thread.
+    ///
+    /// ```
+    /// use parpool::{call, ProcessPool};
+    ///
+    /// let pool = ProcessPool::builder().workers(1).build()?;
+    /// let job = pool.spawn(call!(|| 7));
+    /// futures::executor::block_on(pool.shutdown_async());
+    /// assert!(pool.worker_pids().is_empty());
+    /// assert_eq!(job.try_result().ok(), Some(Ok(7)));
+    /// # Ok::<(), parpool::BuildError>(())
+    /// ```
+    pub fn shutdown_async(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.shared.close(Lifecycle::Draining);
+        let slots = std::mem::take(&mut *crate::sync::lock(&self.slots));
+        crate::lifecycle::joined_async(move || {
+            for s in slots {
+                s.join();
+            }
+        })
+    }
+
     /// Stops accepting jobs, resolves queued ones as
     /// [`JobError::Cancelled`], waits for running ones, and stops the
     /// workers.

@@ -420,6 +420,52 @@ impl ThreadPool {
         self.join_workers();
     }
 
+    /// Stops accepting jobs and returns at once, as Python's
+    /// `shutdown(wait=False)`: queued and running jobs still run and their
+    /// handles resolve as usual; the workers end by themselves once the
+    /// queue is empty, and dropping the pool no longer waits for them.
+    /// Jobs submitted afterwards resolve as [`JobError::Shutdown`].
+    ///
+    /// ```
+    /// use parpool::ThreadPool;
+    ///
+    /// let pool = ThreadPool::builder().workers(1).build()?;
+    /// let slow = pool.spawn(|| { std::thread::sleep(std::time::Duration::from_millis(50)); 1 });
+    /// pool.close();
+    /// drop(pool); // does not wait
+    /// assert_eq!(slow.join(), Ok(1));
+    /// # Ok::<(), parpool::BuildError>(())
+    /// ```
+    pub fn close(&self) {
+        self.shared.close(Lifecycle::Draining);
+        // Detached: they exit once the queue is drained.
+        drop(std::mem::take(&mut *crate::sync::lock(&self.threads)));
+    }
+
+    /// [`shutdown`](Self::shutdown) for async code: stops accepting jobs
+    /// at once and resolves when the queued and running jobs have finished
+    /// and the workers have exited, without blocking a runtime thread.
+    ///
+    /// ```
+    /// use parpool::ThreadPool;
+    ///
+    /// let pool = ThreadPool::builder().workers(2).build()?;
+    /// let job = pool.spawn(|| 7);
+    /// futures::executor::block_on(pool.shutdown_async());
+    /// assert!(pool.is_shutdown());
+    /// assert_eq!(job.try_result().ok(), Some(Ok(7)));
+    /// # Ok::<(), parpool::BuildError>(())
+    /// ```
+    pub fn shutdown_async(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.shared.close(Lifecycle::Draining);
+        let threads = std::mem::take(&mut *crate::sync::lock(&self.threads));
+        crate::lifecycle::joined_async(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+    }
+
     /// Stops accepting jobs, resolves every queued job as
     /// [`JobError::Cancelled`], waits for running jobs, and joins the
     /// workers.

@@ -543,3 +543,20 @@ fn scope_map_yields_in_order_with_per_item_errors() {
     let after: Vec<_> = pool.scope(|s| s.map(|x: u32| x, 0..5u32).collect());
     assert_eq!(after, vec![Err(parpool::JobError::Shutdown); 5]);
 }
+
+#[test]
+fn a_closed_thread_pool_drops_without_waiting_and_its_jobs_finish() {
+    let (go, gate) = std::sync::mpsc::channel::<()>();
+    let pool = parpool::ThreadPool::builder().workers(1).build().unwrap();
+    let gated = pool.spawn(move || gate.recv().is_ok());
+    let queued = pool.spawn(|| 2);
+    pool.close();
+    assert!(pool.spawn(|| 3).join().unwrap_err().is_shutdown());
+    // Dropping it would deadlock here if it waited: the gate opens after.
+    drop(pool);
+    assert!(!gated.is_finished());
+    go.send(()).unwrap();
+    let patience = std::time::Duration::from_secs(60);
+    assert_eq!(gated.join_timeout(patience).ok(), Some(Ok(true)));
+    assert_eq!(queued.join_timeout(patience).ok(), Some(Ok(2)));
+}

@@ -256,3 +256,76 @@ fn process_handles_work_with_wait_as_completed_and_await() {
     assert_eq!(seen, HashSet::from([1, 2, 3]));
     pool.shutdown_now();
 }
+
+parpool::task!(
+    fn wait_then_echo((go, x): (parpool::ipc::Event, u64)) -> u64 {
+        go.wait();
+        x
+    }
+);
+
+#[test]
+fn close_returns_at_once_and_the_jobs_still_finish_and_the_workers_go() {
+    let _serial = serial();
+    let go = parpool::ipc::Event::new().unwrap();
+    let pool = ProcessPool::builder().workers(1).build().unwrap();
+    let pid = pool.worker_pids()[0];
+    let running = pool.submit(wait_then_echo, (go.clone(), 1));
+    let queued = pool.submit(echo, 2);
+    pool.close();
+    assert_eq!(
+        pool.submit(echo, 3).join(),
+        Err(parpool::JobError::Shutdown)
+    );
+    // Neither `close` nor dropping the pool waits for the gated job.
+    drop(pool);
+    assert!(!running.is_finished());
+    go.set();
+    assert_eq!(
+        running.join_timeout(Duration::from_secs(60)).ok(),
+        Some(Ok(1))
+    );
+    assert_eq!(
+        queued.join_timeout(Duration::from_secs(60)).ok(),
+        Some(Ok(2))
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while is_alive(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "worker {pid} outlived its closed pool"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn shutdown_async_resolves_once_the_workers_have_exited() {
+    let _serial = serial();
+    let go = parpool::ipc::Event::new().unwrap();
+    let pool = ProcessPool::builder().workers(2).build().unwrap();
+    let pids = pool.worker_pids();
+    let job = pool.submit(wait_then_echo, (go.clone(), 5));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let shutdown = pool.shutdown_async();
+        tokio::pin!(shutdown);
+        // Not done while a job runs; the runtime thread is not blocked.
+        let early = tokio::time::timeout(Duration::from_millis(50), &mut shutdown).await;
+        assert!(early.is_err());
+        go.set();
+        tokio::time::timeout(Duration::from_secs(60), shutdown)
+            .await
+            .expect("shutdown finished");
+    });
+    assert_eq!(job.try_result().ok(), Some(Ok(5)));
+    for pid in pids {
+        assert!(
+            !is_alive(pid),
+            "worker {pid} still alive after shutdown_async"
+        );
+    }
+}
