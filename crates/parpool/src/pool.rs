@@ -245,6 +245,20 @@ impl Executor for Pool {
         each!(self, p => p.submit_with(opts, task, input))
     }
 
+    fn submit_async<T: Task>(
+        &self,
+        task: T,
+        input: T::Input,
+    ) -> impl std::future::Future<Output = JobHandle<T::Output>> + Send {
+        async move {
+            match self {
+                Pool::Threads(p) => p.submit_async(task, input).await,
+                #[cfg(all(feature = "process", target_os = "linux"))]
+                Pool::Processes(p) => p.submit(task, input),
+            }
+        }
+    }
+
     fn workers(&self) -> usize {
         each!(self, p => Executor::workers(p))
     }

@@ -364,6 +364,41 @@ pub trait Executor: sealed::Sealed {
         self.submit_with(JobOptions::default(), task, input)
     }
 
+    /// [`submit`](Executor::submit) for async code: where the pool's queue
+    /// is bounded and full, waits for room without blocking the runtime's
+    /// thread (a pool whose queue never fills submits at once).
+    ///
+    /// ```
+    /// use parpool::{Executor, ThreadPool};
+    ///
+    /// parpool::task!(fn double(x: u64) -> u64 { x * 2 });
+    ///
+    /// let pool = ThreadPool::builder().workers(1).queue_capacity(1).build()?;
+    /// let total = futures::executor::block_on(async {
+    ///     let mut handles = Vec::new();
+    ///     for x in 0..5 {
+    ///         handles.push(pool.submit_async(double, x).await);
+    ///     }
+    ///     let mut total = 0;
+    ///     for h in handles {
+    ///         total += h.await.unwrap();
+    ///     }
+    ///     total
+    /// });
+    /// assert_eq!(total, 20);
+    /// # Ok::<(), parpool::BuildError>(())
+    /// ```
+    fn submit_async<T: Task>(
+        &self,
+        task: T,
+        input: T::Input,
+    ) -> impl std::future::Future<Output = JobHandle<T::Output>> + Send
+    where
+        Self: Sized + Sync,
+    {
+        async move { self.submit(task, input) }
+    }
+
     /// Runs `task` over `inputs`, yielding results lazily in input order
     /// (see [`Map`]).
     fn map_task<T, I>(&self, task: T, inputs: I) -> Map<'_, I::IntoIter, T::Output>

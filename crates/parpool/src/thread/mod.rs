@@ -291,6 +291,57 @@ impl ThreadPool {
         }
     }
 
+    /// [`spawn`](Self::spawn) for async code: where a bounded queue is
+    /// full, waits for room without blocking the runtime's thread.
+    ///
+    /// ```
+    /// use parpool::ThreadPool;
+    ///
+    /// let pool = ThreadPool::builder().workers(1).queue_capacity(1).build()?;
+    /// let sum = futures::executor::block_on(async {
+    ///     let mut handles = Vec::new();
+    ///     for i in 0..10u64 {
+    ///         handles.push(pool.spawn_async(move || i).await);
+    ///     }
+    ///     let mut sum = 0;
+    ///     for h in handles {
+    ///         sum += h.await.unwrap();
+    ///     }
+    ///     sum
+    /// });
+    /// assert_eq!(sum, 45);
+    /// # Ok::<(), parpool::BuildError>(())
+    /// ```
+    pub async fn spawn_async<F, R>(&self, f: F) -> JobHandle<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        self.spawn_async_with(JobOptions::default(), f).await
+    }
+
+    /// [`spawn_with`](Self::spawn_with) for async code (see
+    /// [`spawn_async`](Self::spawn_async)).
+    pub async fn spawn_async_with<F, R>(&self, opts: JobOptions, f: F) -> JobHandle<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let mut f = Some(f);
+        std::future::poll_fn(|cx| match self.shared.admit_or_wake(cx.waker()) {
+            None => std::task::Poll::Pending,
+            Some(admitted) => std::task::Poll::Ready(admitted),
+        })
+        .await
+        .map_or_else(
+            |_| self.refused(),
+            |admitted| match f.take() {
+                Some(f) => self.enqueue(admitted, opts, f),
+                None => self.refused(),
+            },
+        )
+    }
+
     /// Queues `f` without blocking; if the bounded queue is full or the pool
     /// is shutting down, hands `f` back.
     pub fn try_spawn<F, R>(&self, f: F) -> Result<JobHandle<R>, TrySpawnError<F>>
@@ -548,6 +599,14 @@ impl Executor for ThreadPool {
         input: T::Input,
     ) -> JobHandle<T::Output> {
         self.spawn_with(opts, move || task.run(input))
+    }
+
+    fn submit_async<T: Task>(
+        &self,
+        task: T,
+        input: T::Input,
+    ) -> impl std::future::Future<Output = JobHandle<T::Output>> + Send {
+        self.spawn_async(move || task.run(input))
     }
 
     fn workers(&self) -> usize {

@@ -70,6 +70,10 @@ pub(crate) struct ThreadShared {
     space: Mutex<()>,
     space_cv: Condvar,
     blocked_submitters: AtomicUsize,
+    /// Async submitters waiting for room (`spawn_async`): each is woken
+    /// when room is made or the pool closes, and tries again.
+    space_wakers: Mutex<Vec<std::task::Waker>>,
+    async_waiting: AtomicUsize,
 }
 
 /// Why a submission was not queued.
@@ -129,6 +133,8 @@ impl ThreadShared {
             space: Mutex::new(()),
             space_cv: Condvar::new(),
             blocked_submitters: AtomicUsize::new(0),
+            space_wakers: Mutex::new(Vec::new()),
+            async_waiting: AtomicUsize::new(0),
         }
     }
 
@@ -213,13 +219,54 @@ impl ThreadShared {
     }
 
     /// Frees a place in a bounded queue (a job was taken, or a submission
-    /// refused) and wakes a blocked submitter.
+    /// refused) and wakes a blocked submitter, and every async one (any of
+    /// them may have been dropped since, so none is counted on alone).
     fn give_room(&self) {
         self.pending.fetch_sub(1, SeqCst);
         fence(SeqCst);
         if self.blocked_submitters.load(SeqCst) > 0 {
             let _g = crate::sync::lock(&self.space);
             self.space_cv.notify_one();
+        }
+        if self.async_waiting.load(SeqCst) > 0 {
+            self.wake_async_submitters();
+        }
+    }
+
+    /// Admits one submission without blocking, or registers `waker` to be
+    /// woken when there may be room (`None`: try again then).
+    pub(crate) fn admit_or_wake(
+        &self,
+        waker: &std::task::Waker,
+    ) -> Option<Result<Admitted<'_>, Refused>> {
+        match self.admit(false) {
+            Err(Refused::Full) => {}
+            done => return Some(done),
+        }
+        {
+            let mut wakers = crate::sync::lock(&self.space_wakers);
+            if !wakers.iter().any(|w| w.will_wake(waker)) {
+                wakers.push(waker.clone());
+                self.async_waiting.fetch_add(1, SeqCst);
+            }
+        }
+        fence(SeqCst);
+        // Room made (or the pool closed) between the try and the
+        // registration would wake nobody: look again.
+        let full = self
+            .capacity
+            .is_some_and(|cap| self.pending.load(SeqCst) >= cap);
+        if !full || !self.is_open() {
+            waker.wake_by_ref();
+        }
+        None
+    }
+
+    fn wake_async_submitters(&self) {
+        let wakers = std::mem::take(&mut *crate::sync::lock(&self.space_wakers));
+        self.async_waiting.fetch_sub(wakers.len(), SeqCst);
+        for w in wakers {
+            w.wake();
         }
     }
 
@@ -234,8 +281,11 @@ impl ThreadShared {
         // Cancelling wins over draining; never reopen.
         self.state.fetch_max(state as u8, SeqCst);
         self.wake_all();
-        let _g = crate::sync::lock(&self.space);
-        self.space_cv.notify_all();
+        {
+            let _g = crate::sync::lock(&self.space);
+            self.space_cv.notify_all();
+        }
+        self.wake_async_submitters();
     }
 
     fn wake_all(&self) {

@@ -210,3 +210,103 @@ fn a_timeout_that_drops_a_cancel_on_drop_process_job_kills_its_worker() {
     assert_ne!(pool.worker_pids(), before);
     assert_eq!(pool.stats().running, 0);
 }
+
+/// Thousands of async submitters on one runtime thread share a two-place
+/// queue: none blocks the thread (it would deadlock: the jobs' results are
+/// awaited on it too), none is lost when others give up waiting, and a
+/// close wakes those still waiting with `Shutdown`.
+#[test]
+fn spawn_async_waits_for_room_without_blocking_the_runtime() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+
+    let pool = Arc::new(
+        ThreadPool::builder()
+            .workers(2)
+            .queue_capacity(2)
+            .build()
+            .unwrap(),
+    );
+    let ran = Arc::new(AtomicU64::new(0));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let (accepted, abandoned) = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for i in 0..3_000u64 {
+            let pool = pool.clone();
+            let ran = ran.clone();
+            tasks.push(tokio::spawn(async move {
+                let submit = pool.spawn_async(move || {
+                    ran.fetch_add(1, SeqCst);
+                    i
+                });
+                // Every seventh gives up after a moment: its place must
+                // pass to someone else.
+                let handle = if i % 7 == 0 {
+                    match tokio::time::timeout(Duration::from_micros(50), submit).await {
+                        Ok(h) => h,
+                        Err(_) => return None,
+                    }
+                } else {
+                    submit.await
+                };
+                Some(handle.await)
+            }));
+        }
+        let mut accepted = 0u64;
+        let mut abandoned = 0u64;
+        for t in tasks {
+            match tokio::time::timeout(Duration::from_secs(120), t)
+                .await
+                .expect("an async submitter hung")
+                .unwrap()
+            {
+                Some(result) => {
+                    result.unwrap();
+                    accepted += 1;
+                }
+                None => abandoned += 1,
+            }
+        }
+        (accepted, abandoned)
+    });
+    assert_eq!(accepted + abandoned, 3_000);
+    assert_eq!(
+        ran.load(SeqCst),
+        accepted,
+        "each accepted job ran once, no other"
+    );
+
+    // Submitters still waiting when the pool closes are refused, not left.
+    let (go, gate) = std::sync::mpsc::channel::<()>();
+    let gate = Arc::new(std::sync::Mutex::new(gate));
+    let blockers: Vec<_> = (0..4)
+        .map(|_| {
+            let gate = gate.clone();
+            pool.spawn(move || {
+                let _ = gate.lock().unwrap().recv();
+            })
+        })
+        .collect();
+    let refused = rt.block_on(async {
+        let waiting = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.spawn_async(|| ()).await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        pool.close();
+        tokio::time::timeout(Duration::from_secs(60), waiting)
+            .await
+            .expect("a waiting submitter was not woken by close")
+            .unwrap()
+    });
+    assert!(refused.join().unwrap_err().is_shutdown());
+    for _ in 0..4 {
+        let _ = go.send(());
+    }
+    for b in blockers {
+        assert!(b.join_timeout(Duration::from_secs(60)).is_ok());
+    }
+}
