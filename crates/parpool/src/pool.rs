@@ -245,17 +245,11 @@ impl Executor for Pool {
         each!(self, p => p.submit_with(opts, task, input))
     }
 
-    fn submit_async<T: Task>(
-        &self,
-        task: T,
-        input: T::Input,
-    ) -> impl std::future::Future<Output = JobHandle<T::Output>> + Send {
-        async move {
-            match self {
-                Pool::Threads(p) => p.submit_async(task, input).await,
-                #[cfg(all(feature = "process", target_os = "linux"))]
-                Pool::Processes(p) => p.submit(task, input),
-            }
+    async fn submit_async<T: Task>(&self, task: T, input: T::Input) -> JobHandle<T::Output> {
+        match self {
+            Pool::Threads(p) => p.submit_async(task, input).await,
+            #[cfg(all(feature = "process", target_os = "linux"))]
+            Pool::Processes(p) => p.submit(task, input),
         }
     }
 
