@@ -396,7 +396,7 @@ pub trait Executor: sealed::Sealed {
     where
         Self: Sized + Sync,
     {
-        async move { self.submit(task, input) }
+        std::future::ready(self.submit(task, input))
     }
 
     /// Runs `task` over `inputs`, yielding results lazily in input order
