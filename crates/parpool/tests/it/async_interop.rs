@@ -293,15 +293,14 @@ fn spawn_async_waits_for_room_without_blocking_the_runtime() {
     let refused = rt.block_on(async {
         let waiting = tokio::spawn({
             let pool = pool.clone();
-            async move { pool.spawn_async(|| ()).await }
+            async move { pool.spawn_async(|| ()).await.await }
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         pool.close();
-        let handle = tokio::time::timeout(Duration::from_secs(60), waiting)
+        tokio::time::timeout(Duration::from_secs(60), waiting)
             .await
             .expect("a waiting submitter was not woken by close")
-            .unwrap();
-        handle.await
+            .unwrap()
     });
     assert!(refused.unwrap_err().is_shutdown());
     for _ in 0..4 {
