@@ -153,6 +153,11 @@ struct Engine<'a, I: Iterator<Item: Send + 'static>, R: Send + 'static> {
     spare_inputs: Vec<Vec<I::Item>>,
     spare_outputs: Vec<Vec<R>>,
     progress: Option<Progress<'a>>,
+    /// With [`timeout`](Map::timeout): when every result must have come,
+    /// and the timeout that was given.
+    deadline: Option<(Instant, Duration)>,
+    /// The map gave up (its timeout ran out): nothing more comes.
+    inputs_done: bool,
 }
 
 /// A map's progress hook and what it has been told.
@@ -258,7 +263,28 @@ impl<I: Iterator<Item: Send + 'static>, R: Send + 'static> Engine<'_, I, R> {
         };
     }
 
+    /// The map's timeout ran out before the result it waits for came: the
+    /// jobs still out are cancelled, no more are sent, and the map ends
+    /// after this item (`index`), a [`JobError::TimedOut`].
+    fn give_up(&mut self, index: usize) -> (usize, Result<R, JobError>) {
+        let after = self.deadline.map_or(Duration::ZERO, |(_, d)| d);
+        self.window = 0;
+        self.inputs_done = true;
+        for (_, _, h) in self.ordered.drain(..) {
+            h.cancel();
+        }
+        for (h, _) in self.unordered.drain() {
+            h.cancel();
+        }
+        self.unordered_len = 0;
+        self.in_flight = 0;
+        (index, Err(JobError::TimedOut { after }))
+    }
+
     fn size_hint(&self) -> (usize, Option<usize>) {
+        if self.inputs_done {
+            return (0, Some(0));
+        }
         let queued: usize =
             self.ordered.iter().map(|(_, len, _)| len).sum::<usize>() + self.unordered_len;
         let here = self.current.len - self.current.pos + queued;
@@ -289,11 +315,27 @@ impl<I: Iterator<Item: Send + 'static>, R: Send + 'static> Engine<'_, I, R> {
     fn next_chunk(&mut self) -> Option<(usize, Result<R, JobError>)> {
         loop {
             self.fill();
+            let deadline = self.deadline.map(|(at, _)| at);
             if self.is_ordered {
                 let (start, len, h) = self.ordered.pop_front()?;
-                self.open(start, len, h.join());
+                let result = match deadline {
+                    None => h.join(),
+                    Some(at) => {
+                        match h.join_timeout(at.saturating_duration_since(Instant::now())) {
+                            Ok(result) => result,
+                            Err(late) => {
+                                late.cancel();
+                                return Some(self.give_up(start));
+                            }
+                        }
+                    }
+                };
+                self.open(start, len, result);
             } else {
-                let (h, (start, len)) = self.unordered.next_blocking(None)?;
+                let Some((h, (start, len))) = self.unordered.next_blocking(deadline) else {
+                    // Empty, or the time ran out with chunks still out.
+                    return (self.unordered.len() > 0).then(|| self.give_up(self.next_index));
+                };
                 self.unordered_len -= len;
                 self.open(start, len, h.join());
             }
@@ -332,6 +374,8 @@ macro_rules! map_type {
                         spare_inputs: Vec::new(),
                         spare_outputs: Vec::new(),
                         progress: None,
+                        deadline: None,
+                        inputs_done: false,
                     },
                 }
             }
@@ -391,6 +435,35 @@ macro_rules! map_type {
             /// per worker). Memory is bounded by `window × chunk size` items.
             pub fn window(mut self, n: usize) -> Self {
                 self.engine.window = n.max(1);
+                self
+            }
+
+            /// Gives the whole map `timeout`, counted from this call, as
+            /// Python's `executor.map(fn, items, timeout=…)`: once it runs
+            /// out, the result being waited for is
+            /// [`JobError::TimedOut`], the jobs still queued or running are
+            /// cancelled, and the map ends. Results that came in time are
+            /// yielded as usual.
+            ///
+            /// ```
+            /// use parpool::{JobError, ThreadPool};
+            /// use std::time::Duration;
+            ///
+            /// let pool = ThreadPool::builder().workers(2).build()?;
+            /// let results: Vec<_> = pool
+            ///     .map(|ms: u64| { std::thread::sleep(Duration::from_millis(ms)); ms }, [1, 1, 2_000, 1])
+            ///     .chunk_size(1)
+            ///     .timeout(Duration::from_millis(500))
+            ///     .collect();
+            /// assert_eq!(results[..2], [Ok(1), Ok(1)]);
+            /// assert!(matches!(results[2], Err(JobError::TimedOut { .. })));
+            /// assert_eq!(results.len(), 3, "the map ends at the late item");
+            /// # Ok::<(), parpool::BuildError>(())
+            /// ```
+            pub fn timeout(mut self, timeout: Duration) -> Self {
+                self.engine.deadline = Instant::now()
+                    .checked_add(timeout)
+                    .map(|at| (at, timeout));
                 self
             }
         }

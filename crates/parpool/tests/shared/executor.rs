@@ -208,6 +208,10 @@ pub(crate) fn cases<E: Executor>() -> Vec<Case<E>> {
             call_closures_run_anywhere::<E>,
         ),
         ("returned_errors_cross", returned_errors_cross::<E>),
+        (
+            "a_map_timeout_ends_the_map",
+            a_map_timeout_ends_the_map::<E>,
+        ),
     ]
 }
 
@@ -265,6 +269,46 @@ fn call_closures_run_anywhere<E: Executor>(pool: &E) {
     let a = pool.submit(parpool::call!(|x: u64| x + 1), 1);
     let b = pool.submit(parpool::call!(|x: u64| x + 2), 1);
     assert_eq!((a.join(), b.join()), (Ok(2), Ok(3)));
+}
+
+fn a_map_timeout_ends_the_map<E: Executor>(pool: &E) {
+    let start = Instant::now();
+    let results: Vec<_> = pool
+        .map_task(nap, [1, 1, 60_000, 1, 1])
+        .chunk_size(1)
+        .window(2)
+        .timeout(Duration::from_secs(2))
+        .collect();
+    assert!(
+        start.elapsed() < PATIENCE,
+        "the map waited past its timeout"
+    );
+    assert_eq!(results.len(), 3, "{results:?}");
+    assert_eq!(results[..2], [Ok(1), Ok(1)]);
+    assert!(
+        matches!(results[2], Err(JobError::TimedOut { .. })),
+        "{results:?}"
+    );
+    // The late job was cancelled: the pool is free again soon.
+    assert_eq!(
+        pool.submit(square, 3).join_timeout(PATIENCE).ok(),
+        Some(Ok(9))
+    );
+    let unordered: Vec<_> = pool
+        .map_task_unordered(nap, [60_000, 1])
+        .chunk_size(1)
+        .timeout(Duration::from_secs(1))
+        .collect();
+    assert!(
+        unordered.iter().any(|(i, r)| *i == 1 && r == &Ok(1)),
+        "{unordered:?}"
+    );
+    assert!(
+        unordered
+            .iter()
+            .any(|(_, r)| matches!(r, Err(JobError::TimedOut { .. }))),
+        "{unordered:?}"
+    );
 }
 
 fn returned_errors_cross<E: Executor>(pool: &E) {
