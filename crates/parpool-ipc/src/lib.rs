@@ -16,7 +16,10 @@
 //!   that dies breaks for the others instead of hanging them;
 //! * [`Queue`]: typed messages, many senders and receivers, bounded by
 //!   bytes and messages, closable; [`Pipe`]: a typed two-way channel
-//!   between two ends.
+//!   between two ends;
+//! * [`SharedMap`] and [`SharedList`]: serde keys and values in shared
+//!   memory (Python's `Manager().dict()` and `ShareableList`), each call
+//!   atomic, whole after a holder's death.
 //!
 //! Each object lives in an anonymous memory file. Put one in a job's input
 //! and the job gets a working handle to the **same** object, whether it
@@ -78,6 +81,8 @@ mod event;
 #[cfg(target_os = "linux")]
 mod futex_wait;
 #[cfg(target_os = "linux")]
+mod map;
+#[cfg(target_os = "linux")]
 mod mem;
 #[cfg(target_os = "linux")]
 mod mutex;
@@ -104,6 +109,8 @@ pub use barrier::{Barrier, BarrierError, Party};
 pub use condvar::Condvar;
 #[cfg(target_os = "linux")]
 pub use event::{Event, EventWait};
+#[cfg(target_os = "linux")]
+pub use map::{MapError, SharedList, SharedMap};
 #[cfg(target_os = "linux")]
 pub use mem::{AccessError, SharedMem, SharedSlice};
 #[cfg(target_os = "linux")]

@@ -150,9 +150,9 @@ mod wait;
 #[cfg_attr(docsrs, doc(cfg(all(feature = "ipc", target_os = "linux"))))]
 pub mod ipc {
     pub use parpool_ipc::{
-        AccessError, Barrier, BarrierError, Condvar, Event, EventWait, Lock, LockError, Mutex,
-        MutexGuard, Party, Permit, Pipe, Queue, RLock, RLockGuard, RecvError, Semaphore, SendError,
-        SharedMem, SharedSlice, TaskDoneError,
+        AccessError, Barrier, BarrierError, Condvar, Event, EventWait, Lock, LockError, MapError,
+        Mutex, MutexGuard, Party, Permit, Pipe, Queue, RLock, RLockGuard, RecvError, Semaphore,
+        SendError, SharedList, SharedMap, SharedMem, SharedSlice, TaskDoneError,
     };
 }
 

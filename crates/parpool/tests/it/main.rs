@@ -25,6 +25,8 @@ mod ipc_barrier;
 mod ipc_kept;
 #[cfg(all(feature = "process", target_os = "linux"))]
 mod ipc_queue;
+#[cfg(all(feature = "process", target_os = "linux"))]
+mod ipc_shared_map;
 mod logging;
 mod map;
 mod par;
