@@ -111,6 +111,9 @@ struct Table {
     mem: SharedMem,
 }
 
+/// A live key and value, encoded.
+type RawEntry = (Vec<u8>, Vec<u8>);
+
 /// An entry of the log, as read back.
 struct Entry {
     key: Vec<u8>,
@@ -365,7 +368,7 @@ impl Table {
     }
 
     /// Every live key and value, from the index.
-    fn live_entries(&self, h: &Header) -> Result<Vec<(Vec<u8>, Vec<u8>)>, MapError> {
+    fn live_entries(&self, h: &Header) -> Result<Vec<RawEntry>, MapError> {
         let (slots, _) = self.geometry(h)?;
         let mut live = Vec::with_capacity(h.live as usize);
         for i in 0..slots {
@@ -559,7 +562,7 @@ impl Table {
 #[serde(bound = "")]
 pub struct SharedMap<K, V> {
     table: Table,
-    _types: PhantomData<fn(K, V) -> (K, V)>,
+    _types: PhantomData<fn(K) -> V>,
 }
 
 impl<K, V> Clone for SharedMap<K, V> {
