@@ -65,6 +65,29 @@ def square(x):
     return x * x
 
 
+def send_plus_one(conn, i):
+    conn.send(i + 1)
+
+
+def echo_pipe(conn):
+    while True:
+        x = conn.recv()
+        if x is None:
+            return
+        conn.send(x)
+
+
+def dict_pairs(d, seed, pairs, keys):
+    x = seed | 1
+    mask = (1 << 64) - 1
+    for _ in range(pairs):
+        x ^= (x << 13) & mask
+        x ^= x >> 7
+        x ^= (x << 17) & mask
+        k = x % keys
+        d[k] = d.get(k, 0) + 1
+
+
 def main():
     mode, n, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     if mode == "ppe_tiny":
@@ -172,6 +195,44 @@ def main():
             q.get()
         out = {"seconds": time.perf_counter() - t}
         p.join()
+    elif mode in ("mp_process_spawn", "mp_process_fork"):
+        # n processes one after another, each sending its result back
+        # through a Pipe (a Process returns nothing by itself).
+        ctx = mp.get_context(mode[len("mp_process_"):])
+        t = time.perf_counter()
+        for i in range(n):
+            here, there = ctx.Pipe()
+            p = ctx.Process(target=send_plus_one, args=(there, i))
+            p.start()
+            assert here.recv() == i + 1
+            p.join()
+        out = {"seconds": time.perf_counter() - t}
+    elif mode == "mp_pipe_rt":
+        here, there = mp.Pipe()
+        p = mp.Process(target=echo_pipe, args=(there,))
+        p.start()
+        here.send(0)
+        assert here.recv() == 0
+        t = time.perf_counter()
+        for i in range(n):
+            here.send(i)
+            assert here.recv() == i
+        out = {"seconds": time.perf_counter() - t}
+        here.send(None)
+        p.join()
+    elif mode == "manager_dict":
+        with mp.Manager() as manager:
+            d = manager.dict()
+            procs = [
+                mp.Process(target=dict_pairs, args=(d, w + 1, n // workers, 1000))
+                for w in range(workers)
+            ]
+            t = time.perf_counter()
+            for p in procs:
+                p.start()
+            for p in procs:
+                p.join()
+            out = {"seconds": time.perf_counter() - t}
     elif mode == "mpq_4x4":
         q, counts = mp.Queue(), mp.Queue()
         t = time.perf_counter()

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use parpool::ipc::{Lock, Queue, SharedMem, SharedSlice};
-use parpool::{Executor, ProcessPool, ThreadPool};
+use parpool::ipc::{Lock, Pipe, Queue, SharedMap, SharedMem, SharedSlice};
+use parpool::{Executor, Process, ProcessPool, ThreadPool};
 use serde_bytes::ByteBuf;
 
 use crate::process::{TimedContender, python};
@@ -70,6 +70,128 @@ parpool::task! {
     fn consume_bytes(q: Queue<ByteBuf>) -> u64 {
         q.iter().count() as u64
     }
+}
+
+parpool::task! {
+    /// Answers each number on `end` with itself, until the other end closes.
+    fn echo_pipe(end: Pipe<u64>) {
+        while let Ok(x) = end.recv() {
+            end.send(x).expect("send");
+        }
+    }
+}
+
+parpool::task! {
+    /// `pairs` get-then-set pairs on `keys` keys of a shared map.
+    fn map_pairs(args: (SharedMap<u64, u64>, u64, u64, u64)) -> u64 {
+        let (map, seed, pairs, keys) = args;
+        let mut x = seed | 1;
+        for _ in 0..pairs {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let k = x % keys;
+            let v = map.get(&k).expect("get").unwrap_or(0);
+            map.insert(k, v + 1).expect("set");
+        }
+        pairs
+    }
+}
+
+/// `n` one-shot processes, one after another: start, run a trivial task,
+/// its result back, ended.
+pub(crate) fn process_start(n: u64) -> Vec<TimedContender> {
+    vec![
+        (
+            "parpool Process (fork+exec)",
+            Box::new(move || {
+                for i in 0..n {
+                    let p = Process::start(parpool::call!(|x: u64| x + 1), i).expect("start");
+                    assert_eq!(p.join().expect("result"), i + 1);
+                }
+                None
+            }),
+        ),
+        (
+            "Python multiprocessing.Process (spawn), result through a Pipe",
+            Box::new(move || python("mp_process_spawn", n, 1)["seconds"].as_f64()),
+        ),
+        (
+            "Python multiprocessing.Process (fork), result through a Pipe",
+            Box::new(move || python("mp_process_fork", n, 1)["seconds"].as_f64()),
+        ),
+    ]
+}
+
+/// `n` round trips of a u64 through a two-way pipe to a worker process.
+pub(crate) fn pipe_round_trip(n: u64) -> Vec<TimedContender> {
+    let pool = ProcessPool::builder().workers(1).build().expect("pool");
+    vec![
+        (
+            "parpool ipc::Pipe",
+            Box::new(move || {
+                let (here, there) = Pipe::<u64>::new().expect("pipe");
+                let echo = pool.submit(echo_pipe, there);
+                // The worker is up and answering before the clock starts.
+                here.send(0).expect("send");
+                assert_eq!(here.recv().expect("recv"), 0);
+                let t = std::time::Instant::now();
+                for i in 0..n {
+                    here.send(i).expect("send");
+                    assert_eq!(here.recv().expect("recv"), i);
+                }
+                let took = t.elapsed().as_secs_f64();
+                here.close();
+                echo.join().expect("echo");
+                Some(took)
+            }),
+        ),
+        (
+            "Python multiprocessing.Pipe",
+            Box::new(move || python("mp_pipe_rt", n, 1)["seconds"].as_f64()),
+        ),
+    ]
+}
+
+/// Keys the shared-map row spreads its pairs over.
+const MAP_KEYS: u64 = 1_000;
+
+/// `n` get/set pairs on a shared map of 1,000 keys, from 4 processes.
+pub(crate) fn shared_map(n: u64) -> Vec<TimedContender> {
+    let pool = ProcessPool::builder().workers(4).build().expect("pool");
+    // The Python peer takes tens of microseconds a pair: it runs a part of
+    // the pairs, and its time is scaled to all of them.
+    let python_pairs = n.min(40_000);
+    let scale = n as f64 / python_pairs as f64;
+    vec![
+        (
+            "parpool ipc::SharedMap",
+            Box::new(move || {
+                let map: SharedMap<u64, u64> =
+                    SharedMap::with_capacity(MAP_KEYS as usize, 1 << 20).expect("map");
+                let t = std::time::Instant::now();
+                let jobs: Vec<_> = (0..4)
+                    .map(|w| pool.submit(map_pairs, (map.clone(), w + 1, n / 4, MAP_KEYS)))
+                    .collect();
+                let done: u64 = jobs.into_iter().map(|j| j.join().expect("pairs")).sum();
+                let took = t.elapsed().as_secs_f64();
+                let total: u64 = map.entries().expect("entries").iter().map(|e| e.1).sum();
+                assert_eq!(done, n / 4 * 4);
+                // Each set follows its own get, but another process may set
+                // the key between them: the sum counts the sets that stuck.
+                assert!(total <= done);
+                Some(took)
+            }),
+        ),
+        (
+            "Python Manager().dict() (time of 40k pairs, scaled to all)",
+            Box::new(move || {
+                python("manager_dict", python_pairs, 4)["seconds"]
+                    .as_f64()
+                    .map(|s| s * scale)
+            }),
+        ),
+    ]
 }
 
 /// `n` u64 messages from one worker process to this one.

@@ -566,6 +566,33 @@ fn main() {
             let targets = [("Python multiprocessing.Lock", 20.0)];
             t.record("ipc", name, "pairs", n, timings, &targets);
         }
+        let n = quick(20, 200);
+        let name = format!("ipc: {n} one-shot Processes, start to result, one after another");
+        if wanted(&name) {
+            let timings = measure_timed(reps, &mut ipc::process_start(n));
+            let targets = [(
+                "Python multiprocessing.Process (spawn), result through a Pipe",
+                5.0,
+            )];
+            t.record("ipc", name, "processes", n, timings, &targets);
+        }
+        let n = quick(10_000, 100_000);
+        let name = format!("ipc: Pipe, {n} round trips to a worker process");
+        if wanted(&name) {
+            let timings = measure_timed(reps, &mut ipc::pipe_round_trip(n));
+            let targets = [("Python multiprocessing.Pipe", 10.0)];
+            t.record("ipc", name, "round trips", n, timings, &targets);
+        }
+        let n = quick(100_000, 1_000_000);
+        let name = format!("ipc: shared map, {n} get/set pairs from 4 processes");
+        if wanted(&name) {
+            let timings = measure_timed(reps, &mut ipc::shared_map(n));
+            let targets = [(
+                "Python Manager().dict() (time of 40k pairs, scaled to all)",
+                50.0,
+            )];
+            t.record("ipc", name, "pairs", n, timings, &targets);
+        }
         let bytes = quick(64 << 20, 1 << 30);
         for (kept, how) in [(false, "handed in each job"), (true, "kept by each worker")] {
             let name = format!(

@@ -46,10 +46,27 @@ use crate::queue::{Queue, RecvError, SendError};
 /// unread. An end may be cloned and used from several threads or
 /// processes at once; each message is received once.
 #[derive(Serialize, Deserialize)]
-#[serde(bound = "")]
+#[serde(bound = "", from = "Ends<S, R>")]
 pub struct Pipe<S, R = S> {
     tx: Queue<S>,
     rx: Queue<R>,
+}
+
+/// A pipe end as it crosses: its queues, made prompt again on arrival.
+#[derive(Deserialize)]
+#[serde(bound = "")]
+struct Ends<S, R> {
+    tx: Queue<S>,
+    rx: Queue<R>,
+}
+
+impl<S, R> From<Ends<S, R>> for Pipe<S, R> {
+    fn from(ends: Ends<S, R>) -> Self {
+        Pipe {
+            tx: ends.tx,
+            rx: ends.rx.prompt(),
+        }
+    }
 }
 
 impl<S, R> Clone for Pipe<S, R> {

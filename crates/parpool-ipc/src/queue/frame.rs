@@ -17,7 +17,7 @@ use super::layout::{
     WRITE_SENT, WRITER_WAITING,
 };
 use super::ring::Position;
-use super::wait::{BATCH, PATIENT, STREAM, STREAM_BATCH, STREAMING, Wait};
+use super::wait::{BATCH, PATIENT, PROMPT, STREAM, STREAM_BATCH, STREAMING, Wait};
 use super::{Queue, RecvError, SendError};
 
 pub(super) const COMMIT: u64 = 0x434f_4d4d_4954_2e2e;
@@ -327,7 +327,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             // while the senders stream.
             let streak = self.word(RECV_STREAK).load(Relaxed);
             let streaming = streak >= STREAMING;
-            let (patience, batch) = if streaming {
+            let (patience, batch) = if self.prompt {
+                (PROMPT, 8)
+            } else if streaming {
                 (STREAM, STREAM_BATCH)
             } else {
                 (PATIENT, BATCH)

@@ -96,7 +96,21 @@ pub struct Queue<T> {
     region: Arc<Region>,
     /// The ring's size (fixed at creation, checked when received).
     cap: u64,
+    /// This handle's receives wait for one message at a time, spinning
+    /// longer before they sleep (a [`Pipe`](crate::Pipe)'s requests and
+    /// replies); not shared with other handles.
+    prompt: bool,
     _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Queue<T> {
+    /// This handle, receiving one message at a time: each receive takes
+    /// the first message at once and spins longer before it sleeps, for a
+    /// channel of requests and replies.
+    pub(crate) fn prompt(mut self) -> Self {
+        self.prompt = true;
+        self
+    }
 }
 
 impl<T> Clone for Queue<T> {
@@ -104,6 +118,7 @@ impl<T> Clone for Queue<T> {
         Queue {
             region: self.region.clone(),
             cap: self.cap,
+            prompt: self.prompt,
             _t: PhantomData,
         }
     }
@@ -212,6 +227,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let q = Queue {
             region: Arc::new(region),
             cap: capacity as u64,
+            prompt: false,
             _t: PhantomData,
         };
         q.word(CAPACITY).store(capacity as u64, SeqCst);
@@ -480,6 +496,7 @@ impl<'de, T> Deserialize<'de> for Queue<T> {
                 Ok(Queue {
                     region,
                     cap,
+                    prompt: false,
                     _t: PhantomData,
                 })
             }

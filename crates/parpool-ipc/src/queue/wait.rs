@@ -34,15 +34,29 @@ pub(super) struct Patience {
     /// For this long the waiter waits for its `eager` condition: a
     /// receiver for a batch of bytes, a sender for a sixteenth of the ring.
     eager: Duration,
+    /// The longest pause between two polls, in spin-loop hints: long
+    /// pauses keep a streaming writer's lines quiet, short ones see a
+    /// single message sooner.
+    max_pauses: u32,
 }
 
 /// Senders, and receivers of messages that come one at a time.
 pub(super) const PATIENT: Patience = Patience {
     spin: Duration::from_micros(5),
     eager: Duration::from_micros(2),
+    max_pauses: 256,
 };
 /// A receiver's batch while patient.
 pub(super) const BATCH: u64 = 512;
+/// Receivers of requests and replies ([`Queue::prompt`]): the first
+/// message at once, and a longer spin, as the answer to a request usually
+/// comes within tens of microseconds and a sleep and a wake-up cost more
+/// than that spin on both sides.
+pub(super) const PROMPT: Patience = Patience {
+    spin: Duration::from_micros(50),
+    eager: Duration::ZERO,
+    max_pauses: 32,
+};
 /// Receivers while senders stream (`STREAMING` dense waits in a row):
 /// larger batches, so fewer polls of the senders' line (each poll stalls
 /// the sender's next publish). The last messages of a stream wait up to
@@ -50,12 +64,15 @@ pub(super) const BATCH: u64 = 512;
 pub(super) const STREAM: Patience = Patience {
     spin: Duration::from_micros(8),
     eager: Duration::from_micros(4),
+    max_pauses: 256,
 };
 pub(super) const STREAM_BATCH: u64 = 4096;
 pub(super) const STREAMING: u64 = 8;
 /// A waiter's polls yield the CPU once their pauses grow this long (after
 /// about a microsecond of polling).
 const YIELD_FROM_PAUSES: u32 = 128;
+/// Or once they have polled this often.
+const YIELD_FROM_POLLS: u32 = 100;
 
 pub(super) enum Wait {
     Forever,
@@ -185,9 +202,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         // microsecond, yield the CPU before each pause, in case the other
         // end waits for this core (more processes than cores).
         let start = Instant::now();
-        let mut pauses = 16;
+        let mut pauses = 16.min(patience.max_pauses);
+        let mut polls = 0u32;
         loop {
-            if pauses >= YIELD_FROM_PAUSES {
+            // Past its first microsecond (or, polling often, its first
+            // hundred polls), a wait yields the CPU before each pause.
+            polls += 1;
+            if pauses >= YIELD_FROM_PAUSES || polls > YIELD_FROM_POLLS {
                 std::thread::yield_now();
             }
             for _ in 0..pauses {
@@ -206,7 +227,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             if spun >= patience.spin || late {
                 break;
             }
-            pauses = (pauses * 2).min(256);
+            pauses = (pauses * 2).min(patience.max_pauses);
         }
         loop {
             if ready() {
