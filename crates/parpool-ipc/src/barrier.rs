@@ -19,6 +19,8 @@ const GENERATION: usize = 64;
 const ARRIVED: usize = 68;
 const PARTIES: usize = 72;
 const BROKEN: usize = 76;
+/// The generation whose waiters a [`Barrier::reset`] released as broken.
+const RESET_GEN: usize = 80;
 const SLOTS: usize = 128;
 const SLOT: usize = 64;
 /// How often a waiter checks that every party is still alive.
@@ -106,6 +108,7 @@ impl Barrier {
             parties,
         };
         b.word(PARTIES).store(parties, SeqCst);
+        b.word(RESET_GEN).store(u32::MAX, SeqCst);
         Ok(b)
     }
 
@@ -145,6 +148,57 @@ impl Barrier {
     /// ```
     pub fn abort(&self) {
         self.break_it();
+    }
+
+    /// Returns the barrier to its first state, as Python's
+    /// `Barrier.reset()`: the parties waiting now get
+    /// [`BarrierError::Broken`], and the barrier — broken or not — works
+    /// again for the parties that wait from now on. Places left by
+    /// processes that died are freed.
+    ///
+    /// ```
+    /// use parpool::ipc::{Barrier, BarrierError};
+    ///
+    /// let barrier = Barrier::new(2)?;
+    /// barrier.abort();
+    /// assert!(barrier.is_broken());
+    /// barrier.reset()?;
+    /// assert!(!barrier.is_broken());
+    /// let other = barrier.clone();
+    /// let t = std::thread::spawn(move || other.party().unwrap().wait());
+    /// let here = barrier.party().unwrap().wait();
+    /// assert!(here.is_ok() && t.join().unwrap().is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`BarrierError::Io`] when the system refuses the lock.
+    pub fn reset(&self) -> Result<(), BarrierError> {
+        let lock = self.lock_at(LOCK);
+        // SAFETY: initialized by `new`; held only for these few lines.
+        unsafe { sys::mutex_lock(lock, None)? };
+        // Places whose holders died: free again (the lock was made
+        // consistent when taken).
+        for slot in 0..self.parties {
+            let place = self.lock_at(SLOTS + slot as usize * SLOT);
+            // SAFETY: as in `party`.
+            if let Some(Locked::Yes | Locked::OwnerDied) = unsafe { sys::mutex_trylock(place)? } {
+                // SAFETY: this thread just locked the place.
+                unsafe { sys::mutex_unlock(place) };
+            }
+        }
+        let generation = self.word(GENERATION).load(SeqCst);
+        if self.word(ARRIVED).load(SeqCst) > 0 {
+            // Those waiting on this generation leave as broken.
+            self.word(RESET_GEN).store(generation, SeqCst);
+        }
+        self.word(ARRIVED).store(0, SeqCst);
+        self.word(BROKEN).store(0, SeqCst);
+        self.word(GENERATION).fetch_add(1, SeqCst);
+        sys::futex_wake(self.word(GENERATION), sys::WAKE_ALL);
+        // SAFETY: this thread holds the lock.
+        unsafe { sys::mutex_unlock(lock) };
+        Ok(())
     }
 
     fn break_it(&self) {
@@ -283,7 +337,7 @@ impl Party<'_> {
             }
             sys::futex_wait(b.word(GENERATION), generation, Some(wait));
             if b.word(GENERATION).load(SeqCst) != generation {
-                return if b.is_broken() {
+                return if b.is_broken() || b.word(RESET_GEN).load(SeqCst) == generation {
                     Err(BarrierError::Broken)
                 } else {
                     Ok(false)

@@ -157,7 +157,7 @@ pub mod ipc {
 }
 
 /// The names most programs use, in one import: the pools and
-/// [`Process`](crate::Process), the [`Executor`] trait whose methods they
+/// [`Process`], the [`Executor`] trait whose methods they
 /// share, the [`task!`] and [`call!`] macros, handles and their errors,
 /// job options, `wait`/`as_completed`, and (with their features, on Linux)
 /// [`ipc`] and [`SharedBytes`].

@@ -184,7 +184,7 @@ pub struct CompletedStream<T: Send + 'static> {
 }
 
 impl<T: Send + 'static> AsCompleted<T> {
-    /// Turns this into a [`futures_core::Stream`] of the same items.
+    /// Turns this into a [`Stream`](futures_core::Stream) of the same items.
     pub fn into_stream(self) -> CompletedStream<T> {
         CompletedStream { set: self.set }
     }

@@ -94,3 +94,38 @@ fn places_are_limited_to_the_parties() {
     assert!(me.wait().unwrap());
     assert!(Barrier::new(0).is_err());
 }
+
+#[test]
+fn reset_releases_the_waiting_as_broken_and_the_barrier_works_again() {
+    let barrier = parpool::ipc::Barrier::new(2).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiting = barrier.clone();
+    let t = std::thread::spawn(move || {
+        let me = waiting.party().unwrap();
+        tx.send(()).unwrap();
+        me.wait()
+    });
+    rx.recv().unwrap();
+    // Reset until the waiter has arrived and been released (it may not
+    // have reached its wait at the first reset).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !t.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the waiter was never released"
+        );
+        barrier.reset().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(matches!(
+        t.join().unwrap(),
+        Err(parpool::ipc::BarrierError::Broken)
+    ));
+    assert!(!barrier.is_broken());
+    // A full round after the reset completes.
+    let other = barrier.clone();
+    let t = std::thread::spawn(move || other.party().unwrap().wait());
+    let here = barrier.party().unwrap().wait().unwrap();
+    let there = t.join().unwrap().unwrap();
+    assert!(here != there, "one leader");
+}
