@@ -497,6 +497,12 @@ where
 /// `anyhow::Result`), define the task with [`task!`](crate::task!), which
 /// sends such an error back as its message.
 ///
+/// The name is the module, file, line and column of the `call!`: a macro
+/// that expands two `call!`s at one place of its caller gives them one
+/// name, and a worker refuses that name ([`JobError::UnknownTask`]) rather
+/// than run one closure for the other; define such tasks with
+/// [`task!`](crate::task!).
+///
 /// A closure that captures a variable cannot run in another process, which
 /// does not have the variable. It is a compile error: pass the value as the
 /// input instead.

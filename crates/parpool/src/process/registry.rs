@@ -186,13 +186,22 @@ impl TaskEntry {
         BY_NAME
             .get_or_init(|| {
                 let mut map = HashMap::new();
+                let mut ambiguous = Vec::new();
                 for entry in crate::sync::lock(&REGISTRY).iter() {
                     if map.insert(entry.name, *entry).is_some() {
-                        tracing::warn!(
-                            task = entry.name,
-                            "two tasks are registered under one name"
-                        );
+                        ambiguous.push(entry.name);
                     }
+                }
+                // Two functions under one name (a `call!` that a macro
+                // expands twice at one place): neither is run, rather than
+                // perhaps the wrong one.
+                for name in ambiguous {
+                    map.remove(name);
+                    tracing::error!(
+                        task = name,
+                        "two tasks are registered under one name, so neither can be run; \
+                         give each `call!` a place of its own (or use `task!`)"
+                    );
                 }
                 map
             })

@@ -154,3 +154,35 @@ fn a_queued_job_can_be_withdrawn_and_a_running_one_cannot() {
     assert!(running.cancel());
     assert_eq!(running.join(), Err(JobError::Cancelled));
 }
+
+/// Two `call!`s a macro expands at one place share a name: a worker
+/// refuses it rather than run one closure for the other.
+macro_rules! two_closures_here {
+    () => {
+        (
+            parpool::call!(|x: u64| x + 1),
+            parpool::call!(|x: u64| x + 1_000),
+        )
+    };
+}
+
+#[test]
+fn two_closures_under_one_name_are_refused_not_confused() {
+    let (plus_one, plus_thousand) = two_closures_here!();
+    let pool = parpool::ProcessPool::builder().workers(1).build().unwrap();
+    for result in [
+        parpool::Executor::submit(&pool, plus_one, 1).join(),
+        parpool::Executor::submit(&pool, plus_thousand, 1).join(),
+    ] {
+        assert!(
+            matches!(result, Err(parpool::JobError::UnknownTask { .. })),
+            "{result:?}"
+        );
+    }
+    // On threads nothing is looked up by name: each runs as written.
+    let threads = parpool::ThreadPool::builder().workers(1).build().unwrap();
+    assert_eq!(
+        parpool::Executor::submit(&threads, plus_thousand, 1).join(),
+        Ok(1_001)
+    );
+}
