@@ -100,6 +100,10 @@ impl Under {
     fn shutdown_now(&self) {
         each!(self, p => p.shutdown_now())
     }
+
+    fn close(&self) {
+        each!(self, p => p.close())
+    }
 }
 
 /// A job whose handle the explorer keeps and joins at the end.
@@ -731,16 +735,25 @@ pub(crate) fn run(sc: &Scenario) -> Vec<String> {
             .collect();
         match sc.ending {
             Ending::Join => {}
-            Ending::Shutdown { after_ms } | Ending::ShutdownNow { after_ms } => {
+            Ending::Shutdown { after_ms }
+            | Ending::ShutdownNow { after_ms }
+            | Ending::Close { after_ms } => {
                 std::thread::sleep(Duration::from_millis(u64::from(after_ms)));
                 ctx.shutdown.store(true, SeqCst);
-                if matches!(sc.ending, Ending::ShutdownNow { .. }) {
-                    ctx.shutdown_now.store(true, SeqCst);
-                    watchdog::phase("shutdown_now mid-flight");
-                    ctx.pool.shutdown_now();
-                } else {
-                    watchdog::phase("shutdown mid-flight");
-                    ctx.pool.shutdown();
+                match sc.ending {
+                    Ending::ShutdownNow { .. } => {
+                        ctx.shutdown_now.store(true, SeqCst);
+                        watchdog::phase("shutdown_now mid-flight");
+                        ctx.pool.shutdown_now();
+                    }
+                    Ending::Close { .. } => {
+                        watchdog::phase("close mid-flight");
+                        ctx.pool.close();
+                    }
+                    _ => {
+                        watchdog::phase("shutdown mid-flight");
+                        ctx.pool.shutdown();
+                    }
                 }
             }
         }

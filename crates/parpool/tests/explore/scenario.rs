@@ -268,6 +268,10 @@ pub(crate) enum Ending {
     Shutdown { after_ms: u32 },
     /// `shutdown_now` from another thread this long after the start.
     ShutdownNow { after_ms: u32 },
+    /// `close` (Python's `shutdown(wait=False)`) from another thread this
+    /// long after the start: every job still resolves, the pool is dropped
+    /// without waiting, and nothing is left behind.
+    Close { after_ms: u32 },
 }
 
 /// A whole scenario.
@@ -350,7 +354,10 @@ impl Scenario {
             65..=82 => Ending::Shutdown {
                 after_ms: g.r.range(0, 60) as u32,
             },
-            _ => Ending::ShutdownNow {
+            83..=92 => Ending::ShutdownNow {
+                after_ms: g.r.range(0, 60) as u32,
+            },
+            _ => Ending::Close {
                 after_ms: g.r.range(0, 60) as u32,
             },
         };
