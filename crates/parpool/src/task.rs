@@ -70,6 +70,7 @@ pub trait Task: Copy + Send + Sync + 'static {
 /// `anyhow::Result<T>`, any path ending in `Result<…>`.
 ///
 /// ```
+/// # #[cfg(all(feature = "process", target_os = "linux"))] {
 /// use parpool::{Executor, JobError, ProcessPool};
 ///
 /// parpool::task! {
@@ -92,6 +93,7 @@ pub trait Task: Copy + Send + Sync + 'static {
 ///     }
 ///     other => panic!("{other:?}"),
 /// }
+/// # }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
