@@ -42,6 +42,8 @@ pub(crate) struct RunArgs {
     pub(crate) trim: (bool, bool),
     /// `--header`: the first input line (or argument) names its columns.
     pub(crate) header: bool,
+    /// `--header`'s value (`:`, or a regular expression for `--pipe`).
+    pub(crate) header_value: Option<String>,
     /// `-I STR`: STR stands for the input instead of `{}`.
     pub(crate) replace: Option<String>,
     /// `-v`: print each job's command before its output.
@@ -598,7 +600,10 @@ fn apply(
                 _ => return Err(bad(format!("`{value}`: expected n, l, r or lr"))),
             };
         }
-        (_, "header") => args.header = true,
+        (_, "header") => {
+            args.header = true;
+            args.header_value = Some(value);
+        }
         (Some('I'), _) => {
             if value.is_empty() {
                 return Err(bad("the replacement string may not be empty".into()));

@@ -343,6 +343,29 @@ pub(crate) fn cli(words: Vec<OsString>) -> i32 {
     }
 }
 
+/// How `--pipe` cuts its input: `--block`, `--recstart`/`--recend`, `-N`
+/// records a block, `--header`. Options that would cut otherwise in GNU
+/// parallel, and that parpool does not do, are refused.
+fn pipe_cut(
+    group: Option<args::Group>,
+    header: Option<&str>,
+    cut: &pipe::Cut,
+) -> anyhow::Result<pipe::Cut> {
+    let mut cut = cut.clone();
+    match group {
+        None => {}
+        Some(args::Group {
+            size: Some(n),
+            context: true,
+        }) => cut.records = Some(n.max(1)),
+        Some(_) => bail!("with --pipe only -N (records a job) is supported, not -n, -L, -X or -m"),
+    }
+    if let Some(h) = header {
+        cut.header = Some(pipe::Header::parse(h).map_err(|e| anyhow::anyhow!("--header {e}"))?);
+    }
+    Ok(cut)
+}
+
 /// Runs `parpool run`; returns the exit status.
 fn main(args: RunArgs) -> anyhow::Result<i32> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -396,7 +419,23 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         trim: args.trim,
     };
     let mut n_sources = if sources.is_empty() { 1 } else { sources.len() };
-    let (names, jobs) = input::jobs(sources, &split, args.header)?;
+    // `--pipe`'s header is its input's, not the sources'.
+    let pipe_cut = if args.pipe {
+        Some(pipe_cut(args.group, args.header_value.as_deref(), &args.cut)?)
+    } else {
+        None
+    };
+    if !args.pipe
+        && let Some(h) = args.header_value.as_deref()
+        && h != ":"
+        && h != ".*\n"
+    {
+        bail!(
+            "--header `{h}`: without --pipe only `--header :` (the first line names the \
+             columns) is supported"
+        );
+    }
+    let (names, jobs) = input::jobs(sources, &split, args.header && !args.pipe)?;
     // Several inputs per job: `{}` is then several values.
     let jobs = match args.group {
         None => jobs,
@@ -494,7 +533,7 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
     let jobs: Box<dyn Iterator<Item = io::Result<Item>> + Send> = if args.pipe {
         // Read in bigger pieces where stdin is a pipe.
         let _ = rustix::pipe::fcntl_setpipe_size(io::stdin(), 1 << 20);
-        let blocks = pipe::Blocks::new(io::stdin(), args.cut.clone());
+        let blocks = pipe::Blocks::new(io::stdin(), pipe_cut.unwrap_or_default());
         Box::new(blocks.map(|b| b.map(|block| (Vec::new(), Some(block)))))
     } else {
         Box::new(jobs.map(|r| r.map(|values| (values, None))))

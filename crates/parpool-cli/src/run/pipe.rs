@@ -5,7 +5,9 @@
 //! A block is at most `--block` bytes and ends at the last record
 //! boundary within them: after `--recend` (newline by default) and before
 //! `--recstart` (nothing by default). A record longer than a block grows
-//! the block, with a warning.
+//! the block, with a warning. With `-N n` a block is `n` records instead,
+//! whatever their size. With `--header`, what the header matches at the
+//! start of the input is taken once and put before every block.
 
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -16,6 +18,49 @@ pub(crate) struct Cut {
     pub(crate) block: usize,
     pub(crate) recstart: Vec<u8>,
     pub(crate) recend: Vec<u8>,
+    /// `-N n`: `n` records a block, whatever their size.
+    pub(crate) records: Option<usize>,
+    /// `--header`: the header at the start of the input, put before every
+    /// block.
+    pub(crate) header: Option<Header>,
+}
+
+/// What `--header` takes from the start of `--pipe`'s input.
+#[derive(Debug, Clone)]
+pub(crate) enum Header {
+    /// `--header :`: the first line.
+    FirstLine,
+    /// `--header REGEX`: what the regular expression matches there.
+    Pattern(regex::bytes::Regex),
+}
+
+impl Header {
+    /// `--header`'s value: `:` for the first line, else a regular
+    /// expression matched at the start of the input.
+    pub(crate) fn parse(value: &str) -> Result<Header, String> {
+        if value == ":" {
+            return Ok(Header::FirstLine);
+        }
+        regex::bytes::Regex::new(&format!("^(?:{value})"))
+            .map(Header::Pattern)
+            .map_err(|e| format!("`{value}` is not a regular expression: {e}"))
+    }
+
+    /// How many bytes at the start of `input` the header takes (`None`:
+    /// not known yet, more input may change it).
+    fn len(&self, input: &[u8], eof: bool) -> Option<usize> {
+        match self {
+            Header::FirstLine => match input.iter().position(|&b| b == b'\n') {
+                Some(i) => Some(i + 1),
+                None => eof.then_some(input.len()),
+            },
+            Header::Pattern(re) => match re.find(input) {
+                Some(m) if m.end() < input.len() || eof => Some(m.end()),
+                _ if eof => Some(0),
+                _ => None,
+            },
+        }
+    }
 }
 
 impl Default for Cut {
@@ -24,6 +69,8 @@ impl Default for Cut {
             block: 1 << 20,
             recstart: Vec::new(),
             recend: b"\n".to_vec(),
+            records: None,
+            header: None,
         }
     }
 }
@@ -86,6 +133,8 @@ pub(crate) struct Blocks<R> {
     /// Read and not yet handed out.
     carry: Vec<u8>,
     eof: bool,
+    /// The header, once taken (`--header`).
+    header: Option<Vec<u8>>,
 }
 
 impl<R: Read> Blocks<R> {
@@ -95,6 +144,74 @@ impl<R: Read> Blocks<R> {
             cut,
             carry: Vec::new(),
             eof: false,
+            header: None,
+        }
+    }
+
+    /// Takes the header from the start of the input, once.
+    fn take_header(&mut self) -> io::Result<()> {
+        let Some(spec) = self.cut.header.clone() else {
+            return Ok(());
+        };
+        if self.header.is_some() {
+            return Ok(());
+        }
+        let mut want = 64 << 10;
+        loop {
+            self.fill(want)?;
+            if let Some(len) = spec.len(&self.carry, self.eof || self.carry.len() < want) {
+                let rest = self.carry.split_off(len);
+                self.header = Some(std::mem::replace(&mut self.carry, rest));
+                return Ok(());
+            }
+            want = want.saturating_mul(2);
+        }
+    }
+
+    /// Where the `n`th record boundary in `carry` is (not at 0), if there
+    /// are that many.
+    fn nth_boundary(&self, n: usize) -> Option<usize> {
+        let (end, start) = (&self.cut.recend, &self.cut.recstart);
+        (1..=self.carry.len())
+            .filter(|&p| {
+                self.carry[..p].ends_with(end)
+                    && (start.is_empty() || self.carry[p..].starts_with(start))
+            })
+            .nth(n.max(1) - 1)
+    }
+
+    /// The next block of `n` records.
+    fn next_records(&mut self, n: usize) -> io::Result<Option<Vec<u8>>> {
+        let mut want = self.cut.block.max(4096);
+        loop {
+            self.fill(want)?;
+            if self.carry.is_empty() {
+                return Ok(None);
+            }
+            // With `--recstart`, a boundary is before a record's start, so
+            // one at the very end of what was read is not known yet.
+            let known = |p: usize| p < self.carry.len() || self.cut.recstart.is_empty();
+            match self.nth_boundary(n) {
+                Some(p) if known(p) || self.eof => {
+                    let rest = self.carry.split_off(p);
+                    return Ok(Some(std::mem::replace(&mut self.carry, rest)));
+                }
+                _ if self.eof => return Ok(Some(std::mem::take(&mut self.carry))),
+                _ => want = want.saturating_mul(2),
+            }
+        }
+    }
+
+    /// `block` with the header before it, if there is one.
+    fn with_header(&self, block: Vec<u8>) -> Arc<Vec<u8>> {
+        match &self.header {
+            Some(h) if !h.is_empty() => {
+                let mut out = Vec::with_capacity(h.len() + block.len());
+                out.extend_from_slice(h);
+                out.extend_from_slice(&block);
+                Arc::new(out)
+            }
+            _ => Arc::new(block),
         }
     }
 
@@ -128,6 +245,15 @@ impl<R: Read> Blocks<R> {
 impl<R: Read> Iterator for Blocks<R> {
     type Item = io::Result<Arc<Vec<u8>>>;
     fn next(&mut self) -> Option<Self::Item> {
+        if let Err(e) = self.take_header() {
+            return Some(Err(e));
+        }
+        if let Some(n) = self.cut.records {
+            return self
+                .next_records(n)
+                .map(|b| b.map(|b| self.with_header(b)))
+                .transpose();
+        }
         let mut block = self.cut.block.max(1);
         loop {
             if let Err(e) = self.fill(block + self.cut.recstart.len()) {
@@ -145,14 +271,12 @@ impl<R: Read> Iterator for Blocks<R> {
                 Some(p) => {
                     let rest = self.carry.split_off(p);
                     let out = std::mem::replace(&mut self.carry, rest);
-                    return Some(Ok(Arc::new(out)));
-                }
-                None if self.eof && self.carry.len() <= block => {
-                    return Some(Ok(Arc::new(std::mem::take(&mut self.carry))));
+                    return Some(Ok(self.with_header(out)));
                 }
                 None if self.eof => {
                     // No boundary left: the rest is one record.
-                    return Some(Ok(Arc::new(std::mem::take(&mut self.carry))));
+                    let out = std::mem::take(&mut self.carry);
+                    return Some(Ok(self.with_header(out)));
                 }
                 None => {
                     let grown = block.saturating_mul(2);
@@ -205,9 +329,62 @@ mod tests {
             block: 5,
             recstart: b"HDR".to_vec(),
             recend: b"\n".to_vec(),
+            ..Cut::default()
         };
         let got = blocks(b"HDRa\n1\nHDRb\n2\n3\n", cut);
         assert_eq!(got, [b"HDRa\n1\n".to_vec(), b"HDRb\n2\n3\n".to_vec()]);
+    }
+
+    #[test]
+    fn n_records_a_block_with_the_header_before_each() {
+        let lines = |blocks: Vec<Vec<u8>>| -> Vec<String> {
+            blocks
+                .into_iter()
+                .map(|b| String::from_utf8(b).unwrap())
+                .collect()
+        };
+        // As GNU parallel: seq 7 | parallel --pipe -N3
+        let cut = Cut {
+            records: Some(3),
+            ..Cut::default()
+        };
+        assert_eq!(
+            lines(blocks(b"1\n2\n3\n4\n5\n6\n7\n", cut)),
+            ["1\n2\n3\n", "4\n5\n6\n", "7\n"]
+        );
+        // FASTA records: --recstart '>' -N1
+        let cut = Cut {
+            records: Some(1),
+            recstart: b">".to_vec(),
+            recend: Vec::new(),
+            ..Cut::default()
+        };
+        assert_eq!(
+            lines(blocks(b">a\nAC\nGT\n>b\nTT\n>c\nGG\n", cut)),
+            [">a\nAC\nGT\n", ">b\nTT\n", ">c\nGG\n"]
+        );
+        // --header : -N2
+        let cut = Cut {
+            records: Some(2),
+            header: Some(Header::parse(":").unwrap()),
+            ..Cut::default()
+        };
+        assert_eq!(
+            lines(blocks(b"h\n1\n2\n3\n4\n5\n", cut)),
+            ["h\n1\n2\n", "h\n3\n4\n", "h\n5\n"]
+        );
+        // --header with a pattern: two lines.
+        let cut = Cut {
+            header: Some(Header::parse("(.*\n){2}").unwrap()),
+            ..Cut::default()
+        };
+        assert_eq!(lines(blocks(b"h\n1\n2\n", cut)), ["h\n1\n2\n"]);
+        // A header and no more input: no block.
+        let cut = Cut {
+            header: Some(Header::FirstLine),
+            ..Cut::default()
+        };
+        assert!(blocks(b"h\n", cut).is_empty());
     }
 
     #[test]

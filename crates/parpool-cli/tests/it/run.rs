@@ -1669,3 +1669,32 @@ fn jobs_run_on_other_machines_through_ssh() {
         .arg(format!("{ssh} root@127.0.0.1 'rmdir parpool-t'"))
         .status();
 }
+
+/// `--pipe` with `-N` (records a job, FASTA records by `--recstart`) and
+/// with `--header` (the header before every block) cuts as GNU parallel
+/// does; what parpool does not do with `--pipe` is refused, never run
+/// otherwise.
+#[test]
+fn pipe_records_and_headers_match_gnu_parallel() {
+    let dir = scratch("pipe-gnu");
+    let d = dir.as_path();
+    let fasta = b">a\nAC\nGT\n>b\nTT\n>c\nGG\n";
+    let cases: &[(&[&str], &[u8])] = &[
+        (&["-k", "--pipe", "-N3", "echo ---; cat"], b"1\n2\n3\n4\n5\n6\n7\n"),
+        (&["-k", "--pipe", "-N1", "--block", "1", "echo ---; cat"], b"1\n2\n"),
+        (&["-k", "--pipe", "--recstart", ">", "-N1", "echo ---; cat"], fasta),
+        (&["-k", "--pipe", "--recstart", ">", "-N2", "echo ---; cat"], fasta),
+        (&["-k", "--pipe", "--header", ":", "-N2", "echo ---; cat"], b"h\n1\n2\n3\n4\n5\n"),
+        (&["-k", "--pipe", "--header", ":", "echo ---; cat"], b"h\n1\n2\n3\n"),
+        (&["-k", "--pipe", "--header", "(.*\\n){2}", "echo ---; cat"], b"h\ng\n1\n2\n"),
+        (&["-k", "--pipe", "--header", ":", "--block", "4", "echo ---; cat"], b"h\n1\n2\n3\n4\n"),
+    ];
+    for (case, input) in cases {
+        same_as_gnu_with_stdin(case, input, d);
+    }
+    for refused in [&["--pipe", "-L1", "cat"][..], &["--pipe", "-n2", "cat"][..]] {
+        let o = run_with_stdin_output(refused, b"1\n2\n");
+        assert_eq!(o.status.code(), Some(255), "{refused:?}");
+        assert!(o.stdout.is_empty(), "{refused:?}");
+    }
+}
