@@ -421,7 +421,11 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
     let mut n_sources = if sources.is_empty() { 1 } else { sources.len() };
     // `--pipe`'s header is its input's, not the sources'.
     let pipe_cut = if args.pipe {
-        Some(pipe_cut(args.group, args.header_value.as_deref(), &args.cut)?)
+        Some(pipe_cut(
+            args.group,
+            args.header_value.as_deref(),
+            &args.cut,
+        )?)
     } else {
         None
     };
@@ -454,8 +458,11 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
     let whole = args.replace.as_deref().unwrap_or("{}").as_bytes();
     let mut words: Vec<template::Word> = command
         .iter()
-        .map(|w| template::parse_word_with(w, whole, args.plus))
-        .collect();
+        .map(|w| match template::refused(w, args.plus) {
+            Some(why) => Err(anyhow::anyhow!(why)),
+            None => Ok(template::parse_word_with(w, whole, args.plus)),
+        })
+        .collect::<anyhow::Result<_>>()?;
     let mode = if words.is_empty() {
         Mode::InputIsCommand
     } else {

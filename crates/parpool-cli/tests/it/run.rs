@@ -1680,20 +1680,97 @@ fn pipe_records_and_headers_match_gnu_parallel() {
     let d = dir.as_path();
     let fasta = b">a\nAC\nGT\n>b\nTT\n>c\nGG\n";
     let cases: &[(&[&str], &[u8])] = &[
-        (&["-k", "--pipe", "-N3", "echo ---; cat"], b"1\n2\n3\n4\n5\n6\n7\n"),
-        (&["-k", "--pipe", "-N1", "--block", "1", "echo ---; cat"], b"1\n2\n"),
-        (&["-k", "--pipe", "--recstart", ">", "-N1", "echo ---; cat"], fasta),
-        (&["-k", "--pipe", "--recstart", ">", "-N2", "echo ---; cat"], fasta),
-        (&["-k", "--pipe", "--header", ":", "-N2", "echo ---; cat"], b"h\n1\n2\n3\n4\n5\n"),
-        (&["-k", "--pipe", "--header", ":", "echo ---; cat"], b"h\n1\n2\n3\n"),
-        (&["-k", "--pipe", "--header", "(.*\\n){2}", "echo ---; cat"], b"h\ng\n1\n2\n"),
-        (&["-k", "--pipe", "--header", ":", "--block", "4", "echo ---; cat"], b"h\n1\n2\n3\n4\n"),
+        (
+            &["-k", "--pipe", "-N3", "echo ---; cat"],
+            b"1\n2\n3\n4\n5\n6\n7\n",
+        ),
+        (
+            &["-k", "--pipe", "-N1", "--block", "1", "echo ---; cat"],
+            b"1\n2\n",
+        ),
+        (
+            &["-k", "--pipe", "--recstart", ">", "-N1", "echo ---; cat"],
+            fasta,
+        ),
+        (
+            &["-k", "--pipe", "--recstart", ">", "-N2", "echo ---; cat"],
+            fasta,
+        ),
+        (
+            &["-k", "--pipe", "--header", ":", "-N2", "echo ---; cat"],
+            b"h\n1\n2\n3\n4\n5\n",
+        ),
+        (
+            &["-k", "--pipe", "--header", ":", "echo ---; cat"],
+            b"h\n1\n2\n3\n",
+        ),
+        (
+            &["-k", "--pipe", "--header", "(.*\\n){2}", "echo ---; cat"],
+            b"h\ng\n1\n2\n",
+        ),
+        (
+            &[
+                "-k",
+                "--pipe",
+                "--header",
+                ":",
+                "--block",
+                "4",
+                "echo ---; cat",
+            ],
+            b"h\n1\n2\n3\n4\n",
+        ),
     ];
     for (case, input) in cases {
         same_as_gnu_with_stdin(case, input, d);
     }
     for refused in [&["--pipe", "-L1", "cat"][..], &["--pipe", "-n2", "cat"][..]] {
         let o = run_with_stdin_output(refused, b"1\n2\n");
+        assert_eq!(o.status.code(), Some(255), "{refused:?}");
+        assert!(o.stdout.is_empty(), "{refused:?}");
+    }
+}
+
+/// `--plus`'s editing strings edit as GNU parallel's Perl does, by
+/// position too; without `--plus` they are text. `{= perl =}` and an
+/// editing string whose regular expression parpool cannot read are
+/// refused (255, nothing runs), never passed on as text.
+#[test]
+fn plus_editing_strings_match_gnu_parallel() {
+    let values = ["dir/a.tar.gz", "", "0", "abca", "AbcA", "x.gz.gz"];
+    for string in [
+        "{%.gz}",
+        "{%%.*}",
+        "{#dir/}",
+        "{##d.r/}",
+        "{:-def}",
+        "{:2}",
+        "{:1:2}",
+        "{:9}",
+        "{/a/X}",
+        "{//a/X}",
+        "{^a}",
+        "{^^a}",
+        "{,A}",
+        "{,,A}",
+        "{%.gz}.out",
+    ] {
+        let mut case = vec!["-k", "--plus", "echo", "[", string, "]", ":::"];
+        case.extend(values);
+        same_as_gnu(&case);
+    }
+    same_as_gnu(&[
+        "-k", "--plus", "echo", "{2%.gz}", "{1:-x}", ":::", "a.gz", ":::", "b.gz",
+    ]);
+    // Without --plus: text, and the inputs appended.
+    same_as_gnu(&[
+        "-k", "echo", "{2%.gz}", "{%.gz}", ":::", "a.gz", ":::", "b.gz",
+    ]);
+    for refused in [
+        &["echo", "{=s/a/b/=}", ":::", "a"][..],
+        &["--plus", "echo", "{##*/}", ":::", "a/b"][..],
+    ] {
+        let o = parpool().arg("run").args(refused).output().unwrap();
         assert_eq!(o.status.code(), Some(255), "{refused:?}");
         assert!(o.stdout.is_empty(), "{refused:?}");
     }
