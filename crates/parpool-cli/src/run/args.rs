@@ -453,6 +453,59 @@ fn find_short(c: char) -> Result<&'static Spec, UsageError> {
         .ok_or_else(|| UsageError(format!("unknown option: -{c}")))
 }
 
+/// GNU parallel's default options, to go before the command line's: the
+/// lines of `$PARALLEL_HOME/config` (`~/.parallel/config`; `#` starts a
+/// comment line), then `$PARALLEL`; each split at spaces, a backslash
+/// taking the next character as it is.
+pub(crate) fn default_options() -> Result<Vec<OsString>, String> {
+    let mut words = Vec::new();
+    let home = std::env::var_os("PARALLEL_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".parallel")));
+    if let Some(path) = home.map(|h| h.join("config"))
+        && path.exists()
+    {
+        let text = std::fs::read(&path)
+            .map_err(|e| format!("cannot read the default options in {}: {e}", path.display()))?;
+        for line in text.split(|&b| b == b'\n') {
+            if line.first() != Some(&b'#') {
+                words.extend(split_options(line));
+            }
+        }
+    }
+    if let Some(env) = std::env::var_os("PARALLEL") {
+        words.extend(split_options(env.as_bytes()));
+    }
+    Ok(words)
+}
+
+/// Splits default options at unescaped spaces and tabs; a backslash takes
+/// the next character as it is.
+fn split_options(text: &[u8]) -> Vec<OsString> {
+    use std::os::unix::ffi::OsStringExt;
+    let mut words = Vec::new();
+    let mut word: Option<Vec<u8>> = None;
+    let mut bytes = text.iter().copied();
+    while let Some(b) = bytes.next() {
+        match b {
+            b' ' | b'\t' | b'\r' => {
+                if let Some(w) = word.take() {
+                    words.push(OsString::from_vec(w));
+                }
+            }
+            b'\\' => {
+                let next = bytes.next().unwrap_or(b'\\');
+                word.get_or_insert_with(Vec::new).push(next);
+            }
+            _ => word.get_or_insert_with(Vec::new).push(b),
+        }
+    }
+    if let Some(w) = word {
+        words.push(OsString::from_vec(w));
+    }
+    words
+}
+
 /// Reads `words` (what follows `parpool run`).
 pub(crate) fn parse(words: Vec<OsString>) -> Result<Parsed, UsageError> {
     let mut args = RunArgs {

@@ -318,6 +318,18 @@ fn replace_all(text: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
 
 /// Runs `parpool run` with the words after `run`; returns the exit status.
 pub(crate) fn cli(words: Vec<OsString>) -> i32 {
+    // GNU parallel's default options come first: its config file, then
+    // `$PARALLEL`; the command line's own come after and win.
+    let words = match args::default_options() {
+        Ok(mut defaults) => {
+            defaults.extend(words);
+            defaults
+        }
+        Err(why) => {
+            eprintln!("parpool run: {why}");
+            return 255;
+        }
+    };
     match args::parse(words) {
         Ok(args::Parsed::Run(args)) => match main(*args) {
             Ok(code) => code,

@@ -5,8 +5,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// `parpool`, without the user's default options (`~/.parallel/config`,
+/// `$PARALLEL`): a test names its own.
 fn parpool() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_parpool"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_parpool"));
+    c.env(
+        "PARALLEL_HOME",
+        std::env::temp_dir().join("parpool-test-home"),
+    )
+    .env_remove("PARALLEL");
+    c
 }
 
 fn run(args: &[&str]) -> Output {
@@ -1774,4 +1782,40 @@ fn plus_editing_strings_match_gnu_parallel() {
         assert_eq!(o.status.code(), Some(255), "{refused:?}");
         assert!(o.stdout.is_empty(), "{refused:?}");
     }
+}
+
+/// Default options from `$PARALLEL_HOME/config` and `$PARALLEL` come
+/// before the command line's, as in GNU parallel; one parpool does not
+/// know is refused like any other.
+#[test]
+fn default_options_from_the_config_file_and_the_environment() {
+    let dir = scratch("default-options");
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(
+        home.join("config"),
+        "# my defaults\n-k\n--tagstring x\\ y\n",
+    )
+    .unwrap();
+    let home = home.to_str().unwrap();
+    let d = dir.as_path();
+    same_as_gnu_in(
+        &["echo", ":::", "a", "b", "c"],
+        d,
+        &[("PARALLEL_HOME", home)],
+    );
+    same_as_gnu_in(
+        &["echo", ":::", "a", "b"],
+        d,
+        &[("PARALLEL_HOME", home), ("PARALLEL", "--tag")],
+    );
+    same_as_gnu_in(&["echo", ":::", "a", "b"], d, &[("PARALLEL", "-k --tag")]);
+    let o = parpool()
+        .env("PARALLEL", "--no-such-option")
+        .args(["run", "echo", ":::", "a"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(255));
+    assert!(o.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--no-such-option"));
 }
