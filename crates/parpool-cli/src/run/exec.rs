@@ -301,6 +301,14 @@ impl Plan {
     }
 }
 
+/// Whether `argv` asks for the program's `--help` or `--version`, which
+/// the programs that are also shell builtins (`echo`, `true`, `false`)
+/// answer and the builtins do not (`echo --help` prints `--help`): such a
+/// job goes through the shell, as GNU parallel runs every job.
+fn help_or_version(argv: &[OsString]) -> bool {
+    matches!(argv, [_, arg] if arg == "--help" || arg == "--version")
+}
+
 /// Where `execvp` would find `name`: the first executable file of that name
 /// in a `PATH` directory. `None` for names with a slash, or not found (the
 /// spawn then searches, and reports what it finds).
@@ -371,7 +379,7 @@ impl Plan {
         });
         Argv {
             line: words.join(&b' '),
-            direct,
+            direct: direct.filter(|argv| !help_or_version(argv)),
         }
     }
 }

@@ -784,6 +784,10 @@ fn commands_run_through_the_shell_as_gnu_parallel_s_do() {
     let d = dir.as_path();
     let cases: &[&[&str]] = &[
         &["-k", "echo", "$HOME", "{}", ":::", "a", "b"],
+        // The shell's builtin echo, not /usr/bin/echo's help page.
+        &["-k", "echo", ":::", "--help", "--version", "-n", "x"],
+        &["-k", "echo", "{}", ":::", "--help"],
+        &["-k", "true", ":::", "--help"],
         &["-k", "echo", "{}", ";", "echo", "x", ":::", "a", "b"],
         &["-k", "echo {} > {}.out; cat {}.out", ":::", "f1", "f2"],
         &["-k", "echo \"{}\"", ":::", "a b", "c"],
