@@ -631,7 +631,10 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         if runner.output_closed.load(Ordering::SeqCst) {
             output_closed(&runner);
         }
-        if outcome.skipped {
+        // A job the interrupt killed is neither printed nor logged, as in
+        // GNU parallel.
+        let killed_by_interrupt = runner.interrupted.load(Ordering::SeqCst) && outcome.exit == -1;
+        if outcome.skipped || killed_by_interrupt {
             return Ok(());
         }
         if let Some(dir) = &args.results {
@@ -867,9 +870,10 @@ fn progress_bar(total: Option<usize>) -> indicatif::ProgressBar {
 }
 
 mod interrupt {
-    //! SIGINT, SIGTERM and SIGHUP: once, start no new job and let running
-    //! ones finish; twice, kill the running ones too. (Without handling
-    //! SIGHUP, a closed terminal would kill parpool and orphan its jobs.)
+    //! SIGINT and SIGTERM, as GNU parallel takes them: start no new job,
+    //! kill the running ones (their output and joblog lines are dropped)
+    //! and exit with 255. SIGHUP is caught and changes nothing, as in GNU
+    //! parallel: the jobs go on (a closed terminal does not orphan them).
 
     use std::sync::Arc;
     use std::sync::atomic::Ordering;
@@ -900,19 +904,12 @@ mod interrupt {
         let thread = std::thread::Builder::new()
             .name("parpool-signals".into())
             .spawn(move || {
-                let mut count = 0;
-                for _ in signals.forever() {
-                    count += 1;
-                    runner.stop.store(true, Ordering::SeqCst);
-                    runner.interrupted.store(true, Ordering::SeqCst);
-                    if count == 1 {
-                        eprintln!(
-                            "parpool: interrupted: starting no new jobs, waiting for the running \
-                             ones (interrupt again to kill them)"
-                        );
-                    } else {
-                        runner.kill_all();
+                for signal in signals.forever() {
+                    if signal == SIGHUP {
+                        continue;
                     }
+                    runner.interrupted.store(true, Ordering::SeqCst);
+                    runner.kill_all();
                 }
             })?;
         Ok(Watch {
