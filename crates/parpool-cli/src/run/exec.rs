@@ -782,8 +782,11 @@ impl Runner {
                 .push(out.runtime);
         }
         if out.timed_out {
-            let limit = limit.unwrap_or_default();
-            let note = format!("parpool: job {seq} timed out after {limit:?}\n");
+            // GNU parallel's words, which scripts look for.
+            let note = format!(
+                "parpool: Warning: This job was killed because it timed out:\nparpool: Warning: {}\n",
+                String::from_utf8_lossy(&out.command)
+            );
             if let Err(e) = out.stderr.push(note.as_bytes()) {
                 eprintln!("parpool: {e}");
             }

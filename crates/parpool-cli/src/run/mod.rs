@@ -761,10 +761,14 @@ impl Tally {
             }
             (On::Fail, Threshold::Count(_)) => self.failed.min(101) as i32,
         });
-        let what = if o.failed() { "failed" } else { "succeeded" };
+        // GNU parallel's words, which scripts look for.
+        let what = match halt.on {
+            On::Done => "finished",
+            _ if o.failed() => "failed",
+            _ => "succeeded",
+        };
         eprintln!(
-            "parpool: this job {what}, and --halt stops {}:\n{}",
-            if halt.now { "the run now" } else { "new jobs" },
+            "parpool: This job {what}:\n{}",
             String::from_utf8_lossy(&o.command)
         );
         runner.stop.store(true, Ordering::SeqCst);

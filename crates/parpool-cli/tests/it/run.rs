@@ -1836,3 +1836,32 @@ fn default_options_from_the_config_file_and_the_environment() {
     assert!(o.stdout.is_empty());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--no-such-option"));
 }
+
+/// `--halt` and `--timeout` say GNU parallel's words on stderr, which
+/// scripts and people look for.
+#[test]
+fn halt_and_timeout_messages_are_gnu_parallel_s() {
+    let stderr = |args: &[&str]| String::from_utf8_lossy(&run(args).stderr).into_owned();
+    let failed = stderr(&[
+        "--halt",
+        "now,fail=1",
+        "sleep {}; exit 1",
+        ":::",
+        "0.1",
+        "5",
+    ]);
+    assert!(
+        failed.contains("This job failed:\nsleep 0.1; exit 1\n"),
+        "{failed}"
+    );
+    let done = stderr(&["--halt", "now,done=1", "sleep {}", ":::", "0.1", "5"]);
+    assert!(done.contains("This job finished:\nsleep 0.1\n"), "{done}");
+    let ok = stderr(&["--halt", "now,success=1", "sleep {}", ":::", "0.1", "5"]);
+    assert!(ok.contains("This job succeeded:\nsleep 0.1\n"), "{ok}");
+    let late = stderr(&["--timeout", "0.5", "sleep {}", ":::", "5"]);
+    assert!(
+        late.contains("Warning: This job was killed because it timed out:\n")
+            && late.contains("Warning: sleep 5\n"),
+        "{late}"
+    );
+}
