@@ -125,21 +125,39 @@ pub(crate) fn parse_halt(s: &str) -> Result<Halt, String> {
 }
 
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (e.g. 10, 1.5s, 500ms, 2m)"))?;
-    let scale = match unit {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m, h)")),
-    };
-    Duration::try_from_secs_f64(n * scale).map_err(|e| format!("`{s}`: {e}"))
+    let bad = || format!("`{s}` is not a duration (e.g. 10, 1.5s, 500ms, 2m, 1m30s, 1d)");
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    // A number alone is seconds; else numbers with units, summed, as GNU
+    // parallel reads them (`1d3.5h16.6m4s`).
+    let mut secs = 0.0;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, after) = rest.split_at(num_len);
+        let n: f64 = num.parse().map_err(|_| bad())?;
+        let unit_len = after
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let scale = match unit {
+            // A number alone is seconds; after another, it needs a unit
+            // (GNU parallel refuses `1m30`).
+            "" if num_len == rest.len() && secs == 0.0 => 1.0,
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m, h, d)")),
+        };
+        secs += n * scale;
+        rest = after;
+    }
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
 }
 
 /// How many jobs run at once, from `-j`.
@@ -958,6 +976,15 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("5y").is_err());
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(
+            parse_duration("1.5h2m").unwrap(),
+            Duration::from_secs(5_520)
+        );
+        assert!(parse_duration("1m30").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("s").is_err());
     }
 
     #[test]
