@@ -108,6 +108,16 @@ impl<R: Read> Iterator for Lines<R> {
 
 fn open(path: &PathBuf, delimiter: u8) -> io::Result<Lines<Box<dyn Read + Send>>> {
     let (reader, what): (Box<dyn Read + Send>, String) = if path.as_os_str() == "-" {
+        if io::IsTerminal::is_terminal(&io::stdin()) {
+            // GNU parallel's hint, word for word (but the name).
+            eprint!(
+                "parpool: Warning: Input is read from the terminal. You are either an expert\n\
+                 parpool: Warning: (in which case: YOU ARE AWESOME!) or maybe you forgot\n\
+                 parpool: Warning: ::: or :::: or -a or to pipe data into parpool. If so\n\
+                 parpool: Warning: consider going through the tutorial: parpool run --help\n\
+                 parpool: Warning: Press CTRL-D to exit.\n"
+            );
+        }
         (Box::new(io::stdin()), "standard input".into())
     } else {
         let f = File::open(path).map_err(|e| {

@@ -1865,3 +1865,51 @@ fn halt_and_timeout_messages_are_gnu_parallel_s() {
         "{late}"
     );
 }
+
+/// Reading inputs from a terminal says so, as GNU parallel does, instead
+/// of waiting silently (run in a pseudo-terminal by `script`, where it is
+/// installed).
+#[test]
+fn inputs_from_a_terminal_get_gnu_parallel_s_hint() {
+    let bin = env!("CARGO_BIN_EXE_parpool");
+    let Ok(mut child) = Command::new("script")
+        .args(["-qc", &format!("{bin} run echo"), "/dev/null"])
+        .env(
+            "PARALLEL_HOME",
+            std::env::temp_dir().join("parpool-test-home"),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        eprintln!("`script` is not installed; skipping");
+        return;
+    };
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            text.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&text).contains("Press CTRL-D") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !reader.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = reader.join().unwrap();
+    assert!(
+        text.contains("Input is read from the terminal") && text.contains("Press CTRL-D to exit."),
+        "{text:?}"
+    );
+}
