@@ -68,6 +68,10 @@ fn main() {
     if words.first().is_some_and(|w| w == "run") {
         std::process::exit(run::cli(words[1..].to_vec()));
     }
+    // `parpool help run` is `parpool run --help`, not clap's stub.
+    if words.len() >= 2 && words[0] == "help" && words[1] == "run" {
+        std::process::exit(run::cli(vec!["--help".into()]));
+    }
     let cli = Cli::parse_from(program.into_iter().chain(words));
     let status = match cli.command {
         Command::Run { words } => Ok(run::cli(words)),

@@ -352,7 +352,8 @@ pub(crate) fn cli(words: Vec<OsString>) -> i32 {
         Ok(args::Parsed::Run(args)) => match main(*args) {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("parpool: {e:#}");
+                // One prefix for every error `run` reports.
+                eprintln!("parpool run: {e:#}");
                 255
             }
         },

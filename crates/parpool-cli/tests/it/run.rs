@@ -1913,3 +1913,20 @@ fn inputs_from_a_terminal_get_gnu_parallel_s_hint() {
         "{text:?}"
     );
 }
+
+/// `parpool help run` is `parpool run --help`; every error `run` reports,
+/// usage or not, starts `parpool run:` and exits 255.
+#[test]
+fn help_run_and_one_error_prefix() {
+    let help = parpool().args(["help", "run"]).output().unwrap();
+    let direct = parpool().args(["run", "--help"]).output().unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    assert_eq!(help.stdout, direct.stdout);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--pipe"));
+    for bad in [&["--bogus"][..], &["-j", "x", "echo", ":::", "a"][..]] {
+        let o = run(bad);
+        assert_eq!(o.status.code(), Some(255), "{bad:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.starts_with("parpool run: "), "{bad:?}: {err}");
+    }
+}
