@@ -44,6 +44,8 @@ pub(crate) struct RunArgs {
     pub(crate) header: bool,
     /// `--header`'s value (`:`, or a regular expression for `--pipe`).
     pub(crate) header_value: Option<String>,
+    /// `-r`: skip inputs that are empty or only blanks.
+    pub(crate) no_run_if_empty: bool,
     /// `-I STR`: STR stands for the input instead of `{}`.
     pub(crate) replace: Option<String>,
     /// `-v`: print each job's command before its output.
@@ -93,6 +95,8 @@ pub(crate) enum Parsed {
     Run(Box<RunArgs>),
     Help,
     Version,
+    /// Print this and exit (`--number-of-cores`, …).
+    Say(String),
 }
 
 /// A usage error: what was wrong, for one line on stderr.
@@ -143,7 +147,7 @@ const SPECS: &[Spec] = &[
     },
     Spec {
         short: None,
-        long: &["line-buffer", "lb", "line-buffered"],
+        long: &["line-buffer", "lb", "line-buffered", "linebuffer"],
         takes: Takes::Nothing,
         help: "pass output on a whole line at a time",
     },
@@ -230,6 +234,42 @@ const SPECS: &[Spec] = &[
         long: &["colsep"],
         takes: Takes::Value("REGEX"),
         help: "split each input line into columns {1} {2}...",
+    },
+    Spec {
+        short: None,
+        long: &["group"],
+        takes: Takes::Nothing,
+        help: "print each job's output in one piece when it ends (the default)",
+    },
+    Spec {
+        short: Some('r'),
+        long: &["no-run-if-empty"],
+        takes: Takes::Nothing,
+        help: "skip inputs that are empty or only blanks",
+    },
+    Spec {
+        short: None,
+        long: &["number-of-cores"],
+        takes: Takes::Nothing,
+        help: "print the number of physical CPU cores and exit",
+    },
+    Spec {
+        short: None,
+        long: &["number-of-cpus"],
+        takes: Takes::Nothing,
+        help: "print the number of physical CPU cores and exit (as GNU parallel's)",
+    },
+    Spec {
+        short: None,
+        long: &["number-of-threads"],
+        takes: Takes::Nothing,
+        help: "print the number of CPU threads and exit",
+    },
+    Spec {
+        short: None,
+        long: &["number-of-sockets"],
+        takes: Takes::Nothing,
+        help: "print the number of CPU sockets and exit",
     },
     Spec {
         short: None,
@@ -453,6 +493,46 @@ fn find_short(c: char) -> Result<&'static Spec, UsageError> {
         .ok_or_else(|| UsageError(format!("unknown option: -{c}")))
 }
 
+/// What `--number-of-…` counts.
+#[derive(Debug, Clone, Copy)]
+enum CpuCount {
+    Cores,
+    Threads,
+    Sockets,
+}
+
+/// The machine's CPU sockets, physical cores or threads, read from
+/// `/proc/cpuinfo` as GNU parallel reads it (threads where it says
+/// nothing of cores: a virtual machine's CPUs count as cores).
+fn cpu_count(what: CpuCount) -> usize {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let mut sockets = std::collections::HashSet::new();
+    let mut cores = std::collections::HashSet::new();
+    let mut socket = None;
+    for line in info.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        match key.trim() {
+            "physical id" => {
+                socket = Some(value.trim().to_owned());
+                sockets.insert(value.trim().to_owned());
+            }
+            "core id" => {
+                cores.insert((socket.clone(), value.trim().to_owned()));
+            }
+            _ => {}
+        }
+    }
+    match what {
+        CpuCount::Threads => threads,
+        CpuCount::Cores if cores.is_empty() => threads,
+        CpuCount::Cores => cores.len(),
+        CpuCount::Sockets => sockets.len().max(1),
+    }
+}
+
 /// GNU parallel's default options, to go before the command line's: the
 /// lines of `$PARALLEL_HOME/config` (`~/.parallel/config`; `#` starts a
 /// comment line), then `$PARALLEL`; each split at spaces, a backslash
@@ -642,6 +722,20 @@ fn apply(
         (Some('C'), _) => args.colsep = Some(value),
         // Accepted and ignored, as scripts written for GNU parallel pass it.
         (_, "will-cite") => {}
+        (_, "group") => {
+            args.ungroup = false;
+            args.line_buffer = false;
+        }
+        (Some('r'), _) => args.no_run_if_empty = true,
+        (_, "number-of-cores" | "number-of-cpus") => {
+            return Ok(Some(Parsed::Say(cpu_count(CpuCount::Cores).to_string())));
+        }
+        (_, "number-of-threads") => {
+            return Ok(Some(Parsed::Say(cpu_count(CpuCount::Threads).to_string())));
+        }
+        (_, "number-of-sockets") => {
+            return Ok(Some(Parsed::Say(cpu_count(CpuCount::Sockets).to_string())));
+        }
         (Some('a'), _) => args.arg_files.push(value.into()),
         (Some('d'), _) => args.delimiter = Some(parse_delimiter(&value).map_err(bad)?),
         (_, "trim") => {
@@ -856,13 +950,16 @@ OPTIONS (bundle short ones: -kj4; values attached or not: -j4, --jobs=4):
   -k, --keep-order      print output in the order of the inputs
   -u, --ungroup         let jobs write straight to the terminal
       --line-buffer     pass output on a whole line at a time
+      --group           each job's output in one piece when it ends (the default)
       --tag             prefix each output line with the job's input and a tab
       --tagstring STR   ... with STR instead (replacement strings allowed)
   -v                    print each job's command before its output
   -I STR                STR stands for the input, instead of {}
   -N N                  N inputs per job ({1}..{N}; a word with {} repeats per input)
   -n N, -L N            at most N inputs (or lines) per job
-      --plus            also {+/} {+.} {..} {+..} {/..} {...} {+...} {/...} {##} {0#}
+      --plus            also {+/} {+.} {..} {+..} {/..} {...} {+...} {/...} {##} {0#},
+                        {%suf} {%%suf} {#pre} {##pre} {:-default} {:n} {:n:m}
+                        {/from/to} {//from/to} {^a} {^^a} {,A} {,,A} (also {2%.gz})
       --results DIR     each job's stdout, stderr and seq in DIR/1/<input>/ (not printed)
   -S, --sshlogin LIST   run on these machines: [N/][user@]host, or : for this one
       --sshloginfile F  ... one sshlogin per line of F (.. is ~/.parallel/sshloginfile)
@@ -874,11 +971,13 @@ OPTIONS (bundle short ones: -kj4; values attached or not: -j4, --jobs=4):
       --block SIZE      block size (default 1M; k=1000, K=1024, ...)
       --recend STR      a record ends with STR (default \\n)
       --recstart STR    a record starts with STR
+                        (-N n: n records per block; --header : or REGEX: the
+                        input's header before every block)
   -X, -m                as many inputs per job as spread them over the job slots
                         (-X repeats a word with {} per input)
       --env VAR         set VAR on other machines as here (local jobs inherit it all)
   -q, --quote           quote the command's own words too (no shell syntax in it)
-      --timeout D       kill a job's process group after D (10, 1.5s, 2m), or P% of
+      --timeout D       kill a job's process group after D (10, 1.5s, 1m30s, 1d), or P% of
                         the median run time of the jobs that succeeded so far
       --retries N       run a failing job up to N times in all
       --halt WHEN,COND  now|soon, fail|success|done=N or =P%; or 0, 1, 2
@@ -894,7 +993,13 @@ OPTIONS (bundle short ones: -kj4; values attached or not: -j4, --jobs=4):
   -d, --delimiter D     inputs end at D, not newline (\\n, \\t, \\0 allowed)
       --trim lr|l|r|n   strip spaces and tabs around each input
       --header :        the first input line names the columns: {name}
+  -r, --no-run-if-empty skip inputs that are empty or only blanks
+      --number-of-cores, --number-of-threads, --number-of-sockets
+                        print that count of this machine's CPUs and exit
       --will-cite       accepted and ignored
+
+DEFAULT OPTIONS: the lines of ~/.parallel/config ($PARALLEL_HOME/config), then
+$PARALLEL, go before the command line's.
   -h, --help            this text
 
 INPUTS (after the command):

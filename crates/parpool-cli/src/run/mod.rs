@@ -361,6 +361,10 @@ pub(crate) fn cli(words: Vec<OsString>) -> i32 {
             print!("{}", args::HELP);
             0
         }
+        Ok(args::Parsed::Say(text)) => {
+            println!("{text}");
+            0
+        }
         Ok(args::Parsed::Version) => {
             println!("parpool {}", env!("CARGO_PKG_VERSION"));
             0
@@ -471,6 +475,18 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         );
     }
     let (names, jobs) = input::jobs(sources, &split, args.header && !args.pipe)?;
+    // `-r`: inputs of nothing but blanks are skipped.
+    let jobs: input::Jobs = if args.no_run_if_empty {
+        Box::new(jobs.filter(|r| {
+            r.as_ref().map_or(true, |values| {
+                !values
+                    .iter()
+                    .all(|v| v.as_bytes().iter().all(|b| b" \t\r\n".contains(b)))
+            })
+        }))
+    } else {
+        jobs
+    };
     // Several inputs per job: `{}` is then several values.
     let jobs = match args.group {
         None => jobs,

@@ -1930,3 +1930,17 @@ fn help_run_and_one_error_prefix() {
         assert!(err.starts_with("parpool run: "), "{bad:?}: {err}");
     }
 }
+
+/// `-r`, `--group`, `--linebuffer` and the CPU counts, as GNU parallel's.
+#[test]
+fn more_gnu_options_match_gnu_parallel() {
+    let d = scratch("more-options");
+    same_as_gnu_with_stdin(&["-k", "-r", "echo", "x{}y"], b"a\n\n  \nb\n", &d);
+    same_as_gnu_with_stdin(&["-k", "--no-run-if-empty", "echo", "x{}y"], b"\n\n", &d);
+    same_as_gnu_with_stdin(&["-k", "echo", "x{}y"], b"a\n\n  \n", &d);
+    same_as_gnu(&["-k", "--group", "echo", ":::", "a", "b"]);
+    same_as_gnu(&["--linebuffer", "echo", ":::", "a"]);
+    same_as_gnu(&["--number-of-threads"]);
+    same_as_gnu(&["--number-of-sockets"]);
+    same_as_gnu(&["--number-of-cores"]);
+}
