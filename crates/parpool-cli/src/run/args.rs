@@ -46,6 +46,8 @@ pub(crate) struct RunArgs {
     pub(crate) header_value: Option<String>,
     /// `-r`: skip inputs that are empty or only blanks.
     pub(crate) no_run_if_empty: bool,
+    /// `--nice N`: jobs run at niceness N.
+    pub(crate) nice: Option<i32>,
     /// `-I STR`: STR stands for the input instead of `{}`.
     pub(crate) replace: Option<String>,
     /// `-v`: print each job's command before its output.
@@ -234,6 +236,12 @@ const SPECS: &[Spec] = &[
         long: &["colsep"],
         takes: Takes::Value("REGEX"),
         help: "split each input line into columns {1} {2}...",
+    },
+    Spec {
+        short: None,
+        long: &["nice"],
+        takes: Takes::Value("N"),
+        help: "run the jobs, and all they start, at niceness N",
     },
     Spec {
         short: None,
@@ -727,6 +735,13 @@ fn apply(
             args.line_buffer = false;
         }
         (Some('r'), _) => args.no_run_if_empty = true,
+        (_, "nice") => {
+            let n: i32 = value
+                .trim()
+                .parse()
+                .map_err(|_| bad(format!("`{value}` is not a niceness (-20 to 19)")))?;
+            args.nice = Some(n.clamp(-20, 19));
+        }
         (_, "number-of-cores" | "number-of-cpus") => {
             return Ok(Some(Parsed::Say(cpu_count(CpuCount::Cores).to_string())));
         }
@@ -994,6 +1009,7 @@ OPTIONS (bundle short ones: -kj4; values attached or not: -j4, --jobs=4):
       --trim lr|l|r|n   strip spaces and tabs around each input
       --header :        the first input line names the columns: {name}
   -r, --no-run-if-empty skip inputs that are empty or only blanks
+      --nice N          run the jobs, and all they start, at niceness N
       --number-of-cores, --number-of-threads, --number-of-sockets
                         print that count of this machine's CPUs and exit
       --will-cite       accepted and ignored

@@ -460,6 +460,8 @@ pub(crate) struct Runner {
     pub(crate) tag: Tag,
     /// `--delay`: at least this long between job starts.
     pub(crate) delay: Option<Duration>,
+    /// `--nice N`: local jobs run at niceness N (through `nice -n N`).
+    pub(crate) nice: Option<i32>,
     pub(crate) next_start: Mutex<Option<Instant>>,
     pub(crate) timeout: Option<Timeout>,
     /// Run times of the jobs that succeeded (for `--timeout P%`).
@@ -616,16 +618,9 @@ impl Runner {
         std::thread::sleep(wait);
     }
 
-    fn attempt(
-        &self,
-        argv: &Argv,
-        seq: u64,
-        slot: usize,
-        stdin: Option<&Arc<Vec<u8>>>,
-        out: &mut Outcome,
-    ) {
-        self.pace();
-        let mut cmd = match &argv.direct {
+    /// The job's command: its program run directly, or the shell.
+    fn command(&self, argv: &Argv, slot: usize) -> Command {
+        match &argv.direct {
             Some(words) => {
                 let program = self.plan.program.as_ref().filter(|_| !self.remote(slot));
                 let mut c = match program {
@@ -644,6 +639,33 @@ impl Runner {
                 c.arg("-c").arg(template::os(argv.line.clone()));
                 c
             }
+        }
+    }
+
+    fn attempt(
+        &self,
+        argv: &Argv,
+        seq: u64,
+        slot: usize,
+        stdin: Option<&Arc<Vec<u8>>>,
+        out: &mut Outcome,
+    ) {
+        self.pace();
+        let mut cmd = match self.nice.filter(|_| !self.remote(slot)) {
+            // `--nice`: the job, and all it starts, at that niceness.
+            Some(n) => {
+                let mut c = Command::new("nice");
+                c.arg("-n").arg(n.to_string());
+                match &argv.direct {
+                    Some(words) => c.args(words),
+                    None => c
+                        .arg(&self.plan.shell)
+                        .arg("-c")
+                        .arg(template::os(argv.line.clone())),
+                };
+                c
+            }
+            None => self.command(argv, slot),
         };
         cmd.stdin(if stdin.is_some() {
             Stdio::piped()

@@ -433,6 +433,9 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
     if slot_host.is_empty() {
         bail!("no machine is left to run jobs on");
     }
+    if args.nice.is_some() && hosts.iter().any(|(h, _)| h.ssh.is_some()) {
+        bail!("--nice with jobs on other machines (-S) is not supported");
+    }
     let slots = slot_host.len();
     let (command, mut sources) = split_rest(args.rest)?;
     // `-a FILE`: input files, before the other sources.
@@ -542,6 +545,7 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
             (None, false) => exec::Tag::None,
         },
         delay: args.delay,
+        nice: args.nice,
         next_start: Mutex::new(None),
         timeout: args.timeout,
         succeeded: Mutex::new(Vec::new()),

@@ -1943,4 +1943,7 @@ fn more_gnu_options_match_gnu_parallel() {
     same_as_gnu(&["--number-of-threads"]);
     same_as_gnu(&["--number-of-sockets"]);
     same_as_gnu(&["--number-of-cores"]);
+    // --nice: the job and what it starts run at that niceness.
+    same_as_gnu(&["-k", "--nice", "7", "nice; echo {}", ":::", "a", "b"]);
+    same_as_gnu(&["-k", "--nice", "3", "nice", ":::", "-n2"]);
 }
