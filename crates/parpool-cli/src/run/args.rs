@@ -48,6 +48,8 @@ pub(crate) struct RunArgs {
     pub(crate) no_run_if_empty: bool,
     /// `--nice N`: jobs run at niceness N.
     pub(crate) nice: Option<i32>,
+    /// `--shuf`: jobs run in a random order.
+    pub(crate) shuf: bool,
     /// `-I STR`: STR stands for the input instead of `{}`.
     pub(crate) replace: Option<String>,
     /// `-v`: print each job's command before its output.
@@ -236,6 +238,12 @@ const SPECS: &[Spec] = &[
         long: &["colsep"],
         takes: Takes::Value("REGEX"),
         help: "split each input line into columns {1} {2}...",
+    },
+    Spec {
+        short: None,
+        long: &["shuf"],
+        takes: Takes::Nothing,
+        help: "make every job first, then run them in a random order",
     },
     Spec {
         short: None,
@@ -735,6 +743,7 @@ fn apply(
             args.line_buffer = false;
         }
         (Some('r'), _) => args.no_run_if_empty = true,
+        (_, "shuf") => args.shuf = true,
         (_, "nice") => {
             let n: i32 = value
                 .trim()
@@ -1010,6 +1019,7 @@ OPTIONS (bundle short ones: -kj4; values attached or not: -j4, --jobs=4):
       --header :        the first input line names the columns: {name}
   -r, --no-run-if-empty skip inputs that are empty or only blanks
       --nice N          run the jobs, and all they start, at niceness N
+      --shuf            make every job first, then run them in a random order
       --number-of-cores, --number-of-threads, --number-of-sockets
                         print that count of this machine's CPUs and exit
       --will-cite       accepted and ignored

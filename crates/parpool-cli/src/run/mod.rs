@@ -378,6 +378,25 @@ pub(crate) fn cli(words: Vec<OsString>) -> i32 {
     }
 }
 
+/// All of `jobs`, in a random order (Fisher–Yates, seeded from the
+/// system's randomness through std's hasher keys).
+fn shuffled(jobs: input::Jobs) -> anyhow::Result<input::Jobs> {
+    use std::hash::BuildHasher;
+    let mut all: Vec<input::Values> = jobs.collect::<io::Result<_>>()?;
+    let mut state = std::collections::hash_map::RandomState::new().hash_one(std::process::id()) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for i in (1..all.len()).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        all.swap(i, j);
+    }
+    Ok(Box::new(all.into_iter().map(Ok)))
+}
+
 /// How `--pipe` cuts its input: `--block`, `--recstart`/`--recend`, `-N`
 /// records a block, `--header`. Options that would cut otherwise in GNU
 /// parallel, and that parpool does not do, are refused.
@@ -504,6 +523,9 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
             input::grouped(jobs, size)
         }
     };
+    // `--shuf`: every job made first, then run in a random order (their
+    // numbers, `{#}`, follow it, as in GNU parallel).
+    let jobs: input::Jobs = if args.shuf { shuffled(jobs)? } else { jobs };
     let command = name_columns(command, &names);
     let whole = args.replace.as_deref().unwrap_or("{}").as_bytes();
     let mut words: Vec<template::Word> = command

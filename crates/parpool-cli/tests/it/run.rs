@@ -1947,3 +1947,29 @@ fn more_gnu_options_match_gnu_parallel() {
     same_as_gnu(&["-k", "--nice", "7", "nice; echo {}", ":::", "a", "b"]);
     same_as_gnu(&["-k", "--nice", "3", "nice", ":::", "-n2"]);
 }
+
+/// `--shuf` runs every job once, in a random order that `{#}` follows.
+#[test]
+fn shuf_runs_every_job_once_in_a_random_order() {
+    let inputs: Vec<String> = (0..200).map(|i| i.to_string()).collect();
+    let mut args = vec!["-k", "--shuf", "echo", "{#}", "{}", ":::"];
+    args.extend(inputs.iter().map(String::as_str));
+    let out = stdout(&run(&args));
+    let lines: Vec<(u64, u64)> = out
+        .lines()
+        .map(|l| {
+            let (seq, v) = l.split_once(' ').unwrap();
+            (seq.parse().unwrap(), v.parse().unwrap())
+        })
+        .collect();
+    // -k: in job-number order, 1..=200.
+    assert_eq!(
+        lines.iter().map(|l| l.0).collect::<Vec<_>>(),
+        (1..=200).collect::<Vec<_>>()
+    );
+    let mut values: Vec<u64> = lines.iter().map(|l| l.1).collect();
+    let in_input_order = values.windows(2).all(|w| w[0] < w[1]);
+    assert!(!in_input_order, "200 jobs in input order: not shuffled");
+    values.sort_unstable();
+    assert_eq!(values, (0..200).collect::<Vec<_>>(), "each job ran once");
+}
