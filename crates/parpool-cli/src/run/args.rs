@@ -50,6 +50,8 @@ pub(crate) struct RunArgs {
     pub(crate) nice: Option<i32>,
     /// `--shuf`: jobs run in a random order.
     pub(crate) shuf: bool,
+    /// `--link`: every input source linked, the shorter ones recycled.
+    pub(crate) link: bool,
     /// `-I STR`: STR stands for the input instead of `{}`.
     pub(crate) replace: Option<String>,
     /// `-v`: print each job's command before its output.
@@ -238,6 +240,12 @@ const SPECS: &[Spec] = &[
         long: &["colsep"],
         takes: Takes::Value("REGEX"),
         help: "split each input line into columns {1} {2}...",
+    },
+    Spec {
+        short: None,
+        long: &["link", "xapply"],
+        takes: Takes::Nothing,
+        help: "link the input sources: the Nth job gets each one's Nth value (shorter ones recycled)",
     },
     Spec {
         short: None,
@@ -744,6 +752,7 @@ fn apply(
         }
         (Some('r'), _) => args.no_run_if_empty = true,
         (_, "shuf") => args.shuf = true,
+        (_, "link") => args.link = true,
         (_, "nice") => {
             let n: i32 = value
                 .trim()
@@ -1031,6 +1040,7 @@ $PARALLEL, go before the command line's.
 INPUTS (after the command):
   ::: A B C      arguments as inputs; several ::: give every combination
   :::+ 1 2 3     paired with the source before (stops at the shorter)
+  --link         (an option) pairs every source, recycling the shorter ones
   :::: FILE      lines of FILE (- is standard input); ::::+ pairs it
   (none)         lines of standard input
 

@@ -148,8 +148,16 @@ pub(crate) type Jobs = Box<dyn Iterator<Item = io::Result<Values>> + Send>;
 /// fastest). A single source streams: a million lines on stdin are never
 /// all in memory. Several sources are read fully first, as they must be
 /// to form their combinations. With `header`, each source's first value
-/// names its columns instead of being a job.
-pub(crate) fn jobs(sources: Vec<Linked>, split: &Split, header: bool) -> io::Result<(Names, Jobs)> {
+/// names its columns instead of being a job. With `link` (`--link`), every
+/// source is linked to the others, the shorter ones recycled to the
+/// longest's length, as GNU parallel's `--link` does (`:::+` stops at the
+/// shortest instead).
+pub(crate) fn jobs(
+    sources: Vec<Linked>,
+    split: &Split,
+    header: bool,
+    link: bool,
+) -> io::Result<(Names, Jobs)> {
     let mut names = Names::new();
     let name_from = |first: Option<OsString>, names: &mut Names| {
         if let Some(first) = first {
@@ -197,7 +205,7 @@ pub(crate) fn jobs(sources: Vec<Linked>, split: &Split, header: bool) -> io::Res
             name_from(Some(values.remove(0)), &mut names);
         }
         match groups.last_mut() {
-            Some(group) if l.linked => group.push(values),
+            Some(group) if l.linked || link => group.push(values),
             _ => groups.push(vec![values]),
         }
     }
@@ -205,9 +213,14 @@ pub(crate) fn jobs(sources: Vec<Linked>, split: &Split, header: bool) -> io::Res
     let rows: Vec<Vec<Values>> = groups
         .into_iter()
         .map(|group| {
-            let n = group.iter().map(Vec::len).min().unwrap_or(0);
+            let shortest = group.iter().map(Vec::len).min().unwrap_or(0);
+            let n = if link && shortest > 0 {
+                group.iter().map(Vec::len).max().unwrap_or(0)
+            } else {
+                shortest
+            };
             (0..n)
-                .map(|i| group.iter().map(|s| s[i].clone()).collect())
+                .map(|i| group.iter().map(|s| s[i % s.len()].clone()).collect())
                 .collect()
         })
         .collect();
@@ -350,7 +363,7 @@ mod tests {
             colsep: None,
             trim: (false, false),
         };
-        jobs(sources, &split, false)
+        jobs(sources, &split, false, false)
             .unwrap()
             .1
             .map(|v| {

@@ -496,7 +496,7 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
              columns) is supported"
         );
     }
-    let (names, jobs) = input::jobs(sources, &split, args.header && !args.pipe)?;
+    let (names, jobs) = input::jobs(sources, &split, args.header && !args.pipe, args.link)?;
     // `-r`: inputs of nothing but blanks are skipped.
     let jobs: input::Jobs = if args.no_run_if_empty {
         Box::new(jobs.filter(|r| {

@@ -1946,6 +1946,16 @@ fn more_gnu_options_match_gnu_parallel() {
     // --nice: the job and what it starts run at that niceness.
     same_as_gnu(&["-k", "--nice", "7", "nice; echo {}", ":::", "a", "b"]);
     same_as_gnu(&["-k", "--nice", "3", "nice", ":::", "-n2"]);
+    // --link (--xapply): every source linked, the shorter recycled.
+    same_as_gnu(&[
+        "-k", "--link", "echo", ":::", "a", "b", "c", ":::", "1", "2",
+    ]);
+    same_as_gnu(&[
+        "-k", "--xapply", "echo", ":::", "a", "b", "c", ":::", "1", "2", ":::", "x",
+    ]);
+    same_as_gnu(&[
+        "-k", "--link", "echo", "{2}{1}", ":::", "a", ":::", "1", "2", "3",
+    ]);
 }
 
 /// `--shuf` runs every job once, in a random order that `{#}` follows.
