@@ -52,6 +52,8 @@ pub(crate) struct RunArgs {
     pub(crate) shuf: bool,
     /// `--link`: every input source linked, the shorter ones recycled.
     pub(crate) link: bool,
+    /// `--tmpdir DIR`: the jobs' `$TMPDIR`, and where output is spooled.
+    pub(crate) tmpdir: Option<std::path::PathBuf>,
     /// `-I STR`: STR stands for the input instead of `{}`.
     pub(crate) replace: Option<String>,
     /// `-v`: print each job's command before its output.
@@ -246,6 +248,12 @@ const SPECS: &[Spec] = &[
         long: &["link", "xapply"],
         takes: Takes::Nothing,
         help: "link the input sources: the Nth job gets each one's Nth value (shorter ones recycled)",
+    },
+    Spec {
+        short: None,
+        long: &["tmpdir", "tempdir"],
+        takes: Takes::Value("DIR"),
+        help: "temporary files (spooled output) in DIR, which is also the jobs' $TMPDIR",
     },
     Spec {
         short: None,
@@ -752,6 +760,7 @@ fn apply(
         }
         (Some('r'), _) => args.no_run_if_empty = true,
         (_, "shuf") => args.shuf = true,
+        (_, "tmpdir") => args.tmpdir = Some(value.into()),
         (_, "link") => args.link = true,
         (_, "nice") => {
             let n: i32 = value
@@ -1029,6 +1038,7 @@ OPTIONS (bundle short ones: -kj4; values attached or not: -j4, --jobs=4):
   -r, --no-run-if-empty skip inputs that are empty or only blanks
       --nice N          run the jobs, and all they start, at niceness N
       --shuf            make every job first, then run them in a random order
+      --tmpdir DIR      spooled output in DIR, which is also the jobs' $TMPDIR
       --number-of-cores, --number-of-threads, --number-of-sockets
                         print that count of this machine's CPUs and exit
       --will-cite       accepted and ignored

@@ -462,6 +462,8 @@ pub(crate) struct Runner {
     pub(crate) delay: Option<Duration>,
     /// `--nice N`: local jobs run at niceness N (through `nice -n N`).
     pub(crate) nice: Option<i32>,
+    /// `--tmpdir DIR`: the jobs' `$TMPDIR` (and where output is spooled).
+    pub(crate) tmpdir: Option<std::path::PathBuf>,
     pub(crate) next_start: Mutex<Option<Instant>>,
     pub(crate) timeout: Option<Timeout>,
     /// Run times of the jobs that succeeded (for `--timeout P%`).
@@ -673,6 +675,7 @@ impl Runner {
             Stdio::null()
         })
         .env("PARALLEL_SEQ", seq.to_string())
+        .envs(self.tmpdir.iter().map(|d| ("TMPDIR", d)))
         .env("PARALLEL_JOBSLOT", slot.to_string())
         // Its own process group: a timeout or an interrupt kills the
         // job and everything it started.

@@ -452,6 +452,12 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
     if slot_host.is_empty() {
         bail!("no machine is left to run jobs on");
     }
+    if let Some(dir) = &args.tmpdir {
+        if !dir.is_dir() {
+            bail!("--tmpdir {}: no such directory", dir.display());
+        }
+        let _ = output::SPOOL_DIR.set(dir.clone());
+    }
     if args.nice.is_some() && hosts.iter().any(|(h, _)| h.ssh.is_some()) {
         bail!("--nice with jobs on other machines (-S) is not supported");
     }
@@ -568,6 +574,7 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         },
         delay: args.delay,
         nice: args.nice,
+        tmpdir: args.tmpdir.clone(),
         next_start: Mutex::new(None),
         timeout: args.timeout,
         succeeded: Mutex::new(Vec::new()),

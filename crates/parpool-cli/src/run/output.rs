@@ -89,9 +89,12 @@ impl Held {
     }
 }
 
-/// An unlinked temporary file in `$TMPDIR`.
+/// Where spool files go: `--tmpdir`, else `$TMPDIR` (or `/tmp`).
+pub(crate) static SPOOL_DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// An unlinked temporary file in the spool directory.
 fn spool_file() -> io::Result<File> {
-    let dir = std::env::temp_dir();
+    let dir = SPOOL_DIR.get().cloned().unwrap_or_else(std::env::temp_dir);
     for attempt in 0..100u32 {
         let path = dir.join(format!(
             "parpool-spool-{}-{}-{attempt}",

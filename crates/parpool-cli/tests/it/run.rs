@@ -1983,3 +1983,25 @@ fn shuf_runs_every_job_once_in_a_random_order() {
     values.sort_unstable();
     assert_eq!(values, (0..200).collect::<Vec<_>>(), "each job ran once");
 }
+
+/// `--tmpdir DIR`: the jobs' `$TMPDIR`, as GNU parallel's; output past
+/// what is held in memory is spooled there, and nothing is left.
+#[test]
+fn tmpdir_is_the_jobs_tmpdir_and_holds_the_spool() {
+    let dir = scratch("tmpdir");
+    let spool = dir.join("spool");
+    std::fs::create_dir_all(&spool).unwrap();
+    let s = spool.to_str().unwrap();
+    same_as_gnu(&["--tmpdir", s, "echo $TMPDIR", ":::", "a"]);
+    let o = run(&["--tmpdir", s, "head -c 3000000 /dev/zero", ":::", "x"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(o.stdout.len(), 3_000_000);
+    assert_eq!(
+        std::fs::read_dir(&spool).unwrap().count(),
+        0,
+        "nothing left"
+    );
+    let o = run(&["--tmpdir", "/no/such/dir", "echo", ":::", "a"]);
+    assert_eq!(o.status.code(), Some(255));
+    assert!(o.stdout.is_empty());
+}
