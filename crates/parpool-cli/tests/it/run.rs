@@ -1993,7 +1993,7 @@ fn tmpdir_is_the_jobs_tmpdir_and_holds_the_spool() {
     std::fs::create_dir_all(&spool).unwrap();
     let s = spool.to_str().unwrap();
     same_as_gnu(&["--tmpdir", s, "echo $TMPDIR", ":::", "a"]);
-    let o = run(&["--tmpdir", s, "head -c 3000000 /dev/zero", ":::", "x"]);
+    let o = run(&["--tmpdir", s, "head -c {} /dev/zero", ":::", "3000000"]);
     assert_eq!(o.status.code(), Some(0));
     assert_eq!(o.stdout.len(), 3_000_000);
     assert_eq!(
