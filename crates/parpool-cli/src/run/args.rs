@@ -54,6 +54,8 @@ pub(crate) struct RunArgs {
     pub(crate) link: bool,
     /// `--tmpdir DIR`: the jobs' `$TMPDIR`, and where output is spooled.
     pub(crate) tmpdir: Option<std::path::PathBuf>,
+    /// `--cat`: `--pipe`'s block in a file named by `{}`, not on stdin.
+    pub(crate) cat: bool,
     /// `-I STR`: STR stands for the input instead of `{}`.
     pub(crate) replace: Option<String>,
     /// `-v`: print each job's command before its output.
@@ -254,6 +256,12 @@ const SPECS: &[Spec] = &[
         long: &["tmpdir", "tempdir"],
         takes: Takes::Value("DIR"),
         help: "temporary files (spooled output) in DIR, which is also the jobs' $TMPDIR",
+    },
+    Spec {
+        short: None,
+        long: &["cat"],
+        takes: Takes::Nothing,
+        help: "with --pipe: each block in a temporary file named by {}, not on stdin",
     },
     Spec {
         short: None,
@@ -760,6 +768,7 @@ fn apply(
         }
         (Some('r'), _) => args.no_run_if_empty = true,
         (_, "shuf") => args.shuf = true,
+        (_, "cat") => args.cat = true,
         (_, "tmpdir") => args.tmpdir = Some(value.into()),
         (_, "link") => args.link = true,
         (_, "nice") => {
@@ -1014,7 +1023,8 @@ OPTIONS (bundle short ones: -kj4; values attached or not: -j4, --jobs=4):
       --recend STR      a record ends with STR (default \\n)
       --recstart STR    a record starts with STR
                         (-N n: n records per block; --header : or REGEX: the
-                        input's header before every block)
+                        input's header before every block; --cat: each block in
+                        a temporary file named by {} instead of on stdin)
   -X, -m                as many inputs per job as spread them over the job slots
                         (-X repeats a word with {} per input)
       --env VAR         set VAR on other machines as here (local jobs inherit it all)

@@ -547,7 +547,9 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         Mode::Template
     };
     // With --pipe, input arrives on the jobs' stdin, not as arguments.
-    let append = mode != Mode::InputIsCommand && !args.pipe && !template::has_replacement(&words);
+    let append = mode != Mode::InputIsCommand
+        && (!args.pipe || args.cat)
+        && !template::has_replacement(&words);
     if mode == Mode::InputIsCommand {
         words.clear();
     }
@@ -621,7 +623,16 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         // Read in bigger pieces where stdin is a pipe.
         let _ = rustix::pipe::fcntl_setpipe_size(io::stdin(), 1 << 20);
         let blocks = pipe::Blocks::new(io::stdin(), pipe_cut.unwrap_or_default());
-        Box::new(blocks.map(|b| b.map(|block| (Vec::new(), Some(block)))))
+        if args.cat {
+            // `--cat`: each block in a file of its own, named by `{}`.
+            let mut n = 0u64;
+            Box::new(blocks.map(move |b| {
+                n += 1;
+                b.and_then(|block| Ok((vec![pipe::cat_file(&block, n)?.into_os_string()], None)))
+            }))
+        } else {
+            Box::new(blocks.map(|b| b.map(|block| (Vec::new(), Some(block)))))
+        }
     } else {
         Box::new(jobs.map(|r| r.map(|values| (values, None))))
     };
@@ -696,6 +707,12 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
             outcome
         };
     let mut report = |mut outcome: Outcome| -> anyhow::Result<()> {
+        if args.cat {
+            // The job's `--cat` file is gone with the job.
+            for file in &outcome.values {
+                let _ = std::fs::remove_file(file);
+            }
+        }
         if runner.output_closed.load(Ordering::SeqCst) {
             output_closed(&runner);
         }
@@ -763,6 +780,10 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         bar.finish();
     }
     let tally = tally.lock().unwrap_or_else(|p| p.into_inner());
+    if args.cat {
+        // Blocks written for jobs that never ran (a halt, an interrupt).
+        pipe::remove_cat_files();
+    }
     let status = if runner.interrupted.load(Ordering::SeqCst) {
         // Stopped by an interrupt, as GNU parallel reports it.
         255

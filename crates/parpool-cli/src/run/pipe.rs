@@ -75,6 +75,45 @@ impl Default for Cut {
     }
 }
 
+/// The name `--cat`'s files of this run start with.
+fn cat_prefix() -> String {
+    format!("parpool-cat-{}-", std::process::id())
+}
+
+/// Writes `block` to a new file for `--cat` (job `n`'s, in `--tmpdir` or
+/// `$TMPDIR`); its path. The job's `{}` names it; it is removed once the
+/// job is done.
+pub(crate) fn cat_file(block: &[u8], n: u64) -> io::Result<std::path::PathBuf> {
+    let dir = super::output::SPOOL_DIR
+        .get()
+        .cloned()
+        .unwrap_or_else(std::env::temp_dir);
+    let path = dir.join(format!("{}{n}", cat_prefix()));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("--cat: {}: {e}", path.display())))?;
+    io::Write::write_all(&mut file, block)?;
+    Ok(path)
+}
+
+/// Removes the `--cat` files of this run still there (their jobs never ran).
+pub(crate) fn remove_cat_files() {
+    let dir = super::output::SPOOL_DIR
+        .get()
+        .cloned()
+        .unwrap_or_else(std::env::temp_dir);
+    let prefix = cat_prefix();
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 /// `--block`'s size: a number with an optional suffix, `k` 1000 and `K`
 /// 1024 (and so on up the scale), as GNU parallel reads it.
 pub(crate) fn parse_size(s: &str) -> Result<usize, String> {

@@ -1745,10 +1745,34 @@ fn pipe_records_and_headers_match_gnu_parallel() {
             ],
             b"h\n1\n2\n3\n4\n",
         ),
+        // --cat: the block in a file named by {} (appended when absent).
+        (
+            &["-k", "--pipe", "-N4", "--cat", "wc -l < {}"],
+            b"1\n2\n3\n4\n5\n6\n7\n8\n9\n10\n",
+        ),
+        (&["-k", "--pipe", "-N2", "--cat", "cat"], b"a\nb\nc\n"),
     ];
     for (case, input) in cases {
         same_as_gnu_with_stdin(case, input, d);
     }
+    // No --cat file is left behind.
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let args = [
+        "--tmpdir",
+        tmp.to_str().unwrap(),
+        "--pipe",
+        "-N1",
+        "--cat",
+        "cat {}",
+    ];
+    let o = run_with_stdin_output(&args, b"x\ny\n");
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "--cat files left"
+    );
     for refused in [&["--pipe", "-L1", "cat"][..], &["--pipe", "-n2", "cat"][..]] {
         let o = run_with_stdin_output(refused, b"1\n2\n");
         assert_eq!(o.status.code(), Some(255), "{refused:?}");
