@@ -67,6 +67,18 @@ struct Options {
     write: bool,
 }
 
+impl Options {
+    /// `small` with `--quick`, else `full`.
+    fn sized(&self, small: u64, full: u64) -> u64 {
+        if self.quick { small } else { full }
+    }
+
+    /// Whether row `name` is wanted (`--only`).
+    fn wanted(&self, name: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| name.contains(o))
+    }
+}
+
 fn parse_args() -> Result<Options, String> {
     let mut o = Options {
         quick: false,
@@ -285,392 +297,29 @@ fn main() {
     };
     CONTENDER.get_or_init(|| opts.contender.clone());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let wanted = |name: &str| opts.only.as_deref().is_none_or(|o| name.contains(o));
-    let reps = opts.reps;
-    let quick = |small: u64, full: u64| if opts.quick { small } else { full };
     let mut t = Table::default();
 
     let suite = |s: &str| opts.suite.as_deref().is_none_or(|o| o == s);
     if suite("threads") {
-        let n = quick(50_000, 1_000_000);
-        let name = format!("tiny jobs: submit {n}, then collect");
-        if wanted(&name) {
-            let timings = measure(reps, &mut peers::tiny_jobs(cores, n));
-            let targets = [
-                ("tokio spawn_blocking", 1.25),
-                ("rayon spawn + oneshot", 5.0),
-            ];
-            t.record("threads", name, "jobs", n, timings, &targets);
-        }
-        let n = quick(5_000, 100_000);
-        let name = format!("round trip: submit, wait, repeat x{n}");
-        if wanted(&name) {
-            let timings = measure(reps, &mut peers::round_trip(cores, n));
-            // "≤ 0.8x rayon+oneshot's time" is a speed ratio of 1.25.
-            t.record(
-                "threads",
-                name,
-                "round trips",
-                n,
-                timings,
-                &[("rayon spawn + oneshot", 1.25)],
-            );
-        }
-        let n = quick(500_000, 10_000_000);
-        let name = format!("map: ordered, {n} trivial items");
-        if wanted(&name) {
-            // The lazy map streams any iterator; data already in memory is
-            // `par`'s job (the row below, with rayon's target).
-            let timings = measure(reps, &mut peers::map(cores, n));
-            t.record("threads", name, "items", n, timings, &[]);
-        }
-        let n = quick(20_000, 200_000);
-        let name = format!("map: ordered, {n} items of ~1 µs");
-        if wanted(&name) {
-            let timings = measure(reps, &mut peers::map_light(cores, n));
-            t.record("threads", name, "items", n, timings, &[]);
-        }
-        let n = quick(500_000, 10_000_000);
-        let name = format!("par map: ordered, {n} trivial items in memory");
-        if wanted(&name) {
-            let timings = measure(reps, &mut peers::par_map(cores, n));
-            let targets = [("rayon par_iter().map().collect()", 0.9)];
-            t.record("threads", name, "items", n, timings, &targets);
-        }
-        let n = quick(20_000, 200_000);
-        let name = format!("par map: {n} items of ~1 µs in memory");
-        if wanted(&name) {
-            let mut timings = measure(reps, &mut peers::par_map_light(cores, n));
-            // CPU-bound work split perfectly can go no faster than the
-            // sequential time over the cores: the physical floor, a peer.
-            if let Some(seq) = timings.iter().find(|t| t.name == "sequential") {
-                let floor = Timing {
-                    name: format!("floor: sequential / {cores} cores"),
-                    median_s: seq.median_s / cores as f64,
-                    runs_s: seq.runs_s.iter().map(|r| r / cores as f64).collect(),
-                };
-                timings.push(floor);
-            }
-            let targets = [("rayon par_iter().map().collect()", 1.0)];
-            t.record("threads", name, "items", n, timings, &targets);
-        }
-        let n = quick(20_000, 200_000);
-        let name = format!("par map: {n} uneven items (1 in 100 costs 100x) in memory");
-        if wanted(&name) {
-            let timings = measure(reps, &mut peers::par_map_uneven(cores, n));
-            let targets = [("rayon par_iter().map().collect()", 0.95)];
-            t.record("threads", name, "items", n, timings, &targets);
-        }
-        let n = quick(1_000_000, 100_000_000);
-        let name = format!("par map_reduce: sum of {n} u64 in memory");
-        if wanted(&name) {
-            let timings = measure(reps, &mut peers::par_sum(cores, n));
-            let targets = [("rayon par_iter().sum()", 0.9)];
-            t.record("threads", name, "items", n, timings, &targets);
-        }
-        let (jobs, ms) = (quick(16, 64), quick(1, 5));
-        let name = format!("cpu batch: {jobs} jobs of ~{ms} ms on {cores} cores");
-        if wanted(&name) {
-            let timings = measure(reps, &mut peers::cpu_batch(cores, jobs, ms));
-            let targets = [("sequential", 1.9_f64.min(cores as f64 * 0.95))];
-            t.record("threads", name, "jobs", jobs, timings, &targets);
-        }
+        threads_suite(&opts, cores, &mut t);
     }
 
     if suite("processes") {
-        let workers = 2.min(cores);
-        let n = quick(2_000, 20_000);
-        let name = format!("process tiny jobs: submit {n}, then collect ({workers} workers)");
-        if wanted(&name) {
-            let timings = measure_timed(reps, &mut process::tiny(workers, n));
-            let targets = [
-                ("procspawn Pool", 40.0),
-                ("Python ProcessPoolExecutor", 100.0),
-            ];
-            t.record("processes", name, "jobs", n, timings, &targets);
-        }
-        let n = quick(200, 2_000);
-        let name = format!("process round trip x{n}");
-        if wanted(&name) {
-            let (p50, p99) = measure_latency(reps, &mut process::round_trip(workers, n));
-            let targets = [("procspawn Pool", 1.0)];
-            t.record(
-                "processes",
-                format!("{name}: p50 latency"),
-                "round trips",
-                1,
-                p50,
-                &targets,
-            );
-            t.record(
-                "processes",
-                format!("{name}: p99 latency"),
-                "round trips",
-                1,
-                p99,
-                &[],
-            );
-        }
-        let n = quick(100, 1_000);
-        let name = format!("dependent pair x{n} (consumer, then its producer)");
-        if wanted(&name) {
-            let (p50, p99) = measure_latency(reps, &mut process::dependent_pair(workers, n));
-            t.record(
-                "processes",
-                format!("{name}: p50 latency"),
-                "pairs",
-                1,
-                p50,
-                &[],
-            );
-            // Within the budget is a speed ratio of at least 1.
-            t.record(
-                "processes",
-                format!("{name}: p99 latency"),
-                "pairs",
-                1,
-                p99,
-                &[("budget: 2 ms", 1.0)],
-            );
-        }
-        let n = quick(100_000, 1_000_000);
-        let name = format!("process map: {n} tiny items ({workers} workers)");
-        if wanted(&name) {
-            let timings = measure_timed(reps, &mut process::map(workers, n));
-            let targets = [("Python multiprocessing.Pool.map", 2.0)];
-            t.record("processes", name, "items", n, timings, &targets);
-        }
-        let n = quick(200_000, 10_000_000);
-        let name = format!("process par map: {n} f64 squared, in memory ({workers} workers)");
-        if wanted(&name) {
-            let timings = measure_timed(reps, &mut process::par_square(workers, n));
-            let targets = [
-                ("parpool ThreadPool par().map()", 0.7),
-                ("Python multiprocessing.Pool.map, best chunksize", 20.0),
-            ];
-            t.record("processes", name, "items", n, timings, &targets);
-        }
-        let name = "worker start: spawn to first result".to_owned();
-        if wanted(&name) {
-            let timings = measure_timed(reps, &mut process::start());
-            t.record(
-                "processes",
-                name,
-                "starts",
-                1,
-                timings,
-                &[("procspawn::spawn", 1.0)],
-            );
-        }
-        let bytes = quick(16 << 20, 256 << 20);
-        let name = format!("payload: {} MiB in and out", bytes >> 20);
-        if wanted(&name) {
-            let timings = measure_timed(reps, &mut process::payload(bytes));
-            let targets = [("parpool ProcessPool, bytes through the socket", 20.0)];
-            t.record("processes", name, "round trips", 1, timings, &targets);
-        }
-        let (jobs, ms) = (quick(16, 64), quick(1, 5));
-        let name = format!("process cpu batch: {jobs} jobs of ~{ms} ms, {workers} workers");
-        if wanted(&name) {
-            let timings = measure_timed(reps, &mut process::cpu(workers, jobs, ms));
-            t.record(
-                "processes",
-                name,
-                "jobs",
-                jobs,
-                timings,
-                &[("parpool ThreadPool", 0.95)],
-            );
-        }
+        processes_suite(&opts, cores, &mut t);
     }
 
     if suite("cli") {
-        // Each GNU parallel run takes seconds: fewer repetitions.
-        let reps = reps.min(3);
-        let n = quick(200, 2_000);
-        let name = format!("cli: {n} × true, 2 at a time");
-        if wanted(&name) {
-            let timings = measure_timed(reps, &mut cli::true_jobs(n));
-            let targets = [("xargs -P 2 -n 1", 0.95), ("GNU parallel -j 2", 5.0)];
-            t.record("cli", name, "jobs", n, timings, &targets);
-        }
-        let name = format!("cli: {n} × echo {{}}, output in input order");
-        if wanted(&name) {
-            let timings = measure_timed(reps, &mut cli::echo_keep_order(n));
-            t.record("cli", name, "jobs", n, timings, &[("GNU parallel -k", 5.0)]);
-        }
-        // GNU parallel plans about 400 lines a second here: 100k lines
-        // would take minutes per run, so the row uses 10k, run once.
-        let n = quick(1_000, 10_000);
-        let name = format!("cli: {n} stdin lines, --dry-run");
-        if wanted(&name) {
-            let timings = measure_once(&mut cli::dry_run(n));
-            let targets = [("GNU parallel --dry-run", 20.0)];
-            t.record("cli", name, "lines", n, timings, &targets);
-        }
-        let n = quick(200, 2_000);
-        let name = format!("cli: {n} × echo $HOME {{}}, through the shell");
-        if wanted(&name) {
-            let timings = measure_timed(reps, &mut cli::shell_path(n));
-            t.record("cli", name, "jobs", n, timings, &[("GNU parallel", 3.0)]);
-        }
-        let bytes = quick(64 << 20, 1 << 30);
-        let name = format!("cli: --pipe, {} MiB into wc -l, 2 at a time", bytes >> 20);
-        if wanted(&name) {
-            let timings = measure_timed(reps, &mut cli::pipe_wc(bytes));
-            t.record(
-                "cli",
-                name,
-                "MiB piped",
-                bytes >> 20,
-                timings,
-                &[("GNU parallel --pipe", 5.0)],
-            );
-        }
-        let n = quick(100_000, 1_000_000);
-        let name = format!("cli: peak memory with {n} queued inputs");
-        if wanted(&name) {
-            let timings = measure_timed(reps, &mut cli::queued_memory(n));
-            // "≤ 0.25× GNU parallel's memory" is a ratio of 4.
-            t.record("cli", name, MIB, n, timings, &[("GNU parallel", 4.0)]);
-        }
+        cli_suite(&opts, &mut t);
     }
 
     if suite("ipc") {
-        let reps = reps.min(3);
-        let n = quick(100_000, 1_000_000);
-        let name = format!("ipc: queue, {n} u64 messages, 1 producer process to 1 consumer");
-        if wanted(&name) {
-            let timings = measure_timed(reps, &mut ipc::queue_1to1(n));
-            let targets = [("Python multiprocessing.Queue", 50.0), ("ipc-channel", 5.0)];
-            t.record("ipc", name, "messages", n, timings, &targets);
-        }
-        let n = quick(40_000, 400_000);
-        let name = format!("ipc: queue, {n} 64-byte messages, 4 producer to 4 consumer processes");
-        if wanted(&name) {
-            let timings = measure_timed(reps, &mut ipc::queue_4x4(n));
-            let targets = [("Python multiprocessing.Queue", 50.0)];
-            t.record("ipc", name, "messages", n, timings, &targets);
-        }
-        let n = quick(50, 500);
-        let name = format!("ipc: queue, {n} 1 MiB messages, process to process");
-        if wanted(&name) {
-            let timings = measure_timed(reps, &mut ipc::queue_1mib(n));
-            let targets = [("Python multiprocessing.Queue", 10.0)];
-            t.record("ipc", name, "messages", n, timings, &targets);
-        }
-        let n = quick(100_000, 1_000_000);
-        let name = format!("ipc: {n} uncontended lock/unlock pairs");
-        if wanted(&name) {
-            let timings = measure_timed(reps, &mut ipc::lock(n));
-            let targets = [("Python multiprocessing.Lock", 20.0)];
-            t.record("ipc", name, "pairs", n, timings, &targets);
-        }
-        let n = quick(20, 200);
-        let name = format!("ipc: {n} one-shot Processes, start to result, one after another");
-        if wanted(&name) {
-            let timings = measure_timed(reps, &mut ipc::process_start(n));
-            let targets = [(
-                "Python multiprocessing.Process (spawn), result through a Pipe",
-                5.0,
-            )];
-            t.record("ipc", name, "processes", n, timings, &targets);
-        }
-        let n = quick(10_000, 100_000);
-        let name = format!("ipc: Pipe, {n} round trips to a worker process");
-        if wanted(&name) {
-            let timings = measure_timed(reps, &mut ipc::pipe_round_trip(n));
-            let targets = [("Python multiprocessing.Pipe", 10.0)];
-            t.record("ipc", name, "round trips", n, timings, &targets);
-        }
-        let n = quick(100_000, 1_000_000);
-        let name = format!("ipc: shared map, {n} get/set pairs from 4 processes");
-        if wanted(&name) {
-            let timings = measure_timed(reps, &mut ipc::shared_map(n));
-            let targets = [(
-                "Python Manager().dict() (time of 40k pairs, scaled to all)",
-                50.0,
-            )];
-            t.record("ipc", name, "pairs", n, timings, &targets);
-        }
-        let bytes = quick(64 << 20, 1 << 30);
-        for (kept, how) in [(false, "handed in each job"), (true, "kept by each worker")] {
-            let name = format!(
-                "ipc: {} MiB array {how}, two workers sum half each",
-                bytes >> 20
-            );
-            if wanted(&name) {
-                let timings = measure_timed(reps, &mut ipc::sum_halves(bytes, kept));
-                let targets = [("parpool ThreadPool, the same memory in process", 0.9)];
-                t.record("ipc", name, "arrays", 1, timings, &targets);
-            }
-        }
+        ipc_suite(&opts, &mut t);
     }
 
     // The MPI suite runs inside an MPI job: rank 0 of a relaunch of this
     // binary under `mpirun` measures it (see `mpi.rs`).
     #[cfg(feature = "mpi")]
-    let mut relaunch_mpi = false;
-    #[cfg(feature = "mpi")]
-    if suite("mpi") {
-        if mpi::under_launcher() {
-            // The mpi4py peer takes seconds per run.
-            let reps = reps.min(3);
-            let pool = mpi::pool();
-            let ranks = mpi::SERVING_RANKS;
-            let n = quick(2_000, 20_000);
-            let name =
-                format!("mpi tiny jobs: submit {n}, then collect ({ranks} ranks x 1 worker)");
-            if wanted(&name) {
-                let timings = measure_timed(reps, &mut mpi::tiny(&pool, n));
-                let targets = [("mpi4py.futures MPIPoolExecutor submit", 20.0)];
-                t.record("mpi", name, "jobs", n, timings, &targets);
-            }
-            let n = quick(200, 2_000);
-            let name = format!("mpi round trip x{n}");
-            if wanted(&name) {
-                let (p50, p99) = measure_latency(reps, &mut mpi::round_trip(&pool, n));
-                // "p50 at most a tenth of mpi4py's" is a speed ratio of 10.
-                let targets = [("mpi4py.futures MPIPoolExecutor", 10.0)];
-                t.record(
-                    "mpi",
-                    format!("{name}: p50 latency"),
-                    "round trips",
-                    1,
-                    p50,
-                    &targets,
-                );
-                t.record(
-                    "mpi",
-                    format!("{name}: p99 latency"),
-                    "round trips",
-                    1,
-                    p99,
-                    &[],
-                );
-            }
-            let n = quick(100_000, 1_000_000);
-            let name = format!("mpi map: {n} tiny items ({ranks} ranks x 1 worker)");
-            if wanted(&name) {
-                let timings = measure_timed(reps, &mut mpi::map(&pool, n));
-                let targets = [("mpi4py.futures map, best chunksize of 100/1000/10000", 2.0)];
-                t.record("mpi", name, "items", n, timings, &targets);
-            }
-            let (jobs, ms) = (quick(16, 64), quick(1, 5));
-            let name = format!("mpi cpu batch: {jobs} jobs of ~{ms} ms, {ranks} ranks x 1 worker");
-            if wanted(&name) {
-                let timings = measure_timed(reps, &mut mpi::cpu(&pool, jobs, ms));
-                let targets = [("parpool ProcessPool, same cores", 0.95)];
-                t.record("mpi", name, "jobs", jobs, timings, &targets);
-            }
-            pool.shutdown();
-        } else {
-            match mpi::missing() {
-                Some(why) => println!("\nmpi suite skipped: {why}"),
-                None => relaunch_mpi = true,
-            }
-        }
-    }
+    let relaunch_mpi = suite("mpi") && mpi_suite(&opts, &mut t);
     #[cfg(not(feature = "mpi"))]
     if suite("mpi") {
         println!(
@@ -700,38 +349,7 @@ fn main() {
         println!("\n{}", markdown(&report, suite));
     }
     if opts.write {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
-        for suite in suites {
-            let rows: Vec<&Row> = report.rows.iter().filter(|r| r.suite == suite).collect();
-            let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
-            let ratios: Vec<&Ratio> = report
-                .ratios
-                .iter()
-                .filter(|r| names.contains(&r.row.as_str()))
-                .collect();
-            let json = serde_json::json!({
-                "machine": &report.machine,
-                "quick": report.quick,
-                "reps": report.reps,
-                "rows": rows,
-                "ratios": ratios,
-            });
-            let written = std::fs::create_dir_all(&dir)
-                .and_then(|()| {
-                    std::fs::write(dir.join(format!("{suite}.md")), markdown(&report, suite))
-                })
-                .and_then(|()| {
-                    let text = serde_json::to_string_pretty(&json).expect("report serializes");
-                    std::fs::write(dir.join(format!("{suite}.json")), text)
-                });
-            match written {
-                Ok(()) => println!("written to {}", dir.join(format!("{suite}.md")).display()),
-                Err(e) => {
-                    eprintln!("bench: could not write results to {}: {e}", dir.display());
-                    std::process::exit(1);
-                }
-            }
-        }
+        write_results(&report, suites);
     }
     #[cfg(feature = "mpi")]
     if relaunch_mpi {
@@ -752,6 +370,430 @@ fn main() {
         }
     }
     black_box(());
+}
+
+/// The `threads` suite's rows.
+fn threads_suite(opts: &Options, cores: usize, t: &mut Table) {
+    let reps = opts.reps;
+    let n = opts.sized(50_000, 1_000_000);
+    let name = format!("tiny jobs: submit {n}, then collect");
+    if opts.wanted(&name) {
+        let timings = measure(reps, &mut peers::tiny_jobs(cores, n));
+        let targets = [
+            ("tokio spawn_blocking", 1.25),
+            ("rayon spawn + oneshot", 5.0),
+        ];
+        t.record("threads", name, "jobs", n, timings, &targets);
+    }
+    let n = opts.sized(5_000, 100_000);
+    let name = format!("round trip: submit, wait, repeat x{n}");
+    if opts.wanted(&name) {
+        let timings = measure(reps, &mut peers::round_trip(cores, n));
+        // "≤ 0.8x rayon+oneshot's time" is a speed ratio of 1.25.
+        t.record(
+            "threads",
+            name,
+            "round trips",
+            n,
+            timings,
+            &[("rayon spawn + oneshot", 1.25)],
+        );
+    }
+    let n = opts.sized(500_000, 10_000_000);
+    let name = format!("map: ordered, {n} trivial items");
+    if opts.wanted(&name) {
+        // The lazy map streams any iterator; data already in memory is
+        // `par`'s job (the row below, with rayon's target).
+        let timings = measure(reps, &mut peers::map(cores, n));
+        t.record("threads", name, "items", n, timings, &[]);
+    }
+    let n = opts.sized(20_000, 200_000);
+    let name = format!("map: ordered, {n} items of ~1 µs");
+    if opts.wanted(&name) {
+        let timings = measure(reps, &mut peers::map_light(cores, n));
+        t.record("threads", name, "items", n, timings, &[]);
+    }
+    let n = opts.sized(500_000, 10_000_000);
+    let name = format!("par map: ordered, {n} trivial items in memory");
+    if opts.wanted(&name) {
+        let timings = measure(reps, &mut peers::par_map(cores, n));
+        let targets = [("rayon par_iter().map().collect()", 0.9)];
+        t.record("threads", name, "items", n, timings, &targets);
+    }
+    let n = opts.sized(20_000, 200_000);
+    let name = format!("par map: {n} items of ~1 µs in memory");
+    if opts.wanted(&name) {
+        let mut timings = measure(reps, &mut peers::par_map_light(cores, n));
+        // CPU-bound work split perfectly can go no faster than the
+        // sequential time over the cores: the physical floor, a peer.
+        if let Some(seq) = timings.iter().find(|t| t.name == "sequential") {
+            let floor = Timing {
+                name: format!("floor: sequential / {cores} cores"),
+                median_s: seq.median_s / cores as f64,
+                runs_s: seq.runs_s.iter().map(|r| r / cores as f64).collect(),
+            };
+            timings.push(floor);
+        }
+        let targets = [("rayon par_iter().map().collect()", 1.0)];
+        t.record("threads", name, "items", n, timings, &targets);
+    }
+    let n = opts.sized(20_000, 200_000);
+    let name = format!("par map: {n} uneven items (1 in 100 costs 100x) in memory");
+    if opts.wanted(&name) {
+        let timings = measure(reps, &mut peers::par_map_uneven(cores, n));
+        let targets = [("rayon par_iter().map().collect()", 0.95)];
+        t.record("threads", name, "items", n, timings, &targets);
+    }
+    let n = opts.sized(1_000_000, 100_000_000);
+    let name = format!("par map_reduce: sum of {n} u64 in memory");
+    if opts.wanted(&name) {
+        let timings = measure(reps, &mut peers::par_sum(cores, n));
+        let targets = [("rayon par_iter().sum()", 0.9)];
+        t.record("threads", name, "items", n, timings, &targets);
+    }
+    let (jobs, ms) = (opts.sized(16, 64), opts.sized(1, 5));
+    let name = format!("cpu batch: {jobs} jobs of ~{ms} ms on {cores} cores");
+    if opts.wanted(&name) {
+        let timings = measure(reps, &mut peers::cpu_batch(cores, jobs, ms));
+        let targets = [("sequential", 1.9_f64.min(cores as f64 * 0.95))];
+        t.record("threads", name, "jobs", jobs, timings, &targets);
+    }
+}
+
+/// The `processes` suite's rows.
+fn processes_suite(opts: &Options, cores: usize, t: &mut Table) {
+    let reps = opts.reps;
+    let workers = 2.min(cores);
+    let n = opts.sized(2_000, 20_000);
+    let name = format!("process tiny jobs: submit {n}, then collect ({workers} workers)");
+    if opts.wanted(&name) {
+        let timings = measure_timed(reps, &mut process::tiny(workers, n));
+        let targets = [
+            ("procspawn Pool", 40.0),
+            ("Python ProcessPoolExecutor", 100.0),
+        ];
+        t.record("processes", name, "jobs", n, timings, &targets);
+    }
+    let n = opts.sized(200, 2_000);
+    let name = format!("process round trip x{n}");
+    if opts.wanted(&name) {
+        let (p50, p99) = measure_latency(reps, &mut process::round_trip(workers, n));
+        let targets = [("procspawn Pool", 1.0)];
+        t.record(
+            "processes",
+            format!("{name}: p50 latency"),
+            "round trips",
+            1,
+            p50,
+            &targets,
+        );
+        t.record(
+            "processes",
+            format!("{name}: p99 latency"),
+            "round trips",
+            1,
+            p99,
+            &[],
+        );
+    }
+    let n = opts.sized(100, 1_000);
+    let name = format!("dependent pair x{n} (consumer, then its producer)");
+    if opts.wanted(&name) {
+        let (p50, p99) = measure_latency(reps, &mut process::dependent_pair(workers, n));
+        t.record(
+            "processes",
+            format!("{name}: p50 latency"),
+            "pairs",
+            1,
+            p50,
+            &[],
+        );
+        // Within the budget is a speed ratio of at least 1.
+        t.record(
+            "processes",
+            format!("{name}: p99 latency"),
+            "pairs",
+            1,
+            p99,
+            &[("budget: 2 ms", 1.0)],
+        );
+    }
+    let n = opts.sized(100_000, 1_000_000);
+    let name = format!("process map: {n} tiny items ({workers} workers)");
+    if opts.wanted(&name) {
+        let timings = measure_timed(reps, &mut process::map(workers, n));
+        let targets = [("Python multiprocessing.Pool.map", 2.0)];
+        t.record("processes", name, "items", n, timings, &targets);
+    }
+    let n = opts.sized(200_000, 10_000_000);
+    let name = format!("process par map: {n} f64 squared, in memory ({workers} workers)");
+    if opts.wanted(&name) {
+        let timings = measure_timed(reps, &mut process::par_square(workers, n));
+        let targets = [
+            ("parpool ThreadPool par().map()", 0.7),
+            ("Python multiprocessing.Pool.map, best chunksize", 20.0),
+        ];
+        t.record("processes", name, "items", n, timings, &targets);
+    }
+    let name = "worker start: spawn to first result".to_owned();
+    if opts.wanted(&name) {
+        let timings = measure_timed(reps, &mut process::start());
+        t.record(
+            "processes",
+            name,
+            "starts",
+            1,
+            timings,
+            &[("procspawn::spawn", 1.0)],
+        );
+    }
+    let bytes = opts.sized(16 << 20, 256 << 20);
+    let name = format!("payload: {} MiB in and out", bytes >> 20);
+    if opts.wanted(&name) {
+        let timings = measure_timed(reps, &mut process::payload(bytes));
+        let targets = [("parpool ProcessPool, bytes through the socket", 20.0)];
+        t.record("processes", name, "round trips", 1, timings, &targets);
+    }
+    let (jobs, ms) = (opts.sized(16, 64), opts.sized(1, 5));
+    let name = format!("process cpu batch: {jobs} jobs of ~{ms} ms, {workers} workers");
+    if opts.wanted(&name) {
+        let timings = measure_timed(reps, &mut process::cpu(workers, jobs, ms));
+        t.record(
+            "processes",
+            name,
+            "jobs",
+            jobs,
+            timings,
+            &[("parpool ThreadPool", 0.95)],
+        );
+    }
+}
+
+/// The `cli` suite's rows.
+fn cli_suite(opts: &Options, t: &mut Table) {
+    let reps = opts.reps;
+    // Each GNU parallel run takes seconds: fewer repetitions.
+    let reps = reps.min(3);
+    let n = opts.sized(200, 2_000);
+    let name = format!("cli: {n} × true, 2 at a time");
+    if opts.wanted(&name) {
+        let timings = measure_timed(reps, &mut cli::true_jobs(n));
+        let targets = [("xargs -P 2 -n 1", 0.95), ("GNU parallel -j 2", 5.0)];
+        t.record("cli", name, "jobs", n, timings, &targets);
+    }
+    let name = format!("cli: {n} × echo {{}}, output in input order");
+    if opts.wanted(&name) {
+        let timings = measure_timed(reps, &mut cli::echo_keep_order(n));
+        t.record("cli", name, "jobs", n, timings, &[("GNU parallel -k", 5.0)]);
+    }
+    // GNU parallel plans about 400 lines a second here: 100k lines
+    // would take minutes per run, so the row uses 10k, run once.
+    let n = opts.sized(1_000, 10_000);
+    let name = format!("cli: {n} stdin lines, --dry-run");
+    if opts.wanted(&name) {
+        let timings = measure_once(&mut cli::dry_run(n));
+        let targets = [("GNU parallel --dry-run", 20.0)];
+        t.record("cli", name, "lines", n, timings, &targets);
+    }
+    let n = opts.sized(200, 2_000);
+    let name = format!("cli: {n} × echo $HOME {{}}, through the shell");
+    if opts.wanted(&name) {
+        let timings = measure_timed(reps, &mut cli::shell_path(n));
+        t.record("cli", name, "jobs", n, timings, &[("GNU parallel", 3.0)]);
+    }
+    let bytes = opts.sized(64 << 20, 1 << 30);
+    let name = format!("cli: --pipe, {} MiB into wc -l, 2 at a time", bytes >> 20);
+    if opts.wanted(&name) {
+        let timings = measure_timed(reps, &mut cli::pipe_wc(bytes));
+        t.record(
+            "cli",
+            name,
+            "MiB piped",
+            bytes >> 20,
+            timings,
+            &[("GNU parallel --pipe", 5.0)],
+        );
+    }
+    let n = opts.sized(100_000, 1_000_000);
+    let name = format!("cli: peak memory with {n} queued inputs");
+    if opts.wanted(&name) {
+        let timings = measure_timed(reps, &mut cli::queued_memory(n));
+        // "≤ 0.25× GNU parallel's memory" is a ratio of 4.
+        t.record("cli", name, MIB, n, timings, &[("GNU parallel", 4.0)]);
+    }
+}
+
+/// The `ipc` suite's rows.
+fn ipc_suite(opts: &Options, t: &mut Table) {
+    let reps = opts.reps;
+    let reps = reps.min(3);
+    let n = opts.sized(100_000, 1_000_000);
+    let name = format!("ipc: queue, {n} u64 messages, 1 producer process to 1 consumer");
+    if opts.wanted(&name) {
+        let timings = measure_timed(reps, &mut ipc::queue_1to1(n));
+        let targets = [("Python multiprocessing.Queue", 50.0), ("ipc-channel", 5.0)];
+        t.record("ipc", name, "messages", n, timings, &targets);
+    }
+    let n = opts.sized(40_000, 400_000);
+    let name = format!("ipc: queue, {n} 64-byte messages, 4 producer to 4 consumer processes");
+    if opts.wanted(&name) {
+        let timings = measure_timed(reps, &mut ipc::queue_4x4(n));
+        let targets = [("Python multiprocessing.Queue", 50.0)];
+        t.record("ipc", name, "messages", n, timings, &targets);
+    }
+    let n = opts.sized(50, 500);
+    let name = format!("ipc: queue, {n} 1 MiB messages, process to process");
+    if opts.wanted(&name) {
+        let timings = measure_timed(reps, &mut ipc::queue_1mib(n));
+        let targets = [("Python multiprocessing.Queue", 10.0)];
+        t.record("ipc", name, "messages", n, timings, &targets);
+    }
+    let n = opts.sized(100_000, 1_000_000);
+    let name = format!("ipc: {n} uncontended lock/unlock pairs");
+    if opts.wanted(&name) {
+        let timings = measure_timed(reps, &mut ipc::lock(n));
+        let targets = [("Python multiprocessing.Lock", 20.0)];
+        t.record("ipc", name, "pairs", n, timings, &targets);
+    }
+    let n = opts.sized(20, 200);
+    let name = format!("ipc: {n} one-shot Processes, start to result, one after another");
+    if opts.wanted(&name) {
+        let timings = measure_timed(reps, &mut ipc::process_start(n));
+        let targets = [(
+            "Python multiprocessing.Process (spawn), result through a Pipe",
+            5.0,
+        )];
+        t.record("ipc", name, "processes", n, timings, &targets);
+    }
+    let n = opts.sized(10_000, 100_000);
+    let name = format!("ipc: Pipe, {n} round trips to a worker process");
+    if opts.wanted(&name) {
+        let timings = measure_timed(reps, &mut ipc::pipe_round_trip(n));
+        let targets = [("Python multiprocessing.Pipe", 10.0)];
+        t.record("ipc", name, "round trips", n, timings, &targets);
+    }
+    let n = opts.sized(100_000, 1_000_000);
+    let name = format!("ipc: shared map, {n} get/set pairs from 4 processes");
+    if opts.wanted(&name) {
+        let timings = measure_timed(reps, &mut ipc::shared_map(n));
+        let targets = [(
+            "Python Manager().dict() (time of 40k pairs, scaled to all)",
+            50.0,
+        )];
+        t.record("ipc", name, "pairs", n, timings, &targets);
+    }
+    let bytes = opts.sized(64 << 20, 1 << 30);
+    for (kept, how) in [(false, "handed in each job"), (true, "kept by each worker")] {
+        let name = format!(
+            "ipc: {} MiB array {how}, two workers sum half each",
+            bytes >> 20
+        );
+        if opts.wanted(&name) {
+            let timings = measure_timed(reps, &mut ipc::sum_halves(bytes, kept));
+            let targets = [("parpool ThreadPool, the same memory in process", 0.9)];
+            t.record("ipc", name, "arrays", 1, timings, &targets);
+        }
+    }
+}
+
+/// The `mpi` suite's rows, measured here when this process runs under an
+/// MPI launcher; `true` when it must be relaunched under one.
+#[cfg(feature = "mpi")]
+fn mpi_suite(opts: &Options, t: &mut Table) -> bool {
+    let reps = opts.reps;
+    let mut relaunch_mpi = false;
+    if mpi::under_launcher() {
+        // The mpi4py peer takes seconds per run.
+        let reps = reps.min(3);
+        let pool = mpi::pool();
+        let ranks = mpi::SERVING_RANKS;
+        let n = opts.sized(2_000, 20_000);
+        let name = format!("mpi tiny jobs: submit {n}, then collect ({ranks} ranks x 1 worker)");
+        if opts.wanted(&name) {
+            let timings = measure_timed(reps, &mut mpi::tiny(&pool, n));
+            let targets = [("mpi4py.futures MPIPoolExecutor submit", 20.0)];
+            t.record("mpi", name, "jobs", n, timings, &targets);
+        }
+        let n = opts.sized(200, 2_000);
+        let name = format!("mpi round trip x{n}");
+        if opts.wanted(&name) {
+            let (p50, p99) = measure_latency(reps, &mut mpi::round_trip(&pool, n));
+            // "p50 at most a tenth of mpi4py's" is a speed ratio of 10.
+            let targets = [("mpi4py.futures MPIPoolExecutor", 10.0)];
+            t.record(
+                "mpi",
+                format!("{name}: p50 latency"),
+                "round trips",
+                1,
+                p50,
+                &targets,
+            );
+            t.record(
+                "mpi",
+                format!("{name}: p99 latency"),
+                "round trips",
+                1,
+                p99,
+                &[],
+            );
+        }
+        let n = opts.sized(100_000, 1_000_000);
+        let name = format!("mpi map: {n} tiny items ({ranks} ranks x 1 worker)");
+        if opts.wanted(&name) {
+            let timings = measure_timed(reps, &mut mpi::map(&pool, n));
+            let targets = [("mpi4py.futures map, best chunksize of 100/1000/10000", 2.0)];
+            t.record("mpi", name, "items", n, timings, &targets);
+        }
+        let (jobs, ms) = (opts.sized(16, 64), opts.sized(1, 5));
+        let name = format!("mpi cpu batch: {jobs} jobs of ~{ms} ms, {ranks} ranks x 1 worker");
+        if opts.wanted(&name) {
+            let timings = measure_timed(reps, &mut mpi::cpu(&pool, jobs, ms));
+            let targets = [("parpool ProcessPool, same cores", 0.95)];
+            t.record("mpi", name, "jobs", jobs, timings, &targets);
+        }
+        pool.shutdown();
+    } else {
+        match mpi::missing() {
+            Some(why) => println!("\nmpi suite skipped: {why}"),
+            None => relaunch_mpi = true,
+        }
+    }
+
+    relaunch_mpi
+}
+
+/// Writes each suite's table and JSON under `results/`.
+fn write_results(report: &Report, suites: Vec<&str>) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("results");
+    for suite in suites {
+        let rows: Vec<&Row> = report.rows.iter().filter(|r| r.suite == suite).collect();
+        let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        let ratios: Vec<&Ratio> = report
+            .ratios
+            .iter()
+            .filter(|r| names.contains(&r.row.as_str()))
+            .collect();
+        let json = serde_json::json!({
+            "machine": &report.machine,
+            "quick": report.quick,
+            "reps": report.reps,
+            "rows": rows,
+            "ratios": ratios,
+        });
+        let written = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(dir.join(format!("{suite}.md")), markdown(report, suite)))
+            .and_then(|()| {
+                let text = serde_json::to_string_pretty(&json).expect("report serializes");
+                std::fs::write(dir.join(format!("{suite}.json")), text)
+            });
+        match written {
+            Ok(()) => println!("written to {}", dir.join(format!("{suite}.md")).display()),
+            Err(e) => {
+                eprintln!("bench: could not write results to {}: {e}", dir.display());
+                std::process::exit(1);
+            }
+        }
+    }
 }
 
 /// The rows measured so far and their ratios against parpool.
