@@ -420,12 +420,10 @@ fn pipe_cut(
     Ok(cut)
 }
 
-/// Runs `parpool run`; returns the exit status.
-fn main(args: RunArgs) -> anyhow::Result<i32> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let local_slots = cap_by_descriptors(job_slots(args.jobs.as_deref().unwrap_or("100%"), cores)?);
-    // The machines jobs run on, and which of them each job slot is on.
-    let hosts: Vec<(remote::Host, usize)> = if args.sshlogins.is_empty() {
+/// The machines jobs run on (this one, or the `-S` logins), each with its
+/// job slots.
+fn machines(args: &RunArgs, local_slots: usize) -> anyhow::Result<Vec<(remote::Host, usize)>> {
+    Ok(if args.sshlogins.is_empty() {
         vec![(
             remote::Host {
                 ssh: None,
@@ -443,15 +441,11 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         let hosts = remote::parse_logins(&args.sshlogins, &ssh).map_err(anyhow::Error::msg)?;
         let jobs = args.jobs.clone().unwrap_or_else(|| "100%".into());
         remote::prepare(hosts, local_slots, remote_slots, jobs)
-    };
-    let slot_host: Vec<usize> = hosts
-        .iter()
-        .enumerate()
-        .flat_map(|(i, (_, n))| std::iter::repeat_n(i, *n))
-        .collect();
-    if slot_host.is_empty() {
-        bail!("no machine is left to run jobs on");
-    }
+    })
+}
+
+/// Settings refused before anything runs; `--tmpdir` put in place.
+fn check_settings(args: &RunArgs, hosts: &[(remote::Host, usize)]) -> anyhow::Result<()> {
     if let Some(dir) = &args.tmpdir {
         if !dir.is_dir() {
             bail!("--tmpdir {}: no such directory", dir.display());
@@ -461,8 +455,24 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
     if args.nice.is_some() && hosts.iter().any(|(h, _)| h.ssh.is_some()) {
         bail!("--nice with jobs on other machines (-S) is not supported");
     }
-    let slots = slot_host.len();
-    let (command, mut sources) = split_rest(args.rest)?;
+    Ok(())
+}
+
+/// The command's words, the inputs' column names, the jobs' values, how
+/// many values a job's `{}` stands for, and how `--pipe` cuts its input.
+struct Inputs {
+    command: Vec<OsString>,
+    names: input::Names,
+    jobs: input::Jobs,
+    n_sources: usize,
+    pipe_cut: Option<pipe::Cut>,
+}
+
+/// Reads the command line's rest (`rest`: the command and its inputs) into
+/// the jobs' values: `-a` files, columns, `--header`, `-r`, grouping
+/// (`-N`, `-X`) over `slots` job slots, `--shuf`.
+fn inputs(args: &RunArgs, rest: Vec<OsString>, slots: usize) -> anyhow::Result<Inputs> {
+    let (command, mut sources) = split_rest(rest)?;
     // `-a FILE`: input files, before the other sources.
     let files = args.arg_files.iter().map(|path| Linked {
         source: Source::File(path.clone()),
@@ -532,7 +542,26 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
     // `--shuf`: every job made first, then run in a random order (their
     // numbers, `{#}`, follow it, as in GNU parallel).
     let jobs: input::Jobs = if args.shuf { shuffled(jobs)? } else { jobs };
-    let command = name_columns(command, &names);
+    Ok(Inputs {
+        command,
+        names,
+        jobs,
+        n_sources,
+        pipe_cut,
+    })
+}
+
+/// How every job runs: its command's template (refused if it holds
+/// what parpool does not do), output, tags, pacing, machines and retries.
+fn runner(
+    args: &RunArgs,
+    command: Vec<OsString>,
+    names: &input::Names,
+    n_sources: usize,
+    hosts: Vec<(remote::Host, usize)>,
+    slot_host: Vec<usize>,
+) -> anyhow::Result<Arc<Runner>> {
+    let command = name_columns(command, names);
     let whole = args.replace.as_deref().unwrap_or("{}").as_bytes();
     let mut words: Vec<template::Word> = command
         .iter()
@@ -553,7 +582,7 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
     if mode == Mode::InputIsCommand {
         words.clear();
     }
-    let runner = Arc::new(Runner {
+    Ok(Arc::new(Runner {
         plan: Plan {
             context: args.group.is_some_and(|g| g.context),
             ..Plan::new(words, mode, append, args.quote, n_sources)
@@ -601,8 +630,82 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         output_closed: AtomicBool::new(false),
         interrupted: AtomicBool::new(false),
         total: std::sync::atomic::AtomicU64::new(u64::MAX),
-    });
+    }))
+}
 
+/// A job's values, and its standard input (`--pipe`).
+type Item = (input::Values, Option<Arc<Vec<u8>>>);
+
+/// Each job's values and standard input: the inputs' values, or with
+/// `--pipe` the blocks of standard input (in a file named by `{}` with
+/// `--cat`).
+fn job_items(
+    args: &RunArgs,
+    pipe_cut: Option<pipe::Cut>,
+    jobs: input::Jobs,
+) -> Box<dyn Iterator<Item = io::Result<Item>> + Send> {
+    if !args.pipe {
+        return Box::new(jobs.map(|r| r.map(|values| (values, None))));
+    }
+    // Read in bigger pieces where stdin is a pipe.
+    let _ = rustix::pipe::fcntl_setpipe_size(io::stdin(), 1 << 20);
+    let blocks = pipe::Blocks::new(io::stdin(), pipe_cut.unwrap_or_default());
+    if args.cat {
+        // `--cat`: each block in a file of its own, named by `{}`.
+        let mut n = 0u64;
+        Box::new(blocks.map(move |b| {
+            n += 1;
+            b.and_then(|block| Ok((vec![pipe::cat_file(&block, n)?.into_os_string()], None)))
+        }))
+    } else {
+        Box::new(blocks.map(|b| b.map(|block| (Vec::new(), Some(block)))))
+    }
+}
+
+/// `--dry-run`: each job's command, as the shell would read it, one a line.
+fn dry_run(
+    jobs: impl Iterator<Item = (input::Values, u64)>,
+    plan: &Plan,
+    known_total: Option<usize>,
+) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    for (values, seq) in jobs {
+        let fill = template::Fill {
+            args: &values,
+            seq,
+            slot: 1,
+            total: known_total.map(|n| n as u64),
+        };
+        out.write_all(&plan.argv(&fill).display())?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+/// Runs `parpool run`; returns the exit status.
+fn main(mut args: RunArgs) -> anyhow::Result<i32> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let local_slots = cap_by_descriptors(job_slots(args.jobs.as_deref().unwrap_or("100%"), cores)?);
+    let hosts = machines(&args, local_slots)?;
+    let slot_host: Vec<usize> = hosts
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, n))| std::iter::repeat_n(i, *n))
+        .collect();
+    if slot_host.is_empty() {
+        bail!("no machine is left to run jobs on");
+    }
+    check_settings(&args, &hosts)?;
+    let slots = slot_host.len();
+    let rest = std::mem::take(&mut args.rest);
+    let Inputs {
+        command,
+        names,
+        jobs,
+        n_sources,
+        pipe_cut,
+    } = inputs(&args, rest, slots)?;
+    let runner = runner(&args, command, &names, n_sources, hosts, slot_host)?;
     // Input errors stop the input (jobs already read still run) and make
     // the exit status 255.
     let input_error: Arc<Mutex<Option<io::Error>>> = Arc::default();
@@ -618,24 +721,7 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         _ => Default::default(),
     };
     // Each job's values, and its standard input (`--pipe`).
-    type Item = (input::Values, Option<Arc<Vec<u8>>>);
-    let jobs: Box<dyn Iterator<Item = io::Result<Item>> + Send> = if args.pipe {
-        // Read in bigger pieces where stdin is a pipe.
-        let _ = rustix::pipe::fcntl_setpipe_size(io::stdin(), 1 << 20);
-        let blocks = pipe::Blocks::new(io::stdin(), pipe_cut.unwrap_or_default());
-        if args.cat {
-            // `--cat`: each block in a file of its own, named by `{}`.
-            let mut n = 0u64;
-            Box::new(blocks.map(move |b| {
-                n += 1;
-                b.and_then(|block| Ok((vec![pipe::cat_file(&block, n)?.into_os_string()], None)))
-            }))
-        } else {
-            Box::new(blocks.map(|b| b.map(|block| (Vec::new(), Some(block)))))
-        }
-    } else {
-        Box::new(jobs.map(|r| r.map(|values| (values, None))))
-    };
+    let jobs = job_items(&args, pipe_cut, jobs);
     let known_total = jobs.size_hint().1;
     if let Some(n) = known_total {
         runner
@@ -657,18 +743,11 @@ fn main(args: RunArgs) -> anyhow::Result<i32> {
         .map(|(((values, stdin), seq), order)| (values, stdin, seq, order));
 
     if args.dry_run {
-        let mut out = io::stdout().lock();
-        for (values, _, seq, _) in jobs {
-            let fill = template::Fill {
-                args: &values,
-                seq,
-                slot: 1,
-                total: known_total.map(|n| n as u64),
-            };
-            out.write_all(&runner.plan.argv(&fill).display())?;
-            out.write_all(b"\n")?;
-        }
-        out.flush()?;
+        dry_run(
+            jobs.map(|(values, _, seq, _)| (values, seq)),
+            &runner.plan,
+            known_total,
+        )?;
         return Ok(finish_status(0, &input_error));
     }
 
