@@ -778,15 +778,6 @@ fn apply(
                 .map_err(|_| bad(format!("`{value}` is not a niceness (-20 to 19)")))?;
             args.nice = Some(n.clamp(-20, 19));
         }
-        (_, "number-of-cores" | "number-of-cpus") => {
-            return Ok(Some(Parsed::Say(cpu_count(CpuCount::Cores).to_string())));
-        }
-        (_, "number-of-threads") => {
-            return Ok(Some(Parsed::Say(cpu_count(CpuCount::Threads).to_string())));
-        }
-        (_, "number-of-sockets") => {
-            return Ok(Some(Parsed::Say(cpu_count(CpuCount::Sockets).to_string())));
-        }
         (Some('a'), _) => args.arg_files.push(value.into()),
         (Some('d'), _) => args.delimiter = Some(parse_delimiter(&value).map_err(bad)?),
         (_, "trim") => {
@@ -836,6 +827,22 @@ fn apply(
         (_, "pipe") => args.pipe = true,
         (_, "plus") => args.plus = true,
         (_, "results") => args.results = Some(value.into()),
+        // Other machines, `--pipe`'s cutting, grouping, help.
+        _ => return apply_more(args, spec, value),
+    }
+    Ok(None)
+}
+
+/// The rest of [`apply`]: other machines, `--pipe`'s cutting, `-X`/`-m`,
+/// the CPU counts, help and version.
+fn apply_more(
+    args: &mut RunArgs,
+    spec: &Spec,
+    value: String,
+) -> Result<Option<Parsed>, UsageError> {
+    let name = spec.long.first().copied().unwrap_or_default();
+    let bad = |why: String| UsageError(format!("{}: {why}", spec.name()));
+    match (spec.short, name) {
         (Some('S'), _) => args.sshlogins.push(value),
         (_, "sshloginfile") => {
             let lines =
@@ -870,6 +877,15 @@ fn apply(
                 size,
                 context: c == 'X',
             });
+        }
+        (_, "number-of-cores" | "number-of-cpus") => {
+            return Ok(Some(Parsed::Say(cpu_count(CpuCount::Cores).to_string())));
+        }
+        (_, "number-of-threads") => {
+            return Ok(Some(Parsed::Say(cpu_count(CpuCount::Threads).to_string())));
+        }
+        (_, "number-of-sockets") => {
+            return Ok(Some(Parsed::Say(cpu_count(CpuCount::Sockets).to_string())));
         }
         (Some('h'), _) => return Ok(Some(Parsed::Help)),
         (Some('V'), _) => return Ok(Some(Parsed::Version)),
