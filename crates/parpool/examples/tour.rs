@@ -120,7 +120,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         stats.completed, stats.failed, stats.cancelled
     );
 
-    // 8. The same task on worker processes; a crash fails alone.
+    on_processes(inputs, sequential)
+}
+
+/// 8. The same task on worker processes; a crash fails alone.
+fn on_processes(inputs: Vec<u64>, sequential: u64) -> Result<(), Box<dyn std::error::Error>> {
     let procs = ProcessPool::builder()
         .workers(2)
         .stderr(WorkerOutput::Null)
