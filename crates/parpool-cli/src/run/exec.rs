@@ -620,8 +620,45 @@ impl Runner {
         std::thread::sleep(wait);
     }
 
-    /// The job's command: its program run directly, or the shell.
-    fn command(&self, argv: &Argv, slot: usize) -> Command {
+    /// The job's command, ready to spawn: its program run directly, or the
+    /// shell (under `nice` with `--nice`), with the job's environment, its
+    /// own process group, and pipes as its output mode needs.
+    fn command(&self, argv: &Argv, seq: u64, slot: usize, piped_stdin: bool) -> Command {
+        let mut cmd = match self.nice.filter(|_| !self.remote(slot)) {
+            // `--nice`: the job, and all it starts, at that niceness.
+            Some(n) => {
+                let mut c = Command::new("nice");
+                c.arg("-n").arg(n.to_string());
+                match &argv.direct {
+                    Some(words) => c.args(words),
+                    None => c
+                        .arg(&self.plan.shell)
+                        .arg("-c")
+                        .arg(template::os(argv.line.clone())),
+                };
+                c
+            }
+            None => self.program(argv, slot),
+        };
+        cmd.stdin(if piped_stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .env("PARALLEL_SEQ", seq.to_string())
+        .envs(self.tmpdir.iter().map(|d| ("TMPDIR", d)))
+        .env("PARALLEL_JOBSLOT", slot.to_string())
+        // Its own process group: a timeout or an interrupt kills the
+        // job and everything it started.
+        .process_group(0);
+        if self.output != OutputMode::Ungroup {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
+        cmd
+    }
+
+    /// The job's program run directly, or the shell running its line.
+    fn program(&self, argv: &Argv, slot: usize) -> Command {
         match &argv.direct {
             Some(words) => {
                 let program = self.plan.program.as_ref().filter(|_| !self.remote(slot));
@@ -653,36 +690,7 @@ impl Runner {
         out: &mut Outcome,
     ) {
         self.pace();
-        let mut cmd = match self.nice.filter(|_| !self.remote(slot)) {
-            // `--nice`: the job, and all it starts, at that niceness.
-            Some(n) => {
-                let mut c = Command::new("nice");
-                c.arg("-n").arg(n.to_string());
-                match &argv.direct {
-                    Some(words) => c.args(words),
-                    None => c
-                        .arg(&self.plan.shell)
-                        .arg("-c")
-                        .arg(template::os(argv.line.clone())),
-                };
-                c
-            }
-            None => self.command(argv, slot),
-        };
-        cmd.stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .env("PARALLEL_SEQ", seq.to_string())
-        .envs(self.tmpdir.iter().map(|d| ("TMPDIR", d)))
-        .env("PARALLEL_JOBSLOT", slot.to_string())
-        // Its own process group: a timeout or an interrupt kills the
-        // job and everything it started.
-        .process_group(0);
-        if self.output != OutputMode::Ungroup {
-            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        }
+        let mut cmd = self.command(argv, seq, slot, stdin.is_some());
         out.started = Some(SystemTime::now());
         let t0 = Instant::now();
         let child = match cmd.spawn() {
@@ -779,7 +787,18 @@ impl Runner {
         }
         self.lock_running().remove(&pgid);
         out.runtime = t0.elapsed();
-        out.timed_out = timed_out.load(Ordering::Acquire);
+        self.settle(out, result, timed_out.load(Ordering::Acquire));
+    }
+
+    /// Records how a job ended in `out`: its exit status as GNU parallel
+    /// logs it, its output, and GNU's note if its timeout killed it.
+    fn settle(
+        &self,
+        out: &mut Outcome,
+        result: std::io::Result<(std::process::ExitStatus, Held, Held, u64)>,
+        timed_out: bool,
+    ) {
+        out.timed_out = timed_out;
         match result {
             Ok((status, stdout, stderr, received)) => {
                 out.received = received;
@@ -788,8 +807,7 @@ impl Runner {
                 // As GNU parallel logs it: -1 when parpool killed it
                 // (timeout, halt, interrupt), 0 with the signal otherwise.
                 if out.signal != 0 {
-                    let killed =
-                        timed_out.load(Ordering::Acquire) || self.kill.load(Ordering::Acquire);
+                    let killed = timed_out || self.kill.load(Ordering::Acquire);
                     out.exit = if killed { -1 } else { 0 };
                 }
                 out.stdout = stdout;
