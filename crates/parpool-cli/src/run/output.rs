@@ -92,9 +92,15 @@ impl Held {
 /// Where spool files go: `--tmpdir`, else `$TMPDIR` (or `/tmp`).
 pub(crate) static SPOOL_DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 
+/// The directory for parpool's temporary files: `--tmpdir`, else
+/// `$TMPDIR` (or `/tmp`).
+pub(crate) fn spool_dir() -> std::path::PathBuf {
+    SPOOL_DIR.get().cloned().unwrap_or_else(std::env::temp_dir)
+}
+
 /// An unlinked temporary file in the spool directory.
 fn spool_file() -> io::Result<File> {
-    let dir = SPOOL_DIR.get().cloned().unwrap_or_else(std::env::temp_dir);
+    let dir = spool_dir();
     for attempt in 0..100u32 {
         let path = dir.join(format!(
             "parpool-spool-{}-{}-{attempt}",

@@ -84,10 +84,7 @@ fn cat_prefix() -> String {
 /// `$TMPDIR`); its path. The job's `{}` names it; it is removed once the
 /// job is done.
 pub(crate) fn cat_file(block: &[u8], n: u64) -> io::Result<std::path::PathBuf> {
-    let dir = super::output::SPOOL_DIR
-        .get()
-        .cloned()
-        .unwrap_or_else(std::env::temp_dir);
+    let dir = super::output::spool_dir();
     let path = dir.join(format!("{}{n}", cat_prefix()));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -100,10 +97,7 @@ pub(crate) fn cat_file(block: &[u8], n: u64) -> io::Result<std::path::PathBuf> {
 
 /// Removes the `--cat` files of this run still there (their jobs never ran).
 pub(crate) fn remove_cat_files() {
-    let dir = super::output::SPOOL_DIR
-        .get()
-        .cloned()
-        .unwrap_or_else(std::env::temp_dir);
+    let dir = super::output::spool_dir();
     let prefix = cat_prefix();
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for entry in entries.flatten() {

@@ -414,34 +414,35 @@ pub(crate) fn fill_word(word: &Word, fill: &Fill<'_>, quote: bool) -> Vec<u8> {
                 out.extend_from_slice(format!("{:0width$}", fill.seq).as_bytes());
             }
             Piece::Plus { source, op } => {
-                for (i, v) in values(fill, *source).iter().enumerate() {
-                    if i > 0 {
-                        out.push(b' ');
-                    }
-                    let v = op.apply(v.as_bytes());
-                    if quote {
-                        out.extend_from_slice(&shell_quote(&v));
-                    } else {
-                        out.extend_from_slice(&v);
-                    }
-                }
+                push_values(&mut out, &values(fill, *source), quote, |v| op.apply(v));
             }
             Piece::Input { source, op } => {
-                for (i, v) in values(fill, *source).iter().enumerate() {
-                    if i > 0 {
-                        out.push(b' ');
-                    }
-                    let v = apply(*op, v.as_bytes());
-                    if quote {
-                        out.extend_from_slice(&shell_quote(&v));
-                    } else {
-                        out.extend_from_slice(&v);
-                    }
-                }
+                push_values(&mut out, &values(fill, *source), quote, |v| apply(*op, v));
             }
         }
     }
     out
+}
+
+/// Writes `values`, each edited by `edit` (and shell-quoted if `quote`),
+/// separated by spaces.
+fn push_values(
+    out: &mut Vec<u8>,
+    values: &[&OsString],
+    quote: bool,
+    edit: impl Fn(&[u8]) -> Vec<u8>,
+) {
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(b' ');
+        }
+        let v = edit(v.as_bytes());
+        if quote {
+            out.extend_from_slice(&shell_quote(&v));
+        } else {
+            out.extend_from_slice(&v);
+        }
+    }
 }
 
 /// The input values a replacement string stands for: all of them, or
