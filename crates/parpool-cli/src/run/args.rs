@@ -68,6 +68,8 @@ pub(crate) struct RunArgs {
     pub(crate) pipe: bool,
     /// `--plus`: the extra replacement strings.
     pub(crate) plus: bool,
+    /// `--rpl 'TAG PERL'`: replacement strings defined in perl.
+    pub(crate) rpl: Vec<String>,
     /// `--results DIR`: each job's output in files under DIR.
     pub(crate) results: Option<std::path::PathBuf>,
     /// `-S`, `--sshloginfile`: the machines to run on.
@@ -406,6 +408,12 @@ const SPECS: &[Spec] = &[
         long: &["plus"],
         takes: Takes::Nothing,
         help: "also {+/} {+.} {..} {+..} {/..} {...} {+...} {/...} {##} {0#}",
+    },
+    Spec {
+        short: None,
+        long: &["rpl"],
+        takes: Takes::Value("'TAG PERL'"),
+        help: "define TAG as {= PERL =} (TAG may hold one (regex) whose groups PERL reads as $$1, $$2)",
     },
     Spec {
         short: None,
@@ -826,6 +834,10 @@ fn apply(
         }
         (_, "pipe") => args.pipe = true,
         (_, "plus") => args.plus = true,
+        (_, "rpl") => {
+            super::rpl::Rpl::parse(&value).map_err(bad)?;
+            args.rpl.push(value);
+        }
         (_, "results") => args.results = Some(value.into()),
         // Other machines, `--pipe`'s cutting, grouping, help.
         _ => return apply_more(args, spec, value),

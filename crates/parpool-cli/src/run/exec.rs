@@ -244,9 +244,11 @@ impl Plan {
         let copies: Vec<Vec<u8>> = fill
             .args
             .iter()
-            .map(|a| {
+            .enumerate()
+            .map(|(at, a)| {
                 one(&Fill {
                     args: std::slice::from_ref(a),
+                    first: fill.first + at,
                     ..*fill
                 })
             })
@@ -361,10 +363,15 @@ impl Plan {
             );
         }
         let backslash = || fill.args.iter().any(|a| a.as_bytes().contains(&b'\\'));
+        // A `{= perl =}` value that called `uq()` is for the shell to read.
+        let unquoted = || {
+            fill.perl
+                .is_some_and(|e| e.values.iter().any(|(_, v)| v.unquoted))
+        };
         let direct = match self.direct {
             Direct::Never => false,
-            Direct::Always => true,
-            Direct::UnlessBackslash => !backslash(),
+            Direct::Always => !unquoted(),
+            Direct::UnlessBackslash => !backslash() && !unquoted(),
         };
         let direct = direct.then(|| {
             let mut words: Vec<OsString> = self
@@ -409,6 +416,18 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
+    /// A job that could not start: exit 255, `why` on its stderr.
+    pub(crate) fn not_started(seq: u64, values: Vec<OsString>, why: String) -> Outcome {
+        Outcome {
+            seq,
+            values,
+            started: Some(SystemTime::now()),
+            exit: 255,
+            stderr: Held::from_text(format!("parpool: {why}\n")),
+            ..Outcome::default()
+        }
+    }
+
     pub(crate) fn failed(&self) -> bool {
         !self.skipped && (self.exit != 0 || self.signal != 0)
     }
@@ -494,23 +513,77 @@ pub(crate) struct Runner {
     pub(crate) interrupted: AtomicBool,
     /// How many jobs there are (`{##}`); `u64::MAX` while unknown.
     pub(crate) total: std::sync::atomic::AtomicU64,
+    /// The `perl` that evaluates `{= perl =}` strings, if any is used.
+    pub(crate) perl: Option<super::perl::Perl>,
+    /// Values per record for perl's `@arg` (0: all of a job's).
+    pub(crate) record: usize,
 }
 
 impl Runner {
-    /// Runs job `seq` on `values`, retrying up to `tries` times in all.
+    pub(crate) fn total(&self) -> Option<u64> {
+        let total = self.total.load(Ordering::Relaxed);
+        (total != u64::MAX).then_some(total)
+    }
+
+    /// Every word a job fills: the command's, the tag's, the files sent
+    /// and fetched.
+    fn all_words(&self) -> impl Iterator<Item = &Word> {
+        let tag = match &self.tag {
+            Tag::Template(word) => Some(word),
+            _ => None,
+        };
+        self.plan
+            .words
+            .iter()
+            .chain(tag)
+            .chain(&self.transfer)
+            .chain(&self.returns)
+    }
+
+    /// Evaluates the job's `{= perl =}` strings (none: `None`), each
+    /// once per value it stands for. Called for jobs in the order they
+    /// start, as GNU parallel evaluates them.
+    pub(crate) fn evaluate(
+        &self,
+        seq: u64,
+        values: &[OsString],
+        slot: usize,
+    ) -> std::io::Result<Option<super::perl::Evaluated>> {
+        let Some(perl) = &self.perl else {
+            return Ok(None);
+        };
+        let mut wants = Vec::new();
+        for piece in self.all_words().flatten() {
+            if let template::Piece::Perl { source, id, .. } = piece {
+                for at in template::value_indexes(values.len(), *source) {
+                    if !wants.contains(&(*id, at)) {
+                        wants.push((*id, at));
+                    }
+                }
+            }
+        }
+        let job = super::perl::Job {
+            seq,
+            slot,
+            total: self.total(),
+            record: self.record,
+        };
+        perl.evaluate(job, values, &wants).map(Some)
+    }
+
+    /// Runs job `seq` on `values`, retrying up to `tries` times in all;
+    /// `perl` is what [`Runner::evaluate`] gave for it.
     pub(crate) fn run(
         &self,
         seq: u64,
         values: Vec<OsString>,
         slot: usize,
         stdin: Option<Arc<Vec<u8>>>,
+        perl: Option<super::perl::Evaluated>,
     ) -> Outcome {
-        let total = self.total.load(Ordering::Relaxed);
         let fill = Fill {
-            args: &values,
-            seq,
-            slot,
-            total: (total != u64::MAX).then_some(total),
+            perl: perl.as_ref(),
+            ..Fill::new(&values, seq, slot, self.total())
         };
         let argv = self.plan.argv(&fill);
         let tag = match &self.tag {
@@ -528,6 +601,14 @@ impl Runner {
             tag,
             ..Outcome::default()
         };
+        if perl.as_ref().is_some_and(|p| p.skip) {
+            // `skip()`: not run, logged with exit -2 and counted as a
+            // failure, as GNU parallel does.
+            outcome.started = Some(SystemTime::now());
+            outcome.exit = -2;
+            outcome.values = values;
+            return outcome;
+        }
         let host = self
             .slot_host
             .get(slot.saturating_sub(1))

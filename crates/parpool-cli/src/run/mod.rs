@@ -5,8 +5,10 @@ mod exec;
 mod input;
 mod joblog;
 mod output;
+mod perl;
 mod pipe;
 mod remote;
+mod rpl;
 mod template;
 
 use std::ffi::OsString;
@@ -37,12 +39,7 @@ pub(crate) mod fuzz {
         use std::os::unix::ffi::OsStrExt;
         for plus in [false, true] {
             let parsed = super::template::parse_word_with(word, word.as_bytes(), plus);
-            let fill = super::template::Fill {
-                args,
-                seq: 7,
-                slot: 2,
-                total: Some(9),
-            };
+            let fill = super::template::Fill::new(args, 7, 2, Some(9));
             let _ = super::template::fill_word(&parsed, &fill, true);
             let _ = super::template::fill_word(&parsed, &fill, false);
         }
@@ -196,17 +193,19 @@ impl Slots {
     }
 
     /// The lowest free slot, for the job dispatched `order`-th (0-based),
-    /// once every job before it has taken one.
-    fn take(&self, order: u64) -> usize {
+    /// once every job before it has taken one; `first` runs with the slot
+    /// before the next job's turn (jobs' perl code runs in start order).
+    fn take<R>(&self, order: u64, first: impl FnOnce(usize) -> R) -> (usize, R) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         while st.1 != order || st.0.is_empty() {
             st = self.turn.wait(st).unwrap_or_else(|p| p.into_inner());
         }
-        st.1 += 1;
         let slot = st.0.pop().unwrap_or(1);
+        let r = first(slot);
+        st.1 += 1;
         drop(st);
         self.turn.notify_all();
-        slot
+        (slot, r)
     }
 
     fn give_back(&self, slot: usize) {
@@ -465,6 +464,9 @@ struct Inputs {
     names: input::Names,
     jobs: input::Jobs,
     n_sources: usize,
+    /// Values per record with several inputs per job (perl's `@arg`
+    /// grows a record at a time); 0: the job's values are one record.
+    record: usize,
     pipe_cut: Option<pipe::Cut>,
 }
 
@@ -492,6 +494,7 @@ fn inputs(args: &RunArgs, rest: Vec<OsString>, slots: usize) -> anyhow::Result<I
         trim: args.trim,
     };
     let mut n_sources = if sources.is_empty() { 1 } else { sources.len() };
+    let record = if args.group.is_some() { n_sources } else { 0 };
     // `--pipe`'s header is its input's, not the sources'.
     let pipe_cut = if args.pipe {
         Some(pipe_cut(
@@ -547,6 +550,7 @@ fn inputs(args: &RunArgs, rest: Vec<OsString>, slots: usize) -> anyhow::Result<I
         names,
         jobs,
         n_sources,
+        record,
         pipe_cut,
     })
 }
@@ -557,19 +561,44 @@ fn runner(
     args: &RunArgs,
     command: Vec<OsString>,
     names: &input::Names,
-    n_sources: usize,
+    (n_sources, record): (usize, usize),
     hosts: Vec<(remote::Host, usize)>,
     slot_host: Vec<usize>,
 ) -> anyhow::Result<Arc<Runner>> {
-    let command = name_columns(command, names);
+    let command = rpl::join_spanning(name_columns(command, names));
     let whole = args.replace.as_deref().unwrap_or("{}").as_bytes();
-    let mut words: Vec<template::Word> = command
-        .iter()
-        .map(|w| match template::refused(w, args.plus) {
+    let mut rpls = if args.plus {
+        rpl::Rpl::plus()
+    } else {
+        Vec::new()
+    };
+    for r in &args.rpl {
+        rpls.push(rpl::Rpl::parse(r).map_err(|e| anyhow::anyhow!("--rpl: {e}"))?);
+    }
+    let parse = |w: &std::ffi::OsStr, whole: &[u8]| {
+        let expanded = rpl::expand(w.as_bytes(), &rpls);
+        let w = std::ffi::OsStr::from_bytes(&expanded);
+        match template::refused(w, args.plus) {
             Some(why) => Err(anyhow::anyhow!(why)),
             None => Ok(template::parse_word_with(w, whole, args.plus)),
-        })
+        }
+    };
+    let mut words: Vec<template::Word> = command
+        .iter()
+        .map(|w| parse(w, whole))
         .collect::<anyhow::Result<_>>()?;
+    let files = |list: &[String]| -> anyhow::Result<Vec<template::Word>> {
+        list.iter()
+            .map(|t| parse(std::ffi::OsStr::new(t), b"{}"))
+            .collect()
+    };
+    let mut transfer = files(&args.transfer)?;
+    let mut returns = files(&args.returns)?;
+    let mut tag = match (&args.tagstring, args.tag) {
+        (Some(t), _) => exec::Tag::Template(parse(std::ffi::OsStr::new(t), b"{}")?),
+        (None, true) => exec::Tag::Values,
+        (None, false) => exec::Tag::None,
+    };
     let mode = if words.is_empty() {
         Mode::InputIsCommand
     } else {
@@ -582,6 +611,16 @@ fn runner(
     if mode == Mode::InputIsCommand {
         words.clear();
     }
+    let tag_word = match &mut tag {
+        exec::Tag::Template(word) => Some(word),
+        _ => None,
+    };
+    let all = words
+        .iter_mut()
+        .chain(tag_word)
+        .chain(&mut transfer)
+        .chain(&mut returns);
+    let perl = perl::compile_all(all, slot_host.len())?;
     Ok(Arc::new(Runner {
         plan: Plan {
             context: args.group.is_some_and(|g| g.context),
@@ -594,15 +633,7 @@ fn runner(
         } else {
             OutputMode::Group
         },
-        tag: match (&args.tagstring, args.tag) {
-            (Some(t), _) => exec::Tag::Template(template::parse_word_with(
-                std::ffi::OsStr::new(t),
-                b"{}",
-                args.plus,
-            )),
-            (None, true) => exec::Tag::Values,
-            (None, false) => exec::Tag::None,
-        },
+        tag,
         delay: args.delay,
         nice: args.nice,
         tmpdir: args.tmpdir.clone(),
@@ -611,16 +642,8 @@ fn runner(
         succeeded: Mutex::new(Vec::new()),
         hosts: hosts.into_iter().map(|(h, _)| h).collect(),
         slot_host,
-        transfer: args
-            .transfer
-            .iter()
-            .map(|t| template::parse_word_with(std::ffi::OsStr::new(t), b"{}", args.plus))
-            .collect(),
-        returns: args
-            .returns
-            .iter()
-            .map(|t| template::parse_word_with(std::ffi::OsStr::new(t), b"{}", args.plus))
-            .collect(),
+        transfer,
+        returns,
         cleanup: args.cleanup,
         env: args.env.clone(),
         tries: args.retries.max(1),
@@ -630,6 +653,8 @@ fn runner(
         output_closed: AtomicBool::new(false),
         interrupted: AtomicBool::new(false),
         total: std::sync::atomic::AtomicU64::new(u64::MAX),
+        perl,
+        record,
     }))
 }
 
@@ -662,24 +687,29 @@ fn job_items(
     }
 }
 
-/// `--dry-run`: each job's command, as the shell would read it, one a line.
+/// `--dry-run`: each job's command, as the shell would read it, one a
+/// line, the jobs taking the slots in turn; how many jobs `skip()` would
+/// skip (GNU parallel counts them as failed).
 fn dry_run(
     jobs: impl Iterator<Item = (input::Values, u64)>,
-    plan: &Plan,
-    known_total: Option<usize>,
-) -> io::Result<()> {
+    runner: &Runner,
+    slots: usize,
+) -> io::Result<usize> {
     let mut out = io::stdout().lock();
-    for (values, seq) in jobs {
+    let mut skipped = 0;
+    for (order, (values, seq)) in jobs.enumerate() {
+        let slot = order % slots.max(1) + 1;
+        let perl = runner.evaluate(seq, &values, slot)?;
+        skipped += usize::from(perl.as_ref().is_some_and(|p| p.skip));
         let fill = template::Fill {
-            args: &values,
-            seq,
-            slot: 1,
-            total: known_total.map(|n| n as u64),
+            perl: perl.as_ref(),
+            ..template::Fill::new(&values, seq, slot, runner.total())
         };
-        out.write_all(&plan.argv(&fill).display())?;
+        out.write_all(&runner.plan.argv(&fill).display())?;
         out.write_all(b"\n")?;
     }
-    out.flush()
+    out.flush()?;
+    Ok(skipped)
 }
 
 /// Runs `parpool run`; returns the exit status.
@@ -703,9 +733,17 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
         names,
         jobs,
         n_sources,
+        record,
         pipe_cut,
     } = inputs(&args, rest, slots)?;
-    let runner = runner(&args, command, &names, n_sources, hosts, slot_host)?;
+    let runner = runner(
+        &args,
+        command,
+        &names,
+        (n_sources, record),
+        hosts,
+        slot_host,
+    )?;
     // Input errors stop the input (jobs already read still run) and make
     // the exit status 255.
     let input_error: Arc<Mutex<Option<io::Error>>> = Arc::default();
@@ -743,12 +781,12 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
         .map(|(((values, stdin), seq), order)| (values, stdin, seq, order));
 
     if args.dry_run {
-        dry_run(
+        let skipped = dry_run(
             jobs.map(|(values, _, seq, _)| (values, seq)),
-            &runner.plan,
-            known_total,
+            &runner,
+            slots,
         )?;
-        return Ok(finish_status(0, &input_error));
+        return Ok(finish_status(skipped.min(101) as i32, &input_error));
     }
 
     let mut joblog = match &log_target {
@@ -774,8 +812,12 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
     let halt = args.halt;
     let run_one =
         move |(values, stdin, seq, order): (Vec<OsString>, Option<Arc<Vec<u8>>>, u64, u64)| {
-            let slot = slots_taken.take(order);
-            let outcome = job_runner.run(seq, values, slot, stdin);
+            let (slot, perl) =
+                slots_taken.take(order, |slot| job_runner.evaluate(seq, &values, slot));
+            let outcome = match perl {
+                Ok(perl) => job_runner.run(seq, values, slot, stdin, perl),
+                Err(e) => Outcome::not_started(seq, values, format!("perl stopped answering: {e}")),
+            };
             // Counted, and `--halt` decided, before this worker can start
             // another job: no job starts after the deciding one.
             job_tally

@@ -49,6 +49,13 @@ pub(crate) enum Piece {
         source: Option<i64>,
         op: PlusOp,
     },
+    /// `{= perl =}`, `{=N perl =}`: the value perl's code leaves in `$_`;
+    /// `id` is the code's number in the run's perl ([`super::perl`]).
+    Perl {
+        source: Option<i64>,
+        code: Vec<u8>,
+        id: u32,
+    },
 }
 
 /// One of `--plus`'s editing strings, with its text (two are equal when
@@ -234,21 +241,11 @@ impl PlusOp {
     }
 }
 
-/// Why a word cannot be run as written, if it cannot: a `{= perl =}`
-/// string, or (with `--plus`) an editing string whose regular expression
-/// parpool cannot read. Such a word is refused, never run as text.
+/// Why a word cannot be run as written, if it cannot: (with `--plus`) an
+/// editing string whose regular expression parpool cannot read. Such a
+/// word is refused, never run as text.
 pub(crate) fn refused(word: &OsStr, plus: bool) -> Option<String> {
     let bytes = word.as_bytes();
-    if let Some(at) = bytes.windows(2).position(|w| w == b"{=")
-        && bytes[at + 2..].windows(2).any(|w| w == b"=}")
-    {
-        return Some(format!(
-            "`{}`: {{= perl expression =}} replacement strings are not supported; do the \
-             transformation in the command (e.g. 'f={{}}; echo \"${{f%.gz}}\"') or with \
-             --plus's strings",
-            word.to_string_lossy()
-        ));
-    }
     if !plus {
         return None;
     }
@@ -290,6 +287,24 @@ pub(crate) struct Fill<'a> {
     pub(crate) slot: usize,
     /// How many jobs there are, when known (`{##}`).
     pub(crate) total: Option<u64>,
+    /// What the job's `{= perl =}` strings gave, and where `args` start
+    /// among the job's values (a word repeated per value fills one at a
+    /// time).
+    pub(crate) perl: Option<&'a super::perl::Evaluated>,
+    pub(crate) first: usize,
+}
+
+impl<'a> Fill<'a> {
+    pub(crate) fn new(args: &'a [OsString], seq: u64, slot: usize, total: Option<u64>) -> Self {
+        Fill {
+            args,
+            seq,
+            slot,
+            total,
+            perl: None,
+            first: 0,
+        }
+    }
 }
 
 /// Parses one word of the command line.
@@ -308,6 +323,18 @@ pub(crate) fn parse_word_with(word: &OsStr, whole: &[u8], plus: bool) -> Word {
     let mut i = 0;
     let default = whole == b"{}";
     while i < bytes.len() {
+        if let Some(found) = super::rpl::perl_at(bytes, i) {
+            if !lit.is_empty() {
+                pieces.push(Piece::Lit(std::mem::take(&mut lit)));
+            }
+            pieces.push(Piece::Perl {
+                source: found.source,
+                code: found.code,
+                id: 0,
+            });
+            i = found.end;
+            continue;
+        }
         if !whole.is_empty() && bytes[i..].starts_with(whole) {
             if !lit.is_empty() {
                 pieces.push(Piece::Lit(std::mem::take(&mut lit)));
@@ -419,9 +446,38 @@ pub(crate) fn fill_word(word: &Word, fill: &Fill<'_>, quote: bool) -> Vec<u8> {
             Piece::Input { source, op } => {
                 push_values(&mut out, &values(fill, *source), quote, |v| apply(*op, v));
             }
+            Piece::Perl { source, id, .. } => {
+                for (n, at) in value_indexes(fill.args.len(), *source).enumerate() {
+                    if n > 0 {
+                        out.push(b' ');
+                    }
+                    let got = fill.perl.and_then(|e| e.get(*id, fill.first + at));
+                    let (v, unquoted) =
+                        got.map_or((&[][..], false), |v| (&v.bytes[..], v.unquoted));
+                    if quote && !unquoted {
+                        out.extend_from_slice(&shell_quote(v));
+                    } else {
+                        out.extend_from_slice(v);
+                    }
+                }
+            }
         }
     }
     out
+}
+
+/// Which of `len` values a replacement string for `source` stands for.
+pub(crate) fn value_indexes(len: usize, source: Option<i64>) -> std::ops::Range<usize> {
+    match source {
+        None => 0..len,
+        Some(n) => {
+            let at = if n > 0 { n - 1 } else { len as i64 + n };
+            match usize::try_from(at) {
+                Ok(at) if at < len => at..at + 1,
+                _ => 0..0,
+            }
+        }
+    }
 }
 
 /// Writes `values`, each edited by `edit` (and shell-quoted if `quote`),
@@ -449,18 +505,9 @@ fn push_values(
 /// source `n` (1-based; negative from the last; none if there is no such
 /// source).
 fn values<'a>(fill: &Fill<'a>, source: Option<i64>) -> Vec<&'a OsString> {
-    match source {
-        None => fill.args.iter().collect(),
-        Some(n) => {
-            let len = fill.args.len() as i64;
-            let at = if n > 0 { n - 1 } else { len + n };
-            usize::try_from(at)
-                .ok()
-                .and_then(|at| fill.args.get(at))
-                .into_iter()
-                .collect()
-        }
-    }
+    fill.args[value_indexes(fill.args.len(), source)]
+        .iter()
+        .collect()
 }
 
 /// Applies a replacement string's operation to a value.
@@ -584,12 +631,7 @@ mod tests {
     /// `w` filled with `args` as job 7 of 12 in slot 2.
     fn fill_parsed(w: &Word, args: &[&str]) -> String {
         let args: Vec<OsString> = args.iter().map(OsString::from).collect();
-        let f = Fill {
-            args: &args,
-            seq: 7,
-            slot: 2,
-            total: Some(12),
-        };
+        let f = Fill::new(&args, 7, 2, Some(12));
         String::from_utf8(fill_word(w, &f, false)).unwrap()
     }
 
