@@ -70,6 +70,8 @@ pub(crate) struct RunArgs {
     pub(crate) plus: bool,
     /// `--rpl 'TAG PERL'`: replacement strings defined in perl.
     pub(crate) rpl: Vec<String>,
+    /// `-s N`: the longest command line a job may have.
+    pub(crate) max_chars: Option<usize>,
     /// `--results DIR`: each job's output in files under DIR.
     pub(crate) results: Option<std::path::PathBuf>,
     /// `-S`, `--sshloginfile`: the machines to run on.
@@ -99,6 +101,8 @@ pub(crate) struct Group {
     pub(crate) size: Option<usize>,
     /// A word holding `{}` is repeated for each input (`-N`, `-X`).
     pub(crate) context: bool,
+    /// `-X`, `-m`: the inputs left at the end are spread over the slots.
+    pub(crate) spread: bool,
 }
 
 /// What the words ask for.
@@ -408,6 +412,12 @@ const SPECS: &[Spec] = &[
         long: &["plus"],
         takes: Takes::Nothing,
         help: "also {+/} {+.} {..} {+..} {/..} {...} {+...} {/...} {##} {0#}",
+    },
+    Spec {
+        short: Some('s'),
+        long: &["max-chars"],
+        takes: Takes::Value("N"),
+        help: "command lines of at most N characters (several inputs a job are fewer to fit)",
     },
     Spec {
         short: None,
@@ -830,10 +840,20 @@ fn apply(
             args.group = Some(Group {
                 size: Some(size),
                 context,
+                spread: args.group.is_some_and(|g| g.spread),
             });
         }
         (_, "pipe") => args.pipe = true,
         (_, "plus") => args.plus = true,
+        (Some('s'), _) => {
+            args.max_chars = Some(
+                value
+                    .parse()
+                    .ok()
+                    .filter(|n: &usize| *n > 0)
+                    .ok_or_else(|| bad(format!("`{value}` is not a positive number")))?,
+            );
+        }
         (_, "rpl") => {
             super::rpl::Rpl::parse(&value).map_err(bad)?;
             args.rpl.push(value);
@@ -888,6 +908,7 @@ fn apply_more(
             args.group = Some(Group {
                 size,
                 context: c == 'X',
+                spread: true,
             });
         }
         (_, "number-of-cores" | "number-of-cpus") => {

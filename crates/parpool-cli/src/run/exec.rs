@@ -346,13 +346,11 @@ impl Argv {
 }
 
 impl Plan {
-    pub(crate) fn argv(&self, fill: &Fill<'_>) -> Argv {
+    /// The command line as the shell reads it.
+    pub(crate) fn line(&self, fill: &Fill<'_>) -> Vec<u8> {
         if self.mode == Mode::InputIsCommand {
             let parts: Vec<&[u8]> = fill.args.iter().map(|a| a.as_bytes()).collect();
-            return Argv {
-                line: parts.join(&b' '),
-                direct: None,
-            };
+            return parts.join(&b' ');
         }
         let mut words: Vec<Vec<u8>> = self.words.iter().map(|w| self.fill(w, fill)).collect();
         if self.append {
@@ -361,6 +359,14 @@ impl Plan {
                     .iter()
                     .map(|a| template::shell_quote(a.as_bytes())),
             );
+        }
+        words.join(&b' ')
+    }
+
+    pub(crate) fn argv(&self, fill: &Fill<'_>) -> Argv {
+        let line = self.line(fill);
+        if self.mode == Mode::InputIsCommand {
+            return Argv { line, direct: None };
         }
         let backslash = || fill.args.iter().any(|a| a.as_bytes().contains(&b'\\'));
         // A `{= perl =}` value that called `uq()` is for the shell to read.
@@ -385,7 +391,7 @@ impl Plan {
             words
         });
         Argv {
-            line: words.join(&b' '),
+            line,
             direct: direct.filter(|argv| !help_or_version(argv)),
         }
     }

@@ -229,64 +229,6 @@ pub(crate) fn jobs(
     Ok((names, Box::new(jobs)))
 }
 
-/// The most bytes of values one job gets, so that its command line stays
-/// well within the system's limit (128 KiB for one argument).
-pub(crate) const MAX_JOB_BYTES: usize = 100_000;
-
-/// Jobs of `size` inputs each (the last may have fewer; fewer too when
-/// their values would pass [`MAX_JOB_BYTES`]): their values, one after the
-/// other. Size 0 reads one input per job and passes none (`-N0`).
-pub(crate) fn grouped(jobs: Jobs, size: usize) -> Jobs {
-    let total = jobs.size_hint().1.map(|n| n.div_ceil(size.max(1)));
-    Box::new(Grouped {
-        inner: jobs.peekable(),
-        size,
-        total,
-    })
-}
-
-struct Grouped {
-    inner: std::iter::Peekable<Jobs>,
-    size: usize,
-    total: Option<usize>,
-}
-
-impl Iterator for Grouped {
-    type Item = io::Result<Values>;
-    fn next(&mut self) -> Option<Self::Item> {
-        let mut values = Values::new();
-        let mut bytes = 0;
-        for _ in 0..self.size.max(1) {
-            // Past the byte budget, the next input starts the next job.
-            let next_len = match self.inner.peek() {
-                Some(Ok(v)) => v.iter().map(|x| x.len() + 1).sum(),
-                _ => 0,
-            };
-            if !values.is_empty() && bytes + next_len > MAX_JOB_BYTES {
-                self.total = None;
-                break;
-            }
-            match self.inner.next() {
-                None => break,
-                Some(Err(e)) => return Some(Err(e)),
-                Some(Ok(v)) if self.size > 0 => {
-                    bytes += next_len;
-                    values.extend(v);
-                }
-                Some(Ok(_)) => {}
-            }
-            if self.size == 0 {
-                return Some(Ok(values));
-            }
-        }
-        self.total = self.total.map(|n| n.saturating_sub(1));
-        (!values.is_empty()).then_some(Ok(values))
-    }
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (0, self.total)
-    }
-}
-
 /// The cartesian product of groups of rows, generated lazily.
 struct Product {
     rows: Vec<Vec<Values>>,

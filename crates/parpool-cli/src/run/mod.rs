@@ -5,6 +5,7 @@ mod exec;
 mod input;
 mod joblog;
 mod output;
+mod pack;
 mod perl;
 mod pipe;
 mod remote;
@@ -410,6 +411,7 @@ fn pipe_cut(
         Some(args::Group {
             size: Some(n),
             context: true,
+            spread: false,
         }) => cut.records = Some(n.max(1)),
         Some(_) => bail!("with --pipe only -N (records a job) is supported, not -n, -L, -X or -m"),
     }
@@ -471,9 +473,9 @@ struct Inputs {
 }
 
 /// Reads the command line's rest (`rest`: the command and its inputs) into
-/// the jobs' values: `-a` files, columns, `--header`, `-r`, grouping
-/// (`-N`, `-X`) over `slots` job slots, `--shuf`.
-fn inputs(args: &RunArgs, rest: Vec<OsString>, slots: usize) -> anyhow::Result<Inputs> {
+/// the inputs' values: `-a` files, columns, `--header`, `-r` (grouping
+/// and `--shuf` are [`packed`]'s).
+fn inputs(args: &RunArgs, rest: Vec<OsString>) -> anyhow::Result<Inputs> {
     let (command, mut sources) = split_rest(rest)?;
     // `-a FILE`: input files, before the other sources.
     let files = args.arg_files.iter().map(|path| Linked {
@@ -529,22 +531,9 @@ fn inputs(args: &RunArgs, rest: Vec<OsString>, slots: usize) -> anyhow::Result<I
         jobs
     };
     // Several inputs per job: `{}` is then several values.
-    let jobs = match args.group {
-        None => jobs,
-        Some(group) => {
-            n_sources = n_sources.max(2);
-            let size = group.size.unwrap_or_else(|| {
-                // Spread over the job slots, as GNU parallel's -X and -m.
-                jobs.size_hint()
-                    .1
-                    .map_or(256, |total| total.div_ceil(slots).max(1))
-            });
-            input::grouped(jobs, size)
-        }
-    };
-    // `--shuf`: every job made first, then run in a random order (their
-    // numbers, `{#}`, follow it, as in GNU parallel).
-    let jobs: input::Jobs = if args.shuf { shuffled(jobs)? } else { jobs };
+    if args.group.is_some() {
+        n_sources = n_sources.max(2);
+    }
     Ok(Inputs {
         command,
         names,
@@ -553,6 +542,50 @@ fn inputs(args: &RunArgs, rest: Vec<OsString>, slots: usize) -> anyhow::Result<I
         record,
         pipe_cut,
     })
+}
+
+/// Most inputs read and checked before the first job starts: with no
+/// more, a command line too long is refused before anything runs.
+const CHECKED_FIRST: usize = 100_000;
+
+/// The jobs' values: inputs grouped as `-N`/`-X`/… say, each command
+/// line checked against the length limit (all of them before any job
+/// runs where the input is known and not huge), `--shuf`fled.
+fn packed(
+    args: &RunArgs,
+    jobs: input::Jobs,
+    runner: &Arc<Runner>,
+    slots: usize,
+) -> anyhow::Result<input::Jobs> {
+    if args.pipe {
+        return Ok(jobs);
+    }
+    let usable = pack::usable_line_length();
+    let limit = match args.max_chars {
+        Some(n) if n > usable => {
+            eprintln!("parpool: Warning: Value for option -s should be < {usable}.");
+            usable
+        }
+        Some(n) => n,
+        None => usable,
+    };
+    let packing = pack::Packing {
+        max_args: args.group.and_then(|g| g.size),
+        grouped: args.group.is_some(),
+        spread: args.group.filter(|g| g.spread).map(|_| slots),
+        limit,
+    };
+    let known = jobs.size_hint().1.is_some_and(|n| n <= CHECKED_FIRST);
+    let jobs = pack::pack(jobs, runner.clone(), packing);
+    let jobs: input::Jobs = if known || args.shuf {
+        let all: Vec<input::Values> = jobs.collect::<io::Result<_>>()?;
+        Box::new(all.into_iter().map(Ok))
+    } else {
+        jobs
+    };
+    // `--shuf`: every job made first, then run in a random order (their
+    // numbers, `{#}`, follow it, as in GNU parallel).
+    if args.shuf { shuffled(jobs) } else { Ok(jobs) }
 }
 
 /// How every job runs: its command's template (refused if it holds
@@ -735,7 +768,7 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
         n_sources,
         record,
         pipe_cut,
-    } = inputs(&args, rest, slots)?;
+    } = inputs(&args, rest)?;
     let runner = runner(
         &args,
         command,
@@ -744,6 +777,7 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
         hosts,
         slot_host,
     )?;
+    let jobs = packed(&args, jobs, &runner, slots)?;
     // Input errors stop the input (jobs already read still run) and make
     // the exit status 255.
     let input_error: Arc<Mutex<Option<io::Error>>> = Arc::default();
