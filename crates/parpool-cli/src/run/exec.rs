@@ -401,6 +401,8 @@ impl Plan {
 #[derive(Debug, Default)]
 pub(crate) struct Outcome {
     pub(crate) seq: u64,
+    /// Its place among the jobs started (0-based).
+    pub(crate) order: u64,
     pub(crate) values: Vec<OsString>,
     pub(crate) command: Vec<u8>,
     pub(crate) started: Option<SystemTime>,
@@ -519,6 +521,9 @@ pub(crate) struct Runner {
     pub(crate) interrupted: AtomicBool,
     /// How many jobs there are (`{##}`); `u64::MAX` while unknown.
     pub(crate) total: std::sync::atomic::AtomicU64,
+    /// `-k` with `--line-buffer`: how many jobs, in order, have been
+    /// reported; the next one's lines pass on as they come.
+    pub(crate) turn: Option<std::sync::atomic::AtomicU64>,
     /// The `perl` that evaluates `{= perl =}` strings, if any is used.
     pub(crate) perl: Option<super::perl::Perl>,
     /// Values per record for perl's `@arg` (0: all of a job's).
@@ -577,11 +582,12 @@ impl Runner {
         perl.evaluate(job, values, &wants).map(Some)
     }
 
-    /// Runs job `seq` on `values`, retrying up to `tries` times in all;
-    /// `perl` is what [`Runner::evaluate`] gave for it.
+    /// Runs job `seq` (started `order`-th) on `values`, retrying up to
+    /// `tries` times in all; `perl` is what [`Runner::evaluate`] gave for
+    /// it.
     pub(crate) fn run(
         &self,
-        seq: u64,
+        (seq, order): (u64, u64),
         values: Vec<OsString>,
         slot: usize,
         stdin: Option<Arc<Vec<u8>>>,
@@ -603,6 +609,7 @@ impl Runner {
         };
         let mut outcome = Outcome {
             seq,
+            order,
             command: argv.display(),
             tag,
             ..Outcome::default()
@@ -836,10 +843,36 @@ impl Runner {
             OutputMode::Lines => {
                 let prefix = out.tag.clone();
                 let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
-                match output::relay_lines(&mut child, &mut stdout, &mut stderr, prefix.as_deref()) {
-                    Ok((status, received)) => {
-                        Ok((status, Held::default(), Held::default(), received))
+                let relayed = match &self.turn {
+                    None => {
+                        output::relay_lines(&mut child, &mut stdout, &mut stderr, prefix.as_deref())
+                            .map(|(status, received)| {
+                                (status, Held::default(), Held::default(), received)
+                            })
                     }
+                    Some(turn) => {
+                        let order = out.order;
+                        let mut o = output::InTurn {
+                            turn,
+                            order,
+                            to: &mut stdout,
+                            held: Held::default(),
+                        };
+                        let mut e = output::InTurn {
+                            turn,
+                            order,
+                            to: &mut stderr,
+                            held: Held::default(),
+                        };
+                        let relayed =
+                            output::relay_lines(&mut child, &mut o, &mut e, prefix.as_deref());
+                        // What is held is tagged already.
+                        out.tag = None;
+                        relayed.map(|(status, received)| (status, o.held, e.held, received))
+                    }
+                };
+                match relayed {
+                    Ok(done) => Ok(done),
                     Err(e) => {
                         // Nobody reads what it writes any more (`| head`).
                         self.output_closed.store(true, Ordering::SeqCst);

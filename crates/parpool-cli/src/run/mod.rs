@@ -688,6 +688,7 @@ fn runner(
         total: std::sync::atomic::AtomicU64::new(u64::MAX),
         perl,
         record,
+        turn: (args.keep_order && args.line_buffer).then(|| std::sync::atomic::AtomicU64::new(0)),
     }))
 }
 
@@ -849,7 +850,7 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
             let (slot, perl) =
                 slots_taken.take(order, |slot| job_runner.evaluate(seq, &values, slot));
             let outcome = match perl {
-                Ok(perl) => job_runner.run(seq, values, slot, stdin, perl),
+                Ok(perl) => job_runner.run((seq, order), values, slot, stdin, perl),
                 Err(e) => Outcome::not_started(seq, values, format!("perl stopped answering: {e}")),
             };
             // Counted, and `--halt` decided, before this worker can start
@@ -920,6 +921,9 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
     if args.keep_order {
         for r in pool.map(run_one, jobs).chunk_size(1).window(window) {
             report(r)?;
+            if let Some(turn) = &runner.turn {
+                turn.fetch_add(1, Ordering::AcqRel);
+            }
         }
     } else {
         for (_, r) in pool

@@ -212,6 +212,39 @@ pub(crate) fn relay_lines(
     Ok((status, received))
 }
 
+/// `-k` with `--line-buffer`: a job's lines pass on at once while it is
+/// the oldest job not yet reported (`turn` has reached `order`), and are
+/// held until then (held lines already carry their tag).
+pub(crate) struct InTurn<'a> {
+    pub(crate) turn: &'a std::sync::atomic::AtomicU64,
+    pub(crate) order: u64,
+    pub(crate) to: &'a mut dyn Write,
+    pub(crate) held: Held,
+}
+
+impl InTurn<'_> {
+    fn mine(&self) -> bool {
+        self.turn.load(std::sync::atomic::Ordering::Acquire) == self.order
+    }
+}
+
+impl Write for InTurn<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if !self.mine() {
+            self.held.push(bytes)?;
+            return Ok(bytes.len());
+        }
+        if self.held.len() > 0 {
+            std::mem::take(&mut self.held).write_to(self.to, None)?;
+        }
+        self.to.write(bytes)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.mine() { self.to.flush() } else { Ok(()) }
+    }
+}
+
 /// Which of a job's streams bytes came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stream {
