@@ -9,6 +9,7 @@ mod pack;
 mod perl;
 mod pipe;
 mod remote;
+mod results;
 mod rpl;
 mod template;
 
@@ -779,6 +780,10 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
         slot_host,
     )?;
     let jobs = packed(&args, jobs, &runner, slots)?;
+    let mut results = match &args.results {
+        Some(spec) => Some(results::Results::open(spec, &names, args.header, record)?),
+        None => None,
+    };
     // Input errors stop the input (jobs already read still run) and make
     // the exit status 255.
     let input_error: Arc<Mutex<Option<io::Error>>> = Arc::default();
@@ -878,9 +883,16 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
         if outcome.skipped || killed_by_interrupt {
             return Ok(());
         }
-        if let Some(dir) = &args.results {
-            save_results(dir, &mut outcome)
-                .with_context(|| format!("cannot write --results under {}", dir.display()))?;
+        if let Some(results) = results.as_mut() {
+            results.save(&mut outcome).with_context(|| {
+                format!(
+                    "cannot write --results {}",
+                    args.results
+                        .as_deref()
+                        .unwrap_or(std::path::Path::new(""))
+                        .display()
+                )
+            })?;
         }
         let print = |o: &mut Outcome| match &args.results {
             // As GNU parallel's --results: the output goes to the files.
@@ -1063,28 +1075,6 @@ impl Tally {
             _ => self.failed.min(101) as i32,
         }
     }
-}
-
-/// `--results`: the job's stdout, stderr and number in
-/// `dir/1/<value 1>/2/<value 2>/...`, a `/` in a value written `\_`.
-fn save_results(dir: &std::path::Path, o: &mut Outcome) -> io::Result<()> {
-    let mut path = dir.to_path_buf();
-    for (i, v) in o.values.iter().enumerate() {
-        path.push((i + 1).to_string());
-        let escaped = template::os(
-            v.as_bytes()
-                .iter()
-                .flat_map(|&b| if b == b'/' { b"\\_".to_vec() } else { vec![b] })
-                .collect(),
-        );
-        path.push(escaped);
-    }
-    std::fs::create_dir_all(&path)?;
-    let mut stdout = std::fs::File::create(path.join("stdout"))?;
-    o.stdout.write_to(&mut stdout, None)?;
-    let mut stderr = std::fs::File::create(path.join("stderr"))?;
-    o.stderr.write_to(&mut stderr, None)?;
-    std::fs::write(path.join("seq"), o.seq.to_string())
 }
 
 /// Writes a job's held output, each stream in one piece (after its

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 mod order;
 mod pack;
 mod perl;
+mod results;
 
 /// `parpool`, without the user's default options (`~/.parallel/config`,
 /// `$PARALLEL`): a test names its own.
