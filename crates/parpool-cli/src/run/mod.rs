@@ -1,9 +1,9 @@
 //! `parpool run`: GNU parallel's way of running commands, on parpool.
 
-mod args;
 mod exec;
 mod input;
 mod joblog;
+mod options;
 mod output;
 mod pack;
 mod perl;
@@ -18,11 +18,12 @@ use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+
+use options::values::job_slots;
 
 use anyhow::{Context, bail};
 
-pub(crate) use args::{RunArgs, command};
+pub(crate) use options::{RunArgs, command};
 
 /// What the fuzz targets (`fuzz/`, `cargo fuzz`) reach: the option parser
 /// and the replacement-string templates, fed arbitrary words.
@@ -32,7 +33,7 @@ pub(crate) mod fuzz {
 
     /// Parses `words` as `parpool run`'s arguments.
     pub(crate) fn parse_args(words: Vec<OsString>) {
-        let _ = super::args::parse(words);
+        let _ = super::options::parse(words);
     }
 
     /// Parses `word` as a command word with replacement strings (with and
@@ -121,62 +122,6 @@ pub(crate) fn parse_halt(s: &str) -> Result<Halt, String> {
         None => Threshold::Count(value.parse().ok().filter(|&n| n > 0).ok_or_else(bad)?),
     };
     Ok(Halt { now, on, threshold })
-}
-
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("`{s}` is not a duration (e.g. 10, 1.5s, 500ms, 2m, 1m30s, 1d)");
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    // A number alone is seconds; else numbers with units, summed, as GNU
-    // parallel reads them (`1d3.5h16.6m4s`).
-    let mut secs = 0.0;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (num, after) = rest.split_at(num_len);
-        let n: f64 = num.parse().map_err(|_| bad())?;
-        let unit_len = after
-            .find(|c: char| !c.is_ascii_alphabetic())
-            .unwrap_or(after.len());
-        let (unit, after) = after.split_at(unit_len);
-        let scale = match unit {
-            // A number alone is seconds; after another, it needs a unit
-            // (GNU parallel refuses `1m30`).
-            "" if num_len == rest.len() && secs == 0.0 => 1.0,
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            "d" => 86400.0,
-            _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m, h, d)")),
-        };
-        secs += n * scale;
-        rest = after;
-    }
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("`{s}`: {e}"))
-}
-
-/// How many jobs run at once, from `-j`.
-fn job_slots(spec: &str, cores: usize) -> anyhow::Result<usize> {
-    let bad = || anyhow::anyhow!("-j {spec}: expected N, N%, +N or -N");
-    let n = if let Some(p) = spec.strip_suffix('%') {
-        let p: f64 = p.parse().map_err(|_| bad())?;
-        (cores as f64 * p / 100.0).floor() as i64
-    } else if let Some(d) = spec.strip_prefix('+') {
-        cores as i64 + d.parse::<i64>().map_err(|_| bad())?
-    } else if let Some(d) = spec.strip_prefix('-') {
-        cores as i64 - d.parse::<i64>().map_err(|_| bad())?
-    } else {
-        match spec.parse::<i64>().map_err(|_| bad())? {
-            // GNU parallel: as many as possible.
-            0 => 1024,
-            n => n,
-        }
-    };
-    Ok(n.clamp(1, 1024) as usize)
 }
 
 /// Job slots (`{%}`): a starting job takes the lowest free one, and jobs
@@ -339,7 +284,7 @@ fn replace_all(text: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
 pub(crate) fn cli(words: Vec<OsString>) -> i32 {
     // GNU parallel's default options come first: its config file, then
     // `$PARALLEL`; the command line's own come after and win.
-    let words = match args::default_options() {
+    let words = match options::default_options() {
         Ok(mut defaults) => {
             defaults.extend(words);
             defaults
@@ -349,8 +294,8 @@ pub(crate) fn cli(words: Vec<OsString>) -> i32 {
             return 255;
         }
     };
-    match args::parse(words) {
-        Ok(args::Parsed::Run(args)) => match main(*args) {
+    match options::parse(words) {
+        Ok(options::Parsed::Run(args)) => match main(*args) {
             Ok(code) => code,
             Err(e) => {
                 // One prefix for every error `run` reports.
@@ -358,19 +303,19 @@ pub(crate) fn cli(words: Vec<OsString>) -> i32 {
                 255
             }
         },
-        Ok(args::Parsed::Help) => {
-            print!("{}", args::HELP);
+        Ok(options::Parsed::Help) => {
+            print!("{}", options::HELP);
             0
         }
-        Ok(args::Parsed::Say(text)) => {
+        Ok(options::Parsed::Say(text)) => {
             println!("{text}");
             0
         }
-        Ok(args::Parsed::Version) => {
+        Ok(options::Parsed::Version) => {
             println!("parpool {}", env!("CARGO_PKG_VERSION"));
             0
         }
-        Err(args::UsageError(why)) => {
+        Err(options::UsageError(why)) => {
             eprintln!(
                 "parpool run: {why}\n\nUsage: parpool run [OPTIONS] [COMMAND [ARGS]...] [::: INPUTS]...\nTry 'parpool run --help' for more."
             );
@@ -402,14 +347,14 @@ fn shuffled(jobs: input::Jobs) -> anyhow::Result<input::Jobs> {
 /// records a block, `--header`. Options that would cut otherwise in GNU
 /// parallel, and that parpool does not do, are refused.
 fn pipe_cut(
-    group: Option<args::Group>,
+    group: Option<options::Group>,
     header: Option<&str>,
     cut: &pipe::Cut,
 ) -> anyhow::Result<pipe::Cut> {
     let mut cut = cut.clone();
     match group {
         None => {}
-        Some(args::Group {
+        Some(options::Group {
             size: Some(n),
             context: true,
             spread: false,
@@ -1166,17 +1111,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn job_slots_follow_gnu_parallel() {
-        assert_eq!(job_slots("3", 8).unwrap(), 3);
-        assert_eq!(job_slots("50%", 8).unwrap(), 4);
-        assert_eq!(job_slots("200%", 2).unwrap(), 4);
-        assert_eq!(job_slots("+2", 2).unwrap(), 4);
-        assert_eq!(job_slots("-5", 2).unwrap(), 1);
-        assert!(job_slots("x", 2).is_err());
-    }
-
-    #[test]
-    fn halt_and_durations_parse() {
+    fn halt_parses() {
         assert_eq!(
             parse_halt("now,fail=1").unwrap(),
             Halt {
@@ -1192,19 +1127,6 @@ mod tests {
         assert!(parse_halt("soon,fail=0%").is_err());
         assert!(parse_halt("later,fail=1").is_err());
         assert!(parse_halt("now,fail=0").is_err());
-        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert!(parse_duration("5y").is_err());
-        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));
-        assert_eq!(
-            parse_duration("1.5h2m").unwrap(),
-            Duration::from_secs(5_520)
-        );
-        assert!(parse_duration("1m30").is_err());
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("s").is_err());
     }
 
     #[test]
