@@ -16,11 +16,21 @@ mod run;
 #[cfg(target_os = "linux")]
 use clap::{CommandFactory, Parser, Subcommand};
 
+/// What `parpool --help` and parpool(1) show after the subcommands.
+#[cfg(target_os = "linux")]
+const EXAMPLES: &str = "\
+EXAMPLES:
+  parpool run gzip -9 ::: *.log
+  find . -name '*.c' | parpool run -k wc -l
+  parpool run --help
+  parpool compare
+  parpool man --dir ~/.local/share/man/man1";
+
 #[cfg(target_os = "linux")]
 /// Run commands in parallel on parpool's engine, and find out whether
 /// threads, processes or async suit a workload on this machine.
 #[derive(Debug, Parser)]
-#[command(name = "parpool", version, about, long_about = None)]
+#[command(name = "parpool", version, about, long_about = None, after_long_help = EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

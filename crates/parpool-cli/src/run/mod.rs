@@ -304,7 +304,7 @@ pub(crate) fn cli(words: Vec<OsString>) -> i32 {
             }
         },
         Ok(options::Parsed::Help) => {
-            print!("{}", options::HELP);
+            print!("{}", options::help_for_here());
             0
         }
         Ok(options::Parsed::Say(text)) => {

@@ -1947,6 +1947,27 @@ fn help_run_and_one_error_prefix() {
     assert_eq!(help.status.code(), Some(0));
     assert_eq!(help.stdout, direct.stdout);
     assert!(String::from_utf8_lossy(&help.stdout).contains("--pipe"));
+    // Grouped, and wrapped to $COLUMNS where standard output is no terminal.
+    for columns in ["64", "120"] {
+        let o = parpool()
+            .args(["run", "--help"])
+            .env("COLUMNS", columns)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        for heading in [
+            "INPUT SOURCES:",
+            "JOBS:",
+            "OUTPUT:",
+            "OTHER MACHINES:",
+            "EXAMPLES:",
+        ] {
+            assert!(text.contains(heading), "{heading}");
+        }
+        let width: usize = columns.parse().unwrap();
+        assert!(text.lines().all(|l| l.chars().count() <= width.max(80)));
+        assert_eq!(text.lines().any(|l| l.chars().count() > 80), width > 80);
+    }
     for bad in [&["--bogus"][..], &["-j", "x", "echo", ":::", "a"][..]] {
         let o = run(bad);
         assert_eq!(o.status.code(), Some(255), "{bad:?}");

@@ -51,7 +51,7 @@ pub(super) fn apply(
     value: Option<String>,
 ) -> Result<Option<Parsed>, UsageError> {
     let name = spec.long.first().copied().unwrap_or_default();
-    let short = spec.short;
+    let short = spec.short.first().copied();
     let bad = |why: String| UsageError(format!("{}: {why}", spec.name()));
     let value = value.unwrap_or_default();
     match (short, name) {
@@ -186,7 +186,7 @@ fn apply_more(
 ) -> Result<Option<Parsed>, UsageError> {
     let name = spec.long.first().copied().unwrap_or_default();
     let bad = |why: String| UsageError(format!("{}: {why}", spec.name()));
-    match (spec.short, name) {
+    match (spec.short.first().copied(), name) {
         (Some('S'), _) => args.sshlogins.push(value),
         (_, "sshloginfile") => {
             let lines =

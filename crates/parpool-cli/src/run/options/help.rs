@@ -1,7 +1,7 @@
 //! `parpool run --help`, and `run` described for clap (man page, shell
 //! completions), both from the options table.
 
-use super::table::{SPECS, Spec, Takes};
+use super::table::{SPECS, Section, Spec, Takes};
 
 /// `parpool run`'s usage line.
 const USAGE: &str = "parpool run [OPTIONS] [COMMAND [ARGS]...] [::: INPUTS]...";
@@ -12,28 +12,22 @@ const USAGE: &str = "parpool run [OPTIONS] [COMMAND [ARGS]...] [::: INPUTS]...";
 /// them), so this lists exactly the options `parse` accepts.
 pub(crate) fn command() -> clap::Command {
     use clap::{Arg, ArgAction, ValueHint};
-    let about = HELP.lines().next().unwrap_or_default();
-    // Inputs, replacement strings, exit status, examples: what the man
-    // page shows after the options.
-    let after = HELP
-        .find("\nINPUTS")
-        .map_or("", |at| HELP[at + 1..].trim_end());
     let mut cmd = clap::Command::new("run")
-        .about(about)
+        .about(ABOUT)
         .version(env!("CARGO_PKG_VERSION"))
         .override_usage(USAGE)
-        .after_long_help(after)
+        .after_long_help(AFTER.trim_end())
         .disable_help_flag(true)
         .disable_version_flag(true);
     for spec in SPECS {
-        let id = match (spec.long.first(), spec.short) {
+        let id = match (spec.long.first(), spec.short.first().copied()) {
             (Some(long), _) => long,
             (None, Some(short)) => short_id(short),
             (None, None) => continue,
         };
         let mut arg = Arg::new(id);
-        if let Some(short) = spec.short {
-            arg = arg.short(short);
+        if let Some((&short, also)) = spec.short.split_first() {
+            arg = arg.short(short).visible_short_aliases(also.iter().copied());
         }
         arg = match spec.long.split_first() {
             Some((long, [])) => arg.long(long).help(spec.help),
@@ -49,7 +43,7 @@ pub(crate) fn command() -> clap::Command {
             None => arg.help(spec.help),
         };
         arg = match spec.takes {
-            Takes::Nothing => arg.action(match spec.short {
+            Takes::Nothing => arg.action(match spec.short.first().copied() {
                 Some('h') => ArgAction::Help,
                 Some('V') => ArgAction::Version,
                 _ => ArgAction::SetTrue,
@@ -101,93 +95,156 @@ fn value_hint(spec: &Spec) -> clap::ValueHint {
     }
 }
 
-/// What `parpool run --help` prints.
-pub(crate) const HELP: &str = "\
-Run a command once per input, in parallel (GNU parallel's syntax).
+/// What `parpool run` is, in one line.
+const ABOUT: &str = "Run a command once per input, in parallel (GNU parallel's syntax).";
 
-Usage: parpool run [OPTIONS] [COMMAND [ARGS]...] [::: INPUTS]...
-
-OPTIONS (bundle short ones: -kj4; values attached or not: -j4, --jobs=4):
-  -j, -P, --jobs N      jobs at once: N, N% of the cores, +N or -N (0: as many as possible)
-  -k, --keep-order      print output in the order of the inputs
-  -u, --ungroup         let jobs write straight to the terminal
-      --line-buffer     pass output on a whole line at a time
-      --group           each job's output in one piece when it ends (the default)
-      --tag             prefix each output line with the job's input and a tab
-      --tagstring STR   ... with STR instead (replacement strings allowed)
-  -v                    print each job's command before its output
-  -I STR                STR stands for the input, instead of {}
-  -N N                  N inputs per job ({1}..{N}; a word with {} repeats per input)
-  -n N, -L N            at most N inputs (or lines) per job
-      --plus            also {+/} {+.} {..} {+..} {/..} {...} {+...} {/...} {##} {0#},
-                        {%suf} {%%suf} {#pre} {##pre} {:-default} {:n} {:n:m}
-                        {/from/to} {//from/to} {^a} {^^a} {,A} {,,A} (also {2%.gz})
-      --results DIR     each job's stdout, stderr and seq in DIR/1/<input>/ (not printed)
-  -S, --sshlogin LIST   run on these machines: [N/][user@]host, or : for this one
-      --sshloginfile F  ... one sshlogin per line of F (.. is ~/.parallel/sshloginfile)
-      --ssh CMD         how to reach them (default $PARALLEL_SSH or ssh)
-      --transferfile F  send F (replacement strings allowed) before the job; --transfer: {}
-      --return F        fetch F back after the job; --cleanup removes both there
-      --trc F           --transfer --return F --cleanup
-      --pipe            cut stdin into blocks at record ends, one block per job's stdin
-      --block SIZE      block size (default 1M; k=1000, K=1024, ...)
-      --recend STR      a record ends with STR (default \\n)
-      --recstart STR    a record starts with STR
-                        (-N n: n records per block; --header : or REGEX: the
-                        input's header before every block; --cat: each block in
-                        a temporary file named by {} instead of on stdin)
-  -X, -m                as many inputs per job as spread them over the job slots
-                        (-X repeats a word with {} per input)
-      --env VAR         set VAR on other machines as here (local jobs inherit it all)
-  -q, --quote           quote the command's own words too (no shell syntax in it)
-      --timeout D       kill a job's process group after D (10, 1.5s, 1m30s, 1d), or P% of
-                        the median run time of the jobs that succeeded so far
-      --retries N       run a failing job up to N times in all
-      --halt WHEN,COND  now|soon, fail|success|done=N or =P%; or 0, 1, 2
-      --joblog FILE     log each job in GNU parallel's format
-      --resume          skip the jobs the joblog lists
-      --resume-failed   ... and run again those that failed
-      --delay D         wait at least D between job starts
-      --bar             progress bar with ETA on a terminal
-      --dry-run         print the commands instead of running them
-  -0, --null            inputs are separated by NUL
-  -C, --colsep REGEX    split each input line into columns {1} {2}...
-  -a, --arg-file FILE   inputs from FILE (as :::: FILE)
-  -d, --delimiter D     inputs end at D, not newline (\\n, \\t, \\0 allowed)
-      --trim lr|l|r|n   strip spaces and tabs around each input
-      --header :        the first input line names the columns: {name}
-  -r, --no-run-if-empty skip inputs that are empty or only blanks
-      --nice N          run the jobs, and all they start, at niceness N
-      --shuf            make every job first, then run them in a random order
-      --tmpdir DIR      spooled output in DIR, which is also the jobs' $TMPDIR
-      --number-of-cores, --number-of-threads, --number-of-sockets
-                        print that count of this machine's CPUs and exit
-      --will-cite       accepted and ignored
-
-DEFAULT OPTIONS: the lines of ~/.parallel/config ($PARALLEL_HOME/config), then
-$PARALLEL, go before the command line's.
-  -h, --help            this text
+/// What `--help` says after the options (and the man page after its
+/// OPTIONS): blocks headed `HEADING:`.
+const AFTER: &str = "\
+DEFAULT OPTIONS:
+  The lines of ~/.parallel/config ($PARALLEL_HOME/config), then $PARALLEL,
+  go before the command line's.
 
 INPUTS (after the command):
   ::: A B C      arguments as inputs; several ::: give every combination
   :::+ 1 2 3     paired with the source before (stops at the shorter)
-  --link         (an option) pairs every source, recycling the shorter ones
   :::: FILE      lines of FILE (- is standard input); ::::+ pairs it
   (none)         lines of standard input
 
 REPLACEMENT STRINGS:
   {}  input    {.}  without extension    {/}  basename    {//}  directory
   {/.}  basename without extension    {#}  job number    {%}  job slot
-  {N} {N.} {N/} {N//} {N/.}  the same for input source N
+  {N} {N.} {N/} {N//} {N/.}  the same for input source N ({-N}: from the last)
+  {= perl =}  what perl code leaves in $_ (GNU parallel's helpers: Q(), uq(),
+              skip(), seq(), slot(), @arg, total_jobs()); {=N perl =}: source N
+  --plus: {+/} {+.} {..} {+..} {/..} {...} {+...} {/...} {##} {0#} {0%}
+          {choose_k} {uniq} {%suf} {%%suf} {#pre} {##pre} {:-default} {:n}
+          {:n:m} {/from/to} {//from/to} {^a} {^^a} {,A} {,,A} (also {2%.gz})
   Without any, the inputs are appended as arguments.
 
-EXIT STATUS: 0 if every job succeeded, else the number of failed jobs
-(at most 101), or what --halt decided (the deciding job's status, the
-number of failures, or with fail=P% the percentage failed); 255 on a usage
-error, an interrupt, or any other error.
+EXIT STATUS:
+  0 if every job succeeded, else the number of failed jobs (at most 101), or
+  what --halt decided (the deciding job's status, the number of failures, or
+  with fail=P% the percentage failed); 255 on a usage error, an interrupt, a
+  command line too long, or any other error.
 
 EXAMPLES:
   parpool run gzip -9 ::: *.log
   parpool run -j4 --tag convert {} {.}.png ::: *.jpg
   find . -name '*.c' | parpool run -k wc -l
+  parpool run --plus 'gunzip -c {} > {%.gz}' ::: *.gz
+  parpool run echo '{= s/\\.jpg$/.png/ =}' ::: a.jpg
+  cat big.log | parpool run --pipe --block 10M grep -c ERROR
+  parpool run -S 2/server1,: --trc {}.out 'sort {} > {}.out' ::: *.txt
 ";
+
+/// Where the help column starts.
+const NAMES_WIDTH: usize = 26;
+
+/// An option's names as `--help` shows them: `-j, -P, --jobs N`.
+fn names(spec: &Spec) -> String {
+    let mut names: Vec<String> = spec.short.iter().map(|c| format!("-{c}")).collect();
+    names.extend(spec.long.first().map(|l| format!("--{l}")));
+    let mut text = names.join(", ");
+    if let Takes::Value(v) = spec.takes {
+        text.push(' ');
+        text.push_str(v);
+    }
+    // Long options line up whether or not there is a short one.
+    if spec.short.is_empty() {
+        text.insert_str(0, "    ");
+    }
+    text
+}
+
+/// `text` in lines of at most `width` characters, broken at spaces.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    lines.push(line);
+    lines
+}
+
+/// `parpool run --help` for a terminal `width` columns wide: every option
+/// of the table, grouped, each help wrapped beside its names.
+pub(crate) fn help(width: usize) -> String {
+    use std::fmt::Write;
+    let width = width.clamp(60, 200);
+    let mut out = format!(
+        "{ABOUT}\n\nUsage: {USAGE}\n\nOptions bundle (-kj4), take their values attached or not (-j4, -j 4,\n--jobs=4) and may be shortened (--keep); they end at the command.\n"
+    );
+    for section in Section::ALL {
+        let _ = write!(out, "\n{}:\n", section.title());
+        for spec in SPECS.iter().filter(|s| s.section == section) {
+            let mut text = spec.help.to_string();
+            if spec.long.len() > 1 {
+                let also: Vec<String> = spec.long[1..].iter().map(|l| format!("--{l}")).collect();
+                let _ = write!(text, " (also {})", also.join(", "));
+            }
+            let names = names(spec);
+            let lines = wrap(&text, width - NAMES_WIDTH);
+            if names.chars().count() + 2 < NAMES_WIDTH {
+                let _ = writeln!(out, "  {names:<w$}{}", lines[0], w = NAMES_WIDTH - 2);
+            } else {
+                let _ = writeln!(out, "  {names}");
+                let _ = writeln!(out, "{:w$}{}", "", lines[0], w = NAMES_WIDTH);
+            }
+            for line in &lines[1..] {
+                let _ = writeln!(out, "{:w$}{line}", "", w = NAMES_WIDTH);
+            }
+        }
+    }
+    out.push('\n');
+    out.push_str(AFTER);
+    out
+}
+
+/// The help for where it is shown: as wide as the terminal on standard
+/// output (else `$COLUMNS`, else 80).
+pub(crate) fn help_for_here() -> String {
+    let width = rustix::termios::tcgetwinsize(std::io::stdout())
+        .ok()
+        .map(|w| usize::from(w.ws_col))
+        .filter(|&w| w > 0)
+        .or_else(|| std::env::var("COLUMNS").ok()?.parse().ok())
+        .unwrap_or(80);
+    help(width)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn help_lists_every_option_of_the_table_within_the_width() {
+        for width in [60, 80, 132] {
+            let text = help(width);
+            for spec in SPECS {
+                for short in spec.short {
+                    assert!(text.contains(&format!("-{short}")), "-{short}");
+                }
+                for long in spec.long {
+                    assert!(text.contains(&format!("--{long}")), "--{long}");
+                }
+                let first = spec.help.split(' ').next().unwrap();
+                assert!(text.contains(first), "{}", spec.name());
+            }
+            for line in text.lines() {
+                // The fixed text after the options is narrower than 80.
+                assert!(line.chars().count() <= width.max(80), "{line:?}");
+            }
+            for section in Section::ALL {
+                assert!(text.contains(section.title()));
+            }
+        }
+    }
+}

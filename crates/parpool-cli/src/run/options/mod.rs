@@ -20,7 +20,7 @@ mod help;
 mod table;
 pub(crate) mod values;
 
-pub(crate) use help::{HELP, command};
+pub(crate) use help::{command, help_for_here};
 use table::{SPECS, Spec, Takes};
 
 /// Options of `parpool run`, and the words after them: the command, then
@@ -155,7 +155,7 @@ fn find_long(name: &str) -> Result<&'static Spec, UsageError> {
 fn find_short(c: char) -> Result<&'static Spec, UsageError> {
     SPECS
         .iter()
-        .find(|s| s.short == Some(c))
+        .find(|s| s.short.contains(&c))
         .ok_or_else(|| UsageError(format!("unknown option: -{c}")))
 }
 
