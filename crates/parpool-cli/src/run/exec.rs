@@ -485,6 +485,8 @@ pub(crate) struct Runner {
     pub(crate) plan: Plan,
     pub(crate) output: OutputMode,
     pub(crate) tag: Tag,
+    /// `--memfree`, `--load`, `--noswap`.
+    pub(crate) limits: super::limits::Limits,
     /// `--delay`: at least this long between job starts.
     pub(crate) delay: Option<Duration>,
     /// `--nice N`: local jobs run at niceness N (through `nice -n N`).
@@ -666,6 +668,7 @@ impl Runner {
             }
         }
         for _ in 0..self.tries.max(1) {
+            self.limits.wait(&self.stop);
             if self.stop.load(Ordering::Acquire) {
                 outcome.skipped = outcome.started.is_none();
                 break;

@@ -3,11 +3,13 @@
 mod exec;
 mod input;
 mod joblog;
+mod limits;
 mod options;
 mod output;
 mod pack;
 mod perl;
 mod pipe;
+mod progress;
 mod remote;
 mod results;
 mod rpl;
@@ -614,6 +616,7 @@ fn runner(
         },
         tag,
         delay: args.delay,
+        limits: limits::Limits::new(args.memfree, args.load, args.noswap),
         nice: args.nice,
         tmpdir: args.tmpdir.clone(),
         next_start: Mutex::new(None),
@@ -707,6 +710,14 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
     }
     check_settings(&args, &hosts)?;
     let slots = slot_host.len();
+    // `--progress`'s list: name, cores, job slots.
+    let machine_list: Vec<(String, usize, usize)> = hosts
+        .iter()
+        .map(|(h, n)| match h.ssh {
+            None => ("local".to_owned(), cores, *n),
+            Some(_) => (h.name.clone(), *n, *n),
+        })
+        .collect();
     let rest = std::mem::take(&mut args.rest);
     let Inputs {
         command,
@@ -780,7 +791,7 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
     };
     let bar = args
         .bar
-        .then(|| progress_bar(known_total.map(|n| n.saturating_sub(skipping))));
+        .then(|| progress::bar(known_total.map(|n| n.saturating_sub(skipping))));
 
     let interrupts = interrupt::watch(runner.clone())?;
     let pool = parpool::ThreadPool::builder()
@@ -795,10 +806,18 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
     }));
     let job_tally = tally.clone();
     let halt = args.halt;
+    let status = (args.progress || args.eta).then(|| {
+        let total = known_total.map(|n| n.saturating_sub(skipping) as u64);
+        progress::Status::start(&machine_list, total, args.eta)
+    });
+    let job_status = status.as_ref().map(|(s, _)| s.clone());
     let run_one =
         move |(values, stdin, seq, order): (Vec<OsString>, Option<Arc<Vec<u8>>>, u64, u64)| {
             let (slot, perl) =
                 slots_taken.take(order, |slot| job_runner.evaluate(seq, &values, slot));
+            if let Some(s) = &job_status {
+                s.job_started();
+            }
             let outcome = match perl {
                 Ok(perl) => job_runner.run((seq, order), values, slot, stdin, perl),
                 Err(e) => Outcome::not_started(seq, values, format!("perl stopped answering: {e}")),
@@ -809,6 +828,9 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .count(&outcome, halt, &job_runner);
+            if let Some(s) = &job_status {
+                s.job_done();
+            }
             slots_taken.give_back(slot);
             outcome
         };
@@ -892,6 +914,9 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
         }
     }
     drop(interrupts);
+    if let Some((status, thread)) = status {
+        status.finish(thread);
+    }
     if let Some(bar) = bar {
         bar.finish();
     }
@@ -1034,26 +1059,6 @@ fn print_output(o: &mut Outcome, verbose: bool) -> io::Result<()> {
     o.stdout.write_to(&mut stdout, prefix)?;
     drop(stdout);
     o.stderr.write_to(&mut io::stderr().lock(), prefix)
-}
-
-/// A progress bar on stderr, drawn only on a terminal: jobs done, of how
-/// many when known, with the rate and the time left.
-fn progress_bar(total: Option<usize>) -> indicatif::ProgressBar {
-    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-    let (bar, template) = match total {
-        Some(n) => (
-            ProgressBar::with_draw_target(Some(n as u64), ProgressDrawTarget::stderr()),
-            "{elapsed_precise} [{wide_bar}] {pos}/{len} jobs, {per_sec}, ETA {eta}",
-        ),
-        None => (
-            ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
-            "{elapsed_precise} {spinner} {pos} jobs, {per_sec}",
-        ),
-    };
-    if let Ok(style) = ProgressStyle::with_template(template) {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    bar
 }
 
 mod interrupt {

@@ -61,6 +61,16 @@ pub(super) fn apply(
         (_, "line-buffer") => args.line_buffer = true,
         (_, "delay") => args.delay = Some(values::parse_duration(&value).map_err(bad)?),
         (_, "bar") => args.bar = true,
+        (_, "progress") => args.progress = true,
+        (_, "memfree") => {
+            args.memfree = Some(crate::run::limits::parse_bytes(&value).map_err(bad)?)
+        }
+        (_, "load") => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            args.load = Some(crate::run::limits::parse_load(&value, cores).map_err(bad)?);
+        }
+        (_, "noswap") => args.noswap = true,
+        (_, "eta") => args.eta = true,
         (_, "tag") => args.tag = true,
         // Commands always run through the shell (or as if they did).
         (_, "shell") => {}

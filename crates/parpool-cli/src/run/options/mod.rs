@@ -80,6 +80,14 @@ pub(crate) struct RunArgs {
     pub(crate) plus: bool,
     /// `--rpl 'TAG PERL'`: replacement strings defined in perl.
     pub(crate) rpl: Vec<String>,
+    /// `--memfree`, `--load`, `--noswap`: when this machine may start a
+    /// job.
+    pub(crate) memfree: Option<u64>,
+    pub(crate) load: Option<f64>,
+    pub(crate) noswap: bool,
+    /// `--progress`, `--eta`: GNU parallel's status line on stderr.
+    pub(crate) progress: bool,
+    pub(crate) eta: bool,
     /// `-s N`: the longest command line a job may have.
     pub(crate) max_chars: Option<usize>,
     /// `--results DIR`: each job's output in files under DIR.

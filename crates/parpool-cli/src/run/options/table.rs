@@ -210,6 +210,27 @@ pub(super) const SPECS: &[Spec] = &[
     Spec {
         section: Section::Jobs,
         short: &[],
+        long: &["memfree"],
+        takes: Takes::Value("SIZE"),
+        help: "start a job only while SIZE bytes of memory are available (500M, 2G)",
+    },
+    Spec {
+        section: Section::Jobs,
+        short: &[],
+        long: &["load"],
+        takes: Takes::Value("MAX"),
+        help: "start a job only while fewer than MAX processes run (as -j: N, N%, +N, -N)",
+    },
+    Spec {
+        section: Section::Jobs,
+        short: &[],
+        long: &["noswap"],
+        takes: Takes::Nothing,
+        help: "start no job while this machine swaps in and out",
+    },
+    Spec {
+        section: Section::Jobs,
+        short: &[],
         long: &["delay"],
         takes: Takes::Value("D"),
         help: "wait at least D between job starts",
@@ -304,6 +325,20 @@ pub(super) const SPECS: &[Spec] = &[
         long: &["results", "res"],
         takes: Takes::Value("DIR"),
         help: "each job's stdout, stderr and seq in DIR/1/<input>/..., or a row a job in DIR.csv, .tsv or .json (-.csv: on stdout); nothing printed",
+    },
+    Spec {
+        section: Section::Output,
+        short: &[],
+        long: &["progress"],
+        takes: Takes::Nothing,
+        help: "show the machines, then jobs running, done and their average time, on stderr",
+    },
+    Spec {
+        section: Section::Output,
+        short: &[],
+        long: &["eta"],
+        takes: Takes::Nothing,
+        help: "--progress with the time left and jobs left first",
     },
     Spec {
         section: Section::Output,
