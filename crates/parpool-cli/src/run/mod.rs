@@ -13,6 +13,7 @@ mod progress;
 mod remote;
 mod results;
 mod rpl;
+mod slots;
 mod template;
 
 use std::ffi::OsString;
@@ -124,47 +125,6 @@ pub(crate) fn parse_halt(s: &str) -> Result<Halt, String> {
         None => Threshold::Count(value.parse().ok().filter(|&n| n > 0).ok_or_else(bad)?),
     };
     Ok(Halt { now, on, threshold })
-}
-
-/// Job slots (`{%}`): a starting job takes the lowest free one, and jobs
-/// take them in the order they were dispatched, as GNU parallel's do.
-struct Slots {
-    state: Mutex<(Vec<usize>, u64)>,
-    turn: std::sync::Condvar,
-}
-
-impl Slots {
-    fn new(n: usize) -> Slots {
-        Slots {
-            state: Mutex::new(((1..=n).rev().collect(), 0)),
-            turn: std::sync::Condvar::new(),
-        }
-    }
-
-    /// The lowest free slot, for the job dispatched `order`-th (0-based),
-    /// once every job before it has taken one; `first` runs with the slot
-    /// before the next job's turn (jobs' perl code runs in start order).
-    fn take<R>(&self, order: u64, first: impl FnOnce(usize) -> R) -> (usize, R) {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        while st.1 != order || st.0.is_empty() {
-            st = self.turn.wait(st).unwrap_or_else(|p| p.into_inner());
-        }
-        let slot = st.0.pop().unwrap_or(1);
-        let r = first(slot);
-        st.1 += 1;
-        drop(st);
-        self.turn.notify_all();
-        (slot, r)
-    }
-
-    fn give_back(&self, slot: usize) {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.0.push(slot);
-        // Lowest first.
-        st.0.sort_unstable_by(|a, b| b.cmp(a));
-        drop(st);
-        self.turn.notify_all();
-    }
 }
 
 /// Descriptors one running job holds: its two pipes (both ends while it
@@ -698,7 +658,12 @@ fn dry_run(
 /// Runs `parpool run`; returns the exit status.
 fn main(mut args: RunArgs) -> anyhow::Result<i32> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let local_slots = cap_by_descriptors(job_slots(args.jobs.as_deref().unwrap_or("100%"), cores)?);
+    // `-j FILE`: the number read from FILE, again as it changes.
+    let jobs_file = slots::JobsFile::open(args.jobs.as_deref(), cores)?;
+    let local_slots = match &jobs_file {
+        Some(file) => cap_by_descriptors(file.wanted().max(slots::MOST_FROM_FILE)),
+        None => cap_by_descriptors(job_slots(args.jobs.as_deref().unwrap_or("100%"), cores)?),
+    };
     let hosts = machines(&args, local_slots)?;
     let slot_host: Vec<usize> = hosts
         .iter()
@@ -709,6 +674,9 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
         bail!("no machine is left to run jobs on");
     }
     check_settings(&args, &hosts)?;
+    if jobs_file.is_some() && hosts.iter().any(|(h, _)| h.ssh.is_some()) {
+        bail!("-j FILE with other machines (-S) is not supported; give -j a number");
+    }
     let slots = slot_host.len();
     // `--progress`'s list: name, cores, job slots.
     let machine_list: Vec<(String, usize, usize)> = hosts
@@ -798,7 +766,7 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
         .workers(slots)
         .name("parpool-run")
         .build()?;
-    let slots_taken = Arc::new(Slots::new(slots));
+    let slots_taken = Arc::new(slots::Slots::new(slots, jobs_file));
     let job_runner = runner.clone();
     let tally = Arc::new(Mutex::new(Tally {
         total: known_total.map(|n| n.saturating_sub(skipping) as u64),

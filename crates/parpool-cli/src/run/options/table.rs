@@ -205,7 +205,7 @@ pub(super) const SPECS: &[Spec] = &[
         short: &['j', 'P'],
         long: &["jobs", "max-procs"],
         takes: Takes::Value("N"),
-        help: "jobs at once: N, N% of the cores, +N or -N (0: as many as possible)",
+        help: "jobs at once: N, N% of the cores, +N or -N (0: as many as possible), or a FILE holding that, read again when it changes",
     },
     Spec {
         section: Section::Jobs,

@@ -73,3 +73,38 @@ fn progress_and_eta_report_on_stderr() {
         );
     }
 }
+
+/// `-j FILE`: the number of jobs at once is read from FILE (as GNU
+/// parallel reads it), and read again when a job ends and FILE changed.
+#[test]
+fn jobs_at_once_are_read_from_a_file_again_as_it_changes() {
+    let dir = scratch("jobs-file");
+    let procs = dir.join("procs");
+    std::fs::write(&procs, "1\n").unwrap();
+    let procs_arg = procs.to_str().unwrap();
+    same_as_gnu(&["-k", "-j", procs_arg, "echo {%}", ":::", "a", "b", "c"]);
+    // One at a time while the file says 1; two once it says 2 and a job
+    // has ended since.
+    let gate = dir.join("gate");
+    let script = format!(
+        "if [ {{}} = 1 ]; then while [ ! -e {} ]; do sleep 0.01; done; fi; sleep 0.2; echo {{#}}:{{%}}",
+        gate.display()
+    );
+    let child = parpool()
+        .args([
+            "run", "-k", "-j", procs_arg, &script, ":::", "1", "2", "3", "4", "5",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&procs, "2\n").unwrap();
+    std::fs::write(&gate, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let slots: Vec<&str> = text.lines().map(|l| l.split(':').nth(1).unwrap()).collect();
+    assert_eq!(slots[0], "1", "{text}");
+    assert!(slots.contains(&"2"), "the new number was not read: {text}");
+    assert!(slots.iter().all(|s| *s == "1" || *s == "2"), "{text}");
+}
