@@ -397,6 +397,28 @@ impl Plan {
     }
 }
 
+/// `--fifo`, after the job: a job that never opened its fifo (or stopped
+/// reading) leaves the writer waiting; a reader here takes and drops what
+/// is left until the writer is done.
+fn drain_fifo(path: &std::path::Path, writer: &std::thread::JoinHandle<()>) {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(mut reader) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+    else {
+        return;
+    };
+    let mut buf = vec![0u8; 64 << 10];
+    while !writer.is_finished() {
+        match reader.read(&mut buf) {
+            Ok(n) if n > 0 => {}
+            _ => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+}
+
 /// What became of one job.
 #[derive(Debug, Default)]
 pub(crate) struct Outcome {
@@ -485,6 +507,9 @@ pub(crate) struct Runner {
     pub(crate) plan: Plan,
     pub(crate) output: OutputMode,
     pub(crate) tag: Tag,
+    /// `--fifo`: a job's block goes through the named pipe its first
+    /// value names, not its stdin.
+    pub(crate) fifo: bool,
     /// `--memfree`, `--load`, `--noswap`.
     pub(crate) limits: super::limits::Limits,
     /// `--delay`: at least this long between job starts.
@@ -673,7 +698,11 @@ impl Runner {
                 outcome.skipped = outcome.started.is_none();
                 break;
             }
-            self.attempt(&argv, seq, slot, stdin.as_ref(), &mut outcome);
+            let fifo = values
+                .first()
+                .filter(|_| self.fifo)
+                .map(std::path::Path::new);
+            self.attempt(&argv, (seq, slot), stdin.as_ref(), fifo, &mut outcome);
             if !outcome.failed() {
                 break;
             }
@@ -781,13 +810,13 @@ impl Runner {
     fn attempt(
         &self,
         argv: &Argv,
-        seq: u64,
-        slot: usize,
+        (seq, slot): (u64, usize),
         stdin: Option<&Arc<Vec<u8>>>,
+        fifo: Option<&std::path::Path>,
         out: &mut Outcome,
     ) {
         self.pace();
-        let mut cmd = self.command(argv, seq, slot, stdin.is_some());
+        let mut cmd = self.command(argv, seq, slot, stdin.is_some() && fifo.is_none());
         out.started = Some(SystemTime::now());
         let t0 = Instant::now();
         let child = match cmd.spawn() {
@@ -811,6 +840,15 @@ impl Runner {
         // `--pipe`: the block goes in from its own thread while the output
         // comes out here; a job that stops reading early just ends it.
         let feeder = match (stdin, child.stdin.take()) {
+            (Some(block), _) if let Some(path) = fifo => {
+                let (block, path) = (block.clone(), path.to_owned());
+                // Opening waits for the job to open it for reading.
+                Some(std::thread::spawn(move || {
+                    if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(path) {
+                        let _ = f.write_all(&block);
+                    }
+                }))
+            }
             (Some(block), Some(mut pipe)) => {
                 let block = block.clone();
                 // A bigger pipe, fewer trips between this thread and the
@@ -902,6 +940,9 @@ impl Runner {
                 .map(|status| (status, Held::default(), Held::default(), 0)),
         };
         drop(done_tx);
+        if let (Some(path), Some(writer)) = (fifo, feeder.as_ref()) {
+            drain_fifo(path, writer);
+        }
         if let Some(f) = feeder {
             let _ = f.join();
         }

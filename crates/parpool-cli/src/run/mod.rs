@@ -547,7 +547,7 @@ fn runner(
     };
     // With --pipe, input arrives on the jobs' stdin, not as arguments.
     let append = mode != Mode::InputIsCommand
-        && (!args.pipe || args.cat)
+        && (!args.pipe || args.cat || args.fifo)
         && !template::has_replacement(&words);
     if mode == Mode::InputIsCommand {
         words.clear();
@@ -567,6 +567,7 @@ fn runner(
             context: args.group.is_some_and(|g| g.context),
             ..Plan::new(words, mode, append, args.quote, n_sources)
         },
+        fifo: args.fifo,
         output: if args.ungroup {
             OutputMode::Ungroup
         } else if args.line_buffer {
@@ -624,6 +625,13 @@ fn job_items(
         Box::new(blocks.map(move |b| {
             n += 1;
             b.and_then(|block| Ok((vec![pipe::cat_file(&block, n)?.into_os_string()], None)))
+        }))
+    } else if args.fifo {
+        // `--fifo`: each block through a named pipe of its own, named by `{}`.
+        let mut n = 0u64;
+        Box::new(blocks.map(move |b| {
+            n += 1;
+            b.and_then(|block| Ok((vec![pipe::fifo_file(n)?.into_os_string()], Some(block))))
         }))
     } else {
         Box::new(blocks.map(|b| b.map(|block| (Vec::new(), Some(block)))))
@@ -803,8 +811,8 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
             outcome
         };
     let mut report = |mut outcome: Outcome| -> anyhow::Result<()> {
-        if args.cat {
-            // The job's `--cat` file is gone with the job.
+        if args.cat || args.fifo {
+            // The job's `--cat` file or `--fifo` is gone with the job.
             for file in &outcome.values {
                 let _ = std::fs::remove_file(file);
             }
@@ -889,7 +897,7 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
         bar.finish();
     }
     let tally = tally.lock().unwrap_or_else(|p| p.into_inner());
-    if args.cat {
+    if args.cat || args.fifo {
         // Blocks written for jobs that never ran (a halt, an interrupt).
         pipe::remove_cat_files();
     }

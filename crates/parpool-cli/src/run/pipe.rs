@@ -95,6 +95,17 @@ pub(crate) fn cat_file(block: &[u8], n: u64) -> io::Result<std::path::PathBuf> {
     Ok(path)
 }
 
+/// Makes the named pipe for `--fifo` (job `n`'s, beside `--cat`'s files);
+/// its path. The job's `{}` names it; the block is written into it once
+/// the job opens it, and it is removed once the job is done.
+pub(crate) fn fifo_file(n: u64) -> io::Result<std::path::PathBuf> {
+    use rustix::fs::{CWD, FileType, Mode, mknodat};
+    let path = super::output::spool_dir().join(format!("{}{n}", cat_prefix()));
+    mknodat(CWD, &path, FileType::Fifo, Mode::RUSR | Mode::WUSR, 0)
+        .map_err(|e| io::Error::new(e.kind(), format!("--fifo: {}: {e}", path.display())))?;
+    Ok(path)
+}
+
 /// Removes the `--cat` files of this run still there (their jobs never ran).
 pub(crate) fn remove_cat_files() {
     let dir = super::output::spool_dir();

@@ -109,6 +109,7 @@ pub(super) fn apply(
         (Some('r'), _) => args.no_run_if_empty = true,
         (_, "shuf") => args.shuf = true,
         (_, "cat") => args.cat = true,
+        (_, "fifo") => args.fifo = true,
         (_, "tmpdir") => args.tmpdir = Some(value.into()),
         (_, "link") => args.link = true,
         (_, "nice") => {

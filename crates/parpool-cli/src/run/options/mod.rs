@@ -66,6 +66,8 @@ pub(crate) struct RunArgs {
     pub(crate) tmpdir: Option<std::path::PathBuf>,
     /// `--cat`: `--pipe`'s block in a file named by `{}`, not on stdin.
     pub(crate) cat: bool,
+    /// `--fifo`: `--pipe`'s block through a named pipe named by `{}`.
+    pub(crate) fifo: bool,
     /// `-I STR`: STR stands for the input instead of `{}`.
     pub(crate) replace: Option<String>,
     /// `-v`: print each job's command before its output.

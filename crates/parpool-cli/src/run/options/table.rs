@@ -406,6 +406,13 @@ pub(super) const SPECS: &[Spec] = &[
     Spec {
         section: Section::Pipe,
         short: &[],
+        long: &["fifo"],
+        takes: Takes::Nothing,
+        help: "each block through a named pipe named by {}, not on stdin",
+    },
+    Spec {
+        section: Section::Pipe,
+        short: &[],
         long: &["cat"],
         takes: Takes::Nothing,
         help: "with --pipe: each block in a temporary file named by {}, not on stdin",
