@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::ffi::OsString;
-use std::io::Write;
+
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::output::{self, Held};
+use super::pipepart::Feed;
 use super::template::{self, Fill, Word};
 
 /// How the command is run.
@@ -617,7 +618,7 @@ impl Runner {
         (seq, order): (u64, u64),
         values: Vec<OsString>,
         slot: usize,
-        stdin: Option<Arc<Vec<u8>>>,
+        stdin: Option<Feed>,
         perl: Option<super::perl::Evaluated>,
     ) -> Outcome {
         let fill = Fill {
@@ -811,7 +812,7 @@ impl Runner {
         &self,
         argv: &Argv,
         (seq, slot): (u64, usize),
-        stdin: Option<&Arc<Vec<u8>>>,
+        stdin: Option<&Feed>,
         fifo: Option<&std::path::Path>,
         out: &mut Outcome,
     ) {
@@ -845,7 +846,7 @@ impl Runner {
                 // Opening waits for the job to open it for reading.
                 Some(std::thread::spawn(move || {
                     if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(path) {
-                        let _ = f.write_all(&block);
+                        let _ = block.write_to(&mut f);
                     }
                 }))
             }
@@ -856,7 +857,7 @@ impl Runner {
                 let _ =
                     rustix::pipe::fcntl_setpipe_size(&pipe, block.len().clamp(1 << 16, 1 << 20));
                 Some(std::thread::spawn(move || {
-                    let _ = pipe.write_all(&block);
+                    let _ = block.write_to(&mut pipe);
                 }))
             }
             _ => None,

@@ -9,6 +9,7 @@ mod output;
 mod pack;
 mod perl;
 mod pipe;
+mod pipepart;
 mod progress;
 mod remote;
 mod results;
@@ -603,39 +604,77 @@ fn runner(
 }
 
 /// A job's values, and its standard input (`--pipe`).
-type Item = (input::Values, Option<Arc<Vec<u8>>>);
+type Item = (input::Values, Option<pipepart::Feed>);
+
+/// `--pipepart`'s file, taken from `-a FILE` or `:::: FILE` (one file).
+fn pipepart_file(args: &mut RunArgs) -> anyhow::Result<std::path::PathBuf> {
+    let from_rest = args.rest.iter().position(|w| w == "::::");
+    let file = match (args.arg_files.len(), from_rest) {
+        (1, None) => args.arg_files.remove(0),
+        (0, Some(at)) if at + 2 == args.rest.len() => {
+            let path = args.rest.pop().unwrap_or_default();
+            args.rest.pop();
+            path.into()
+        }
+        (0, None) => bail!("--pipepart needs its file: -a FILE or :::: FILE"),
+        _ => bail!("--pipepart takes one file (-a FILE or :::: FILE) and no other input"),
+    };
+    if !file.is_file() {
+        bail!("--pipepart: {} is not a file", file.display());
+    }
+    Ok(file)
+}
 
 /// Each job's values and standard input: the inputs' values, or with
-/// `--pipe` the blocks of standard input (in a file named by `{}` with
-/// `--cat`).
+/// `--pipe` the blocks of standard input, with `--pipepart` the parts of
+/// its file (in a file named by `{}` with `--cat`, through a fifo named by
+/// `{}` with `--fifo`).
 fn job_items(
     args: &RunArgs,
     pipe_cut: Option<pipe::Cut>,
     jobs: input::Jobs,
-) -> Box<dyn Iterator<Item = io::Result<Item>> + Send> {
+    slots: usize,
+) -> anyhow::Result<Box<dyn Iterator<Item = io::Result<Item>> + Send>> {
+    use pipepart::Feed;
     if !args.pipe {
-        return Box::new(jobs.map(|r| r.map(|values| (values, None))));
+        return Ok(Box::new(jobs.map(|r| r.map(|values| (values, None)))));
     }
-    // Read in bigger pieces where stdin is a pipe.
-    let _ = rustix::pipe::fcntl_setpipe_size(io::stdin(), 1 << 20);
-    let blocks = pipe::Blocks::new(io::stdin(), pipe_cut.unwrap_or_default());
-    if args.cat {
-        // `--cat`: each block in a file of its own, named by `{}`.
-        let mut n = 0u64;
-        Box::new(blocks.map(move |b| {
-            n += 1;
-            b.and_then(|block| Ok((vec![pipe::cat_file(&block, n)?.into_os_string()], None)))
-        }))
-    } else if args.fifo {
-        // `--fifo`: each block through a named pipe of its own, named by `{}`.
-        let mut n = 0u64;
-        Box::new(blocks.map(move |b| {
-            n += 1;
-            b.and_then(|block| Ok((vec![pipe::fifo_file(n)?.into_os_string()], Some(block))))
-        }))
-    } else {
-        Box::new(blocks.map(|b| b.map(|block| (Vec::new(), Some(block)))))
-    }
+    let cut = pipe_cut.unwrap_or_default();
+    let feeds: Box<dyn Iterator<Item = io::Result<Feed>> + Send> = match &args.pipepart_file {
+        Some(path) => {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("--pipepart: cannot read {}", path.display()))?;
+            let size = file.metadata()?.len();
+            // As GNU parallel: 10 parts a job slot unless --block says.
+            let block = match args.block_given {
+                true => cut.block as u64,
+                false => 1 + size / slots.max(1) as u64 / 10,
+            };
+            Box::new(pipepart::parts(file, block, &cut)?.into_iter().map(Ok))
+        }
+        None => {
+            // Read in bigger pieces where stdin is a pipe.
+            let _ = rustix::pipe::fcntl_setpipe_size(io::stdin(), 1 << 20);
+            let blocks = pipe::Blocks::new(io::stdin(), cut);
+            Box::new(blocks.map(|b| b.map(Feed::Bytes)))
+        }
+    };
+    let mut n = 0u64;
+    let (cat, fifo) = (args.cat, args.fifo);
+    Ok(Box::new(feeds.map(move |feed| {
+        let feed = feed?;
+        n += 1;
+        if cat {
+            // `--cat`: each block in a file of its own, named by `{}`.
+            let path = pipe::cat_file(&feed.bytes()?, n)?;
+            Ok((vec![path.into_os_string()], None))
+        } else if fifo {
+            // `--fifo`: each block through a named pipe of its own.
+            Ok((vec![pipe::fifo_file(n)?.into_os_string()], Some(feed)))
+        } else {
+            Ok((Vec::new(), Some(feed)))
+        }
+    })))
 }
 
 /// `--dry-run`: each job's command, as the shell would read it, one a
@@ -694,6 +733,15 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
             Some(_) => (h.name.clone(), *n, *n),
         })
         .collect();
+    if args.pipepart {
+        if args.group.is_some() || args.header_value.is_some() {
+            bail!(
+                "--pipepart cannot count records (-N, -n, -L, -X, -m) or take a --header; \
+                 cut by --recstart and --recend, or use --pipe"
+            );
+        }
+        args.pipepart_file = Some(pipepart_file(&mut args)?);
+    }
     let rest = std::mem::take(&mut args.rest);
     let Inputs {
         command,
@@ -731,7 +779,7 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
         _ => Default::default(),
     };
     // Each job's values, and its standard input (`--pipe`).
-    let jobs = job_items(&args, pipe_cut, jobs);
+    let jobs = job_items(&args, pipe_cut, jobs, slots)?;
     let known_total = jobs.size_hint().1;
     if let Some(n) = known_total {
         runner
@@ -788,7 +836,7 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
     });
     let job_status = status.as_ref().map(|(s, _)| s.clone());
     let run_one =
-        move |(values, stdin, seq, order): (Vec<OsString>, Option<Arc<Vec<u8>>>, u64, u64)| {
+        move |(values, stdin, seq, order): (Vec<OsString>, Option<pipepart::Feed>, u64, u64)| {
             let (slot, perl) =
                 slots_taken.take(order, |slot| job_runner.evaluate(seq, &values, slot));
             if let Some(s) = &job_status {

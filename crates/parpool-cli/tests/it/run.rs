@@ -10,6 +10,7 @@ mod limits;
 mod order;
 mod pack;
 mod perl;
+mod pipepart;
 mod results;
 
 /// `parpool`, without the user's default options (`~/.parallel/config`,

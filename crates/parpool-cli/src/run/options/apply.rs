@@ -110,6 +110,10 @@ pub(super) fn apply(
         (_, "shuf") => args.shuf = true,
         (_, "cat") => args.cat = true,
         (_, "fifo") => args.fifo = true,
+        (_, "pipepart") => {
+            args.pipepart = true;
+            args.pipe = true;
+        }
         (_, "tmpdir") => args.tmpdir = Some(value.into()),
         (_, "link") => args.link = true,
         (_, "nice") => {
@@ -214,7 +218,10 @@ fn apply_more(
             args.returns.push(value);
             args.cleanup = true;
         }
-        (_, "block") => args.cut.block = crate::run::pipe::parse_size(&value).map_err(bad)?,
+        (_, "block") => {
+            args.cut.block = crate::run::pipe::parse_size(&value).map_err(bad)?;
+            args.block_given = true;
+        }
         (_, "recstart") => {
             args.cut.recstart = crate::run::pipe::unescape(&value);
             // As GNU parallel: --recstart alone means records end anywhere.

@@ -68,6 +68,12 @@ pub(crate) struct RunArgs {
     pub(crate) cat: bool,
     /// `--fifo`: `--pipe`'s block through a named pipe named by `{}`.
     pub(crate) fifo: bool,
+    /// `--pipepart`: `--pipe` on the parts of a file (`-a FILE`, `::::
+    /// FILE`), which `pipepart_file` names once the command line is read.
+    pub(crate) pipepart: bool,
+    pub(crate) pipepart_file: Option<std::path::PathBuf>,
+    /// `--block` was given (else `--pipepart` makes 10 parts a slot).
+    pub(crate) block_given: bool,
     /// `-I STR`: STR stands for the input instead of `{}`.
     pub(crate) replace: Option<String>,
     /// `-v`: print each job's command before its output.

@@ -385,6 +385,13 @@ pub(super) const SPECS: &[Spec] = &[
     Spec {
         section: Section::Pipe,
         short: &[],
+        long: &["pipepart"],
+        takes: Takes::Nothing,
+        help: "--pipe on the parts of a file (-a FILE or :::: FILE), cut without reading it through parpool",
+    },
+    Spec {
+        section: Section::Pipe,
+        short: &[],
         long: &["block", "block-size"],
         takes: Takes::Value("SIZE"),
         help: "--pipe's block size (default 1M; k=1000, K=1024, ...)",

@@ -1,0 +1,167 @@
+//! `--pipepart`: a file (`-a FILE`, `:::: FILE`) cut into parts at record
+//! boundaries without reading it through parpool, as GNU parallel cuts it;
+//! each part goes to its job's stdin straight from the file (`sendfile`).
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use super::pipe::Cut;
+
+/// What a job reads on its stdin.
+#[derive(Debug, Clone)]
+pub(crate) enum Feed {
+    /// A block held in memory (`--pipe`).
+    Bytes(Arc<Vec<u8>>),
+    /// Bytes `start..end` of a file (`--pipepart`).
+    Part {
+        file: Arc<File>,
+        start: u64,
+        end: u64,
+    },
+}
+
+impl Feed {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Feed::Bytes(b) => b.len(),
+            Feed::Part { start, end, .. } => (end - start) as usize,
+        }
+    }
+
+    /// The bytes, read into memory (for `--cat`, `--fifo`).
+    pub(crate) fn bytes(&self) -> io::Result<Vec<u8>> {
+        match self {
+            Feed::Bytes(b) => Ok(b.to_vec()),
+            Feed::Part { file, start, end } => {
+                let mut buf = vec![0; (end - start) as usize];
+                file.read_exact_at(&mut buf, *start)?;
+                Ok(buf)
+            }
+        }
+    }
+
+    /// Writes it all to `to` (a job's stdin); a file part goes from the
+    /// page cache to the pipe without a copy through parpool.
+    pub(crate) fn write_to(&self, to: &mut (impl io::Write + std::os::fd::AsFd)) -> io::Result<()> {
+        match self {
+            Feed::Bytes(b) => to.write_all(b),
+            Feed::Part { file, start, end } => {
+                let mut at = *start;
+                while at < *end {
+                    let want = ((end - at) as usize).min(1 << 30);
+                    match rustix::pipe::splice(
+                        &**file,
+                        Some(&mut at),
+                        &*to,
+                        None,
+                        want,
+                        rustix::pipe::SpliceFlags::MORE,
+                    ) {
+                        Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                        Ok(_) => {}
+                        Err(rustix::io::Errno::INTR) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The parts of `file`: about `block` bytes each, every cut after a
+/// record end followed by a record start, searched from each multiple of
+/// `block` on, as GNU parallel finds them.
+pub(crate) fn parts(file: File, block: u64, cut: &Cut) -> io::Result<Vec<Feed>> {
+    let size = file.metadata()?.len();
+    let pattern: Vec<u8> = [cut.recend.as_slice(), &cut.recstart].concat();
+    let mut positions = vec![0u64];
+    let mut pos = block.max(1);
+    while pos < size {
+        if pattern.is_empty() {
+            positions.push(pos);
+        } else if let Some(at) = find_from(&file, pos, &pattern)? {
+            pos = at + cut.recend.len() as u64;
+            positions.push(pos);
+        } else {
+            break;
+        }
+        pos += block.max(1);
+    }
+    if positions.last() != Some(&size) {
+        positions.push(size);
+    }
+    let file = Arc::new(file);
+    Ok(positions
+        .windows(2)
+        .filter(|w| w[1] > w[0])
+        .map(|w| Feed::Part {
+            file: file.clone(),
+            start: w[0],
+            end: w[1],
+        })
+        .collect())
+}
+
+/// Where `pattern` first occurs in `file` at or after `from`.
+fn find_from(file: &File, from: u64, pattern: &[u8]) -> io::Result<Option<u64>> {
+    const CHUNK: usize = 128 << 10;
+    let mut buf = vec![0u8; CHUNK + pattern.len()];
+    let mut at = from;
+    let mut carried = 0;
+    loop {
+        let n = file.read_at(&mut buf[carried..carried + CHUNK], at)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let seen = carried + n;
+        if let Some(i) = buf[..seen]
+            .windows(pattern.len())
+            .position(|w| w == pattern)
+        {
+            return Ok(Some(at - carried as u64 + i as u64));
+        }
+        // Keep the tail: the pattern may straddle two reads.
+        let keep = (pattern.len() - 1).min(seen);
+        buf.copy_within(seen - keep..seen, 0);
+        carried = keep;
+        at += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cut_of(data: &[u8], block: u64, cut: &Cut) -> Vec<Vec<u8>> {
+        let path =
+            std::env::temp_dir().join(format!("parpool-pipepart-{}-{}", std::process::id(), block));
+        std::fs::write(&path, data).unwrap();
+        let parts = parts(File::open(&path).unwrap(), block, cut).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        parts.iter().map(|p| p.bytes().unwrap()).collect()
+    }
+
+    #[test]
+    fn parts_end_at_record_ends_and_cover_the_file() {
+        let data: Vec<u8> = (1..=1000)
+            .flat_map(|i| format!("{i}\n").into_bytes())
+            .collect();
+        for block in [1, 7, 100, 1000, 10_000] {
+            let parts = cut_of(&data, block, &Cut::default());
+            assert_eq!(parts.concat(), data, "block {block}");
+            assert!(parts.iter().all(|p| p.ends_with(b"\n")), "block {block}");
+        }
+        let fasta = b">a\nAC\n>b\nGT\n>c\nTT\n";
+        let cut = Cut {
+            recstart: b">".to_vec(),
+            recend: b"\n".to_vec(),
+            ..Cut::default()
+        };
+        let parts = cut_of(fasta, 4, &cut);
+        assert_eq!(parts.concat(), fasta);
+        assert!(parts.iter().all(|p| p.starts_with(b">")), "{parts:?}");
+    }
+}

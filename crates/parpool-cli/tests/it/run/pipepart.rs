@@ -1,0 +1,70 @@
+//! `--pipepart`: a file's parts, cut as GNU parallel cuts them.
+
+use super::*;
+
+/// The same parts as GNU parallel's, byte for byte (each part's line
+/// count and first line, in order), for default and given block sizes,
+/// records by --recstart, `-a FILE` or `:::: FILE`, with --cat and
+/// --fifo; what it cannot do is refused (255) before anything runs.
+#[test]
+fn parts_match_gnu_parallel_s() {
+    let dir = scratch("pipepart");
+    let file = dir.join("input");
+    let text: String = (1..=200_000).map(|i| format!("{i}\n")).collect();
+    std::fs::write(&file, &text).unwrap();
+    let f = file.to_str().unwrap();
+    let each = "echo $(wc -l) lines";
+    let cases: &[&[&str]] = &[
+        &["-k", "--pipepart", "-a", f, each],
+        &["-k", "-j3", "--pipepart", "-a", f, each],
+        &["-k", "--pipepart", "--block", "100k", "-a", f, each],
+        &["-k", "--pipepart", "--block", "1k", "-a", f, "head -n 1"],
+        &[
+            "-k",
+            "--pipepart",
+            "--recstart",
+            "5",
+            "--recend",
+            "\n",
+            "--block",
+            "50k",
+            "-a",
+            f,
+            "head -n 1",
+        ],
+        &["-k", "--pipepart", "--block", "300k", each, "::::", f],
+        &[
+            "-k",
+            "--pipepart",
+            "--cat",
+            "--block",
+            "300k",
+            "-a",
+            f,
+            "wc -l < {}",
+        ],
+        &[
+            "-k",
+            "--pipepart",
+            "--fifo",
+            "--block",
+            "300k",
+            "-a",
+            f,
+            "wc -l < {}",
+        ],
+    ];
+    for case in cases {
+        same_as_gnu(case);
+    }
+    for bad in [
+        &["--pipepart", "wc", "-l"][..],
+        &["--pipepart", "-N", "2", "-a", f, "wc", "-l"],
+        &["--pipepart", "-a", f, "-a", f, "wc", "-l"],
+        &["--pipepart", "wc", "-l", "::::", "/no/such/file"],
+    ] {
+        let o = run(bad);
+        assert_eq!(o.status.code(), Some(255), "{bad:?}");
+        assert!(o.stdout.is_empty(), "{bad:?}");
+    }
+}
