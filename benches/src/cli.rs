@@ -252,3 +252,71 @@ pub(crate) fn pipe_wc(bytes: u64) -> Vec<TimedContender> {
     }
     c
 }
+
+/// `--pipepart`: a file of `bytes` of lines cut into parts (GNU
+/// parallel's default: 10 a job slot), each counted by `wc -l`, two jobs
+/// at a time; beside it the floor: two `wc -l`s on the halves, each
+/// already a file of its own.
+pub(crate) fn pipepart_wc(bytes: u64) -> Vec<TimedContender> {
+    let path = std::env::temp_dir().join(format!("parpool-bench-pipepart-{bytes}"));
+    if std::fs::metadata(&path).map(|m| m.len()).ok() != Some(bytes) {
+        let line = b"a line of input that is about sixty bytes long, give or take\n";
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&path).expect("file"));
+        let mut left = bytes as usize;
+        while left > 0 {
+            let n = left.min(line.len());
+            out.write_all(&line[..n]).expect("write");
+            left -= n;
+        }
+        out.flush().expect("flush");
+    }
+    let file = path.display().to_string();
+    let empty = std::sync::Arc::new(Vec::new());
+    let parpool = parpool_binary().display().to_string();
+    let mut c = vec![contender(
+        "parpool run --pipepart",
+        parpool,
+        &["run", "--pipepart", "-j", "2", "-a", &file, "wc", "-l"],
+        &empty,
+    )];
+    if have_gnu_parallel() {
+        c.push(contender(
+            "GNU parallel --pipepart",
+            "parallel".into(),
+            &["--pipepart", "-j", "2", "-a", &file, "wc", "-l"],
+            &empty,
+        ));
+    }
+    // The floor: the same two `wc -l`s on the file's halves, each its
+    // own file (no cutting, no pipes, nothing between wc and the file).
+    let halves: Vec<String> = (0..2u64)
+        .map(|i| {
+            let half = path.with_extension(format!("half{i}"));
+            let size = bytes.div_ceil(2);
+            let start = i * size;
+            let len = size.min(bytes - start);
+            if std::fs::metadata(&half).map(|m| m.len()).ok() != Some(len) {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; len as usize];
+                std::fs::File::open(&path)
+                    .and_then(|f| f.read_exact_at(&mut buf, start))
+                    .expect("read");
+                std::fs::write(&half, &buf).expect("write");
+            }
+            half.display().to_string()
+        })
+        .collect();
+    c.push((
+        "floor: wc -l on each half, its own file, 2 at once",
+        crate::process::wall(move || {
+            let children: Vec<_> = halves
+                .iter()
+                .map(|h| spawn_quiet("wc", &["-l".to_string(), h.clone()], Stdio::null()))
+                .collect();
+            for mut child in children {
+                assert!(child.wait().expect("wait").success());
+            }
+        }),
+    ));
+    c
+}

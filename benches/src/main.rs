@@ -614,6 +614,15 @@ fn cli_suite(opts: &Options, t: &mut Table) {
             &[("GNU parallel --pipe", 5.0)],
         );
     }
+    let name = format!(
+        "cli: --pipepart, {} MiB file into wc -l, 2 at a time",
+        bytes >> 20
+    );
+    if opts.wanted(&name) {
+        let timings = measure_timed(reps, &mut cli::pipepart_wc(bytes));
+        let targets = [("GNU parallel --pipepart", 5.0)];
+        t.record("cli", name, "MiB read", bytes >> 20, timings, &targets);
+    }
     let n = opts.sized(100_000, 1_000_000);
     let name = format!("cli: peak memory with {n} queued inputs");
     if opts.wanted(&name) {
