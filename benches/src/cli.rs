@@ -320,3 +320,34 @@ pub(crate) fn pipepart_wc(bytes: u64) -> Vec<TimedContender> {
     ));
     c
 }
+
+/// `sem --fg true`, `n` times in a row on one semaphore: what a script
+/// pays for each command it guards, from the call to the command's end.
+pub(crate) fn sem_fg(n: u64) -> Vec<TimedContender> {
+    let home = std::env::temp_dir().join("parpool-bench-parallel");
+    let run = move |program: String, first: Vec<String>| {
+        let home = home.clone();
+        crate::process::wall(move || {
+            for _ in 0..n {
+                let status = Command::new(&program)
+                    .args(&first)
+                    .args(["--id", "parpool-bench", "--fg", "true"])
+                    .env("PARALLEL_HOME", &home)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .expect("sem");
+                assert!(status.success());
+            }
+        })
+    };
+    let mut c = vec![(
+        "parpool sem",
+        run(parpool_binary().display().to_string(), vec!["sem".into()]),
+    )];
+    if have_gnu_parallel() {
+        c.push(("GNU sem", run("sem".into(), Vec::new())));
+    }
+    c
+}

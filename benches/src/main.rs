@@ -623,6 +623,12 @@ fn cli_suite(opts: &Options, t: &mut Table) {
         let targets = [("GNU parallel --pipepart", 5.0)];
         t.record("cli", name, "MiB read", bytes >> 20, timings, &targets);
     }
+    let n = opts.sized(10, 50);
+    let name = format!("cli: {n} × sem --fg true in a row (start to end)");
+    if opts.wanted(&name) {
+        let timings = measure_timed(reps, &mut cli::sem_fg(n));
+        t.record("cli", name, "commands", n, timings, &[("GNU sem", 5.0)]);
+    }
     let n = opts.sized(100_000, 1_000_000);
     let name = format!("cli: peak memory with {n} queued inputs");
     if opts.wanted(&name) {

@@ -51,6 +51,15 @@ enum Command {
     /// sequentially, on threads, on processes and on async tasks, and say
     /// which wins here and why.
     Compare(compare::CompareArgs),
+    /// GNU's `sem`: run a command holding a slot of a semaphore shared by
+    /// every invocation (`parpool run --semaphore`; `parpool run --help`
+    /// lists its options).
+    #[command(disable_help_flag = true)]
+    Sem {
+        /// Options as GNU sem's, then the command.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<std::ffi::OsString>,
+    },
     /// Print a completion script for a shell (bash, zsh, fish, powershell,
     /// elvish) on standard output; `parpool completions --help` says where
     /// to put it.
@@ -75,6 +84,19 @@ fn main() {
     let mut argv = std::env::args_os();
     let program = argv.next();
     let words: Vec<std::ffi::OsString> = argv.collect();
+    // Called as `sem` (a link to parpool, as GNU's sem is to parallel), or
+    // `parpool sem`: `parpool run --semaphore`.
+    let as_sem = program
+        .as_deref()
+        .map(std::path::Path::new)
+        .and_then(|p| p.file_name())
+        .is_some_and(|n| n == "sem");
+    if as_sem || words.first().is_some_and(|w| w == "sem") {
+        let rest = if as_sem { &words[..] } else { &words[1..] };
+        let mut run_words: Vec<std::ffi::OsString> = vec!["--semaphore".into()];
+        run_words.extend(rest.iter().cloned());
+        std::process::exit(run::cli(run_words));
+    }
     if words.first().is_some_and(|w| w == "run") {
         std::process::exit(run::cli(words[1..].to_vec()));
     }
@@ -85,6 +107,11 @@ fn main() {
     let cli = Cli::parse_from(program.into_iter().chain(words));
     let status = match cli.command {
         Command::Run { words } => Ok(run::cli(words)),
+        Command::Sem { words } => {
+            let mut run_words: Vec<std::ffi::OsString> = vec!["--semaphore".into()];
+            run_words.extend(words);
+            Ok(run::cli(run_words))
+        }
         Command::Compare(args) => compare::main(args),
         Command::Completions(args) => generate::completions(args, described()),
         Command::Man(args) => generate::man(args, described()),

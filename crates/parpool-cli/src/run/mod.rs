@@ -14,6 +14,7 @@ mod progress;
 mod remote;
 mod results;
 mod rpl;
+mod sem;
 mod slots;
 mod template;
 
@@ -258,7 +259,11 @@ pub(crate) fn cli(words: Vec<OsString>) -> i32 {
         }
     };
     match options::parse(words) {
-        Ok(options::Parsed::Run(args)) => match main(*args) {
+        Ok(options::Parsed::Run(args)) => match if args.semaphore {
+            sem::main(&args)
+        } else {
+            main(*args)
+        } {
             Ok(code) => code,
             Err(e) => {
                 // One prefix for every error `run` reports.

@@ -12,6 +12,7 @@ mod pack;
 mod perl;
 mod pipepart;
 mod results;
+mod sem;
 
 /// `parpool`, without the user's default options (`~/.parallel/config`,
 /// `$PARALLEL`): a test names its own.

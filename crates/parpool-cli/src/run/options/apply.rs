@@ -110,6 +110,22 @@ pub(super) fn apply(
         (_, "shuf") => args.shuf = true,
         (_, "cat") => args.cat = true,
         (_, "fifo") => args.fifo = true,
+        (_, "semaphore") => args.semaphore = true,
+        (_, "id") => args.sem_id = Some(value),
+        (_, "fg") => args.sem_fg = true,
+        (_, "bg") => args.sem_fg = false,
+        (_, "wait") => {
+            args.sem_wait = true;
+            args.semaphore = true;
+        }
+        (_, "semaphoretimeout") => {
+            args.sem_timeout = Some(
+                value
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(format!("`{value}` is not a number of seconds")))?,
+            );
+        }
         (_, "pipepart") => {
             args.pipepart = true;
             args.pipe = true;

@@ -68,6 +68,15 @@ pub(crate) struct RunArgs {
     pub(crate) cat: bool,
     /// `--fifo`: `--pipe`'s block through a named pipe named by `{}`.
     pub(crate) fifo: bool,
+    /// `--semaphore` (`sem`): wait for a slot of semaphore `sem_id`, run
+    /// the command holding it (in the background unless `--fg`), or with
+    /// `--wait` wait for the semaphore's commands; `--st` gives up (below
+    /// 0) or goes ahead (above 0) after so many seconds.
+    pub(crate) semaphore: bool,
+    pub(crate) sem_id: Option<String>,
+    pub(crate) sem_fg: bool,
+    pub(crate) sem_wait: bool,
+    pub(crate) sem_timeout: Option<f64>,
     /// `--pipepart`: `--pipe` on the parts of a file (`-a FILE`, `::::
     /// FILE`), which `pipepart_file` names once the command line is read.
     pub(crate) pipepart: bool,

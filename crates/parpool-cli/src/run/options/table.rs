@@ -11,11 +11,12 @@ pub(super) enum Section {
     Log,
     Pipe,
     Remote,
+    Semaphore,
     Info,
 }
 
 impl Section {
-    pub(super) const ALL: [Section; 8] = [
+    pub(super) const ALL: [Section; 9] = [
         Section::Input,
         Section::Command,
         Section::Jobs,
@@ -23,6 +24,7 @@ impl Section {
         Section::Log,
         Section::Pipe,
         Section::Remote,
+        Section::Semaphore,
         Section::Info,
     ];
 
@@ -35,6 +37,7 @@ impl Section {
             Section::Log => "JOB LOG AND RESUMING",
             Section::Pipe => "--pipe: STANDARD INPUT IN BLOCKS",
             Section::Remote => "OTHER MACHINES",
+            Section::Semaphore => "SEMAPHORE (sem, parpool sem)",
             Section::Info => "INFORMATION",
         }
     }
@@ -486,6 +489,48 @@ pub(super) const SPECS: &[Spec] = &[
         long: &["env"],
         takes: Takes::Value("VAR"),
         help: "set VAR on other machines as here (local jobs inherit it all)",
+    },
+    Spec {
+        section: Section::Semaphore,
+        short: &[],
+        long: &["semaphore"],
+        takes: Takes::Nothing,
+        help: "run the command holding a slot of a semaphore shared by every invocation (-j slots, default 1), in the background",
+    },
+    Spec {
+        section: Section::Semaphore,
+        short: &[],
+        long: &["id", "semaphorename"],
+        takes: Takes::Value("NAME"),
+        help: "the semaphore's name (default: the terminal's)",
+    },
+    Spec {
+        section: Section::Semaphore,
+        short: &[],
+        long: &["fg"],
+        takes: Takes::Nothing,
+        help: "run the command in the foreground; its exit status is parpool's",
+    },
+    Spec {
+        section: Section::Semaphore,
+        short: &[],
+        long: &["bg"],
+        takes: Takes::Nothing,
+        help: "run the command in the background (the default)",
+    },
+    Spec {
+        section: Section::Semaphore,
+        short: &[],
+        long: &["wait"],
+        takes: Takes::Nothing,
+        help: "wait until the semaphore's commands are done",
+    },
+    Spec {
+        section: Section::Semaphore,
+        short: &[],
+        long: &["semaphoretimeout", "st"],
+        takes: Takes::Value("SECS"),
+        help: "no slot after SECS: run anyway (SECS > 0) or exit 1 (SECS < 0)",
     },
     Spec {
         section: Section::Info,
