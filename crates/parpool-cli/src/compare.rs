@@ -18,6 +18,7 @@ parpool::task! {
 
 /// Options of `parpool compare`.
 #[derive(Debug, Args)]
+#[command(after_help = COMPARE_AFTER_HELP)]
 pub(crate) struct CompareArgs {
     /// Small workloads: the whole comparison takes a few seconds.
     #[arg(long)]
@@ -25,7 +26,25 @@ pub(crate) struct CompareArgs {
     /// Print the results as JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// Measure each way this many times: the median is shown with the
+    /// spread (fastest and slowest), and a winner is named only when it
+    /// is ahead by more than the spread.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    repeat: u32,
+    /// Your own command and its inputs, in GNU parallel's syntax
+    /// (`-- CMD {} ::: A B C`): timed one at a time, at several numbers of
+    /// jobs at once, and all at once.
+    #[arg(last = true, value_name = "CMD ::: INPUTS")]
+    command: Vec<std::ffi::OsString>,
 }
+
+/// What `parpool compare --help` shows after the options.
+const COMPARE_AFTER_HELP: &str = "\
+EXAMPLES:
+  parpool compare                      built-in CPU, waiting, mixed and tiny jobs
+  parpool compare --quick --repeat 5   smaller, measured five times
+  parpool compare -- gzip -k {} ::: *.log
+                                       your command: how many at once is best";
 
 /// What a workload is made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -45,6 +64,18 @@ struct Workload {
     limit: u64,
     /// Milliseconds each job waits.
     ms: u64,
+}
+
+impl Kind {
+    /// The plain-word title of a section.
+    fn title(self) -> &'static str {
+        match self {
+            Kind::Cpu => "CPU-bound",
+            Kind::Io => "Waits like I/O",
+            Kind::Mixed => "Computes, then waits",
+            Kind::Tiny => "Tiny jobs",
+        }
+    }
 }
 
 impl Workload {
@@ -117,16 +148,16 @@ fn run_job(limit: u64, ms: u64) -> u64 {
     n
 }
 
-/// The four ways to run a workload.
+/// The four ways to run a workload (named in JSON as in the tables).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub(crate) enum Model {
     #[serde(rename = "sequential")]
     Sequential,
-    #[serde(rename = "threads")]
+    #[serde(rename = "ThreadPool")]
     Threads,
-    #[serde(rename = "processes")]
+    #[serde(rename = "ProcessPool")]
     Processes,
-    #[serde(rename = "async")]
+    #[serde(rename = "async (tokio)")]
     Async,
 }
 
@@ -154,7 +185,10 @@ pub(crate) struct Measurement {
     pub(crate) model: Model,
     /// Threads, processes or executor threads used.
     pub(crate) workers: usize,
+    /// The median of the repetitions, and their fastest and slowest.
     pub(crate) seconds: f64,
+    pub(crate) min_seconds: f64,
+    pub(crate) max_seconds: f64,
     /// Sequential time divided by this one's.
     pub(crate) speedup: f64,
     /// CPU time over wall time, in percent of one core (workers included).
@@ -167,9 +201,13 @@ pub(crate) struct Measurement {
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
     pub(crate) workload: Kind,
+    pub(crate) title: &'static str,
     pub(crate) description: String,
     pub(crate) results: Vec<Measurement>,
-    pub(crate) winner: Model,
+    /// The fastest by median, and the models it does not beat by more
+    /// than the spread (a tie: no winner is named).
+    pub(crate) fastest: Model,
+    pub(crate) tied_with: Vec<Model>,
     pub(crate) verdict: String,
 }
 
@@ -177,47 +215,59 @@ pub(crate) struct Report {
 struct Output {
     cores: usize,
     quick: bool,
+    repeat: u32,
     workloads: Vec<Report>,
 }
 
 /// Runs `parpool compare`; returns the exit status.
 pub(crate) fn main(args: CompareArgs) -> anyhow::Result<i32> {
+    if !args.command.is_empty() {
+        return user::main(&args.command, args.repeat, args.json);
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut reports = Vec::new();
     for w in workloads(args.quick) {
         if !args.json {
             eprintln!("measuring: {}", w.describe());
         }
-        let mut results = Vec::new();
+        let mut runs: Vec<Vec<Measurement>> = vec![Vec::new(); Model::ALL.len()];
         let mut expected = None;
-        for model in Model::ALL {
-            let (m, answer) = measure(model, w, cores)?;
-            // Every model must compute the same thing.
-            match expected {
-                None => expected = Some(answer),
-                Some(e) if e != answer => {
-                    anyhow::bail!("{} computed {answer}, sequential {e}", model.label())
+        // Repetitions interleaved, so a slow moment of the machine does
+        // not fall on one model only.
+        for _ in 0..args.repeat {
+            for (i, model) in Model::ALL.into_iter().enumerate() {
+                let (m, answer) = measure(model, w, cores)?;
+                // Every model must compute the same thing.
+                match expected {
+                    None => expected = Some(answer),
+                    Some(e) if e != answer => {
+                        anyhow::bail!("{} computed {answer}, sequential {e}", model.label())
+                    }
+                    Some(_) => {}
                 }
-                Some(_) => {}
+                runs[i].push(m);
             }
-            results.push(m);
         }
+        let mut results: Vec<Measurement> = runs.into_iter().map(median_of).collect();
         let base = results[0].seconds;
         for r in &mut results {
             r.speedup = base / r.seconds;
         }
-        let (winner, verdict) = verdict(w, &results, cores);
+        let (fastest, tied_with, verdict) = verdict(w, &results, cores);
         reports.push(Report {
             workload: w.kind,
+            title: w.kind.title(),
             description: w.describe(),
             results,
-            winner,
+            fastest,
+            tied_with,
             verdict,
         });
     }
     let out = Output {
         cores,
         quick: args.quick,
+        repeat: args.repeat,
         workloads: reports,
     };
     if args.json {
@@ -226,6 +276,26 @@ pub(crate) fn main(args: CompareArgs) -> anyhow::Result<i32> {
         print!("{}", render(&out));
     }
     Ok(0)
+}
+
+/// One model's repetitions as one: the median run, with the fastest and
+/// slowest times and the highest memory seen.
+fn median_of(mut runs: Vec<Measurement>) -> Measurement {
+    runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    let min = runs.first().map_or(0.0, |m| m.seconds);
+    let max = runs.last().map_or(0.0, |m| m.seconds);
+    let peak = runs.iter().map(|m| m.peak_mib).fold(0.0, f64::max);
+    let mut m = runs.swap_remove(runs.len() / 2);
+    m.min_seconds = min;
+    m.max_seconds = max;
+    m.peak_mib = peak;
+    m
+}
+
+/// Whether `other` is within `best`'s reach: their spreads overlap, or
+/// the medians are within 3% (this machine's noise with one repetition).
+fn ties(best: &Measurement, other: &Measurement) -> bool {
+    other.min_seconds <= best.max_seconds || other.seconds <= best.seconds * 1.03
 }
 
 /// Runs workload `w` on `model`; times include starting the pool.
@@ -286,6 +356,8 @@ fn measure(model: Model, w: Workload, cores: usize) -> anyhow::Result<(Measureme
             model,
             workers,
             seconds,
+            min_seconds: seconds,
+            max_seconds: seconds,
             speedup: 1.0,
             cpu_percent: 100.0 * cpu / seconds,
             peak_mib: peak,
@@ -294,8 +366,9 @@ fn measure(model: Model, w: Workload, cores: usize) -> anyhow::Result<(Measureme
     ))
 }
 
-/// Picks the fastest model and says why it wins, from the measurements.
-fn verdict(w: Workload, results: &[Measurement], cores: usize) -> (Model, String) {
+/// Picks the fastest model, the ones it does not clearly beat, and says
+/// why, from the measurements.
+fn verdict(w: Workload, results: &[Measurement], cores: usize) -> (Model, Vec<Model>, String) {
     let mut ranked: Vec<&Measurement> = results.iter().collect();
     ranked.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
     let best = ranked[0];
@@ -364,47 +437,66 @@ fn verdict(w: Workload, results: &[Measurement], cores: usize) -> (Model, String
             );
         }
     }
-    // Within 10%, a difference is within this machine's noise.
-    let text = match ranked.get(1) {
-        Some(second) if second.seconds <= best.seconds * 1.10 => format!(
-            "{} and {} tie ({:.1}× and {:.1}× sequential, within 10%): {why}.",
-            best.model.label(),
-            second.model.label(),
-            best.speedup,
-            second.speedup
-        ),
-        _ => format!(
-            "{} wins ({:.1}× sequential): {why}.",
+    // A lead within the spread of the repetitions is no lead.
+    let tied: Vec<&Measurement> = ranked[1..]
+        .iter()
+        .copied()
+        .filter(|m| ties(best, m))
+        .collect();
+    let text = if tied.is_empty() {
+        format!(
+            "{} wins ({:.1}× sequential, ahead by more than the spread): {why}.",
             best.model.label(),
             best.speedup
-        ),
+        )
+    } else {
+        let mut names = vec![format!("{} ({:.1}×)", best.model.label(), best.speedup)];
+        names.extend(
+            tied.iter()
+                .map(|m| format!("{} ({:.1}×)", m.model.label(), m.speedup)),
+        );
+        format!(
+            "tie between {} sequential, within the spread: {why}.",
+            names.join(" and ")
+        )
     };
-    (best.model, text)
+    (best.model, tied.iter().map(|m| m.model).collect(), text)
 }
 
 fn render(out: &Output) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "parpool compare: {} cores{} (times include starting each pool)",
+        "parpool compare: {} cores{}, each way {} time{} (the median, and the spread from \
+         fastest to slowest; times include starting each pool)",
         out.cores,
-        if out.quick { ", quick" } else { "" }
+        if out.quick { ", quick" } else { "" },
+        out.repeat,
+        if out.repeat == 1 { "" } else { "s" }
     );
     for r in &out.workloads {
-        let _ = writeln!(s, "\n{:?}: {}", r.workload, r.description);
+        let _ = writeln!(s, "\n{}: {}", r.title, r.description);
         let _ = writeln!(
             s,
-            "  {:<15} {:>8} {:>10} {:>9} {:>9} {:>11}",
-            "model", "workers", "time", "speed-up", "CPU use", "peak memory"
+            "  {:<15} {:>8} {:>10} {:>21} {:>9} {:>9} {:>11}",
+            "model", "workers", "time", "spread", "speed-up", "CPU use", "peak memory"
         );
         for m in &r.results {
-            let mark = if m.model == r.winner { " <" } else { "" };
+            let mark = if m.model == r.fastest && r.tied_with.is_empty() {
+                " <"
+            } else if m.model == r.fastest || r.tied_with.contains(&m.model) {
+                " = (tie)"
+            } else {
+                ""
+            };
+            let spread = format!("{} – {}", fmt_secs(m.min_seconds), fmt_secs(m.max_seconds));
             let _ = writeln!(
                 s,
-                "  {:<15} {:>8} {:>10} {:>8.2}× {:>8.0}% {:>7.1} MiB{mark}",
+                "  {:<15} {:>8} {:>10} {:>21} {:>8.2}× {:>8.0}% {:>7.1} MiB{mark}",
                 m.model.label(),
                 m.workers,
                 fmt_secs(m.seconds),
+                spread,
                 m.speedup,
                 m.cpu_percent,
                 m.peak_mib
@@ -420,6 +512,238 @@ fn fmt_secs(s: f64) -> String {
         format!("{s:.2} s")
     } else {
         format!("{:.1} ms", s * 1e3)
+    }
+}
+
+mod user {
+    //! `parpool compare -- CMD ::: INPUTS`: the user's own command, run by
+    //! `parpool run` one at a time, at several numbers of jobs at once,
+    //! and all at once, each several times.
+
+    use std::ffi::OsString;
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+
+    use serde::Serialize;
+
+    use super::{fmt_secs, usage};
+
+    /// One number of jobs at once, measured.
+    #[derive(Debug, Clone, Serialize)]
+    struct Level {
+        /// `-j`'s value (0: all at once).
+        jobs: usize,
+        label: String,
+        seconds: f64,
+        min_seconds: f64,
+        max_seconds: f64,
+        speedup: f64,
+        cpu_percent: f64,
+        peak_mib: f64,
+        failed_runs: u32,
+    }
+
+    #[derive(Debug, Serialize)]
+    struct Output {
+        cores: usize,
+        repeat: u32,
+        command: String,
+        results: Vec<Level>,
+        fastest: String,
+        tied_with: Vec<String>,
+        verdict: String,
+    }
+
+    fn label(jobs: usize) -> String {
+        match jobs {
+            0 => "all at once (-j 0)".into(),
+            1 => "one at a time (-j 1)".into(),
+            n => format!("-j {n}"),
+        }
+    }
+
+    /// Times `parpool run -j jobs WORDS` once: wall seconds, CPU percent,
+    /// peak MiB of the whole tree, whether it succeeded.
+    fn run_once(words: &[OsString], jobs: usize) -> anyhow::Result<(f64, f64, f64, bool)> {
+        let me = std::env::current_exe()?;
+        let sampler = usage::PeakSampler::start();
+        let cpu0 = usage::cpu_seconds();
+        let t = Instant::now();
+        let status = Command::new(me)
+            .arg("run")
+            .arg("-j")
+            .arg(jobs.to_string())
+            .args(words)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        let seconds = t.elapsed().as_secs_f64();
+        let cpu = usage::cpu_seconds() - cpu0;
+        Ok((
+            seconds,
+            100.0 * cpu / seconds,
+            sampler.stop(),
+            status.success(),
+        ))
+    }
+
+    pub(super) fn main(words: &[OsString], repeat: u32, json: bool) -> anyhow::Result<i32> {
+        if !words.iter().any(|w| w == ":::" || w == "::::") {
+            anyhow::bail!(
+                "give the command its inputs in GNU parallel's syntax: \
+                 parpool compare -- CMD {{}} ::: A B C (or :::: FILE)"
+            );
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut levels: Vec<usize> = vec![1, 2, cores, 2 * cores, 4 * cores];
+        levels.sort_unstable();
+        levels.dedup();
+        levels.push(0);
+        let command = words
+            .iter()
+            .map(|w| w.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ");
+        if !json {
+            eprintln!("measuring: {command}");
+        }
+        let mut runs: Vec<Vec<(f64, f64, f64, bool)>> = vec![Vec::new(); levels.len()];
+        for _ in 0..repeat {
+            for (i, &jobs) in levels.iter().enumerate() {
+                runs[i].push(run_once(words, jobs)?);
+            }
+        }
+        let mut results: Vec<Level> = levels
+            .iter()
+            .zip(runs)
+            .map(|(&jobs, mut r)| {
+                r.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let (seconds, cpu_percent, _, _) = r[r.len() / 2];
+                Level {
+                    jobs,
+                    label: label(jobs),
+                    seconds,
+                    min_seconds: r[0].0,
+                    max_seconds: r[r.len() - 1].0,
+                    speedup: 1.0,
+                    cpu_percent,
+                    peak_mib: r.iter().map(|x| x.2).fold(0.0, f64::max),
+                    failed_runs: r.iter().filter(|x| !x.3).count() as u32,
+                }
+            })
+            .collect();
+        let base = results[0].seconds;
+        for r in &mut results {
+            r.speedup = base / r.seconds;
+        }
+        let out = verdict(cores, repeat, command, results);
+        if json {
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        } else {
+            print!("{}", render(&out));
+        }
+        Ok(0)
+    }
+
+    fn verdict(cores: usize, repeat: u32, command: String, results: Vec<Level>) -> Output {
+        let mut ranked: Vec<&Level> = results.iter().collect();
+        ranked.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+        let best = ranked[0];
+        let tied: Vec<&Level> = ranked[1..]
+            .iter()
+            .copied()
+            .filter(|m| m.min_seconds <= best.max_seconds || m.seconds <= best.seconds * 1.03)
+            .collect();
+        let busy = best.cpu_percent / 100.0;
+        let why = if best.jobs == 1 {
+            "running jobs side by side does not pay here: they contend for one thing \
+             (a core, a disk, a lock) or cost more to start than they run"
+                .to_string()
+        } else if best.jobs != 0 && best.jobs <= cores {
+            format!(
+                "the jobs compute: {busy:.1} cores busy at best, so more at once than the \
+                 {cores} cores only queue them"
+            )
+        } else {
+            format!(
+                "the jobs mostly wait ({busy:.1} cores busy): more at once than the {cores} \
+                 cores overlap the waiting"
+            )
+        };
+        let verdict = if tied.is_empty() {
+            format!(
+                "{} is fastest ({:.1}× one at a time, ahead by more than the spread): {why}.",
+                best.label, best.speedup
+            )
+        } else {
+            let mut names = vec![format!("{} ({:.1}×)", best.label, best.speedup)];
+            names.extend(
+                tied.iter()
+                    .map(|m| format!("{} ({:.1}×)", m.label, m.speedup)),
+            );
+            format!(
+                "tie between {}, within the spread: {why}.",
+                names.join(" and ")
+            )
+        };
+        let fastest = best.label.clone();
+        let tied_with = tied.iter().map(|m| m.label.clone()).collect();
+        Output {
+            cores,
+            repeat,
+            command,
+            results,
+            fastest,
+            tied_with,
+            verdict,
+        }
+    }
+
+    fn render(out: &Output) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "parpool compare: {} cores, each way {} time{} (the median, and the spread from \
+             fastest to slowest)\n\nYour command: {}",
+            out.cores,
+            out.repeat,
+            if out.repeat == 1 { "" } else { "s" },
+            out.command
+        );
+        let _ = writeln!(
+            s,
+            "  {:<22} {:>10} {:>21} {:>9} {:>9} {:>11}",
+            "jobs at once", "time", "spread", "speed-up", "CPU use", "peak memory"
+        );
+        for m in &out.results {
+            let mark = if m.label == out.fastest && out.tied_with.is_empty() {
+                " <"
+            } else if m.label == out.fastest || out.tied_with.contains(&m.label) {
+                " = (tie)"
+            } else {
+                ""
+            };
+            let failed = if m.failed_runs > 0 {
+                format!(" ({} run(s) had failed jobs)", m.failed_runs)
+            } else {
+                String::new()
+            };
+            let spread = format!("{} – {}", fmt_secs(m.min_seconds), fmt_secs(m.max_seconds));
+            let _ = writeln!(
+                s,
+                "  {:<22} {:>10} {:>21} {:>8.2}× {:>8.0}% {:>7.1} MiB{mark}{failed}",
+                m.label,
+                fmt_secs(m.seconds),
+                spread,
+                m.speedup,
+                m.cpu_percent,
+                m.peak_mib
+            );
+        }
+        let _ = writeln!(s, "  verdict: {}", out.verdict);
+        s
     }
 }
 
@@ -455,10 +779,10 @@ mod usage {
             .unwrap_or(0)
     }
 
-    /// Resident memory of this process and its children, in MiB.
+    /// Resident memory of this process and all below it, in MiB.
     fn rss_mib() -> f64 {
         let me = std::process::id().to_string();
-        let mut pages = rss_pages("self");
+        let mut parents: Vec<(String, String)> = Vec::new();
         if let Ok(dir) = std::fs::read_dir("/proc") {
             for entry in dir.flatten() {
                 let name = entry.file_name();
@@ -474,11 +798,24 @@ mod usage {
                         let rest = s.rsplit_once(')')?.1.to_owned();
                         rest.split_whitespace().nth(1).map(str::to_owned)
                     });
-                if parent.as_deref() == Some(me.as_str()) {
-                    pages += rss_pages(pid);
+                if let Some(parent) = parent {
+                    parents.push((pid.to_owned(), parent));
                 }
             }
         }
+        let mut tree = vec![me];
+        let mut at = 0;
+        while at < tree.len() {
+            let pid = tree[at].clone();
+            tree.extend(
+                parents
+                    .iter()
+                    .filter(|(_, p)| *p == pid)
+                    .map(|(c, _)| c.clone()),
+            );
+            at += 1;
+        }
+        let pages: u64 = rss_pages("self") + tree[1..].iter().map(|p| rss_pages(p)).sum::<u64>();
         (pages * rustix::param::page_size() as u64) as f64 / (1024.0 * 1024.0)
     }
 
@@ -519,6 +856,8 @@ mod tests {
             model,
             workers: 2,
             seconds,
+            min_seconds: seconds,
+            max_seconds: seconds,
             speedup: 1.0 / seconds,
             cpu_percent: 100.0,
             peak_mib: 10.0,
@@ -534,10 +873,11 @@ mod tests {
             m(Model::Processes, 0.2),
             m(Model::Async, 0.04),
         ];
-        let (winner, text) = verdict(w, &results, 2);
+        let (winner, tied, text) = verdict(w, &results, 2);
         assert_eq!(winner, Model::Async);
+        assert!(tied.is_empty());
         assert!(
-            text.starts_with("async (tokio) wins (25.0× sequential)"),
+            text.starts_with("async (tokio) wins (25.0× sequential"),
             "{text}"
         );
         assert!(text.contains("threads for 32 at a time (20.0×)"), "{text}");
@@ -552,29 +892,56 @@ mod tests {
             m(Model::Processes, 0.8),
             m(Model::Async, 0.6),
         ];
-        let (winner, text) = verdict(w, &results, 2);
+        let (winner, _, text) = verdict(w, &results, 2);
         assert_eq!(winner, Model::Threads);
         assert!(
-            text.starts_with("ThreadPool wins (2.0× sequential)"),
+            text.starts_with("ThreadPool wins (2.0× sequential"),
             "{text}"
         );
         assert!(text.contains("processes only add start-up"), "{text}");
     }
 
     #[test]
-    fn within_ten_percent_is_a_tie() {
+    fn a_lead_within_the_spread_is_a_tie() {
         let w = workloads(true)[0];
+        let spread = |mut x: Measurement, lo: f64, hi: f64| {
+            x.min_seconds = lo;
+            x.max_seconds = hi;
+            x
+        };
         let results = [
             m(Model::Sequential, 1.0),
-            m(Model::Threads, 0.5),
+            spread(m(Model::Threads, 0.5), 0.45, 0.62),
             m(Model::Processes, 0.8),
-            m(Model::Async, 0.52),
+            spread(m(Model::Async, 0.58), 0.55, 0.7),
         ];
-        let (winner, text) = verdict(w, &results, 2);
+        let (winner, tied, text) = verdict(w, &results, 2);
         assert_eq!(winner, Model::Threads);
+        assert_eq!(tied, [Model::Async]);
         assert!(
-            text.starts_with("ThreadPool and async (tokio) tie (2.0× and 1.9× sequential"),
+            text.starts_with("tie between ThreadPool (2.0×) and async (tokio) (1.7×)"),
             "{text}"
+        );
+        // Apart by more than the spread: a win.
+        let results = [
+            m(Model::Sequential, 1.0),
+            spread(m(Model::Threads, 0.5), 0.45, 0.52),
+            m(Model::Processes, 0.8),
+            spread(m(Model::Async, 0.58), 0.55, 0.7),
+        ];
+        let (_, tied, _) = verdict(w, &results, 2);
+        assert!(tied.is_empty());
+        // The median of the repetitions, with the spread and the highest
+        // memory.
+        let runs = vec![
+            m(Model::Threads, 0.3),
+            m(Model::Threads, 0.9),
+            m(Model::Threads, 0.5),
+        ];
+        let one = median_of(runs);
+        assert_eq!(
+            (one.seconds, one.min_seconds, one.max_seconds),
+            (0.5, 0.3, 0.9)
         );
     }
 
