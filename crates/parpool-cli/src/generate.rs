@@ -33,7 +33,7 @@ or commands where an option takes one.";
 const MAN_AFTER_HELP: &str = "\
 PAGES:
   parpool(1), and one per subcommand: parpool-run(1), parpool-compare(1),
-  parpool-completions(1), parpool-man(1).
+  parpool-sem(1), parpool-completions(1), parpool-man(1).
 
 INSTALLING (in your own directories):
   mkdir -p ~/.local/share/man/man1

@@ -1,11 +1,14 @@
-//! `--pipepart`: a file (`-a FILE`, `:::: FILE`) cut into parts at record
-//! boundaries without reading it through parpool, as GNU parallel cuts it;
-//! each part goes to its job's stdin straight from the file (`sendfile`).
+//! What a `--pipe` job reads: a block of standard input, or with
+//! `--pipepart` a part of a file (`-a FILE`, `:::: FILE`) cut at record
+//! boundaries without reading it through parpool, as GNU parallel cuts it,
+//! spliced into the job's stdin (or `--fifo`'s named pipe) straight from
+//! the file.
 
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::pipe::Cut;
 
@@ -67,6 +70,59 @@ impl Feed {
                 }
                 Ok(())
             }
+        }
+    }
+}
+
+/// `--pipe`: the block goes in from its own thread while the output
+/// comes out of the job (through the fifo `{}` names with `--fifo`); a job
+/// that stops reading early just ends it.
+pub(crate) fn feed(
+    stdin: Option<&Feed>,
+    fifo: Option<&std::path::Path>,
+    pipe: Option<std::process::ChildStdin>,
+) -> Option<std::thread::JoinHandle<()>> {
+    match (stdin, pipe) {
+        (Some(block), _) if let Some(path) = fifo => {
+            let (block, path) = (block.clone(), path.to_owned());
+            // Opening waits for the job to open it for reading.
+            Some(std::thread::spawn(move || {
+                if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(path) {
+                    let _ = block.write_to(&mut f);
+                }
+            }))
+        }
+        (Some(block), Some(mut pipe)) => {
+            let block = block.clone();
+            // A bigger pipe, fewer trips between this thread and the job
+            // (the kernel may refuse: then the default stays).
+            let _ = rustix::pipe::fcntl_setpipe_size(&pipe, block.len().clamp(1 << 16, 1 << 20));
+            Some(std::thread::spawn(move || {
+                let _ = block.write_to(&mut pipe);
+            }))
+        }
+        _ => None,
+    }
+}
+
+/// `--fifo`, after the job: a job that never opened its fifo (or stopped
+/// reading) leaves the writer waiting; a reader here takes and drops what
+/// is left until the writer is done.
+pub(crate) fn drain_fifo(path: &std::path::Path, writer: &std::thread::JoinHandle<()>) {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(mut reader) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+    else {
+        return;
+    };
+    let mut buf = vec![0u8; 64 << 10];
+    while !writer.is_finished() {
+        match reader.read(&mut buf) {
+            Ok(n) if n > 0 => {}
+            _ => std::thread::sleep(Duration::from_millis(1)),
         }
     }
 }

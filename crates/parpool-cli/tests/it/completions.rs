@@ -228,6 +228,7 @@ fn man_dir_writes_every_page() {
         "parpool",
         "parpool-run",
         "parpool-compare",
+        "parpool-sem",
         "parpool-completions",
         "parpool-man",
     ];
@@ -268,7 +269,7 @@ fn man_refuses_an_unknown_page_and_dir_with_a_page() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("no man page for `bogus`"), "{stderr}");
     assert!(
-        stderr.contains("compare, completions, man, run"),
+        stderr.contains("compare, sem, completions, man, run"),
         "{stderr}"
     );
     let o = parpool(&["man", "--dir", "x", "run"]);

@@ -61,16 +61,6 @@ pub(super) fn apply(
         (_, "line-buffer") => args.line_buffer = true,
         (_, "delay") => args.delay = Some(values::parse_duration(&value).map_err(bad)?),
         (_, "bar") => args.bar = true,
-        (_, "progress") => args.progress = true,
-        (_, "memfree") => {
-            args.memfree = Some(crate::run::limits::parse_bytes(&value).map_err(bad)?)
-        }
-        (_, "load") => {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            args.load = Some(crate::run::limits::parse_load(&value, cores).map_err(bad)?);
-        }
-        (_, "noswap") => args.noswap = true,
-        (_, "eta") => args.eta = true,
         (_, "tag") => args.tag = true,
         // Commands always run through the shell (or as if they did).
         (_, "shell") => {}
@@ -109,27 +99,6 @@ pub(super) fn apply(
         (Some('r'), _) => args.no_run_if_empty = true,
         (_, "shuf") => args.shuf = true,
         (_, "cat") => args.cat = true,
-        (_, "fifo") => args.fifo = true,
-        (_, "semaphore") => args.semaphore = true,
-        (_, "id") => args.sem_id = Some(value),
-        (_, "fg") => args.sem_fg = true,
-        (_, "bg") => args.sem_fg = false,
-        (_, "wait") => {
-            args.sem_wait = true;
-            args.semaphore = true;
-        }
-        (_, "semaphoretimeout") => {
-            args.sem_timeout = Some(
-                value
-                    .trim()
-                    .parse()
-                    .map_err(|_| bad(format!("`{value}` is not a number of seconds")))?,
-            );
-        }
-        (_, "pipepart") => {
-            args.pipepart = true;
-            args.pipe = true;
-        }
         (_, "tmpdir") => args.tmpdir = Some(value.into()),
         (_, "link") => args.link = true,
         (_, "nice") => {
@@ -188,19 +157,6 @@ pub(super) fn apply(
         }
         (_, "pipe") => args.pipe = true,
         (_, "plus") => args.plus = true,
-        (Some('s'), _) => {
-            args.max_chars = Some(
-                value
-                    .parse()
-                    .ok()
-                    .filter(|n: &usize| *n > 0)
-                    .ok_or_else(|| bad(format!("`{value}` is not a positive number")))?,
-            );
-        }
-        (_, "rpl") => {
-            crate::run::rpl::Rpl::parse(&value).map_err(bad)?;
-            args.rpl.push(value);
-        }
         (_, "results") => args.results = Some(value.into()),
         // Other machines, `--pipe`'s cutting, grouping, help.
         _ => return apply_more(args, spec, value),
@@ -268,6 +224,65 @@ fn apply_more(
         }
         (Some('h'), _) => return Ok(Some(Parsed::Help)),
         (Some('V'), _) => return Ok(Some(Parsed::Version)),
+        _ => return apply_rest(args, spec, value),
+    }
+    Ok(None)
+}
+
+/// The rest of [`apply_more`]: `--progress`, the machine's limits,
+/// `--fifo`, `--pipepart`, the semaphore, `-s` and `--rpl`.
+fn apply_rest(
+    args: &mut RunArgs,
+    spec: &Spec,
+    value: String,
+) -> Result<Option<Parsed>, UsageError> {
+    let name = spec.long.first().copied().unwrap_or_default();
+    let bad = |why: String| UsageError(format!("{}: {why}", spec.name()));
+    match (spec.short.first().copied(), name) {
+        (_, "progress") => args.progress = true,
+        (_, "memfree") => {
+            args.memfree = Some(crate::run::limits::parse_bytes(&value).map_err(bad)?)
+        }
+        (_, "load") => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            args.load = Some(crate::run::limits::parse_load(&value, cores).map_err(bad)?);
+        }
+        (_, "noswap") => args.noswap = true,
+        (_, "eta") => args.eta = true,
+        (_, "fifo") => args.fifo = true,
+        (_, "semaphore") => args.semaphore = true,
+        (_, "id") => args.sem_id = Some(value),
+        (_, "fg") => args.sem_fg = true,
+        (_, "bg") => args.sem_fg = false,
+        (_, "wait") => {
+            args.sem_wait = true;
+            args.semaphore = true;
+        }
+        (_, "semaphoretimeout") => {
+            args.sem_timeout = Some(
+                value
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(format!("`{value}` is not a number of seconds")))?,
+            );
+        }
+        (_, "pipepart") => {
+            args.pipepart = true;
+            args.pipe = true;
+        }
+        (Some('s'), _) => {
+            args.max_chars = Some(
+                value
+                    .parse()
+                    .ok()
+                    .filter(|n: &usize| *n > 0)
+                    .ok_or_else(|| bad(format!("`{value}` is not a positive number")))?,
+            );
+        }
+        (_, "rpl") => {
+            crate::run::rpl::Rpl::parse(&value).map_err(bad)?;
+            args.rpl.push(value);
+        }
         _ => return Err(UsageError(format!("option {} is not handled", spec.name()))),
     }
     Ok(None)
