@@ -323,12 +323,15 @@ impl<R: Read> Iterator for Blocks<R> {
                     return Some(Ok(self.with_header(out)));
                 }
                 None => {
-                    let grown = block.saturating_mul(2);
+                    // As GNU parallel: the block size grows for good, by
+                    // 30% and a byte, up to 2 GiB less one.
+                    let grown = ((block as f64 * 1.3 + 1.0).ceil() as usize).min((1 << 31) - 1);
                     eprintln!(
-                        "parpool: warning: a record was longer than {block} bytes; the block \
-                         grows to {grown}"
+                        "parpool: Warning: A record was longer than {block}. Increasing to \
+                         --blocksize {grown}."
                     );
                     block = grown;
+                    self.cut.block = grown;
                 }
             }
         }

@@ -68,3 +68,19 @@ fn parts_match_gnu_parallel_s() {
         assert!(o.stdout.is_empty(), "{bad:?}");
     }
 }
+
+/// `--pipe`: a record longer than the block grows the block for good, as
+/// GNU parallel grows it (by 30% and a byte), with GNU's warning: the
+/// same jobs as GNU parallel's.
+#[test]
+fn a_record_longer_than_the_block_grows_it_for_good() {
+    let d = scratch("pipe-grow");
+    let input = b"aaaaaaaaaaaaaaaaaaaaaaaa\nb\nc\nd\ne\nf\ng\nh\ni\nj\nk\n";
+    same_as_gnu_with_stdin(&["--pipe", "--block", "3", "-k", "wc", "-c"], input, &d);
+    let o = run_with_stdin_output(&["--pipe", "--block", "3", "-k", "wc", "-c"], input);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("Warning: A record was longer than 3. Increasing to --blocksize 5."),
+        "{err}"
+    );
+}
