@@ -313,10 +313,12 @@ pub(crate) fn job_items(
             let file = std::fs::File::open(path)
                 .with_context(|| format!("--pipepart: cannot read {}", path.display()))?;
             let size = file.metadata()?.len();
-            // As GNU parallel: 10 parts a job slot unless --block says.
-            let block = match args.block_given {
-                true => cut.block as u64,
-                false => 1 + size / slots.max(1) as u64 / 10,
+            // As GNU parallel: 10 parts a job slot unless --block says;
+            // with --roundrobin, one.
+            let block = match (args.block_given, args.roundrobin) {
+                (true, _) => cut.block as u64,
+                (false, false) => 1 + size / slots.max(1) as u64 / 10,
+                (false, true) => 1 + size / slots.max(1) as u64,
             };
             Box::new(pipepart::parts(file, block, &cut)?.into_iter().map(Ok))
         }
@@ -324,7 +326,16 @@ pub(crate) fn job_items(
             // Read in bigger pieces where stdin is a pipe.
             let _ = rustix::pipe::fcntl_setpipe_size(io::stdin(), 1 << 20);
             let blocks = pipe::Blocks::new(io::stdin(), cut);
-            Box::new(blocks.map(|b| b.map(Feed::Bytes)))
+            if args.roundrobin {
+                // One job a slot, the blocks dealt to them in turn.
+                Box::new(
+                    pipepart::RoundRobin::deal(blocks, slots)?
+                        .into_iter()
+                        .map(Ok),
+                )
+            } else {
+                Box::new(blocks.map(|b| b.map(Feed::Bytes)))
+            }
         }
     };
     let mut n = 0u64;

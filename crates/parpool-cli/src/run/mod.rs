@@ -372,6 +372,9 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
         }
         args.pipepart_file = Some(pipepart_file(&mut args)?);
     }
+    if args.roundrobin && args.cat {
+        bail!("--roundrobin deals blocks to running jobs: it cannot put them in --cat's files");
+    }
     let rest = std::mem::take(&mut args.rest);
     let Inputs {
         command,

@@ -23,6 +23,122 @@ pub(crate) enum Feed {
         start: u64,
         end: u64,
     },
+    /// `--roundrobin`: a first block, then every `n`-th block after it,
+    /// `n` the number of jobs sharing the input.
+    Turns {
+        first: Arc<Vec<u8>>,
+        shared: Arc<RoundRobin>,
+        me: usize,
+    },
+}
+
+/// `--roundrobin`: the rest of standard input's blocks, dealt to the jobs
+/// in turn (job `k` gets blocks `k`, `k + n`, …, so the same input gives
+/// each job the same blocks every run); a job that stops reading leaves
+/// the round.
+pub(crate) struct RoundRobin {
+    state: std::sync::Mutex<Round>,
+    turn: std::sync::Condvar,
+}
+
+struct Round {
+    blocks: super::pipe::Blocks<std::io::Stdin>,
+    /// Whose turn it is to take the next block.
+    next: usize,
+    gone: Vec<bool>,
+    done: bool,
+}
+
+impl std::fmt::Debug for RoundRobin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RoundRobin")
+    }
+}
+
+impl RoundRobin {
+    /// Deals the first of `blocks` one to a job, up to `jobs` of them: the
+    /// jobs' feeds (fewer where the input has fewer blocks).
+    pub(crate) fn deal(
+        mut blocks: super::pipe::Blocks<std::io::Stdin>,
+        jobs: usize,
+    ) -> io::Result<Vec<Feed>> {
+        let mut firsts = Vec::new();
+        while firsts.len() < jobs.max(1) {
+            match blocks.next() {
+                Some(block) => firsts.push(block?),
+                None => break,
+            }
+        }
+        let n = firsts.len();
+        let shared = Arc::new(RoundRobin {
+            state: std::sync::Mutex::new(Round {
+                blocks,
+                next: 0,
+                gone: vec![false; n],
+                done: n == 0,
+            }),
+            turn: std::sync::Condvar::new(),
+        });
+        Ok(firsts
+            .into_iter()
+            .enumerate()
+            .map(|(me, first)| Feed::Turns {
+                first,
+                shared: shared.clone(),
+                me,
+            })
+            .collect())
+    }
+
+    /// Job `me`'s next block, once it is its turn; `None` at the end.
+    fn next_for(&self, me: usize) -> Option<Arc<Vec<u8>>> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if st.done {
+                return None;
+            }
+            if st.next == me {
+                let block = match st.blocks.next() {
+                    Some(Ok(b)) => Some(b),
+                    // A read error ends the input, as at its end.
+                    _ => None,
+                };
+                st.done = block.is_none();
+                st.pass();
+                drop(st);
+                self.turn.notify_all();
+                return block;
+            }
+            st = self.turn.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Job `me` takes no more blocks.
+    fn leave(&self, me: usize) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.gone[me] = true;
+        if st.gone.iter().all(|g| *g) {
+            st.done = true;
+        } else if st.next == me {
+            st.pass();
+        }
+        drop(st);
+        self.turn.notify_all();
+    }
+}
+
+impl Round {
+    /// The turn passes to the next job still taking blocks.
+    fn pass(&mut self) {
+        let n = self.gone.len();
+        for step in 1..=n {
+            let k = (self.next + step) % n;
+            if !self.gone[k] {
+                self.next = k;
+                return;
+            }
+        }
+    }
 }
 
 impl Feed {
@@ -30,13 +146,15 @@ impl Feed {
         match self {
             Feed::Bytes(b) => b.len(),
             Feed::Part { start, end, .. } => (end - start) as usize,
+            Feed::Turns { first, .. } => first.len(),
         }
     }
 
-    /// The bytes, read into memory (for `--cat`, `--fifo`).
+    /// The bytes, read into memory (for `--cat`; not `--roundrobin`'s).
     pub(crate) fn bytes(&self) -> io::Result<Vec<u8>> {
         match self {
             Feed::Bytes(b) => Ok(b.to_vec()),
+            Feed::Turns { first, .. } => Ok(first.to_vec()),
             Feed::Part { file, start, end } => {
                 let mut buf = vec![0; (end - start) as usize];
                 file.read_exact_at(&mut buf, *start)?;
@@ -50,6 +168,18 @@ impl Feed {
     pub(crate) fn write_to(&self, to: &mut (impl io::Write + std::os::fd::AsFd)) -> io::Result<()> {
         match self {
             Feed::Bytes(b) => to.write_all(b),
+            Feed::Turns { first, shared, me } => {
+                let mut block = Some(first.clone());
+                while let Some(b) = block {
+                    if let Err(e) = to.write_all(&b) {
+                        shared.leave(*me);
+                        return Err(e);
+                    }
+                    block = shared.next_for(*me);
+                }
+                shared.leave(*me);
+                Ok(())
+            }
             Feed::Part { file, start, end } => {
                 let mut at = *start;
                 while at < *end {

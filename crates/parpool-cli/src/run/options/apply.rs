@@ -266,6 +266,10 @@ fn apply_rest(
                     .map_err(|_| bad(format!("`{value}` is not a number of seconds")))?,
             );
         }
+        (_, "roundrobin") => {
+            args.roundrobin = true;
+            args.pipe = true;
+        }
         (_, "pipepart") => {
             args.pipepart = true;
             args.pipe = true;

@@ -81,6 +81,9 @@ pub(crate) struct RunArgs {
     /// FILE`), which `pipepart_file` names once the command line is read.
     pub(crate) pipepart: bool,
     pub(crate) pipepart_file: Option<std::path::PathBuf>,
+    /// `--roundrobin`: one job a slot, `--pipe`'s blocks dealt to them in
+    /// turn.
+    pub(crate) roundrobin: bool,
     /// `--block` was given (else `--pipepart` makes 10 parts a slot).
     pub(crate) block_given: bool,
     /// `-I STR`: STR stands for the input instead of `{}`.

@@ -395,6 +395,13 @@ pub(super) const SPECS: &[Spec] = &[
     Spec {
         section: Section::Pipe,
         short: &[],
+        long: &["roundrobin", "round-robin"],
+        takes: Takes::Nothing,
+        help: "one job a slot, the blocks dealt to them in turn (implies --pipe)",
+    },
+    Spec {
+        section: Section::Pipe,
+        short: &[],
         long: &["block", "block-size"],
         takes: Takes::Value("SIZE"),
         help: "--pipe's block size (default 1M; k=1000, K=1024, ...)",

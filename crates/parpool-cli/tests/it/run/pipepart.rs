@@ -84,3 +84,60 @@ fn a_record_longer_than_the_block_grows_it_for_good() {
         "{err}"
     );
 }
+
+/// `--roundrobin`: one job a slot, the blocks dealt to them in turn, the
+/// same blocks to the same jobs as GNU parallel's; jobs that stop
+/// reading early leave the round without hanging the others.
+#[test]
+fn roundrobin_deals_blocks_as_gnu_parallel_does() {
+    let d = scratch("roundrobin");
+    let ten: String = (1..=10).map(|i| format!("{i}\n")).collect();
+    let many: String = (1..=100_000).map(|i| format!("{i}\n")).collect();
+    same_as_gnu_with_stdin(
+        &[
+            "--pipe",
+            "--roundrobin",
+            "-j2",
+            "--block",
+            "4",
+            "-k",
+            "echo {#} {%}; cat",
+        ],
+        ten.as_bytes(),
+        &d,
+    );
+    same_as_gnu_with_stdin(
+        &[
+            "--pipe",
+            "--roundrobin",
+            "-j3",
+            "--block",
+            "10k",
+            "-k",
+            "wc",
+            "-l",
+        ],
+        many.as_bytes(),
+        &d,
+    );
+    same_as_gnu_with_stdin(
+        &[
+            "--pipe",
+            "--roundrobin",
+            "-j4",
+            "--block",
+            "2",
+            "-k",
+            "wc",
+            "-l",
+        ],
+        b"1\n2\n3\n",
+        &d,
+    );
+    let o = run_with_stdin_output(
+        &["--roundrobin", "-j3", "-k", "--block", "10k", "head -n 1"],
+        many.as_bytes(),
+    );
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(stdout(&o), "1\n2222\n4222\n");
+}
