@@ -7,6 +7,7 @@ mod interrupt;
 mod joblog;
 mod jobs;
 mod limits;
+mod onall;
 mod options;
 mod output;
 mod pack;
@@ -336,7 +337,7 @@ fn where_jobs_run(args: &RunArgs, cores: usize) -> anyhow::Result<Machines> {
 
 /// A job ready to run: its values, its stdin, its number and its place
 /// in the dispatch order.
-type Numbered = (Vec<OsString>, Option<pipepart::Feed>, u64, u64);
+pub(crate) type Numbered = (Vec<OsString>, Option<pipepart::Feed>, u64, u64);
 
 /// The jobs numbered (`{#}`), those a resumed run skips left out, the
 /// first input error kept in `input_error` (it ends the input).
@@ -361,7 +362,14 @@ fn numbered(
 /// Runs `parpool run`; returns the exit status.
 fn main(mut args: RunArgs) -> anyhow::Result<i32> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let machines = where_jobs_run(&args, cores)?;
+    let mut machines = where_jobs_run(&args, cores)?;
+    if args.onall {
+        if args.sshlogins.is_empty() || args.pipe {
+            bail!("--onall and --nonall need machines (-S) and cannot take --pipe");
+        }
+        // One slot a machine (`{%}` is its number).
+        machines.slot_host = (0..machines.hosts.len()).collect();
+    }
     let slots = machines.slot_host.len();
     if args.pipepart {
         if args.group.is_some() || args.header_value.is_some() {
@@ -383,7 +391,19 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
         n_sources,
         record,
         pipe_cut,
-    } = inputs(&args, rest)?;
+    } = if args.nonall {
+        // The command once on each machine, with no input.
+        Inputs {
+            command: rest,
+            names: Vec::new(),
+            jobs: Box::new(std::iter::once(Ok(Vec::new()))),
+            n_sources: 1,
+            record: 0,
+            pipe_cut: None,
+        }
+    } else {
+        inputs(&args, rest)?
+    };
     let runner = runner(
         &args,
         command,
@@ -432,6 +452,12 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
         None => None,
     };
     let reporter = report::Reporter::new(&args, runner.clone(), results, joblog, left);
+    onall::send_basefiles(&args, &runner)?;
+    if args.onall {
+        let status = onall::execute(&args, &runner, jobs, reporter);
+        onall::remove_basefiles(&args, &runner);
+        return Ok(finish_status(status?, &input_error));
+    }
     let status = execute(
         &args,
         &runner,
@@ -439,8 +465,9 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
         machines.jobs_file,
         (&machines.listed, left),
         reporter,
-    )?;
-    Ok(finish_status(status, &input_error))
+    );
+    onall::remove_basefiles(&args, &runner);
+    Ok(finish_status(status?, &input_error))
 }
 
 /// Runs the jobs on the pool, reports each as it ends (in input order with

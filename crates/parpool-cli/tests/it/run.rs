@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 mod fifo;
 mod limits;
+mod onall;
 mod order;
 mod pack;
 mod perl;

@@ -266,6 +266,12 @@ fn apply_rest(
                     .map_err(|_| bad(format!("`{value}` is not a number of seconds")))?,
             );
         }
+        (_, "onall") => args.onall = true,
+        (_, "nonall") => {
+            args.onall = true;
+            args.nonall = true;
+        }
+        (_, "basefile") => args.basefiles.push(value),
         (_, "roundrobin") => {
             args.roundrobin = true;
             args.pipe = true;

@@ -81,6 +81,11 @@ pub(crate) struct RunArgs {
     /// FILE`), which `pipepart_file` names once the command line is read.
     pub(crate) pipepart: bool,
     pub(crate) pipepart_file: Option<std::path::PathBuf>,
+    /// `--onall` (every job on every machine), `--nonall` (the command
+    /// once on each, no input); `--basefile` files sent to each first.
+    pub(crate) onall: bool,
+    pub(crate) nonall: bool,
+    pub(crate) basefiles: Vec<String>,
     /// `--roundrobin`: one job a slot, `--pipe`'s blocks dealt to them in
     /// turn.
     pub(crate) roundrobin: bool,

@@ -486,6 +486,27 @@ pub(super) const SPECS: &[Spec] = &[
     Spec {
         section: Section::Remote,
         short: &[],
+        long: &["basefile", "bf"],
+        takes: Takes::Value("FILE"),
+        help: "send FILE to every machine before its first job (removed afterwards with --cleanup)",
+    },
+    Spec {
+        section: Section::Remote,
+        short: &[],
+        long: &["onall"],
+        takes: Takes::Nothing,
+        help: "run every job on every machine, one at a time on each, each machine's output together",
+    },
+    Spec {
+        section: Section::Remote,
+        short: &[],
+        long: &["nonall"],
+        takes: Takes::Nothing,
+        help: "run the command once on every machine, with no input (--tag: tagged with the machine)",
+    },
+    Spec {
+        section: Section::Remote,
+        short: &[],
         long: &["trc"],
         takes: Takes::Value("FILE"),
         help: "--transfer --return FILE --cleanup",
