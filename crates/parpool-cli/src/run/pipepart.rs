@@ -212,8 +212,8 @@ pub(crate) fn feed(
     fifo: Option<&std::path::Path>,
     pipe: Option<std::process::ChildStdin>,
 ) -> Option<std::thread::JoinHandle<()>> {
-    match (stdin, pipe) {
-        (Some(block), _) if let Some(path) = fifo => {
+    match (stdin, fifo, pipe) {
+        (Some(block), Some(path), _) => {
             let (block, path) = (block.clone(), path.to_owned());
             // Opening waits for the job to open it for reading.
             Some(std::thread::spawn(move || {
@@ -222,7 +222,7 @@ pub(crate) fn feed(
                 }
             }))
         }
-        (Some(block), Some(mut pipe)) => {
+        (Some(block), None, Some(mut pipe)) => {
             let block = block.clone();
             // A bigger pipe, fewer trips between this thread and the job
             // (the kernel may refuse: then the default stays).
