@@ -177,6 +177,14 @@ fn check_settings(args: &RunArgs, hosts: &[(remote::Host, usize)]) -> anyhow::Re
         }
         let _ = output::SPOOL_DIR.set(dir.clone());
     }
+    if args.compress {
+        let (c, d) = output::compression_programs();
+        let programs = (
+            args.compress_program.clone().unwrap_or(c),
+            args.decompress_program.clone().unwrap_or(d),
+        );
+        let _ = output::COMPRESS.set(programs);
+    }
     if args.nice.is_some() && hosts.iter().any(|(h, _)| h.ssh.is_some()) {
         bail!("--nice with jobs on other machines (-S) is not supported");
     }

@@ -20,7 +20,59 @@ pub(crate) const SPOOL_AFTER: usize = 1 << 20;
 pub(crate) struct Held {
     mem: Vec<u8>,
     file: Option<File>,
+    /// `--compress`: what goes to the file goes through this program.
+    compressor: Option<(std::process::Child, std::process::ChildStdin)>,
     len: u64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // A compressor whose output was never read back: let it end.
+        if let Some((mut child, stdin)) = self.compressor.take() {
+            drop(stdin);
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `--compress`: the programs that compress spooled output and read it
+/// back (each reads stdin and writes stdout, run by `sh -c`).
+pub(crate) static COMPRESS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// GNU parallel's choice of compressor: the first of its list on `PATH`,
+/// run with `-c -1` (and `-dc` to read back); `cat` where there is none.
+pub(crate) fn compression_programs() -> (String, String) {
+    const PROGRAMS: &[&str] = &[
+        "pzstd", "lbzip2", "pbzip2", "zstd", "pixz", "lz4", "pigz", "lzop", "plzip", "lzip",
+        "gzip", "lrz", "pxz", "bzip2", "lzma", "xz", "clzip",
+    ];
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for p in PROGRAMS {
+        if std::env::split_paths(&path).any(|dir| dir.join(p).is_file()) {
+            return (format!("{p} -c -1"), format!("{p} -dc"));
+        }
+    }
+    ("cat".into(), "cat".into())
+}
+
+/// Starts `program` (through `sh -c`) with its stdin a pipe and its stdout
+/// `to`.
+fn compressor(
+    program: &str,
+    to: &File,
+) -> io::Result<(std::process::Child, std::process::ChildStdin)> {
+    let mut child = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(program)
+        .stdin(std::process::Stdio::piped())
+        .stdout(to.try_clone()?)
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("--compress-program `{program}`: {e}")))?;
+    let stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| io::Error::other("the compressor has no stdin"))?;
+    Ok((child, stdin))
 }
 
 impl Held {
@@ -31,6 +83,7 @@ impl Held {
             len: mem.len() as u64,
             mem,
             file: None,
+            compressor: None,
         }
     }
 
@@ -48,13 +101,21 @@ impl Held {
         }
         if self.file.is_none() {
             let mut file = spool_file()?;
-            file.write_all(&self.mem)?;
+            match COMPRESS.get() {
+                Some((program, _)) => {
+                    let (child, mut stdin) = compressor(program, &file)?;
+                    stdin.write_all(&self.mem)?;
+                    self.compressor = Some((child, stdin));
+                }
+                None => file.write_all(&self.mem)?,
+            }
             self.mem = Vec::new();
             self.file = Some(file);
         }
-        match self.file.as_mut() {
-            Some(file) => file.write_all(bytes),
-            None => Ok(()),
+        match (self.compressor.as_mut(), self.file.as_mut()) {
+            (Some((_, stdin)), _) => stdin.write_all(bytes),
+            (None, Some(file)) => file.write_all(bytes),
+            (None, None) => Ok(()),
         }
     }
 
@@ -65,6 +126,51 @@ impl Held {
             prefix,
             at_line_start: true,
         };
+        if let Some((mut child, stdin)) = self.compressor.take() {
+            // All of it compressed into the file; read back through the
+            // decompressor.
+            drop(stdin);
+            let status = child.wait()?;
+            if !status.success() {
+                return Err(io::Error::other(format!(
+                    "the --compress-program failed: {status}"
+                )));
+            }
+            let file = self
+                .file
+                .as_mut()
+                .ok_or_else(|| io::Error::other("no spool file"))?;
+            file.rewind()?;
+            let program = COMPRESS.get().map_or("cat", |(_, d)| d.as_str());
+            let mut child = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(program)
+                .stdin(file.try_clone()?)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .map_err(|e| {
+                    io::Error::new(e.kind(), format!("--decompress-program `{program}`: {e}"))
+                })?;
+            let mut out = child
+                .stdout
+                .take()
+                .ok_or_else(|| io::Error::other("no stdout"))?;
+            let mut buf = vec![0; 256 << 10];
+            loop {
+                let n = out.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                tagger.write(w, &buf[..n])?;
+            }
+            let status = child.wait()?;
+            if !status.success() {
+                return Err(io::Error::other(format!(
+                    "the --decompress-program failed: {status}"
+                )));
+            }
+            return w.flush();
+        }
         match self.file.as_mut() {
             None => tagger.write(w, &self.mem)?,
             Some(file) => {

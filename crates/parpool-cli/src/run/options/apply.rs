@@ -266,6 +266,12 @@ fn apply_rest(
                     .map_err(|_| bad(format!("`{value}` is not a number of seconds")))?,
             );
         }
+        (_, "compress") => args.compress = true,
+        (_, "compress-program") => {
+            args.compress = true;
+            args.compress_program = Some(value);
+        }
+        (_, "decompress-program") => args.decompress_program = Some(value),
         (_, "onall") => args.onall = true,
         (_, "nonall") => {
             args.onall = true;

@@ -81,6 +81,11 @@ pub(crate) struct RunArgs {
     /// FILE`), which `pipepart_file` names once the command line is read.
     pub(crate) pipepart: bool,
     pub(crate) pipepart_file: Option<std::path::PathBuf>,
+    /// `--compress`: spooled output compressed (`--compress-program`,
+    /// `--decompress-program`).
+    pub(crate) compress: bool,
+    pub(crate) compress_program: Option<String>,
+    pub(crate) decompress_program: Option<String>,
     /// `--onall` (every job on every machine), `--nonall` (the command
     /// once on each, no input); `--basefile` files sent to each first.
     pub(crate) onall: bool,

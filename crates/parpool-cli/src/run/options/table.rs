@@ -253,6 +253,27 @@ pub(super) const SPECS: &[Spec] = &[
         help: "temporary files (spooled output) in DIR, which is also the jobs' $TMPDIR",
     },
     Spec {
+        section: Section::Output,
+        short: &[],
+        long: &["compress"],
+        takes: Takes::Nothing,
+        help: "compress output spooled to temporary files (the first of pzstd, lbzip2, pbzip2, zstd, pixz, lz4, pigz, lzop, plzip, lzip, gzip, lrz, pxz, bzip2, lzma, xz, clzip found)",
+    },
+    Spec {
+        section: Section::Output,
+        short: &[],
+        long: &["compress-program"],
+        takes: Takes::Value("PRG"),
+        help: "compress with PRG (stdin to stdout; implies --compress)",
+    },
+    Spec {
+        section: Section::Output,
+        short: &[],
+        long: &["decompress-program"],
+        takes: Takes::Value("PRG"),
+        help: "read compressed output back with PRG (stdin to stdout)",
+    },
+    Spec {
         section: Section::Jobs,
         short: &[],
         long: &["timeout"],
