@@ -15,6 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 use super::output::{self, Held};
 use super::pipepart::Feed;
 pub(crate) use super::plan::{Argv, Mode, Plan, shell};
+pub(crate) use super::stop::{TermSeq, default_termseq, parse_termseq};
+use super::stop::{group_gone_within, kill_group, terminate};
 use super::template::{self, Fill, Word};
 
 /// What became of one job.
@@ -108,6 +110,9 @@ pub(crate) struct Runner {
     /// `--fifo`: a job's block goes through the named pipe its first
     /// value names, not its stdin.
     pub(crate) fifo: bool,
+    /// `--termseq`: how a job past its timeout, or every job when the run
+    /// is stopped, is killed.
+    pub(crate) termseq: TermSeq,
     /// `--memfree`, `--load`, `--noswap`.
     pub(crate) limits: super::limits::Limits,
     /// `--delay`: at least this long between job starts.
@@ -189,10 +194,11 @@ impl Runner {
             return Ok(None);
         };
         let mut wants = Vec::new();
+        let mut seen = HashSet::new();
         for piece in self.all_words().flatten() {
             if let template::Piece::Perl { source, id, .. } = piece {
-                for at in template::value_indexes(values.len(), *source) {
-                    if !wants.contains(&(*id, at)) {
+                for at in template::perl_indexes(values.len(), *source) {
+                    if seen.insert((*id, at)) {
                         wants.push((*id, at));
                     }
                 }
@@ -239,6 +245,13 @@ impl Runner {
             tag,
             ..Outcome::default()
         };
+        if let Some(why) = perl.as_ref().and_then(|p| p.died.clone()) {
+            // The job's perl code died: the job fails, not the run.
+            let mut failed = Outcome::not_started(seq, values, format!("{{= perl =}} died: {why}"));
+            failed.command = outcome.command;
+            failed.tag = outcome.tag;
+            return failed;
+        }
         if perl.as_ref().is_some_and(|p| p.skip) {
             // `skip()`: not run, logged with exit -2 and counted as a
             // failure, as GNU parallel does.
@@ -247,34 +260,7 @@ impl Runner {
             outcome.values = values;
             return outcome;
         }
-        let host = self
-            .slot_host
-            .get(slot.saturating_sub(1))
-            .and_then(|&h| self.hosts.get(h));
-        // On another machine: through ssh, files sent first.
-        let (argv, ssh) = match host.and_then(|h| h.ssh.as_deref()) {
-            None => (argv, None),
-            Some(ssh) => {
-                let mut exports = format!("export PARALLEL_SEQ={seq} PARALLEL_JOBSLOT={slot}; ");
-                // `--env VAR`: this machine's value, there too.
-                for var in &self.env {
-                    if let Some(value) = std::env::var_os(var) {
-                        let quoted = template::shell_quote(value.as_encoded_bytes());
-                        exports.push_str(&format!(
-                            "export {var}={}; ",
-                            String::from_utf8_lossy(&quoted)
-                        ));
-                    }
-                }
-                outcome.host = host.map(|h| h.name.clone());
-                let line = [exports.as_bytes(), &argv.line].concat();
-                let remote = Argv {
-                    line: argv.line.clone(),
-                    direct: Some(super::remote::command(ssh, &line)),
-                };
-                (remote, Some(ssh))
-            }
-        };
+        let (argv, ssh) = self.where_to_run(argv, seq, slot, &mut outcome);
         let sent: Vec<Vec<u8>> = self
             .transfer
             .iter()
@@ -306,29 +292,73 @@ impl Runner {
             }
         }
         if let Some(ssh) = ssh {
-            let fetched: Vec<Vec<u8>> = self
-                .returns
-                .iter()
-                .map(|w| template::fill_word(w, &fill, false))
-                .collect();
-            let mut problems = Vec::new();
-            if !outcome.skipped {
-                problems.extend(
-                    fetched
-                        .iter()
-                        .filter_map(|p| super::remote::fetch(ssh, p).err()),
-                );
-            }
-            if self.cleanup {
-                let all: Vec<Vec<u8>> = sent.iter().chain(&fetched).cloned().collect();
-                problems.extend(super::remote::remove(ssh, &all).err());
-            }
-            for p in problems {
-                let _ = outcome.stderr.push(format!("parpool: {p}\n").as_bytes());
-            }
+            self.bring_back(ssh, &fill, &sent, &mut outcome);
         }
         outcome.values = values;
         outcome
+    }
+
+    /// The job's command as it runs: here, or on slot `slot`'s machine
+    /// through ssh with the job's environment exported first (and that
+    /// machine's ssh command, for files to go and come back).
+    fn where_to_run<'a>(
+        &'a self,
+        argv: Argv,
+        seq: u64,
+        slot: usize,
+        outcome: &mut Outcome,
+    ) -> (Argv, Option<&'a [String]>) {
+        let host = self
+            .slot_host
+            .get(slot.saturating_sub(1))
+            .and_then(|&h| self.hosts.get(h));
+        let Some((host, ssh)) = host.and_then(|h| Some((h, h.ssh.as_deref()?))) else {
+            return (argv, None);
+        };
+        let mut exports = format!("export PARALLEL_SEQ={seq} PARALLEL_JOBSLOT={slot}; ");
+        // `--env VAR`: this machine's value, there too.
+        for var in &self.env {
+            if let Some(value) = std::env::var_os(var) {
+                let quoted = template::shell_quote(value.as_encoded_bytes());
+                exports.push_str(&format!(
+                    "export {var}={}; ",
+                    String::from_utf8_lossy(&quoted)
+                ));
+            }
+        }
+        outcome.host = Some(host.name.clone());
+        let line = [exports.as_bytes(), &argv.line].concat();
+        let remote = Argv {
+            line: argv.line.clone(),
+            direct: Some(super::remote::command(ssh, &line)),
+        };
+        (remote, Some(ssh))
+    }
+
+    /// After a job on another machine: `--return`'s files fetched, and
+    /// with `--cleanup` what was sent and fetched removed there; problems
+    /// on the job's stderr.
+    fn bring_back(&self, ssh: &[String], fill: &Fill<'_>, sent: &[Vec<u8>], outcome: &mut Outcome) {
+        let fetched: Vec<Vec<u8>> = self
+            .returns
+            .iter()
+            .map(|w| template::fill_word(w, fill, false))
+            .collect();
+        let mut problems = Vec::new();
+        if !outcome.skipped {
+            problems.extend(
+                fetched
+                    .iter()
+                    .filter_map(|p| super::remote::fetch(ssh, p).err()),
+            );
+        }
+        if self.cleanup {
+            let all: Vec<Vec<u8>> = sent.iter().chain(&fetched).cloned().collect();
+            problems.extend(super::remote::remove(ssh, &all).err());
+        }
+        for p in problems {
+            let _ = outcome.stderr.push(format!("parpool: {p}\n").as_bytes());
+        }
     }
 
     /// Waits until `--delay` allows the next job to start.
@@ -435,7 +465,8 @@ impl Runner {
             }
         };
         let mut child = child;
-        let feeder = super::pipepart::feed(stdin, fifo, child.stdin.take());
+        let job_done = Arc::new(AtomicBool::new(false));
+        let feeder = super::pipepart::feed(stdin, fifo, child.stdin.take(), job_done.clone());
         let pgid = child.id() as i32;
         self.lock_running().insert(pgid);
         // `kill_all` sets `kill` before it reads the set: if it missed this
@@ -448,27 +479,35 @@ impl Runner {
         let limit = self.limit();
         let watchdog = limit.map(|limit| {
             let timed_out = timed_out.clone();
+            let termseq = self.termseq.clone();
             std::thread::spawn(move || {
                 if let Err(mpsc::RecvTimeoutError::Timeout) = done_rx.recv_timeout(limit) {
                     timed_out.store(true, Ordering::Release);
-                    terminate(pgid, &done_rx);
+                    terminate(pgid, &termseq, |wait| {
+                        done_rx.recv_timeout(wait) != Err(mpsc::RecvTimeoutError::Timeout)
+                    });
                 }
             })
         });
         let result = self.collect(&mut child, pgid, out);
+        job_done.store(true, Ordering::Release);
         drop(done_tx);
-        if let (Some(path), Some(writer)) = (fifo, feeder.as_ref()) {
-            super::pipepart::drain_fifo(path, writer);
-        }
-        if let Some(f) = feeder {
-            let _ = f.join();
-        }
+        let fed = feeder.map(|f| f.join());
         if let Some(w) = watchdog {
             let _ = w.join();
         }
         self.lock_running().remove(&pgid);
         out.runtime = t0.elapsed();
         self.settle(out, result, timed_out.load(Ordering::Acquire));
+        // Input that could not be fed: the job saw less than it should.
+        if let Some(Ok(Err(e))) = fed {
+            let _ = out
+                .stderr
+                .push(format!("parpool: the job's input could not be fed: {e}\n").as_bytes());
+            if out.exit == 0 {
+                out.exit = 255;
+            }
+        }
     }
 
     /// Waits for the job, its output taken as the output mode says: held
@@ -555,6 +594,11 @@ impl Runner {
                     let killed = timed_out || self.kill.load(Ordering::Acquire);
                     out.exit = if killed { -1 } else { 0 };
                 }
+                // Timed out is failed, however it then ended (a job may
+                // catch --termseq's signal and exit 0), as in GNU parallel.
+                if timed_out {
+                    out.exit = -1;
+                }
                 out.stdout = stdout;
                 out.stderr = stderr;
             }
@@ -613,37 +657,23 @@ impl Runner {
     }
 
     /// Stops new jobs and kills every running job's process group.
+    /// Stops every running job by `--termseq` (each group in a thread of
+    /// its own, all at once), and any job about to start.
     pub(crate) fn kill_all(&self) {
         self.stop.store(true, Ordering::SeqCst);
         self.kill.store(true, Ordering::SeqCst);
-        for &pgid in self.lock_running().iter() {
-            kill_group(pgid);
+        let groups: Vec<i32> = self.lock_running().iter().copied().collect();
+        let stoppers: Vec<_> = groups
+            .into_iter()
+            .map(|pgid| {
+                let seq = self.termseq.clone();
+                std::thread::spawn(move || {
+                    terminate(pgid, &seq, |wait| group_gone_within(pgid, wait))
+                })
+            })
+            .collect();
+        for s in stoppers {
+            let _ = s.join();
         }
-    }
-}
-
-/// Stops a job past its timeout as GNU parallel does (`--termseq`'s
-/// default): TERM, and again after 200 ms, 100 ms and 50 ms while it
-/// lives, then KILL after 25 ms more.
-fn terminate(pgid: i32, done: &mpsc::Receiver<()>) {
-    let Some(pid) = rustix::process::Pid::from_raw(pgid) else {
-        return;
-    };
-    use rustix::process::Signal;
-    for (signal, wait_ms) in [(Signal::TERM, 200), (Signal::TERM, 100), (Signal::TERM, 50)] {
-        let _ = rustix::process::kill_process_group(pid, signal);
-        if done.recv_timeout(Duration::from_millis(wait_ms)) != Err(mpsc::RecvTimeoutError::Timeout)
-        {
-            return;
-        }
-    }
-    std::thread::sleep(Duration::from_millis(25));
-    kill_group(pgid);
-}
-
-/// SIGKILLs process group `pgid`.
-fn kill_group(pgid: i32) {
-    if let Some(pid) = rustix::process::Pid::from_raw(pgid) {
-        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
     }
 }

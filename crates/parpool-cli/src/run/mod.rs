@@ -23,6 +23,7 @@ mod results;
 mod rpl;
 mod sem;
 mod slots;
+mod stop;
 mod template;
 
 use std::ffi::OsString;
@@ -73,15 +74,21 @@ const FDS_PER_JOB: u64 = 8;
 /// Descriptors kept for everything else.
 const FDS_RESERVED: u64 = 16;
 
-/// Caps the jobs at once to what the open-file limit allows, as GNU
-/// parallel does: one warning, and every job still runs.
-fn cap_by_descriptors(slots: usize) -> usize {
+/// How many jobs the open-file limit lets run at once, and the limit.
+fn descriptor_fit() -> (usize, u64) {
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current
         .unwrap_or(u64::MAX);
     let fit = usize::try_from(limit.saturating_sub(FDS_RESERVED) / FDS_PER_JOB)
         .unwrap_or(usize::MAX)
         .max(1);
+    (fit, limit)
+}
+
+/// Caps the jobs at once to what the open-file limit allows, as GNU
+/// parallel does: one warning, and every job still runs.
+fn cap_by_descriptors(slots: usize) -> usize {
+    let (fit, limit) = descriptor_fit();
     if slots > fit {
         eprintln!(
             "parpool: warning: only enough file handles to run {fit} jobs in parallel \
@@ -197,7 +204,7 @@ fn runner(
     args: &RunArgs,
     command: Vec<OsString>,
     names: &input::Names,
-    (n_sources, record): (usize, usize),
+    (n_sources, record, at_once): (usize, usize, usize),
     hosts: Vec<(remote::Host, usize)>,
     slot_host: Vec<usize>,
 ) -> anyhow::Result<Arc<Runner>> {
@@ -256,7 +263,7 @@ fn runner(
         .chain(tag_word)
         .chain(&mut transfer)
         .chain(&mut returns);
-    let perl = perl::compile_all(all, slot_host.len())?;
+    let perl = perl::compile_all(all, at_once)?;
     Ok(Arc::new(Runner {
         plan: Plan {
             context: args.group.is_some_and(|g| g.context),
@@ -273,6 +280,7 @@ fn runner(
         tag,
         delay: args.delay,
         limits: limits::Limits::new(args.memfree, args.load, args.noswap),
+        termseq: args.termseq.clone().unwrap_or_else(exec::default_termseq),
         nice: args.nice,
         tmpdir: args.tmpdir.clone(),
         next_start: Mutex::new(None),
@@ -311,8 +319,12 @@ struct Machines {
 fn where_jobs_run(args: &RunArgs, cores: usize) -> anyhow::Result<Machines> {
     // `-j FILE`: the number read from FILE, again as it changes.
     let jobs_file = slots::JobsFile::open(args.jobs.as_deref(), cores)?;
+    // With -j FILE the slots are as many as the file may ever ask for
+    // (and the open files allow); the file's number says how many run.
     let local_slots = match &jobs_file {
-        Some(file) => cap_by_descriptors(file.wanted().max(slots::MOST_FROM_FILE)),
+        Some(file) => {
+            cap_by_descriptors(file.wanted()).max(slots::MOST_FROM_FILE.min(descriptor_fit().0))
+        }
         None => cap_by_descriptors(job_slots(args.jobs.as_deref().unwrap_or("100%"), cores)?),
     };
     let hosts = machines(args, local_slots)?;
@@ -378,7 +390,11 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
         // One slot a machine (`{%}` is its number).
         machines.slot_host = (0..machines.hosts.len()).collect();
     }
-    let slots = machines.slot_host.len();
+    // Jobs at once: -j FILE's number now, or the slots.
+    let slots = machines
+        .jobs_file
+        .as_ref()
+        .map_or(machines.slot_host.len(), slots::JobsFile::wanted);
     if args.pipepart {
         if args.group.is_some() || args.header_value.is_some() {
             bail!(
@@ -387,6 +403,9 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
             );
         }
         args.pipepart_file = Some(pipepart_file(&mut args)?);
+    }
+    if args.roundrobin && machines.jobs_file.is_some() {
+        bail!("--roundrobin deals its blocks to a fixed set of jobs: give -j a number, not a file");
     }
     if args.roundrobin && args.cat {
         bail!("--roundrobin deals blocks to running jobs: it cannot put them in --cat's files");
@@ -416,7 +435,7 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
         &args,
         command,
         &names,
-        (n_sources, record),
+        (n_sources, record, slots),
         machines.hosts,
         machines.slot_host,
     )?;
@@ -471,11 +490,23 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
         &runner,
         jobs,
         machines.jobs_file,
-        (&machines.listed, left),
+        Shape {
+            listed: &machines.listed,
+            left,
+            at_once: slots,
+        },
         reporter,
     );
     onall::remove_basefiles(&args, &runner);
     Ok(finish_status(status?, &input_error))
+}
+
+/// What `execute` needs to know of the run's size: the machines for
+/// `--progress`, the jobs left when known, the jobs at once.
+struct Shape<'a> {
+    listed: &'a [(String, usize, usize)],
+    left: Option<u64>,
+    at_once: usize,
 }
 
 /// Runs the jobs on the pool, reports each as it ends (in input order with
@@ -485,9 +516,14 @@ fn execute(
     runner: &Arc<Runner>,
     jobs: impl Iterator<Item = Numbered> + Send + 'static,
     jobs_file: Option<slots::JobsFile>,
-    (listed, left): (&[(String, usize, usize)], Option<u64>),
+    shape: Shape<'_>,
     mut reporter: report::Reporter,
 ) -> anyhow::Result<i32> {
+    let Shape {
+        listed,
+        left,
+        at_once,
+    } = shape;
     let slots = runner.slot_host.len();
     let interrupts = interrupt::watch(runner.clone())?;
     let pool = parpool::ThreadPool::builder()
@@ -529,7 +565,7 @@ fn execute(
     // Room for finished jobs to wait for a slower earlier one (`-k`)
     // while the slots stay busy; held output is bounded by it. `--pipe`
     // blocks are read only as slots come free: each may be large.
-    let window = if args.pipe { slots + 1 } else { slots * 16 };
+    let window = if args.pipe { at_once + 1 } else { at_once * 16 };
     // A fatal error stops everything: no job still queued may run.
     let mut report = |r: Result<Outcome, parpool::JobError>| -> anyhow::Result<()> {
         let done = r

@@ -112,8 +112,12 @@ while (1) {
             local @Arg::arg = (undef, @values[0 .. $last]);
             local $_ = $values[$at];
             $Global::unquote_arg = 0;
-            $code[$expr]->($job);
-            $out .= pack('C V/a*', $Global::unquote_arg ? 1 : 0, defined $_ ? $_ : '');
+            # Code that dies fails its job, not the run.
+            if (eval { $code[$expr]->($job); 1 }) {
+                $out .= pack('C V/a*', $Global::unquote_arg ? 1 : 0, defined $_ ? $_ : '');
+            } else {
+                $out .= pack('C V/a*', 2, "$@");
+            }
         }
         answer(pack('C', $job->{skip} ? 1 : 0) . $out);
     }
@@ -141,21 +145,25 @@ pub(crate) struct Value {
     pub(crate) unquoted: bool,
 }
 
-/// The values of a job's expressions, and whether it called `skip()`.
+/// The values of a job's expressions, whether it called `skip()`, and
+/// what perl said if the code died.
 #[derive(Debug, Default)]
 pub(crate) struct Evaluated {
     pub(crate) skip: bool,
-    /// `(expression, value index)` and what it gave, in request order.
-    pub(crate) values: Vec<((u32, usize), Value)>,
+    /// What each `(expression, value index)` gave.
+    pub(crate) values: std::collections::HashMap<(u32, usize), Value>,
+    pub(crate) died: Option<String>,
 }
 
 impl Evaluated {
     /// What expression `expr` gave for value `at`.
     pub(crate) fn get(&self, expr: u32, at: usize) -> Option<&Value> {
-        self.values
-            .iter()
-            .find(|(key, _)| *key == (expr, at))
-            .map(|(_, v)| v)
+        self.values.get(&(expr, at))
+    }
+
+    /// Whether any value is to go to the shell unquoted (`uq()`).
+    pub(crate) fn any_unquoted(&self) -> bool {
+        self.values.values().any(|v| v.unquoted)
     }
 }
 
@@ -251,18 +259,22 @@ impl Perl {
         r.read_exact(&mut flag)?;
         let mut out = Evaluated {
             skip: flag[0] == 1,
-            values: Vec::with_capacity(wants.len()),
+            ..Evaluated::default()
         };
         for &want in wants {
             r.read_exact(&mut flag)?;
             let bytes = field(r)?;
-            out.values.push((
+            if flag[0] == 2 {
+                out.died = Some(String::from_utf8_lossy(&bytes).trim_end().to_owned());
+                continue;
+            }
+            out.values.insert(
                 want,
                 Value {
                     bytes,
                     unquoted: flag[0] == 1,
                 },
-            ));
+            );
         }
         Ok(out)
     }

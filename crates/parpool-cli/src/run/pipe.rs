@@ -12,6 +12,9 @@
 use std::io::{self, Read};
 use std::sync::Arc;
 
+/// The largest block: 2 GiB less one, as GNU parallel's.
+const MOST_BLOCK: usize = (1 << 31) - 1;
+
 /// How input is cut.
 #[derive(Debug, Clone)]
 pub(crate) struct Cut {
@@ -322,10 +325,16 @@ impl<R: Read> Iterator for Blocks<R> {
                     let out = std::mem::take(&mut self.carry);
                     return Some(Ok(self.with_header(out)));
                 }
+                None if block >= MOST_BLOCK => {
+                    // A record past the largest block: what is read goes
+                    // as one block rather than waiting for a boundary.
+                    let out = std::mem::take(&mut self.carry);
+                    return Some(Ok(self.with_header(out)));
+                }
                 None => {
                     // As GNU parallel: the block size grows for good, by
                     // 30% and a byte, up to 2 GiB less one.
-                    let grown = ((block as f64 * 1.3 + 1.0).ceil() as usize).min((1 << 31) - 1);
+                    let grown = ((block as f64 * 1.3 + 1.0).ceil() as usize).min(MOST_BLOCK);
                     eprintln!(
                         "parpool: Warning: A record was longer than {block}. Increasing to \
                          --blocksize {grown}."

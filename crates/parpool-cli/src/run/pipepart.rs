@@ -27,9 +27,23 @@ pub(crate) enum Feed {
     /// `n` the number of jobs sharing the input.
     Turns {
         first: Arc<Vec<u8>>,
-        shared: Arc<RoundRobin>,
-        me: usize,
+        seat: Arc<Seat>,
     },
+}
+
+/// A job's place in `--roundrobin`'s round: when the last copy of its feed
+/// is gone (fed to the end, or never fed: a job skipped, halted, or that
+/// could not start), it leaves the round, so the others never wait on it.
+#[derive(Debug)]
+pub(crate) struct Seat {
+    shared: Arc<RoundRobin>,
+    me: usize,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.shared.leave(self.me);
+    }
 }
 
 /// `--roundrobin`: the rest of standard input's blocks, dealt to the jobs
@@ -84,26 +98,26 @@ impl RoundRobin {
             .enumerate()
             .map(|(me, first)| Feed::Turns {
                 first,
-                shared: shared.clone(),
-                me,
+                seat: Arc::new(Seat {
+                    shared: shared.clone(),
+                    me,
+                }),
             })
             .collect())
     }
 
-    /// Job `me`'s next block, once it is its turn; `None` at the end.
-    fn next_for(&self, me: usize) -> Option<Arc<Vec<u8>>> {
+    /// Job `me`'s next block, once it is its turn; `None` at the end. A
+    /// read error ends the input for every job, and is the error of the
+    /// job that met it.
+    fn next_for(&self, me: usize) -> io::Result<Option<Arc<Vec<u8>>>> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         loop {
             if st.done {
-                return None;
+                return Ok(None);
             }
             if st.next == me {
-                let block = match st.blocks.next() {
-                    Some(Ok(b)) => Some(b),
-                    // A read error ends the input, as at its end.
-                    _ => None,
-                };
-                st.done = block.is_none();
+                let block = st.blocks.next().transpose();
+                st.done = !matches!(block, Ok(Some(_)));
                 st.pass();
                 drop(st);
                 self.turn.notify_all();
@@ -113,9 +127,12 @@ impl RoundRobin {
         }
     }
 
-    /// Job `me` takes no more blocks.
+    /// Job `me` takes no more blocks (again: no change).
     fn leave(&self, me: usize) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.gone[me] {
+            return;
+        }
         st.gone[me] = true;
         if st.gone.iter().all(|g| *g) {
             st.done = true;
@@ -168,17 +185,17 @@ impl Feed {
     pub(crate) fn write_to(&self, to: &mut (impl io::Write + std::os::fd::AsFd)) -> io::Result<()> {
         match self {
             Feed::Bytes(b) => to.write_all(b),
-            Feed::Turns { first, shared, me } => {
+            Feed::Turns { first, seat } => {
                 let mut block = Some(first.clone());
-                while let Some(b) = block {
-                    if let Err(e) = to.write_all(&b) {
-                        shared.leave(*me);
-                        return Err(e);
+                let fed = (|| {
+                    while let Some(b) = block.take() {
+                        to.write_all(&b)?;
+                        block = seat.shared.next_for(seat.me)?;
                     }
-                    block = shared.next_for(*me);
-                }
-                shared.leave(*me);
-                Ok(())
+                    Ok(())
+                })();
+                seat.shared.leave(seat.me);
+                fed
             }
             Feed::Part { file, start, end } => {
                 let mut at = *start;
@@ -206,19 +223,21 @@ impl Feed {
 
 /// `--pipe`: the block goes in from its own thread while the output
 /// comes out of the job (through the fifo `{}` names with `--fifo`); a job
-/// that stops reading early just ends it.
+/// that stops reading early just ends it. The thread's error, if feeding
+/// failed otherwise (a file part that could not be read).
 pub(crate) fn feed(
     stdin: Option<&Feed>,
     fifo: Option<&std::path::Path>,
     pipe: Option<std::process::ChildStdin>,
-) -> Option<std::thread::JoinHandle<()>> {
+    job_done: Arc<std::sync::atomic::AtomicBool>,
+) -> Option<std::thread::JoinHandle<io::Result<()>>> {
     match (stdin, fifo, pipe) {
         (Some(block), Some(path), _) => {
             let (block, path) = (block.clone(), path.to_owned());
-            // Opening waits for the job to open it for reading.
             Some(std::thread::spawn(move || {
-                if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(path) {
-                    let _ = block.write_to(&mut f);
+                match open_fifo(&path, &job_done)? {
+                    Some(mut f) => quiet_epipe(block.write_to(&mut f)),
+                    None => Ok(()),
                 }
             }))
         }
@@ -228,31 +247,48 @@ pub(crate) fn feed(
             // (the kernel may refuse: then the default stays).
             let _ = rustix::pipe::fcntl_setpipe_size(&pipe, block.len().clamp(1 << 16, 1 << 20));
             Some(std::thread::spawn(move || {
-                let _ = block.write_to(&mut pipe);
+                quiet_epipe(block.write_to(&mut pipe))
             }))
         }
         _ => None,
     }
 }
 
-/// `--fifo`, after the job: a job that never opened its fifo (or stopped
-/// reading) leaves the writer waiting; a reader here takes and drops what
-/// is left until the writer is done.
-pub(crate) fn drain_fifo(path: &std::path::Path, writer: &std::thread::JoinHandle<()>) {
-    use std::io::Read;
+/// A job that stops reading early is no error.
+fn quiet_epipe(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        r => r,
+    }
+}
+
+/// `--fifo`: the fifo opened for writing once the job opens it for
+/// reading; `None` if the job ends first (or removed it) without.
+fn open_fifo(
+    path: &std::path::Path,
+    job_done: &std::sync::atomic::AtomicBool,
+) -> io::Result<Option<File>> {
     use std::os::unix::fs::OpenOptionsExt;
-    let Ok(mut reader) = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-        .open(path)
-    else {
-        return;
-    };
-    let mut buf = vec![0u8; 64 << 10];
-    while !writer.is_finished() {
-        match reader.read(&mut buf) {
-            Ok(n) if n > 0 => {}
-            _ => std::thread::sleep(Duration::from_millis(1)),
+    loop {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(path)
+        {
+            Ok(f) => {
+                // Writes wait for the job to read, as on any pipe.
+                rustix::fs::fcntl_setfl(&f, rustix::fs::OFlags::empty())?;
+                return Ok(Some(f));
+            }
+            // No reader yet (ENXIO), or the fifo is gone.
+            Err(_) if job_done.load(std::sync::atomic::Ordering::Acquire) => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(e),
         }
     }
 }

@@ -362,10 +362,7 @@ impl Plan {
         }
         let backslash = || fill.args.iter().any(|a| a.as_bytes().contains(&b'\\'));
         // A `{= perl =}` value that called `uq()` is for the shell to read.
-        let unquoted = || {
-            fill.perl
-                .is_some_and(|e| e.values.iter().any(|(_, v)| v.unquoted))
-        };
+        let unquoted = || fill.perl.is_some_and(super::perl::Evaluated::any_unquoted);
         let direct = match self.direct {
             Direct::Never => false,
             Direct::Always => !unquoted(),

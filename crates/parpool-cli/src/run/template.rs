@@ -267,7 +267,7 @@ pub(crate) fn fill_word(word: &Word, fill: &Fill<'_>, quote: bool) -> Vec<u8> {
                 push_values(&mut out, &values(fill, *source), quote, |v| apply(*op, v));
             }
             Piece::Perl { source, id, .. } => {
-                for (n, at) in value_indexes(fill.args.len(), *source).enumerate() {
+                for (n, at) in perl_indexes(fill.args.len(), *source).enumerate() {
                     if n > 0 {
                         out.push(b' ');
                     }
@@ -284,6 +284,17 @@ pub(crate) fn fill_word(word: &Word, fill: &Fill<'_>, quote: bool) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Which of `len` values a `{= perl =}` string is evaluated for: as
+/// [`value_indexes`], but once (with `$_` undefined) for a job with no
+/// values (`--pipe`, `-N0`), as GNU parallel evaluates it.
+pub(crate) fn perl_indexes(len: usize, source: Option<i64>) -> std::ops::Range<usize> {
+    if len == 0 {
+        0..1
+    } else {
+        value_indexes(len, source)
+    }
 }
 
 /// Which of `len` values a replacement string for `source` stands for.

@@ -6,6 +6,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod compress;
+mod edges;
 mod fifo;
 mod limits;
 mod onall;

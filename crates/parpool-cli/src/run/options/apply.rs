@@ -266,6 +266,9 @@ fn apply_rest(
                     .map_err(|_| bad(format!("`{value}` is not a number of seconds")))?,
             );
         }
+        (_, "termseq") => {
+            args.termseq = Some(crate::run::exec::parse_termseq(&value).map_err(bad)?);
+        }
         (_, "compress") => args.compress = true,
         (_, "compress-program") => {
             args.compress = true;

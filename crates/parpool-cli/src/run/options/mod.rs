@@ -81,6 +81,9 @@ pub(crate) struct RunArgs {
     /// FILE`), which `pipepart_file` names once the command line is read.
     pub(crate) pipepart: bool,
     pub(crate) pipepart_file: Option<std::path::PathBuf>,
+    /// `--termseq`: how jobs are stopped (a timeout, a halt, an
+    /// interrupt).
+    pub(crate) termseq: Option<crate::run::exec::TermSeq>,
     /// `--compress`: spooled output compressed (`--compress-program`,
     /// `--decompress-program`).
     pub(crate) compress: bool,

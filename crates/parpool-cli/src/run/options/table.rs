@@ -283,6 +283,13 @@ pub(super) const SPECS: &[Spec] = &[
     Spec {
         section: Section::Jobs,
         short: &[],
+        long: &["termseq"],
+        takes: Takes::Value("SEQ"),
+        help: "how a job is stopped (a timeout, --halt now, an interrupt): signals and waits in ms (default TERM,200,TERM,100,TERM,50,KILL,25)",
+    },
+    Spec {
+        section: Section::Jobs,
+        short: &[],
         long: &["retries"],
         takes: Takes::Value("N"),
         help: "run a failing job up to N times in all",

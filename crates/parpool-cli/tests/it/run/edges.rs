@@ -1,0 +1,146 @@
+//! Cases where a run must neither hang nor tell untruths: jobs that leave
+//! `--roundrobin`'s round early, fifos removed unread, perl code that dies,
+//! perl strings on jobs without values, and `-j FILE`'s number used for
+//! everything that depends on the jobs at once.
+
+use super::*;
+
+/// Runs `args` with `input` on stdin, within a minute, or fails.
+fn bounded(args: &[&str], input: &[u8]) -> Output {
+    let mut child = parpool()
+        .arg("run")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out.read_to_end(&mut buf);
+        buf
+    });
+    let status =
+        wait_within(&mut child, Duration::from_secs(60)).unwrap_or_else(|| panic!("{args:?} hung"));
+    feeder.join().unwrap();
+    Output {
+        status,
+        stdout: reader.join().unwrap(),
+        stderr: Vec::new(),
+    }
+}
+
+#[test]
+fn jobs_leaving_early_never_hang_the_run() {
+    let many: String = (1..=200_000).map(|i| format!("{i}\n")).collect();
+    // A halt stops jobs dealt blocks before they start.
+    let o = bounded(
+        &[
+            "--roundrobin",
+            "-j3",
+            "--block",
+            "10k",
+            "--halt",
+            "now,fail=1",
+            "exit 1",
+        ],
+        many.as_bytes(),
+    );
+    assert_ne!(o.status.code(), Some(0));
+    // A skipped job leaves the round; the others get every other block.
+    let o = bounded(
+        &[
+            "--roundrobin",
+            "-j3",
+            "--block",
+            "10k",
+            "-k",
+            "wc -l {= skip() if seq() == 2; $_ = ''; uq() =}",
+        ],
+        many.as_bytes(),
+    );
+    let counted: u64 = stdout(&o)
+        .lines()
+        .map(|l| l.trim().parse::<u64>().unwrap())
+        .sum();
+    assert!(counted > 0 && counted < 200_000, "{counted}");
+    // A fifo removed unread.
+    let o = bounded(&["--pipe", "--fifo", "-N1", "rm {}"], b"1\n2\n3\n");
+    assert_eq!(o.status.code(), Some(0));
+}
+
+#[test]
+fn perl_that_dies_fails_its_job_and_perl_runs_on_jobs_without_values() {
+    let o = run(&["-k", "echo", "{= $_ = 1 / $_ =}", ":::", "1", "0", "4"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o), "1\n0.25\n");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Illegal division by zero"));
+    // GNU parallel's output (its exit status, 1, counts a job that is
+    // not there).
+    let o = run_with_stdin_output(
+        &["--pipe", "-N1", "-k", "echo", "{= $_ = seq() =}"],
+        b"a\nb\nc\n",
+    );
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(stdout(&o), "1\n2\n3\n");
+}
+
+#[test]
+fn a_jobs_file_s_number_is_the_jobs_at_once_everywhere() {
+    let d = scratch("jobs-file-everywhere");
+    let procs = d.join("procs");
+    std::fs::write(&procs, "2\n").unwrap();
+    let p = procs.to_str().unwrap();
+    same_as_gnu(&["-j", p, "-X", "-k", "echo", ":::", "1", "2", "3", "4"]);
+    same_as_gnu(&["-j", p, "--plus", "-k", "echo", "{0%}", ":::", "a", "b"]);
+    let o = run(&["-j", p, "--roundrobin", "wc"]);
+    assert_eq!(
+        o.status.code(),
+        Some(255),
+        "--roundrobin with -j FILE is refused"
+    );
+}
+
+/// `--termseq`: a job past its timeout gets the given signals (it may
+/// catch them) and counts as failed however it ends, as in GNU parallel;
+/// an interrupt stops the running jobs by the same sequence.
+#[test]
+fn termseq_stops_jobs_by_its_signals() {
+    same_as_gnu(&[
+        "--timeout",
+        "0.3",
+        "--termseq",
+        "USR1,200,KILL,25",
+        "trap 'echo got-usr1' USR1; sleep 5 & wait; echo after",
+        ":::",
+        "1",
+    ]);
+    let dir = scratch("termseq-interrupt");
+    let marker = dir.join("got-usr1");
+    let started = dir.join("started.1");
+    let script = format!(
+        "trap 'touch {}; exit 0' USR1; touch {}; sleep 30 & wait; : {{}}",
+        marker.display(),
+        started.display()
+    );
+    let mut child = parpool()
+        .args(["run", "--termseq", "USR1,2000,KILL,25", &script, ":::", "1"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_starts(&dir, 1);
+    interrupt(&child);
+    let status = wait_within(&mut child, Duration::from_secs(30)).expect("no exit after SIGINT");
+    assert_eq!(status.code(), Some(255));
+    assert!(marker.exists(), "the job did not get --termseq's USR1");
+    for bad in ["FOO", "TERM,x"] {
+        let o = run(&["--termseq", bad, "echo", ":::", "a"]);
+        assert_eq!(o.status.code(), Some(255), "{bad}");
+    }
+}
