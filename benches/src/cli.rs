@@ -351,3 +351,20 @@ pub(crate) fn sem_fg(n: u64) -> Vec<TimedContender> {
     }
     c
 }
+
+/// `echo {= s/1/one/ =}` on `n` stdin lines, two at a time: a perl
+/// expression evaluated per job (parpool's one perl for the run, GNU
+/// parallel's own).
+pub(crate) fn perl_expression(n: u64) -> Vec<TimedContender> {
+    versus_gnu(
+        n,
+        (
+            "parpool run {= perl =}",
+            &["run", "-j", "2", "echo", "{= s/1/one/ =}"],
+        ),
+        (
+            "GNU parallel {= perl =}",
+            &["-j", "2", "echo", "{= s/1/one/ =}"],
+        ),
+    )
+}

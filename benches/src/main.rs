@@ -623,6 +623,13 @@ fn cli_suite(opts: &Options, t: &mut Table) {
         let targets = [("GNU parallel --pipepart", 5.0)];
         t.record("cli", name, "MiB read", bytes >> 20, timings, &targets);
     }
+    let n = opts.sized(500, 2_000);
+    let name = format!("cli: {n} × echo {{= s/1/one/ =}}, a perl expression a job");
+    if opts.wanted(&name) {
+        let timings = measure_timed(reps, &mut cli::perl_expression(n));
+        let targets = [("GNU parallel {= perl =}", 3.0)];
+        t.record("cli", name, "jobs", n, timings, &targets);
+    }
     let n = opts.sized(10, 50);
     let name = format!("cli: {n} × sem --fg true in a row (start to end)");
     if opts.wanted(&name) {
