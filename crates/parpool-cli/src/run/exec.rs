@@ -19,6 +19,22 @@ pub(crate) use super::stop::{TermSeq, default_termseq, parse_termseq};
 use super::stop::{group_gone_within, kill_group, terminate};
 use super::template::{self, Fill, Word};
 
+/// The feeder's result once the job has ended; a feeder still writing
+/// after a grace period (a process the job left behind holds its stdin
+/// open and does not read) is left to itself, so the job's worker goes on.
+fn finish_feeding(
+    feeder: std::thread::JoinHandle<std::io::Result<()>>,
+) -> Option<std::thread::Result<std::io::Result<()>>> {
+    let deadline = Instant::now() + Duration::from_millis(200);
+    while !feeder.is_finished() {
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Some(feeder.join())
+}
+
 /// What became of one job.
 #[derive(Debug, Default)]
 pub(crate) struct Outcome {
@@ -492,7 +508,7 @@ impl Runner {
         let result = self.collect(&mut child, pgid, out);
         job_done.store(true, Ordering::Release);
         drop(done_tx);
-        let fed = feeder.map(|f| f.join());
+        let fed = feeder.and_then(finish_feeding);
         if let Some(w) = watchdog {
             let _ = w.join();
         }

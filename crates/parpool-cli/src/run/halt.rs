@@ -111,7 +111,9 @@ impl Tally {
                 if o.signal != 0 {
                     128 + o.signal
                 } else {
-                    o.exit.clamp(0, 255)
+                    // Negative (timed out -1, skipped -2) as GNU parallel's Perl
+                    // exits with them: 255, 254.
+                    o.exit & 0xff
                 }
             }
             (On::Fail, Threshold::Count(_)) => self.failed.min(101) as i32,

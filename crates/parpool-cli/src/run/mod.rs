@@ -185,11 +185,19 @@ fn check_settings(args: &RunArgs, hosts: &[(remote::Host, usize)]) -> anyhow::Re
         let _ = output::SPOOL_DIR.set(dir.clone());
     }
     if args.compress {
-        let (c, d) = output::compression_programs();
-        let programs = (
-            args.compress_program.clone().unwrap_or(c),
-            args.decompress_program.clone().unwrap_or(d),
-        );
+        // As GNU parallel: a given compressor reads back with `-dc`.
+        let programs = match &args.compress_program {
+            Some(c) => (
+                c.clone(),
+                args.decompress_program
+                    .clone()
+                    .unwrap_or_else(|| format!("{c} -dc")),
+            ),
+            None => {
+                let (c, d) = output::compression_programs();
+                (c, args.decompress_program.clone().unwrap_or(d))
+            }
+        };
         let _ = output::COMPRESS.set(programs);
     }
     if args.nice.is_some() && hosts.iter().any(|(h, _)| h.ssh.is_some()) {
@@ -406,6 +414,9 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
     }
     if args.roundrobin && machines.jobs_file.is_some() {
         bail!("--roundrobin deals its blocks to a fixed set of jobs: give -j a number, not a file");
+    }
+    if args.roundrobin && args.retries > 1 {
+        bail!("--roundrobin deals its blocks once: a job cannot be retried (--retries)");
     }
     if args.roundrobin && args.cat {
         bail!("--roundrobin deals blocks to running jobs: it cannot put them in --cat's files");

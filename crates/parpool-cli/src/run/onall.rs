@@ -20,6 +20,7 @@ pub(crate) fn execute(
     jobs: impl Iterator<Item = Numbered>,
     mut reporter: report::Reporter,
 ) -> anyhow::Result<i32> {
+    let interrupts = super::interrupt::watch(runner.clone())?;
     let jobs: Arc<Vec<Numbered>> = Arc::new(jobs.collect());
     let machines = runner.hosts.len();
     // `-j`: how many machines at a time.
@@ -74,6 +75,7 @@ pub(crate) fn execute(
             report_all(r?)?;
         }
     }
+    drop(interrupts);
     reporter.finish();
     Ok(if runner.interrupted.load(Ordering::SeqCst) {
         255

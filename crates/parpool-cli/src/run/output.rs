@@ -61,9 +61,12 @@ fn compressor(
     program: &str,
     to: &File,
 ) -> io::Result<(std::process::Child, std::process::ChildStdin)> {
+    use std::os::unix::process::CommandExt;
+    // In a group of its own: a Ctrl-C meant for the jobs spares it.
     let mut child = std::process::Command::new("/bin/sh")
         .arg("-c")
         .arg(program)
+        .process_group(0)
         .stdin(std::process::Stdio::piped())
         .stdout(to.try_clone()?)
         .spawn()
@@ -127,6 +130,7 @@ impl Held {
             at_line_start: true,
         };
         if let Some((mut child, stdin)) = self.compressor.take() {
+            use std::os::unix::process::CommandExt;
             // All of it compressed into the file; read back through the
             // decompressor.
             drop(stdin);
@@ -145,6 +149,7 @@ impl Held {
             let mut child = std::process::Command::new("/bin/sh")
                 .arg("-c")
                 .arg(program)
+                .process_group(0)
                 .stdin(file.try_clone()?)
                 .stdout(std::process::Stdio::piped())
                 .spawn()

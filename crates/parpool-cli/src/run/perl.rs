@@ -114,9 +114,13 @@ while (1) {
             $Global::unquote_arg = 0;
             # Code that dies fails its job, not the run.
             if (eval { $code[$expr]->($job); 1 }) {
-                $out .= pack('C V/a*', $Global::unquote_arg ? 1 : 0, defined $_ ? $_ : '');
+                my $v = defined $_ ? $_ : '';
+                utf8::encode($v) if utf8::is_utf8($v);
+                $out .= pack('C V/a*', $Global::unquote_arg ? 1 : 0, $v);
             } else {
-                $out .= pack('C V/a*', 2, "$@");
+                my $e = "$@";
+                utf8::encode($e) if utf8::is_utf8($e);
+                $out .= pack('C V/a*', 2, $e);
             }
         }
         answer(pack('C', $job->{skip} ? 1 : 0) . $out);

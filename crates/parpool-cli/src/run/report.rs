@@ -106,7 +106,7 @@ impl Reporter {
 
 /// `--dry-run`: each job's command, as the shell would read it, one a
 /// line, the jobs taking the slots in turn; how many jobs `skip()` would
-/// skip (GNU parallel counts them as failed).
+/// skip or whose perl code died (GNU parallel counts them as failed).
 pub(crate) fn dry_run(
     jobs: impl Iterator<Item = (super::input::Values, u64)>,
     runner: &Runner,
@@ -117,6 +117,12 @@ pub(crate) fn dry_run(
     for (order, (values, seq)) in jobs.enumerate() {
         let slot = order % slots.max(1) + 1;
         let perl = runner.evaluate(seq, &values, slot)?;
+        if let Some(why) = perl.as_ref().and_then(|p| p.died.as_ref()) {
+            // The job's perl code died: no command to show; it fails.
+            eprintln!("parpool: {{= perl =}} died: {why}");
+            skipped += 1;
+            continue;
+        }
         skipped += usize::from(perl.as_ref().is_some_and(|p| p.skip));
         let fill = template::Fill {
             perl: perl.as_ref(),

@@ -36,6 +36,17 @@ fn compressed_spooled_output_comes_back_the_same() {
     assert_eq!(o.status.code(), Some(0));
     assert!(o.stdout == expected.as_bytes());
     assert!(c.exists() && d.exists(), "the given programs were not used");
+    // A given compressor reads back with its own `-dc`, as GNU parallel's.
+    let o = run(&[
+        "--compress-program",
+        "gzip -c -1",
+        "-k",
+        "seq {}",
+        ":::",
+        "500000",
+        "300",
+    ]);
+    assert!(o.stdout == expected.as_bytes());
     let o = run(&["--compress-program", "false", "seq {}", ":::", "500000"]);
     assert_ne!(o.status.code(), Some(0));
 }

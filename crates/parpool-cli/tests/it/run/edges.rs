@@ -144,3 +144,49 @@ fn termseq_stops_jobs_by_its_signals() {
         assert_eq!(o.status.code(), Some(255), "{bad}");
     }
 }
+
+/// Second review's cases: a halt decided by a timed-out or skipped job
+/// exits as GNU parallel's (255, 254), never 0; `--roundrobin` with
+/// `--retries` is refused; a job whose background child holds its stdin
+/// unread does not hold up the run; perl code that dies under `--dry-run`,
+/// or with a wide character, fails its job with perl's words.
+#[test]
+fn halts_retries_held_stdin_and_dying_perl() {
+    same_as_gnu(&[
+        "--timeout",
+        "0.5",
+        "--halt",
+        "now,fail=1",
+        "trap 'exit 0' TERM; sleep 5; : {}",
+        ":::",
+        "a",
+    ]);
+    same_as_gnu(&["--halt", "now,fail=1", "echo {= skip() =}", ":::", "a"]);
+    let o = run(&["--roundrobin", "--retries", "2", "wc"]);
+    assert_eq!(o.status.code(), Some(255));
+    let line = [vec![b'y'; 99], vec![b'\n']].concat();
+    let input: Vec<u8> = line.repeat((3 << 20) / 100);
+    let t = Instant::now();
+    let o = bounded(&["--pipe", "--block", "1M", "sleep 3 <&0 & echo x"], &input);
+    assert!(o.status.success());
+    let out = stdout(&o);
+    assert!(out.lines().count() >= 3 && out.lines().all(|l| l == "x"), "{out}");
+    assert!(
+        t.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        t.elapsed()
+    );
+    let o = run(&["--dry-run", "echo", "{= die 'no' =}", ":::", "a"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("died: no"));
+    let o = run(&[
+        "-k",
+        "echo",
+        "{= die \"\\x{263a}\" if /a/; $_ = \"\\x{263a}\" =}",
+        ":::",
+        "a",
+        "b",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stdout(&o), "☺\n");
+}
