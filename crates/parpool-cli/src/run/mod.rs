@@ -387,6 +387,30 @@ fn numbered(
     .map(|(((values, stdin), seq), order)| (values, stdin, seq, order))
 }
 
+/// `--pipepart` and `--roundrobin` checked against the other options;
+/// `--pipepart`'s file taken from the inputs.
+fn check_pipe_settings(args: &mut RunArgs, machines: &Machines) -> anyhow::Result<()> {
+    if args.pipepart {
+        if args.group.is_some() || args.header_value.is_some() {
+            bail!(
+                "--pipepart cannot count records (-N, -n, -L, -X, -m) or take a --header; \
+                 cut by --recstart and --recend, or use --pipe"
+            );
+        }
+        args.pipepart_file = Some(pipepart_file(args)?);
+    }
+    if args.roundrobin && machines.jobs_file.is_some() {
+        bail!("--roundrobin deals its blocks to a fixed set of jobs: give -j a number, not a file");
+    }
+    if args.roundrobin && args.retries > 1 {
+        bail!("--roundrobin deals its blocks once: a job cannot be retried (--retries)");
+    }
+    if args.roundrobin && args.cat {
+        bail!("--roundrobin deals blocks to running jobs: it cannot put them in --cat's files");
+    }
+    Ok(())
+}
+
 /// Runs `parpool run`; returns the exit status.
 fn main(mut args: RunArgs) -> anyhow::Result<i32> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -403,24 +427,7 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
         .jobs_file
         .as_ref()
         .map_or(machines.slot_host.len(), slots::JobsFile::wanted);
-    if args.pipepart {
-        if args.group.is_some() || args.header_value.is_some() {
-            bail!(
-                "--pipepart cannot count records (-N, -n, -L, -X, -m) or take a --header; \
-                 cut by --recstart and --recend, or use --pipe"
-            );
-        }
-        args.pipepart_file = Some(pipepart_file(&mut args)?);
-    }
-    if args.roundrobin && machines.jobs_file.is_some() {
-        bail!("--roundrobin deals its blocks to a fixed set of jobs: give -j a number, not a file");
-    }
-    if args.roundrobin && args.retries > 1 {
-        bail!("--roundrobin deals its blocks once: a job cannot be retried (--retries)");
-    }
-    if args.roundrobin && args.cat {
-        bail!("--roundrobin deals blocks to running jobs: it cannot put them in --cat's files");
-    }
+    check_pipe_settings(&mut args, &machines)?;
     let rest = std::mem::take(&mut args.rest);
     let Inputs {
         command,

@@ -170,7 +170,10 @@ fn halts_retries_held_stdin_and_dying_perl() {
     let o = bounded(&["--pipe", "--block", "1M", "sleep 3 <&0 & echo x"], &input);
     assert!(o.status.success());
     let out = stdout(&o);
-    assert!(out.lines().count() >= 3 && out.lines().all(|l| l == "x"), "{out}");
+    assert!(
+        out.lines().count() >= 3 && out.lines().all(|l| l == "x"),
+        "{out}"
+    );
     assert!(
         t.elapsed() < Duration::from_millis(2500),
         "{:?}",
