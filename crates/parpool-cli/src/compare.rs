@@ -456,7 +456,7 @@ fn verdict(w: Workload, results: &[Measurement], cores: usize) -> (Model, Vec<Mo
                 .map(|m| format!("{} ({:.1}×)", m.model.label(), m.speedup)),
         );
         format!(
-            "tie between {} sequential, within the spread: {why}.",
+            "tie between {} (speed-ups over sequential), within the spread: {why}.",
             names.join(" and ")
         )
     };
