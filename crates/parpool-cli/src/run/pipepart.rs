@@ -182,7 +182,13 @@ impl Feed {
 
     /// Writes it all to `to` (a job's stdin); a file part goes from the
     /// page cache to the pipe without a copy through parpool.
-    pub(crate) fn write_to(&self, to: &mut (impl io::Write + std::os::fd::AsFd)) -> io::Result<()> {
+    /// `job_done` tells when the job has ended (`--roundrobin` then deals
+    /// it no more blocks).
+    pub(crate) fn write_to(
+        &self,
+        to: &mut (impl io::Write + std::os::fd::AsFd),
+        job_done: &std::sync::atomic::AtomicBool,
+    ) -> io::Result<()> {
         match self {
             Feed::Bytes(b) => to.write_all(b),
             Feed::Turns { first, seat } => {
@@ -190,6 +196,11 @@ impl Feed {
                 let fed = (|| {
                     while let Some(b) = block.take() {
                         to.write_all(&b)?;
+                        // A job that has ended takes no more blocks: they
+                        // go to the jobs still reading.
+                        if job_done.load(std::sync::atomic::Ordering::Acquire) {
+                            break;
+                        }
                         block = seat.shared.next_for(seat.me)?;
                     }
                     Ok(())
@@ -236,7 +247,7 @@ pub(crate) fn feed(
             let (block, path) = (block.clone(), path.to_owned());
             Some(std::thread::spawn(move || {
                 match open_fifo(&path, &job_done)? {
-                    Some(mut f) => quiet_epipe(block.write_to(&mut f)),
+                    Some(mut f) => quiet_epipe(block.write_to(&mut f, &job_done)),
                     None => Ok(()),
                 }
             }))
@@ -247,7 +258,7 @@ pub(crate) fn feed(
             // (the kernel may refuse: then the default stays).
             let _ = rustix::pipe::fcntl_setpipe_size(&pipe, block.len().clamp(1 << 16, 1 << 20));
             Some(std::thread::spawn(move || {
-                quiet_epipe(block.write_to(&mut pipe))
+                quiet_epipe(block.write_to(&mut pipe, &job_done))
             }))
         }
         _ => None,
