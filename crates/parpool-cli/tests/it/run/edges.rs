@@ -145,7 +145,7 @@ fn termseq_stops_jobs_by_its_signals() {
     }
 }
 
-/// Second review's cases: a halt decided by a timed-out or skipped job
+/// A halt decided by a timed-out or skipped job
 /// exits as GNU parallel's (255, 254), never 0; `--roundrobin` with
 /// `--retries` is refused; a job whose background child holds its stdin
 /// unread does not hold up the run; perl code that dies under `--dry-run`,
