@@ -108,12 +108,14 @@ impl Tally {
             (On::Fail, Threshold::Percent(_)) => self.percent_failed(),
             // The deciding job's exit status, as GNU parallel's.
             (On::Fail, Threshold::Count(1)) | (On::Done, _) => {
-                if o.signal != 0 {
+                if o.exit < 0 {
+                    // Killed by parpool (-1: a timeout, a halt) or skipped
+                    // (-2), as GNU parallel's Perl exits with them: 255, 254.
+                    o.exit & 0xff
+                } else if o.signal != 0 {
                     128 + o.signal
                 } else {
-                    // Negative (timed out -1, skipped -2) as GNU parallel's Perl
-                    // exits with them: 255, 254.
-                    o.exit & 0xff
+                    o.exit.min(255)
                 }
             }
             (On::Fail, Threshold::Count(_)) => self.failed.min(101) as i32,
