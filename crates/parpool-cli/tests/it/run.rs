@@ -1226,28 +1226,11 @@ fn an_interrupted_run_exits_255_as_gnu_parallel_does() {
 /// status.
 fn same_as_gnu_with_stdin(case: &[&str], input: &[u8], dir: &Path) {
     let Some(mut theirs) = gnu() else { return };
-    let feed = |mut c: Command| -> Output {
-        let mut child = c
-            .args(case)
-            .current_dir(dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let bytes = input.to_vec();
-        let writer = std::thread::spawn(move || {
-            let _ = stdin.write_all(&bytes);
-        });
-        let out = child.wait_with_output().unwrap();
-        writer.join().unwrap();
-        out
-    };
-    let t = feed(std::mem::replace(&mut theirs, Command::new("true")));
+    theirs.args(case).current_dir(dir);
+    let t = fed(theirs, input);
     let mut ours = parpool();
-    ours.arg("run");
-    let o = feed(ours);
+    ours.arg("run").args(case).current_dir(dir);
+    let o = fed(ours, input);
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&t.stdout),
@@ -1313,19 +1296,44 @@ fn inputs_match_gnu_parallel() {
 
 /// Runs `parpool run ARGS` with `input` on its stdin; returns what it left.
 fn run_with_stdin_output(args: &[&str], input: &[u8]) -> Output {
-    let mut child = parpool()
-        .arg("run")
-        .args(args)
+    let mut c = parpool();
+    c.arg("run").args(args);
+    fed(c, input)
+}
+
+/// `command`'s output, `input` fed to its stdin from a thread while its
+/// stdout and stderr are read (neither side can block the other); a run
+/// still going after a minute is killed and fails the test. A command
+/// that stops reading early (a usage error) is no error.
+fn fed(mut command: Command, input: &[u8]) -> Output {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // A run refused before it reads (a usage error) closes its end first.
-    if let Err(e) = child.stdin.take().unwrap().write_all(input) {
-        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+    let mut stdin = child.stdin.take().unwrap();
+    let bytes = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&bytes);
+    });
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let status = wait_within(&mut child, Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("{command:?} still running after a minute"));
+    writer.join().unwrap();
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
     }
-    child.wait_with_output().unwrap()
 }
 
 #[test]

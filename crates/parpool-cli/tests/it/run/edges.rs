@@ -5,42 +5,11 @@
 
 use super::*;
 
-/// Runs `args` with `input` on stdin, within a minute, or fails.
-fn bounded(args: &[&str], input: &[u8]) -> Output {
-    let mut child = parpool()
-        .arg("run")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let feeder = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let mut out = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = out.read_to_end(&mut buf);
-        buf
-    });
-    let status =
-        wait_within(&mut child, Duration::from_secs(60)).unwrap_or_else(|| panic!("{args:?} hung"));
-    feeder.join().unwrap();
-    Output {
-        status,
-        stdout: reader.join().unwrap(),
-        stderr: Vec::new(),
-    }
-}
-
 #[test]
 fn jobs_leaving_early_never_hang_the_run() {
     let many: String = (1..=200_000).map(|i| format!("{i}\n")).collect();
     // A halt stops jobs dealt blocks before they start.
-    let o = bounded(
+    let o = run_with_stdin_output(
         &[
             "--roundrobin",
             "-j3",
@@ -54,7 +23,7 @@ fn jobs_leaving_early_never_hang_the_run() {
     );
     assert_ne!(o.status.code(), Some(0));
     // A skipped job leaves the round; the others get every other block.
-    let o = bounded(
+    let o = run_with_stdin_output(
         &[
             "--roundrobin",
             "-j3",
@@ -71,7 +40,7 @@ fn jobs_leaving_early_never_hang_the_run() {
         .sum();
     assert!(counted > 0 && counted < 200_000, "{counted}");
     // A fifo removed unread.
-    let o = bounded(&["--pipe", "--fifo", "-N1", "rm {}"], b"1\n2\n3\n");
+    let o = run_with_stdin_output(&["--pipe", "--fifo", "-N1", "rm {}"], b"1\n2\n3\n");
     assert_eq!(o.status.code(), Some(0));
 }
 
@@ -178,7 +147,7 @@ fn halts_retries_held_stdin_and_dying_perl() {
     let line = [vec![b'y'; 99], vec![b'\n']].concat();
     let input: Vec<u8> = line.repeat((3 << 20) / 100);
     let t = Instant::now();
-    let o = bounded(&["--pipe", "--block", "1M", "sleep 3 <&0 & echo x"], &input);
+    let o = run_with_stdin_output(&["--pipe", "--block", "1M", "sleep 3 <&0 & echo x"], &input);
     assert!(o.status.success());
     let out = stdout(&o);
     assert!(
@@ -273,7 +242,7 @@ fn random_pipe_feeding_never_hangs_or_leaves_files() {
         };
         args.push(job);
         let case: Vec<&str> = args.iter().map(String::as_str).collect();
-        let o = bounded(&case, input.as_bytes());
+        let o = run_with_stdin_output(&case, input.as_bytes());
         let code = o.status.code();
         assert!(
             matches!(code, Some(0..=101) | Some(255)),

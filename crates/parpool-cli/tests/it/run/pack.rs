@@ -5,30 +5,9 @@ use super::*;
 
 /// GNU parallel's output for `args` with `input` on stdin, if it is here.
 fn gnu_with_stdin(args: &[&str], input: &[u8]) -> Option<Output> {
-    Some(fed(gnu()?, args, input))
-}
-
-/// `command args`'s output, `input` fed to its stdin as it runs.
-fn fed(mut command: Command, args: &[&str], input: &[u8]) -> Output {
-    let mut child = command
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    let feeder = std::thread::spawn(move || stdin.write_all(&input));
-    let out = child.wait_with_output().unwrap();
-    let _ = feeder.join();
-    out
-}
-
-fn ours_with_stdin(args: &[&str], input: &[u8]) -> Output {
-    let mut ours = parpool();
-    ours.arg("run");
-    fed(ours, args, input)
+    let mut gnu = gnu()?;
+    gnu.args(args);
+    Some(fed(gnu, input))
 }
 
 /// `-X` and `-m` fill each job's command line up to GNU parallel's
@@ -50,7 +29,7 @@ fn several_inputs_a_job_are_packed_as_gnu_parallel_packs_them() {
         let Some(theirs) = gnu_with_stdin(case, input.as_bytes()) else {
             return;
         };
-        let ours = ours_with_stdin(case, input.as_bytes());
+        let ours = run_with_stdin_output(case, input.as_bytes());
         assert_eq!(ours.status.code(), Some(0), "{case:?}");
         assert!(
             ours.stdout == theirs.stdout,
@@ -79,7 +58,7 @@ fn a_command_line_too_long_is_refused() {
         "{err}"
     );
     let input = format!("first\n{long}\nlast\n");
-    let o = ours_with_stdin(&["-j1", "echo"], input.as_bytes());
+    let o = run_with_stdin_output(&["-j1", "echo"], input.as_bytes());
     assert_eq!(o.status.code(), Some(255));
     assert_eq!(stdout(&o), "first\n");
     if let Some(theirs) = gnu_with_stdin(&["-j1", "echo"], input.as_bytes()) {
