@@ -1,5 +1,9 @@
-//! Job slots (`{%}`): a starting job takes the lowest free one, and jobs
-//! take them in the order they were dispatched, as GNU parallel's do.
+//! Job slots (`{%}`): jobs take them in the order they were dispatched, as
+//! GNU parallel's do. GNU starts as many jobs as may run before it reaps
+//! any, so its first jobs always hold slots 1, 2, … N, however fast the
+//! first ends; here too a slot never used yet is taken before one given
+//! back while the jobs allowed at once have not all been numbered, and
+//! after that a starting job takes the lowest slot given back.
 //! With `-j FILE`, how many may be taken at once is read from FILE, and
 //! read again whenever a job ends and the file has changed.
 
@@ -68,8 +72,10 @@ pub(crate) struct Slots {
 }
 
 struct State {
-    /// Free slots, the lowest last.
+    /// Slots given back, the lowest last.
     free: Vec<usize>,
+    /// The lowest slot never taken.
+    fresh: usize,
     /// How many there are in all.
     all: usize,
     /// The dispatch order of the next job to take one.
@@ -84,14 +90,33 @@ impl State {
             .as_ref()
             .map_or(self.all, |f| f.wanted.min(self.all))
     }
+
+    /// How many are taken now.
+    fn taken(&self) -> usize {
+        self.fresh - 1 - self.free.len()
+    }
+
+    /// The slot the next job takes, if one may be taken now.
+    fn pick(&mut self) -> Option<usize> {
+        if self.taken() >= self.allowed() {
+            return None;
+        }
+        if self.fresh <= self.allowed() || self.free.is_empty() {
+            // `taken < allowed <= all`, so a fresh one is left.
+            self.fresh += 1;
+            return Some(self.fresh - 1);
+        }
+        self.free.pop()
+    }
 }
 
 impl Slots {
     pub(crate) fn new(n: usize, file: Option<JobsFile>) -> Slots {
         Slots {
             state: Mutex::new(State {
-                free: (1..=n).rev().collect(),
-                all: n,
+                free: Vec::new(),
+                fresh: 1,
+                all: n.max(1),
                 next: 0,
                 file,
             }),
@@ -99,16 +124,20 @@ impl Slots {
         }
     }
 
-    /// The lowest free slot, for the job dispatched `order`-th (0-based),
-    /// once every job before it has taken one and fewer than allowed are
-    /// taken; `first` runs with the slot before the next job's turn (jobs'
-    /// perl code runs in start order).
+    /// A slot for the job dispatched `order`-th (0-based), once every job
+    /// before it has taken one and fewer than allowed are taken; `first`
+    /// runs with the slot before the next job's turn (jobs' perl code runs
+    /// in start order).
     pub(crate) fn take<R>(&self, order: u64, first: impl FnOnce(usize) -> R) -> (usize, R) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        while st.next != order || st.free.is_empty() || st.all - st.free.len() >= st.allowed() {
+        let slot = loop {
+            if st.next == order
+                && let Some(slot) = st.pick()
+            {
+                break slot;
+            }
             st = self.turn.wait(st).unwrap_or_else(|p| p.into_inner());
-        }
-        let slot = st.free.pop().unwrap_or(1);
+        };
         let r = first(slot);
         st.next += 1;
         drop(st);
@@ -134,6 +163,38 @@ impl Slots {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A job that ends before the next starts does not lend it its slot
+    /// while slots never used are left (GNU starts before it reaps); once
+    /// all are numbered, the lowest given back is taken.
+    #[test]
+    fn the_first_jobs_hold_distinct_slots_however_fast_they_end() {
+        let slots = Slots::new(3, None);
+        let mut order = 0..;
+        let mut take = || slots.take(order.next().unwrap(), |_| ()).0;
+        let first = take();
+        slots.give_back(first);
+        assert_eq!([first, take(), take()], [1, 2, 3]);
+        slots.give_back(3);
+        assert_eq!(take(), 1, "the lowest given back");
+        assert_eq!(take(), 3);
+        // Many slots, fewer allowed (-j FILE): numbers stay within those
+        // allowed at once.
+        let dir = std::env::temp_dir().join(format!("parpool-jobs-few-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("procs");
+        std::fs::write(&path, "2\n").unwrap();
+        let file = JobsFile::open(path.to_str(), 4).unwrap().unwrap();
+        let slots = Slots::new(MOST_FROM_FILE, Some(file));
+        let mut order = 0..;
+        let mut take = || slots.take(order.next().unwrap(), |_| ()).0;
+        let first = take();
+        slots.give_back(first);
+        let second = take();
+        slots.give_back(second);
+        assert_eq!([first, second, take(), take()], [1, 2, 1, 2]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_jobs_file_is_read_again_when_it_changes() {
