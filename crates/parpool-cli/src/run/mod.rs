@@ -23,6 +23,7 @@ mod results;
 mod rpl;
 mod sem;
 mod slots;
+mod sql;
 mod stop;
 mod template;
 
@@ -414,6 +415,10 @@ fn check_pipe_settings(args: &mut RunArgs, machines: &Machines) -> anyhow::Resul
 /// Runs `parpool run`; returns the exit status.
 fn main(mut args: RunArgs) -> anyhow::Result<i32> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    sql::check(&args)?;
+    if args.sql_worker.is_some() && args.sql_master.is_none() {
+        return sql::work(args, cores);
+    }
     let mut machines = where_jobs_run(&args, cores)?;
     if args.onall {
         if args.sshlogins.is_empty() || args.pipe {
@@ -458,6 +463,9 @@ fn main(mut args: RunArgs) -> anyhow::Result<i32> {
         machines.slot_host,
     )?;
     let jobs = packed(&args, jobs, &runner, slots)?;
+    if args.sql_master.is_some() {
+        return sql::submit(args, &runner, jobs, cores);
+    }
     let results = match &args.results {
         Some(spec) => Some(results::Results::open(spec, &names, args.header, record)?),
         None => None,
@@ -583,7 +591,13 @@ fn execute(
     // Room for finished jobs to wait for a slower earlier one (`-k`)
     // while the slots stay busy; held output is bounded by it. `--pipe`
     // blocks are read only as slots come free: each may be large.
-    let window = if args.pipe { at_once + 1 } else { at_once * 16 };
+    // `--sqlworker` takes a row only as a slot comes free: other workers
+    // share the rest.
+    let window = if args.pipe || args.sql_worker.is_some() {
+        at_once + 1
+    } else {
+        at_once * 16
+    };
     // A fatal error stops everything: no job still queued may run.
     let mut report = |r: Result<Outcome, parpool::JobError>| -> anyhow::Result<()> {
         let done = r

@@ -90,6 +90,24 @@ impl Held {
         }
     }
 
+    /// Everything held, read back once; kept in memory after, so it can
+    /// still be written (`--sqlworker` stores a job's output, then prints
+    /// it).
+    pub(crate) fn contents(&mut self) -> io::Result<Vec<u8>> {
+        if self.file.is_none() && self.compressor.is_none() {
+            return Ok(self.mem.clone());
+        }
+        let mut all = Vec::with_capacity(usize::try_from(self.len).unwrap_or(0));
+        self.write_to(&mut all, None)?;
+        *self = Held {
+            len: all.len() as u64,
+            mem: all.clone(),
+            file: None,
+            compressor: None,
+        };
+        Ok(all)
+    }
+
     /// How many bytes are held.
     pub(crate) fn len(&self) -> u64 {
         self.len

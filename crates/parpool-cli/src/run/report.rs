@@ -9,7 +9,7 @@ use anyhow::Context;
 
 use super::exec::{Outcome, Runner};
 use super::options::RunArgs;
-use super::{joblog, progress, results, template};
+use super::{joblog, progress, results, sql, template};
 
 /// Reports each job as it ends: removes its `--cat` file or fifo, saves
 /// `--results`, prints its output (around `--bar`), logs it.
@@ -21,6 +21,8 @@ pub(crate) struct Reporter {
     bar: Option<indicatif::ProgressBar>,
     remove_files: bool,
     verbose: bool,
+    /// `--sqlworker`: each job's row written when it ends.
+    pub(crate) table: Option<Arc<sql::Table>>,
 }
 
 impl Reporter {
@@ -39,6 +41,7 @@ impl Reporter {
             bar: args.bar.then(|| progress::bar(left.map(|n| n as usize))),
             remove_files: args.cat || args.fifo,
             verbose: args.verbose,
+            table: None,
         }
     }
 
@@ -56,7 +59,14 @@ impl Reporter {
         // GNU parallel.
         let killed = self.runner.interrupted.load(Ordering::SeqCst) && outcome.exit == -1;
         if outcome.skipped || killed {
+            if let Some(table) = &self.table {
+                // Never run to its end: ready again for a worker.
+                table.release(outcome.seq)?;
+            }
             return Ok(());
+        }
+        if let Some(table) = &self.table {
+            table.save(&mut outcome)?;
         }
         if let Some(results) = self.results.as_mut() {
             let spec = self

@@ -16,6 +16,7 @@ mod perl;
 mod pipepart;
 mod results;
 mod sem;
+mod sql;
 
 /// `parpool`, without the user's default options (`~/.parallel/config`,
 /// `$PARALLEL`): a test names its own.

@@ -254,9 +254,12 @@ fn apply_rest(
         (_, "id") => args.sem_id = Some(value),
         (_, "fg") => args.sem_fg = true,
         (_, "bg") => args.sem_fg = false,
-        (_, "wait") => {
-            args.sem_wait = true;
-            args.semaphore = true;
+        (_, "wait") => args.sem_wait = true,
+        (_, "sqlmaster") => args.sql_master = Some(value),
+        (_, "sqlworker") => args.sql_worker = Some(value),
+        (_, "sqlandworker") => {
+            args.sql_master = Some(value.clone());
+            args.sql_worker = Some(value);
         }
         (_, "semaphoretimeout") => {
             args.sem_timeout = Some(

@@ -73,6 +73,11 @@ pub(crate) struct RunArgs {
     /// `--wait` wait for the semaphore's commands; `--st` gives up (below
     /// 0) or goes ahead (above 0) after so many seconds.
     pub(crate) semaphore: bool,
+    /// `--sqlmaster DBURL`: the jobs written to an SQLite table, not run
+    /// (`--wait`: until workers have run them); `--sqlworker DBURL`: the
+    /// jobs taken from it; `--sqlandworker`: both.
+    pub(crate) sql_master: Option<String>,
+    pub(crate) sql_worker: Option<String>,
     pub(crate) sem_id: Option<String>,
     pub(crate) sem_fg: bool,
     pub(crate) sem_wait: bool,
@@ -314,6 +319,16 @@ pub(crate) fn parse(words: Vec<OsString>) -> Result<Parsed, UsageError> {
         }
     }
     args.rest.extend(words);
+    // `--wait` waits for the table's jobs with `--sqlmaster`, else for
+    // the semaphore's.
+    if args.sem_wait && args.sql_master.is_none() {
+        args.semaphore = true;
+    }
+    if args.semaphore && (args.sql_master.is_some() || args.sql_worker.is_some()) {
+        return Err(UsageError(
+            "--semaphore cannot be used with --sqlmaster or --sqlworker".into(),
+        ));
+    }
     if args.resume && args.resume_failed {
         return Err(UsageError(
             "--resume and --resume-failed cannot be used together".into(),

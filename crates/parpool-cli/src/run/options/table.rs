@@ -12,11 +12,12 @@ pub(super) enum Section {
     Pipe,
     Remote,
     Semaphore,
+    Sql,
     Info,
 }
 
 impl Section {
-    pub(super) const ALL: [Section; 9] = [
+    pub(super) const ALL: [Section; 10] = [
         Section::Input,
         Section::Command,
         Section::Jobs,
@@ -25,6 +26,7 @@ impl Section {
         Section::Pipe,
         Section::Remote,
         Section::Semaphore,
+        Section::Sql,
         Section::Info,
     ];
 
@@ -38,6 +40,7 @@ impl Section {
             Section::Pipe => "--pipe: STANDARD INPUT IN BLOCKS",
             Section::Remote => "OTHER MACHINES",
             Section::Semaphore => "SEMAPHORE (sem, parpool sem)",
+            Section::Sql => "JOBS IN AN SQLITE TABLE",
             Section::Info => "INFORMATION",
         }
     }
@@ -579,7 +582,29 @@ pub(super) const SPECS: &[Spec] = &[
         short: &[],
         long: &["wait"],
         takes: Takes::Nothing,
-        help: "wait until the semaphore's commands are done",
+        help: "wait until the semaphore's commands (or the --sqlmaster jobs) are done",
+    },
+    Spec {
+        section: Section::Sql,
+        short: &[],
+        long: &["sqlmaster", "sql-master"],
+        takes: Takes::Value("DBURL"),
+        help: "write the jobs to an SQLite table (sqlite3:///%2Fpath%2Fdb/table; +DBURL: \
+               append) for --sqlworker to run; run none",
+    },
+    Spec {
+        section: Section::Sql,
+        short: &[],
+        long: &["sqlworker", "sql-worker"],
+        takes: Takes::Value("DBURL"),
+        help: "run the jobs of the table the --sqlmaster wrote; output and joblog go to it too",
+    },
+    Spec {
+        section: Section::Sql,
+        short: &[],
+        long: &["sqlandworker", "sql-and-worker"],
+        takes: Takes::Value("DBURL"),
+        help: "--sqlmaster DBURL --sqlworker DBURL: write the jobs, then run them",
     },
     Spec {
         section: Section::Semaphore,
