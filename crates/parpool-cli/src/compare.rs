@@ -2,10 +2,10 @@
 //! workloads every way on this machine and says which model wins and why.
 
 use std::fmt::Write as _;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Args;
-use parpool::{Executor, ProcessPool, ThreadPool};
+use parpool::compare::{Compare, Comparison, Measurement, Model, table};
 use serde::Serialize;
 
 parpool::task! {
@@ -148,55 +148,6 @@ fn run_job(limit: u64, ms: u64) -> u64 {
     n
 }
 
-/// The four ways to run a workload (named in JSON as in the tables).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub(crate) enum Model {
-    #[serde(rename = "sequential")]
-    Sequential,
-    #[serde(rename = "ThreadPool")]
-    Threads,
-    #[serde(rename = "ProcessPool")]
-    Processes,
-    #[serde(rename = "async (tokio)")]
-    Async,
-}
-
-impl Model {
-    const ALL: [Model; 4] = [
-        Model::Sequential,
-        Model::Threads,
-        Model::Processes,
-        Model::Async,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            Model::Sequential => "sequential",
-            Model::Threads => "ThreadPool",
-            Model::Processes => "ProcessPool",
-            Model::Async => "async (tokio)",
-        }
-    }
-}
-
-/// One model's run of one workload.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Measurement {
-    pub(crate) model: Model,
-    /// Threads, processes or executor threads used.
-    pub(crate) workers: usize,
-    /// The median of the repetitions, and their fastest and slowest.
-    pub(crate) seconds: f64,
-    pub(crate) min_seconds: f64,
-    pub(crate) max_seconds: f64,
-    /// Sequential time divided by this one's.
-    pub(crate) speedup: f64,
-    /// CPU time over wall time, in percent of one core (workers included).
-    pub(crate) cpu_percent: f64,
-    /// Highest resident memory seen, this process and its workers, in MiB.
-    pub(crate) peak_mib: f64,
-}
-
 /// One workload's results and verdict.
 #[derive(Debug, Serialize)]
 pub(crate) struct Report {
@@ -230,37 +181,28 @@ pub(crate) fn main(args: CompareArgs) -> anyhow::Result<i32> {
         if !args.json {
             eprintln!("measuring: {}", w.describe());
         }
-        let mut runs: Vec<Vec<Measurement>> = vec![Vec::new(); Model::ALL.len()];
-        let mut expected = None;
-        // Repetitions interleaved, so a slow moment of the machine does
-        // not fall on one model only.
-        for _ in 0..args.repeat {
-            for (i, model) in Model::ALL.into_iter().enumerate() {
-                let (m, answer) = measure(model, w, cores)?;
-                // Every model must compute the same thing.
-                match expected {
-                    None => expected = Some(answer),
-                    Some(e) if e != answer => {
-                        anyhow::bail!("{} computed {answer}, sequential {e}", model.label())
-                    }
-                    Some(_) => {}
-                }
-                runs[i].push(m);
+        let report = Compare::new(vec![(w.limit, w.ms); w.jobs as usize], |(limit, ms)| {
+            run_job(limit, ms)
+        })
+        .task(work)
+        .async_fn(|(limit, ms)| async move {
+            let n = count_primes(limit);
+            if ms > 0 {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
             }
-        }
-        let mut results: Vec<Measurement> = runs.into_iter().map(median_of).collect();
-        let base = results[0].seconds;
-        for r in &mut results {
-            r.speedup = base / r.seconds;
-        }
-        let (fastest, tied_with, verdict) = verdict(w, &results, cores);
+            n
+        })
+        .workers(w.workers(cores))
+        .repeat(args.repeat)
+        .run()?;
+        let verdict = report.verdict_because(&why(w, &report, cores));
         reports.push(Report {
             workload: w.kind,
             title: w.kind.title(),
             description: w.describe(),
-            results,
-            fastest,
-            tied_with,
+            results: report.measurements().to_vec(),
+            fastest: report.fastest(),
+            tied_with: report.tied_with().to_vec(),
             verdict,
         });
     }
@@ -278,100 +220,10 @@ pub(crate) fn main(args: CompareArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// One model's repetitions as one: the median run, with the fastest and
-/// slowest times and the highest memory seen.
-fn median_of(mut runs: Vec<Measurement>) -> Measurement {
-    runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
-    let min = runs.first().map_or(0.0, |m| m.seconds);
-    let max = runs.last().map_or(0.0, |m| m.seconds);
-    let peak = runs.iter().map(|m| m.peak_mib).fold(0.0, f64::max);
-    let mut m = runs.swap_remove(runs.len() / 2);
-    m.min_seconds = min;
-    m.max_seconds = max;
-    m.peak_mib = peak;
-    m
-}
-
-/// Whether `other` is within `best`'s reach: their spreads overlap, or
-/// the medians are within 3% (this machine's noise with one repetition).
-fn ties(best: &Measurement, other: &Measurement) -> bool {
-    other.min_seconds <= best.max_seconds || other.seconds <= best.seconds * 1.03
-}
-
-/// Runs workload `w` on `model`; times include starting the pool.
-fn measure(model: Model, w: Workload, cores: usize) -> anyhow::Result<(Measurement, u64)> {
-    let sampler = usage::PeakSampler::start();
-    let cpu0 = usage::cpu_seconds();
-    let t = Instant::now();
-    let jobs = move || (0..w.jobs).map(move |_| (w.limit, w.ms));
-    let (answer, workers) = match model {
-        Model::Sequential => (jobs().map(|(l, ms)| run_job(l, ms)).sum(), 1),
-        Model::Threads => {
-            let n = w.workers(cores);
-            let pool = ThreadPool::builder().workers(n).build()?;
-            let sum = pool.map_task(work, jobs()).map(|r| r.unwrap_or(0)).sum();
-            drop(pool);
-            (sum, n)
-        }
-        Model::Processes => {
-            let n = w.workers(cores);
-            let pool = ProcessPool::builder().workers(n).build()?;
-            let sum: u64 = pool.map_task(work, jobs()).map(|r| r.unwrap_or(0)).sum();
-            // Dropping the pool reaps the workers, so their CPU time counts.
-            drop(pool);
-            (sum, n)
-        }
-        Model::Async => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(cores)
-                .enable_time()
-                .build()?;
-            let sum = rt.block_on(async {
-                let tasks: Vec<_> = jobs()
-                    .map(|(limit, ms)| {
-                        tokio::spawn(async move {
-                            let n = count_primes(limit);
-                            if ms > 0 {
-                                tokio::time::sleep(Duration::from_millis(ms)).await;
-                            }
-                            n
-                        })
-                    })
-                    .collect();
-                let mut sum = 0;
-                for t in tasks {
-                    sum += t.await.unwrap_or(0);
-                }
-                sum
-            });
-            drop(rt);
-            (sum, cores)
-        }
-    };
-    let seconds = t.elapsed().as_secs_f64();
-    let cpu = usage::cpu_seconds() - cpu0;
-    let peak = sampler.stop();
-    Ok((
-        Measurement {
-            model,
-            workers,
-            seconds,
-            min_seconds: seconds,
-            max_seconds: seconds,
-            speedup: 1.0,
-            cpu_percent: 100.0 * cpu / seconds,
-            peak_mib: peak,
-        },
-        answer,
-    ))
-}
-
-/// Picks the fastest model, the ones it does not clearly beat, and says
-/// why, from the measurements.
-fn verdict(w: Workload, results: &[Measurement], cores: usize) -> (Model, Vec<Model>, String) {
-    let mut ranked: Vec<&Measurement> = results.iter().collect();
-    ranked.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
-    let best = ranked[0];
+/// Why the ways of workload `w` rank as they do, from what it is made of
+/// and the figures.
+fn why(w: Workload, report: &Comparison, cores: usize) -> String {
+    let results = report.measurements();
     let of = |m: Model| results.iter().find(|r| r.model == m);
     let speed = |m: Model| of(m).map_or(0.0, |r| r.speedup);
     let mut why = String::new();
@@ -437,30 +289,7 @@ fn verdict(w: Workload, results: &[Measurement], cores: usize) -> (Model, Vec<Mo
             );
         }
     }
-    // A lead within the spread of the repetitions is no lead.
-    let tied: Vec<&Measurement> = ranked[1..]
-        .iter()
-        .copied()
-        .filter(|m| ties(best, m))
-        .collect();
-    let text = if tied.is_empty() {
-        format!(
-            "{} wins ({:.1}× sequential, ahead by more than the spread): {why}.",
-            best.model.label(),
-            best.speedup
-        )
-    } else {
-        let mut names = vec![format!("{} ({:.1}×)", best.model.label(), best.speedup)];
-        names.extend(
-            tied.iter()
-                .map(|m| format!("{} ({:.1}×)", m.model.label(), m.speedup)),
-        );
-        format!(
-            "tie between {} (speed-ups over sequential), within the spread: {why}.",
-            names.join(" and ")
-        )
-    };
-    (best.model, tied.iter().map(|m| m.model).collect(), text)
+    why
 }
 
 fn render(out: &Output) -> String {
@@ -476,52 +305,24 @@ fn render(out: &Output) -> String {
     );
     for r in &out.workloads {
         let _ = writeln!(s, "\n{}: {}", r.title, r.description);
-        let _ = writeln!(
-            s,
-            "  {:<15} {:>8} {:>10} {:>21} {:>9} {:>9} {:>11}",
-            "model", "workers", "time", "spread", "speed-up", "CPU use", "peak memory"
-        );
-        for m in &r.results {
-            let mark = if m.model == r.fastest && r.tied_with.is_empty() {
-                " <"
-            } else if m.model == r.fastest || r.tied_with.contains(&m.model) {
-                " = (tie)"
-            } else {
-                ""
-            };
-            let spread = format!("{} – {}", fmt_secs(m.min_seconds), fmt_secs(m.max_seconds));
-            let _ = writeln!(
-                s,
-                "  {:<15} {:>8} {:>10} {:>21} {:>8.2}× {:>8.0}% {:>7.1} MiB{mark}",
-                m.model.label(),
-                m.workers,
-                fmt_secs(m.seconds),
-                spread,
-                m.speedup,
-                m.cpu_percent,
-                m.peak_mib
-            );
-        }
+        s.push_str(&table(&r.results, r.fastest, &r.tied_with));
         let _ = writeln!(s, "  verdict: {}", r.verdict);
     }
     s
 }
 
-fn fmt_secs(s: f64) -> String {
-    if s >= 1.0 {
-        format!("{s:.2} s")
-    } else {
-        format!("{:.1} ms", s * 1e3)
-    }
-}
-
 mod user;
-
-mod usage;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The winner, its ties and the verdict, as `main` makes them.
+    fn verdict(w: Workload, results: &[Measurement], cores: usize) -> (Model, Vec<Model>, String) {
+        let report = Comparison::new(results.to_vec(), 1, 1).unwrap();
+        let text = report.verdict_because(&why(w, &report, cores));
+        (report.fastest(), report.tied_with().to_vec(), text)
+    }
 
     fn m(model: Model, seconds: f64) -> Measurement {
         Measurement {
@@ -610,7 +411,7 @@ mod tests {
             m(Model::Threads, 0.9),
             m(Model::Threads, 0.5),
         ];
-        let one = median_of(runs);
+        let one = Measurement::median(runs).unwrap();
         assert_eq!(
             (one.seconds, one.min_seconds, one.max_seconds),
             (0.5, 0.3, 0.9)

@@ -78,6 +78,11 @@
 //! * `progress` (off): `progress_bar()` on every map, an `indicatif` bar
 //!   with rate and ETA. The hook underneath, `on_progress`, needs no
 //!   feature.
+//! * `compare` (off): `parpool::compare::Compare` times *your* function
+//!   sequentially, on a `ThreadPool`, on a `ProcessPool` (given a task) and
+//!   as tokio tasks, and names the winner only when it is ahead by more
+//!   than the spread (what `parpool compare` prints). Brings in `process`
+//!   and tokio. Linux only.
 //!
 //! With `default-features = false` you get the thread pool and everything
 //! around it with 20 dependencies and no code before `main`.
@@ -99,6 +104,9 @@
 mod bar;
 #[cfg(all(feature = "process", target_os = "linux"))]
 mod codec;
+#[cfg(all(feature = "compare", target_os = "linux"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "compare", target_os = "linux"))))]
+pub mod compare;
 mod error;
 mod handle;
 mod job;

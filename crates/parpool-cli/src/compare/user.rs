@@ -4,11 +4,10 @@
 
 use std::ffi::OsString;
 use std::process::{Command, Stdio};
-use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{fmt_secs, usage};
+use parpool::compare::{Sample, format_seconds as fmt_secs, within_spread};
 
 /// One number of jobs at once, measured.
 #[derive(Debug, Clone, Serialize)]
@@ -48,25 +47,22 @@ fn label(jobs: usize) -> String {
 /// peak MiB of the whole tree, whether it succeeded.
 fn run_once(words: &[OsString], jobs: usize) -> anyhow::Result<(f64, f64, f64, bool)> {
     let me = std::env::current_exe()?;
-    let sampler = usage::PeakSampler::start();
-    let cpu0 = usage::cpu_seconds();
-    let t = Instant::now();
-    let status = Command::new(me)
-        .arg("run")
-        .arg("-j")
-        .arg(jobs.to_string())
-        .args(words)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()?;
-    let seconds = t.elapsed().as_secs_f64();
-    let cpu = usage::cpu_seconds() - cpu0;
+    let (sample, status) = Sample::of(|| {
+        Command::new(me)
+            .arg("run")
+            .arg("-j")
+            .arg(jobs.to_string())
+            .args(words)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+    });
     Ok((
-        seconds,
-        100.0 * cpu / seconds,
-        sampler.stop(),
-        status.success(),
+        sample.seconds,
+        sample.cpu_percent,
+        sample.peak_mib,
+        status?.success(),
     ))
 }
 
@@ -135,7 +131,7 @@ fn verdict(cores: usize, repeat: u32, command: String, results: Vec<Level>) -> O
     let tied: Vec<&Level> = ranked[1..]
         .iter()
         .copied()
-        .filter(|m| m.min_seconds <= best.max_seconds || m.seconds <= best.seconds * 1.03)
+        .filter(|m| within_spread((best.seconds, best.max_seconds), (m.seconds, m.min_seconds)))
         .collect();
     let busy = best.cpu_percent / 100.0;
     let why = if best.jobs == 1 {

@@ -12,6 +12,8 @@
 mod common;
 
 mod async_interop;
+#[cfg(all(feature = "compare", target_os = "linux"))]
+mod compare;
 #[cfg(all(feature = "process", target_os = "linux"))]
 mod executor_suite;
 mod handle;

@@ -1,4 +1,5 @@
-//! CPU time and resident memory, from `/proc`.
+//! CPU time and resident memory of this process and the processes below
+//! it, from `/proc`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,6 +77,7 @@ pub(super) struct PeakSampler {
 }
 
 impl PeakSampler {
+    /// Starts sampling on a thread of its own.
     pub(super) fn start() -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
@@ -90,6 +92,7 @@ impl PeakSampler {
         PeakSampler { stop, thread }
     }
 
+    /// Stops sampling: the highest resident memory seen, in MiB.
     pub(super) fn stop(self) -> f64 {
         self.stop.store(true, Ordering::Release);
         self.thread.join().unwrap_or(0.0)
