@@ -9,16 +9,22 @@ use crate::process::TimedContender;
 
 /// The `parpool` binary next to this one, built first if it is missing.
 pub(crate) fn parpool_binary() -> PathBuf {
+    PathBuf::from(sibling_binary("parpool", "parpool-cli"))
+}
+
+/// The release binary `name` of `package`, beside this one (built first
+/// if it is not there).
+fn sibling_binary(name: &str, package: &str) -> String {
     let here = std::env::current_exe().expect("current exe");
-    let bin = here.with_file_name("parpool");
+    let bin = here.with_file_name(name);
     if !bin.exists() {
         let built = Command::new(env!("CARGO"))
-            .args(["build", "--release", "-p", "parpool-cli"])
+            .args(["build", "--release", "-p", package, "--bin", name])
             .status()
             .expect("cargo build");
-        assert!(built.success(), "could not build parpool-cli");
+        assert!(built.success(), "could not build {name}");
     }
-    bin
+    bin.display().to_string()
 }
 
 /// Whether GNU parallel is installed.
@@ -189,6 +195,12 @@ pub(crate) fn queued_memory(n: u64) -> Vec<TimedContender> {
             Box::new(move || Some(peak_mib("parallel", &a))),
         ));
     }
+    // The floor: a minimal Rust program (std only) doing the same work.
+    let floor = sibling_binary("spawn-floor", "parpool-bench");
+    c.push((
+        "floor: a minimal Rust program doing the same",
+        Box::new(move || Some(peak_mib(&floor, std::slice::from_ref(&file)))),
+    ));
     c
 }
 
