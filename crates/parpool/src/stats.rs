@@ -53,8 +53,10 @@ pub struct Stats {
     /// (it never starts); it counts as cancelled from the moment it is.
     pub queued: u64,
     /// Jobs a worker is running right now: never more than the workers. A
-    /// thread job cancelled while it runs counts here until its body
-    /// returns (it still holds its thread).
+    /// job no longer counts here once its handle has resolved, except one
+    /// cancelled or timed out while it runs: a thread job counts until its
+    /// body returns (it still holds its thread), a process job until its
+    /// worker has been killed.
     pub running: u64,
     /// Jobs resolved with their value.
     pub completed: u64,

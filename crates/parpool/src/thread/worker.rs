@@ -21,8 +21,11 @@ use crate::timer::{self, Expire};
 
 /// A unit of work in the queue.
 pub(crate) trait Runnable: Send + Sync {
-    /// Runs the job (unless it was cancelled while queued).
-    fn run(self: Arc<Self>, pool: &ThreadShared);
+    /// Runs the job (unless it was cancelled while queued). `running`, if
+    /// given, is decremented once, when the job runs no more: as it
+    /// resolves its handle (before anyone waiting on it wakes), else when
+    /// it returns.
+    fn run(self: Arc<Self>, pool: &ThreadShared, running: Option<&AtomicU64>);
     /// Resolves the job with `err` without running it.
     fn abandon(self: Arc<Self>, pool: &ThreadShared, err: JobError);
 }
@@ -324,11 +327,10 @@ impl ThreadShared {
             return;
         }
         if nested {
-            job.run(self);
+            job.run(self, None);
         } else {
             counters.running.fetch_add(1, Relaxed);
-            job.run(self);
-            counters.running.fetch_sub(1, Relaxed);
+            job.run(self, Some(&counters.running));
         }
     }
 
@@ -522,11 +524,20 @@ where
     F: FnOnce() -> R + Send + 'static,
     R: Send + 'static,
 {
-    fn run(self: Arc<Self>, pool: &ThreadShared) {
+    fn run(self: Arc<Self>, pool: &ThreadShared, running: Option<&AtomicU64>) {
+        // Taken once: by the resolution below, or on the way out.
+        let running = std::cell::Cell::new(running);
+        let stopped = || {
+            if let Some(r) = running.take() {
+                r.fetch_sub(1, Relaxed);
+            }
+        };
         let Some(f) = self.take() else {
+            stopped();
             return;
         };
         if !self.inner.try_start() {
+            stopped();
             return;
         }
         if let Some(after) = self.timeout {
@@ -537,9 +548,14 @@ where
         let _span = tracing::debug_span!("job", pool = %pool.name, job = id.get()).entered();
         let _ctx = job::enter(id, CancelToken(self.clone()));
         let result = panic::catch(f).map_err(JobError::panicked);
-        if !self.inner.resolve_counted(result, |o| pool.tally.count(o)) {
+        let resolved = self.inner.resolve_counted(result, |o| {
+            pool.tally.count(o);
+            stopped();
+        });
+        if !resolved {
             tracing::debug!("job finished after it was cancelled or timed out; value dropped");
         }
+        stopped();
     }
 
     fn abandon(self: Arc<Self>, pool: &ThreadShared, err: JobError) {

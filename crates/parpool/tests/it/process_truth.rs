@@ -466,3 +466,69 @@ fn quiet_pool(workers: usize) -> ProcessPool {
         .build()
         .unwrap()
 }
+
+/// Once the only job a pool had resolves with a value, a panic or a
+/// crash (the worker replaced), `stats().running` is 0 the moment its
+/// waiter wakes; one cancelled or timed out while it ran counts until its
+/// worker is killed, and then no more (bounded wait). Seeded jobs one at a
+/// time on each pool kind (`TRUTH_SEED` replays one run).
+#[test]
+fn a_resolved_job_no_longer_counts_as_running() {
+    let seed: u64 = std::env::var("TRUTH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    let mut state = seed | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % 10
+    };
+    let pool = crate::common::quiet_pool(1);
+    for i in 0..300u64 {
+        let kind = next();
+        let result = match kind {
+            0 => pool.submit(abort_at_seven, 7).join(),
+            1 => {
+                let h = pool.submit(nap, 10_000);
+                wait_until("the job to start", || pool.stats().running == 1);
+                h.cancel();
+                h.join()
+            }
+            2 => pool
+                .submit_with(
+                    parpool::JobOptions::default().timeout(Duration::from_millis(20)),
+                    nap,
+                    10_000,
+                )
+                .join(),
+            _ => pool.submit(abort_at_seven, i % 7).join(),
+        };
+        if matches!(kind, 1 | 2) {
+            wait_until("the stopped job's worker to be killed", || {
+                pool.stats().running == 0
+            });
+            continue;
+        }
+        assert_eq!(
+            pool.stats().running,
+            0,
+            "job {i} (kind {kind}, {result:?}) still counted as running; TRUTH_SEED={seed}"
+        );
+    }
+    let threads = parpool::ThreadPool::builder().workers(2).build().unwrap();
+    for i in 0..3000u64 {
+        let r = match i % 30 {
+            0 => threads.spawn(|| -> u64 { panic!("boom") }).join().map(drop),
+            n if n % 2 == 0 => threads.spawn(move || i).join().map(drop),
+            _ => threads.spawn(|| ()).join(),
+        };
+        assert_eq!(threads.stats().running, 0, "thread job {i}: {r:?}");
+    }
+}

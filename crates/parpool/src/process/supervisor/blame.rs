@@ -126,9 +126,14 @@ impl Supervisor {
                 break;
             }
         }
+        let lost: Vec<_> = self.in_flight.drain(..).collect();
+        for sent in &lost {
+            self.forget(sent);
+        }
+        // None of them counts as running once any of them resolves.
+        self.head_changed();
         let mut requeue: Vec<Arc<dyn ProcJob>> = Vec::new();
-        while let Some(sent) = self.in_flight.pop_front() {
-            self.forget(&sent);
+        for sent in lost {
             let job = sent.job;
             let finished = match conn.control.take_back(sent.seq) {
                 // Rule 1.

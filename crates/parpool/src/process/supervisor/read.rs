@@ -205,8 +205,10 @@ impl Supervisor {
                     if let Some(output) = output {
                         job.set_output(output);
                     }
-                    job.complete(result, took);
+                    // Counted as running no more (and the next job as
+                    // running) before anyone waiting on it wakes.
                     self.head_changed();
+                    job.complete(result, took);
                 }
             }
             FromWorker::Skipped { id } => {
