@@ -1,8 +1,11 @@
 //! Errors: how a job can fail ([`JobError`]) and how building a pool can fail
 //! ([`BuildError`]).
 
+use std::error::Error;
 use std::fmt;
 use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
 
 /// Where a panic happened: file, line and column, as the panic reported them.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -158,7 +161,7 @@ pub enum JobError {
          so it came back from the worker as its message)",
         .0.full_message(), .0.type_name()
     )]
-    Returned(Box<crate::returned::ErrorReport>),
+    Returned(Box<ErrorReport>),
 
     /// The job was cancelled, by [`JobHandle::cancel`](crate::JobHandle::cancel)
     /// or by [`shutdown_now`](crate::ThreadPool::shutdown_now), before it
@@ -290,7 +293,7 @@ impl JobError {
         matches!(self, JobError::Returned(_))
     }
     /// The report of the error the job returned, if it came back as one.
-    pub fn returned(&self) -> Option<&crate::returned::ErrorReport> {
+    pub fn returned(&self) -> Option<&ErrorReport> {
         match self {
             JobError::Returned(r) => Some(r),
             _ => None,
@@ -430,4 +433,91 @@ pub enum BuildError {
         /// What it needs.
         needs: &'static str,
     },
+}
+
+/// An error a task returned, as it crossed from a worker process: the
+/// error's message, its type and the chain of errors that caused it.
+///
+/// `Display` shows the error's own message, as for any error; its causes
+/// are its [`source`](Error::source) chain, each an `ErrorReport` too
+/// ([`chain`](ErrorReport::chain) walks them).
+/// [`JobError::Returned`](crate::JobError::Returned)'s `Display` shows the
+/// whole chain.
+///
+/// ```
+/// use parpool::ErrorReport;
+///
+/// let err = std::io::Error::other("disk on fire");
+/// let report = ErrorReport::of(&err);
+/// assert_eq!(report.to_string(), "disk on fire");
+/// assert_eq!(report.type_name(), "std::io::error::Error");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorReport {
+    message: String,
+    pub(crate) type_name: String,
+    source: Option<Box<ErrorReport>>,
+}
+
+impl ErrorReport {
+    /// The report of `error` and its sources.
+    pub fn of<E: Error + ?Sized>(error: &E) -> Self {
+        let mut report = ErrorReport::message_only(std::any::type_name::<E>(), error.to_string());
+        let mut sources = Vec::new();
+        let mut next = error.source();
+        while let Some(e) = next {
+            sources.push(ErrorReport::message_only("", e.to_string()));
+            next = e.source();
+        }
+        report.source = sources.into_iter().rev().fold(None, |inner, mut s| {
+            s.source = inner;
+            Some(Box::new(s))
+        });
+        report
+    }
+
+    /// A report with a message and no sources.
+    pub(crate) fn message_only(type_name: &str, message: String) -> Self {
+        ErrorReport {
+            message,
+            type_name: type_name.to_owned(),
+            source: None,
+        }
+    }
+
+    /// The error's own message (its `Display`).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The Rust type of the error the task returned, as
+    /// [`std::any::type_name`] wrote it (`""` for a source, whose type a
+    /// `&dyn Error` does not tell).
+    pub fn type_name(&self) -> &str {
+        &self.type_name
+    }
+
+    /// This report and then each of its causes, outermost first.
+    pub fn chain(&self) -> impl Iterator<Item = &ErrorReport> {
+        std::iter::successors(Some(self), |r| r.source.as_deref())
+    }
+
+    /// The messages of the whole chain, joined with `": "` (as `anyhow`'s
+    /// `{:#}` does).
+    pub fn full_message(&self) -> String {
+        let messages: Vec<&str> = self.chain().map(|r| r.message.as_str()).collect();
+        messages.join(": ")
+    }
+}
+
+impl fmt::Display for ErrorReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl Error for ErrorReport {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.source.as_deref().map(|s| s as &(dyn Error + 'static))
+    }
 }

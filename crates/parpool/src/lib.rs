@@ -207,9 +207,9 @@ pub mod prelude {
 #[doc(hidden)]
 pub mod __private {
     #[cfg(all(feature = "process", target_os = "linux"))]
-    pub use crate::process::pod::{NoPodKernel, PodFn, PodKernel, Probe};
+    pub use crate::process::pod::{NoPodKernel, PodKernel, Probe};
     #[cfg(all(feature = "process", target_os = "linux"))]
-    pub use crate::process::registry::{TaskEntry, register};
+    pub use crate::process::registry::{PodFn, TaskEntry, register};
     pub use crate::returned::{
         Carry, ErrorCodec, ErrorProbe, ResultParts, Returned, carry, describe, error_codec,
     };
@@ -219,7 +219,9 @@ pub mod __private {
     pub use serde;
 }
 
-pub use error::{BuildError, CodecStage, ExitStatus, JobError, Location, PanicInfo, Payload};
+pub use error::{
+    BuildError, CodecStage, ErrorReport, ExitStatus, JobError, Location, PanicInfo, Payload,
+};
 pub use handle::{CancelOnDrop, JobHandle};
 pub use job::{CancelToken, JobContext, JobId, JobOptions, current_job};
 pub use map::{Map, MapUnordered};
@@ -237,7 +239,6 @@ pub use process::{
     PodMapError, PodPar, Process, ProcessPool, ProcessPoolBuilder, WorkerOutput, init,
     with_worker_state,
 };
-pub use returned::ErrorReport;
 pub use stats::Stats;
 pub use task::{Executor, Task};
 pub use thread::{

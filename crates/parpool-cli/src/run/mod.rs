@@ -272,7 +272,7 @@ fn runner(
         .chain(tag_word)
         .chain(&mut transfer)
         .chain(&mut returns);
-    let perl = perl::compile_all(all, at_once)?;
+    let perl = template::compile_perl(all, at_once)?;
     Ok(Arc::new(Runner {
         plan: Plan {
             context: args.group.is_some_and(|g| g.context),

@@ -288,36 +288,6 @@ impl Perl {
     }
 }
 
-/// Starts perl and compiles the `{= perl =}` strings of `words`, giving
-/// each its number; `None` when no word has one. Code perl cannot compile
-/// stops the run before any job, with perl's words.
-pub(crate) fn compile_all<'a>(
-    words: impl IntoIterator<Item = &'a mut super::template::Word>,
-    slots: usize,
-) -> anyhow::Result<Option<Perl>> {
-    use super::template::Piece;
-    let mut perl = None;
-    let mut known: Vec<Vec<u8>> = Vec::new();
-    for piece in words.into_iter().flatten() {
-        let Piece::Perl { code, id, .. } = piece else {
-            continue;
-        };
-        if let Some(at) = known.iter().position(|k| k == code) {
-            *id = at as u32;
-            continue;
-        }
-        let p = match &mut perl {
-            Some(p) => p,
-            None => perl.insert(Perl::start(slots)?),
-        };
-        *id = p.compile(code)?.map_err(|why| {
-            anyhow::anyhow!("Cannot use {}: {why}", String::from_utf8_lossy(code))
-        })?;
-        known.push(code.clone());
-    }
-    Ok(perl)
-}
-
 impl Drop for Perl {
     fn drop(&mut self) {
         let p = self.pipes.get_mut().unwrap_or_else(|p| p.into_inner());

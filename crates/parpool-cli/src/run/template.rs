@@ -10,6 +10,7 @@
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
+use super::perl::Perl;
 pub(crate) use super::plus::PlusOp;
 use super::plus::plus_op;
 
@@ -128,6 +129,35 @@ impl<'a> Fill<'a> {
 }
 
 /// Parses one word of the command line.
+/// Starts perl and compiles the `{= perl =}` strings of `words`, giving
+/// each its number; `None` when no word has one. Code perl cannot compile
+/// stops the run before any job, with perl's words.
+pub(crate) fn compile_perl<'a>(
+    words: impl IntoIterator<Item = &'a mut Word>,
+    slots: usize,
+) -> anyhow::Result<Option<Perl>> {
+    let mut perl = None;
+    let mut known: Vec<Vec<u8>> = Vec::new();
+    for piece in words.into_iter().flatten() {
+        let Piece::Perl { code, id, .. } = piece else {
+            continue;
+        };
+        if let Some(at) = known.iter().position(|k| k == code) {
+            *id = at as u32;
+            continue;
+        }
+        let p = match &mut perl {
+            Some(p) => p,
+            None => perl.insert(Perl::start(slots)?),
+        };
+        *id = p.compile(code)?.map_err(|why| {
+            anyhow::anyhow!("Cannot use {}: {why}", String::from_utf8_lossy(code))
+        })?;
+        known.push(code.clone());
+    }
+    Ok(perl)
+}
+
 #[cfg(test)]
 pub(crate) fn parse_word(word: &OsStr) -> Word {
     parse_word_with(word, b"{}", false)

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::capture::CapturedOutput;
 use super::control::{Cell as ControlCell, Control, Stop};
-use super::supervisor::{KillReason, SlotCtl};
+use super::slot::{KillReason, SlotCtl};
 use super::wire::Items;
 use crate::codec::decode;
 use crate::error::{CodecStage, ExitStatus, JobError};

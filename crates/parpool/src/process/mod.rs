@@ -12,6 +12,7 @@ mod os;
 pub(crate) mod pod;
 pub(crate) mod registry;
 mod reply_log;
+mod slot;
 mod supervisor;
 mod wire;
 
@@ -300,7 +301,7 @@ impl ProcessPoolBuilder {
             });
         }
         // Keeps the object file with the worker constructor in the link.
-        std::hint::black_box(os::constructor_linked());
+        std::hint::black_box(child::constructor_linked());
         if let Some((_, Err(error))) = &config.initializer {
             return Err(BuildError::Initializer {
                 index: 0,
@@ -497,7 +498,7 @@ impl ProcessPool {
     /// retried as after a crash.
     pub(crate) fn kill_workers(&self) {
         for slot in crate::sync::lock(&self.slots).iter() {
-            slot.ctl().kill(supervisor::KillReason::Cancelled);
+            slot.ctl().kill(self::slot::KillReason::Cancelled);
         }
     }
 

@@ -22,35 +22,6 @@ pub(crate) const MAX_OUTPUT_ENV: &str = "PARPOOL_MAX_OUTPUT";
 /// [`Sharing::ByValue`]: crate::process::registry::Sharing::ByValue
 pub(crate) const BY_VALUE_ENV: &str = "PARPOOL_BY_VALUE";
 
-/// Diverts a worker process into the worker loop before `main` runs.
-///
-/// Because this is a constructor of the parpool library itself, every
-/// binary that starts a `ProcessPool` — applications, integration tests,
-/// doc tests, examples — serves as a worker with no line of its own.
-/// `parpool::init()` does the same from `main` for setups where
-/// constructors do not run.
-///
-/// It runs at `late` priority: after the constructors that register tasks
-/// (`inventory`), so a worker knows every task of its binary.
-#[ctor::ctor(unsafe, priority = late)]
-fn divert_worker_process() {
-    // SAFETY (constructor): runs before `main` on the main thread, with the
-    // environment already set up by the loader and after the ordinary
-    // constructors; it reads one variable and, only in a process started as
-    // a parpool worker, runs the worker loop and exits without returning to
-    // the runtime. It touches no state that std initializes in `main`.
-    if std::env::var_os(WORKER_ENV).is_some() {
-        super::child::run();
-    }
-}
-
-/// Referenced by the pool builder so the object file holding the
-/// constructor is always linked into binaries that use process pools.
-#[inline(never)]
-pub(crate) fn constructor_linked() -> bool {
-    std::hint::black_box(true)
-}
-
 /// Takes the socket the parent passed as stdin, and puts `/dev/null` in its
 /// place so a task reading stdin cannot corrupt the protocol.
 pub(crate) fn take_stdin_socket() -> io::Result<OwnedFd> {

@@ -21,16 +21,11 @@ use parpool_ipc::SharedMem;
 use serde::{Deserialize, Serialize};
 
 use super::ProcessPool;
-use super::registry::TaskEntry;
+use super::registry::{PodFn, TaskEntry};
 use crate::codec::codec_error;
 use crate::error::{CodecStage, JobError, Payload};
 use crate::panic;
 use crate::task::{Executor, Task};
-
-/// A plain-data task's kernel: maps `range` of the input memory into the
-/// same range of the output memory.
-#[doc(hidden)]
-pub type PodFn<T> = fn(&T, &SharedMem, &SharedMem, Range<usize>) -> Result<(), JobError>;
 
 /// Items a worker maps between copies in and out.
 const BLOCK: usize = 4096;

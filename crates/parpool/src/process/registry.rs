@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Mutex, OnceLock};
 
-use super::pod::PodFn;
 use crate::codec::{codec_error, decode, encode, encode_by_value, encode_exact};
 use crate::error::{CodecStage, JobError};
 use crate::panic;
@@ -14,6 +13,11 @@ use crate::task::Task;
 use parpool_ipc::SharedMem;
 use parpool_ipc::transfer::{self, Encoded};
 use std::ops::Range;
+
+/// A plain-data task's kernel: maps `range` of the input memory into the
+/// same range of the output memory.
+#[doc(hidden)]
+pub type PodFn<T> = fn(&T, &SharedMem, &SharedMem, Range<usize>) -> Result<(), JobError>;
 
 /// A registered task as a worker process finds it: its name and a
 /// type-erased entry that decodes the input, runs the task with panics

@@ -182,7 +182,7 @@ mod tests {
     /// the replies after it are in the log: a death loses none of them.
     #[test]
     fn replies_after_a_frame_larger_than_the_log_survive_a_death() {
-        use super::super::wire::{self, Bytes, FromWorker};
+        use crate::process::wire::{self, Bytes, FromWorker};
         let (a, b) = UnixStream::pair().unwrap();
         let control = Control::new().unwrap();
         let mut w = LogWriter::new(a);

@@ -11,6 +11,7 @@
 
 mod common;
 
+mod architecture;
 mod async_interop;
 #[cfg(all(feature = "compare", target_os = "linux"))]
 mod compare;

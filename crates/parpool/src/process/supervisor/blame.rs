@@ -24,34 +24,13 @@ use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::super::control::Cell;
-use super::super::job::{AfterCrash, Crash, ProcJob};
-use super::super::wire::{self, FromWorker};
-use super::Supervisor;
 use super::read::Source;
+use super::{KillReason, Supervisor};
 use crate::error::ExitStatus;
+use crate::process::control::Cell;
+use crate::process::job::{AfterCrash, Crash, ProcJob};
+use crate::process::wire::{self, FromWorker};
 use parpool_ipc::transfer::Journal;
-
-/// Why the pool killed a worker itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum KillReason {
-    /// Its job was cancelled.
-    Cancelled,
-    /// Its job ran past its timeout.
-    TimedOut,
-    /// It broke the wire protocol in the way given.
-    Protocol(&'static str),
-}
-
-impl std::fmt::Display for KillReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            KillReason::Cancelled => f.write_str("its job was cancelled"),
-            KillReason::TimedOut => f.write_str("its job timed out"),
-            KillReason::Protocol(what) => write!(f, "the worker broke the protocol: it {what}"),
-        }
-    }
-}
 
 /// Says what killed a worker, from the evidence: its exit status, whether
 /// the pool killed it (and why), and whether it aborted after an

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use super::super::job::{ProcJob, SentTo};
-use super::super::wire::{ToWorker, ToWorkerRef};
 use super::{FD_BUDGET, RELEASE_BATCH, RELEASE_POLL, Sent, Supervisor};
 use crate::error::{CodecStage, JobError};
 use crate::lifecycle::Lifecycle;
+use crate::process::job::{ProcJob, SentTo};
+use crate::process::wire::{ToWorker, ToWorkerRef};
 use crate::sync::lock;
 use parpool_ipc::transfer::ObjectId;
 

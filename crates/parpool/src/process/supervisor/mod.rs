@@ -35,7 +35,7 @@ use crate::sync::lock;
 use parpool_ipc::transfer::{ObjectId, ReleaseSink};
 use spawn::{Conn, StartError};
 
-pub(crate) use blame::KillReason;
+pub(crate) use super::slot::{KillReason, SlotCtl};
 
 /// Jobs in flight on one worker are capped so that this much work, at the
 /// measured job duration, is queued there: tiny jobs travel in batches,
@@ -58,99 +58,6 @@ const RELEASE_BATCH: usize = 64;
 /// An idle supervisor whose worker keeps shared objects looks for
 /// releases at least this often, in case a wake-up raced with its wait.
 const RELEASE_POLL: Duration = Duration::from_millis(50);
-
-/// What other threads may do to a slot: read its worker's pid, and kill the
-/// worker for a job that was cancelled or timed out while it ran.
-#[derive(Debug, Default)]
-pub(crate) struct SlotCtl {
-    state: Mutex<SlotState>,
-}
-
-#[derive(Debug, Default)]
-struct SlotState {
-    /// The worker's pid while it is attached. The supervisor detaches a
-    /// worker before reaping it, so a pid read here under the lock cannot
-    /// belong to another process yet.
-    pid: Option<u32>,
-    /// Counts this slot's workers: a job remembers which one it went to.
-    worker: u64,
-    /// The job at the head of the worker's pipeline (0: none).
-    head: u64,
-    /// Why the pool killed the worker, and for which job, if it did.
-    killed: Option<(u64, KillReason)>,
-    /// A kill asked for a job behind the head: done when the job heads the
-    /// pipeline, so that the replies of the jobs the worker finished
-    /// before it are not lost with the worker.
-    kill_at: Option<(u64, KillReason)>,
-}
-
-impl SlotCtl {
-    /// The worker's pid, unless it has exited.
-    pub(crate) fn live_pid(&self) -> Option<u32> {
-        let st = lock(&self.state);
-        st.pid.filter(|&pid| !os::exited(pid))
-    }
-
-    /// Kills worker `worker` of this slot, which was running `job` when
-    /// the job was cancelled or timed out: at once if the job heads its
-    /// pipeline, else as soon as it does. Nothing if that worker is gone.
-    pub(crate) fn kill_for(&self, worker: u64, job: u64, why: KillReason) {
-        let mut st = lock(&self.state);
-        let Some(pid) = st.pid.filter(|_| st.worker == worker) else {
-            return;
-        };
-        if st.head == job {
-            os::kill(pid);
-            st.killed = Some((job, why));
-        } else {
-            st.kill_at = Some((job, why));
-        }
-    }
-
-    /// Kills the worker, if one is attached: because of what it did, or
-    /// (a [`Process`](crate::Process)'s `kill`) because it was asked to.
-    pub(crate) fn kill(&self, why: KillReason) {
-        let mut st = lock(&self.state);
-        if let Some(pid) = st.pid {
-            os::kill(pid);
-            st.killed = Some((st.head, why));
-        }
-    }
-
-    fn set_head(&self, job: u64) {
-        let mut st = lock(&self.state);
-        st.head = job;
-        if let Some((at, why)) = st.kill_at
-            && at == job
-            && let Some(pid) = st.pid
-        {
-            os::kill(pid);
-            st.killed = Some((job, why));
-            st.kill_at = None;
-        }
-    }
-
-    /// Attaches a new worker; returns its number.
-    fn attach(&self, conn: &Conn) -> u64 {
-        let mut st = lock(&self.state);
-        st.pid = Some(conn.pid);
-        st.worker += 1;
-        st.head = 0;
-        st.killed = None;
-        st.kill_at = None;
-        st.worker
-    }
-
-    /// Forgets the worker (gone, or about to be reaped); returns why the
-    /// pool killed it, if it did.
-    fn detach(&self) -> Option<(u64, KillReason)> {
-        let mut st = lock(&self.state);
-        st.pid = None;
-        st.head = 0;
-        st.kill_at = None;
-        st.killed.take()
-    }
-}
 
 /// A worker slot: its supervisor thread and its control block.
 pub(crate) struct Slot {
@@ -331,7 +238,7 @@ impl Supervisor {
         if let Some(shot) = &self.shared.config.one_shot {
             shot.started(conn.pid);
         }
-        self.worker = self.ctl.attach(&conn);
+        self.worker = self.ctl.attach(conn.pid);
         self.worker_pid = conn.pid;
         self.conn = Some(conn);
         self.shared.live_workers.fetch_add(1, Relaxed);

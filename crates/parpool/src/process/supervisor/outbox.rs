@@ -48,8 +48,8 @@ use parpool_ipc::transfer::SharedObject;
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use serde::Serialize;
 
-use super::super::fdpass::MAX_FDS_PER_SEND;
-use super::super::wire;
+use crate::process::fdpass::MAX_FDS_PER_SEND;
+use crate::process::wire;
 
 /// Bytes to send, and the descriptors that go with the first of them.
 struct Chunk {
@@ -208,7 +208,7 @@ impl Outbox {
                             "the worker did not read what it was sent",
                         ));
                     }
-                    super::super::os::writable(
+                    crate::process::os::writable(
                         socket,
                         left.min(std::time::Duration::from_millis(1)),
                     );

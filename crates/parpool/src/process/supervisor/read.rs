@@ -4,11 +4,11 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::super::control::Cell;
-use super::super::fdpass::TakeFds;
-use super::super::os;
-use super::super::wire::{self, FromWorker};
 use super::{KillReason, REVOKE_AFTER, Supervisor, emit_log};
+use crate::process::control::Cell;
+use crate::process::fdpass::TakeFds;
+use crate::process::os;
+use crate::process::wire::{self, FromWorker};
 
 /// Why a reply could not be taken: its descriptors did not come with it.
 const LOST_DESCRIPTORS: &str = "lost descriptors";

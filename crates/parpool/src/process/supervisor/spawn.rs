@@ -9,15 +9,15 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::super::capture::{self, CapturedOutput};
-use super::super::control::Control;
-use super::super::fdpass::FdStream;
-use super::super::wire::{self, FromWorker, ToWorker};
-use super::super::{Config, WorkerOutput, os};
 use super::emit_log;
 use super::outbox::{Flushed, Outbox};
 use crate::error::{CodecStage, JobError};
+use crate::process::capture::{self, CapturedOutput};
+use crate::process::control::Control;
+use crate::process::fdpass::FdStream;
 use crate::process::registry::Sharing;
+use crate::process::wire::{self, FromWorker, ToWorker};
+use crate::process::{Config, WorkerOutput, os};
 use parpool_ipc::transfer::{ShareFd, SharedObject};
 
 /// Why a worker could not be started.
