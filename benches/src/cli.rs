@@ -12,19 +12,17 @@ pub(crate) fn parpool_binary() -> PathBuf {
     PathBuf::from(sibling_binary("parpool", "parpool-cli"))
 }
 
-/// The release binary `name` of `package`, beside this one (built first
-/// if it is not there).
+/// The release binary `name` of `package`, beside this one, built first
+/// (cargo does nothing when it is up to date; a stale one would be
+/// measured otherwise).
 fn sibling_binary(name: &str, package: &str) -> String {
     let here = std::env::current_exe().expect("current exe");
-    let bin = here.with_file_name(name);
-    if !bin.exists() {
-        let built = Command::new(env!("CARGO"))
-            .args(["build", "--release", "-p", package, "--bin", name])
-            .status()
-            .expect("cargo build");
-        assert!(built.success(), "could not build {name}");
-    }
-    bin.display().to_string()
+    let built = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--release", "-p", package, "--bin", name])
+        .status()
+        .expect("cargo build");
+    assert!(built.success(), "could not build {name}");
+    here.with_file_name(name).display().to_string()
 }
 
 /// Whether GNU parallel is installed.
@@ -318,6 +316,18 @@ pub(crate) fn pipepart_wc(bytes: u64) -> Vec<TimedContender> {
             half.display().to_string()
         })
         .collect();
+    // The floor for any tool that hands a job its part on stdin, as
+    // --pipepart must: each half spliced into a wc's stdin, 2 at once.
+    let floor = sibling_binary("spawn-floor", "parpool-bench");
+    let mut splice_args = vec!["--splice".to_string()];
+    splice_args.extend(halves.iter().cloned());
+    c.push((
+        "floor through pipes: each half spliced into wc -l, 2 at once",
+        crate::process::wall(move || {
+            let mut child = spawn_quiet(&floor, &splice_args, Stdio::null());
+            assert!(child.wait().expect("wait").success());
+        }),
+    ));
     c.push((
         "floor: wc -l on each half, its own file, 2 at once",
         crate::process::wall(move || {
