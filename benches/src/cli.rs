@@ -18,7 +18,15 @@ pub(crate) fn parpool_binary() -> PathBuf {
 fn sibling_binary(name: &str, package: &str) -> String {
     let here = std::env::current_exe().expect("current exe");
     let built = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "--release", "-p", package, "--bin", name])
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            package,
+            "--bin",
+            name,
+        ])
         .status()
         .expect("cargo build");
     assert!(built.success(), "could not build {name}");

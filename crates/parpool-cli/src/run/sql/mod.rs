@@ -85,7 +85,11 @@ pub(crate) fn work(mut args: RunArgs, cores: usize) -> anyhow::Result<i32> {
     args.group = None;
     args.rest.clear();
     let mut failed = 0;
+    // A command none of whose ready rows could be taken, twice in a row:
+    // not a race with another worker, but rows this worker cannot take.
+    let mut took_none: Option<Vec<u8>> = None;
     while let Some(command) = table.next_command()? {
+        let before = table.taken();
         let machines = where_jobs_run(&args, cores)?;
         let at_once = machines
             .jobs_file
@@ -101,7 +105,12 @@ pub(crate) fn work(mut args: RunArgs, cores: usize) -> anyhow::Result<i32> {
         )?;
         runner.total.store(table.rows()?, Ordering::Relaxed);
         let input_error: Arc<Mutex<Option<std::io::Error>>> = Arc::default();
-        let jobs = taken(table.clone(), command, runner.clone(), input_error.clone());
+        let jobs = taken(
+            table.clone(),
+            command.clone(),
+            runner.clone(),
+            input_error.clone(),
+        );
         let mut reporter = Reporter::new(&args, runner.clone(), None, None, None);
         reporter.table = Some(table.clone());
         let shape = Shape {
@@ -115,6 +124,15 @@ pub(crate) fn work(mut args: RunArgs, cores: usize) -> anyhow::Result<i32> {
             return Ok(status);
         }
         failed += status;
+        if table.taken() == before {
+            if took_none.as_ref() == Some(&command) {
+                bail!(
+                    "--sqlworker: the ready rows of the table cannot be taken (their Command \
+                     column is not text?)"
+                );
+            }
+            took_none = Some(command);
+        }
     }
     Ok(failed.min(101))
 }

@@ -163,6 +163,8 @@ fn resolve_alias(url: &str, seen: &mut Vec<String>) -> anyhow::Result<String> {
 /// The table of jobs, open.
 pub(crate) struct Table {
     conn: Mutex<Connection>,
+    /// Rows this process has taken.
+    taken: std::sync::atomic::AtomicU64,
     url: DbUrl,
     /// How many value columns (`V1` …) it has.
     values: usize,
@@ -183,6 +185,7 @@ impl Table {
         conn.busy_timeout(BUSY_WAIT)?;
         let mut table = Table {
             conn: Mutex::new(conn),
+            taken: Default::default(),
             values: 0,
             host: hostname(),
             url,
@@ -363,11 +366,18 @@ impl Table {
             rusqlite::params![TAKEN, self.host, seq],
         )?;
         tx.commit()?;
+        self.taken
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         while values.last().is_some_and(Option::is_none) {
             values.pop();
         }
         let values = values.into_iter().map(Option::unwrap_or_default).collect();
         Ok(Some((u64::try_from(seq).unwrap_or(0), values)))
+    }
+
+    /// How many rows this process has taken.
+    pub(crate) fn taken(&self) -> u64 {
+        self.taken.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Makes row `seq` ready again (its job was taken but never ran to its
