@@ -38,6 +38,23 @@ fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).unwrap()
 }
 
+/// A seed from `$var` (to replay a run), else `default`, and a
+/// xorshift draw from it: `next(n)` is in `0..n`.
+fn seeded(var: &str, default: u64) -> (u64, impl FnMut(u64) -> u64) {
+    let seed: u64 = std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    let mut state = seed | 1;
+    let next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    (seed, next)
+}
+
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("parpool-run-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

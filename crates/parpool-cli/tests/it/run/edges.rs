@@ -183,17 +183,7 @@ fn halts_retries_held_stdin_and_dying_perl() {
 /// 255, and leave no file in its `--tmpdir`.
 #[test]
 fn random_pipe_feeding_never_hangs_or_leaves_files() {
-    let seed: u64 = std::env::var("EDGES_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x9e37_79b9_7f4a_7c15);
-    let mut state = seed | 1;
-    let mut next = move |n: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % n
-    };
+    let (seed, mut next) = seeded("EDGES_SEED", 0x9e37_79b9_7f4a_7c15);
     let input: String = (1..=30_000).map(|i| format!("{i}\n")).collect();
     let jobs = [
         "cat > /dev/null",

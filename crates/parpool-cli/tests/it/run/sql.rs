@@ -159,23 +159,13 @@ fn dburl_leak(db: &Path) -> &'static str {
 /// statuses add up to the failures. `SQL_SEED` replays one case.
 #[test]
 fn workers_sharing_a_table_run_every_row_once() {
-    let seed: u64 = std::env::var("SQL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let (seed, mut draw) = seeded("SQL_SEED", now);
     eprintln!("SQL_SEED={seed}");
-    let mut state = seed | 1;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut next = move || draw(u64::MAX);
     let d = scratch("sql-share");
     let db = d.join("jobs.sqlite");
     let log = d.join("log");
