@@ -9,12 +9,11 @@
 use std::hint::black_box;
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Instant;
 
 use parpool::{Executor, ProcessPool};
 use parpool_mpi::MpiPool;
 
-use crate::process::{LatencyContender, TimedContender, burn_ms, ident, wall};
+use crate::process::{LatencyContender, TimedContender, burn_ms, ident, trips, wall};
 
 /// Serving ranks (each with one worker), as mpi4py's worker ranks.
 pub(crate) const SERVING_RANKS: usize = 2;
@@ -153,29 +152,13 @@ pub(crate) fn round_trip(pool: &Arc<MpiPool>, n: u64) -> Vec<LatencyContender> {
     vec![
         (
             "parpool MpiPool",
-            Box::new(move || {
-                (0..n)
-                    .map(|i| {
-                        let t = Instant::now();
-                        assert_eq!(mp.submit(ident, i).join(), Ok(i));
-                        t.elapsed().as_secs_f64()
-                    })
-                    .collect()
-            }),
+            Box::new(move || trips(n, |i| assert_eq!(mp.submit(ident, i).join(), Ok(i)))),
         ),
         (
             // The physical floor: each rank runs its jobs in a local process
             // pool (crash isolation), so a job makes this trip too.
             "floor: ProcessPool round trip on one node",
-            Box::new(move || {
-                (0..n)
-                    .map(|i| {
-                        let t = Instant::now();
-                        assert_eq!(pp.submit(ident, i).join(), Ok(i));
-                        t.elapsed().as_secs_f64()
-                    })
-                    .collect()
-            }),
+            Box::new(move || trips(n, |i| assert_eq!(pp.submit(ident, i).join(), Ok(i)))),
         ),
         (
             "mpi4py.futures MPIPoolExecutor",

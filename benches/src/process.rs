@@ -135,6 +135,18 @@ pub(crate) fn tiny(workers: usize, n: u64) -> Vec<TimedContender> {
 
 pub(crate) type LatencyContender = (&'static str, Box<dyn FnMut() -> Vec<f64>>);
 
+/// Times `trip(i)` for each `i` in `0..n`, one after another: the
+/// samples, in seconds.
+pub(crate) fn trips(n: u64, mut trip: impl FnMut(u64)) -> Vec<f64> {
+    (0..n)
+        .map(|i| {
+            let t = Instant::now();
+            trip(i);
+            t.elapsed().as_secs_f64()
+        })
+        .collect()
+}
+
 /// Submit one job, wait for it, `n` times: per-round-trip samples.
 pub(crate) fn round_trip(workers: usize, n: u64) -> Vec<LatencyContender> {
     let pp = pool(workers);
@@ -142,27 +154,11 @@ pub(crate) fn round_trip(workers: usize, n: u64) -> Vec<LatencyContender> {
     vec![
         (
             "parpool ProcessPool",
-            Box::new(move || {
-                (0..n)
-                    .map(|i| {
-                        let t = Instant::now();
-                        assert_eq!(pp.submit(ident, i).join(), Ok(i));
-                        t.elapsed().as_secs_f64()
-                    })
-                    .collect()
-            }),
+            Box::new(move || trips(n, |i| assert_eq!(pp.submit(ident, i).join(), Ok(i)))),
         ),
         (
             "procspawn Pool",
-            Box::new(move || {
-                (0..n)
-                    .map(|i| {
-                        let t = Instant::now();
-                        assert_eq!(ps.spawn(i, |i| i).join().unwrap(), i);
-                        t.elapsed().as_secs_f64()
-                    })
-                    .collect()
-            }),
+            Box::new(move || trips(n, |i| assert_eq!(ps.spawn(i, |i| i).join().unwrap(), i))),
         ),
         (
             "OS floor: 1 byte to cat and back (pipes)",

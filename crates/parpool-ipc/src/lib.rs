@@ -72,65 +72,50 @@ compile_error!(
      `process` features do nothing outside Linux."
 );
 
-#[cfg(target_os = "linux")]
-mod barrier;
-#[cfg(target_os = "linux")]
-mod condvar;
-#[cfg(target_os = "linux")]
-mod event;
-#[cfg(target_os = "linux")]
-mod futex_wait;
-#[cfg(target_os = "linux")]
-mod map;
-#[cfg(target_os = "linux")]
-mod mem;
-#[cfg(target_os = "linux")]
-mod mutex;
-#[cfg(target_os = "linux")]
-mod pipe;
-#[cfg(target_os = "linux")]
-mod queue;
-#[cfg(target_os = "linux")]
-mod region;
-#[cfg(target_os = "linux")]
-mod rlock;
-#[cfg(target_os = "linux")]
-mod semaphore;
-#[cfg(target_os = "linux")]
-mod sys;
-#[cfg(target_os = "linux")]
-pub mod transfer;
-#[cfg(target_os = "linux")]
-mod waiter;
+/// Items that exist on Linux only; elsewhere the crate is the error above
+/// and nothing else.
+macro_rules! cfg_linux {
+    ($($item:item)*) => {
+        $(
+            #[cfg(target_os = "linux")]
+            $item
+        )*
+    };
+}
 
-#[cfg(target_os = "linux")]
-pub use barrier::{Barrier, BarrierError, Party};
-#[cfg(target_os = "linux")]
-pub use condvar::Condvar;
-#[cfg(target_os = "linux")]
-pub use event::{Event, EventWait};
-#[cfg(target_os = "linux")]
-pub use map::{MapError, SharedList, SharedMap};
-#[cfg(target_os = "linux")]
-pub use mem::{AccessError, SharedMem, SharedSlice};
-#[cfg(target_os = "linux")]
-pub use mutex::{Lock, LockError, Mutex, MutexGuard};
-#[cfg(target_os = "linux")]
-pub use pipe::Pipe;
-#[cfg(target_os = "linux")]
-pub use queue::{Queue, RecvError, SendError, TaskDoneError};
-#[cfg(target_os = "linux")]
-pub use rlock::{RLock, RLockGuard};
-#[cfg(target_os = "linux")]
-pub use semaphore::{Permit, Semaphore};
-#[cfg(target_os = "linux")]
-pub use transfer::SharedBytes;
-#[cfg(target_os = "linux")]
-pub use waiter::waiter_mode;
+cfg_linux! {
+    mod barrier;
+    mod condvar;
+    mod event;
+    mod futex_wait;
+    mod map;
+    mod mem;
+    mod mutex;
+    mod pipe;
+    mod queue;
+    mod region;
+    mod rlock;
+    mod semaphore;
+    mod sys;
+    pub mod transfer;
+    mod waiter;
 
-#[cfg(target_os = "linux")]
-/// Locks `m`, ignoring poisoning: every critical section in this crate
-/// leaves its data consistent before any code that can panic runs.
-fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    pub use barrier::{Barrier, BarrierError, Party};
+    pub use condvar::Condvar;
+    pub use event::{Event, EventWait};
+    pub use map::{MapError, SharedList, SharedMap};
+    pub use mem::{AccessError, SharedMem, SharedSlice};
+    pub use mutex::{Lock, LockError, Mutex, MutexGuard};
+    pub use pipe::Pipe;
+    pub use queue::{Queue, RecvError, SendError, TaskDoneError};
+    pub use rlock::{RLock, RLockGuard};
+    pub use semaphore::{Permit, Semaphore};
+    pub use transfer::SharedBytes;
+    pub use waiter::waiter_mode;
+
+    /// Locks `m`, ignoring poisoning: every critical section in this crate
+    /// leaves its data consistent before any code that can panic runs.
+    fn lock<T: ?Sized>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+        m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }

@@ -100,10 +100,56 @@
     allow(rustdoc::broken_intra_doc_links)
 )]
 
+/// Items of the `process` feature: on Linux only (elsewhere the feature
+/// does nothing), marked as such in the docs.
+macro_rules! cfg_process {
+    ($($item:item)*) => {
+        $(
+            #[cfg(all(feature = "process", target_os = "linux"))]
+            #[cfg_attr(docsrs, doc(cfg(all(feature = "process", target_os = "linux"))))]
+            $item
+        )*
+    };
+}
+
+/// `progress_bar()` and `progress_bar_with(bar)` for a map that has
+/// `on_progress`: one text for every map, `$when` saying when the bar
+/// moves ("as results arrive").
+macro_rules! progress_bar_methods {
+    ($when:literal) => {
+        #[doc = concat!(
+                    "Shows an `indicatif` progress bar on standard error (with rate and ETA) ",
+                    $when,
+                    "; see [`on_progress`](Self::on_progress). The `progress` feature."
+                )]
+        #[cfg(feature = "progress")]
+        #[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
+        pub fn progress_bar(self) -> Self {
+            self.progress_bar_with(crate::bar::new_bar())
+        }
+
+        #[doc = concat!("Drives `bar`, a bar of your own, ", $when, ". The `progress` feature.")]
+        #[cfg(feature = "progress")]
+        #[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
+        pub fn progress_bar_with(self, bar: indicatif::ProgressBar) -> Self {
+            self.on_progress(crate::bar::drive(bar))
+        }
+    };
+}
+
+/// Items of the `ipc` feature: on Linux only, marked as such in the docs.
+macro_rules! cfg_ipc {
+    ($($item:item)*) => {
+        $(
+            #[cfg(all(feature = "ipc", target_os = "linux"))]
+            #[cfg_attr(docsrs, doc(cfg(all(feature = "ipc", target_os = "linux"))))]
+            $item
+        )*
+    };
+}
+
 #[cfg(feature = "progress")]
 mod bar;
-#[cfg(all(feature = "process", target_os = "linux"))]
-mod codec;
 #[cfg(all(feature = "compare", target_os = "linux"))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "compare", target_os = "linux"))))]
 pub mod compare;
@@ -116,11 +162,12 @@ mod notify;
 mod output;
 mod panic;
 mod pool;
-#[cfg(all(feature = "process", target_os = "linux"))]
-mod process;
-#[cfg(all(feature = "process", target_os = "linux"))]
-#[doc(hidden)]
-pub mod remote;
+cfg_process! {
+    mod codec;
+    mod process;
+    #[doc(hidden)]
+    pub mod remote;
+}
 mod returned;
 /// What the fuzz targets reach (`fuzz/`); built only by `cargo fuzz`.
 #[cfg(all(fuzzing, feature = "process", target_os = "linux"))]
@@ -133,35 +180,35 @@ mod thread;
 mod timer;
 mod wait;
 
-/// Shared state and synchronization across processes (and threads), from
-/// the [`parpool-ipc`](https://docs.rs/parpool-ipc) crate: put one of these
-/// in a job's input and the job, in a worker process or on a thread, works
-/// on the same object.
-///
-/// ```
-/// use parpool::ipc::{Lock, Queue, SharedMem};
-///
-/// let q: Queue<String> = Queue::new()?;
-/// q.send("hello".to_owned()).unwrap();
-/// assert_eq!(q.recv().unwrap(), "hello");
-/// let lock = Lock::new(())?;
-/// drop(lock.lock());
-/// assert_eq!(SharedMem::new(64)?.len(), 64);
-/// # Ok::<(), std::io::Error>(())
-/// ```
-///
-/// See [the `parpool-ipc` crate's page](https://docs.rs/parpool-ipc) for
-/// the whole story: robust locks, what crosses and how, and what is
-/// checked when a region arrives. Every example on these items is written
-/// for a program that depends on `parpool` alone.
-#[cfg(all(feature = "ipc", target_os = "linux"))]
-#[cfg_attr(docsrs, doc(cfg(all(feature = "ipc", target_os = "linux"))))]
-pub mod ipc {
-    pub use parpool_ipc::{
-        AccessError, Barrier, BarrierError, Condvar, Event, EventWait, Lock, LockError, MapError,
-        Mutex, MutexGuard, Party, Permit, Pipe, Queue, RLock, RLockGuard, RecvError, Semaphore,
-        SendError, SharedList, SharedMap, SharedMem, SharedSlice, TaskDoneError,
-    };
+cfg_ipc! {
+    /// Shared state and synchronization across processes (and threads), from
+    /// the [`parpool-ipc`](https://docs.rs/parpool-ipc) crate: put one of these
+    /// in a job's input and the job, in a worker process or on a thread, works
+    /// on the same object.
+    ///
+    /// ```
+    /// use parpool::ipc::{Lock, Queue, SharedMem};
+    ///
+    /// let q: Queue<String> = Queue::new()?;
+    /// q.send("hello".to_owned()).unwrap();
+    /// assert_eq!(q.recv().unwrap(), "hello");
+    /// let lock = Lock::new(())?;
+    /// drop(lock.lock());
+    /// assert_eq!(SharedMem::new(64)?.len(), 64);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// See [the `parpool-ipc` crate's page](https://docs.rs/parpool-ipc) for
+    /// the whole story: robust locks, what crosses and how, and what is
+    /// checked when a region arrives. Every example on these items is written
+    /// for a program that depends on `parpool` alone.
+    pub mod ipc {
+        pub use parpool_ipc::{
+            AccessError, Barrier, BarrierError, Condvar, Event, EventWait, Lock, LockError, MapError,
+            Mutex, MutexGuard, Party, Permit, Pipe, Queue, RLock, RLockGuard, RecvError, Semaphore,
+            SendError, SharedList, SharedMap, SharedMem, SharedSlice, TaskDoneError,
+        };
+}
 }
 
 /// The names most programs use, in one import: the pools and
@@ -193,29 +240,30 @@ pub mod ipc {
 pub mod prelude {
     #[cfg(all(feature = "ipc", target_os = "linux"))]
     pub use crate::SharedBytes;
-    #[cfg(all(feature = "ipc", target_os = "linux"))]
-    pub use crate::ipc;
+    cfg_ipc! {
+        pub use crate::ipc;
+    }
     pub use crate::{
         CancelOnDrop, ErrorReport, Executor, JobError, JobHandle, JobOptions, Pool, PoolKind, Task,
         ThreadPool, WaitFor, as_completed, call, current_job, task, wait,
     };
-    #[cfg(all(feature = "process", target_os = "linux"))]
-    pub use crate::{Process, ProcessPool, WorkerOutput};
+    cfg_process! {
+        pub use crate::{Process, ProcessPool, WorkerOutput};
+    }
 }
 
 /// Items the macros expand to; not part of the API.
 #[doc(hidden)]
 pub mod __private {
-    #[cfg(all(feature = "process", target_os = "linux"))]
-    pub use crate::process::pod::{NoPodKernel, PodKernel, Probe};
-    #[cfg(all(feature = "process", target_os = "linux"))]
-    pub use crate::process::registry::{PodFn, TaskEntry, register};
+    cfg_process! {
+        pub use crate::process::pod::{NoPodKernel, PodKernel, Probe};
+        pub use crate::process::registry::{PodFn, TaskEntry, register};
+        pub use ctor;
+    }
     pub use crate::returned::{
         Carry, ErrorCodec, ErrorProbe, ResultParts, Returned, carry, describe, error_codec,
     };
     pub use crate::task::CallFn;
-    #[cfg(all(feature = "process", target_os = "linux"))]
-    pub use ctor;
     pub use serde;
 }
 
@@ -226,19 +274,19 @@ pub use handle::{CancelOnDrop, JobHandle};
 pub use job::{CancelToken, JobContext, JobId, JobOptions, current_job};
 pub use map::{Map, MapUnordered};
 pub use output::CapturedOutput;
-#[cfg(all(feature = "ipc", target_os = "linux"))]
-#[cfg_attr(docsrs, doc(cfg(all(feature = "ipc", target_os = "linux"))))]
-pub use parpool_ipc::SharedBytes;
-#[cfg(all(feature = "process", target_os = "linux"))]
-#[cfg_attr(docsrs, doc(cfg(all(feature = "process", target_os = "linux"))))]
-pub use pool::PoolPar;
+cfg_ipc! {
+    pub use parpool_ipc::SharedBytes;
+}
+cfg_process! {
+    pub use pool::PoolPar;
+}
 pub use pool::{ParsePoolKindError, Pool, PoolKind};
-#[cfg(all(feature = "process", target_os = "linux"))]
-#[cfg_attr(docsrs, doc(cfg(all(feature = "process", target_os = "linux"))))]
-pub use process::{
-    PodMapError, PodPar, Process, ProcessPool, ProcessPoolBuilder, WorkerOutput, init,
-    with_worker_state,
-};
+cfg_process! {
+    pub use process::{
+        PodMapError, PodPar, Process, ProcessPool, ProcessPoolBuilder, WorkerOutput, init,
+        with_worker_state,
+    };
+}
 pub use stats::Stats;
 pub use task::{Executor, Task};
 pub use thread::{

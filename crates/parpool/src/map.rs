@@ -407,22 +407,7 @@ macro_rules! map_type {
                 self
             }
 
-            /// Shows an `indicatif` progress bar on standard error (with
-            /// rate and ETA) as results arrive; see
-            /// [`on_progress`](Self::on_progress). The `progress` feature.
-            #[cfg(feature = "progress")]
-            #[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
-            pub fn progress_bar(self) -> Self {
-                self.progress_bar_with(crate::bar::new_bar())
-            }
-
-            /// Drives `bar`, a bar of your own, as results arrive. The
-            /// `progress` feature.
-            #[cfg(feature = "progress")]
-            #[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
-            pub fn progress_bar_with(self, bar: indicatif::ProgressBar) -> Self {
-                self.on_progress(crate::bar::drive(bar))
-            }
+            progress_bar_methods!("as results arrive");
 
             /// Sends exactly `n` items per job (at least 1) instead of
             /// adapting the chunk size. Takes effect for chunks not yet sent.

@@ -297,13 +297,7 @@ impl<'p, A: Pod> PodPar<'p, '_, A> {
         self
     }
 
-    /// Shows an `indicatif` progress bar on standard error as ranges
-    /// finish. The `progress` feature.
-    #[cfg(feature = "progress")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
-    pub fn progress_bar(self) -> Self {
-        self.on_progress(crate::bar::drive(crate::bar::new_bar()))
-    }
+    progress_bar_methods!("as ranges finish");
 
     /// Maps every item through `task` in the pool's worker processes and
     /// returns the results in input order.

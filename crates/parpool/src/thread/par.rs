@@ -278,22 +278,7 @@ impl<'p, I: Indexed> Par<'p, I> {
         self
     }
 
-    /// Shows an `indicatif` progress bar on standard error (with rate and
-    /// ETA) as ranges finish; see [`on_progress`](Self::on_progress). The
-    /// `progress` feature.
-    #[cfg(feature = "progress")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
-    pub fn progress_bar(self) -> Self {
-        self.progress_bar_with(crate::bar::new_bar())
-    }
-
-    /// Drives `bar`, a bar of your own, as ranges finish. The `progress`
-    /// feature.
-    #[cfg(feature = "progress")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
-    pub fn progress_bar_with(self, bar: indicatif::ProgressBar) -> Self {
-        self.on_progress(crate::bar::drive(bar))
-    }
+    progress_bar_methods!("as ranges finish");
 
     /// Calls `f` on every item and returns the results in input order.
     ///

@@ -354,3 +354,74 @@ fn no_module_imports_in_a_circle() {
         circles.join("\n  ")
     );
 }
+
+/// The longest function body a reader should have to scroll through.
+const LONGEST_FUNCTION: usize = 120;
+
+/// Functions longer than [`LONGEST_FUNCTION`] lines in `text` (outside its
+/// tests): a `fn` line, and the line at the same indent that closes it.
+/// A `fn` inside a macro's template, whose end this cannot see, is left
+/// out.
+fn long_functions(text: &str) -> Vec<(usize, usize)> {
+    let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
+    let lines: Vec<&str> = code.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let body = line.trim_start();
+        let indent = line.len() - body.len();
+        let is_fn = [
+            "fn ",
+            "pub fn ",
+            "pub(crate) fn ",
+            "pub(super) fn ",
+            "async fn ",
+            "unsafe fn ",
+            "const fn ",
+        ]
+        .iter()
+        .any(|p| body.starts_with(p));
+        if !is_fn || body.ends_with(';') {
+            continue;
+        }
+        let close = " ".repeat(indent) + "}";
+        for (j, later) in lines.iter().enumerate().skip(i + 1) {
+            if *later == close {
+                if j - i + 1 > LONGEST_FUNCTION {
+                    out.push((i + 1, j - i + 1));
+                }
+                break;
+            }
+            let shallower =
+                !later.trim().is_empty() && later.len() - later.trim_start().len() < indent;
+            if shallower {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// No function outside tests is longer than [`LONGEST_FUNCTION`] lines,
+/// in any crate or the benches.
+#[test]
+fn no_function_needs_scrolling() {
+    let root = workspace();
+    let mut long = Vec::new();
+    for p in paths(&root) {
+        let in_code =
+            (p.starts_with("crates/") && p.contains("/src/")) || p.starts_with("benches/src/");
+        if !in_code || !p.ends_with(".rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(root.join(&p)).unwrap();
+        for (line, len) in long_functions(&text) {
+            long.push(format!("{p}:{line}: {len} lines"));
+        }
+    }
+    long.sort();
+    assert!(
+        long.is_empty(),
+        "functions over {LONGEST_FUNCTION} lines:\n  {}",
+        long.join("\n  ")
+    );
+}
