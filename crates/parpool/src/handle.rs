@@ -400,7 +400,7 @@ pub(crate) trait Cell<T>: Cancellable {
     /// or [`JobError::TimedOut`] from its deadline) and tripping its cancel
     /// token; `true` if this call resolved it. A process job first settles
     /// with its worker whether it may still start or finish (see
-    /// `process/job.rs`); this default is a thread job's.
+    /// `process/submission.rs`); this default is a thread job's.
     fn cancel(&self, err: JobError) -> bool {
         self.inner().resolve_cancel(err)
     }

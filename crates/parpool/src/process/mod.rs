@@ -6,7 +6,7 @@ mod capture;
 mod child;
 mod control;
 mod fdpass;
-mod job;
+mod submission;
 mod one_shot;
 mod os;
 pub(crate) mod pod;
@@ -85,7 +85,7 @@ use crate::lifecycle::Lifecycle;
 use crate::map::{ChunkIn, ChunkOut};
 use crate::stats::{Stats, Tally};
 use crate::task::{Executor, Task, sealed};
-use job::{Chunk, ProcCell, ProcJob, Single, Work};
+use submission::{Chunk, ProcCell, ProcJob, Single, Work};
 use parpool_ipc::transfer::Encoded;
 use registry::Sharing;
 

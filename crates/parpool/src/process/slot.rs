@@ -1,7 +1,8 @@
 //! A worker slot as the rest of the pool sees it: its worker's pid, and
 //! killing the worker for a job that was cancelled or timed out while it
 //! ran (with the reason, which the supervisor reads when it settles the
-//! worker's jobs). Jobs (`job.rs`) and the supervisor both use it.
+//! worker's jobs). Submitted jobs (`submission.rs`) and the supervisor
+//! both use it.
 
 use std::sync::Mutex;
 

@@ -30,8 +30,8 @@ pub(crate) trait Runnable: Send + Sync {
     fn abandon(self: Arc<Self>, pool: &ThreadShared, err: JobError);
 }
 
-/// A queued job: the same allocation the job's handle points at.
-pub(crate) type Job = Arc<dyn Runnable>;
+/// A job in the queue: the same allocation its handle points at.
+pub(crate) type QueuedJob = Arc<dyn Runnable>;
 
 /// Per-worker counters, each on its own cache line. (Outcomes are counted
 /// by whoever resolves a job, in the pool's [`Tally`].)
@@ -61,7 +61,7 @@ pub(crate) struct ThreadShared {
     workers: usize,
     capacity: Option<usize>,
     pub(crate) state: CachePadded<AtomicU8>,
-    pub(crate) injector: Injector<Job>,
+    pub(crate) injector: Injector<QueuedJob>,
     submissions: CachePadded<Submissions>,
     /// Written by workers as they go idle or busy; read on every push.
     sleep: CachePadded<Sleep>,
@@ -92,7 +92,7 @@ pub(crate) struct Admitted<'a>(&'a ThreadShared);
 
 impl Admitted<'_> {
     /// Queues the job.
-    pub(crate) fn push(self, job: Job) {
+    pub(crate) fn push(self, job: QueuedJob) {
         let shared = self.0;
         shared.submissions.accepted.fetch_add(1, Relaxed);
         shared.injector.push(job);
@@ -305,7 +305,7 @@ impl ThreadShared {
     }
 
     /// Takes the oldest queued job.
-    pub(crate) fn find_job(&self) -> Option<Job> {
+    pub(crate) fn find_job(&self) -> Option<QueuedJob> {
         loop {
             match self.injector.steal() {
                 Steal::Success(job) => return Some(job),
@@ -317,7 +317,7 @@ impl ThreadShared {
 
     /// Runs (or, when cancelling, abandons) a job taken from the queue.
     /// `nested`: the worker runs it while it waits for another job.
-    pub(crate) fn execute(&self, job: Job, counters: &WorkerCounters, nested: bool) {
+    pub(crate) fn execute(&self, job: QueuedJob, counters: &WorkerCounters, nested: bool) {
         counters.taken.fetch_add(1, Relaxed);
         if self.capacity.is_some() {
             self.give_room();
@@ -452,7 +452,7 @@ pub(crate) fn work(shared: &Arc<ThreadShared>, index: usize) {
 const SEARCH_TIME: Duration = Duration::from_micros(50);
 
 /// Spins, then yields, looking for a job for up to [`SEARCH_TIME`].
-fn search(shared: &ThreadShared) -> Option<Job> {
+fn search(shared: &ThreadShared) -> Option<QueuedJob> {
     let backoff = Backoff::new();
     let mut started: Option<std::time::Instant> = None;
     loop {

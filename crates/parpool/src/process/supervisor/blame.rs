@@ -28,7 +28,7 @@ use super::read::Source;
 use super::{KillReason, Supervisor};
 use crate::error::ExitStatus;
 use crate::process::control::Cell;
-use crate::process::job::{AfterCrash, Crash, ProcJob};
+use crate::process::submission::{AfterCrash, Crash, ProcJob};
 use crate::process::wire::{self, FromWorker};
 use parpool_ipc::transfer::Journal;
 

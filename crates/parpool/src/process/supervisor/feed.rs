@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::{FD_BUDGET, RELEASE_BATCH, RELEASE_POLL, Sent, Supervisor};
 use crate::error::{CodecStage, JobError};
 use crate::lifecycle::Lifecycle;
-use crate::process::job::{ProcJob, SentTo};
+use crate::process::submission::{ProcJob, SentTo};
 use crate::process::wire::{ToWorker, ToWorkerRef};
 use crate::sync::lock;
 use parpool_ipc::transfer::ObjectId;

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle as ThreadHandle;
 use std::time::{Duration, Instant};
 
-use super::job::ProcJob;
+use super::submission::ProcJob;
 use super::wire::{LogLevel, ToWorker};
 use super::{ProcShared, os};
 use crate::error::{BuildError, ExitStatus, JobError};

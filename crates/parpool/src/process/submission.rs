@@ -1,4 +1,6 @@
-//! A process job as its supervisor sees it, whatever its types: a single
+//! A submitted process job: its state shared by its handle, the pool's
+//! queue, its supervisor, a cancel and a timeout (`ProcCell`), and the job
+//! as its supervisor sees it whatever its types (`ProcJob`): a single
 //! job or a map chunk, with the rules for what a crash does to it.
 
 use std::collections::HashMap;
