@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::futex_wait::wait_on;
+use crate::wait::wait_on;
 use super::mem::RegionSeed;
 use super::region::{self, HEADER, Kind, Region, fixed_region_serde};
 use super::sys;
-use super::waiter::Registration;
+use crate::wait::Registration;
 
 /// A flag that processes and threads wait on until another sets it, like
 /// `multiprocessing.Event`.

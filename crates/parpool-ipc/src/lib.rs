@@ -87,7 +87,6 @@ cfg_linux! {
     mod barrier;
     mod condvar;
     mod event;
-    mod futex_wait;
     mod map;
     mod mem;
     mod mutex;
@@ -98,7 +97,7 @@ cfg_linux! {
     mod semaphore;
     mod sys;
     pub mod transfer;
-    mod waiter;
+    mod wait;
 
     pub use barrier::{Barrier, BarrierError, Party};
     pub use condvar::Condvar;
@@ -111,7 +110,7 @@ cfg_linux! {
     pub use rlock::{RLock, RLockGuard};
     pub use semaphore::{Permit, Semaphore};
     pub use transfer::SharedBytes;
-    pub use waiter::waiter_mode;
+    pub use wait::waiter_mode;
 
     /// Locks `m`, ignoring poisoning: every critical section in this crate
     /// leaves its data consistent before any code that can panic runs.

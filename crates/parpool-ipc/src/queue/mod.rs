@@ -423,7 +423,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn join_until(&self, deadline: Option<Instant>) -> bool {
-        super::futex_wait::wait_on(self.word32(JOIN_SEQ), deadline, || {
+        crate::wait::wait_on(self.word32(JOIN_SEQ), deadline, || {
             let seen = self.word32(JOIN_SEQ).load(SeqCst);
             (self.unfinished() != 0).then_some(seen)
         })

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use super::Queue;
 use crate::region::HEADER;
 use crate::sys::{self, Locked};
-use crate::waiter::Registration;
+use crate::wait::Registration;
 
 /// Attempts at an end's lock before sleeping in the kernel for it: the
 /// first `LOCK_SPINS` a pause apart, the rest after yielding the CPU.

@@ -4,7 +4,7 @@
 use std::sync::atomic::AtomicU32;
 use std::time::Instant;
 
-use super::sys;
+use crate::sys;
 
 /// Waits on `word` until `ready` says so or `deadline` passes; `false` on
 /// timeout. Inlined, as it was when it shared a file with `Event`.

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use rustix::io::Errno;
 use rustix::thread::futex;
 
-use super::region::{HEADER, Region};
-use super::sys;
+use crate::region::{HEADER, Region};
+use crate::sys;
 
 /// `futex_waitv` takes at most 128 words; one is the registration kick.
 const MAX_WORDS: usize = 127;
