@@ -282,6 +282,18 @@ pub enum CompareError {
     Runtime(#[source] std::io::Error),
 }
 
+impl CompareError {
+    /// A pool of `model` that could not be built.
+    fn build(model: Model) -> impl FnOnce(BuildError) -> CompareError {
+        move |source| CompareError::Build { model, source }
+    }
+
+    /// A job that failed under `model`.
+    fn job(model: Model) -> impl FnOnce(JobError) -> CompareError {
+        move |source| CompareError::Job { model, source }
+    }
+}
+
 type Boxed<O> = Pin<Box<dyn Future<Output = O> + Send>>;
 type Way<I, O> = Arc<dyn Fn(Vec<I>, usize) -> Result<Vec<O>, CompareError> + Send + Sync>;
 
@@ -341,17 +353,11 @@ where
             let pool = ProcessPool::builder()
                 .workers(workers)
                 .build()
-                .map_err(|source| CompareError::Build {
-                    model: Model::Processes,
-                    source,
-                })?;
+                .map_err(CompareError::build(Model::Processes))?;
             let out = pool
                 .map_task(task, inputs)
                 .collect::<Result<Vec<O>, JobError>>()
-                .map_err(|source| CompareError::Job {
-                    model: Model::Processes,
-                    source,
-                });
+                .map_err(CompareError::job(Model::Processes));
             // Dropping the pool reaps the workers: their CPU time counts.
             drop(pool);
             out
@@ -425,29 +431,19 @@ where
     fn ways(&self) -> Vec<(Model, usize, Way<I, O>)> {
         let f = self.function.clone();
         let sequential: Way<I, O> = Arc::new(move |inputs: Vec<I>, _| {
-            crate::panic::catch(|| inputs.into_iter().map(|i| f(i)).collect()).map_err(|info| {
-                CompareError::Job {
-                    model: Model::Sequential,
-                    source: JobError::panicked(info),
-                }
-            })
+            crate::panic::catch(|| inputs.into_iter().map(|i| f(i)).collect())
+                .map_err(|info| CompareError::job(Model::Sequential)(JobError::panicked(info)))
         });
         let f = self.function.clone();
         let threads: Way<I, O> = Arc::new(move |inputs: Vec<I>, workers| {
             let pool = ThreadPool::builder()
                 .workers(workers)
                 .build()
-                .map_err(|source| CompareError::Build {
-                    model: Model::Threads,
-                    source,
-                })?;
+                .map_err(CompareError::build(Model::Threads))?;
             let f = f.clone();
             pool.map(move |i| f(i), inputs)
                 .collect::<Result<Vec<O>, JobError>>()
-                .map_err(|source| CompareError::Job {
-                    model: Model::Threads,
-                    source,
-                })
+                .map_err(CompareError::job(Model::Threads))
         });
         let mut ways = vec![
             (Model::Sequential, 1, sequential),
@@ -494,13 +490,12 @@ where
                 Ok(out)
             });
             drop(rt);
-            out.map_err(|e| CompareError::Job {
-                model: Model::Async,
-                source: JobError::panicked(crate::PanicInfo {
+            out.map_err(|e| {
+                CompareError::job(Model::Async)(JobError::panicked(crate::PanicInfo {
                     message: format!("a tokio task failed: {e}"),
                     location: None,
                     item: None,
-                }),
+                }))
             })
         })
     }

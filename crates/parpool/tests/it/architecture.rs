@@ -238,37 +238,26 @@ fn architecture_md_names_only_what_exists() {
 /// left out).
 fn modules(src: &Path) -> Vec<(Vec<String>, String)> {
     let mut out = Vec::new();
-    let mut stack = vec![src.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            if path.extension().is_none_or(|e| e != "rs") {
-                continue;
-            }
-            let rel = path.strip_prefix(src).unwrap().with_extension("");
-            let mut segments: Vec<String> = rel
-                .iter()
-                .map(|s| s.to_string_lossy().into_owned())
-                .collect();
-            if matches!(
-                segments.last().map(String::as_str),
-                Some("mod" | "lib" | "main")
-            ) {
-                segments.pop();
-            }
-            let text = std::fs::read_to_string(&path).unwrap();
-            let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
-            let code: String = code
-                .lines()
-                .filter(|l| !l.trim_start().starts_with("//"))
-                .collect::<Vec<_>>()
-                .join("\n");
-            out.push((segments, code));
+    for rel in paths(src).iter().filter(|p| p.ends_with(".rs")) {
+        let mut segments: Vec<String> = rel
+            .trim_end_matches(".rs")
+            .split('/')
+            .map(str::to_owned)
+            .collect();
+        if matches!(
+            segments.last().map(String::as_str),
+            Some("mod" | "lib" | "main")
+        ) {
+            segments.pop();
         }
+        let text = std::fs::read_to_string(src.join(rel)).unwrap();
+        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
+        let code: String = code
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        out.push((segments, code));
     }
     out
 }
