@@ -134,10 +134,7 @@ impl Default for MpiPoolBuilder {
     fn default() -> Self {
         MpiPoolBuilder {
             spawn: None,
-            settings: Settings {
-                max_payload: 256 << 20,
-                ..Settings::default()
-            },
+            settings: Settings::default(),
             lost_after: Duration::from_secs(10),
             start_timeout: Duration::from_secs(60),
         }
@@ -159,42 +156,7 @@ impl MpiPoolBuilder {
         self
     }
 
-    /// A timeout for every job that sets none of its own. A job past it has
-    /// its worker process killed and fails with [`JobError::TimedOut`].
-    pub fn job_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.job_timeout_nanos = Some(nanos(timeout));
-        self
-    }
-
-    /// How many times a job is run again after its worker process crashed
-    /// (on the same rank, by its local pool) or its rank was lost (on
-    /// another rank), before it fails (default 0). The two counts are
-    /// kept apart: a job may crash `n` times on each rank it is sent to.
-    /// In a `map`, a crash retries the item it was in.
-    pub fn retries(mut self, n: u32) -> Self {
-        self.settings.retries = n;
-        self
-    }
-
-    /// Caps each worker process's address space, as
-    /// [`ProcessPoolBuilder::memory_limit`](parpool::ProcessPoolBuilder::memory_limit).
-    pub fn memory_limit(mut self, bytes: u64) -> Self {
-        self.settings.memory_limit = Some(bytes);
-        self
-    }
-
-    /// Replaces a worker process after it ran `n` jobs.
-    pub fn max_jobs_per_worker(mut self, n: u64) -> Self {
-        self.settings.max_jobs_per_worker = Some(n);
-        self
-    }
-
-    /// Largest encoded input or output, in bytes (default 256 MiB); a
-    /// larger one fails its job with [`JobError::TooLarge`].
-    pub fn max_payload(mut self, bytes: u64) -> Self {
-        self.settings.max_payload = bytes;
-        self
-    }
+    parpool::__worker_limit_setters!(settings.limits);
 
     /// Discards what tasks print to stdout and stderr (by default it goes
     /// to the launcher, which passes it on).
@@ -234,6 +196,7 @@ impl MpiPoolBuilder {
                 reason: "must be longer than zero".into(),
             });
         }
+        self.settings.limits.check()?;
         if self.settings.workers == Some(0) {
             return Err(BuildError::InvalidSetting {
                 setting: "workers_per_rank",
@@ -242,7 +205,7 @@ impl MpiPoolBuilder {
         }
         // A batch message holds up to 16 MiB of jobs plus one job; MPI
         // counts a message's bytes in a C int.
-        if self.settings.max_payload > (i32::MAX as u64) - (64 << 20) {
+        if self.settings.limits.max_payload > (i32::MAX as u64) - (64 << 20) {
             return Err(BuildError::InvalidSetting {
                 setting: "max_payload",
                 reason: "an MPI message holds less than 2 GiB: at most 1984 MiB".into(),
@@ -279,7 +242,7 @@ impl MpiPoolBuilder {
                 }),
                 thread: Mutex::new(Some(thread)),
                 ranks,
-                max_payload: self.settings.max_payload,
+                max_payload: self.settings.limits.max_payload,
             }),
             Ok(Err(reason)) => {
                 let _ = thread.join();
@@ -436,7 +399,7 @@ fn run_master(
         ranks,
         info,
         commands,
-        builder.settings.retries,
+        builder.settings.limits.retries,
         builder.lost_after,
     );
     // A panic here would be a bug; it must still not leave rank 0 waiting:

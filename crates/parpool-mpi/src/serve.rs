@@ -493,19 +493,9 @@ fn build_pool(settings: &Settings) -> Result<ProcessPool, parpool::BuildError> {
     let mut builder = ProcessPool::builder()
         .name("parpool-mpi")
         .outputs_by_value()
-        .retries(settings.retries)
-        .max_payload(settings.max_payload);
+        .worker_limits(settings.limits.clone());
     if let Some(n) = settings.workers {
         builder = builder.workers(n as usize);
-    }
-    if let Some(bytes) = settings.memory_limit {
-        builder = builder.memory_limit(bytes);
-    }
-    if let Some(nanos) = settings.job_timeout_nanos {
-        builder = builder.job_timeout(Duration::from_nanos(nanos));
-    }
-    if let Some(n) = settings.max_jobs_per_worker {
-        builder = builder.max_jobs_per_worker(n);
     }
     if settings.quiet {
         builder = builder

@@ -3,6 +3,7 @@
 //! message carries every job rank 0 has for a rank, or every result a rank
 //! has ready.
 
+use parpool::__private::WorkerLimits;
 use parpool::JobError;
 use serde::{Deserialize, Serialize};
 
@@ -14,11 +15,8 @@ pub(crate) const TAG: i32 = 0x7061;
 pub(crate) struct Settings {
     /// Worker processes per rank (`None`: the node's available cores).
     pub(crate) workers: Option<u32>,
-    pub(crate) memory_limit: Option<u64>,
-    pub(crate) job_timeout_nanos: Option<u64>,
-    pub(crate) retries: u32,
-    pub(crate) max_jobs_per_worker: Option<u64>,
-    pub(crate) max_payload: u64,
+    /// What the local pool's builder sets through the same methods.
+    pub(crate) limits: WorkerLimits,
     /// Discard the workers' stdout/stderr instead of passing it on.
     pub(crate) quiet: bool,
     /// How often the rank says it is alive, in nanoseconds.

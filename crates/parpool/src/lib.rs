@@ -100,6 +100,10 @@
     allow(rustdoc::broken_intra_doc_links)
 )]
 
+// The paths the exported macros write (`parpool::…`) work inside this
+// crate too.
+extern crate self as parpool;
+
 /// Items of the `process` feature: on Linux only (elsewhere the feature
 /// does nothing), marked as such in the docs.
 macro_rules! cfg_process {
@@ -258,6 +262,7 @@ pub mod __private {
     cfg_process! {
         pub use crate::process::pod::{NoPodKernel, PodKernel, Probe};
         pub use crate::process::registry::{PodFn, TaskEntry, register};
+        pub use crate::process::WorkerLimits;
         pub use ctor;
     }
     pub use crate::returned::{

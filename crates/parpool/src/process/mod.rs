@@ -6,17 +6,20 @@ mod capture;
 mod child;
 mod control;
 mod fdpass;
-mod submission;
+#[macro_use]
+mod limits;
 mod one_shot;
 mod os;
 pub(crate) mod pod;
 pub(crate) mod registry;
 mod reply_log;
 mod slot;
+mod submission;
 mod supervisor;
 mod wire;
 
 pub use child::with_worker_state;
+pub use limits::WorkerLimits;
 
 /// What the fuzz targets (`fuzz/`, `cargo fuzz`) reach: both ends' frame
 /// decoding, fed arbitrary bytes. Neither may panic, hang or misbehave.
@@ -114,15 +117,11 @@ pub enum WorkerOutput {
 pub(crate) struct Config {
     pub(crate) workers: usize,
     pub(crate) name: String,
-    pub(crate) max_jobs_per_worker: Option<u64>,
+    pub(crate) limits: WorkerLimits,
     pub(crate) env: Vec<(OsString, OsString)>,
     pub(crate) current_dir: Option<PathBuf>,
     pub(crate) stdout: WorkerOutput,
     pub(crate) stderr: WorkerOutput,
-    pub(crate) memory_limit: Option<u64>,
-    pub(crate) job_timeout: Option<Duration>,
-    pub(crate) retries: u32,
-    pub(crate) max_payload: u64,
     pub(crate) start_timeout: Duration,
     /// How workers write shared objects in outputs.
     pub(crate) sharing: Sharing,
@@ -147,15 +146,11 @@ impl Default for ProcessPoolBuilder {
             config: Config {
                 workers: 0,
                 name: "parpool-proc".to_owned(),
-                max_jobs_per_worker: None,
+                limits: WorkerLimits::default(),
                 env: Vec::new(),
                 current_dir: None,
                 stdout: WorkerOutput::Inherit,
                 stderr: WorkerOutput::Inherit,
-                memory_limit: None,
-                job_timeout: None,
-                retries: 0,
-                max_payload: 256 << 20,
                 start_timeout: Duration::from_secs(30),
                 sharing: Sharing::Descriptors,
                 initializer: None,
@@ -179,12 +174,6 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// Replaces a worker process with a fresh one after it has run `n` jobs
-    /// (like Python's `max_tasks_per_child`), to contain leaks.
-    pub fn max_jobs_per_worker(mut self, n: u64) -> Self {
-        self.config.max_jobs_per_worker = Some(n);
-        self
-    }
 
     /// Sets an environment variable for the workers.
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
@@ -212,32 +201,8 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// Caps each worker's address space (`RLIMIT_AS`) at `bytes`. A job that
-    /// allocates past it fails alone with [`JobError::Crashed`]; its detail
-    /// names the memory limit when the worker's abort followed a failed
-    /// allocation (the allocation's `ENOMEM`, or an address space within a
-    /// tenth of the limit), and only then.
-    pub fn memory_limit(mut self, bytes: u64) -> Self {
-        self.config.memory_limit = Some(bytes);
-        self
-    }
 
-    /// A timeout for every job that sets none of its own
-    /// ([`JobOptions::timeout`]). A job past its deadline has its worker
-    /// killed and resolves [`JobError::TimedOut`].
-    pub fn job_timeout(mut self, timeout: Duration) -> Self {
-        self.config.job_timeout = Some(timeout);
-        self
-    }
 
-    /// How many times a job whose worker crashed is run again on a fresh
-    /// worker before it fails with [`JobError::Crashed`] (default 0). In a
-    /// `map`, this applies to the item that crashed: the items of its chunk
-    /// that had finished keep their results, and the others run on.
-    pub fn retries(mut self, n: u32) -> Self {
-        self.config.retries = n;
-        self
-    }
 
     /// Runs `task` on `input` once in every worker process as it starts
     /// (replacements included), before it takes any job. The task's output
@@ -263,12 +228,6 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// Largest encoded input or output accepted, in bytes (default 256 MiB).
-    /// A larger one fails its job with [`JobError::TooLarge`].
-    pub fn max_payload(mut self, bytes: u64) -> Self {
-        self.config.max_payload = bytes;
-        self
-    }
 
     /// Has the workers write outputs by value, for a pool whose parent
     /// forwards them to another machine: a `SharedBytes` is copied inline
@@ -280,16 +239,21 @@ impl ProcessPoolBuilder {
         self
     }
 
+    __worker_limit_setters!(config.limits);
+
+    /// Sets every limit at once, as parpool-mpi's ranks receive them; not
+    /// part of the API.
+    #[doc(hidden)]
+    pub fn worker_limits(mut self, limits: WorkerLimits) -> Self {
+        self.config.limits = limits;
+        self
+    }
+
     /// Starts the workers and waits until each has said hello.
     pub fn build(self) -> Result<ProcessPool, BuildError> {
         let mut config = self.config;
         config.workers = BuildError::worker_count(self.workers)?;
-        if config.max_jobs_per_worker == Some(0) {
-            return Err(BuildError::invalid(
-                "max_jobs_per_worker",
-                "a worker must be allowed at least one job",
-            ));
-        }
+        config.limits.check()?;
         if std::env::var_os(os::WORKER_ENV).is_some() {
             // A worker that reached user code: the constructor did not run.
             // Refusing here prevents a runaway chain of processes.
@@ -521,11 +485,11 @@ impl ProcessPool {
     {
         let id = JobId(self.shared.next_id.fetch_add(1, Relaxed));
         let payload = match payload {
-            Ok(p) if p.bytes.len() as u64 > self.shared.config.max_payload => {
+            Ok(p) if p.bytes.len() as u64 > self.shared.config.limits.max_payload => {
                 Err(JobError::TooLarge {
                     what: Payload::Input,
                     size: p.bytes.len() as u64,
-                    limit: self.shared.config.max_payload,
+                    limit: self.shared.config.limits.max_payload,
                 })
             }
             other => other,
@@ -534,7 +498,7 @@ impl ProcessPool {
             Ok(p) => p,
             Err(e) => return JobHandle::ready_counted(id, &self.shared.tally, Err(e)),
         };
-        let timeout = timeout.or(self.shared.config.job_timeout);
+        let timeout = timeout.or(self.shared.config.limits.job_timeout);
         let cell = Arc::new(ProcCell::new(
             Inner::counted(id, 0, &self.shared.tally),
             task,

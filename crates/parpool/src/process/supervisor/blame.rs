@@ -140,7 +140,7 @@ impl Supervisor {
                 status,
                 why,
                 conn.control.allocation_failed(),
-                self.shared.config.memory_limit,
+                self.shared.config.limits.memory_limit,
             );
             if finished {
                 detail = Some(format!(
@@ -151,7 +151,7 @@ impl Supervisor {
             let crash = Crash {
                 status,
                 detail,
-                retries: self.shared.config.retries,
+                retries: self.shared.config.limits.retries,
                 item: journal.as_ref().and_then(|j| j.running),
                 journal: journal.as_ref().map(|j| (j.finished, j.entries.as_slice())),
             };

@@ -270,7 +270,7 @@ impl Supervisor {
             if self.conn.is_none() && !self.respawn() {
                 return;
             }
-            let recycle = self.shared.config.max_jobs_per_worker.is_some_and(|max| {
+            let recycle = self.shared.config.limits.max_jobs_per_worker.is_some_and(|max| {
                 self.conn
                     .as_ref()
                     .is_some_and(|c| c.jobs_done + self.in_flight.len() as u64 >= max)

@@ -122,7 +122,7 @@ impl Supervisor {
         let Some(conn) = self.conn.as_mut() else {
             return;
         };
-        let limit = self.shared.config.max_payload as usize + 4096;
+        let limit = self.shared.config.limits.max_payload as usize + 4096;
         match wire::read_frame::<_, FromWorker>(&mut conn.reader, limit, &mut self.buf) {
             Ok(Some(frame)) => {
                 // Counted whole, for the reply log (`reply_log.rs`).
@@ -234,7 +234,7 @@ impl Supervisor {
     /// handling each reply that needs no descriptor, up to the first that
     /// does.
     fn drain(&mut self) {
-        let limit = self.shared.config.max_payload as usize + 4096;
+        let limit = self.shared.config.limits.max_payload as usize + 4096;
         loop {
             let Some(conn) = self.conn.as_mut() else {
                 return;

@@ -256,8 +256,8 @@ fn command(config: &Config, capture: &[Option<File>; 2]) -> io::Result<Command> 
     cmd.arg0(format!("{} worker", config.name))
         .env(os::WORKER_ENV, "1")
         .env(os::PARENT_ENV, os::pid().to_string())
-        .env(os::MAX_FRAME_ENV, (config.max_payload + 4096).to_string())
-        .env(os::MAX_OUTPUT_ENV, config.max_payload.to_string());
+        .env(os::MAX_FRAME_ENV, (config.limits.max_payload + 4096).to_string())
+        .env(os::MAX_OUTPUT_ENV, config.limits.max_payload.to_string());
     if config.sharing == Sharing::ByValue {
         cmd.env(os::BY_VALUE_ENV, "1");
     }
@@ -271,7 +271,7 @@ fn command(config: &Config, capture: &[Option<File>; 2]) -> io::Result<Command> 
     if !which.is_empty() {
         cmd.env(capture::CAPTURE_ENV, which);
     }
-    if let Some(bytes) = config.memory_limit {
+    if let Some(bytes) = config.limits.memory_limit {
         cmd.env(os::MEMORY_ENV, bytes.to_string());
     }
     for (k, v) in &config.env {
