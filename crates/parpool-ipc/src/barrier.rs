@@ -10,19 +10,37 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::layout::LockLine;
 use super::mem::RegionSeed;
 use super::region::{self, HEADER, Kind, Region};
 use super::sys::{self, Locked};
 
-const LOCK: usize = 0;
-const GENERATION: usize = 64;
-const ARRIVED: usize = 68;
-const PARTIES: usize = 72;
-const BROKEN: usize = 76;
-/// The generation whose waiters a [`Barrier::reset`] released as broken.
-const RESET_GEN: usize = 80;
-const SLOTS: usize = 128;
-const SLOT: usize = 64;
+/// Where a barrier's parts sit in its payload: the barrier's own lock, its
+/// words (guarded by that lock; waiters sleep on `generation` without it),
+/// then one lock per party, held by the process that took the place, each
+/// on a line of its own.
+#[repr(C)]
+struct Layout {
+    lock: LockLine,
+    generation: AtomicU32,
+    arrived: AtomicU32,
+    parties: AtomicU32,
+    broken: AtomicU32,
+    /// The generation whose waiters a [`Barrier::reset`] released as broken.
+    reset_gen: AtomicU32,
+    places: [LockLine; 0],
+}
+
+shared_layout!(Layout {
+    LOCK = lock @ 0,
+    GENERATION = generation @ 64,
+    ARRIVED = arrived @ 68,
+    PARTIES = parties @ 72,
+    BROKEN = broken @ 76,
+    RESET_GEN = reset_gen @ 80,
+    SLOTS = places @ 128,
+});
+const SLOT: usize = std::mem::size_of::<LockLine>();
 /// How often a waiter checks that every party is still alive.
 const LIVENESS_CHECK: Duration = Duration::from_millis(50);
 

@@ -84,6 +84,8 @@ macro_rules! cfg_linux {
 }
 
 cfg_linux! {
+    #[macro_use]
+    mod layout;
     mod barrier;
     mod condvar;
     mod event;

@@ -9,34 +9,59 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::layout::{Line, LockLine};
 use super::mem::RegionSeed;
 use super::region::{self, HEADER, Kind, Region, fixed_region_serde};
 use super::sys::{self, Locked, ProcessId};
 
-// Where a semaphore's parts sit in its payload. Its robust lock guards all
-// of them; sleepers read `SEM_SEQ` without it.
-const SEM_LOCK: usize = 0;
-/// Futex word that waiters sleep on: bumped whenever permits come free.
-const SEM_SEQ: usize = 64;
-/// The permits it was created with.
-const SEM_MAX: usize = 68;
-/// Permits free: the maximum less what the holder slots hold. Recomputed
-/// from the slots when the lock's previous holder died, perhaps between
-/// updating a slot and this word.
-const SEM_FREE: usize = 72;
-/// Threads asleep on `SEM_SEQ`, so that a release with nobody waiting
-/// makes no system call. A waiter that dies asleep leaves it one too high,
-/// which costs each release a wake-up call, nothing more.
-const SEM_WAITERS: usize = 76;
-/// When anyone last checked the holders for liveness (`sys::monotonic_ms`).
-const SEM_CHECKED_AT: usize = 80;
-/// The holder slots, one per process holding permits:
-/// `[pid u32][held u32][start time u64]`.
-const SEM_SLOTS: usize = 128;
-const SEM_SLOT: usize = 16;
+/// Where a semaphore's parts sit in its payload. Its robust lock guards
+/// all of them; sleepers read `seq` without it.
+#[repr(C)]
+struct Layout {
+    lock: LockLine,
+    /// Futex word that waiters sleep on: bumped whenever permits come free.
+    seq: AtomicU32,
+    /// The permits it was created with.
+    max: AtomicU32,
+    /// Permits free: the maximum less what the holder slots hold.
+    /// Recomputed from the slots when the lock's previous holder died,
+    /// perhaps between updating a slot and this word.
+    free: AtomicU32,
+    /// Threads asleep on `seq`, so that a release with nobody waiting
+    /// makes no system call. A waiter that dies asleep leaves it one too
+    /// high, which costs each release a wake-up call, nothing more.
+    waiters: AtomicU32,
+    /// When anyone last checked the holders for liveness
+    /// (`sys::monotonic_ms`).
+    checked_at: AtomicU64,
+    /// One slot per process holding permits.
+    holders: Line<[HolderSlot; SEM_HOLDERS]>,
+}
+
+/// A process holding permits, and how many.
+#[repr(C)]
+struct HolderSlot {
+    pid: AtomicU32,
+    held: AtomicU32,
+    /// The holder's start time, so that a reused pid is not taken for it.
+    start: AtomicU64,
+}
+
+shared_layout!(Layout {
+    SEM_LOCK = lock @ 0,
+    SEM_SEQ = seq @ 64,
+    SEM_MAX = max @ 68,
+    SEM_FREE = free @ 72,
+    SEM_WAITERS = waiters @ 76,
+    SEM_CHECKED_AT = checked_at @ 80,
+    SEM_SLOTS = holders @ 128,
+});
+const SEM_SLOT: usize = std::mem::size_of::<HolderSlot>();
+const SLOT_HELD: usize = std::mem::offset_of!(HolderSlot, held);
+const SLOT_START: usize = std::mem::offset_of!(HolderSlot, start);
 /// How many processes can hold permits at once.
 const SEM_HOLDERS: usize = 64;
-const SEM_LEN: usize = SEM_SLOTS + SEM_HOLDERS * SEM_SLOT;
+const SEM_LEN: usize = std::mem::size_of::<Layout>();
 /// How often a waiter wakes to check that holders are alive, and at most
 /// how often anyone checks (in milliseconds).
 const SEM_LIVENESS_MS: u64 = 50;
@@ -128,7 +153,6 @@ impl Semaphore {
     /// # Errors
     /// When the system cannot create the shared memory.
     pub fn new(permits: u32) -> io::Result<Self> {
-        const { assert!(sys::MUTEX_SIZE <= SEM_SEQ) };
         let region = Region::create(Kind::Semaphore, SEM_LEN)?;
         // SAFETY: the payload starts 64-byte aligned, has room for the
         // mutex before `SEM_SEQ`, and nobody else has the region yet.
@@ -155,8 +179,8 @@ impl Semaphore {
         let map = self.region.map();
         Slot {
             pid: sys::atomic_at(map, at).expect("slots are in bounds"),
-            held: sys::atomic_at(map, at + 4).expect("slots are in bounds"),
-            start: sys::atomic_at(map, at + 8).expect("slots are in bounds"),
+            held: sys::atomic_at(map, at + SLOT_HELD).expect("slots are in bounds"),
+            start: sys::atomic_at(map, at + SLOT_START).expect("slots are in bounds"),
         }
     }
 

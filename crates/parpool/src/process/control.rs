@@ -49,16 +49,39 @@ use parpool_ipc::SharedMem;
 /// unresolved request is never reused.
 const CLAIM_CELLS: u64 = 2048;
 
-const ALLOC_FAILED: usize = 1;
-/// Reply log: how many bytes the worker had sent on its socket when the
-/// log's first byte was written, and how many bytes the log holds.
-const LOG_BASE: usize = 2;
-const LOG_LEN: usize = 3;
-/// Index of the first claim cell.
-const CELLS: usize = 8;
-/// Where the reply log's bytes start, and how many it holds at most.
-const LOG_AT: usize = (CELLS + CLAIM_CELLS as usize) * 8;
+/// How many bytes of replies the log holds at most.
 pub(crate) const LOG_CAP: usize = 64 * 1024;
+
+/// Where the block's parts sit (never built: the offsets below come from
+/// its fields, so none is numbered by hand).
+#[repr(C)]
+struct Layout {
+    /// Nonzero once the worker aborted after a failed allocation.
+    alloc_failed: AtomicU64,
+    /// Reply log: how many bytes the worker had sent on its socket when
+    /// the log's first byte was written, and how many bytes the log holds.
+    log_base: AtomicU64,
+    log_len: AtomicU64,
+    cells: [AtomicU64; CLAIM_CELLS as usize],
+    log: [u8; LOG_CAP],
+}
+
+/// The index of the `u64` word at byte offset `at` (the block is read as
+/// words), checked at compile time to be a whole word.
+const fn word_index(at: usize) -> usize {
+    assert!(at.is_multiple_of(std::mem::align_of::<AtomicU64>()), "a word is misaligned");
+    at / std::mem::size_of::<AtomicU64>()
+}
+
+const ALLOC_FAILED: usize = word_index(std::mem::offset_of!(Layout, alloc_failed));
+const LOG_BASE: usize = word_index(std::mem::offset_of!(Layout, log_base));
+const LOG_LEN: usize = word_index(std::mem::offset_of!(Layout, log_len));
+/// Index of the first claim cell.
+const CELLS: usize = word_index(std::mem::offset_of!(Layout, cells));
+/// Where the reply log's bytes start.
+const LOG_AT: usize = std::mem::offset_of!(Layout, log);
+/// The block's length.
+const BLOCK_LEN: usize = std::mem::size_of::<Layout>();
 
 /// A claim cell holds `seq << 3 | state`.
 const OFFERED: u64 = 0;
@@ -124,14 +147,14 @@ pub(crate) struct Control {
 impl Control {
     /// A new block, made by the supervisor for one worker.
     pub(crate) fn new() -> io::Result<Control> {
-        let mem = SharedMem::new(LOG_AT + LOG_CAP)?;
+        let mem = SharedMem::new(BLOCK_LEN)?;
         Ok(Control { mem })
     }
 
     /// The block as the worker received it; `None` if it is not one (the
     /// stream is then not to be trusted).
     pub(crate) fn from_shared(mem: SharedMem) -> Option<Control> {
-        (mem.len() == LOG_AT + LOG_CAP).then_some(Control { mem })
+        (mem.len() == BLOCK_LEN).then_some(Control { mem })
     }
 
     /// The shared memory, to send it to the worker.
