@@ -141,6 +141,11 @@ const SCENARIOS: &[Scenario] = &[
         body: without_a_launcher_build_is_a_clear_error,
     },
     Scenario {
+        name: "settings_no_pool_can_work_under_are_refused_first",
+        start: Start::Alone(&[]),
+        body: settings_no_pool_can_work_under_are_refused_first,
+    },
+    Scenario {
         name: "spawn_without_the_mpi_runtime_is_a_clear_error",
         start: Start::Alone(&[("PATH", Some("/nonexistent"))]),
         body: spawn_without_the_mpi_runtime_is_a_clear_error,
@@ -624,6 +629,25 @@ fn without_a_launcher_build_is_a_clear_error() {
     };
     assert!(reason.contains("mpirun -n"), "{reason}");
     assert!(reason.contains("spawn"), "{reason}");
+}
+
+/// The settings shared with `ProcessPoolBuilder` are checked as it checks
+/// them, before any rank is asked to start (even with no launcher).
+fn settings_no_pool_can_work_under_are_refused_first() {
+    let refused = |builder: parpool_mpi::MpiPoolBuilder, setting: &str| {
+        let err = builder.build().unwrap_err();
+        let BuildError::InvalidSetting { setting: named, .. } = &err else {
+            panic!("{setting}: unexpected {err}");
+        };
+        assert_eq!(*named, setting, "{err}");
+    };
+    refused(
+        MpiPool::builder().max_jobs_per_worker(0),
+        "max_jobs_per_worker",
+    );
+    refused(MpiPool::builder().workers_per_rank(0), "workers_per_rank");
+    refused(MpiPool::builder().max_payload(4 << 30), "max_payload");
+    refused(MpiPool::builder().lost_after(Duration::ZERO), "lost_after");
 }
 
 fn spawn_without_the_mpi_runtime_is_a_clear_error() {
