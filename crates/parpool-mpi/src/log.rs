@@ -5,8 +5,9 @@
 
 use std::sync::{Arc, Mutex};
 
+use parpool::__private::EventSink;
 use tracing_core::field::{Field, Visit};
-use tracing_core::{Event, Level, Metadata, Subscriber, span};
+use tracing_core::{Event, Level, Metadata};
 
 use crate::wire::LogMsg;
 
@@ -79,15 +80,10 @@ impl Visit for Fields {
     }
 }
 
-impl Subscriber for Forwarder {
+impl EventSink for Forwarder {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
         level_number(metadata.level()) < self.max
     }
-    fn new_span(&self, _: &span::Attributes<'_>) -> span::Id {
-        span::Id::from_u64(1)
-    }
-    fn record(&self, _: &span::Id, _: &span::Record<'_>) {}
-    fn record_follows_from(&self, _: &span::Id, _: &span::Id) {}
     fn event(&self, event: &Event<'_>) {
         let mut fields = Fields::default();
         event.record(&mut fields);
@@ -109,8 +105,6 @@ impl Subscriber for Forwarder {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
-    fn enter(&self, _: &span::Id) {}
-    fn exit(&self, _: &span::Id) {}
 }
 
 /// Locks `m`, also if a panic poisoned it (the data is a plain list).

@@ -22,6 +22,7 @@ use crate::comm::{self, Comm, Link, Mpi};
 use crate::log::{Forwarder, Gathered};
 use crate::pace::{Pacer, busy_ceiling};
 use crate::wire::{self, DoneMsg, FromRank, Kind, LogMsg, Outcome, Settings, ToRank};
+use parpool::__private::EventsOnly;
 
 /// The longest a serving rank sleeps between probes after [`QUIET_AFTER`]
 /// without activity (while busy lately, [`busy_ceiling`] of its jobs'
@@ -208,11 +209,11 @@ impl Server {
         };
         let gathered: Gathered = Arc::new(Mutex::new(Vec::new()));
         let max = settings.log_level;
-        let _ = tracing::subscriber::set_global_default(Forwarder {
+        let _ = tracing::subscriber::set_global_default(EventsOnly(Forwarder {
             gathered: gathered.clone(),
             max,
             dropped: AtomicU64::new(0),
-        });
+        }));
         let built = build_pool(&settings);
         let hello = FromRank::Hello {
             host: comm::host_name(),

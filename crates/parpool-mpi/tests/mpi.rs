@@ -400,27 +400,17 @@ impl tracing_core::field::Visit for Fields {
     }
 }
 
-impl tracing_core::Subscriber for Keep {
-    fn enabled(&self, _: &tracing_core::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing_core::span::Attributes<'_>) -> tracing_core::span::Id {
-        tracing_core::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing_core::span::Id, _: &tracing_core::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing_core::span::Id, _: &tracing_core::span::Id) {}
+impl parpool::__private::EventSink for Keep {
     fn event(&self, event: &tracing_core::Event<'_>) {
         let mut fields = Fields(format!("target={} ", event.metadata().target()));
         event.record(&mut fields);
         self.0.lock().unwrap().push(fields.0);
     }
-    fn enter(&self, _: &tracing_core::span::Id) {}
-    fn exit(&self, _: &tracing_core::span::Id) {}
 }
 
 fn task_logs_reach_rank_0_with_rank_and_host() {
     let keep = Keep::default();
-    tracing::subscriber::set_global_default(keep.clone()).unwrap();
+    tracing::subscriber::set_global_default(parpool::__private::EventsOnly(keep.clone())).unwrap();
     let pool = pool(1);
     let handle = pool.submit(log_and_echo, 41);
     let id = handle.id().get();

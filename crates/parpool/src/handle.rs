@@ -1,6 +1,6 @@
 //! [`JobHandle`]: the one handle type every pool returns.
 //!
-//! # State machine
+//! # Locked machine
 //!
 //! A job is resolved exactly once, by whichever comes first: the worker
 //! finishing it, [`JobHandle::cancel`], its timeout, or the pool refusing or
@@ -62,7 +62,7 @@ pub(crate) fn install_helper(helper: Helper) {
 }
 
 /// The shared state of one job, between its handle and whoever resolves it.
-pub(crate) struct Inner<T> {
+pub(crate) struct JobState<T> {
     id: JobId,
     /// The pool that runs the job (0: none).
     #[cfg_attr(parpool_loom, allow(dead_code))]
@@ -70,11 +70,12 @@ pub(crate) struct Inner<T> {
     /// The pool's counts: the resolver counts the job's outcome there.
     tally: Option<Arc<Tally>>,
     flags: AtomicU8,
-    state: Mutex<State<T>>,
+    locked: Mutex<Locked<T>>,
     joined: Condvar,
 }
 
-struct State<T> {
+/// What a [`JobState`] keeps under its lock.
+struct Locked<T> {
     /// Present from publication until taken by `join`/`poll`/`try_result`,
     /// and absent while lent to an `on_done` caller.
     result: Option<Result<T, JobError>>,
@@ -99,7 +100,7 @@ struct Extra<T> {
     listeners: Vec<(u64, Waker)>,
 }
 
-impl<T> State<T> {
+impl<T> Locked<T> {
     fn extra(&mut self) -> &mut Extra<T> {
         self.extra.get_or_insert_with(|| {
             Box::new(Extra {
@@ -124,7 +125,7 @@ impl<T> State<T> {
     }
 }
 
-impl<T> Inner<T> {
+impl<T> JobState<T> {
     pub(crate) fn new(id: JobId, pool: u64) -> Self {
         Self::with_tally(id, pool, None)
     }
@@ -137,12 +138,12 @@ impl<T> Inner<T> {
     }
 
     fn with_tally(id: JobId, pool: u64, tally: Option<Arc<Tally>>) -> Self {
-        Inner {
+        JobState {
             id,
             pool,
             tally,
             flags: AtomicU8::new(0),
-            state: Mutex::new(State {
+            locked: Mutex::new(Locked {
                 result: None,
                 done: false,
                 failed: false,
@@ -226,7 +227,7 @@ impl<T> Inner<T> {
     /// true the first time (marks done and wakes everyone waiting).
     fn settle(&self, result: Result<T, JobError>, publish: bool) {
         loop {
-            let mut st = sync::lock(&self.state);
+            let mut st = sync::lock(&self.locked);
             let callbacks = st.take_callbacks();
             if callbacks.is_empty() {
                 if publish {
@@ -258,7 +259,7 @@ impl<T> Inner<T> {
     }
 
     fn on_done(&self, cb: Callback<T>) {
-        let mut st = sync::lock(&self.state);
+        let mut st = sync::lock(&self.locked);
         if st.taken {
             tracing::debug!(job = %self.id, "on_done after the result was taken: callback dropped");
             return;
@@ -276,7 +277,7 @@ impl<T> Inner<T> {
     }
 
     pub(crate) fn is_finished(&self) -> bool {
-        sync::lock(&self.state).done
+        sync::lock(&self.locked).done
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
@@ -290,19 +291,19 @@ impl<T> Inner<T> {
 
     /// Whether the job was resolved as cancelled.
     pub(crate) fn resolved_cancelled(&self) -> bool {
-        sync::lock(&self.state).cancelled
+        sync::lock(&self.locked).cancelled
     }
 
     /// `Some(failed)` once published.
     pub(crate) fn outcome(&self) -> Option<bool> {
-        let st = sync::lock(&self.state);
+        let st = sync::lock(&self.locked);
         st.done.then_some(st.failed)
     }
 
     /// Registers `waker` to be woken once when the job is published; wakes it
     /// at once if it already is.
     pub(crate) fn add_listener(&self, key: u64, waker: Waker) {
-        let mut st = sync::lock(&self.state);
+        let mut st = sync::lock(&self.locked);
         if st.done {
             drop(st);
             waker.wake();
@@ -312,13 +313,13 @@ impl<T> Inner<T> {
     }
 
     pub(crate) fn remove_listener(&self, key: u64) {
-        if let Some(e) = sync::lock(&self.state).extra.as_mut() {
+        if let Some(e) = sync::lock(&self.locked).extra.as_mut() {
             e.listeners.retain(|(k, _)| *k != key);
         }
     }
 
     fn take_now(&self) -> Option<Result<T, JobError>> {
-        let mut st = sync::lock(&self.state);
+        let mut st = sync::lock(&self.locked);
         let r = st.result.take();
         st.taken |= r.is_some();
         r
@@ -332,7 +333,7 @@ impl<T> Inner<T> {
             }
             self.spin_until_resolved();
         }
-        let mut st = sync::lock(&self.state);
+        let mut st = sync::lock(&self.locked);
         loop {
             if let Some(r) = st.result.take() {
                 st.taken = true;
@@ -371,7 +372,7 @@ impl<T> Inner<T> {
     }
 
     fn poll_result(&self, cx: &mut Context<'_>) -> Poll<Result<T, JobError>> {
-        let mut st = sync::lock(&self.state);
+        let mut st = sync::lock(&self.locked);
         if let Some(r) = st.result.take() {
             st.taken = true;
             return Poll::Ready(r);
@@ -385,16 +386,16 @@ impl<T> Inner<T> {
     }
 }
 
-impl<T: Send> Cancellable for Inner<T> {
+impl<T: Send> Cancellable for JobState<T> {
     fn is_cancelled(&self) -> bool {
-        Inner::is_cancelled(self)
+        JobState::is_cancelled(self)
     }
 }
 
 /// The allocation a handle points at: a job's state, usually stored in one
 /// allocation together with the job's closure (see `thread::worker`).
-pub(crate) trait Cell<T>: Cancellable {
-    fn inner(&self) -> &Inner<T>;
+pub(crate) trait HandleTarget<T>: Cancellable {
+    fn state(&self) -> &JobState<T>;
 
     /// Cancels the job, resolving it with `err` ([`JobError::Cancelled`],
     /// or [`JobError::TimedOut`] from its deadline) and tripping its cancel
@@ -402,7 +403,7 @@ pub(crate) trait Cell<T>: Cancellable {
     /// with its worker whether it may still start or finish (see
     /// `process/submission.rs`); this default is a thread job's.
     fn cancel(&self, err: JobError) -> bool {
-        self.inner().resolve_cancel(err)
+        self.state().resolve_cancel(err)
     }
 
     /// What the job wrote to stdout and stderr, if its pool captured it.
@@ -414,13 +415,13 @@ pub(crate) trait Cell<T>: Cancellable {
     /// (claimed by a worker thread, not yet resolved); a process job asks
     /// its worker's claim cell.
     fn is_running(&self) -> bool {
-        let inner = self.inner();
-        inner.is_started() && !inner.is_finished()
+        let state = self.state();
+        state.is_started() && !state.is_finished()
     }
 }
 
-impl<T: Send> Cell<T> for Inner<T> {
-    fn inner(&self) -> &Inner<T> {
+impl<T: Send> HandleTarget<T> for JobState<T> {
+    fn state(&self) -> &JobState<T> {
         self
     }
 }
@@ -446,18 +447,18 @@ fn run_callback<T>(id: JobId, cb: Callback<T>, result: &Result<T, JobError>) {
 /// # Ok::<(), parpool::BuildError>(())
 /// ```
 pub struct JobHandle<T> {
-    cell: Arc<dyn Cell<T>>,
+    cell: Arc<dyn HandleTarget<T>>,
 }
 
 impl<T: Send + 'static> JobHandle<T> {
-    pub(crate) fn from_cell(cell: Arc<dyn Cell<T>>) -> Self {
+    pub(crate) fn from_cell(cell: Arc<dyn HandleTarget<T>>) -> Self {
         JobHandle { cell }
     }
 
     /// A handle that is already resolved with `result`.
     #[cfg(all(feature = "process", target_os = "linux"))]
     pub(crate) fn ready(id: JobId, result: Result<T, JobError>) -> Self {
-        Self::ready_inner(Inner::new(id, 0), result)
+        Self::ready_with(JobState::new(id, 0), result)
     }
 
     /// A handle of a pool that keeps `tally`, already resolved with
@@ -467,28 +468,28 @@ impl<T: Send + 'static> JobHandle<T> {
         tally: &Arc<Tally>,
         result: Result<T, JobError>,
     ) -> Self {
-        Self::ready_inner(Inner::counted(id, 0, tally), result)
+        Self::ready_with(JobState::counted(id, 0, tally), result)
     }
 
-    fn ready_inner(inner: Inner<T>, result: Result<T, JobError>) -> Self {
-        inner.resolve(result);
+    fn ready_with(state: JobState<T>, result: Result<T, JobError>) -> Self {
+        state.resolve(result);
         JobHandle {
-            cell: Arc::new(inner),
+            cell: Arc::new(state),
         }
     }
 
-    pub(crate) fn inner(&self) -> &Inner<T> {
-        self.cell.inner()
+    pub(crate) fn state(&self) -> &JobState<T> {
+        self.cell.state()
     }
 
     /// The job's id, unique within its pool.
     pub fn id(&self) -> JobId {
-        self.inner().id
+        self.state().id
     }
 
     /// Blocks until the job is resolved and returns its value or error.
     pub fn join(self) -> Result<T, JobError> {
-        match self.inner().join_until(None) {
+        match self.state().join_until(None) {
             Some(r) => r,
             None => unreachable!("join without a deadline returned without a result"),
         }
@@ -509,7 +510,7 @@ impl<T: Send + 'static> JobHandle<T> {
     /// ```
     pub fn join_timeout(self, timeout: Duration) -> Result<Result<T, JobError>, Self> {
         let deadline = Instant::now().checked_add(timeout);
-        match self.inner().join_until(deadline) {
+        match self.state().join_until(deadline) {
             Some(r) => Ok(r),
             None => Err(self),
         }
@@ -518,7 +519,7 @@ impl<T: Send + 'static> JobHandle<T> {
     /// Returns the result if the job is resolved, without blocking; otherwise
     /// gives the handle back in `Err`.
     pub fn try_result(self) -> Result<Result<T, JobError>, Self> {
-        match self.inner().take_now() {
+        match self.state().take_now() {
             Some(r) => Ok(r),
             None => Err(self),
         }
@@ -526,7 +527,7 @@ impl<T: Send + 'static> JobHandle<T> {
 
     /// Whether the job is resolved (its value or error is ready).
     pub fn is_finished(&self) -> bool {
-        self.inner().is_finished()
+        self.state().is_finished()
     }
 
     /// Whether a worker is running the job now, as Python's
@@ -578,7 +579,7 @@ impl<T: Send + 'static> JobHandle<T> {
     /// # Ok::<(), parpool::BuildError>(())
     /// ```
     pub fn is_cancelled(&self) -> bool {
-        self.inner().resolved_cancelled()
+        self.state().resolved_cancelled()
     }
 
     /// What the job wrote to its standard output and error, once it has
@@ -630,7 +631,7 @@ impl<T: Send + 'static> JobHandle<T> {
     where
         F: FnOnce(&Result<T, JobError>) + Send + 'static,
     {
-        self.inner().on_done(Box::new(callback));
+        self.state().on_done(Box::new(callback));
     }
 
     /// The job's cancel token (tripped by [`cancel`](Self::cancel) and by
@@ -706,7 +707,7 @@ impl<T: Send + 'static> Future for CancelOnDrop<T> {
     type Output = Result<T, JobError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.get_mut().handle().inner().poll_result(cx)
+        self.get_mut().handle().state().poll_result(cx)
     }
 }
 
@@ -729,14 +730,14 @@ impl<T: Send + 'static> Future for JobHandle<T> {
     type Output = Result<T, JobError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner().poll_result(cx)
+        self.state().poll_result(cx)
     }
 }
 
 impl<T> fmt::Debug for JobHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let inner = self.cell.inner();
-        let st = sync::lock(&inner.state);
+        let inner = self.cell.state();
+        let st = sync::lock(&inner.locked);
         f.debug_struct("JobHandle")
             .field("id", &inner.id)
             .field("finished", &st.done)
@@ -759,7 +760,7 @@ mod tests {
     }
 
     fn handle() -> JobHandle<u32> {
-        JobHandle::from_cell(Arc::new(Inner::new(JobId(1), 0)))
+        JobHandle::from_cell(Arc::new(JobState::new(JobId(1), 0)))
     }
 
     #[test]
@@ -768,7 +769,7 @@ mod tests {
             let h = handle();
             let inner = h.cell.clone();
             let worker = loom::thread::spawn(move || {
-                let inner = inner.inner();
+                let inner = inner.state();
                 if inner.try_start() {
                     inner.resolve(Ok(7))
                 } else {
@@ -793,7 +794,7 @@ mod tests {
             let mut h = handle();
             let inner = h.cell.clone();
             let worker = loom::thread::spawn(move || {
-                inner.inner().resolve(Ok(1));
+                inner.state().resolve(Ok(1));
             });
             let count = loom::sync::Arc::new(AtomicUsize::new(0));
             let waker = Waker::from(Arc::new(CountWake(count.clone())));
@@ -821,7 +822,7 @@ mod tests {
             let inner = h.cell.clone();
             let runs = loom::sync::Arc::new(AtomicUsize::new(0));
             let worker = loom::thread::spawn(move || {
-                inner.inner().resolve(Ok(3));
+                inner.state().resolve(Ok(3));
             });
             let r2 = runs.clone();
             h.on_done(move |r| {
@@ -841,13 +842,13 @@ mod tests {
             let a = h.cell.clone();
             let b = h.cell.clone();
             let worker = loom::thread::spawn(move || {
-                let a = a.inner();
+                let a = a.state();
                 if a.try_start() {
                     a.resolve(Ok(5));
                 }
             });
             let timer = loom::thread::spawn(move || {
-                b.inner().resolve_cancel(JobError::TimedOut {
+                b.state().resolve_cancel(JobError::TimedOut {
                     after: Duration::from_millis(1),
                 });
             });
@@ -868,8 +869,8 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
     use std::task::Wake;
 
-    fn handle() -> (JobHandle<String>, Arc<Inner<String>>) {
-        let inner = Arc::new(Inner::new(JobId(1), 0));
+    fn handle() -> (JobHandle<String>, Arc<JobState<String>>) {
+        let inner = Arc::new(JobState::new(JobId(1), 0));
         (JobHandle::from_cell(inner.clone()), inner)
     }
 

@@ -262,7 +262,7 @@ pub mod __private {
     cfg_process! {
         pub use crate::process::pod::{NoPodKernel, PodKernel, Probe};
         pub use crate::process::registry::{PodFn, TaskEntry, register};
-        pub use crate::process::WorkerLimits;
+        pub use crate::process::{EventSink, EventsOnly, WorkerLimits};
         pub use ctor;
     }
     pub use crate::returned::{

@@ -35,7 +35,7 @@ pub(crate) fn joined_async(
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     use std::sync::{Arc, Mutex};
 
-    let cell = Arc::new(crate::handle::Inner::<()>::new(crate::job::JobId(0), 0));
+    let cell = Arc::new(crate::handle::JobState::<()>::new(crate::job::JobId(0), 0));
     let handle = crate::handle::JobHandle::from_cell(cell.clone());
     let join = Arc::new(Mutex::new(Some(join)));
     let run = {

@@ -88,7 +88,7 @@ impl<T: Send + 'static, P> Completions<T, P> {
             slot,
             signal: self.signal.clone(),
         }));
-        handle.inner().add_listener(self.key, waker);
+        handle.state().add_listener(self.key, waker);
         self.slots[slot] = Some((handle, payload));
         self.live += 1;
     }
@@ -160,7 +160,7 @@ impl<T: Send + 'static, P> Completions<T, P> {
         self.live = 0;
         self.free.clear();
         self.slots.drain(..).flatten().map(move |(h, p)| {
-            h.inner().remove_listener(key);
+            h.state().remove_listener(key);
             (h, p)
         })
     }
@@ -169,7 +169,7 @@ impl<T: Send + 'static, P> Completions<T, P> {
 impl<T: Send + 'static, P> Drop for Completions<T, P> {
     fn drop(&mut self) {
         for (h, _) in self.slots.iter().flatten() {
-            h.inner().remove_listener(self.key);
+            h.state().remove_listener(self.key);
         }
     }
 }

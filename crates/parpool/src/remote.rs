@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use crate::codec::{decode, encode_by_value};
 use crate::error::{CodecStage, JobError};
-use crate::handle::{Cell, Inner, JobHandle};
+use crate::handle::{HandleTarget, JobState, JobHandle};
 use crate::job::{Cancellable, JobId};
 use crate::timer::Expire;
 
@@ -106,24 +106,24 @@ pub struct Pending<T> {
 
 /// A remote job's handle state and what to do when it is cancelled.
 struct RemoteCell<T> {
-    inner: Inner<T>,
+    state: JobState<T>,
     on_cancel: OnCancel,
 }
 
 impl<T: Send> Cancellable for RemoteCell<T> {
     fn is_cancelled(&self) -> bool {
-        self.inner.is_cancelled()
+        self.state.is_cancelled()
     }
 }
 
-impl<T: Send> Cell<T> for RemoteCell<T> {
-    fn inner(&self) -> &Inner<T> {
-        &self.inner
+impl<T: Send> HandleTarget<T> for RemoteCell<T> {
+    fn state(&self) -> &JobState<T> {
+        &self.state
     }
     fn cancel(&self, err: JobError) -> bool {
-        let won = self.inner.resolve_cancel(err);
+        let won = self.state.resolve_cancel(err);
         if won {
-            (self.on_cancel)(self.inner.id());
+            (self.on_cancel)(self.state.id());
         }
         won
     }
@@ -140,7 +140,7 @@ impl<T: Send> Expire for RemoteCell<T> {
 /// [`JobHandle::cancel`] or by its timeout ([`Pending::arm_timeout`]).
 pub fn pending<T: Send + 'static>(id: u64, on_cancel: OnCancel) -> (JobHandle<T>, Pending<T>) {
     let cell = Arc::new(RemoteCell {
-        inner: Inner::new(JobId(id), 0),
+        state: JobState::new(JobId(id), 0),
         on_cancel,
     });
     (JobHandle::from_cell(cell.clone()), Pending { cell })
@@ -154,24 +154,24 @@ pub fn ready<T: Send + 'static>(id: u64, result: Result<T, JobError>) -> JobHand
 impl<T: Send + 'static> Pending<T> {
     /// The job's id.
     pub fn id(&self) -> JobId {
-        self.cell.inner.id()
+        self.cell.state.id()
     }
 
     /// Marks the job started (sent to a worker); `false` if it was resolved
     /// (cancelled) before and must not be sent. A retry may call it again.
     pub fn start(&self) -> bool {
-        self.cell.inner.try_start() || !self.is_resolved()
+        self.cell.state.try_start() || !self.is_resolved()
     }
 
     /// Resolves the job unless it was resolved already; `true` if this
     /// call did.
     pub fn resolve(&self, result: Result<T, JobError>) -> bool {
-        self.cell.inner.resolve(result)
+        self.cell.state.resolve(result)
     }
 
     /// Whether the job is resolved (done, cancelled or timed out).
     pub fn is_resolved(&self) -> bool {
-        self.cell.inner.is_finished() || self.cell.inner.is_cancelled()
+        self.cell.state.is_finished() || self.cell.state.is_cancelled()
     }
 
     /// Resolves the job as [`JobError::TimedOut`] after `after`, unless it
@@ -185,7 +185,7 @@ impl<T: Send + 'static> Pending<T> {
 impl<T> std::fmt::Debug for Pending<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pending")
-            .field("id", &self.cell.inner.id())
+            .field("id", &self.cell.state.id())
             .finish_non_exhaustive()
     }
 }

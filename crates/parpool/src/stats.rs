@@ -3,7 +3,7 @@
 //!
 //! A job's outcome is counted by whoever resolves its handle, at the
 //! moment of resolving it and before anyone waiting on the handle wakes
-//! (`handle.rs`, `Inner::resolve_flags`): a worker publishing a value, a
+//! (`handle.rs`, `JobState::resolve_flags`): a worker publishing a value, a
 //! cancel, a timeout, a crash, a shutdown. (A process job's state holds
 //! its pool's tally; a thread job's resolver finds it, so that the
 //! thread pool's hot path clones no pointer per job: `thread/worker.rs`.) Exactly

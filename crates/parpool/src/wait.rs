@@ -65,7 +65,7 @@ where
     let satisfied = |done: &[(usize, JobHandle<T>)]| match condition {
         WaitFor::FirstCompleted => !done.is_empty(),
         WaitFor::FirstError => {
-            done.len() == total || done.iter().any(|(_, h)| h.inner().outcome() == Some(true))
+            done.len() == total || done.iter().any(|(_, h)| h.state().outcome() == Some(true))
         }
         WaitFor::AllCompleted => done.len() == total,
     };

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::capture::Streams;
 use super::control::{Claim, Control};
+use super::events::{EventSink, EventsOnly};
 use super::fdpass::{FdStream, SendFds, TakeFds};
 use super::os;
 use super::registry::{Sharing, TaskEntry, WorkerState};
@@ -204,7 +205,7 @@ fn serve_process() -> io::Result<()> {
         },
     };
     let out: Out = Arc::new(Replies::new(LogWriter::new(socket.try_clone()?)));
-    let _ = tracing::subscriber::set_global_default(Forwarder { out: out.clone() });
+    let _ = tracing::subscriber::set_global_default(EventsOnly(Forwarder { out: out.clone() }));
     {
         let mut w = out.lock();
         wire::write_frame(&mut *w, &FromWorker::Hello { pid: os::pid() })?;
@@ -469,15 +470,7 @@ impl tracing_core::field::Visit for MessageVisitor {
     }
 }
 
-impl tracing_core::Subscriber for Forwarder {
-    fn enabled(&self, _: &tracing_core::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing_core::span::Attributes<'_>) -> tracing_core::span::Id {
-        tracing_core::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing_core::span::Id, _: &tracing_core::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing_core::span::Id, _: &tracing_core::span::Id) {}
+impl EventSink for Forwarder {
     fn event(&self, event: &tracing_core::Event<'_>) {
         let meta = event.metadata();
         let mut v = MessageVisitor {
@@ -504,8 +497,6 @@ impl tracing_core::Subscriber for Forwarder {
             self.out.unsent();
         }
     }
-    fn enter(&self, _: &tracing_core::span::Id) {}
-    fn exit(&self, _: &tracing_core::span::Id) {}
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 mod capture;
 mod child;
 mod control;
+mod events;
 mod fdpass;
 #[macro_use]
 mod limits;
@@ -19,6 +20,7 @@ mod supervisor;
 mod wire;
 
 pub use child::with_worker_state;
+pub use events::{EventSink, EventsOnly};
 pub use limits::WorkerLimits;
 
 /// What the fuzz targets (`fuzz/`, `cargo fuzz`) reach: both ends' frame
@@ -82,7 +84,7 @@ use std::time::Duration;
 
 use crate::codec::{decode, encode};
 use crate::error::{BuildError, CodecStage, JobError, Payload};
-use crate::handle::{Inner, JobHandle};
+use crate::handle::{JobState, JobHandle};
 use crate::job::{JobId, JobOptions};
 use crate::lifecycle::Lifecycle;
 use crate::map::{ChunkIn, ChunkOut};
@@ -500,7 +502,7 @@ impl ProcessPool {
         };
         let timeout = timeout.or(self.shared.config.limits.job_timeout);
         let cell = Arc::new(ProcCell::new(
-            Inner::counted(id, 0, &self.shared.tally),
+            JobState::counted(id, 0, &self.shared.tally),
             task,
             payload,
             timeout,

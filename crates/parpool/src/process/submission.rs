@@ -14,7 +14,7 @@ use super::slot::{KillReason, SlotCtl};
 use super::wire::Items;
 use crate::codec::decode;
 use crate::error::{CodecStage, ExitStatus, JobError};
-use crate::handle::{Cell, Inner};
+use crate::handle::{HandleTarget, JobState};
 use crate::job::Cancellable;
 use crate::map::ChunkOut;
 use crate::sync::lock;
@@ -394,7 +394,7 @@ where
 
 /// A process job and its handle's state, in one allocation.
 pub(crate) struct ProcCell<O, W> {
-    inner: Inner<O>,
+    state: JobState<O>,
     task: &'static str,
     payload: Encoded,
     timeout: Option<Duration>,
@@ -405,14 +405,14 @@ pub(crate) struct ProcCell<O, W> {
 
 impl<O, W> ProcCell<O, W> {
     pub(crate) fn new(
-        inner: Inner<O>,
+        state: JobState<O>,
         task: &'static str,
         payload: Encoded,
         timeout: Option<Duration>,
         work: W,
     ) -> Self {
         ProcCell {
-            inner,
+            state,
             task,
             payload,
             timeout,
@@ -447,11 +447,11 @@ impl<O: Send, W: Send + Sync> ProcCell<O, W> {
             *place = Place::Gone;
             kill
         };
-        let won = self.inner.resolve_cancel(err);
+        let won = self.state.resolve_cancel(err);
         if let Some((slot, worker)) = kill {
             // Resolved first: when the supervisor sees the worker die, the
             // job it was in is already settled.
-            slot.kill_for(worker, self.inner.id().get(), why);
+            slot.kill_for(worker, self.state.id().get(), why);
         }
         won
     }
@@ -459,13 +459,13 @@ impl<O: Send, W: Send + Sync> ProcCell<O, W> {
 
 impl<O: Send, W: Send + Sync> Cancellable for ProcCell<O, W> {
     fn is_cancelled(&self) -> bool {
-        self.inner.is_cancelled()
+        self.state.is_cancelled()
     }
 }
 
-impl<O: Send, W: Send + Sync> Cell<O> for ProcCell<O, W> {
-    fn inner(&self) -> &Inner<O> {
-        &self.inner
+impl<O: Send, W: Send + Sync> HandleTarget<O> for ProcCell<O, W> {
+    fn state(&self) -> &JobState<O> {
+        &self.state
     }
     fn cancel(&self, err: JobError) -> bool {
         self.stop(err, KillReason::Cancelled)
@@ -474,7 +474,7 @@ impl<O: Send, W: Send + Sync> Cell<O> for ProcCell<O, W> {
         lock(&self.output).clone()
     }
     fn is_running(&self) -> bool {
-        if self.inner.is_finished() {
+        if self.state.is_finished() {
             return false;
         }
         // Written to a worker is not running: its claim cell says when
@@ -487,7 +487,7 @@ impl<O: Send, W: Send + Sync> Cell<O> for ProcCell<O, W> {
             Place::Queued | Place::Gone => false,
         };
         // The cell stays `Done` after the reply resolved the job.
-        claimed && !self.inner.is_finished()
+        claimed && !self.state.is_finished()
     }
 }
 
@@ -503,7 +503,7 @@ where
     W: Work<O>,
 {
     fn id(&self) -> u64 {
-        self.inner.id().get()
+        self.state.id().get()
     }
     fn request(&self) -> Request<'_> {
         Request {
@@ -519,29 +519,29 @@ where
         }
         *place = Place::Sent(to);
         // A retry finds STARTED already set.
-        self.inner.try_start();
+        self.state.try_start();
         true
     }
     fn complete(&self, reply: Result<(Vec<u8>, Vec<OwnedFd>), JobError>, took: Duration) -> bool {
         let result = reply.and_then(|(bytes, fds)| self.work.finish(&bytes, fds, took));
         let ok = result.is_ok();
-        self.inner.resolve(result) && ok
+        self.state.resolve(result) && ok
     }
     fn crashed(&self, crash: &Crash<'_>) -> AfterCrash {
         match self.work.crashed(crash) {
             None => AfterCrash::Retry,
             Some(result) => {
                 let ok = result.is_ok();
-                AfterCrash::Settled(self.inner.resolve(result) && ok)
+                AfterCrash::Settled(self.state.resolve(result) && ok)
             }
         }
     }
     fn abandon(&self, err: JobError) -> bool {
         *lock(&self.place) = Place::Gone;
-        self.inner.resolve(Err(err))
+        self.state.resolve(Err(err))
     }
     fn is_resolved(&self) -> bool {
-        self.inner.is_finished() || self.inner.is_cancelled()
+        self.state.is_finished() || self.state.is_cancelled()
     }
     fn requeued(&self) {
         let mut place = lock(&self.place);

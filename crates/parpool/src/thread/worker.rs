@@ -12,7 +12,7 @@ use crossbeam_utils::{Backoff, CachePadded};
 use super::sleep::Sleep;
 use crate::error::JobError;
 use crate::handle::JobHandle;
-use crate::handle::{Cell, Inner};
+use crate::handle::{HandleTarget, JobState};
 use crate::job::{self, CancelToken, Cancellable, JobId};
 use crate::lifecycle::Lifecycle;
 use crate::panic;
@@ -147,9 +147,9 @@ impl ThreadShared {
 
     /// A fresh job state for this pool, counted as submitted. (Its state
     /// holds no pointer to the tally: see [`count_in_pool`].)
-    pub(crate) fn new_job<R>(&self) -> Inner<R> {
+    pub(crate) fn new_job<R>(&self) -> JobState<R> {
         self.tally.submitted(1);
-        Inner::new(self.next_id(), self.id)
+        JobState::new(self.next_id(), self.id)
     }
 
     /// A handle refused at once with `err` (the pool is shut down), counted.
@@ -477,15 +477,15 @@ fn search(shared: &ThreadShared) -> Option<QueuedJob> {
 /// out exactly once, by the worker that dequeues the job — to run it, or to
 /// drop it if the job was resolved meanwhile.
 pub(crate) struct ClosureJob<F, R> {
-    inner: Inner<R>,
+    state: JobState<R>,
     f: Mutex<Option<F>>,
     timeout: Option<Duration>,
 }
 
 impl<F, R> ClosureJob<F, R> {
-    pub(crate) fn new(inner: Inner<R>, f: F, timeout: Option<Duration>) -> Self {
+    pub(crate) fn new(state: JobState<R>, f: F, timeout: Option<Duration>) -> Self {
         ClosureJob {
-            inner,
+            state,
             f: Mutex::new(Some(f)),
             timeout,
         }
@@ -498,17 +498,17 @@ impl<F, R> ClosureJob<F, R> {
 
 impl<F: Send, R: Send> Cancellable for ClosureJob<F, R> {
     fn is_cancelled(&self) -> bool {
-        self.inner.is_cancelled()
+        self.state.is_cancelled()
     }
 }
 
-impl<F: Send, R: Send> Cell<R> for ClosureJob<F, R> {
-    fn inner(&self) -> &Inner<R> {
-        &self.inner
+impl<F: Send, R: Send> HandleTarget<R> for ClosureJob<F, R> {
+    fn state(&self) -> &JobState<R> {
+        &self.state
     }
     fn cancel(&self, err: JobError) -> bool {
-        let pool = self.inner.pool();
-        self.inner
+        let pool = self.state.pool();
+        self.state
             .resolve_cancel_counted(err, |outcome| count_in_pool(pool, outcome))
     }
 }
@@ -536,7 +536,7 @@ where
             stopped();
             return;
         };
-        if !self.inner.try_start() {
+        if !self.state.try_start() {
             stopped();
             return;
         }
@@ -544,11 +544,11 @@ where
             let weak = Arc::downgrade(&self);
             timer::schedule(after, weak);
         }
-        let id = self.inner.id();
+        let id = self.state.id();
         let _span = tracing::debug_span!("job", pool = %pool.name, job = id.get()).entered();
         let _ctx = job::enter(id, CancelToken(self.clone()));
         let result = panic::catch(f).map_err(JobError::panicked);
-        let resolved = self.inner.resolve_counted(result, |o| {
+        let resolved = self.state.resolve_counted(result, |o| {
             pool.tally.count(o);
             stopped();
         });
@@ -560,7 +560,7 @@ where
 
     fn abandon(self: Arc<Self>, pool: &ThreadShared, err: JobError) {
         drop(self.take());
-        self.inner
+        self.state
             .resolve_counted(Err(err), |o| pool.tally.count(o));
     }
 }
