@@ -6,14 +6,13 @@
 //! ranks serve the pool). The Python peer runs as its own MPI job, started
 //! from rank 0 with the launcher's variables removed.
 
-use std::hint::black_box;
 use std::process::Command;
 use std::sync::Arc;
 
 use parpool::{Executor, ProcessPool};
 use parpool_mpi::MpiPool;
 
-use crate::process::{LatencyContender, TimedContender, burn_ms, ident, trips, wall};
+use crate::process::{LatencyContender, TimedContender, burn_batch, ident, trips, wall};
 
 /// Serving ranks (each with one worker), as mpi4py's worker ranks.
 pub(crate) const SERVING_RANKS: usize = 2;
@@ -199,23 +198,10 @@ pub(crate) fn cpu(pool: &Arc<MpiPool>, jobs: u64, ms: u64) -> Vec<TimedContender
     let mp = pool.clone();
     let pp = process_pool();
     vec![
-        (
-            "parpool MpiPool",
-            wall(move || {
-                let hs: Vec<_> = (0..jobs).map(|_| mp.submit(burn_ms, ms)).collect();
-                for h in hs {
-                    black_box(h.join().unwrap());
-                }
-            }),
-        ),
+        ("parpool MpiPool", burn_batch(mp, jobs, ms)),
         (
             "parpool ProcessPool, same cores",
-            wall(move || {
-                let hs: Vec<_> = (0..jobs).map(|_| pp.submit(burn_ms, ms)).collect();
-                for h in hs {
-                    black_box(h.join().unwrap());
-                }
-            }),
+            burn_batch(Arc::new(pp), jobs, ms),
         ),
     ]
 }

@@ -2,6 +2,7 @@
 
 use std::hint::black_box;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Instant;
 
 use parpool::{Executor, ProcessPool, ThreadPool};
@@ -35,6 +36,21 @@ parpool::task!(
         crate::peers::burn(ms)
     }
 );
+
+/// A timed contender that submits `jobs` jobs of about `ms` of CPU each
+/// to `pool` at once and joins them all: every CPU batch row's body.
+pub(crate) fn burn_batch<E: Executor + Send + Sync + 'static>(
+    pool: Arc<E>,
+    jobs: u64,
+    ms: u64,
+) -> Box<dyn FnMut() -> Option<f64>> {
+    wall(move || {
+        let hs: Vec<_> = (0..jobs).map(|_| pool.submit(burn_ms, ms)).collect();
+        for h in hs {
+            black_box(h.join().unwrap());
+        }
+    })
+}
 
 fn script() -> String {
     concat!(env!("CARGO_MANIFEST_DIR"), "/python/peers.py").to_owned()
@@ -377,23 +393,7 @@ pub(crate) fn cpu(workers: usize, jobs: u64, ms: u64) -> Vec<TimedContender> {
         .build()
         .expect("thread pool");
     vec![
-        (
-            "parpool ProcessPool",
-            wall(move || {
-                let hs: Vec<_> = (0..jobs).map(|_| pp.submit(burn_ms, ms)).collect();
-                for h in hs {
-                    black_box(h.join().unwrap());
-                }
-            }),
-        ),
-        (
-            "parpool ThreadPool",
-            wall(move || {
-                let hs: Vec<_> = (0..jobs).map(|_| tp.submit(burn_ms, ms)).collect();
-                for h in hs {
-                    black_box(h.join().unwrap());
-                }
-            }),
-        ),
+        ("parpool ProcessPool", burn_batch(Arc::new(pp), jobs, ms)),
+        ("parpool ThreadPool", burn_batch(Arc::new(tp), jobs, ms)),
     ]
 }
