@@ -397,8 +397,10 @@ pub enum BuildError {
         /// What is wrong with the value.
         reason: String,
     },
-    /// The operating system refused to start a worker.
-    #[error("could not start worker {index}: {source} (lower the worker count or stack size)")]
+    /// A worker could not be started: the operating system refused a
+    /// thread or process, or a worker process ended or stayed silent
+    /// before it was ready (the reason says which, and what to do).
+    #[error("could not start worker {index}: {source}")]
     Spawn {
         /// Which worker.
         index: usize,

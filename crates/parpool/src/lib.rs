@@ -289,7 +289,7 @@ pub use pool::{ParsePoolKindError, Pool, PoolKind};
 cfg_process! {
     pub use process::{
         PodMapError, PodPar, Process, ProcessPool, ProcessPoolBuilder, WorkerOutput, init,
-        with_worker_state,
+        serve_worker, with_worker_state,
     };
 }
 pub use stats::Stats;

@@ -36,7 +36,7 @@ fn divert_worker_process() {
     // constructors; it reads one variable and, only in a process started as
     // a parpool worker, runs the worker loop and exits without returning to
     // the runtime. It touches no state that std initializes in `main`.
-    if std::env::var_os(os::WORKER_ENV).is_some() {
+    if os::started_as_worker() {
         run();
     }
 }
@@ -188,7 +188,9 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
-fn serve_process() -> io::Result<()> {
+/// Serves the pool on the socket passed as stdin, until it lets this
+/// worker go.
+pub(crate) fn serve_process() -> io::Result<()> {
     let socket = UnixStream::from(os::take_stdin_socket()?);
     os::die_with_parent(env_u64(os::PARENT_ENV).and_then(|p| u32::try_from(p).ok()))?;
     if let Some(bytes) = env_u64(os::MEMORY_ENV) {
@@ -208,7 +210,13 @@ fn serve_process() -> io::Result<()> {
     let _ = tracing::subscriber::set_global_default(EventsOnly(Forwarder { out: out.clone() }));
     {
         let mut w = out.lock();
-        wire::write_frame(&mut *w, &FromWorker::Hello { pid: os::pid() })?;
+        wire::write_frame(
+            &mut *w,
+            &FromWorker::Hello {
+                pid: os::pid(),
+                version: wire::VERSION.to_owned(),
+            },
+        )?;
         out.flush(&mut w)?;
     }
     let streams = Streams::from_env(limits.max_output);

@@ -132,6 +132,16 @@ pub(crate) struct Config {
     /// For a [`Process`]: one worker, never replaced, whose pid and end
     /// are reported here.
     pub(crate) one_shot: Option<Arc<one_shot::OneShot>>,
+    /// The program workers start as, if not this executable.
+    pub(crate) worker_command: Option<WorkerCommand>,
+}
+
+/// A program and its arguments that serve as a pool's worker
+/// ([`ProcessPoolBuilder::worker_command`]).
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerCommand {
+    pub(crate) program: OsString,
+    pub(crate) args: Vec<OsString>,
 }
 
 /// Configures and builds a [`ProcessPool`].
@@ -157,6 +167,7 @@ impl Default for ProcessPoolBuilder {
                 sharing: Sharing::Descriptors,
                 initializer: None,
                 one_shot: None,
+                worker_command: None,
             },
         }
     }
@@ -175,7 +186,6 @@ impl ProcessPoolBuilder {
         self.config.name = name.into();
         self
     }
-
 
     /// Sets an environment variable for the workers.
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
@@ -203,8 +213,51 @@ impl ProcessPoolBuilder {
         self
     }
 
-
-
+    /// Starts each worker as `program` with `args`, instead of as this
+    /// executable. The program serves the pool by calling
+    /// [`serve_worker`] (a Rust binary does so in `main`; parpool's Python
+    /// package runs the interpreter on its worker module, which does the
+    /// same), and must know the tasks the pool submits: the same binary
+    /// started another way, or another one linking the same `task!`s. It
+    /// learns which pool it serves from its environment, so its command
+    /// line is free.
+    ///
+    /// Everything else holds as for the default workers: a worker that
+    /// crashes fails its job alone and is replaced by the same command, and
+    /// timeouts, cancels and limits apply. A command that cannot start, or
+    /// ends without serving, fails [`build`](Self::build) with
+    /// [`BuildError::Spawn`].
+    ///
+    /// ```no_run
+    /// use parpool::{Executor, ProcessPool};
+    ///
+    /// parpool::task!(fn double(x: u64) -> u64 { x * 2 });
+    ///
+    /// fn main() {
+    ///     if std::env::args().any(|a| a == "--serve") {
+    ///         // Started by the pool below: serve it, then end.
+    ///         parpool::serve_worker().expect("serve the pool");
+    ///         return;
+    ///     }
+    ///     let me = std::env::current_exe().unwrap();
+    ///     let pool = ProcessPool::builder()
+    ///         .worker_command(me, ["--serve"])
+    ///         .build()
+    ///         .unwrap();
+    ///     assert_eq!(pool.submit(double, 21).join(), Ok(42));
+    /// }
+    /// ```
+    pub fn worker_command<I, S>(mut self, program: impl AsRef<OsStr>, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.config.worker_command = Some(WorkerCommand {
+            program: program.as_ref().to_owned(),
+            args: args.into_iter().map(|a| a.as_ref().to_owned()).collect(),
+        });
+        self
+    }
 
     /// Runs `task` on `input` once in every worker process as it starts
     /// (replacements included), before it takes any job. The task's output
@@ -229,7 +282,6 @@ impl ProcessPoolBuilder {
         self.config.start_timeout = timeout;
         self
     }
-
 
     /// Has the workers write outputs by value, for a pool whose parent
     /// forwards them to another machine: a `SharedBytes` is copied inline
@@ -256,7 +308,7 @@ impl ProcessPoolBuilder {
         let mut config = self.config;
         config.workers = BuildError::worker_count(self.workers)?;
         config.limits.check()?;
-        if std::env::var_os(os::WORKER_ENV).is_some() {
+        if os::started_as_worker() {
             // A worker that reached user code: the constructor did not run.
             // Refusing here prevents a runaway chain of processes.
             return Err(BuildError::InvalidSetting {
@@ -769,7 +821,34 @@ impl Executor for ProcessPool {
 /// linked in a way that drops them); a pool started without either says
 /// so when it builds. In an ordinary process it returns at once.
 pub fn init() {
-    if std::env::var_os(os::WORKER_ENV).is_some() {
+    if os::started_as_worker() {
         child::run();
     }
+}
+
+/// Serves the pool that started this process as a worker, and returns when
+/// the pool lets it go (it shut down, or replaced this worker): the body of
+/// a program started by [`ProcessPoolBuilder::worker_command`].
+///
+/// It runs every job the pool sends on the calling thread, with the tasks
+/// this program registered, and answers on the socket the pool passed as
+/// standard input (which it then points at `/dev/null`, so that a task
+/// reading stdin cannot garble the protocol). Call it once, before the
+/// program starts threads of its own if it can: it sets the process's
+/// memory limit and its `tracing` subscriber (events go to the pool).
+///
+/// # Errors
+/// At once, serving nothing, in a process that no pool started as a worker
+/// command ([`std::io::ErrorKind::InvalidInput`]); later, if the connection to
+/// the pool fails.
+pub fn serve_worker() -> std::io::Result<()> {
+    if !os::started_by_pool() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "serve_worker() serves the ProcessPool that started this process with \
+             worker_command(), and none did (its parent is not the pool named in \
+             the environment): start this program through a pool's worker_command",
+        ));
+    }
+    child::serve_process()
 }

@@ -22,6 +22,35 @@ pub(crate) const MAX_OUTPUT_ENV: &str = "PARPOOL_MAX_OUTPUT";
 /// [`Sharing::ByValue`]: crate::process::registry::Sharing::ByValue
 pub(crate) const BY_VALUE_ENV: &str = "PARPOOL_BY_VALUE";
 
+/// Whether this process was started by a pool as one of its default
+/// workers (this executable again, marked by [`WORKER_ENV`]): the marker is
+/// set, and the parent is the pool it names or stdin is a socket (the
+/// pool's, if the pool died already: the worker then ends at once). A
+/// program that a worker's task starts inherits the marker but neither, and
+/// runs as itself.
+pub(crate) fn started_as_worker() -> bool {
+    std::env::var_os(WORKER_ENV).is_some() && started_by_pool()
+}
+
+/// Whether a pool started this process as a worker, by default or through
+/// a worker command: the parent is the pool named in the environment, or
+/// stdin is a socket.
+pub(crate) fn started_by_pool() -> bool {
+    let Some(named) = std::env::var(PARENT_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    let parent = rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32);
+    parent == Some(named) || stdin_is_socket()
+}
+
+fn stdin_is_socket() -> bool {
+    rustix::fs::fstat(io::stdin().as_fd())
+        .is_ok_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Socket)
+}
+
 /// Takes the socket the parent passed as stdin, and puts `/dev/null` in its
 /// place so a task reading stdin cannot corrupt the protocol.
 pub(crate) fn take_stdin_socket() -> io::Result<OwnedFd> {

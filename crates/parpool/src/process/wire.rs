@@ -19,6 +19,11 @@ use parpool_ipc::transfer::{ObjectId, SharedObject};
 /// Largest frame either side accepts unless configured otherwise.
 pub(crate) const DEFAULT_MAX_FRAME: usize = 1 << 30;
 
+/// The protocol a worker speaks, said in its hello: parpool's version, so
+/// that a worker command built against another parpool is refused with a
+/// reason instead of misread.
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// Parent to worker.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub(crate) enum ToWorker {
@@ -87,8 +92,8 @@ pub(crate) enum Items {
 /// Worker to parent.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub(crate) enum FromWorker {
-    /// The worker is ready.
-    Hello { pid: u32 },
+    /// The worker is ready, and speaks this version's protocol.
+    Hello { pid: u32, version: String },
     /// A job's outcome: its encoded output, or why there is none.
     /// `shared`: how many descriptors (shared segments) came with it.
     Done {
@@ -212,7 +217,10 @@ mod tests {
     #[test]
     fn frames_round_trip() {
         let msgs = vec![
-            FromWorker::Hello { pid: 7 },
+            FromWorker::Hello {
+                pid: 7,
+                version: VERSION.to_owned(),
+            },
             FromWorker::Done {
                 id: 1,
                 shared: 0,
@@ -291,7 +299,14 @@ mod tests {
     #[test]
     fn truncated_frame_is_an_error() {
         let mut bytes = Vec::new();
-        write_frame(&mut bytes, &FromWorker::Hello { pid: 1 }).unwrap();
+        write_frame(
+            &mut bytes,
+            &FromWorker::Hello {
+                pid: 1,
+                version: VERSION.to_owned(),
+            },
+        )
+        .unwrap();
         bytes.pop();
         let err = read_frame::<_, FromWorker>(&mut &bytes[..], 1024, &mut Vec::new()).unwrap_err();
         assert!(matches!(err, FrameError::Io(_)), "{err}");

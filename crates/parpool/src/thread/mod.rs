@@ -167,8 +167,12 @@ impl ThreadPoolBuilder {
                 Ok(t) => {
                     crate::sync::lock(&pool.threads).push(t);
                 }
-                Err(source) => {
+                Err(e) => {
                     pool.shutdown_now();
+                    let source = std::io::Error::new(
+                        e.kind(),
+                        format!("{e} (lower the worker count or stack size)"),
+                    );
                     return Err(BuildError::Spawn { index, source });
                 }
             }

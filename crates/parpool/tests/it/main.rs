@@ -62,3 +62,5 @@ mod process_truth;
 mod progress;
 mod soak;
 mod wait;
+#[cfg(all(feature = "process", target_os = "linux"))]
+mod worker_command;

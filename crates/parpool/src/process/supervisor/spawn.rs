@@ -115,10 +115,18 @@ impl Conn {
             Err(e) => {
                 let _ = child.kill();
                 let status = child.wait().ok();
+                let hint = match &config.worker_command {
+                    Some(command) => format!(
+                        "the worker command {:?} must call parpool::serve_worker() and know \
+                         the pool's tasks",
+                        command.program
+                    ),
+                    None => "if this binary's main runs before parpool's constructor, call \
+                             parpool::init() first thing in main"
+                        .to_owned(),
+                };
                 return Err(StartError::Io(io::Error::other(format!(
-                    "the worker process did not start ({e}; exit status {status:?}); if this \
-                     binary's main runs before parpool's constructor, call parpool::init() \
-                     first thing in main"
+                    "the worker process did not start ({e}; exit status {status:?}); {hint}"
                 ))));
             }
         };
@@ -252,10 +260,23 @@ impl Conn {
 
 /// The worker's command line and environment.
 fn command(config: &Config, capture: &[Option<File>; 2]) -> io::Result<Command> {
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg0(format!("{} worker", config.name))
-        .env(os::WORKER_ENV, "1")
-        .env(os::PARENT_ENV, os::pid().to_string())
+    let mut cmd = match &config.worker_command {
+        // The command serves through `serve_worker()`, not the
+        // constructor: it must not be marked, and keeps its own argv[0]
+        // (an interpreter finds its installation from it).
+        Some(command) => {
+            let mut cmd = Command::new(&command.program);
+            cmd.args(&command.args).env_remove(os::WORKER_ENV);
+            cmd
+        }
+        None => {
+            let mut cmd = Command::new("/proc/self/exe");
+            cmd.arg0(format!("{} worker", config.name))
+                .env(os::WORKER_ENV, "1");
+            cmd
+        }
+    };
+    cmd.env(os::PARENT_ENV, os::pid().to_string())
         .env(os::MAX_FRAME_ENV, (config.limits.max_payload + 4096).to_string())
         .env(os::MAX_OUTPUT_ENV, config.limits.max_payload.to_string());
     if config.sharing == Sharing::ByValue {
@@ -290,8 +311,27 @@ fn handshake(ours: UnixStream, config: &Config) -> io::Result<(BufReader<FdStrea
     let mut reader = BufReader::with_capacity(64 * 1024, FdStream::new(ours));
     let mut buf = Vec::new();
     match wire::read_frame::<_, FromWorker>(&mut reader, 1 << 16, &mut buf) {
-        Ok(Some(FromWorker::Hello { .. })) => Ok((reader, 4 + buf.len() as u64)),
-        other => Err(io::Error::other(format!("it said {other:?}"))),
+        Ok(Some(FromWorker::Hello { version, .. })) if version == wire::VERSION => {
+            Ok((reader, 4 + buf.len() as u64))
+        }
+        Ok(Some(FromWorker::Hello { version, .. })) => Err(io::Error::other(format!(
+            "it runs parpool {version} and this pool parpool {}: build the worker against \
+             the same parpool",
+            wire::VERSION
+        ))),
+        Ok(Some(other)) => Err(io::Error::other(format!(
+            "it said {other:?} before hello"
+        ))),
+        Ok(None) => Err(io::Error::other("it ended without saying hello")),
+        Err(wire::FrameError::Io(e))
+            if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+        {
+            Err(io::Error::other(format!(
+                "it did not say hello within the start timeout ({:?})",
+                config.start_timeout
+            )))
+        }
+        Err(e) => Err(io::Error::other(format!("its hello did not arrive: {e}"))),
     }
 }
 
