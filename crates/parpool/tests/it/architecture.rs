@@ -102,6 +102,8 @@ fn defined(sources: &str, name: &str, words: &HashSet<&str>) -> bool {
         format!("let {name}"),
         format!("static {name}"),
         format!("const {name}"),
+        format!("def {name}"),
+        format!("class {name}"),
     ];
     forms.iter().any(|f| sources.contains(f.as_str()))
 }
@@ -147,7 +149,8 @@ fn architecture_md_names_only_what_exists() {
     let text = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
     let all = paths(&root);
     let mut sources = String::new();
-    for p in all.iter().filter(|p| p.ends_with(".rs")) {
+    // The Python package's names too (`parpool.WorkerCrashed`, `_run`).
+    for p in all.iter().filter(|p| p.ends_with(".rs") || p.ends_with(".py")) {
         sources.push_str(&std::fs::read_to_string(root.join(p)).unwrap_or_default());
         sources.push('\n');
     }

@@ -1,0 +1,394 @@
+"""``parpool.ProcessPoolExecutor``: ``concurrent.futures`` on parpool's
+process pool.
+
+The executor pickles each call, the native pool (``_parpool.Pool``) runs
+it in a worker process, and one thread of the executor (``parpool-results``)
+turns each job's end into its future's result or exception. A worker that
+dies fails only the task it ran; the pool starts another, and the executor
+goes on: it never breaks.
+"""
+
+import functools
+import itertools
+import multiprocessing.spawn
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import weakref
+from concurrent.futures import _base
+from concurrent.futures.process import BrokenProcessPool
+
+from . import _parpool
+
+__all__ = [
+    "ProcessPoolExecutor",
+    "WorkerCrashed",
+    "TaskTimeout",
+    "TaskError",
+    "InitializerFailed",
+]
+
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+# How often the results thread looks up from waiting, to notice shutdown.
+_POLL_SECONDS = 0.1
+
+
+class WorkerCrashed(BrokenProcessPool):
+    """The worker process running the task died: a segfault, ``os._exit``,
+    an abort, the kernel's out-of-memory killer, or a memory limit. Only
+    this task failed; the pool replaced the worker and goes on.
+
+    A subclass of ``BrokenProcessPool``, so code written for CPython's
+    executor still catches it; unlike there, the executor is not broken.
+    """
+
+
+class TaskTimeout(TimeoutError):
+    """The task ran past its timeout: its worker was killed (and replaced)."""
+
+
+class TaskError(RuntimeError):
+    """The pool could not run the task: its call or its result was larger
+    than the pool carries (1 GiB), or the pool shut down before it ran."""
+
+
+class InitializerFailed(BrokenProcessPool):
+    """A worker could not start: the executor's initializer raised, or the
+    worker could not prepare (import the main module, say). Raised by the
+    constructor, which starts every worker."""
+
+
+def _dumps(obj):
+    """Pickles ``obj``, with cloudpickle where the standard pickle cannot
+    (lambdas, closures, functions defined interactively)."""
+    try:
+        return pickle.dumps(obj, protocol=_PROTOCOL)
+    except (pickle.PicklingError, AttributeError, TypeError) as e:
+        try:
+            import cloudpickle
+        except ImportError:
+            raise pickle.PicklingError(
+                f"{e}; install cloudpickle (pip install cloudpickle) to send "
+                "lambdas, closures and functions defined interactively"
+            ) from e
+        return cloudpickle.dumps(obj, protocol=_PROTOCOL)
+
+
+def _worker_command():
+    """The program and arguments that start a worker: this interpreter,
+    with its flags, on parpool's worker module."""
+    if not sys.executable:
+        raise RuntimeError(
+            "parpool cannot start worker processes: sys.executable is not set "
+            "(an embedded interpreter); run from a python executable"
+        )
+    args = subprocess._args_from_interpreter_flags() + ["-m", "parpool._worker"]
+    return sys.executable, args
+
+
+class _Shared:
+    """What the executor and its results thread share (not the executor
+    itself, so that it can be collected and shut down when dropped). The
+    thread is not a daemon: it ends once the executor is shut down (by
+    ``shutdown``, at exit, or when the executor is collected) and every
+    future is settled, so the interpreter never stops it midway."""
+
+    def __init__(self, pool):
+        self.pool = pool
+        self.lock = threading.Lock()
+        self.futures = {}
+        self.shutdown = False
+
+
+class _Future(_base.Future):
+    """A future whose ``cancel()`` also stops a running task (its worker is
+    killed and replaced) and whose ``running()`` asks the pool."""
+
+    def __init__(self, shared, key):
+        super().__init__()
+        self._shared = shared
+        self._key = key
+
+    def cancel(self):
+        with self._condition:
+            if self._state == _base.FINISHED:
+                return False
+            if self._state in (_base.CANCELLED, _base.CANCELLED_AND_NOTIFIED):
+                return True
+        if self._shared.pool.cancel(self._key):
+            _mark_cancelled(self)
+            return True
+        return self.cancelled()
+
+    def running(self):
+        with self._condition:
+            if self._state != _base.PENDING:
+                return self._state == _base.RUNNING
+        return self._shared.pool.running(self._key)
+
+
+def _mark_cancelled(future):
+    """Moves a pending future to cancelled and tells its waiters (once,
+    whichever of the cancelling caller and the results thread comes first)."""
+    with future._condition:
+        if future._state == _base.PENDING:
+            _base.Future.cancel(future)
+            future.set_running_or_notify_cancel()
+
+
+def _settle(future, kind, payload):
+    """Gives a future the outcome of its job."""
+    if kind == "cancelled":
+        _mark_cancelled(future)
+        return
+    with future._condition:
+        if future._state != _base.PENDING:
+            return
+    if kind == "ok":
+        try:
+            ok, value = pickle.loads(payload)
+        except BaseException as e:  # noqa: BLE001 - the result's own failure
+            future.set_exception(
+                TaskError(f"the task's result could not be unpickled: {e!r}")
+            )
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+    elif kind == "crashed":
+        future.set_exception(WorkerCrashed(payload))
+    elif kind == "timeout":
+        future.set_exception(TaskTimeout(payload))
+    else:
+        future.set_exception(TaskError(payload))
+
+
+def _deliver(shared):
+    """The results thread: settles each future as its job ends, until the
+    executor is shut down and no future is left."""
+    pool = shared.pool
+    while True:
+        done = pool.next_done(_POLL_SECONDS)
+        if done is None:
+            with shared.lock:
+                if shared.shutdown and not shared.futures:
+                    return
+            continue
+        key, kind, payload = done
+        with shared.lock:
+            future = shared.futures.pop(key, None)
+        if future is not None:
+            _settle(future, kind, payload)
+
+
+def _process_chunk(fn, chunk):
+    """Runs ``fn`` over one chunk of ``map``'s argument tuples."""
+    return [fn(*args) for args in chunk]
+
+
+def _chunks(iterables, chunksize):
+    it = zip(*iterables)
+    while True:
+        chunk = tuple(itertools.islice(it, chunksize))
+        if not chunk:
+            return
+        yield chunk
+
+
+def _flatten(lists):
+    """Yields the items of each list in order, dropping them as it goes."""
+    for items in lists:
+        items.reverse()
+        while items:
+            yield items.pop()
+
+
+# Shown as parpool's own (their home is an implementation detail).
+for _public in (WorkerCrashed, TaskTimeout, TaskError, InitializerFailed):
+    _public.__module__ = "parpool"
+
+_live = weakref.WeakSet()
+_interpreter_exiting = False
+
+
+def _at_exit():
+    global _interpreter_exiting
+    _interpreter_exiting = True
+    for executor in list(_live):
+        executor.shutdown(wait=True)
+
+
+try:
+    threading._register_atexit(_at_exit)
+except AttributeError:  # not CPython
+    import atexit
+
+    atexit.register(_at_exit)
+
+
+def _close(shared):
+    with shared.lock:
+        shared.shutdown = True
+    shared.pool.shutdown(False)
+
+
+class ProcessPoolExecutor(_base.Executor):
+    """A ``concurrent.futures`` executor whose tasks run in worker
+    processes, like ``concurrent.futures.ProcessPoolExecutor``, with what
+    that one lacks:
+
+    - a worker that crashes (segfault, ``os._exit``, abort, out of memory)
+      fails only its task, with :class:`WorkerCrashed`; the pool starts a
+      new worker and the executor goes on (no ``BrokenProcessPool`` state);
+    - ``task_timeout`` (seconds) kills a worker whose task runs too long,
+      failing that task with :class:`TaskTimeout`;
+    - ``Future.cancel()`` stops a running task too (its worker is killed and
+      replaced);
+    - ``memory_limit`` (bytes) caps each worker's address space.
+
+    Workers start as fresh interpreters (like the ``spawn`` start method,
+    whatever ``mp_context`` says), all of them in the constructor: a
+    worker's ``sys.path``, working directory and main module are the
+    parent's, so functions defined in the main script unpickle in the
+    worker (guard the script's work with ``if __name__ == "__main__":``).
+    Calls are pickled, with cloudpickle if it is installed and the standard
+    pickle refuses (lambdas, closures).
+
+    >>> from parpool import ProcessPoolExecutor
+    >>> with ProcessPoolExecutor(max_workers=2) as ex:
+    ...     list(ex.map(abs, [-1, -2, 3]))
+    [1, 2, 3]
+    """
+
+    def __init__(
+        self,
+        max_workers=None,
+        mp_context=None,
+        initializer=None,
+        initargs=(),
+        *,
+        max_tasks_per_child=None,
+        task_timeout=None,
+        memory_limit=None,
+        quiet=False,
+    ):
+        # In a worker importing the parent's main module: the script lacks
+        # its `if __name__ == "__main__":` guard (multiprocessing says so).
+        multiprocessing.spawn._check_not_importing_main()
+        if max_workers is None:
+            max_workers = os.cpu_count() or 1
+        elif max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        if max_tasks_per_child is not None:
+            if not isinstance(max_tasks_per_child, int):
+                raise TypeError("max_tasks_per_child must be an integer")
+            if max_tasks_per_child <= 0:
+                raise ValueError("max_tasks_per_child must be >= 1")
+        if task_timeout is not None and task_timeout < 0:
+            raise ValueError("task_timeout must be a number of seconds >= 0")
+        self._max_workers = max_workers
+        self._mp_context = mp_context
+        user = None
+        if initializer is not None:
+            user = _dumps((initializer, tuple(initargs)))
+        preparation = multiprocessing.spawn.get_preparation_data("parpool-worker")
+        # The key multiprocessing's connections authenticate with, as
+        # plain bytes: its own type refuses to be pickled outside a spawn.
+        if "authkey" in preparation:
+            preparation["authkey"] = bytes(preparation["authkey"])
+        program, args = _worker_command()
+        try:
+            pool = _parpool.Pool(
+                max_workers,
+                program,
+                args,
+                max_jobs_per_worker=max_tasks_per_child,
+                job_timeout=task_timeout,
+                memory_limit=memory_limit,
+                initializer=pickle.dumps((preparation, user), protocol=_PROTOCOL),
+                quiet=quiet,
+            )
+        except _parpool.InitializerError as e:
+            raise InitializerFailed(str(e)) from None
+        self._shared = _Shared(pool)
+        self._thread = threading.Thread(
+            target=_deliver, args=(self._shared,), name="parpool-results"
+        )
+        self._thread.start()
+        weakref.finalize(self, _close, self._shared)
+        _live.add(self)
+
+    def submit(self, fn, /, *args, **kwargs):
+        """Schedules ``fn(*args, **kwargs)`` in a worker and returns its
+        future. A call that cannot be pickled gives a future holding that
+        error."""
+        return self._submit(fn, args, kwargs, None)
+
+    def submit_with_timeout(self, timeout, fn, /, *args, **kwargs):
+        """Like :meth:`submit`, with a timeout (seconds) for this task
+        alone, in place of the executor's ``task_timeout``: past it, the
+        worker is killed and the future fails with :class:`TaskTimeout`."""
+        if timeout is None or timeout < 0:
+            raise ValueError("timeout must be a number of seconds >= 0")
+        return self._submit(fn, args, kwargs, float(timeout))
+
+    def _submit(self, fn, args, kwargs, timeout):
+        shared = self._shared
+        with shared.lock:
+            if shared.shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if _interpreter_exiting:
+                raise RuntimeError(
+                    "cannot schedule new futures after interpreter shutdown"
+                )
+            try:
+                pickled = _dumps((fn, args, kwargs))
+            except BaseException as e:  # noqa: BLE001 - the future carries it
+                future = _base.Future()
+                future.set_exception(e)
+                return future
+            key = shared.pool.submit(pickled, timeout)
+            future = _Future(shared, key)
+            shared.futures[key] = future
+            return future
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1):
+        """Like the builtin ``map``, with the calls run in workers,
+        ``chunksize`` of them per task; results come in order. ``timeout``
+        bounds the wait for all results, from the call."""
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        results = super().map(
+            functools.partial(_process_chunk, fn),
+            _chunks(iterables, chunksize),
+            timeout=timeout,
+        )
+        return _flatten(results)
+
+    def shutdown(self, wait=True, *, cancel_futures=False):
+        """Refuses new tasks; with ``wait``, returns once every task ended
+        and the workers exited. ``cancel_futures`` cancels the tasks that
+        have not started."""
+        shared = self._shared
+        with shared.lock:
+            shared.shutdown = True
+            pending = list(shared.futures.values())
+        if cancel_futures:
+            for future in pending:
+                if not future.running():
+                    future.cancel()
+        shared.pool.shutdown(wait)
+        if wait and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def worker_pids(self):
+        """The worker processes' ids."""
+        return self._shared.pool.worker_pids()
+
+
+ProcessPoolExecutor.__module__ = "parpool"

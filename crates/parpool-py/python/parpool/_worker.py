@@ -1,0 +1,92 @@
+"""The worker side of parpool's executor: ``python -m parpool._worker``.
+
+A pool starts each worker as this module, which serves the pool
+(``_parpool.serve_worker``) until the pool lets it go. Each job is one
+pickled call, handed to :func:`_run` by the native half; nothing a call
+raises escapes it, so a worker ends only when its process does.
+"""
+
+import os
+import pickle
+import signal
+import sys
+from concurrent.futures.process import _ExceptionWithTraceback
+
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+
+def _dumps_outcome(ok, value):
+    """Pickles ``(ok, value)``; a value or exception that cannot be
+    pickled becomes an exception that says so."""
+    try:
+        return pickle.dumps((ok, value), protocol=_PROTOCOL)
+    except BaseException as e:  # noqa: BLE001 - reported to the caller
+        what = "result" if ok else "exception"
+        err = RuntimeError(
+            f"the task's {what} could not be pickled to send it back: {e!r}"
+        )
+        return pickle.dumps(
+            (False, _ExceptionWithTraceback(err, err.__traceback__)),
+            protocol=_PROTOCOL,
+        )
+
+
+def _run(pickled):
+    """Unpickles ``(fn, args, kwargs)``, calls it and returns the pickled
+    outcome: ``(True, result)`` or ``(False, exception)``, the exception
+    carrying its traceback as text (as CPython's executor sends it)."""
+    try:
+        fn, args, kwargs = pickle.loads(pickled)
+        outcome = (True, fn(*args, **kwargs))
+    except BaseException as e:  # noqa: BLE001 - the task's own failure
+        outcome = (False, _ExceptionWithTraceback(e, e.__traceback__))
+    finally:
+        # What the task printed leaves before its result.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a closed stream is not ours
+                pass
+    return _dumps_outcome(*outcome)
+
+
+def _initialize(pickled):
+    """Prepares a new worker as ``multiprocessing``'s spawn start method
+    does (the parent's ``sys.path``, working directory and main module, so
+    that functions defined there unpickle here), then runs the executor's
+    initializer if it has one. An exception fails the worker's start, its
+    text the reason."""
+    import multiprocessing.process
+    import multiprocessing.spawn
+
+    preparation, user = pickle.loads(pickled)
+    # While the main module is imported, an executor it would start (a
+    # script without an `if __name__ == "__main__":` guard) is refused
+    # with multiprocessing's own explanation, not started again and again.
+    process = multiprocessing.process.current_process()
+    process._inheriting = True
+    try:
+        multiprocessing.spawn.prepare(preparation)
+    finally:
+        process._inheriting = False
+    if user is not None:
+        initializer, initargs = pickle.loads(user)
+        initializer(*initargs)
+    return b""
+
+
+def main():
+    # Ctrl-C goes to the whole process group: the parent decides what a
+    # worker does about it (its pool kills the workers it no longer needs).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from parpool import _parpool
+
+    try:
+        _parpool.serve_worker()
+    except OSError as e:
+        print(f"parpool worker {os.getpid()}: {e}", file=sys.stderr)
+        sys.exit(71)
+
+
+if __name__ == "__main__":
+    main()

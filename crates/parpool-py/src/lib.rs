@@ -1,0 +1,280 @@
+//! The native half of parpool's Python package (`parpool._parpool`): a
+//! [`ProcessPool`] whose workers are Python interpreters, and the one task
+//! they run, a pickled call.
+//!
+//! The Python half (`python/parpool/`) builds on it: the executor pickles
+//! `(fn, args, kwargs)`, [`Pool::submit`] sends the bytes to a worker, where
+//! [`py_call`] hands them to `parpool._worker._run`, which unpickles, calls
+//! and pickles the outcome (a value or the exception) back. A worker that
+//! dies or overruns its timeout fails that job alone; the pool replaces the
+//! worker, as it does for Rust tasks.
+//!
+//! Threads: the pool's own threads never touch Python. A job's end is
+//! posted, as its key, on a channel that one Python thread of the executor
+//! reads ([`Pool::next_done`]), without the GIL while it waits. Every call
+//! that can block (building, shutting down, waiting) releases the GIL.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use parpool::{BuildError, Executor, JobError, JobHandle, JobOptions, ProcessPool, WorkerOutput};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString};
+use serde_bytes::ByteBuf;
+
+parpool::task!(
+    /// Runs one pickled call in a worker: `parpool._worker._run` unpickles
+    /// `(fn, args, kwargs)`, calls it and returns the pickled outcome, and
+    /// lets nothing escape; a failure here (the package cannot be imported
+    /// in the worker) is a bug in the installation, reported as a panic.
+    fn py_call(pickled: ByteBuf) -> ByteBuf {
+        Python::attach(|py| run_pickled(py, "_run", &pickled))
+            .unwrap_or_else(|e| panic!("parpool's worker module failed: {e}"))
+    }
+);
+
+parpool::task!(
+    /// Prepares each new worker (the parent's `sys.path`, working
+    /// directory and main module) and runs the executor's initializer, if
+    /// any: `parpool._worker._initialize`. An exception fails the worker's
+    /// start, and so the pool's build, with the exception as the reason.
+    fn py_init(pickled: ByteBuf) {
+        if let Err(e) = Python::attach(|py| run_pickled(py, "_initialize", &pickled)) {
+            panic!("{e}");
+        }
+    }
+);
+
+create_exception!(
+    _parpool,
+    InitializerError,
+    PyRuntimeError,
+    "A worker could not start: its preparation or the executor's initializer raised."
+);
+
+/// Calls `parpool._worker.<function>(pickled)` and returns the bytes it
+/// returns.
+fn run_pickled(py: Python<'_>, function: &str, pickled: &[u8]) -> PyResult<ByteBuf> {
+    let returned = py
+        .import("parpool._worker")?
+        .getattr(function)?
+        .call1((PyBytes::new(py, pickled),))?;
+    let bytes = returned.cast_into::<PyBytes>()?;
+    Ok(ByteBuf::from(bytes.as_bytes().to_vec()))
+}
+
+/// A pool of Python worker processes, as the executor drives it. Jobs are
+/// known by a key (their job id); each one's end is posted to
+/// [`next_done`](Pool::next_done).
+#[pyclass(module = "parpool._parpool", frozen)]
+struct Pool {
+    pool: ProcessPool,
+    /// The jobs not yet taken by `next_done`.
+    jobs: Mutex<HashMap<u64, JobHandle<ByteBuf>>>,
+    /// Where a job's end is posted (its key).
+    ended: Sender<u64>,
+    ends: Mutex<Receiver<u64>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("pool", &self.pool).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A duration in seconds from Python, refused if negative or not a number.
+fn seconds(what: &str, s: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(s).map_err(|_| {
+        PyValueError::new_err(format!("{what} must be a number of seconds >= 0, not {s}"))
+    })
+}
+
+/// The word the Python side keys its exception on, for a job's error.
+fn error_kind(e: &JobError) -> &'static str {
+    match e {
+        JobError::Crashed { .. } => "crashed",
+        JobError::TimedOut { .. } => "timeout",
+        JobError::Cancelled => "cancelled",
+        JobError::TooLarge { .. } => "too_large",
+        JobError::Shutdown => "shutdown",
+        _ => "error",
+    }
+}
+
+#[pymethods]
+impl Pool {
+    /// Starts `workers` worker processes as `program args…` and waits until
+    /// each serves.
+    #[new]
+    #[pyo3(signature = (
+        workers, program, args, *, max_jobs_per_worker=None, job_timeout=None,
+        memory_limit=None, start_timeout=60.0, initializer=None, quiet=false
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        workers: usize,
+        program: std::path::PathBuf,
+        args: Vec<String>,
+        max_jobs_per_worker: Option<u64>,
+        job_timeout: Option<f64>,
+        memory_limit: Option<u64>,
+        start_timeout: f64,
+        initializer: Option<Vec<u8>>,
+        quiet: bool,
+    ) -> PyResult<Self> {
+        let mut builder = ProcessPool::builder()
+            .name("parpool-py")
+            .workers(workers)
+            .worker_command(program, args)
+            .start_timeout(seconds("start_timeout", start_timeout)?)
+            .max_payload(1 << 30);
+        if let Some(n) = max_jobs_per_worker {
+            builder = builder.max_jobs_per_worker(n);
+        }
+        if let Some(t) = job_timeout {
+            builder = builder.job_timeout(seconds("timeout", t)?);
+        }
+        if let Some(bytes) = memory_limit {
+            builder = builder.memory_limit(bytes);
+        }
+        if let Some(pickled) = initializer {
+            builder = builder.initializer(py_init, ByteBuf::from(pickled));
+        }
+        if quiet {
+            builder = builder
+                .stdout(WorkerOutput::Null)
+                .stderr(WorkerOutput::Null);
+        }
+        let pool = py.detach(|| builder.build()).map_err(|e| match e {
+            // The Python exception's own words, without the panic's frame.
+            BuildError::Initializer {
+                index,
+                error: JobError::Panicked(info),
+            } => InitializerError::new_err(format!(
+                "worker {index} could not start: {}",
+                info.message
+            )),
+            BuildError::Initializer { .. } => InitializerError::new_err(e.to_string()),
+            e => PyRuntimeError::new_err(e.to_string()),
+        })?;
+        let (ended, ends) = mpsc::channel();
+        Ok(Pool {
+            pool,
+            jobs: Mutex::new(HashMap::new()),
+            ended,
+            ends: Mutex::new(ends),
+        })
+    }
+
+    /// Sends a pickled call to a worker; returns the job's key. `timeout`
+    /// (seconds) kills its worker if it runs longer.
+    #[pyo3(signature = (pickled, timeout=None))]
+    fn submit(&self, pickled: &[u8], timeout: Option<f64>) -> PyResult<u64> {
+        let mut options = JobOptions::new();
+        if let Some(t) = timeout {
+            options = options.timeout(seconds("timeout", t)?);
+        }
+        let handle = self
+            .pool
+            .submit_with(options, py_call, ByteBuf::from(pickled.to_vec()));
+        let key = handle.id().get();
+        let ended = self.ended.clone();
+        let mut jobs = lock(&self.jobs);
+        // Registered before its end can be posted, so `next_done` finds it.
+        let handle = jobs.entry(key).or_insert(handle);
+        handle.on_done(move |_| {
+            let _ = ended.send(key);
+        });
+        Ok(key)
+    }
+
+    /// Waits up to `timeout` seconds for a job to end. Returns `None` if
+    /// none did, else `(key, kind, payload)`: kind `"ok"` with the pickled
+    /// outcome as bytes, or the error's kind (`"crashed"`, `"timeout"`,
+    /// `"cancelled"`, `"too_large"`, `"shutdown"`, `"error"`) with its
+    /// message.
+    fn next_done(
+        &self,
+        py: Python<'_>,
+        timeout: f64,
+    ) -> PyResult<Option<(u64, &'static str, Py<PyAny>)>> {
+        let wait = seconds("timeout", timeout)?;
+        // Disconnected cannot happen: the pool holds a sender.
+        let key = py.detach(|| lock(&self.ends).recv_timeout(wait).ok());
+        let Some(key) = key else { return Ok(None) };
+        let Some(handle) = lock(&self.jobs).remove(&key) else {
+            return Ok(None);
+        };
+        // Resolved already (its end was posted), so this does not wait.
+        let result = py.detach(|| handle.join());
+        Ok(Some(match result {
+            Ok(bytes) => (key, "ok", PyBytes::new(py, &bytes).into_any().unbind()),
+            Err(e) => (
+                key,
+                error_kind(&e),
+                PyString::new(py, &e.to_string()).into_any().unbind(),
+            ),
+        }))
+    }
+
+    /// Cancels job `key`: a queued job never starts, a running one has its
+    /// worker killed (and replaced). True if this call resolved it.
+    fn cancel(&self, key: u64) -> bool {
+        lock(&self.jobs).get(&key).is_some_and(JobHandle::cancel)
+    }
+
+    /// Whether job `key` runs in a worker now.
+    fn running(&self, key: u64) -> bool {
+        lock(&self.jobs)
+            .get(&key)
+            .is_some_and(JobHandle::is_running)
+    }
+
+    /// Refuses new jobs; with `wait`, also waits until every job ended and
+    /// the workers exited.
+    fn shutdown(&self, py: Python<'_>, wait: bool) {
+        py.detach(|| {
+            if wait {
+                self.pool.shutdown();
+            } else {
+                self.pool.close();
+            }
+        });
+    }
+
+    /// The worker processes' ids, in slot order.
+    fn worker_pids(&self) -> Vec<u32> {
+        self.pool.worker_pids()
+    }
+
+    /// How many workers were started to replace others.
+    fn respawns(&self) -> u64 {
+        self.pool.respawns()
+    }
+}
+
+/// Serves the pool that started this process, until it lets the worker
+/// go: the body of `python -m parpool._worker`.
+#[pyfunction]
+fn serve_worker(py: Python<'_>) -> PyResult<()> {
+    py.detach(parpool::serve_worker)
+        .map_err(|e| PyOSError::new_err(e.to_string()))
+}
+
+/// The native half of parpool's Python package.
+#[pymodule]
+fn _parpool(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Pool>()?;
+    m.add("InitializerError", m.py().get_type::<InitializerError>())?;
+    m.add_function(wrap_pyfunction!(serve_worker, m)?)?;
+    Ok(())
+}

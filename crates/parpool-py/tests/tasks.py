@@ -1,0 +1,65 @@
+"""Tasks the tests send to workers: module-level, so workers import them."""
+
+import ctypes
+import os
+import signal
+import time
+
+STATE = {}
+
+
+def square(x):
+    return x * x
+
+
+def add(a, b):
+    return a + b
+
+
+def pid(_=None):
+    return os.getpid()
+
+
+def sleep(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def fail(message):
+    raise ValueError(message)
+
+
+def exit_hard(code):
+    os._exit(code)
+
+
+def segfault(_=None):
+    ctypes.string_at(0)
+
+
+def abort(_=None):
+    os.abort()
+
+
+def kill_self(_=None):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def allocate(mib):
+    return len(bytearray(mib << 20))
+
+
+def remember(key, value):
+    STATE[key] = value
+
+
+def recall(key):
+    return STATE.get(key)
+
+
+def refuse_to_start():
+    raise RuntimeError("this initializer refuses")
+
+
+def unpicklable_result(_=None):
+    return lambda: None

@@ -1,0 +1,294 @@
+"""parpool.ProcessPoolExecutor: concurrent.futures' behaviour, and what it
+adds (crashes fail alone, timeouts, cancel of running tasks). Every wait
+is bounded: a hang fails the test instead of stalling the suite."""
+
+import asyncio
+import concurrent.futures as cf
+import os
+import pickle
+import random
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+import parpool
+import tasks
+
+# The longest any single result may take before the test calls it a hang.
+PATIENCE = 60
+
+
+@pytest.fixture
+def ex():
+    with parpool.ProcessPoolExecutor(max_workers=2, quiet=True) as executor:
+        yield executor
+
+
+def until(condition, seconds=PATIENCE):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never came true"
+        time.sleep(0.01)
+
+
+def test_it_is_an_executor_and_runs_calls_in_other_processes(ex):
+    assert isinstance(ex, cf.Executor)
+    assert ex.submit(tasks.square, 7).result(PATIENCE) == 49
+    assert ex.submit(tasks.add, 2, b=3).result(PATIENCE) == 5
+    pids = {ex.submit(tasks.pid).result(PATIENCE) for _ in range(20)}
+    assert os.getpid() not in pids
+    assert pids <= set(ex.worker_pids())
+
+
+def test_an_exception_comes_back_with_the_remote_traceback(ex):
+    future = ex.submit(tasks.fail, "no")
+    with pytest.raises(ValueError, match="no") as info:
+        future.result(PATIENCE)
+    cause = info.value.__cause__
+    assert cause is not None and "tasks.py" in str(cause), cause
+    assert "in fail" in str(cause)
+
+
+@pytest.mark.parametrize(
+    "crash", [tasks.exit_hard, tasks.segfault, tasks.abort, tasks.kill_self]
+)
+def test_a_crash_fails_its_task_alone_and_the_pool_goes_on(ex, crash):
+    before = set(ex.worker_pids())
+    slow = [ex.submit(tasks.sleep, 0.2) for _ in range(3)]
+    crashed = ex.submit(crash, 3)
+    with pytest.raises(parpool.WorkerCrashed) as info:
+        crashed.result(PATIENCE)
+    # Code written for CPython's executor still catches it.
+    assert isinstance(info.value, cf.process.BrokenProcessPool)
+    assert [f.result(PATIENCE) for f in slow] == [0.2] * 3
+    assert ex.submit(tasks.square, 3).result(PATIENCE) == 9
+    assert set(ex.worker_pids()) != before, "the dead worker was replaced"
+
+
+def test_a_memory_limit_fails_the_greedy_task_alone():
+    with parpool.ProcessPoolExecutor(
+        max_workers=1, memory_limit=1 << 30, quiet=True
+    ) as ex:
+        greedy = ex.submit(tasks.allocate, 4096)
+        with pytest.raises((parpool.WorkerCrashed, MemoryError)):
+            greedy.result(PATIENCE)
+        assert ex.submit(tasks.allocate, 16).result(PATIENCE) == 16 << 20
+
+
+def test_a_task_past_its_timeout_is_killed_and_fails_alone(ex):
+    start = time.monotonic()
+    late = ex.submit_with_timeout(0.3, tasks.sleep, 30)
+    with pytest.raises(parpool.TaskTimeout):
+        late.result(PATIENCE)
+    assert time.monotonic() - start < 20
+    assert ex.submit(tasks.square, 4).result(PATIENCE) == 16
+
+
+def test_the_executor_wide_timeout_applies_to_every_task():
+    with parpool.ProcessPoolExecutor(max_workers=1, task_timeout=0.3, quiet=True) as ex:
+        with pytest.raises(parpool.TaskTimeout):
+            ex.submit(tasks.sleep, 30).result(PATIENCE)
+        assert ex.submit(tasks.sleep, 0.01).result(PATIENCE) == 0.01
+
+
+def test_cancel_stops_a_running_task(ex):
+    running = ex.submit(tasks.sleep, 30)
+    until(running.running)
+    start = time.monotonic()
+    assert running.cancel()
+    assert running.cancelled()
+    with pytest.raises(cf.CancelledError):
+        running.result(PATIENCE)
+    assert time.monotonic() - start < 20
+    assert ex.submit(tasks.square, 5).result(PATIENCE) == 25
+
+
+def test_cancel_of_a_queued_task_keeps_it_from_running(ex):
+    blockers = [ex.submit(tasks.sleep, 0.5) for _ in range(2)]
+    queued = ex.submit(tasks.square, 6)
+    assert queued.cancel()
+    assert queued.cancelled()
+    done, _ = cf.wait([queued], timeout=PATIENCE)
+    assert queued in done
+    assert [b.result(PATIENCE) for b in blockers] == [0.5, 0.5]
+    finished = ex.submit(tasks.square, 2)
+    assert finished.result(PATIENCE) == 4
+    assert not finished.cancel()
+
+
+def test_map_keeps_order_with_chunks_and_bounds_its_wait(ex):
+    xs = list(range(1000))
+    assert list(ex.map(tasks.square, xs, chunksize=37)) == [x * x for x in xs]
+    assert list(ex.map(tasks.add, [1, 2], [10, 20])) == [11, 22]
+    with pytest.raises(ValueError):
+        ex.map(tasks.square, xs, chunksize=0)
+    results = ex.map(tasks.sleep, [5, 5], timeout=0.2)
+    with pytest.raises(cf.TimeoutError):
+        list(results)
+
+
+def test_as_completed_and_wait_see_every_future(ex):
+    futures = [ex.submit(tasks.sleep, 0.01 * (i % 5)) for i in range(40)]
+    seen = list(cf.as_completed(futures, timeout=PATIENCE))
+    assert set(seen) == set(futures)
+    crash = ex.submit(tasks.exit_hard, 1)
+    ok = ex.submit(tasks.square, 2)
+    done, not_done = cf.wait([crash, ok], timeout=PATIENCE, return_when=cf.ALL_COMPLETED)
+    assert not not_done and done == {crash, ok}
+
+
+def test_asyncio_awaits_through_run_in_executor(ex):
+    async def main():
+        loop = asyncio.get_running_loop()
+        calls = [loop.run_in_executor(ex, tasks.square, i) for i in range(50)]
+        return await asyncio.wait_for(asyncio.gather(*calls), PATIENCE)
+
+    assert asyncio.run(main()) == [i * i for i in range(50)]
+
+
+def test_lambdas_travel_with_cloudpickle_or_say_what_to_install(ex):
+    future = ex.submit(lambda x: x + 1, 1)
+    try:
+        import cloudpickle  # noqa: F401
+    except ImportError:
+        with pytest.raises(pickle.PicklingError, match="cloudpickle"):
+            future.result(PATIENCE)
+    else:
+        assert future.result(PATIENCE) == 2
+
+
+def test_an_unpicklable_result_fails_its_task_with_a_reason(ex):
+    with pytest.raises(RuntimeError, match="could not be pickled"):
+        ex.submit(tasks.unpicklable_result).result(PATIENCE)
+    assert ex.submit(tasks.square, 3).result(PATIENCE) == 9
+
+
+def test_the_initializer_runs_in_every_worker():
+    with parpool.ProcessPoolExecutor(
+        max_workers=2, initializer=tasks.remember, initargs=("greeting", "hi"), quiet=True
+    ) as ex:
+        assert {ex.submit(tasks.recall, "greeting").result(PATIENCE) for _ in range(10)} == {"hi"}
+        # A replacement runs it too.
+        ex.submit(tasks.exit_hard, 1).exception(PATIENCE)
+        assert {ex.submit(tasks.recall, "greeting").result(PATIENCE) for _ in range(10)} == {"hi"}
+
+
+def test_a_failing_initializer_fails_the_constructor_with_its_reason():
+    with pytest.raises(parpool.InitializerFailed, match="refuses"):
+        parpool.ProcessPoolExecutor(max_workers=1, initializer=tasks.refuse_to_start, quiet=True)
+    with pytest.raises(TypeError):
+        parpool.ProcessPoolExecutor(initializer=42)
+    with pytest.raises(ValueError):
+        parpool.ProcessPoolExecutor(max_workers=0)
+    with pytest.raises(ValueError):
+        parpool.ProcessPoolExecutor(max_tasks_per_child=0)
+
+
+def test_max_tasks_per_child_replaces_workers():
+    with parpool.ProcessPoolExecutor(max_workers=1, max_tasks_per_child=2, quiet=True) as ex:
+        pids = [ex.submit(tasks.pid).result(PATIENCE) for _ in range(6)]
+    assert len(set(pids)) == 3, pids
+
+
+def test_shutdown_refuses_new_work_and_cancel_futures_cancels_the_queue():
+    ex = parpool.ProcessPoolExecutor(max_workers=1, quiet=True)
+    first = ex.submit(tasks.sleep, 0.5)
+    until(first.running)
+    queued = [ex.submit(tasks.square, i) for i in range(20)]
+    ex.shutdown(wait=True, cancel_futures=True)
+    assert first.result(0) == 0.5
+    assert all(f.cancelled() for f in queued)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        ex.submit(tasks.square, 1)
+
+
+def test_functions_of_the_main_script_unpickle_in_workers(tmp_path):
+    script = tmp_path / "main_script.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import parpool
+
+            def triple(x):
+                return 3 * x
+
+            if __name__ == "__main__":
+                with parpool.ProcessPoolExecutor(max_workers=2) as ex:
+                    print(sum(ex.map(triple, range(10))))
+            """
+        )
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=PATIENCE
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "135"
+
+
+def test_a_script_without_the_main_guard_is_refused_with_the_reason(tmp_path):
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "import parpool\n"
+        "ex = parpool.ProcessPoolExecutor(max_workers=1)\n"
+        "print(ex.submit(abs, -1).result())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=PATIENCE
+    )
+    assert out.returncode != 0
+    assert "InitializerFailed" in out.stderr, out.stderr
+    assert "bootstrapping phase" in out.stderr, out.stderr
+
+
+def test_many_tiny_tasks_all_arrive(ex):
+    futures = [ex.submit(tasks.square, i) for i in range(20_000)]
+    assert [f.result(PATIENCE) for f in futures] == [i * i for i in range(20_000)]
+    total = sum(ex.map(tasks.square, range(100_000), chunksize=1000))
+    assert total == sum(i * i for i in range(100_000))
+
+
+def test_random_crashes_timeouts_and_cancels_never_hang_or_lie():
+    """The adversary: a seeded mix of values, exceptions, crashes, timeouts
+    and cancels. Each future ends as its task says, none hangs, and the
+    executor still works after."""
+    seed = int(os.environ.get("PARPOOL_PY_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    with parpool.ProcessPoolExecutor(max_workers=2, quiet=True) as ex:
+        plan = []
+        for i in range(300):
+            kind = rng.choice(["value", "value", "value", "raise", "crash", "timeout", "cancel"])
+            if kind == "value":
+                f = ex.submit(tasks.square, i)
+            elif kind == "raise":
+                f = ex.submit(tasks.fail, str(i))
+            elif kind == "crash":
+                f = ex.submit(rng.choice([tasks.exit_hard, tasks.segfault, tasks.abort]), 1)
+            elif kind == "timeout":
+                f = ex.submit_with_timeout(0.05, tasks.sleep, 30)
+            else:
+                f = ex.submit(tasks.sleep, rng.choice([0, 0.01, 3]))
+            plan.append((i, kind, f))
+        for i, kind, f in plan:
+            if kind == "cancel" and rng.random() < 0.9:
+                f.cancel()
+        for i, kind, f in plan:
+            context = f"seed {seed}, task {i} ({kind})"
+            if kind == "value":
+                assert f.result(PATIENCE) == i * i, context
+            elif kind == "raise":
+                with pytest.raises(ValueError):
+                    f.result(PATIENCE)
+            elif kind == "crash":
+                assert isinstance(f.exception(PATIENCE), parpool.WorkerCrashed), context
+            elif kind == "timeout":
+                assert isinstance(f.exception(PATIENCE), parpool.TaskTimeout), context
+            elif f.cancelled():
+                with pytest.raises(cf.CancelledError):
+                    f.result(PATIENCE)
+            else:
+                assert f.result(PATIENCE) in (0, 0.01, 3), context
+            assert f.done(), context
+        assert ex.submit(tasks.square, 9).result(PATIENCE) == 81
