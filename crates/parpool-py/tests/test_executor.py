@@ -243,6 +243,20 @@ def test_a_script_without_the_main_guard_is_refused_with_the_reason(tmp_path):
     assert "bootstrapping phase" in out.stderr, out.stderr
 
 
+def test_a_forked_child_is_told_to_make_its_own_executor(ex):
+    assert ex.submit(tasks.square, 2).result(PATIENCE) == 4
+    child = os.fork()
+    if child == 0:
+        try:
+            ex.submit(tasks.square, 3)
+        except RuntimeError as e:
+            os._exit(0 if "forked" in str(e) else 2)
+        os._exit(1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert ex.submit(tasks.square, 3).result(PATIENCE) == 9
+
+
 def test_many_tiny_tasks_all_arrive(ex):
     futures = [ex.submit(tasks.square, i) for i in range(20_000)]
     assert [f.result(PATIENCE) for f in futures] == [i * i for i in range(20_000)]

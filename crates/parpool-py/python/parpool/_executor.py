@@ -88,6 +88,17 @@ def _worker_command():
     return sys.executable, args
 
 
+def _after_fork_in_child():
+    # The pool's threads did not come along: an executor made before the
+    # fork cannot run anything in the child.
+    for executor in list(_live):
+        executor._shared.forked = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class _Shared:
     """What the executor and its results thread share (not the executor
     itself, so that it can be collected and shut down when dropped). The
@@ -100,6 +111,8 @@ class _Shared:
         self.lock = threading.Lock()
         self.futures = {}
         self.shutdown = False
+        # Set in a child forked after the executor was made.
+        self.forked = False
 
 
 class _Future(_base.Future):
@@ -340,6 +353,11 @@ class ProcessPoolExecutor(_base.Executor):
     def _submit(self, fn, args, kwargs, timeout):
         shared = self._shared
         with shared.lock:
+            if shared.forked:
+                raise RuntimeError(
+                    "this executor was made by the parent process before it forked; "
+                    "its workers belong to the parent: make a new executor here"
+                )
             if shared.shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             if _interpreter_exiting:
@@ -375,6 +393,8 @@ class ProcessPoolExecutor(_base.Executor):
         and the workers exited. ``cancel_futures`` cancels the tasks that
         have not started."""
         shared = self._shared
+        if shared.forked:
+            return
         with shared.lock:
             shared.shutdown = True
             pending = list(shared.futures.values())
