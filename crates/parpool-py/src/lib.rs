@@ -14,10 +14,10 @@
 //! reads ([`Pool::next_done`]), without the GIL while it waits. Every call
 //! that can block (building, shutting down, waiting) releases the GIL.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use parpool::{BuildError, Executor, JobError, JobHandle, JobOptions, ProcessPool, WorkerOutput};
 use pyo3::create_exception;
@@ -73,16 +73,56 @@ fn run_pickled(py: Python<'_>, function: &str, pickled: &[u8]) -> PyResult<ByteB
 #[pyclass(module = "parpool._parpool", frozen)]
 struct Pool {
     pool: ProcessPool,
-    /// The jobs not yet taken by `next_done`.
-    jobs: Mutex<HashMap<u64, JobHandle<ByteBuf>>>,
+    /// The jobs whose end nobody took yet.
+    jobs: Mutex<HashMap<u64, Job>>,
     /// Where a job's end is posted (its key).
     ended: Sender<u64>,
     ends: Mutex<Receiver<u64>>,
+    /// The jobs that ended, for callers waiting on one job in their own
+    /// thread.
+    endings: Arc<Endings>,
 }
 
-impl std::fmt::Debug for Pool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("pool", &self.pool).finish()
+/// A job as the pool keeps it until its end is taken.
+#[derive(Debug)]
+struct Job {
+    handle: JobHandle<ByteBuf>,
+    /// Callers of [`take`](Pool::take) waiting on it: while there are, the
+    /// results thread leaves its end to them.
+    waiters: u32,
+}
+
+/// The jobs that ended and whose end nobody took yet, for callers waiting
+/// on one job in their own thread ([`take`](Pool::take)). A job is marked
+/// from its `on_done` callback, which runs before its result is stored:
+/// whoever sees the mark takes the job and joins it, which waits out that
+/// moment.
+#[derive(Debug, Default)]
+struct Endings {
+    keys: Mutex<HashSet<u64>>,
+    changed: Condvar,
+}
+
+impl Endings {
+    fn mark(&self, key: u64) {
+        lock(&self.keys).insert(key);
+        self.changed.notify_all();
+    }
+
+    fn has(&self, key: u64) -> bool {
+        lock(&self.keys).contains(&key)
+    }
+
+    fn forget(&self, key: u64) {
+        lock(&self.keys).remove(&key);
+    }
+
+    /// Waits up to `wait` for job `key` to be marked.
+    fn wait_for(&self, key: u64, wait: Duration) {
+        let keys = lock(&self.keys);
+        let _ = self
+            .changed
+            .wait_timeout_while(keys, wait, |keys| !keys.contains(&key));
     }
 }
 
@@ -97,6 +137,21 @@ fn seconds(what: &str, s: f64) -> PyResult<Duration> {
     })
 }
 
+/// How often a wait in the caller's thread looks for Ctrl-C.
+const SIGNAL_CHECK: Duration = Duration::from_millis(100);
+
+/// A job's end as the Python side takes it: `("ok", pickled outcome)`, or
+/// the error's kind and message.
+fn outcome(py: Python<'_>, result: Result<ByteBuf, JobError>) -> (&'static str, Py<PyAny>) {
+    match result {
+        Ok(bytes) => ("ok", PyBytes::new(py, &bytes).into_any().unbind()),
+        Err(e) => (
+            error_kind(&e),
+            PyString::new(py, &e.to_string()).into_any().unbind(),
+        ),
+    }
+}
+
 /// The word the Python side keys its exception on, for a job's error.
 fn error_kind(e: &JobError) -> &'static str {
     match e {
@@ -106,6 +161,36 @@ fn error_kind(e: &JobError) -> &'static str {
         JobError::TooLarge { .. } => "too_large",
         JobError::Shutdown => "shutdown",
         _ => "error",
+    }
+}
+
+impl Pool {
+    /// Job `key`, taken if it ended: `Some(None)` while it runs, `None`
+    /// once another caller took it. (Marked before its result is stored:
+    /// joining it waits out that moment.)
+    fn take_if_ended(&self, key: u64) -> Option<Option<JobHandle<ByteBuf>>> {
+        let mut jobs = lock(&self.jobs);
+        jobs.get(&key)?;
+        if !self.endings.has(key) {
+            return Some(None);
+        }
+        let job = jobs.remove(&key)?;
+        drop(jobs);
+        self.endings.forget(key);
+        Some(Some(job.handle))
+    }
+
+    /// A caller of `take` leaves without the job's end: if it was the last
+    /// waiter and the job ended meanwhile (the results thread passed it
+    /// over), its end is posted again for the results thread.
+    fn stop_waiting(&self, key: u64) {
+        let mut jobs = lock(&self.jobs);
+        if let Some(job) = jobs.get_mut(&key) {
+            job.waiters -= 1;
+            if job.waiters == 0 && self.endings.has(key) {
+                let _ = self.ended.send(key);
+            }
+        }
     }
 }
 
@@ -172,6 +257,7 @@ impl Pool {
             jobs: Mutex::new(HashMap::new()),
             ended,
             ends: Mutex::new(ends),
+            endings: Arc::default(),
         })
     }
 
@@ -188,10 +274,12 @@ impl Pool {
             .submit_with(options, py_call, ByteBuf::from(pickled.to_vec()));
         let key = handle.id().get();
         let ended = self.ended.clone();
+        let endings = self.endings.clone();
         let mut jobs = lock(&self.jobs);
         // Registered before its end can be posted, so `next_done` finds it.
-        let handle = jobs.entry(key).or_insert(handle);
-        handle.on_done(move |_| {
+        let job = jobs.entry(key).or_insert(Job { handle, waiters: 0 });
+        job.handle.on_done(move |_| {
+            endings.mark(key);
             let _ = ended.send(key);
         });
         Ok(key)
@@ -207,36 +295,88 @@ impl Pool {
         py: Python<'_>,
         timeout: f64,
     ) -> PyResult<Option<(u64, &'static str, Py<PyAny>)>> {
-        let wait = seconds("timeout", timeout)?;
-        // Disconnected cannot happen: the pool holds a sender.
-        let key = py.detach(|| lock(&self.ends).recv_timeout(wait).ok());
-        let Some(key) = key else { return Ok(None) };
-        let Some(handle) = lock(&self.jobs).remove(&key) else {
-            return Ok(None);
-        };
-        // Resolved already (its end was posted), so this does not wait.
-        let result = py.detach(|| handle.join());
-        Ok(Some(match result {
-            Ok(bytes) => (key, "ok", PyBytes::new(py, &bytes).into_any().unbind()),
-            Err(e) => (
-                key,
-                error_kind(&e),
-                PyString::new(py, &e.to_string()).into_any().unbind(),
-            ),
+        let deadline = Instant::now() + seconds("timeout", timeout)?;
+        let ended = py.detach(|| {
+            let ends = lock(&self.ends);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                // Disconnected cannot happen: the pool holds a sender.
+                let key = ends.recv_timeout(left).ok()?;
+                let mut jobs = lock(&self.jobs);
+                // Gone: a caller took it; waited on: its waiters take it.
+                if jobs.get(&key).is_some_and(|job| job.waiters == 0) {
+                    let job = jobs.remove(&key).expect("just found");
+                    drop(jobs);
+                    self.endings.forget(key);
+                    // Resolved already (its end was posted): no wait.
+                    return Some((key, job.handle.join()));
+                }
+            }
+        });
+        Ok(ended.map(|(key, result)| {
+            let (kind, payload) = outcome(py, result);
+            (key, kind, payload)
         }))
+    }
+
+    /// Waits for job `key` in the calling thread, up to `timeout` seconds
+    /// (`None`: as long as it takes), and takes its end as
+    /// [`next_done`](Pool::next_done) gives it, without the key: `None` if
+    /// it did not end in time, or if another caller took it. While it
+    /// waits, the results thread leaves the job's end to it (one thread
+    /// wakes, not two) and [`cancel`](Pool::cancel) still finds the job.
+    /// Checks for Ctrl-C (Python's signal handlers) as it waits.
+    #[pyo3(signature = (key, timeout=None))]
+    fn take(
+        &self,
+        py: Python<'_>,
+        key: u64,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<(&'static str, Py<PyAny>)>> {
+        let deadline = match timeout {
+            Some(t) => Some(Instant::now() + seconds("timeout", t)?),
+            None => None,
+        };
+        match lock(&self.jobs).get_mut(&key) {
+            Some(job) => job.waiters += 1,
+            None => return Ok(None),
+        }
+        loop {
+            match self.take_if_ended(key) {
+                Some(Some(handle)) => {
+                    let result = py.detach(|| handle.join());
+                    return Ok(Some(outcome(py, result)));
+                }
+                Some(None) => {}
+                None => return Ok(None),
+            }
+            let left = deadline.map(|at| at.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|left| left.is_zero()) {
+                self.stop_waiting(key);
+                return Ok(None);
+            }
+            let slice = left.map_or(SIGNAL_CHECK, |left| left.min(SIGNAL_CHECK));
+            py.detach(|| self.endings.wait_for(key, slice));
+            if let Err(interrupted) = py.check_signals() {
+                self.stop_waiting(key);
+                return Err(interrupted);
+            }
+        }
     }
 
     /// Cancels job `key`: a queued job never starts, a running one has its
     /// worker killed (and replaced). True if this call resolved it.
     fn cancel(&self, key: u64) -> bool {
-        lock(&self.jobs).get(&key).is_some_and(JobHandle::cancel)
+        lock(&self.jobs)
+            .get(&key)
+            .is_some_and(|job| job.handle.cancel())
     }
 
     /// Whether job `key` runs in a worker now.
     fn running(&self, key: u64) -> bool {
         lock(&self.jobs)
             .get(&key)
-            .is_some_and(JobHandle::is_running)
+            .is_some_and(|job| job.handle.is_running())
     }
 
     /// Refuses new jobs; with `wait`, also waits until every job ended and

@@ -10,12 +10,15 @@ goes on: it never breaks.
 
 import functools
 import itertools
+import multiprocessing
 import multiprocessing.spawn
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from concurrent.futures import _base
 from concurrent.futures.process import BrokenProcessPool
@@ -141,6 +144,27 @@ class _Future(_base.Future):
                 return self._state == _base.RUNNING
         return self._shared.pool.running(self._key)
 
+    def result(self, timeout=None):
+        return super().result(self._wait_here(timeout))
+
+    def exception(self, timeout=None):
+        return super().exception(self._wait_here(timeout))
+
+    def _wait_here(self, timeout):
+        """Waits for the job in this thread, where its end is settled at
+        once (no hop through the results thread); returns what is left of
+        ``timeout`` for the base class's wait, which then finds the future
+        settled, or waits for whoever took the job's end first."""
+        if self._state != _base.PENDING:
+            return timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        taken = self._shared.pool.take(self._key, timeout)
+        if taken is not None:
+            with self._shared.lock:
+                self._shared.futures.pop(self._key, None)
+            _settle(self, *taken)
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
 
 def _mark_cancelled(future):
     """Moves a pending future to cancelled and tells its waiters (once,
@@ -202,10 +226,17 @@ def _process_chunk(fn, chunk):
     return [fn(*args) for args in chunk]
 
 
+def _process_items(fn, chunk):
+    """Runs ``fn`` over one chunk of a one-iterable ``map``'s items (no
+    argument tuples to pack, pickle and unpack)."""
+    return list(map(fn, chunk))
+
+
 def _chunks(iterables, chunksize):
-    it = zip(*iterables)
+    it = iterables[0] if len(iterables) == 1 else zip(*iterables)
+    it = iter(it)
     while True:
-        chunk = tuple(itertools.islice(it, chunksize))
+        chunk = list(itertools.islice(it, chunksize))
         if not chunk:
             return
         yield chunk
@@ -217,6 +248,57 @@ def _flatten(lists):
         items.reverse()
         while items:
             yield items.pop()
+
+
+class _WorkerProcess:
+    """A worker as ``multiprocessing.Process`` shows one (``pid``,
+    ``is_alive``, ``join``, ``terminate``, ``kill``): what
+    :attr:`ProcessPoolExecutor._processes` holds, for code written against
+    CPython's executor, which keeps its processes there."""
+
+    exitcode = None
+
+    def __init__(self, pid):
+        self.pid = pid
+
+    def __repr__(self):
+        return f"<parpool worker {self.pid}>"
+
+    def is_alive(self):
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        return state not in ("Z", "X")
+
+    def join(self, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.is_alive() and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.005)
+
+    def terminate(self):
+        self._signal(signal.SIGTERM)
+
+    def kill(self):
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, number):
+        try:
+            os.kill(self.pid, number)
+        except ProcessLookupError:
+            pass
+
+
+class _NoCallQueue:
+    """CPython's executor feeds its workers through a queue that code may
+    join; parpool's pool has none to wait for."""
+
+    def join_thread(self):
+        pass
+
+    def close(self):
+        pass
 
 
 # Shown as parpool's own (their home is an implementation detail).
@@ -305,7 +387,8 @@ class ProcessPoolExecutor(_base.Executor):
         if task_timeout is not None and task_timeout < 0:
             raise ValueError("task_timeout must be a number of seconds >= 0")
         self._max_workers = max_workers
-        self._mp_context = mp_context
+        # Workers always start as fresh interpreters: the spawn method.
+        self._mp_context = mp_context or multiprocessing.get_context("spawn")
         user = None
         if initializer is not None:
             user = _dumps((initializer, tuple(initargs)))
@@ -381,8 +464,9 @@ class ProcessPoolExecutor(_base.Executor):
         bounds the wait for all results, from the call."""
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
+        each = _process_items if len(iterables) == 1 else _process_chunk
         results = super().map(
-            functools.partial(_process_chunk, fn),
+            functools.partial(each, fn),
             _chunks(iterables, chunksize),
             timeout=timeout,
         )
@@ -390,18 +474,19 @@ class ProcessPoolExecutor(_base.Executor):
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         """Refuses new tasks; with ``wait``, returns once every task ended
-        and the workers exited. ``cancel_futures`` cancels the tasks that
-        have not started."""
+        and the workers exited. ``cancel_futures`` cancels the queued tasks
+        but the next one of each worker, as CPython's executor cancels what
+        it has not yet handed to its workers."""
         shared = self._shared
         if shared.forked:
             return
         with shared.lock:
             shared.shutdown = True
-            pending = list(shared.futures.values())
+            pending = sorted(shared.futures.items())
         if cancel_futures:
-            for future in pending:
-                if not future.running():
-                    future.cancel()
+            queued = [f for _, f in pending if not f.running()]
+            for future in queued[self._max_workers :]:
+                future.cancel()
         shared.pool.shutdown(wait)
         if wait and self._thread is not threading.current_thread():
             self._thread.join()
@@ -409,6 +494,28 @@ class ProcessPoolExecutor(_base.Executor):
     def worker_pids(self):
         """The worker processes' ids."""
         return self._shared.pool.worker_pids()
+
+    # CPython's private attributes that code and tests read, kept here
+    # with the same meaning where parpool has one.
+
+    @property
+    def _processes(self):
+        """The worker processes by pid, as CPython's executor keeps them."""
+        return {pid: _WorkerProcess(pid) for pid in self._shared.pool.worker_pids()}
+
+    @property
+    def _executor_manager_thread(self):
+        """The thread that settles futures (it ends after shutdown)."""
+        return self._thread
+
+    @property
+    def _call_queue(self):
+        return _NoCallQueue()
+
+    @property
+    def _broken(self):
+        """Never: a crashed worker fails its task alone."""
+        return False
 
 
 ProcessPoolExecutor.__module__ = "parpool"

@@ -16,19 +16,28 @@ _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
 def _dumps_outcome(ok, value):
-    """Pickles ``(ok, value)``; a value or exception that cannot be
-    pickled becomes an exception that says so."""
+    """Pickles ``(ok, value)``. If that fails, the failure itself (say a
+    ``PicklingError``) becomes the task's exception, as with CPython's
+    executor, with a note saying what was being pickled; if even that
+    cannot be pickled, a ``RuntimeError`` that says so."""
     try:
         return pickle.dumps((ok, value), protocol=_PROTOCOL)
     except BaseException as e:  # noqa: BLE001 - reported to the caller
         what = "result" if ok else "exception"
-        err = RuntimeError(
-            f"the task's {what} could not be pickled to send it back: {e!r}"
-        )
-        return pickle.dumps(
-            (False, _ExceptionWithTraceback(err, err.__traceback__)),
-            protocol=_PROTOCOL,
-        )
+        if hasattr(e, "add_note"):
+            e.add_note(f"(raised while pickling the task's {what} to send it back)")
+        try:
+            return pickle.dumps(
+                (False, _ExceptionWithTraceback(e, e.__traceback__)), protocol=_PROTOCOL
+            )
+        except BaseException:  # noqa: BLE001 - the last resort below
+            err = RuntimeError(
+                f"the task's {what} could not be pickled to send it back: {e!r}"
+            )
+            return pickle.dumps(
+                (False, _ExceptionWithTraceback(err, err.__traceback__)),
+                protocol=_PROTOCOL,
+            )
 
 
 def _run(pickled):

@@ -1,0 +1,193 @@
+"""parpool's Python executor against its peers, side by side in one run.
+
+Usage (after ./crates/parpool-py/test has built the package into the venv):
+
+    target/py-venv/bin/pip install loky   # optional peer
+    target/py-venv/bin/python benches/python/executor.py [--reps N] [--quick]
+
+Writes benches/results/python.md: each row's median over the repetitions,
+with min and max, and the ratio peer time / parpool time (above 1: parpool
+is faster). Contenders take turns within each repetition, so a slow moment
+of the machine falls on all of them. Executors are made (and their workers
+started) before the clock starts.
+"""
+
+import argparse
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+import statistics
+import sys
+import time
+
+import parpool
+
+WORKERS = 2
+
+
+def tiny(x):
+    return x
+
+
+def executors():
+    """The contenders: name and a maker of a started executor."""
+    made = [
+        ("parpool ProcessPoolExecutor", lambda: parpool.ProcessPoolExecutor(WORKERS)),
+        ("CPython ProcessPoolExecutor", lambda: cf.ProcessPoolExecutor(WORKERS)),
+    ]
+    try:
+        import loky
+
+        made.append(("loky", lambda: loky.ProcessPoolExecutor(WORKERS)))
+    except ImportError:
+        print("loky not installed: its rows are skipped", file=sys.stderr)
+    return made
+
+
+def warm(ex):
+    # Starts every worker (CPython's and loky's start on demand).
+    list(ex.map(tiny, range(WORKERS * 4)))
+    return ex
+
+
+def submit_collect(ex, n):
+    start = time.perf_counter()
+    futures = [ex.submit(tiny, i) for i in range(n)]
+    for f in futures:
+        f.result()
+    return time.perf_counter() - start
+
+
+def round_trips(ex, n):
+    samples = []
+    for i in range(n):
+        start = time.perf_counter()
+        ex.submit(tiny, i).result()
+        samples.append(time.perf_counter() - start)
+    samples.sort()
+    return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
+
+
+def best_map(run, n, chunksizes):
+    best = None
+    for c in chunksizes:
+        start = time.perf_counter()
+        total = sum(run(range(n), c))
+        took = time.perf_counter() - start
+        assert total == n * (n - 1) // 2
+        best = took if best is None else min(best, took)
+    return best
+
+
+def measure(reps, quick):
+    n_tiny = 2_000 if quick else 20_000
+    n_trips = 200 if quick else 2_000
+    n_map = 100_000 if quick else 1_000_000
+    chunks = (1_000, 10_000, 100_000)
+    rows = {}
+
+    def add(row, name, value):
+        rows.setdefault(row, {}).setdefault(name, []).append(value)
+
+    made = [(name, warm(make())) for name, make in executors()]
+    pool = mp.Pool(WORKERS)
+    try:
+        for _ in range(reps):
+            for name, ex in made:
+                add(f"{n_tiny} tiny tasks: submit all, then collect", name, submit_collect(ex, n_tiny))
+                p50, p99 = round_trips(ex, n_trips)
+                add(f"round trip of one tiny task x{n_trips}: p50", name, p50)
+                add(f"round trip of one tiny task x{n_trips}: p99", name, p99)
+            for name, ex in made[:1]:
+                add(
+                    f"map over {n_map} tiny items, best chunksize of 1k/10k/100k",
+                    name,
+                    best_map(lambda xs, c: ex.map(tiny, xs, chunksize=c), n_map, chunks),
+                )
+            add(
+                f"map over {n_map} tiny items, best chunksize of 1k/10k/100k",
+                "multiprocessing.Pool.map",
+                best_map(lambda xs, c: pool.map(tiny, xs, chunksize=c), n_map, chunks),
+            )
+    finally:
+        pool.close()
+        pool.join()
+        for _, ex in made:
+            ex.shutdown()
+    return rows
+
+
+TARGETS = {
+    ("tiny tasks", "CPython ProcessPoolExecutor"): 3.0,
+    ("tiny tasks", "loky"): 1.0,
+    ("p50", "CPython ProcessPoolExecutor"): 3.0,
+    ("map over", "multiprocessing.Pool.map"): 1.5,
+}
+
+
+def target(row, peer):
+    for (part, name), value in TARGETS.items():
+        if part in row and name == peer:
+            return value
+    return None
+
+
+def fmt(seconds):
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+def spread(values):
+    return f"{fmt(statistics.median(values))} ({fmt(min(values))}–{fmt(max(values))})"
+
+
+def table(rows, reps):
+    ours = "parpool ProcessPoolExecutor"
+    lines = [
+        f"## parpool's Python executor vs peers ({os.cpu_count()} cores, {WORKERS} workers, "
+        f"median of {reps} runs, min–max in brackets)",
+        "",
+        "Ratio: the peer's median ÷ parpool's (above 1: parpool is faster). "
+        f"Python {sys.version.split()[0]}. Made by `benches/python/executor.py`.",
+        "",
+        "| row | peer | parpool | peer time | ratio | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row, by in rows.items():
+        if ours not in by:
+            continue
+        mine = statistics.median(by[ours])
+        for peer, values in by.items():
+            if peer == ours:
+                continue
+            ratio = statistics.median(values) / mine
+            want = target(row, peer)
+            met = "—" if want is None else ("yes" if ratio >= want else "**no**")
+            want = "—" if want is None else f"≥ {want:.2f}"
+            lines.append(
+                f"| {row} | {peer} | {spread(by[ours])} | {spread(values)} | {ratio:.2f} | {want} | {met} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, a smoke run")
+    parser.add_argument("--no-write", action="store_true", help="print the table only")
+    args = parser.parse_args()
+    rows = measure(args.reps, args.quick)
+    text = table(rows, args.reps)
+    print(text)
+    if not args.no_write and not args.quick:
+        out = os.path.join(os.path.dirname(__file__), "..", "results", "python.md")
+        with open(out, "w") as f:
+            f.write(text)
+        print(f"written to {os.path.normpath(out)}")
+
+
+if __name__ == "__main__":
+    main()
