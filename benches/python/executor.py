@@ -68,6 +68,41 @@ def round_trips(ex, n):
     return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
 
 
+def native_round_trips(ex, n):
+    """The floor under parpool's executor: its native pool alone, one
+    pickled call submitted and its end taken, no future around it."""
+    import pickle
+
+    pool = ex._shared.pool
+    blob = pickle.dumps((tiny, (0,), {}))
+    samples = []
+    for _ in range(n):
+        start = time.perf_counter()
+        pool.take(pool.submit(blob, None))
+        samples.append(time.perf_counter() - start)
+    samples.sort()
+    return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
+
+
+def pipe_round_trips(n):
+    """The operating system's floor: one byte to `cat` and back."""
+    import subprocess
+
+    cat = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+    samples = []
+    try:
+        for _ in range(n):
+            start = time.perf_counter()
+            cat.stdin.write(b"x")
+            cat.stdout.read(1)
+            samples.append(time.perf_counter() - start)
+    finally:
+        cat.stdin.close()
+        cat.wait()
+    samples.sort()
+    return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
+
+
 def best_map(run, n, chunksizes):
     best = None
     for c in chunksizes:
@@ -98,6 +133,12 @@ def measure(reps, quick):
                 p50, p99 = round_trips(ex, n_trips)
                 add(f"round trip of one tiny task x{n_trips}: p50", name, p50)
                 add(f"round trip of one tiny task x{n_trips}: p99", name, p99)
+            for label, (p50, p99) in (
+                ("floor: parpool's native pool alone (no future)", native_round_trips(made[0][1], n_trips)),
+                ("floor: 1 byte to cat and back through pipes", pipe_round_trips(n_trips)),
+            ):
+                add(f"round trip of one tiny task x{n_trips}: p50", label, p50)
+                add(f"round trip of one tiny task x{n_trips}: p99", label, p99)
             for name, ex in made[:1]:
                 add(
                     f"map over {n_map} tiny items, best chunksize of 1k/10k/100k",

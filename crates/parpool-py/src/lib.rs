@@ -15,6 +15,8 @@
 //! that can block (building, shutting down, waiting) releases the GIL.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -23,6 +25,7 @@ use parpool::{BuildError, Executor, JobError, JobHandle, JobOptions, ProcessPool
 use pyo3::create_exception;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyString};
 use serde_bytes::ByteBuf;
 
@@ -59,8 +62,11 @@ create_exception!(
 /// Calls `parpool._worker.<function>(pickled)` and returns the bytes it
 /// returns.
 fn run_pickled(py: Python<'_>, function: &str, pickled: &[u8]) -> PyResult<ByteBuf> {
-    let returned = py
-        .import("parpool._worker")?
+    // The worker module, looked up once per process.
+    static WORKER: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+    let module = WORKER.get_or_try_init(py, || py.import("parpool._worker").map(Bound::unbind))?;
+    let returned = module
+        .bind(py)
         .getattr(function)?
         .call1((PyBytes::new(py, pickled),))?;
     let bytes = returned.cast_into::<PyBytes>()?;
@@ -87,9 +93,11 @@ struct Pool {
 #[derive(Debug)]
 struct Job {
     handle: JobHandle<ByteBuf>,
-    /// Callers of [`take`](Pool::take) waiting on it: while there are, the
-    /// results thread leaves its end to them.
-    waiters: u32,
+    /// Callers of [`take`](Pool::take) waiting on it: while there are, its
+    /// end is not posted to the results thread (one thread wakes, not
+    /// two), and the results thread leaves it to them. Shared with the
+    /// job's `on_done` callback, which cannot take the jobs' lock.
+    waiters: Arc<AtomicU32>,
 }
 
 /// The jobs that ended and whose end nobody took yet, for callers waiting
@@ -186,8 +194,10 @@ impl Pool {
     fn stop_waiting(&self, key: u64) {
         let mut jobs = lock(&self.jobs);
         if let Some(job) = jobs.get_mut(&key) {
-            job.waiters -= 1;
-            if job.waiters == 0 && self.endings.has(key) {
+            // After the decrement, so that either this sees the job's mark
+            // or its callback sees no waiter and posts it (or both: the
+            // results thread then finds it gone the second time).
+            if job.waiters.fetch_sub(1, SeqCst) == 1 && self.endings.has(key) {
                 let _ = self.ended.send(key);
             }
         }
@@ -275,12 +285,17 @@ impl Pool {
         let key = handle.id().get();
         let ended = self.ended.clone();
         let endings = self.endings.clone();
+        let waiters = Arc::new(AtomicU32::new(0));
+        let waited = waiters.clone();
         let mut jobs = lock(&self.jobs);
         // Registered before its end can be posted, so `next_done` finds it.
-        let job = jobs.entry(key).or_insert(Job { handle, waiters: 0 });
+        let job = jobs.entry(key).or_insert(Job { handle, waiters });
         job.handle.on_done(move |_| {
+            // Marked first: a waiter that leaves after this sees the mark.
             endings.mark(key);
-            let _ = ended.send(key);
+            if waited.load(SeqCst) == 0 {
+                let _ = ended.send(key);
+            }
         });
         Ok(key)
     }
@@ -304,7 +319,10 @@ impl Pool {
                 let key = ends.recv_timeout(left).ok()?;
                 let mut jobs = lock(&self.jobs);
                 // Gone: a caller took it; waited on: its waiters take it.
-                if jobs.get(&key).is_some_and(|job| job.waiters == 0) {
+                if jobs
+                    .get(&key)
+                    .is_some_and(|job| job.waiters.load(SeqCst) == 0)
+                {
                     let job = jobs.remove(&key).expect("just found");
                     drop(jobs);
                     self.endings.forget(key);
@@ -338,7 +356,9 @@ impl Pool {
             None => None,
         };
         match lock(&self.jobs).get_mut(&key) {
-            Some(job) => job.waiters += 1,
+            Some(job) => {
+                job.waiters.fetch_add(1, SeqCst);
+            }
             None => return Ok(None),
         }
         loop {

@@ -243,11 +243,9 @@ def _chunks(iterables, chunksize):
 
 
 def _flatten(lists):
-    """Yields the items of each list in order, dropping them as it goes."""
-    for items in lists:
-        items.reverse()
-        while items:
-            yield items.pop()
+    """Yields the items of each list in order (each list is dropped once
+    its items are yielded)."""
+    return itertools.chain.from_iterable(lists)
 
 
 class _WorkerProcess:
