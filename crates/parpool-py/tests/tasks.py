@@ -8,6 +8,13 @@ import time
 STATE = {}
 
 
+class Box:
+    """A value that can be weakly referenced."""
+
+    def __init__(self, value):
+        self.value = value
+
+
 def square(x):
     return x * x
 

@@ -177,6 +177,17 @@ def test_map_keeps_order_with_chunks_and_bounds_its_wait(ex):
         list(results)
 
 
+def test_map_keeps_no_reference_to_a_result_it_yielded(ex):
+    import gc
+    import weakref
+
+    for obj in ex.map(tasks.Box, range(10), chunksize=4):
+        ref = weakref.ref(obj)
+        del obj
+        gc.collect()
+        assert ref() is None
+
+
 def test_as_completed_and_wait_see_every_future(ex):
     futures = [ex.submit(tasks.sleep, 0.01 * (i % 5)) for i in range(40)]
     seen = list(cf.as_completed(futures, timeout=PATIENCE))

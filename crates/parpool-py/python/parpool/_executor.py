@@ -243,9 +243,12 @@ def _chunks(iterables, chunksize):
 
 
 def _flatten(lists):
-    """Yields the items of each list in order (each list is dropped once
-    its items are yielded)."""
-    return itertools.chain.from_iterable(lists)
+    """Yields the items of each list in order, keeping no reference to an
+    item once it is yielded (a caller that drops one frees it)."""
+    for items in lists:
+        items.reverse()
+        while items:
+            yield items.pop()
 
 
 class _WorkerProcess:

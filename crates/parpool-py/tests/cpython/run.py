@@ -48,7 +48,8 @@ DIFFERENCES = {
     ),
     "test_idle_process_reuse_one": _LAZY,
     "test_idle_process_reuse_multiple": _LAZY,
-    "test_processes_terminate": _LAZY,
+    "test_processes_terminate[spawn]": _LAZY,
+    "test_processes_terminate[forkserver]": _LAZY,
     "test_error_at_task_unpickle": _ALONE + " Here: the task's UnpicklingError.",
     "test_exit_at_task_unpickle": _ALONE + " Here: SystemExit, and the worker lives.",
     "test_error_during_result_unpickle_in_result_handler": _ALONE
@@ -61,7 +62,7 @@ DIFFERENCES = {
         "parpool's workers are always fresh interpreters, so it works with any "
         "mp_context."
     ),
-    "test_initializer": (
+    "FailingInitializerTest.test_initializer": (
         "Not yet: multiprocessing's Queue (in initargs here) cannot be sent to "
         "parpool's workers; and on purpose, a failing initializer fails the "
         "constructor (InitializerFailed) where CPython breaks the pool later."
@@ -175,11 +176,24 @@ def context(test_id):
     return ""
 
 
+def case(test_id):
+    """The test case's name without the start method's part
+    (`ProcessPoolSpawnFailingInitializerTest` -> `FailingInitializerTest`)."""
+    name = test_id.rsplit(".", 2)[-2]
+    for prefix in ("ProcessPoolForkserver", "ProcessPoolFork", "ProcessPoolSpawn"):
+        if name.startswith(prefix):
+            return name[len(prefix) :]
+    return name
+
+
 def known(test_id):
-    """Why this test's outcome differs, if it is listed (a name with
-    `[context]` is listed for that start method only)."""
+    """Why this test's outcome differs, if it is listed: by
+    `Case.test_name`, by `test_name[start method]`, or by `test_name`."""
     name = method(test_id)
-    return DIFFERENCES.get(f"{name}[{context(test_id)}]", DIFFERENCES.get(name))
+    for key in (f"{case(test_id)}.{name}", f"{name}[{context(test_id)}]", name):
+        if key in DIFFERENCES:
+            return DIFFERENCES[key]
+    return None
 
 
 def report(outcomes):
