@@ -1,6 +1,7 @@
 """Tasks the tests send to workers: module-level, so workers import them."""
 
 import ctypes
+import logging
 import os
 import signal
 import time
@@ -70,3 +71,21 @@ def refuse_to_start():
 
 def unpicklable_result(_=None):
     return lambda: None
+
+
+def log_warning(text):
+    logging.getLogger("parpool.test").warning("%s %d", text, 7)
+    return "logged"
+
+
+def log_info(text):
+    logging.getLogger("parpool.test").info(text)
+    return "logged"
+
+
+def log_exception(_=None):
+    try:
+        1 / 0
+    except ZeroDivisionError:
+        logging.getLogger("parpool.test").exception("it failed")
+    return "logged"

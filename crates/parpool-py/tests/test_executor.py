@@ -4,6 +4,7 @@ is bounded: a hang fails the test instead of stalling the suite."""
 
 import asyncio
 import concurrent.futures as cf
+import logging
 import os
 import pickle
 import random
@@ -205,6 +206,50 @@ def test_asyncio_awaits_through_run_in_executor(ex):
         return await asyncio.wait_for(asyncio.gather(*calls), PATIENCE)
 
     assert asyncio.run(main()) == [i * i for i in range(50)]
+
+
+class _Keep(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@pytest.fixture
+def kept():
+    logger = logging.getLogger("parpool.test")
+    handler = _Keep()
+    logger.addHandler(handler)
+    yield handler.records
+    logger.removeHandler(handler)
+
+
+def test_what_a_task_logs_reaches_the_parents_loggers_before_its_result(ex, kept):
+    assert ex.submit(tasks.log_warning, "careful").result(PATIENCE) == "logged"
+    # Handed over before the future settled.
+    assert [r.getMessage() for r in kept] == ["careful 7"]
+    record = kept[0]
+    assert record.levelno == logging.WARNING and record.name == "parpool.test"
+    assert record.process != os.getpid() and record.process in ex.worker_pids()
+    assert ex.submit(tasks.log_exception).result(PATIENCE) == "logged"
+    assert "ZeroDivisionError" in kept[1].exc_text
+    # Below the parent's root level (WARNING here): not sent.
+    assert ex.submit(tasks.log_info, "quiet").result(PATIENCE) == "logged"
+    assert len(kept) == 2
+
+
+def test_workers_log_at_the_parents_root_level(kept):
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(logging.INFO)
+    try:
+        with parpool.ProcessPoolExecutor(max_workers=1, quiet=True) as ex:
+            assert ex.submit(tasks.log_info, "heard").result(PATIENCE) == "logged"
+    finally:
+        root.setLevel(before)
+    assert [r.getMessage() for r in kept] == ["heard"]
 
 
 def test_lambdas_travel_with_cloudpickle_or_say_what_to_install(ex):

@@ -10,6 +10,7 @@ goes on: it never breaks.
 
 import functools
 import itertools
+import logging
 import multiprocessing
 import multiprocessing.spawn
 import os
@@ -175,6 +176,16 @@ def _mark_cancelled(future):
             future.set_running_or_notify_cancel()
 
 
+def _log(records):
+    """Hands the records a task logged in its worker to this process's
+    loggers, where the parent's levels, filters and handlers apply."""
+    for fields in records:
+        record = logging.makeLogRecord(fields)
+        logger = logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
+
+
 def _settle(future, kind, payload):
     """Gives a future the outcome of its job."""
     if kind == "cancelled":
@@ -185,12 +196,13 @@ def _settle(future, kind, payload):
             return
     if kind == "ok":
         try:
-            ok, value = pickle.loads(payload)
+            ok, value, records = pickle.loads(payload)
         except BaseException as e:  # noqa: BLE001 - the result's own failure
             future.set_exception(
                 TaskError(f"the task's result could not be unpickled: {e!r}")
             )
             return
+        _log(records)
         if ok:
             future.set_result(value)
         else:
@@ -343,7 +355,10 @@ class ProcessPoolExecutor(_base.Executor):
       failing that task with :class:`TaskTimeout`;
     - ``Future.cancel()`` stops a running task too (its worker is killed and
       replaced);
-    - ``memory_limit`` (bytes) caps each worker's address space.
+    - ``memory_limit`` (bytes) caps each worker's address space;
+    - what a task logs with ``logging`` reaches this process's loggers
+      (at the root level this process had when the executor was made),
+      before the task's future settles.
 
     Workers start as fresh interpreters (like the ``spawn`` start method,
     whatever ``mp_context`` says), all of them in the constructor: a
@@ -407,7 +422,10 @@ class ProcessPoolExecutor(_base.Executor):
                 max_jobs_per_worker=max_tasks_per_child,
                 job_timeout=task_timeout,
                 memory_limit=memory_limit,
-                initializer=pickle.dumps((preparation, user), protocol=_PROTOCOL),
+                initializer=pickle.dumps(
+                    (preparation, user, logging.getLogger().getEffectiveLevel()),
+                    protocol=_PROTOCOL,
+                ),
                 quiet=quiet,
             )
         except _parpool.InitializerError as e:

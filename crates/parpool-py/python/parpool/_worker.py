@@ -6,6 +6,7 @@ pickled call, handed to :func:`_run` by the native half; nothing a call
 raises escapes it, so a worker ends only when its process does.
 """
 
+import logging
 import os
 import pickle
 import signal
@@ -14,36 +15,83 @@ from concurrent.futures.process import _ExceptionWithTraceback
 
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 
+# The records logged since the last task's outcome left: they go back with
+# it, and the parent hands them to its own loggers before it settles the
+# task's future.
+_records = []
+
+# What a record's attribute may hold to travel as itself; anything else
+# travels as its repr.
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _portable(record):
+    """A log record as a dict of plain values (its message formatted, its
+    exception as text), which the parent rebuilds."""
+    fields = {}
+    for key, value in record.__dict__.items():
+        fields[key] = value if isinstance(value, _PLAIN) else repr(value)
+    fields["msg"] = record.getMessage()
+    fields["args"] = None
+    if record.exc_info and not record.exc_text:
+        fields["exc_text"] = logging.Formatter().formatException(record.exc_info)
+    fields["exc_info"] = None
+    fields["processName"] = f"parpool worker {os.getpid()}"
+    fields.pop("message", None)
+    return fields
+
+
+class _Collect(logging.Handler):
+    """Keeps each record logged in the worker for the parent."""
+
+    def emit(self, record):
+        try:
+            _records.append(_portable(record))
+        except Exception:  # noqa: BLE001 - logging's own policy
+            self.handleError(record)
+
+
+def _take_records():
+    taken = _records[:]
+    _records.clear()
+    return taken
+
 
 def _dumps_outcome(ok, value):
+    return _dumps_with_records(ok, value, _take_records())
+
+
+def _dumps_with_records(ok, value, records):
     """Pickles ``(ok, value)``. If that fails, the failure itself (say a
     ``PicklingError``) becomes the task's exception, as with CPython's
     executor, with a note saying what was being pickled; if even that
     cannot be pickled, a ``RuntimeError`` that says so."""
     try:
-        return pickle.dumps((ok, value), protocol=_PROTOCOL)
+        return pickle.dumps((ok, value, records), protocol=_PROTOCOL)
     except BaseException as e:  # noqa: BLE001 - reported to the caller
         what = "result" if ok else "exception"
         if hasattr(e, "add_note"):
             e.add_note(f"(raised while pickling the task's {what} to send it back)")
         try:
             return pickle.dumps(
-                (False, _ExceptionWithTraceback(e, e.__traceback__)), protocol=_PROTOCOL
+                (False, _ExceptionWithTraceback(e, e.__traceback__), records),
+                protocol=_PROTOCOL,
             )
         except BaseException:  # noqa: BLE001 - the last resort below
             err = RuntimeError(
                 f"the task's {what} could not be pickled to send it back: {e!r}"
             )
             return pickle.dumps(
-                (False, _ExceptionWithTraceback(err, err.__traceback__)),
+                (False, _ExceptionWithTraceback(err, err.__traceback__), records),
                 protocol=_PROTOCOL,
             )
 
 
 def _run(pickled):
     """Unpickles ``(fn, args, kwargs)``, calls it and returns the pickled
-    outcome: ``(True, result)`` or ``(False, exception)``, the exception
-    carrying its traceback as text (as CPython's executor sends it)."""
+    outcome: ``(True, result, records)`` or ``(False, exception, records)``,
+    the exception carrying its traceback as text (as CPython's executor
+    sends it), the records those the task logged."""
     try:
         fn, args, kwargs = pickle.loads(pickled)
         outcome = (True, fn(*args, **kwargs))
@@ -68,7 +116,12 @@ def _initialize(pickled):
     import multiprocessing.process
     import multiprocessing.spawn
 
-    preparation, user = pickle.loads(pickled)
+    preparation, user, log_level = pickle.loads(pickled)
+    # What the worker logs reaches the parent's loggers, at the parent's
+    # root level (a logger's own level set in the parent is applied there).
+    root = logging.getLogger()
+    root.addHandler(_Collect())
+    root.setLevel(log_level)
     # While the main module is imported, an executor it would start (a
     # script without an `if __name__ == "__main__":` guard) is refused
     # with multiprocessing's own explanation, not started again and again.
