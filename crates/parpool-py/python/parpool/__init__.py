@@ -18,6 +18,7 @@ from concurrent.futures import (
     wait,
 )
 
+from . import _executor
 from ._executor import (
     InitializerFailed,
     ProcessPoolExecutor,
@@ -26,12 +27,8 @@ from ._executor import (
     WorkerCrashed,
 )
 
-__all__ = [
-    "ProcessPoolExecutor",
-    "WorkerCrashed",
-    "TaskTimeout",
-    "TaskError",
-    "InitializerFailed",
+# The executor's names, then concurrent.futures' own, for one import.
+__all__ = _executor.__all__ + [
     "Future",
     "CancelledError",
     "as_completed",
