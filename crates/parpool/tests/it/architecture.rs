@@ -150,7 +150,10 @@ fn architecture_md_names_only_what_exists() {
     let all = paths(&root);
     let mut sources = String::new();
     // The Python package's names too (`parpool.WorkerCrashed`, `_run`).
-    for p in all.iter().filter(|p| p.ends_with(".rs") || p.ends_with(".py")) {
+    for p in all
+        .iter()
+        .filter(|p| p.ends_with(".rs") || p.ends_with(".py"))
+    {
         sources.push_str(&std::fs::read_to_string(root.join(p)).unwrap_or_default());
         sources.push('\n');
     }
