@@ -148,16 +148,25 @@ fn seconds(what: &str, s: f64) -> PyResult<Duration> {
 /// How often a wait in the caller's thread looks for Ctrl-C.
 const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
-/// A job's end as the Python side takes it: `("ok", pickled outcome)`, or
-/// the error's kind and message.
-fn outcome(py: Python<'_>, result: Result<ByteBuf, JobError>) -> (&'static str, Py<PyAny>) {
-    match result {
+/// A job's end as the Python side takes it: `"ok"` and the pickled
+/// outcome, or the error's kind and message; then what the job wrote to
+/// stdout and stderr, if the pool captures it (else empty).
+type Outcome = (&'static str, Py<PyAny>, Py<PyBytes>, Py<PyBytes>);
+
+/// Joins an ended job (without the GIL: its result may be a moment from
+/// stored) and converts its end.
+fn outcome(py: Python<'_>, handle: JobHandle<ByteBuf>) -> Outcome {
+    let (result, output) = py.detach(|| handle.join_captured());
+    let (kind, payload) = match result {
         Ok(bytes) => ("ok", PyBytes::new(py, &bytes).into_any().unbind()),
         Err(e) => (
             error_kind(&e),
             PyString::new(py, &e.to_string()).into_any().unbind(),
         ),
-    }
+    };
+    let stdout = PyBytes::new(py, &output.stdout).unbind();
+    let stderr = PyBytes::new(py, &output.stderr).unbind();
+    (kind, payload, stdout, stderr)
 }
 
 /// The word the Python side keys its exception on, for a job's error.
@@ -211,7 +220,8 @@ impl Pool {
     #[new]
     #[pyo3(signature = (
         workers, program, args, *, max_jobs_per_worker=None, job_timeout=None,
-        memory_limit=None, start_timeout=60.0, initializer=None, quiet=false
+        memory_limit=None, start_timeout=60.0, initializer=None, quiet=false,
+        capture=false
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -225,6 +235,7 @@ impl Pool {
         start_timeout: f64,
         initializer: Option<Vec<u8>>,
         quiet: bool,
+        capture: bool,
     ) -> PyResult<Self> {
         let mut builder = ProcessPool::builder()
             .name("parpool-py")
@@ -248,6 +259,10 @@ impl Pool {
             builder = builder
                 .stdout(WorkerOutput::Null)
                 .stderr(WorkerOutput::Null);
+        } else if capture {
+            builder = builder
+                .stdout(WorkerOutput::Capture)
+                .stderr(WorkerOutput::Capture);
         }
         let pool = py.detach(|| builder.build()).map_err(|e| match e {
             // The Python exception's own words, without the panic's frame.
@@ -301,15 +316,12 @@ impl Pool {
     }
 
     /// Waits up to `timeout` seconds for a job to end. Returns `None` if
-    /// none did, else `(key, kind, payload)`: kind `"ok"` with the pickled
-    /// outcome as bytes, or the error's kind (`"crashed"`, `"timeout"`,
-    /// `"cancelled"`, `"too_large"`, `"shutdown"`, `"error"`) with its
-    /// message.
-    fn next_done(
-        &self,
-        py: Python<'_>,
-        timeout: f64,
-    ) -> PyResult<Option<(u64, &'static str, Py<PyAny>)>> {
+    /// none did, else `(key, (kind, payload, stdout, stderr))`: kind `"ok"`
+    /// with the pickled outcome as bytes, or the error's kind
+    /// (`"crashed"`, `"timeout"`, `"cancelled"`, `"too_large"`,
+    /// `"shutdown"`, `"error"`) with its message; then what the job wrote,
+    /// if the pool captures its output.
+    fn next_done(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<(u64, Outcome)>> {
         let deadline = Instant::now() + seconds("timeout", timeout)?;
         let ended = py.detach(|| {
             let ends = lock(&self.ends);
@@ -326,15 +338,11 @@ impl Pool {
                     let job = jobs.remove(&key).expect("just found");
                     drop(jobs);
                     self.endings.forget(key);
-                    // Resolved already (its end was posted): no wait.
-                    return Some((key, job.handle.join()));
+                    return Some((key, job.handle));
                 }
             }
         });
-        Ok(ended.map(|(key, result)| {
-            let (kind, payload) = outcome(py, result);
-            (key, kind, payload)
-        }))
+        Ok(ended.map(|(key, handle)| (key, outcome(py, handle))))
     }
 
     /// Waits for job `key` in the calling thread, up to `timeout` seconds
@@ -345,12 +353,7 @@ impl Pool {
     /// wakes, not two) and [`cancel`](Pool::cancel) still finds the job.
     /// Checks for Ctrl-C (Python's signal handlers) as it waits.
     #[pyo3(signature = (key, timeout=None))]
-    fn take(
-        &self,
-        py: Python<'_>,
-        key: u64,
-        timeout: Option<f64>,
-    ) -> PyResult<Option<(&'static str, Py<PyAny>)>> {
+    fn take(&self, py: Python<'_>, key: u64, timeout: Option<f64>) -> PyResult<Option<Outcome>> {
         let deadline = match timeout {
             Some(t) => Some(Instant::now() + seconds("timeout", t)?),
             None => None,
@@ -363,10 +366,7 @@ impl Pool {
         }
         loop {
             match self.take_if_ended(key) {
-                Some(Some(handle)) => {
-                    let result = py.detach(|| handle.join());
-                    return Ok(Some(outcome(py, result)));
-                }
+                Some(Some(handle)) => return Ok(Some(outcome(py, handle))),
                 Some(None) => {}
                 None => return Ok(None),
             }

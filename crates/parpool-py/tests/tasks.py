@@ -4,6 +4,7 @@ import ctypes
 import logging
 import os
 import signal
+import sys
 import time
 
 STATE = {}
@@ -89,3 +90,14 @@ def log_exception(_=None):
     except ZeroDivisionError:
         logging.getLogger("parpool.test").exception("it failed")
     return "logged"
+
+
+def say(text, error):
+    print(text)
+    print(error, file=sys.stderr)
+    return "said"
+
+
+def say_then_exit(text):
+    print(text, flush=True)
+    os._exit(3)

@@ -252,6 +252,21 @@ def test_workers_log_at_the_parents_root_level(kept):
     assert [r.getMessage() for r in kept] == ["heard"]
 
 
+def test_forwarded_output_reaches_sys_stdout_before_the_result(monkeypatch):
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with parpool.ProcessPoolExecutor(max_workers=1, forward_output=True) as ex:
+        monkeypatch.setattr(sys, "stdout", out)
+        monkeypatch.setattr(sys, "stderr", err)
+        assert ex.submit(tasks.say, "hello", "oops").result(PATIENCE) == "said"
+        assert out.getvalue() == "hello\n" and err.getvalue() == "oops\n"
+        # What a crashed task printed first comes too.
+        crashed = ex.submit(tasks.say_then_exit, "last words")
+        assert isinstance(crashed.exception(PATIENCE), parpool.WorkerCrashed)
+        assert "last words" in out.getvalue()
+
+
 def test_lambdas_travel_with_cloudpickle_or_say_what_to_install(ex):
     future = ex.submit(lambda x: x + 1, 1)
     try:
@@ -334,6 +349,24 @@ def test_functions_of_the_main_script_unpickle_in_workers(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "135"
+
+
+def test_functions_typed_interactively_travel_by_value():
+    pytest.importorskip("cloudpickle")
+    program = textwrap.dedent(
+        """
+        import parpool
+        def g(x):
+            return x + 1
+        with parpool.ProcessPoolExecutor(max_workers=1) as ex:
+            print(ex.submit(g, 41).result(), list(ex.map(g, [1, 2])))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=PATIENCE
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "42 [2, 3]"
 
 
 def test_a_script_without_the_main_guard_is_refused_with_the_reason(tmp_path):

@@ -64,9 +64,25 @@ class InitializerFailed(BrokenProcessPool):
     constructor, which starts every worker."""
 
 
+def _interactive_main():
+    """Whether this process's main module has no file (a REPL, ``python
+    -c``, a notebook): its functions pickle by name but cannot be found
+    by that name in a worker, so they must travel by value."""
+    main = sys.modules.get("__main__")
+    return main is not None and getattr(main, "__file__", None) is None
+
+
 def _dumps(obj):
     """Pickles ``obj``, with cloudpickle where the standard pickle cannot
-    (lambdas, closures, functions defined interactively)."""
+    (lambdas, closures) or would send a name the worker cannot find (a
+    function of an interactive session or notebook)."""
+    if _interactive_main():
+        try:
+            import cloudpickle
+        except ImportError:
+            pass
+        else:
+            return cloudpickle.dumps(obj, protocol=_PROTOCOL)
     try:
         return pickle.dumps(obj, protocol=_PROTOCOL)
     except (pickle.PicklingError, AttributeError, TypeError) as e:
@@ -101,6 +117,23 @@ def _after_fork_in_child():
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _forwards(forward_output):
+    """Whether workers' output is captured per task and written to this
+    process's ``sys.stdout``/``sys.stderr``: as asked, or by default when
+    those are not the process's own descriptors (a notebook, an IDE's
+    console, a test capturing output), where inherited output would miss
+    them."""
+    if forward_output is not None:
+        return bool(forward_output)
+    for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
+        try:
+            if stream is None or stream.fileno() != fd:
+                return True
+        except (AttributeError, OSError, ValueError):
+            return True
+    return False
 
 
 class _Shared:
@@ -186,8 +219,22 @@ def _log(records):
             logger.handle(record)
 
 
-def _settle(future, kind, payload):
-    """Gives a future the outcome of its job."""
+def _forward(data, stream):
+    """Writes what a task printed (captured in its worker) to this
+    process's own stream, as text."""
+    if data and stream is not None:
+        try:
+            stream.write(data.decode(errors="replace"))
+            stream.flush()
+        except (OSError, ValueError):  # a closed stream: nothing to do
+            pass
+
+
+def _settle(future, kind, payload, stdout=b"", stderr=b""):
+    """Gives a future the outcome of its job, after what the job printed
+    (when the executor forwards output) reached this process's streams."""
+    _forward(stdout, sys.stdout)
+    _forward(stderr, sys.stderr)
     if kind == "cancelled":
         _mark_cancelled(future)
         return
@@ -226,11 +273,11 @@ def _deliver(shared):
                 if shared.shutdown and not shared.futures:
                     return
             continue
-        key, kind, payload = done
+        key, outcome = done
         with shared.lock:
             future = shared.futures.pop(key, None)
         if future is not None:
-            _settle(future, kind, payload)
+            _settle(future, *outcome)
 
 
 def _process_chunk(fn, chunk):
@@ -358,7 +405,12 @@ class ProcessPoolExecutor(_base.Executor):
     - ``memory_limit`` (bytes) caps each worker's address space;
     - what a task logs with ``logging`` reaches this process's loggers
       (at the root level this process had when the executor was made),
-      before the task's future settles.
+      before the task's future settles;
+    - what a task prints goes to this process's stdout and stderr: at the
+      descriptor (the fast way), or, with ``forward_output=True`` (the
+      default where ``sys.stdout`` is not descriptor 1: notebooks, IDEs),
+      captured per task and written to ``sys.stdout``/``sys.stderr``
+      before its future settles. ``quiet=True`` discards it.
 
     Workers start as fresh interpreters (like the ``spawn`` start method,
     whatever ``mp_context`` says), all of them in the constructor: a
@@ -384,6 +436,7 @@ class ProcessPoolExecutor(_base.Executor):
         max_tasks_per_child=None,
         task_timeout=None,
         memory_limit=None,
+        forward_output=None,
         quiet=False,
     ):
         # In a worker importing the parent's main module: the script lacks
@@ -422,6 +475,7 @@ class ProcessPoolExecutor(_base.Executor):
                 max_jobs_per_worker=max_tasks_per_child,
                 job_timeout=task_timeout,
                 memory_limit=memory_limit,
+                capture=_forwards(forward_output),
                 initializer=pickle.dumps(
                     (preparation, user, logging.getLogger().getEffectiveLevel()),
                     protocol=_PROTOCOL,
