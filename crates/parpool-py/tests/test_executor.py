@@ -447,3 +447,40 @@ def test_random_crashes_timeouts_and_cancels_never_hang_or_lie():
                 assert f.result(PATIENCE) in (0, 0.01, 3), context
             assert f.done(), context
         assert ex.submit(tasks.square, 9).result(PATIENCE) == 81
+
+
+def test_the_type_stubs_check_calls(tmp_path):
+    """The package's stubs (``__init__.pyi``, ``_parpool.pyi``, ``py.typed``)
+    let a type checker see a call's argument and result types."""
+    pytest.importorskip("mypy")
+    good = tmp_path / "good.py"
+    good.write_text(
+        textwrap.dedent(
+            """
+            import parpool
+
+            def square(x: int) -> int:
+                return x * x
+
+            def main() -> None:
+                with parpool.ProcessPoolExecutor(max_workers=2, task_timeout=5.0) as ex:
+                    n: int = ex.submit(square, 3).result()
+                    total: int = sum(ex.map(square, range(10), chunksize=2))
+                    print(n, total, ex.submit_with_timeout(1.0, square, 4).result())
+            """
+        )
+    )
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "import parpool\n"
+        "def square(x: int) -> int:\n"
+        "    return x * x\n"
+        "with parpool.ProcessPoolExecutor() as ex:\n"
+        "    s: str = ex.submit(square, 'x').result()\n"
+    )
+    check = [sys.executable, "-m", "mypy", "--strict", "--no-incremental"]
+    ok = subprocess.run(check + [str(good)], capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stdout
+    wrong = subprocess.run(check + [str(bad)], capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 1, wrong.stdout
+    assert "arg-type" in wrong.stdout and "assignment" in wrong.stdout
