@@ -399,8 +399,8 @@ def test_a_forked_child_is_told_to_make_its_own_executor(ex):
 
 
 def test_many_tiny_tasks_all_arrive(ex):
-    futures = [ex.submit(tasks.square, i) for i in range(20_000)]
-    assert [f.result(PATIENCE) for f in futures] == [i * i for i in range(20_000)]
+    futures = [ex.submit(tasks.square, i) for i in range(100_000)]
+    assert [f.result(PATIENCE) for f in futures] == [i * i for i in range(100_000)]
     total = sum(ex.map(tasks.square, range(100_000), chunksize=1000))
     assert total == sum(i * i for i in range(100_000))
 
