@@ -322,7 +322,8 @@ impl Pool {
     /// `"shutdown"`, `"error"`) with its message; then what the job wrote,
     /// if the pool captures its output.
     fn next_done(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<(u64, Outcome)>> {
-        let deadline = Instant::now() + seconds("timeout", timeout)?;
+        let wait = seconds("timeout", timeout)?;
+        let deadline = Instant::now().checked_add(wait).unwrap_or_else(Instant::now);
         let ended = py.detach(|| {
             let ends = lock(&self.ends);
             loop {
@@ -354,8 +355,9 @@ impl Pool {
     /// Checks for Ctrl-C (Python's signal handlers) as it waits.
     #[pyo3(signature = (key, timeout=None))]
     fn take(&self, py: Python<'_>, key: u64, timeout: Option<f64>) -> PyResult<Option<Outcome>> {
+        // A deadline past what a clock can say is no deadline.
         let deadline = match timeout {
-            Some(t) => Some(Instant::now() + seconds("timeout", t)?),
+            Some(t) => Instant::now().checked_add(seconds("timeout", t)?),
             None => None,
         };
         match lock(&self.jobs).get_mut(&key) {

@@ -154,6 +154,31 @@ def test_many_threads_waiting_on_one_future_all_wake(ex):
     assert time.monotonic() - start < PATIENCE / 3
 
 
+def test_a_done_callback_of_a_cancelled_future_may_wait_on_the_executor():
+    ex = parpool.ProcessPoolExecutor(max_workers=1, quiet=True)
+    blocker = ex.submit(tasks.sleep, 0.3)
+    queued = ex.submit(tasks.square, 2)
+    finished = []
+    # Shutting down waits for the results thread, which settles this same
+    # job's cancellation: the callback must not run under the future's lock.
+    queued.add_done_callback(lambda f: (ex.shutdown(wait=True), finished.append(True)))
+    assert queued.cancel()
+    assert finished == [True]
+    assert blocker.result(0) == 0.3
+
+
+def test_timeouts_past_or_beyond_any_clock_are_not_errors(ex):
+    future = ex.submit(tasks.sleep, 0.2)
+    with pytest.raises(cf.TimeoutError):
+        future.result(-1)
+    assert future.result(1e19) == 0.2
+    # map's deadline passes while the consumer is slow: TimeoutError.
+    results = ex.map(tasks.sleep, [0.5, 0.5], timeout=0.1)
+    time.sleep(0.2)
+    with pytest.raises(cf.TimeoutError):
+        list(results)
+
+
 def test_cancel_of_a_queued_task_keeps_it_from_running(ex):
     blockers = [ex.submit(tasks.sleep, 0.5) for _ in range(2)]
     queued = ex.submit(tasks.square, 6)

@@ -37,6 +37,8 @@ __all__ = [
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 # How often the results thread looks up from waiting, to notice shutdown.
 _POLL_SECONDS = 0.1
+# A timeout longer than this (a year) is waited as no timeout.
+_FOREVER = 365 * 24 * 3600.0
 
 
 class WorkerCrashed(BrokenProcessPool):
@@ -191,6 +193,16 @@ class _Future(_base.Future):
         settled, or waits for whoever took the job's end first."""
         if self._state != _base.PENDING:
             return timeout
+        if self._shared.forked:
+            raise RuntimeError(
+                "this future belongs to an executor of the parent process, which "
+                "forked: its result reaches the parent only"
+            )
+        if timeout is not None:
+            # A deadline already past (map's, say) waits not at all.
+            timeout = max(0.0, timeout)
+            if timeout > _FOREVER:
+                timeout = None
         deadline = None if timeout is None else time.monotonic() + timeout
         taken = self._shared.pool.take(self._key, timeout)
         if taken is not None:
@@ -202,11 +214,17 @@ class _Future(_base.Future):
 
 def _mark_cancelled(future):
     """Moves a pending future to cancelled and tells its waiters (once,
-    whichever of the cancelling caller and the results thread comes first)."""
+    whichever of the cancelling caller and the results thread comes
+    first); its done-callbacks run after the future's lock is released,
+    so a callback may wait on anything, the results thread included."""
     with future._condition:
-        if future._state == _base.PENDING:
-            _base.Future.cancel(future)
-            future.set_running_or_notify_cancel()
+        if future._state != _base.PENDING:
+            return
+        future._state = _base.CANCELLED_AND_NOTIFIED
+        for waiter in future._waiters:
+            waiter.add_cancelled(future)
+        future._condition.notify_all()
+    future._invoke_callbacks()
 
 
 def _log(records):
@@ -226,8 +244,8 @@ def _forward(data, stream):
         try:
             stream.write(data.decode(errors="replace"))
             stream.flush()
-        except (OSError, ValueError):  # a closed stream: nothing to do
-            pass
+        except Exception:  # noqa: BLE001 - a stream's failure is not the task's
+            sys.excepthook(*sys.exc_info())
 
 
 def _settle(future, kind, payload, stdout=b"", stderr=b""):
@@ -249,7 +267,10 @@ def _settle(future, kind, payload, stdout=b"", stderr=b""):
                 TaskError(f"the task's result could not be unpickled: {e!r}")
             )
             return
-        _log(records)
+        try:
+            _log(records)
+        except Exception:  # noqa: BLE001 - a handler's failure is not the task's
+            sys.excepthook(*sys.exc_info())
         if ok:
             future.set_result(value)
         else:
@@ -277,7 +298,13 @@ def _deliver(shared):
         with shared.lock:
             future = shared.futures.pop(key, None)
         if future is not None:
-            _settle(future, *outcome)
+            try:
+                _settle(future, *outcome)
+            except BaseException:  # noqa: BLE001 - this thread must go on
+                # A done-callback that raised past concurrent.futures' own
+                # guard (SystemExit, KeyboardInterrupt): the future is
+                # settled already; report it and serve the others.
+                sys.excepthook(*sys.exc_info())
 
 
 def _process_chunk(fn, chunk):
@@ -508,28 +535,33 @@ class ProcessPoolExecutor(_base.Executor):
 
     def _submit(self, fn, args, kwargs, timeout):
         shared = self._shared
+        self._check_open()
+        # Pickled outside the lock: a large argument holds up nobody, and
+        # an argument whose pickling submits to this executor can.
+        try:
+            pickled = _dumps((fn, args, kwargs))
+        except BaseException as e:  # noqa: BLE001 - the future carries it
+            future = _base.Future()
+            future.set_exception(e)
+            return future
         with shared.lock:
-            if shared.forked:
-                raise RuntimeError(
-                    "this executor was made by the parent process before it forked; "
-                    "its workers belong to the parent: make a new executor here"
-                )
-            if shared.shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            if _interpreter_exiting:
-                raise RuntimeError(
-                    "cannot schedule new futures after interpreter shutdown"
-                )
-            try:
-                pickled = _dumps((fn, args, kwargs))
-            except BaseException as e:  # noqa: BLE001 - the future carries it
-                future = _base.Future()
-                future.set_exception(e)
-                return future
+            self._check_open()
             key = shared.pool.submit(pickled, timeout)
             future = _Future(shared, key)
             shared.futures[key] = future
             return future
+
+    def _check_open(self):
+        shared = self._shared
+        if shared.forked:
+            raise RuntimeError(
+                "this executor was made by the parent process before it forked; "
+                "its workers belong to the parent: make a new executor here"
+            )
+        if shared.shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        if _interpreter_exiting:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
 
     def map(self, fn, *iterables, timeout=None, chunksize=1):
         """Like the builtin ``map``, with the calls run in workers,

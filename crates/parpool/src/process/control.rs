@@ -53,15 +53,19 @@ const CLAIM_CELLS: u64 = 2048;
 pub(crate) const LOG_CAP: usize = 64 * 1024;
 
 /// Where the block's parts sit (never built: the offsets below come from
-/// its fields, so none is numbered by hand).
+/// its fields, so none is numbered by hand). The claim cells start on a
+/// cache line of their own, away from the words the worker writes with
+/// every batch of replies.
 #[repr(C)]
 struct Layout {
+    _unused: AtomicU64,
     /// Nonzero once the worker aborted after a failed allocation.
     alloc_failed: AtomicU64,
     /// Reply log: how many bytes the worker had sent on its socket when
     /// the log's first byte was written, and how many bytes the log holds.
     log_base: AtomicU64,
     log_len: AtomicU64,
+    _line: [AtomicU64; 4],
     cells: [AtomicU64; CLAIM_CELLS as usize],
     log: [u8; LOG_CAP],
 }
@@ -80,6 +84,10 @@ const LOG_LEN: usize = word_index(std::mem::offset_of!(Layout, log_len));
 const CELLS: usize = word_index(std::mem::offset_of!(Layout, cells));
 /// Where the reply log's bytes start.
 const LOG_AT: usize = std::mem::offset_of!(Layout, log);
+// The block's format, which a worker built by another build of this
+// version reads too: a change to `Layout` that moves a part fails here.
+const _: () = assert!(ALLOC_FAILED == 1 && LOG_BASE == 2 && LOG_LEN == 3);
+const _: () = assert!(CELLS == 8 && LOG_AT == (8 + CLAIM_CELLS as usize) * 8);
 /// The block's length.
 const BLOCK_LEN: usize = std::mem::size_of::<Layout>();
 

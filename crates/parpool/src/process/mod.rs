@@ -850,5 +850,16 @@ pub fn serve_worker() -> std::io::Result<()> {
              the environment): start this program through a pool's worker_command",
         ));
     }
+    if !os::parent_is_pool() {
+        // The pool's socket came, but through a process in between (or the
+        // pool died): a worker must be the pool's own child, to die with it.
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "this process holds a pool's socket but its parent is not the pool: a \
+             worker command must exec the program that calls serve_worker() (a \
+             wrapper that forks it, such as a shell script without `exec`, sits \
+             in between), or the pool is gone",
+        ));
+    }
     child::serve_process()
 }

@@ -36,6 +36,11 @@ pub(crate) fn started_as_worker() -> bool {
 /// a worker command: the parent is the pool named in the environment, or
 /// stdin is a socket.
 pub(crate) fn started_by_pool() -> bool {
+    std::env::var_os(PARENT_ENV).is_some() && (parent_is_pool() || stdin_is_socket())
+}
+
+/// Whether this process's parent is the pool named in the environment.
+pub(crate) fn parent_is_pool() -> bool {
     let Some(named) = std::env::var(PARENT_ENV)
         .ok()
         .and_then(|v| v.parse::<u32>().ok())
@@ -43,7 +48,7 @@ pub(crate) fn started_by_pool() -> bool {
         return false;
     };
     let parent = rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32);
-    parent == Some(named) || stdin_is_socket()
+    parent == Some(named)
 }
 
 fn stdin_is_socket() -> bool {

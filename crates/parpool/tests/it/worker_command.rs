@@ -182,6 +182,33 @@ fn a_command_that_cannot_serve_fails_build_with_the_reason() {
     assert!(silent.contains("did not say hello within"), "{silent}");
 }
 
+/// A worker command that forks the serving program instead of exec'ing it
+/// (a shell script without `exec`) puts a process between it and the
+/// pool: `serve_worker` refuses (the worker would not die with the pool),
+/// and `build` fails instead of starting a worker that cannot be watched.
+#[test]
+fn a_worker_behind_a_forking_wrapper_is_refused() {
+    let exe = std::env::current_exe().unwrap();
+    let said = std::env::temp_dir().join(format!("parpool-wrapper-{}", std::process::id()));
+    let script = format!(
+        "{} --exact worker_command::serve --test-threads=1 -q --nocapture 2>{}; true",
+        exe.display(),
+        said.display()
+    );
+    let err = spawn_error(
+        ProcessPool::builder()
+            .workers(1)
+            .worker_command("/bin/sh", ["-c", script.as_str()])
+            .env(SERVE_ENV, "1")
+            .stdout(WorkerOutput::Null)
+            .stderr(WorkerOutput::Null),
+    );
+    assert!(err.contains("without saying hello"), "{err}");
+    let words = std::fs::read_to_string(&said).unwrap_or_default();
+    let _ = std::fs::remove_file(&said);
+    assert!(words.contains("must exec"), "the worker said: {words}");
+}
+
 /// A program a worker's task starts inherits the worker's environment; it
 /// must run as itself, not as a worker (it used to divert into the worker
 /// loop and exit with status 70).

@@ -276,6 +276,11 @@ fn command(config: &Config, capture: &[Option<File>; 2]) -> io::Result<Command> 
             cmd
         }
     };
+    // What a pool this process belongs to set (it runs in a worker) is
+    // not this pool's: only what is set below applies.
+    for inherited in [os::MEMORY_ENV, os::BY_VALUE_ENV, capture::CAPTURE_ENV] {
+        cmd.env_remove(inherited);
+    }
     cmd.env(os::PARENT_ENV, os::pid().to_string())
         .env(os::MAX_FRAME_ENV, (config.limits.max_payload + 4096).to_string())
         .env(os::MAX_OUTPUT_ENV, config.limits.max_payload.to_string());
