@@ -323,7 +323,9 @@ impl Pool {
     /// if the pool captures its output.
     fn next_done(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<(u64, Outcome)>> {
         let wait = seconds("timeout", timeout)?;
-        let deadline = Instant::now().checked_add(wait).unwrap_or_else(Instant::now);
+        let deadline = Instant::now()
+            .checked_add(wait)
+            .unwrap_or_else(Instant::now);
         let ended = py.detach(|| {
             let ends = lock(&self.ends);
             loop {
