@@ -78,7 +78,7 @@ def native_round_trips(ex, n):
     samples = []
     for _ in range(n):
         start = time.perf_counter()
-        pool.take(pool.submit(blob, None))
+        pool.take(pool.submit(blob, [], None))
         samples.append(time.perf_counter() - start)
     samples.sort()
     return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]

@@ -26,19 +26,54 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyString};
+use pyo3::types::{PyBytes, PyList, PyString};
+use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
+
+mod ipc;
+
+use ipc::IpcObject;
+
+/// A pickled call, or its pickled outcome, with the `parpool.ipc` objects
+/// its pickle refers to (set aside by the pickler: their shared memory
+/// travels beside it).
+#[derive(Debug, Serialize, Deserialize)]
+struct Call {
+    pickled: ByteBuf,
+    objects: Vec<IpcObject>,
+}
 
 parpool::task!(
     /// Runs one pickled call in a worker: `parpool._worker._run` unpickles
     /// `(fn, args, kwargs)`, calls it and returns the pickled outcome, and
     /// lets nothing escape; a failure here (the package cannot be imported
     /// in the worker) is a bug in the installation, reported as a panic.
-    fn py_call(pickled: ByteBuf) -> ByteBuf {
-        Python::attach(|py| run_pickled(py, "_run", &pickled))
+    fn py_call(call: Call) -> Call {
+        Python::attach(|py| run_call(py, call))
             .unwrap_or_else(|e| panic!("parpool's worker module failed: {e}"))
     }
 );
+
+/// Calls `parpool._worker._run(pickled, objects)`, which returns the
+/// pickled outcome and the objects it refers to.
+fn run_call(py: Python<'_>, call: Call) -> PyResult<Call> {
+    let objects = ipc::to_list(py, call.objects)?;
+    let returned = worker_module(py)?
+        .bind(py)
+        .getattr("_run")?
+        .call1((PyBytes::new(py, &call.pickled), objects))?;
+    let (pickled, objects): (Bound<'_, PyBytes>, Bound<'_, PyAny>) = returned.extract()?;
+    Ok(Call {
+        pickled: ByteBuf::from(pickled.as_bytes().to_vec()),
+        objects: ipc::from_list(&objects)?,
+    })
+}
+
+/// The worker module, looked up once per process.
+fn worker_module(py: Python<'_>) -> PyResult<&Py<PyModule>> {
+    static WORKER: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
+    WORKER.get_or_try_init(py, || py.import("parpool._worker").map(Bound::unbind))
+}
 
 parpool::task!(
     /// Prepares each new worker (the parent's `sys.path`, working
@@ -62,10 +97,7 @@ create_exception!(
 /// Calls `parpool._worker.<function>(pickled)` and returns the bytes it
 /// returns.
 fn run_pickled(py: Python<'_>, function: &str, pickled: &[u8]) -> PyResult<ByteBuf> {
-    // The worker module, looked up once per process.
-    static WORKER: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
-    let module = WORKER.get_or_try_init(py, || py.import("parpool._worker").map(Bound::unbind))?;
-    let returned = module
+    let returned = worker_module(py)?
         .bind(py)
         .getattr(function)?
         .call1((PyBytes::new(py, pickled),))?;
@@ -92,7 +124,7 @@ struct Pool {
 /// A job as the pool keeps it until its end is taken.
 #[derive(Debug)]
 struct Job {
-    handle: JobHandle<ByteBuf>,
+    handle: JobHandle<Call>,
     /// Callers of [`take`](Pool::take) waiting on it: while there are, its
     /// end is not posted to the results thread (one thread wakes, not
     /// two), and the results thread leaves it to them. Shared with the
@@ -139,34 +171,49 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// A duration in seconds from Python, refused if negative or not a number.
-fn seconds(what: &str, s: f64) -> PyResult<Duration> {
+pub(crate) fn seconds(what: &str, s: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(s).map_err(|_| {
         PyValueError::new_err(format!("{what} must be a number of seconds >= 0, not {s}"))
     })
 }
 
 /// How often a wait in the caller's thread looks for Ctrl-C.
-const SIGNAL_CHECK: Duration = Duration::from_millis(100);
+pub(crate) const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
 /// A job's end as the Python side takes it: `"ok"` and the pickled
 /// outcome, or the error's kind and message; then what the job wrote to
-/// stdout and stderr, if the pool captures it (else empty).
-type Outcome = (&'static str, Py<PyAny>, Py<PyBytes>, Py<PyBytes>);
+/// stdout and stderr, if the pool captures it (else empty); then the
+/// `parpool.ipc` objects the outcome's pickle refers to.
+type Outcome = (
+    &'static str,
+    Py<PyAny>,
+    Py<PyBytes>,
+    Py<PyBytes>,
+    Py<PyList>,
+);
 
 /// Joins an ended job (without the GIL: its result may be a moment from
 /// stored) and converts its end.
-fn outcome(py: Python<'_>, handle: JobHandle<ByteBuf>) -> Outcome {
+fn outcome(py: Python<'_>, handle: JobHandle<Call>) -> Outcome {
     let (result, output) = py.detach(|| handle.join_captured());
-    let (kind, payload) = match result {
-        Ok(bytes) => ("ok", PyBytes::new(py, &bytes).into_any().unbind()),
+    let (kind, payload, objects) = match result {
+        Ok(call) => (
+            "ok",
+            PyBytes::new(py, &call.pickled).into_any().unbind(),
+            call.objects,
+        ),
         Err(e) => (
             error_kind(&e),
             PyString::new(py, &e.to_string()).into_any().unbind(),
+            Vec::new(),
         ),
     };
     let stdout = PyBytes::new(py, &output.stdout).unbind();
     let stderr = PyBytes::new(py, &output.stderr).unbind();
-    (kind, payload, stdout, stderr)
+    // An object that cannot be wrapped leaves the list short; the
+    // unpickler then says which reference it misses.
+    let objects = ipc::to_list(py, objects).unwrap_or_else(|_| PyList::empty(py).unbind());
+    (kind, payload, stdout, stderr, objects)
 }
 
 /// The word the Python side keys its exception on, for a job's error.
@@ -185,7 +232,7 @@ impl Pool {
     /// Job `key`, taken if it ended: `Some(None)` while it runs, `None`
     /// once another caller took it. (Marked before its result is stored:
     /// joining it waits out that moment.)
-    fn take_if_ended(&self, key: u64) -> Option<Option<JobHandle<ByteBuf>>> {
+    fn take_if_ended(&self, key: u64) -> Option<Option<JobHandle<Call>>> {
         let mut jobs = lock(&self.jobs);
         jobs.get(&key)?;
         if !self.endings.has(key) {
@@ -286,17 +333,25 @@ impl Pool {
         })
     }
 
-    /// Sends a pickled call to a worker; returns the job's key. `timeout`
-    /// (seconds) kills its worker if it runs longer.
-    #[pyo3(signature = (pickled, timeout=None))]
-    fn submit(&self, pickled: &[u8], timeout: Option<f64>) -> PyResult<u64> {
+    /// Sends a pickled call, with the `parpool.ipc` objects its pickle
+    /// refers to, to a worker; returns the job's key. `timeout` (seconds)
+    /// kills its worker if it runs longer.
+    #[pyo3(signature = (pickled, objects, timeout=None))]
+    fn submit(
+        &self,
+        pickled: &[u8],
+        objects: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+    ) -> PyResult<u64> {
+        let call = Call {
+            pickled: ByteBuf::from(pickled.to_vec()),
+            objects: ipc::from_list(objects)?,
+        };
         let mut options = JobOptions::new();
         if let Some(t) = timeout {
             options = options.timeout(seconds("timeout", t)?);
         }
-        let handle = self
-            .pool
-            .submit_with(options, py_call, ByteBuf::from(pickled.to_vec()));
+        let handle = self.pool.submit_with(options, py_call, call);
         let key = handle.id().get();
         let ended = self.ended.clone();
         let endings = self.endings.clone();
@@ -438,6 +493,8 @@ fn serve_worker(py: Python<'_>) -> PyResult<()> {
 #[pymodule]
 fn _parpool(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Pool>()?;
+    m.add_class::<ipc::PyEvent>()?;
+    m.add_class::<ipc::PyQueue>()?;
     m.add("InitializerError", m.py().get_type::<InitializerError>())?;
     m.add_function(wrap_pyfunction!(serve_worker, m)?)?;
     Ok(())

@@ -101,3 +101,37 @@ def say(text, error):
 def say_then_exit(text):
     print(text, flush=True)
     os._exit(3)
+
+
+def set_event(event):
+    event.set()
+    return event.is_set()
+
+
+def wait_event(event, seconds):
+    return event.wait(seconds)
+
+
+def produce(queue, n):
+    for i in range(n):
+        queue.put({"i": i, "pid": os.getpid()})
+    return n
+
+
+def consume(queue, n, seconds):
+    return [queue.get(timeout=seconds)["i"] for _ in range(n)]
+
+
+def produce_then_die(queue, n):
+    for i in range(n):
+        queue.put(i)
+    os._exit(9)
+
+
+def make_queue(items):
+    from parpool.ipc import Queue
+
+    queue = Queue()
+    for item in items:
+        queue.put(item)
+    return queue

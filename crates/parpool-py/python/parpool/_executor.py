@@ -24,7 +24,7 @@ import weakref
 from concurrent.futures import _base
 from concurrent.futures.process import BrokenProcessPool
 
-from . import _parpool
+from . import _parpool, _pickling
 
 __all__ = [
     "ProcessPoolExecutor",
@@ -75,27 +75,28 @@ def _interactive_main():
 
 
 def _dumps(obj):
-    """Pickles ``obj``, with cloudpickle where the standard pickle cannot
+    """Pickles ``obj`` (returns the bytes and the ``parpool.ipc`` objects
+    set aside), with cloudpickle where the standard pickle cannot
     (lambdas, closures) or would send a name the worker cannot find (a
     function of an interactive session or notebook)."""
     if _interactive_main():
         try:
-            import cloudpickle
+            import cloudpickle  # noqa: F401
         except ImportError:
             pass
         else:
-            return cloudpickle.dumps(obj, protocol=_PROTOCOL)
+            return _pickling.dumps(obj, by_value=True)
     try:
-        return pickle.dumps(obj, protocol=_PROTOCOL)
+        return _pickling.dumps(obj)
     except (pickle.PicklingError, AttributeError, TypeError) as e:
         try:
-            import cloudpickle
+            import cloudpickle  # noqa: F401
         except ImportError:
             raise pickle.PicklingError(
                 f"{e}; install cloudpickle (pip install cloudpickle) to send "
                 "lambdas, closures and functions defined interactively"
             ) from e
-        return cloudpickle.dumps(obj, protocol=_PROTOCOL)
+        return _pickling.dumps(obj, by_value=True)
 
 
 def _worker_command():
@@ -248,7 +249,7 @@ def _forward(data, stream):
             sys.excepthook(*sys.exc_info())
 
 
-def _settle(future, kind, payload, stdout=b"", stderr=b""):
+def _settle(future, kind, payload, stdout=b"", stderr=b"", objects=()):
     """Gives a future the outcome of its job, after what the job printed
     (when the executor forwards output) reached this process's streams."""
     _forward(stdout, sys.stdout)
@@ -261,7 +262,7 @@ def _settle(future, kind, payload, stdout=b"", stderr=b""):
             return
     if kind == "ok":
         try:
-            ok, value, records = pickle.loads(payload)
+            ok, value, records = _pickling.loads(payload, objects)
         except BaseException as e:  # noqa: BLE001 - the result's own failure
             future.set_exception(
                 TaskError(f"the task's result could not be unpickled: {e!r}")
@@ -487,7 +488,11 @@ class ProcessPoolExecutor(_base.Executor):
         self._mp_context = mp_context or multiprocessing.get_context("spawn")
         user = None
         if initializer is not None:
-            user = _dumps((initializer, tuple(initargs)))
+            user, set_aside = _dumps((initializer, tuple(initargs)))
+            if set_aside:
+                raise TypeError(
+                    "parpool.ipc objects cannot be initargs yet: pass them to the tasks"
+                )
         preparation = multiprocessing.spawn.get_preparation_data("parpool-worker")
         # The key multiprocessing's connections authenticate with, as
         # plain bytes: its own type refuses to be pickled outside a spawn.
@@ -539,14 +544,14 @@ class ProcessPoolExecutor(_base.Executor):
         # Pickled outside the lock: a large argument holds up nobody, and
         # an argument whose pickling submits to this executor can.
         try:
-            pickled = _dumps((fn, args, kwargs))
+            pickled, objects = _dumps((fn, args, kwargs))
         except BaseException as e:  # noqa: BLE001 - the future carries it
             future = _base.Future()
             future.set_exception(e)
             return future
         with shared.lock:
             self._check_open()
-            key = shared.pool.submit(pickled, timeout)
+            key = shared.pool.submit(pickled, objects, timeout)
             future = _Future(shared, key)
             shared.futures[key] = future
             return future

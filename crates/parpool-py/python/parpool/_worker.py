@@ -13,7 +13,8 @@ import signal
 import sys
 from concurrent.futures.process import _ExceptionWithTraceback
 
-_PROTOCOL = pickle.HIGHEST_PROTOCOL
+from parpool import _pickling
+
 
 # The records logged since the last task's outcome left: they go back with
 # it, and the parent hands them to its own loggers before it settles the
@@ -61,39 +62,42 @@ def _dumps_outcome(ok, value):
     return _dumps_with_records(ok, value, _take_records())
 
 
+def _pickled(outcome):
+    """Pickles an outcome; returns the bytes and the ``parpool.ipc``
+    objects set aside."""
+    return _pickling.dumps(outcome)
+
+
 def _dumps_with_records(ok, value, records):
     """Pickles ``(ok, value)``. If that fails, the failure itself (say a
     ``PicklingError``) becomes the task's exception, as with CPython's
     executor, with a note saying what was being pickled; if even that
     cannot be pickled, a ``RuntimeError`` that says so."""
     try:
-        return pickle.dumps((ok, value, records), protocol=_PROTOCOL)
+        return _pickled((ok, value, records))
     except BaseException as e:  # noqa: BLE001 - reported to the caller
         what = "result" if ok else "exception"
         if hasattr(e, "add_note"):
             e.add_note(f"(raised while pickling the task's {what} to send it back)")
         try:
-            return pickle.dumps(
-                (False, _ExceptionWithTraceback(e, e.__traceback__), records),
-                protocol=_PROTOCOL,
-            )
+            return _pickled((False, _ExceptionWithTraceback(e, e.__traceback__), records))
         except BaseException:  # noqa: BLE001 - the last resort below
             err = RuntimeError(
                 f"the task's {what} could not be pickled to send it back: {e!r}"
             )
-            return pickle.dumps(
-                (False, _ExceptionWithTraceback(err, err.__traceback__), records),
-                protocol=_PROTOCOL,
+            return _pickled(
+                (False, _ExceptionWithTraceback(err, err.__traceback__), records)
             )
 
 
-def _run(pickled):
+def _run(pickled, objects):
     """Unpickles ``(fn, args, kwargs)``, calls it and returns the pickled
     outcome: ``(True, result, records)`` or ``(False, exception, records)``,
     the exception carrying its traceback as text (as CPython's executor
-    sends it), the records those the task logged."""
+    sends it), the records those the task logged; with the ``parpool.ipc``
+    objects the call and the outcome refer to, which travel beside them."""
     try:
-        fn, args, kwargs = pickle.loads(pickled)
+        fn, args, kwargs = _pickling.loads(pickled, objects)
         outcome = (True, fn(*args, **kwargs))
     except BaseException as e:  # noqa: BLE001 - the task's own failure
         outcome = (False, _ExceptionWithTraceback(e, e.__traceback__))

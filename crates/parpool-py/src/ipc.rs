@@ -1,0 +1,245 @@
+//! `parpool.ipc` for Python, natively: [`PyEvent`] and [`PyQueue`] (of
+//! bytes; `parpool/ipc.py` pickles what goes through it), shared by
+//! processes through parpool-ipc's shared memory. They reach a worker
+//! beside a pickled call, as [`IpcObject`]s in the job's input (their
+//! descriptors travel through the pool's side channel), and come back the
+//! same way in its result; pickled anywhere else they refuse, saying so.
+
+use std::time::{Duration, Instant};
+
+use parpool::ipc::{Event, Queue, RecvError, SendError};
+use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::{SIGNAL_CHECK, seconds};
+
+/// An ipc object travelling beside a pickled call or its result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum IpcObject {
+    Event(Event),
+    Queue(Queue<ByteBuf>),
+}
+
+impl IpcObject {
+    /// The native object a pickler set aside.
+    pub(crate) fn from_py(object: &Bound<'_, PyAny>) -> PyResult<Self> {
+        if let Ok(event) = object.cast::<PyEvent>() {
+            return Ok(IpcObject::Event(event.get().inner.clone()));
+        }
+        if let Ok(queue) = object.cast::<PyQueue>() {
+            return Ok(IpcObject::Queue(queue.get().inner.clone()));
+        }
+        Err(PyTypeError::new_err(format!(
+            "not a parpool.ipc object: {}",
+            object.get_type().name()?
+        )))
+    }
+
+    fn into_py(self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(match self {
+            IpcObject::Event(inner) => Py::new(py, PyEvent { inner })?.into_any(),
+            IpcObject::Queue(inner) => Py::new(py, PyQueue { inner })?.into_any(),
+        })
+    }
+}
+
+/// The objects of a job's input or output, as a Python list for the
+/// unpickler.
+pub(crate) fn to_list(py: Python<'_>, objects: Vec<IpcObject>) -> PyResult<Py<PyList>> {
+    let items = objects
+        .into_iter()
+        .map(|o| o.into_py(py))
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok(PyList::new(py, items)?.unbind())
+}
+
+/// The objects a pickler set aside, for a job's input or output.
+pub(crate) fn from_list(objects: &Bound<'_, PyAny>) -> PyResult<Vec<IpcObject>> {
+    objects
+        .try_iter()?
+        .map(|o| IpcObject::from_py(&o?))
+        .collect()
+}
+
+/// `__reduce__` of the native objects: `parpool._pickling` sets the
+/// object aside while a call or outcome is pickled, and refuses otherwise.
+fn set_aside<'py>(object: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    object
+        .py()
+        .import("parpool._pickling")?
+        .getattr("_set_aside")?
+        .call1((object,))
+}
+
+/// Waits in slices (checking for Ctrl-C between them) until `attempt`
+/// gives a value or `timeout` seconds pass (`None`: no limit).
+fn wait_for<T>(
+    py: Python<'_>,
+    timeout: Option<f64>,
+    mut attempt: impl FnMut(Duration) -> Option<T> + Send,
+) -> PyResult<Option<T>>
+where
+    T: Send,
+{
+    let deadline = match timeout {
+        Some(t) => Instant::now().checked_add(seconds("timeout", t)?),
+        None => None,
+    };
+    loop {
+        let slice = deadline.map_or(SIGNAL_CHECK, |at| {
+            at.saturating_duration_since(Instant::now())
+                .min(SIGNAL_CHECK)
+        });
+        if let Some(value) = py.detach(|| attempt(slice)) {
+            return Ok(Some(value));
+        }
+        py.check_signals()?;
+        if deadline.is_some_and(|at| Instant::now() >= at) {
+            return Ok(None);
+        }
+    }
+}
+
+/// An event shared by processes, like `multiprocessing.Event`: `set`,
+/// `clear`, `is_set`, `wait(timeout=None)`.
+#[pyclass(module = "parpool.ipc", name = "Event", frozen)]
+#[derive(Debug)]
+pub(crate) struct PyEvent {
+    inner: Event,
+}
+
+#[pymethods]
+impl PyEvent {
+    #[new]
+    fn new() -> PyResult<Self> {
+        let inner = Event::new().map_err(|e| PyOSError::new_err(e.to_string()))?;
+        Ok(PyEvent { inner })
+    }
+
+    /// Sets the flag and wakes every waiter, in every process.
+    fn set(&self) {
+        self.inner.set();
+    }
+
+    /// Clears the flag.
+    fn clear(&self) {
+        self.inner.clear();
+    }
+
+    /// Whether the flag is set.
+    fn is_set(&self) -> bool {
+        self.inner.is_set()
+    }
+
+    /// Waits until the flag is set, at most `timeout` seconds; returns
+    /// whether it is set.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let inner = &self.inner;
+        let set = wait_for(py, timeout, |slice| inner.wait_timeout(slice).then_some(()))?;
+        Ok(set.is_some())
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        set_aside(slf.as_any())
+    }
+}
+
+/// The native half of `parpool.ipc.Queue`: messages of bytes in a ring of
+/// shared memory (`capacity` bytes), `maxsize` messages at most (0: as
+/// many as fit).
+#[pyclass(module = "parpool._parpool", name = "Queue", frozen)]
+#[derive(Debug)]
+pub(crate) struct PyQueue {
+    inner: Queue<ByteBuf>,
+}
+
+fn queue_error(py: Python<'_>, name: &str) -> PyResult<PyErr> {
+    let class = py.import("queue")?.getattr(name)?;
+    Ok(PyErr::from_value(class.call0()?))
+}
+
+#[pymethods]
+impl PyQueue {
+    #[new]
+    #[pyo3(signature = (capacity=1 << 20, maxsize=0))]
+    fn new(capacity: usize, maxsize: u64) -> PyResult<Self> {
+        let inner = Queue::with_capacity(capacity, (maxsize > 0).then_some(maxsize))
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(PyQueue { inner })
+    }
+
+    /// Sends `data`; waits for room unless `block` is false, at most
+    /// `timeout` seconds. Raises `queue.Full` if none came.
+    #[pyo3(signature = (data, block=true, timeout=None))]
+    fn put_bytes(
+        &self,
+        py: Python<'_>,
+        data: &[u8],
+        block: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<()> {
+        let mut message = Some(ByteBuf::from(data.to_vec()));
+        let inner = &self.inner;
+        let mut failure = None;
+        let sent = wait_for(py, if block { timeout } else { Some(0.0) }, |slice| {
+            let value = message.take()?;
+            match inner.send_timeout(value, slice) {
+                Ok(()) => Some(()),
+                Err(SendError::Full(value)) => {
+                    message = Some(value);
+                    None
+                }
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    Some(())
+                }
+            }
+        })?;
+        if let Some(reason) = failure {
+            return Err(PyValueError::new_err(reason));
+        }
+        match sent {
+            Some(()) => Ok(()),
+            None => Err(queue_error(py, "Full")?),
+        }
+    }
+
+    /// Receives a message; waits for one unless `block` is false, at most
+    /// `timeout` seconds. Raises `queue.Empty` if none came.
+    #[pyo3(signature = (block=true, timeout=None))]
+    fn get_bytes(
+        &self,
+        py: Python<'_>,
+        block: bool,
+        timeout: Option<f64>,
+    ) -> PyResult<Py<PyBytes>> {
+        let inner = &self.inner;
+        let got = wait_for(
+            py,
+            if block { timeout } else { Some(0.0) },
+            |slice| match inner.recv_timeout(slice) {
+                Ok(bytes) => Some(Ok(bytes)),
+                Err(RecvError::Empty) => None,
+                Err(e) => Some(Err(e.to_string())),
+            },
+        )?;
+        match got {
+            Some(Ok(bytes)) => Ok(PyBytes::new(py, &bytes).unbind()),
+            Some(Err(reason)) => Err(PyOSError::new_err(reason)),
+            None => Err(queue_error(py, "Empty")?),
+        }
+    }
+
+    /// How many messages wait.
+    fn qsize(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        set_aside(slf.as_any())
+    }
+}
