@@ -115,6 +115,16 @@ impl SharedMem {
         self.writable
     }
 
+    /// The address of its first byte, for code that hands the memory to
+    /// another keeper of raw bytes (a Python buffer, say). It stays valid
+    /// while this handle or a clone of it lives. Writing through it is for
+    /// a writable handle only (a read-only one received from another
+    /// process is mapped read-only: a write faults), and like any access to
+    /// shared memory it races with other processes' unless they order it.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.region.payload()
+    }
+
     fn check(&self, offset: usize, size: usize) -> Result<(), AccessError> {
         match offset.checked_add(size) {
             Some(end) if end <= self.len() => Ok(()),
@@ -415,6 +425,25 @@ impl<'de, T: Pod> Deserialize<'de> for SharedSlice<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `as_ptr` is the mapping the accessors read and write, clones
+    /// included.
+    #[test]
+    fn as_ptr_is_the_memory_itself() {
+        let mem = SharedMem::new(64).unwrap();
+        mem.write(10, b"abc").unwrap();
+        let clone = mem.clone();
+        assert_eq!(mem.as_ptr(), clone.as_ptr());
+        // SAFETY: 64 bytes are mapped at `as_ptr` while `mem` lives, and
+        // no other thread or process touches them during this test.
+        let seen = unsafe { std::slice::from_raw_parts(mem.as_ptr(), 64) };
+        assert_eq!(&seen[10..13], b"abc");
+        // SAFETY: as above; the handle is writable.
+        unsafe { *clone.as_ptr().add(20) = b'z' };
+        let mut one = [0u8];
+        mem.read(20, &mut one).unwrap();
+        assert_eq!(one, [b'z']);
+    }
 
     /// An access past the end names its range, even one that does not fit
     /// in a `usize` (formatting it once overflowed).

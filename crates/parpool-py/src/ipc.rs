@@ -7,8 +7,12 @@
 
 use std::time::{Duration, Instant};
 
-use parpool::ipc::{Event, Queue, RecvError, SendError};
+use std::os::raw::c_int;
+
+use parpool::ipc::{Event, Queue, RecvError, SendError, SharedMem};
+use pyo3::exceptions::PyBufferError;
 use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use serde::{Deserialize, Serialize};
@@ -21,6 +25,7 @@ use crate::{SIGNAL_CHECK, seconds};
 pub(crate) enum IpcObject {
     Event(Event),
     Queue(Queue<ByteBuf>),
+    Memory(SharedMem),
 }
 
 impl IpcObject {
@@ -32,6 +37,9 @@ impl IpcObject {
         if let Ok(queue) = object.cast::<PyQueue>() {
             return Ok(IpcObject::Queue(queue.get().inner.clone()));
         }
+        if let Ok(memory) = object.cast::<PySharedMemory>() {
+            return Ok(IpcObject::Memory(memory.get().inner.clone()));
+        }
         Err(PyTypeError::new_err(format!(
             "not a parpool.ipc object: {}",
             object.get_type().name()?
@@ -42,6 +50,7 @@ impl IpcObject {
         Ok(match self {
             IpcObject::Event(inner) => Py::new(py, PyEvent { inner })?.into_any(),
             IpcObject::Queue(inner) => Py::new(py, PyQueue { inner })?.into_any(),
+            IpcObject::Memory(inner) => Py::new(py, PySharedMemory { inner })?.into_any(),
         })
     }
 }
@@ -241,5 +250,82 @@ impl PyQueue {
 
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
         set_aside(slf.as_any())
+    }
+}
+
+/// Shared memory of a fixed size, like
+/// `multiprocessing.shared_memory.SharedMemory`: `buf` is a `memoryview` of
+/// it (and it is a buffer itself: `numpy.ndarray(..., buffer=shm.buf)`
+/// maps it without a copy), `size` its length. Passed to a task, the task
+/// maps the same pages.
+#[pyclass(module = "parpool.ipc", name = "SharedMemory", frozen)]
+#[derive(Debug)]
+pub(crate) struct PySharedMemory {
+    inner: SharedMem,
+}
+
+#[pymethods]
+impl PySharedMemory {
+    #[new]
+    fn new(size: usize) -> PyResult<Self> {
+        if size == 0 {
+            return Err(PyValueError::new_err("a SharedMemory needs a size above 0"));
+        }
+        let inner = SharedMem::new(size).map_err(|e| PyOSError::new_err(e.to_string()))?;
+        Ok(PySharedMemory { inner })
+    }
+
+    /// Its length in bytes.
+    #[getter]
+    fn size(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// A `memoryview` of its bytes (read-only where the memory is).
+    #[getter]
+    fn buf<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, pyo3::types::PyMemoryView>> {
+        pyo3::types::PyMemoryView::from(slf.as_any())
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        set_aside(slf.as_any())
+    }
+
+    /// The buffer protocol: one contiguous run of unsigned bytes, the
+    /// mapping itself.
+    ///
+    /// # Safety
+    /// Called by Python with a `view` to fill, as the protocol says.
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: c_int,
+    ) -> PyResult<()> {
+        if view.is_null() {
+            return Err(PyBufferError::new_err("no view to fill"));
+        }
+        let memory = &slf.get().inner;
+        let len = ffi::Py_ssize_t::try_from(memory.len())
+            .map_err(|_| PyBufferError::new_err("the memory is too large for a buffer"))?;
+        let readonly = c_int::from(!memory.is_writable());
+        // SAFETY: `view` is the non-null buffer Python asked us to fill;
+        // the pointer and length are the mapping's, which stays mapped
+        // while the view lives: PyBuffer_FillInfo takes a reference to
+        // `slf`, which holds the mapping, and gives it back on release. It
+        // refuses a writable view of a read-only mapping itself.
+        let filled = unsafe {
+            ffi::PyBuffer_FillInfo(
+                view,
+                slf.as_ptr(),
+                memory.as_ptr().cast(),
+                len,
+                readonly,
+                flags,
+            )
+        };
+        if filled == -1 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        Ok(())
     }
 }

@@ -495,6 +495,7 @@ fn _parpool(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Pool>()?;
     m.add_class::<ipc::PyEvent>()?;
     m.add_class::<ipc::PyQueue>()?;
+    m.add_class::<ipc::PySharedMemory>()?;
     m.add("InitializerError", m.py().get_type::<InitializerError>())?;
     m.add_function(wrap_pyfunction!(serve_worker, m)?)?;
     Ok(())

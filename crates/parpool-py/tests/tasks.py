@@ -135,3 +135,15 @@ def make_queue(items):
     for item in items:
         queue.put(item)
     return queue
+
+
+def fill(shm, value):
+    shm.buf[:] = bytes([value]) * shm.size
+    return shm.size
+
+
+def fill_array(shm, value):
+    import numpy
+
+    numpy.ndarray((shm.size // 8,), dtype=numpy.float64, buffer=shm.buf)[:] = value
+    return shm.size

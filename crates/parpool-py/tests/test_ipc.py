@@ -9,7 +9,7 @@ import pytest
 
 import parpool
 import tasks
-from parpool.ipc import Event, Queue
+from parpool.ipc import Event, Queue, SharedMemory
 
 PATIENCE = 60
 
@@ -82,7 +82,29 @@ def test_a_sender_that_dies_loses_only_its_unsent_items(ex):
     assert [q.get(timeout=5)["i"] for _ in range(3)] == [0, 1, 2]
 
 
+def test_shared_memory_written_in_a_task_is_seen_here(ex):
+    shm = SharedMemory(1 << 20)
+    view = shm.buf
+    assert len(view) == shm.size == 1 << 20
+    assert ex.submit(tasks.fill, shm, 7).result(PATIENCE) == 1 << 20
+    assert view[0] == 7 and view[-1] == 7 and bytes(view[:4]) == b"\x07" * 4
+    with pytest.raises(ValueError):
+        SharedMemory(0)
+
+
+def test_a_gib_numpy_array_is_shared_without_a_copy(ex):
+    numpy = pytest.importorskip("numpy")
+    shm = SharedMemory(1 << 30)
+    array = numpy.ndarray((shm.size // 8,), dtype=numpy.float64, buffer=shm.buf)
+    assert not array.any()
+    # The task writes through its own view of the same pages: the parent's
+    # array sees every value, which no copy could show.
+    assert ex.submit(tasks.fill_array, shm, 2.0).result(PATIENCE) == 1 << 30
+    assert array[0] == 2.0 and array[-1] == 2.0
+    assert float(array.sum()) == 2.0 * (shm.size // 8)
+
+
 def test_pickled_anywhere_else_they_refuse_with_a_reason():
-    for obj in (Event(), Queue()):
+    for obj in (Event(), Queue(), SharedMemory(8)):
         with pytest.raises(TypeError, match="ProcessPoolExecutor"):
             pickle.dumps(obj)

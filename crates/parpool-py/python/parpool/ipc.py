@@ -1,7 +1,7 @@
 """Objects shared by processes, for tasks of ``parpool.ProcessPoolExecutor``:
-:class:`Queue` and :class:`Event`, in shared memory (parpool's Rust
-``ipc``), passed to tasks as arguments and returned from them as
-``multiprocessing``'s are passed to its processes.
+:class:`Queue`, :class:`Event` and :class:`SharedMemory`, in shared memory
+(parpool's Rust ``ipc``), passed to tasks as arguments and returned from
+them as ``multiprocessing``'s are passed to its processes.
 
 A process that dies while it sends never blocks the others: a receiver
 skips a message its sender could not finish.
@@ -15,10 +15,10 @@ skips a message its sender could not finish.
 
 import pickle
 
-from ._parpool import Event
+from ._parpool import Event, SharedMemory
 from ._parpool import Queue as _NativeQueue
 
-__all__ = ["Event", "Queue"]
+__all__ = ["Event", "Queue", "SharedMemory"]
 
 
 class Queue:
