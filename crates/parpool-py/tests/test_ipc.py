@@ -104,6 +104,13 @@ def test_a_gib_numpy_array_is_shared_without_a_copy(ex):
     assert float(array.sum()) == 2.0 * (shm.size // 8)
 
 
+def test_ipc_objects_as_initargs_are_refused_with_a_reason():
+    with pytest.raises(TypeError, match="initargs"):
+        parpool.ProcessPoolExecutor(
+            max_workers=1, initializer=tasks.remember, initargs=("k", Event()), quiet=True
+        )
+
+
 def test_pickled_anywhere_else_they_refuse_with_a_reason():
     for obj in (Event(), Queue(), SharedMemory(8)):
         with pytest.raises(TypeError, match="ProcessPoolExecutor"):
