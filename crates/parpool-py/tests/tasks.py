@@ -147,3 +147,9 @@ def fill_array(shm, value):
 
     numpy.ndarray((shm.size // 8,), dtype=numpy.float64, buffer=shm.buf)[:] = value
     return shm.size
+
+
+def crash_on(x, bad):
+    if x == bad:
+        os._exit(5)
+    return x

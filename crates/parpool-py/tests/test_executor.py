@@ -194,8 +194,8 @@ def test_cancel_of_a_queued_task_keeps_it_from_running(ex):
 
 def test_map_keeps_order_with_chunks_and_bounds_its_wait(ex):
     xs = list(range(1000))
-    assert list(ex.map(tasks.square, xs, chunksize=37)) == [x * x for x in xs]
-    assert list(ex.map(tasks.add, [1, 2], [10, 20])) == [11, 22]
+    assert list(ex.map(tasks.square, xs, chunksize=37, timeout=PATIENCE)) == [x * x for x in xs]
+    assert list(ex.map(tasks.add, [1, 2], [10, 20], timeout=PATIENCE)) == [11, 22]
     with pytest.raises(ValueError):
         ex.map(tasks.square, xs, chunksize=0)
     results = ex.map(tasks.sleep, [5, 5], timeout=0.2)
@@ -207,11 +207,25 @@ def test_map_keeps_no_reference_to_a_result_it_yielded(ex):
     import gc
     import weakref
 
-    for obj in ex.map(tasks.Box, range(10), chunksize=4):
+    for obj in ex.map(tasks.Box, range(10), chunksize=4, timeout=PATIENCE):
         ref = weakref.ref(obj)
         del obj
         gc.collect()
         assert ref() is None
+
+
+def test_a_crash_in_a_map_fails_its_chunk_alone(ex):
+    """A map item that crashes its worker ends the map there with
+    WorkerCrashed, after the results before its chunk; the executor and
+    the map's other chunks go on."""
+    items = list(range(40))
+    results = ex.map(tasks.crash_on, items, [17] * 40, chunksize=5, timeout=PATIENCE)
+    got = []
+    with pytest.raises(parpool.WorkerCrashed):
+        for value in results:
+            got.append(value)
+    assert got == list(range(15))  # the chunks before the one holding 17
+    assert list(ex.map(tasks.square, range(10), timeout=PATIENCE)) == [i * i for i in range(10)]
 
 
 def test_as_completed_and_wait_see_every_future(ex):
@@ -426,7 +440,7 @@ def test_a_forked_child_is_told_to_make_its_own_executor(ex):
 def test_many_tiny_tasks_all_arrive(ex):
     futures = [ex.submit(tasks.square, i) for i in range(100_000)]
     assert [f.result(PATIENCE) for f in futures] == [i * i for i in range(100_000)]
-    total = sum(ex.map(tasks.square, range(100_000), chunksize=1000))
+    total = sum(ex.map(tasks.square, range(100_000), chunksize=1000, timeout=PATIENCE))
     assert total == sum(i * i for i in range(100_000))
 
 
@@ -438,8 +452,11 @@ def test_random_crashes_timeouts_and_cancels_never_hang_or_lie():
     rng = random.Random(seed)
     with parpool.ProcessPoolExecutor(max_workers=2, quiet=True) as ex:
         plan = []
-        for i in range(300):
-            kind = rng.choice(["value", "value", "value", "raise", "crash", "timeout", "cancel"])
+        # Thousands of tasks; crashes and timeouts rarer than the rest, each
+        # costing a fresh interpreter.
+        kinds = ["value"] * 12 + ["raise"] * 3 + ["cancel"] * 3 + ["crash", "timeout"]
+        for i in range(2000):
+            kind = rng.choice(kinds)
             if kind == "value":
                 f = ex.submit(tasks.square, i)
             elif kind == "raise":

@@ -65,6 +65,13 @@ fn serve() {
     assert!(err.to_string().contains("worker_command"), "{err}");
 }
 
+/// The job's result, waited for at most [`PATIENCE`](crate::common::PATIENCE).
+fn joined<T: Send + 'static>(handle: parpool::JobHandle<T>) -> Result<T, JobError> {
+    handle
+        .join_timeout(crate::common::PATIENCE)
+        .unwrap_or_else(|_| panic!("a job did not end within the test's patience"))
+}
+
 fn command_pool(workers: usize) -> parpool::ProcessPoolBuilder {
     ProcessPool::builder()
         .workers(workers)
@@ -99,7 +106,7 @@ fn jobs_run_in_workers_started_by_the_command() {
         .map(|_| pool.submit(pid_of_worker, ()))
         .collect::<Vec<_>>()
         .into_iter()
-        .map(|h| h.join().unwrap())
+        .map(|h| joined(h).unwrap())
         .collect();
     assert!(
         ran.iter().all(|p| pids.contains(p)),
@@ -108,6 +115,7 @@ fn jobs_run_in_workers_started_by_the_command() {
     assert!(!ran.contains(&std::process::id()));
     assert_eq!(
         pool.map_task(sleep_ms, vec![1u64; 50])
+            .timeout(crate::common::PATIENCE)
             .collect::<Result<Vec<_>, _>>(),
         Ok(vec![1u64; 50])
     );
@@ -124,27 +132,25 @@ fn jobs_run_in_workers_started_by_the_command() {
 fn a_crash_fails_its_job_alone_and_the_command_starts_a_replacement() {
     let pool = command_pool(1).build().unwrap();
     let first = pool.worker_pids()[0];
-    let crashed = pool.submit(abort_worker, ()).join();
+    let crashed = joined(pool.submit(abort_worker, ()));
     assert!(
         matches!(crashed, Err(JobError::Crashed { .. })),
         "{crashed:?}"
     );
-    let next = pool.submit(pid_of_worker, ()).join().unwrap();
+    let next = joined(pool.submit(pid_of_worker, ())).unwrap();
     assert_ne!(next, first, "the crashed worker was replaced");
     assert!(
         cmdline(next).contains("worker_command::serve"),
         "{}",
         cmdline(next)
     );
-    let late = pool
-        .submit_with(
-            JobOptions::new().timeout(Duration::from_millis(200)),
-            sleep_ms,
-            30_000,
-        )
-        .join();
+    let late = joined(pool.submit_with(
+        JobOptions::new().timeout(Duration::from_millis(200)),
+        sleep_ms,
+        30_000,
+    ));
     assert!(matches!(late, Err(JobError::TimedOut { .. })), "{late:?}");
-    assert_eq!(pool.submit(sleep_ms, 1).join(), Ok(1));
+    assert_eq!(joined(pool.submit(sleep_ms, 1)), Ok(1));
     assert!(pool.respawns() >= 2, "respawns: {}", pool.respawns());
 }
 
@@ -215,10 +221,7 @@ fn a_worker_behind_a_forking_wrapper_is_refused() {
 #[test]
 fn a_program_a_task_starts_is_not_taken_for_a_worker() {
     let pool = crate::common::quiet_pool(1);
-    let (code, out) = pool
-        .submit(run_this_binary, vec!["--list".into()])
-        .join()
-        .unwrap();
+    let (code, out) = joined(pool.submit(run_this_binary, vec!["--list".into()])).unwrap();
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("worker_command::serve: test"), "{out}");
 }
