@@ -58,14 +58,19 @@ def submit_collect(ex, n):
     return time.perf_counter() - start
 
 
-def round_trips(ex, n):
+def trips(n, once):
+    """p50 and p99 of `n` calls of `once` (a round trip each)."""
     samples = []
     for i in range(n):
         start = time.perf_counter()
-        ex.submit(tiny, i).result()
+        once(i)
         samples.append(time.perf_counter() - start)
     samples.sort()
     return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
+
+
+def round_trips(ex, n):
+    return trips(n, lambda i: ex.submit(tiny, i).result())
 
 
 def native_round_trips(ex, n):
@@ -75,13 +80,7 @@ def native_round_trips(ex, n):
 
     pool = ex._shared.pool
     blob = pickle.dumps((tiny, (0,), {}))
-    samples = []
-    for _ in range(n):
-        start = time.perf_counter()
-        pool.take(pool.submit(blob, [], None))
-        samples.append(time.perf_counter() - start)
-    samples.sort()
-    return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
+    return trips(n, lambda _: pool.take(pool.submit(blob, [], None)))
 
 
 def pipe_round_trips(n):
@@ -89,18 +88,16 @@ def pipe_round_trips(n):
     import subprocess
 
     cat = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
-    samples = []
     try:
-        for _ in range(n):
-            start = time.perf_counter()
+
+        def once(_):
             cat.stdin.write(b"x")
             cat.stdout.read(1)
-            samples.append(time.perf_counter() - start)
+
+        return trips(n, once)
     finally:
         cat.stdin.close()
         cat.wait()
-    samples.sort()
-    return samples[len(samples) // 2], samples[int(len(samples) * 0.99)]
 
 
 def best_map(run, n, chunksizes):

@@ -81,7 +81,14 @@ parpool::task!(
     /// any: `parpool._worker._initialize`. An exception fails the worker's
     /// start, and so the pool's build, with the exception as the reason.
     fn py_init(pickled: ByteBuf) {
-        if let Err(e) = Python::attach(|py| run_pickled(py, "_initialize", &pickled)) {
+        let prepared = Python::attach(|py| {
+            worker_module(py)?
+                .bind(py)
+                .getattr("_initialize")?
+                .call1((PyBytes::new(py, &pickled),))
+                .map(drop)
+        });
+        if let Err(e) = prepared {
             panic!("{e}");
         }
     }
@@ -93,17 +100,6 @@ create_exception!(
     PyRuntimeError,
     "A worker could not start: its preparation or the executor's initializer raised."
 );
-
-/// Calls `parpool._worker.<function>(pickled)` and returns the bytes it
-/// returns.
-fn run_pickled(py: Python<'_>, function: &str, pickled: &[u8]) -> PyResult<ByteBuf> {
-    let returned = worker_module(py)?
-        .bind(py)
-        .getattr(function)?
-        .call1((PyBytes::new(py, pickled),))?;
-    let bytes = returned.cast_into::<PyBytes>()?;
-    Ok(ByteBuf::from(bytes.as_bytes().to_vec()))
-}
 
 /// A pool of Python worker processes, as the executor drives it. Jobs are
 /// known by a key (their job id); each one's end is posted to

@@ -23,6 +23,10 @@ import time
 import weakref
 from concurrent.futures import _base
 from concurrent.futures.process import BrokenProcessPool
+# The chunk helpers of CPython's own executor: one chunk's calls, and the
+# chunks' results yielded in order, each dropped once yielded.
+from concurrent.futures.process import _chain_from_iterable_of_lists as _flatten
+from concurrent.futures.process import _process_chunk
 
 from . import _parpool, _pickling
 
@@ -34,7 +38,6 @@ __all__ = [
     "InitializerFailed",
 ]
 
-_PROTOCOL = pickle.HIGHEST_PROTOCOL
 # How often the results thread looks up from waiting, to notice shutdown.
 _POLL_SECONDS = 0.1
 # A timeout longer than this (a year) is waited as no timeout.
@@ -74,24 +77,28 @@ def _interactive_main():
     return main is not None and getattr(main, "__file__", None) is None
 
 
+@functools.lru_cache(maxsize=None)
+def _have_cloudpickle():
+    """Whether cloudpickle can be imported (asked once: a failed import is
+    not remembered by Python and would search the path on every call)."""
+    try:
+        import cloudpickle  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _dumps(obj):
     """Pickles ``obj`` (returns the bytes and the ``parpool.ipc`` objects
     set aside), with cloudpickle where the standard pickle cannot
     (lambdas, closures) or would send a name the worker cannot find (a
     function of an interactive session or notebook)."""
-    if _interactive_main():
-        try:
-            import cloudpickle  # noqa: F401
-        except ImportError:
-            pass
-        else:
-            return _pickling.dumps(obj, by_value=True)
+    if _interactive_main() and _have_cloudpickle():
+        return _pickling.dumps(obj, by_value=True)
     try:
         return _pickling.dumps(obj)
     except (pickle.PicklingError, AttributeError, TypeError) as e:
-        try:
-            import cloudpickle  # noqa: F401
-        except ImportError:
+        if not _have_cloudpickle():
             raise pickle.PicklingError(
                 f"{e}; install cloudpickle (pip install cloudpickle) to send "
                 "lambdas, closures and functions defined interactively"
@@ -249,7 +256,7 @@ def _forward(data, stream):
             sys.excepthook(*sys.exc_info())
 
 
-def _settle(future, kind, payload, stdout=b"", stderr=b"", objects=()):
+def _settle(future, kind, payload, stdout, stderr, objects):
     """Gives a future the outcome of its job, after what the job printed
     (when the executor forwards output) reached this process's streams."""
     _forward(stdout, sys.stdout)
@@ -308,11 +315,6 @@ def _deliver(shared):
                 sys.excepthook(*sys.exc_info())
 
 
-def _process_chunk(fn, chunk):
-    """Runs ``fn`` over one chunk of ``map``'s argument tuples."""
-    return [fn(*args) for args in chunk]
-
-
 def _process_items(fn, chunk):
     """Runs ``fn`` over one chunk of a one-iterable ``map``'s items (no
     argument tuples to pack, pickle and unpack)."""
@@ -327,15 +329,6 @@ def _chunks(iterables, chunksize):
         if not chunk:
             return
         yield chunk
-
-
-def _flatten(lists):
-    """Yields the items of each list in order, keeping no reference to an
-    item once it is yielded (a caller that drops one frees it)."""
-    for items in lists:
-        items.reverse()
-        while items:
-            yield items.pop()
 
 
 class _WorkerProcess:
@@ -510,7 +503,7 @@ class ProcessPoolExecutor(_base.Executor):
                 capture=_forwards(forward_output),
                 initializer=pickle.dumps(
                     (preparation, user, logging.getLogger().getEffectiveLevel()),
-                    protocol=_PROTOCOL,
+                    protocol=_pickling.PROTOCOL,
                 ),
                 quiet=quiet,
             )
@@ -592,7 +585,7 @@ class ProcessPoolExecutor(_base.Executor):
             return
         with shared.lock:
             shared.shutdown = True
-            pending = sorted(shared.futures.items())
+            pending = sorted(shared.futures.items()) if cancel_futures else []
         if cancel_futures:
             queued = [f for _, f in pending if not f.running()]
             for future in queued[self._max_workers :]:

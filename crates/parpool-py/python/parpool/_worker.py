@@ -62,11 +62,6 @@ def _dumps_outcome(ok, value):
     return _dumps_with_records(ok, value, _take_records())
 
 
-def _pickled(outcome):
-    """Pickles an outcome; returns the bytes and the ``parpool.ipc``
-    objects set aside."""
-    return _pickling.dumps(outcome)
-
 
 def _dumps_with_records(ok, value, records):
     """Pickles ``(ok, value)``. If that fails, the failure itself (say a
@@ -74,18 +69,18 @@ def _dumps_with_records(ok, value, records):
     executor, with a note saying what was being pickled; if even that
     cannot be pickled, a ``RuntimeError`` that says so."""
     try:
-        return _pickled((ok, value, records))
+        return _pickling.dumps((ok, value, records))
     except BaseException as e:  # noqa: BLE001 - reported to the caller
         what = "result" if ok else "exception"
         if hasattr(e, "add_note"):
             e.add_note(f"(raised while pickling the task's {what} to send it back)")
         try:
-            return _pickled((False, _ExceptionWithTraceback(e, e.__traceback__), records))
+            return _pickling.dumps((False, _ExceptionWithTraceback(e, e.__traceback__), records))
         except BaseException:  # noqa: BLE001 - the last resort below
             err = RuntimeError(
                 f"the task's {what} could not be pickled to send it back: {e!r}"
             )
-            return _pickled(
+            return _pickling.dumps(
                 (False, _ExceptionWithTraceback(err, err.__traceback__), records)
             )
 
@@ -138,7 +133,6 @@ def _initialize(pickled):
     if user is not None:
         initializer, initargs = pickle.loads(user)
         initializer(*initargs)
-    return b""
 
 
 def main():

@@ -15,6 +15,7 @@ skips a message its sender could not finish.
 
 import pickle
 
+from . import _pickling
 from ._parpool import Event, SharedMemory
 from ._parpool import Queue as _NativeQueue
 
@@ -42,7 +43,7 @@ class Queue:
         return (Queue._from_native, (self._native,))
 
     def put(self, obj, block=True, timeout=None):
-        self._native.put_bytes(pickle.dumps(obj, pickle.HIGHEST_PROTOCOL), block, timeout)
+        self._native.put_bytes(pickle.dumps(obj, _pickling.PROTOCOL), block, timeout)
 
     def get(self, block=True, timeout=None):
         return pickle.loads(self._native.get_bytes(block, timeout))

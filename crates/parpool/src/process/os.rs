@@ -47,8 +47,12 @@ pub(crate) fn parent_is_pool() -> bool {
     else {
         return false;
     };
-    let parent = rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32);
-    parent == Some(named)
+    parent_pid() == Some(named)
+}
+
+/// This process's parent, if it has one.
+fn parent_pid() -> Option<u32> {
+    rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32)
 }
 
 fn stdin_is_socket() -> bool {
@@ -69,11 +73,8 @@ pub(crate) fn take_stdin_socket() -> io::Result<OwnedFd> {
 /// checks the parent did not die already (the race the man page warns of).
 pub(crate) fn die_with_parent(parent: Option<u32>) -> io::Result<()> {
     rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
-    if let Some(expected) = parent {
-        let current = rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32);
-        if current != Some(expected) {
-            std::process::exit(70);
-        }
+    if parent.is_some_and(|expected| parent_pid() != Some(expected)) {
+        std::process::exit(70);
     }
     Ok(())
 }
