@@ -142,6 +142,16 @@ impl Barrier {
         self.region.payload().wrapping_add(at)
     }
 
+    /// How many parties each round needs.
+    pub fn parties(&self) -> u32 {
+        self.parties
+    }
+
+    /// How many parties are waiting in the current round now.
+    pub fn waiting(&self) -> u32 {
+        self.word(ARRIVED).load(SeqCst)
+    }
+
     /// Whether a party died, a wait timed out, or [`abort`](Self::abort)
     /// was called.
     pub fn is_broken(&self) -> bool {
@@ -287,7 +297,7 @@ impl Party<'_> {
     /// # Errors
     /// [`BarrierError::Broken`] if a party died or a wait timed out.
     pub fn wait(&self) -> Result<bool, BarrierError> {
-        self.wait_until(None)
+        self.wait_until(None, || true).map(|i| i + 1 == self.barrier.parties)
     }
 
     /// Waits at most `timeout`. On timeout the barrier breaks, for every
@@ -296,10 +306,47 @@ impl Party<'_> {
     /// # Errors
     /// [`BarrierError::TimedOut`], or `Broken` as for [`wait`](Self::wait).
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool, BarrierError> {
-        self.wait_until(Instant::now().checked_add(timeout))
+        self.wait_until(Instant::now().checked_add(timeout), || true)
+            .map(|i| i + 1 == self.barrier.parties)
     }
 
-    fn wait_until(&self, deadline: Option<Instant>) -> Result<bool, BarrierError> {
+    /// Python's `Barrier.wait`: waits at most `timeout` (`None`: as long as
+    /// it takes) and returns this party's place in the round's arrivals,
+    /// 0 for the first to `parties - 1` for the last. The last runs
+    /// `action` before any party is released; if it returns `false`, the
+    /// barrier breaks instead and every party of the round gets
+    /// [`BarrierError::Broken`].
+    ///
+    /// ```
+    /// use parpool::ipc::Barrier;
+    ///
+    /// let barrier = Barrier::new(1)?;
+    /// let me = barrier.party().unwrap();
+    /// let mut ran = false;
+    /// assert_eq!(me.wait_with(None, || { ran = true; true }).unwrap(), 0);
+    /// assert!(ran, "the last to arrive runs the action");
+    /// assert!(me.wait_with(None, || false).is_err());
+    /// assert!(barrier.is_broken());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`wait_timeout`](Self::wait_timeout).
+    pub fn wait_with(
+        &self,
+        timeout: Option<Duration>,
+        action: impl FnOnce() -> bool,
+    ) -> Result<u32, BarrierError> {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        self.wait_until(deadline, action)
+    }
+
+    /// Waits for the round; this party's arrival index (see `wait_with`).
+    fn wait_until(
+        &self,
+        deadline: Option<Instant>,
+        action: impl FnOnce() -> bool,
+    ) -> Result<u32, BarrierError> {
         let b = self.barrier;
         let lock = b.lock_at(LOCK);
         // The barrier's own lock is held only for a few lines, but by any
@@ -335,10 +382,18 @@ impl Party<'_> {
         }
         if arrived == b.parties {
             b.word(ARRIVED).store(0, SeqCst);
+            // The others sleep until the generation moves: the action runs
+            // before any of them is released (under the barrier's lock, so
+            // no later round begins meanwhile).
+            if !action() {
+                b.break_it();
+                unlock();
+                return Err(BarrierError::Broken);
+            }
             b.word(GENERATION).fetch_add(1, SeqCst);
             sys::futex_wake(b.word(GENERATION), sys::WAKE_ALL);
             unlock();
-            return Ok(true);
+            return Ok(arrived - 1);
         }
         b.word(ARRIVED).store(arrived, SeqCst);
         unlock();
@@ -358,7 +413,7 @@ impl Party<'_> {
                 return if b.is_broken() || b.word(RESET_GEN).load(SeqCst) == generation {
                     Err(BarrierError::Broken)
                 } else {
-                    Ok(false)
+                    Ok(arrived - 1)
                 };
             }
             if b.check_parties(self.slot)? {
@@ -443,6 +498,44 @@ impl<'de> Deserialize<'de> for Barrier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each party of a round gets its own arrival index, and the last runs
+    /// the action before anyone leaves (every party sees its effect).
+    #[test]
+    fn a_round_gives_each_party_its_index_and_runs_the_action_first() {
+        const PARTIES: u32 = 4;
+        let barrier = Barrier::new(PARTIES).unwrap();
+        let ran = std::sync::Arc::new(AtomicU32::new(0));
+        for round in 1..=3 {
+            let threads: Vec<_> = (0..PARTIES)
+                .map(|_| {
+                    let (barrier, ran) = (barrier.clone(), ran.clone());
+                    std::thread::spawn(move || {
+                        let me = barrier.party().unwrap();
+                        let index = me
+                            .wait_with(Some(Duration::from_secs(30)), || {
+                                ran.fetch_add(1, SeqCst);
+                                true
+                            })
+                            .unwrap();
+                        (index, ran.load(SeqCst))
+                    })
+                })
+                .collect();
+            let mut indices: Vec<u32> = threads
+                .into_iter()
+                .map(|t| {
+                    let (index, seen) = t.join().unwrap();
+                    assert_eq!(seen, round, "released before the action ran");
+                    index
+                })
+                .collect();
+            indices.sort_unstable();
+            assert_eq!(indices, (0..PARTIES).collect::<Vec<_>>());
+            assert_eq!(barrier.waiting(), 0);
+        }
+        assert_eq!(barrier.parties(), PARTIES);
+    }
 
     /// A region whose arrival count says more parties arrived than there
     /// are (corrupted; the region fuzz target found it) overflowed the

@@ -95,6 +95,10 @@ pub enum LockError {
     /// The lock was taken and `try_lock` does not wait.
     #[error("the lock is taken")]
     WouldBlock,
+    /// [`Lock::unlock`] or [`RLock::unlock`](crate::RLock::unlock) by a
+    /// thread that does not hold the lock.
+    #[error("this thread does not hold the lock, so it cannot release it")]
+    NotHeld,
     /// The system refused (this should not happen with a valid lock).
     #[error("locking failed: {0}")]
     Io(#[from] io::Error),
@@ -297,6 +301,39 @@ impl<T: Pod> Mutex<T> {
 
     fn value_ptr(&self) -> *mut T {
         self.region.payload().wrapping_add(VALUE_AT).cast::<T>()
+    }
+}
+
+impl Mutex<()> {
+    /// Releases the lock this thread holds without a guard: for a
+    /// binding whose taking and releasing are separate calls (Python's
+    /// `lock.acquire()` … `lock.release()`), which takes a guard and
+    /// [`forget`](std::mem::forget)s it. A plain lock guards no value, so
+    /// releasing it early cannot expose one to two threads.
+    ///
+    /// ```
+    /// use parpool::ipc::{Lock, LockError};
+    ///
+    /// let lock = Lock::new(())?;
+    /// std::mem::forget(lock.lock()?);
+    /// assert!(lock.try_lock().is_err(), "held past its guard");
+    /// lock.unlock()?;
+    /// assert!(matches!(lock.unlock(), Err(LockError::NotHeld)));
+    /// drop(lock.try_lock()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`LockError::NotHeld`] when this thread does not hold it (another
+    /// thread or process does, or nobody): nothing changes.
+    pub fn unlock(&self) -> Result<(), LockError> {
+        // SAFETY: the region's payload starts with a mutex initialized by
+        // `new`; `self` keeps it mapped.
+        if unsafe { sys::mutex_unlock_if_held(self.region.payload())? } {
+            Ok(())
+        } else {
+            Err(LockError::NotHeld)
+        }
     }
 }
 

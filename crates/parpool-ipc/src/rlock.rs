@@ -120,6 +120,48 @@ impl RLock {
         self.inner.clear_poison();
     }
 
+    /// Gives back one hold this thread has without a guard: for a binding
+    /// whose taking and releasing are separate calls (Python's
+    /// `rlock.acquire()` … `rlock.release()`), which
+    /// [`forget`](std::mem::forget)s each guard it takes. The lock is free
+    /// once every hold is given back.
+    ///
+    /// ```
+    /// use parpool::ipc::{LockError, RLock};
+    ///
+    /// let lock = RLock::new()?;
+    /// std::mem::forget(lock.lock()?);
+    /// std::mem::forget(lock.lock()?);
+    /// lock.unlock()?;
+    /// assert_eq!(lock.depth(), 1);
+    /// lock.unlock()?;
+    /// assert_eq!(lock.depth(), 0);
+    /// assert!(matches!(lock.unlock(), Err(LockError::NotHeld)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`LockError::NotHeld`] when this thread does not hold it: nothing
+    /// changes.
+    pub fn unlock(&self) -> Result<(), LockError> {
+        self.release_one()
+    }
+
+    /// Drops one of this thread's holds; the last unlocks.
+    fn release_one(&self) -> Result<(), LockError> {
+        // Only the holding thread writes its token (see `acquire`).
+        if self.word(OWNER).load(Relaxed) != token() {
+            return Err(LockError::NotHeld);
+        }
+        if self.word(DEPTH).fetch_sub(1, Relaxed) == 1 {
+            self.word(OWNER).store(0, Relaxed);
+            // SAFETY: this thread took the lock (its token was the owner),
+            // forgot that guard, and this was its last hold.
+            unsafe { self.inner.unlock_forgotten() };
+        }
+        Ok(())
+    }
+
     fn acquire<'a>(
         &'a self,
         take: impl FnOnce() -> Result<MutexGuard<'a, [u64; 2]>, LockError>,
@@ -165,12 +207,9 @@ pub struct RLockGuard<'a> {
 
 impl Drop for RLockGuard<'_> {
     fn drop(&mut self) {
-        if self.lock.word(DEPTH).fetch_sub(1, Relaxed) == 1 {
-            self.lock.word(OWNER).store(0, Relaxed);
-            // SAFETY: this thread took the lock (its token was the owner),
-            // forgot that guard, and this was its last hold.
-            unsafe { self.lock.inner.unlock_forgotten() };
-        }
+        // Not held any more only if this thread released early through
+        // `unlock`: then there is nothing of its own left to give back.
+        let _ = self.lock.release_one();
     }
 }
 
@@ -221,6 +260,33 @@ mod tests {
         drop(c);
         assert_eq!(blocked.join().unwrap(), 1);
         assert_eq!(lock.depth(), 0);
+    }
+
+    #[test]
+    fn holds_without_guards_are_given_back_only_by_their_thread() {
+        let lock = RLock::new().unwrap();
+        std::mem::forget(lock.lock().unwrap());
+        let guard = lock.lock().unwrap();
+        let other = lock.clone();
+        let refused = std::thread::spawn(move || other.unlock()).join().unwrap();
+        assert!(matches!(refused, Err(LockError::NotHeld)));
+        assert_eq!(lock.depth(), 2, "a refused release changes nothing");
+        lock.unlock().unwrap();
+        // Released early: the guard's own release finds nothing to give back.
+        lock.unlock().unwrap();
+        assert_eq!(lock.depth(), 0);
+        let other = lock.clone();
+        let holder = std::thread::spawn(move || {
+            std::mem::forget(other.lock().unwrap());
+            other
+        })
+        .join()
+        .unwrap();
+        drop(guard);
+        assert!(
+            matches!(holder.lock(), Err(LockError::OwnerDied)),
+            "a stale guard did not release what a later holder took"
+        );
     }
 
     #[test]

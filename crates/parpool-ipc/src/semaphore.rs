@@ -320,12 +320,32 @@ impl Semaphore {
         }
     }
 
-    fn release(&self) {
+    /// Gives back one permit this process holds without a guard: for a
+    /// binding whose taking and giving back are separate calls (Python's
+    /// `sem.acquire()` … `sem.release()`), which
+    /// [`forget`](std::mem::forget)s each [`Permit`] it takes. Permits
+    /// belong to the process that took them (that is how a dead holder's
+    /// come back), so any thread of it may give one back; `false` when
+    /// this process holds none, and nothing changes.
+    ///
+    /// ```
+    /// use parpool::ipc::Semaphore;
+    ///
+    /// let slots = Semaphore::new(1)?;
+    /// std::mem::forget(slots.acquire());
+    /// assert_eq!(slots.available(), 0);
+    /// assert!(slots.release());
+    /// assert_eq!(slots.available(), 1);
+    /// assert!(!slots.release(), "nothing left to give back");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn release(&self) -> bool {
         let me = sys::this_process();
         // A lock that fails (a corrupted region) has nothing to give back
         // to; a drop must not panic.
-        if let Ok(Some(mut locked)) = self.lock(None) {
-            locked.give_back(me);
+        match self.lock(None) {
+            Ok(Some(mut locked)) => locked.give_back(me),
+            _ => false,
         }
     }
 
@@ -384,18 +404,18 @@ impl SemLocked<'_> {
         true
     }
 
-    /// Gives back one of `me`'s permits. Nothing if `me` holds none (its
-    /// slot was taken back, or this is a forked child): never more than
-    /// the maximum.
-    fn give_back(&mut self, me: ProcessId) {
+    /// Gives back one of `me`'s permits. Nothing (`false`) if `me` holds
+    /// none (its slot was taken back, or this is a forked child): never
+    /// more than the maximum.
+    fn give_back(&mut self, me: ProcessId) -> bool {
         let s = self.semaphore;
         let Some(i) = s.find_slot(me, false) else {
-            return;
+            return false;
         };
         let slot = s.slot(i);
         let held = slot.held.load(Ordering::Relaxed);
         if held == 0 {
-            return;
+            return false;
         }
         slot.held.store(held - 1, Ordering::Relaxed);
         let free = s.word(SEM_FREE).load(Ordering::Relaxed);
@@ -411,6 +431,7 @@ impl SemLocked<'_> {
                 1
             };
         }
+        true
     }
 
     /// Rebuilds the free count from the slots and wakes every waiter:
@@ -550,6 +571,17 @@ mod tests {
         slot.held.store(held, Ordering::Relaxed);
         let free = sem.word(SEM_FREE);
         free.store(free.load(Ordering::Relaxed) - held, Ordering::Relaxed);
+    }
+
+    #[test]
+    fn a_permit_without_a_guard_is_given_back_by_any_thread_of_its_process() {
+        let s = Semaphore::new(2).unwrap();
+        std::mem::forget(s.acquire());
+        let other = s.clone();
+        assert!(std::thread::spawn(move || other.release()).join().unwrap());
+        assert_eq!(s.available(), 2);
+        assert!(!s.release(), "none held: nothing given back");
+        assert_eq!(s.available(), 2, "never more than the maximum");
     }
 
     #[test]

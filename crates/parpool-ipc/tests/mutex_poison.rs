@@ -110,3 +110,26 @@ fn lock_or_repair_repairs_once_then_locks_plainly() {
     assert!(matches!(m.lock(), Err(LockError::OwnerDied)));
     assert_eq!(*m.lock_or_repair(|v| *v = 3).unwrap(), 3);
 }
+
+#[test]
+fn a_lock_is_released_without_a_guard_only_by_its_holder() {
+    let lock = parpool_ipc::Lock::new(()).unwrap();
+    let other = lock.clone();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        std::mem::forget(other.lock().unwrap());
+        held_tx.send(()).unwrap();
+        done_rx.recv().unwrap();
+        other.unlock().unwrap();
+    });
+    held_rx.recv().unwrap();
+    assert!(matches!(lock.unlock(), Err(LockError::NotHeld)));
+    assert!(
+        matches!(lock.try_lock(), Err(LockError::WouldBlock)),
+        "a refused release left the holder's lock alone"
+    );
+    done_tx.send(()).unwrap();
+    holder.join().unwrap();
+    let _free = lock.lock_timeout(Duration::from_secs(30)).unwrap();
+}

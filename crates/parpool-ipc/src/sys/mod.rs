@@ -14,5 +14,7 @@ pub(crate) use futex::{WAKE_ALL, futex_wait, futex_wake, futex_waitv_works};
 pub(crate) use mem::{atomic_at, copy_in, copy_out, copy_out_append, map_shared, populate};
 #[cfg(test)]
 pub(crate) use mutex::HeldLock;
-pub(crate) use mutex::{Locked, MUTEX_SIZE, mutex_init, mutex_lock, mutex_trylock, mutex_unlock};
+pub(crate) use mutex::{Locked, MUTEX_SIZE, mutex_init, mutex_lock, mutex_trylock, mutex_unlock,
+    mutex_unlock_if_held,
+};
 pub(crate) use process::{ProcessId, monotonic_ms, process_gone, this_process};

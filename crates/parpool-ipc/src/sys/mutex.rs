@@ -172,11 +172,36 @@ pub(crate) unsafe fn mutex_trylock(m: *mut u8) -> io::Result<Option<Locked>> {
 /// Unlocks the mutex at `m`.
 ///
 /// # Safety
-/// The calling thread must hold the mutex at `m`, which stays mapped.
+/// `m` must point to a mutex initialized by [`mutex_init`] that stays
+/// mapped for the call, and the calling thread should hold it: a robust
+/// mutex refuses (EPERM) to be unlocked by a thread that does not, so a
+/// call by one changes nothing, but callers that mean to ask use
+/// [`mutex_unlock_if_held`].
 pub(crate) unsafe fn mutex_unlock(m: *mut u8) {
-    // SAFETY: the caller holds `m`.
+    // SAFETY: `m` is an initialized robust mutex (caller), which checks
+    // its owner on unlock.
     unsafe {
         libc::pthread_mutex_unlock(m.cast::<libc::pthread_mutex_t>());
+    }
+}
+
+/// Unlocks the mutex at `m` if the calling thread holds it: `Ok(false)`
+/// when it does not (a robust mutex checks its owner on unlock, so asking
+/// is well defined whoever holds it).
+///
+/// # Safety
+/// `m` must point to a mutex initialized by [`mutex_init`] that stays
+/// mapped for the call.
+pub(crate) unsafe fn mutex_unlock_if_held(m: *mut u8) -> io::Result<bool> {
+    // SAFETY: `m` points to a mapped mutex (caller).
+    unsafe { check_kind(m)? };
+    // SAFETY: `m` is an initialized robust process-shared mutex (caller);
+    // unlocking one this thread does not hold fails with EPERM and
+    // changes nothing.
+    match unsafe { libc::pthread_mutex_unlock(m.cast::<libc::pthread_mutex_t>()) } {
+        0 => Ok(true),
+        libc::EPERM => Ok(false),
+        e => Err(io::Error::from_raw_os_error(e)),
     }
 }
 
