@@ -184,6 +184,18 @@ impl<T: Pod> Mutex<T> {
         Ok(guard)
     }
 
+    /// [`lock_for_repair`](Self::lock_for_repair), waiting at most
+    /// `timeout`.
+    ///
+    /// # Errors
+    /// [`LockError::TimedOut`] when the lock stayed taken; `Io` as for
+    /// `lock_for_repair`.
+    pub fn lock_for_repair_timeout(&self, timeout: Duration) -> Result<MutexGuard<'_, T>, LockError> {
+        let mut guard = self.lock_until(Some(SystemTime::now() + timeout))?;
+        guard.repair = true;
+        Ok(guard)
+    }
+
     /// Locks, waiting as long as it takes; if a holder died holding the
     /// lock, first hands the value to `repair` (with the lock held) and
     /// then clears the poison. The common case of a robust lock in one

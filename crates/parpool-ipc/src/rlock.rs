@@ -100,6 +100,18 @@ impl RLock {
         self.acquire(|| self.inner.lock_or_repair(|_| repair()))
     }
 
+    /// Takes the lock whether or not it is poisoned, waiting at most
+    /// `timeout`: the way to look at, and repair, what a dead holder left
+    /// (then [`clear_poison`](Self::clear_poison)), as
+    /// [`Mutex::lock_for_repair`].
+    ///
+    /// # Errors
+    /// [`LockError::TimedOut`] when another thread held it throughout;
+    /// `Io` when the system refuses.
+    pub fn lock_for_repair_timeout(&self, timeout: Duration) -> Result<RLockGuard<'_>, LockError> {
+        self.acquire(|| self.inner.lock_for_repair_timeout(timeout))
+    }
+
     /// How many guards this thread holds (0: it does not hold the lock).
     pub fn depth(&self) -> usize {
         if self.word(OWNER).load(Relaxed) == token() {

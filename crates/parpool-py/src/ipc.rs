@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use std::os::raw::c_int;
 
-use parpool::ipc::{Event, Queue, RecvError, SendError, SharedMem};
+use parpool::ipc::{
+    Barrier, Event, Lock, Queue, RLock, RecvError, Semaphore, SendError, SharedMem,
+};
 use pyo3::exceptions::PyBufferError;
 use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
 use pyo3::ffi;
@@ -18,6 +20,7 @@ use pyo3::types::{PyBytes, PyList};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+use crate::sync::{PyBarrier, PyLock, PyRLock, PySemaphore};
 use crate::{SIGNAL_CHECK, seconds};
 
 /// An ipc object travelling beside a pickled call or its result.
@@ -26,6 +29,10 @@ pub(crate) enum IpcObject {
     Event(Event),
     Queue(Queue<ByteBuf>),
     Memory(SharedMem),
+    Lock(Lock),
+    RLock(RLock),
+    Semaphore(Semaphore),
+    Barrier(Barrier),
 }
 
 impl IpcObject {
@@ -40,6 +47,18 @@ impl IpcObject {
         if let Ok(memory) = object.cast::<PySharedMemory>() {
             return Ok(IpcObject::Memory(memory.get().inner.clone()));
         }
+        if let Ok(lock) = object.cast::<PyLock>() {
+            return Ok(IpcObject::Lock(lock.get().inner.clone()));
+        }
+        if let Ok(lock) = object.cast::<PyRLock>() {
+            return Ok(IpcObject::RLock(lock.get().inner.clone()));
+        }
+        if let Ok(sem) = object.cast::<PySemaphore>() {
+            return Ok(IpcObject::Semaphore(sem.get().inner.clone()));
+        }
+        if let Ok(barrier) = object.cast::<PyBarrier>() {
+            return Ok(IpcObject::Barrier(barrier.get().inner.clone()));
+        }
         Err(PyTypeError::new_err(format!(
             "not a parpool.ipc object: {}",
             object.get_type().name()?
@@ -51,6 +70,10 @@ impl IpcObject {
             IpcObject::Event(inner) => Py::new(py, PyEvent { inner })?.into_any(),
             IpcObject::Queue(inner) => Py::new(py, PyQueue { inner })?.into_any(),
             IpcObject::Memory(inner) => Py::new(py, PySharedMemory { inner })?.into_any(),
+            IpcObject::Lock(inner) => Py::new(py, PyLock { inner })?.into_any(),
+            IpcObject::RLock(inner) => Py::new(py, PyRLock { inner })?.into_any(),
+            IpcObject::Semaphore(inner) => Py::new(py, PySemaphore { inner })?.into_any(),
+            IpcObject::Barrier(inner) => Py::new(py, PyBarrier { inner })?.into_any(),
         })
     }
 }
@@ -75,7 +98,7 @@ pub(crate) fn from_list(objects: &Bound<'_, PyAny>) -> PyResult<Vec<IpcObject>> 
 
 /// `__reduce__` of the native objects: `parpool._pickling` sets the
 /// object aside while a call or outcome is pickled, and refuses otherwise.
-fn set_aside<'py>(object: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn set_aside<'py>(object: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     object
         .py()
         .import("parpool._pickling")?
@@ -85,7 +108,7 @@ fn set_aside<'py>(object: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
 
 /// Waits in slices (checking for Ctrl-C between them) until `attempt`
 /// gives a value or `timeout` seconds pass (`None`: no limit).
-fn wait_for<T>(
+pub(crate) fn wait_for<T>(
     py: Python<'_>,
     timeout: Option<f64>,
     mut attempt: impl FnMut(Duration) -> Option<T> + Send,

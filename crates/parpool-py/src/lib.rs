@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 mod ipc;
+mod sync;
 
 use ipc::IpcObject;
 
@@ -492,6 +493,11 @@ fn _parpool(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ipc::PyEvent>()?;
     m.add_class::<ipc::PyQueue>()?;
     m.add_class::<ipc::PySharedMemory>()?;
+    m.add_class::<sync::PyLock>()?;
+    m.add_class::<sync::PyRLock>()?;
+    m.add_class::<sync::PySemaphore>()?;
+    m.add_class::<sync::PyBarrier>()?;
+    m.add("OwnerDied", m.py().get_type::<sync::OwnerDied>())?;
     m.add("InitializerError", m.py().get_type::<InitializerError>())?;
     m.add_function(wrap_pyfunction!(serve_worker, m)?)?;
     Ok(())

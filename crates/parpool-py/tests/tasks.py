@@ -153,3 +153,66 @@ def crash_on(x, bad):
     if x == bad:
         os._exit(5)
     return x
+
+
+def count_under_lock(lock, shm, rounds):
+    """Adds 1 to a shared counter ``rounds`` times, each read-then-write
+    under ``lock`` (lost updates if the lock let two in)."""
+    view = shm.buf
+    for _ in range(rounds):
+        with lock:
+            n = int.from_bytes(view[:8], "little")
+            view[:8] = (n + 1).to_bytes(8, "little")
+    return rounds
+
+
+def take_and_die(lock, ready):
+    """Takes ``lock`` (a Lock, RLock or Semaphore), says so, and is killed
+    holding it."""
+    lock.acquire()
+    ready.set()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def take_twice(lock):
+    """Takes an RLock twice, releases twice; True if it was free after."""
+    with lock:
+        with lock:
+            pass
+    return lock.acquire(block=False) and (lock.release() is None)
+
+
+def at_most(sem, shm, slot, hold):
+    """Holds a permit of ``sem`` for ``hold`` seconds, counting holders in
+    ``shm`` (word 0: now, word 1: most seen) under the semaphore itself
+    plus an atomic-enough update guarded by ``slot`` (a Lock)."""
+    view = shm.buf
+    with sem:
+        with slot:
+            now = int.from_bytes(view[:8], "little") + 1
+            view[:8] = now.to_bytes(8, "little")
+            most = max(now, int.from_bytes(view[8:16], "little"))
+            view[8:16] = most.to_bytes(8, "little")
+        time.sleep(hold)
+        with slot:
+            now = int.from_bytes(view[:8], "little") - 1
+            view[:8] = now.to_bytes(8, "little")
+    return True
+
+
+def barrier_wait(barrier, seconds):
+    return barrier.wait(seconds)
+
+
+def barrier_wait_then_die(barrier, ready):
+    """Arrives at ``barrier`` from a helper thread, then dies while it
+    waits."""
+    import threading
+
+    threading.Thread(target=barrier.wait, daemon=True).start()
+    deadline = time.monotonic() + 30
+    while barrier.n_waiting == 0 and time.monotonic() < deadline:
+        time.sleep(0.001)
+    ready.set()
+    os.kill(os.getpid(), signal.SIGKILL)
+

@@ -500,6 +500,7 @@ def test_the_type_stubs_check_calls(tmp_path):
         textwrap.dedent(
             """
             import parpool
+            from parpool.ipc import Barrier, Lock, Queue, Semaphore, SharedMemory
 
             def square(x: int) -> int:
                 return x * x
@@ -509,6 +510,12 @@ def test_the_type_stubs_check_calls(tmp_path):
                     n: int = ex.submit(square, 3).result()
                     total: int = sum(ex.map(square, range(10), chunksize=2))
                     print(n, total, ex.submit_with_timeout(1.0, square, 4).result())
+                lock, sem, q = Lock(), Semaphore(2), Queue(maxsize=4)
+                with lock, sem:
+                    q.put(1)
+                taken: bool = lock.acquire(timeout=1.0, repair=True)
+                index: int = Barrier(1, timeout=1.0).wait()
+                print(taken, index, q.get(), SharedMemory(8).buf[0])
             """
         )
     )

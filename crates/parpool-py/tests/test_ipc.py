@@ -3,13 +3,24 @@ parpool's executor, passed as arguments and returned as results."""
 
 import pickle
 import queue as stdqueue
+import threading
 import time
 
 import pytest
 
 import parpool
 import tasks
-from parpool.ipc import Event, Queue, SharedMemory
+from parpool.ipc import (
+    Barrier,
+    BoundedSemaphore,
+    Event,
+    Lock,
+    OwnerDied,
+    Queue,
+    RLock,
+    Semaphore,
+    SharedMemory,
+)
 
 PATIENCE = 60
 
@@ -115,3 +126,169 @@ def test_pickled_anywhere_else_they_refuse_with_a_reason():
     for obj in (Event(), Queue(), SharedMemory(8)):
         with pytest.raises(TypeError, match="ProcessPoolExecutor"):
             pickle.dumps(obj)
+
+
+# Locks, semaphores and barriers: robust across processes.
+
+
+def test_a_lock_lets_one_task_at_a_time_through(ex):
+    lock, shm = Lock(), SharedMemory(8)
+    rounds, jobs = 2000, 8
+    futures = [ex.submit(tasks.count_under_lock, lock, shm, rounds) for _ in range(jobs)]
+    # The parent takes its turns too.
+    tasks.count_under_lock(lock, shm, rounds)
+    assert sum(f.result(PATIENCE) for f in futures) == rounds * jobs
+    assert int.from_bytes(shm.buf[:8], "little") == rounds * (jobs + 1)
+
+
+@pytest.mark.parametrize("kind", [Lock, RLock])
+def test_a_holder_killed_with_sigkill_gives_owner_died_not_a_hang(ex, kind):
+    lock, ready = kind(), Event()
+    dying = ex.submit(tasks.take_and_die, lock, ready)
+    assert ready.wait(PATIENCE)
+    with pytest.raises(parpool.WorkerCrashed):
+        dying.result(PATIENCE)
+    start = time.monotonic()
+    with pytest.raises(OwnerDied, match="repair"):
+        lock.acquire(timeout=PATIENCE)
+    assert time.monotonic() - start < PATIENCE
+    assert lock.poisoned
+    # Poisoned for everyone, tasks included, until repaired.
+    with pytest.raises(OwnerDied):
+        ex.submit(tasks.count_under_lock, lock, SharedMemory(8), 1).result(PATIENCE)
+    assert lock.acquire(timeout=PATIENCE, repair=True)
+    lock.clear_poison()
+    lock.release()
+    assert not lock.poisoned
+    assert ex.submit(tasks.count_under_lock, lock, SharedMemory(8), 3).result(PATIENCE) == 3
+
+
+def test_a_lock_is_released_only_by_the_thread_that_holds_it():
+    lock = Lock()
+    assert lock.acquire(block=False)
+    assert not lock.acquire(block=False)
+    assert not lock.acquire(timeout=0.05)
+    errors = []
+    t = threading.Thread(target=lambda: errors.append(pytest.raises(RuntimeError, lock.release)))
+    t.start()
+    t.join(PATIENCE)
+    assert len(errors) == 1 and "does not hold" in str(errors[0].value)
+    lock.release()
+    with pytest.raises(RuntimeError):
+        lock.release()
+    with lock:
+        assert not lock.acquire(block=False)
+
+
+def test_an_rlock_is_taken_again_by_its_holder(ex):
+    lock = RLock()
+    assert ex.submit(tasks.take_twice, lock).result(PATIENCE) is True
+    with lock:
+        with lock:
+            assert "2 times" in repr(lock)
+    # Free again: a task can take it.
+    assert ex.submit(tasks.take_twice, lock).result(PATIENCE) is True
+
+
+def test_a_semaphore_bounds_how_many_hold_it(ex):
+    sem, slot, shm = Semaphore(2), Lock(), SharedMemory(16)
+    with parpool.ProcessPoolExecutor(max_workers=4, quiet=True) as wide:
+        futures = [wide.submit(tasks.at_most, sem, shm, slot, 0.05) for _ in range(12)]
+        assert all(f.result(PATIENCE) for f in futures)
+    assert int.from_bytes(shm.buf[8:16], "little") == 2
+    assert sem.get_value() == 2
+
+
+def test_a_semaphore_holder_killed_with_sigkill_gives_its_permit_back(ex):
+    sem, ready = Semaphore(1), Event()
+    dying = ex.submit(tasks.take_and_die, sem, ready)
+    assert ready.wait(PATIENCE)
+    with pytest.raises(parpool.WorkerCrashed):
+        dying.result(PATIENCE)
+    assert sem.acquire(timeout=PATIENCE), "the dead holder's permit came back"
+    sem.release()
+    assert sem.get_value() == 1
+
+
+def test_a_semaphore_refuses_what_it_cannot_do():
+    with pytest.raises(ValueError, match="Event or Queue"):
+        Semaphore(0)
+    sem = Semaphore(1)
+    with pytest.raises(ValueError, match="holds no permit"):
+        sem.release()
+    assert sem.get_value() == 1
+    assert BoundedSemaphore is Semaphore
+
+
+def test_a_barrier_releases_a_round_across_processes(ex):
+    barrier = Barrier(3)
+    futures = [ex.submit(tasks.barrier_wait, barrier, PATIENCE) for _ in range(2)]
+    here = barrier.wait(PATIENCE)
+    indices = sorted([here] + [f.result(PATIENCE) for f in futures])
+    assert indices == [0, 1, 2]
+    assert barrier.n_waiting == 0 and not barrier.broken
+
+
+def test_a_barrier_action_runs_once_a_round_before_anyone_leaves():
+    ran = []
+    barrier = Barrier(4, action=lambda: ran.append(1), timeout=PATIENCE)
+    seen = {}
+
+    def party(me):
+        seen[me] = []
+        for _ in range(5):
+            barrier.wait()
+            # A round cannot end without this party, so what it reads here
+            # is exactly the rounds so far: each ran its action first.
+            seen[me].append(len(ran))
+
+    threads = [threading.Thread(target=party, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(PATIENCE)
+    assert len(ran) == 5
+    assert all(rounds == [1, 2, 3, 4, 5] for rounds in seen.values()), seen
+
+
+def test_an_action_that_raises_breaks_the_barrier_and_reaches_its_caller():
+    barrier = Barrier(1, action=lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        barrier.wait(PATIENCE)
+    assert barrier.broken
+    with pytest.raises(threading.BrokenBarrierError):
+        barrier.wait(PATIENCE)
+    barrier.reset()
+    assert not barrier.broken
+
+
+def test_a_party_killed_while_it_waits_breaks_the_barrier(ex):
+    barrier, ready = Barrier(2), Event()
+    dying = ex.submit(tasks.barrier_wait_then_die, barrier, ready)
+    assert ready.wait(PATIENCE)
+    with pytest.raises(parpool.WorkerCrashed):
+        dying.result(PATIENCE)
+    start = time.monotonic()
+    with pytest.raises(threading.BrokenBarrierError):
+        barrier.wait(PATIENCE)
+    assert time.monotonic() - start < PATIENCE
+    assert barrier.broken
+
+
+def test_a_barrier_wait_that_times_out_breaks_it():
+    barrier = Barrier(2)
+    start = time.monotonic()
+    with pytest.raises(threading.BrokenBarrierError):
+        barrier.wait(0.1)
+    assert 0.05 < time.monotonic() - start < PATIENCE
+    assert barrier.broken
+
+
+def test_many_tasks_sharing_one_of_each_object_all_finish(ex):
+    """Thousands of tasks pass the same lock, semaphore, event and queue:
+    none deadlocks the pool, every one finishes."""
+    lock, sem, shm = Lock(), Semaphore(1), SharedMemory(16)
+    futures = [ex.submit(tasks.at_most, sem, shm, lock, 0) for _ in range(2000)]
+    assert all(f.result(PATIENCE) for f in futures)
+    assert int.from_bytes(shm.buf[8:16], "little") == 1
+    assert int.from_bytes(shm.buf[:8], "little") == 0
