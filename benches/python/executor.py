@@ -18,6 +18,7 @@ import multiprocessing as mp
 import os
 import statistics
 import sys
+import threading
 import time
 
 import parpool
@@ -27,6 +28,24 @@ WORKERS = 2
 
 def tiny(x):
     return x
+
+
+def crash_at(x, bad):
+    """`x`, except that `bad` segfaults its worker."""
+    if x == bad:
+        import ctypes
+
+        ctypes.string_at(0)
+    return x
+
+
+def produce(q, ready, go, n):
+    """Puts `n` small objects on `q` once `go` is set (after `ready`)."""
+    ready.set()
+    go.wait(60)
+    for i in range(n):
+        q.put((i, "item"))
+    return n
 
 
 def executors():
@@ -100,6 +119,92 @@ def pipe_round_trips(n):
         cat.wait()
 
 
+def queue_one_to_one(make_queue, make_event, start_producer, n):
+    """Seconds from the go signal until `n` small objects a producer
+    process puts on a queue have all been taken here."""
+    q, ready, go = make_queue(), make_event(), make_event()
+    finish = start_producer(q, ready, go, n)
+    assert ready.wait(60)
+    start = time.perf_counter()
+    go.set()
+    for i in range(n):
+        assert q.get(timeout=60)[0] == i
+    took = time.perf_counter() - start
+    finish()
+    return took
+
+
+def parpool_queue(ex, n):
+    from parpool import ipc
+
+    def start(q, ready, go, n):
+        f = ex.submit(produce, q, ready, go, n)
+        return lambda: f.result(60)
+
+    return queue_one_to_one(lambda: ipc.Queue(capacity=1 << 22), ipc.Event, start, n)
+
+
+def mp_queue(n):
+    ctx = mp.get_context("fork")
+
+    def start(q, ready, go, n):
+        p = ctx.Process(target=produce, args=(q, ready, go, n))
+        p.start()
+        return p.join
+
+    return queue_one_to_one(ctx.Queue, ctx.Event, start, n)
+
+
+def pickle_floor(n):
+    """What any queue of pickled objects pays: a dumps and a loads each."""
+    import pickle
+
+    start = time.perf_counter()
+    for i in range(n):
+        pickle.loads(pickle.dumps((i, "item"), pickle.HIGHEST_PROTOCOL))
+    return time.perf_counter() - start
+
+
+def lock_pairs(lock, n):
+    """Seconds per uncontended acquire-release pair."""
+    acquire, release = lock.acquire, lock.release
+    start = time.perf_counter()
+    for _ in range(n):
+        acquire()
+        release()
+    return (time.perf_counter() - start) / n
+
+
+class NoOps:
+    """`acquire` and `release` that do nothing, as cheaply as the
+    interpreter can call anything: the floor of any lock pair in Python."""
+
+    def __init__(self):
+        self.acquire = self.release = [].clear
+
+
+def isolation(n=1000):
+    """How many of `n` tiny tasks end with their value when the middle one
+    segfaults its worker, per executor (fresh ones: CPython's breaks)."""
+    counts = {}
+    for name, make in executors():
+        ex = warm(make())
+        futures = [ex.submit(crash_at, i, n // 2) for i in range(n)]
+        ok = 0
+        for f in futures:
+            try:
+                f.result(60)
+                ok += 1
+            except Exception:
+                pass
+        counts[name] = ok
+        try:
+            ex.shutdown()
+        except Exception:
+            pass
+    return counts
+
+
 def best_map(run, n, chunksizes):
     best = None
     for c in chunksizes:
@@ -121,6 +226,8 @@ def measure(reps, quick):
     def add(row, name, value):
         rows.setdefault(row, {}).setdefault(name, []).append(value)
 
+    n_queue = 10_000 if quick else 100_000
+    n_locks = 100_000 if quick else 1_000_000
     made = [(name, warm(make())) for name, make in executors()]
     pool = mp.Pool(WORKERS)
     try:
@@ -147,6 +254,17 @@ def measure(reps, quick):
                 "multiprocessing.Pool.map",
                 best_map(lambda xs, c: pool.map(tiny, xs, chunksize=c), n_map, chunks),
             )
+            from parpool import ipc
+
+            row = f"ipc.Queue 1→1: {n_queue} small objects from a task to here"
+            add(row, "parpool.ipc", parpool_queue(made[0][1], n_queue))
+            add(row, "multiprocessing.Queue", mp_queue(n_queue))
+            add(row, "floor: pickle dumps + loads of each object alone", pickle_floor(n_queue))
+            row = f"lock acquire + release pair, uncontended, x{n_locks}"
+            add(row, "parpool.ipc", lock_pairs(ipc.Lock(), n_locks))
+            add(row, "multiprocessing.Lock", lock_pairs(mp.Lock(), n_locks))
+            add(row, "floor: threading.Lock (one process only)", lock_pairs(threading.Lock(), n_locks))
+            add(row, "floor: two no-op C calls (list.clear), what any pair of calls pays", lock_pairs(NoOps(), n_locks))
     finally:
         pool.close()
         pool.join()
@@ -160,7 +278,12 @@ TARGETS = {
     ("tiny tasks", "loky"): 1.0,
     ("p50", "CPython ProcessPoolExecutor"): 3.0,
     ("map over", "multiprocessing.Pool.map"): 1.5,
+    ("ipc.Queue", "multiprocessing.Queue"): 5.0,
+    ("lock acquire", "multiprocessing.Lock"): 2.0,
 }
+
+#: The names parpool's own figures go under.
+OURS = ("parpool ProcessPoolExecutor", "parpool.ipc")
 
 
 def target(row, peer):
@@ -171,6 +294,8 @@ def target(row, peer):
 
 
 def fmt(seconds):
+    if seconds < 1e-6:
+        return f"{seconds * 1e9:.1f} ns"
     if seconds < 1e-3:
         return f"{seconds * 1e6:.1f} µs"
     if seconds < 1:
@@ -182,8 +307,7 @@ def spread(values):
     return f"{fmt(statistics.median(values))} ({fmt(min(values))}–{fmt(max(values))})"
 
 
-def table(rows, reps):
-    ours = "parpool ProcessPoolExecutor"
+def table(rows, reps, survivors):
     lines = [
         f"## parpool's Python executor vs peers ({os.cpu_count()} cores, {WORKERS} workers, "
         f"median of {reps} runs, min–max in brackets)",
@@ -195,7 +319,8 @@ def table(rows, reps):
         "|---|---|---|---|---|---|---|",
     ]
     for row, by in rows.items():
-        if ours not in by:
+        ours = next((name for name in OURS if name in by), None)
+        if ours is None:
             continue
         mine = statistics.median(by[ours])
         for peer, values in by.items():
@@ -208,6 +333,21 @@ def table(rows, reps):
             lines.append(
                 f"| {row} | {peer} | {spread(by[ours])} | {spread(values)} | {ratio:.2f} | {want} | {met} |"
             )
+    if survivors:
+        n = 1000
+        lines += [
+            "",
+            f"### A task that segfaults among {n}",
+            "",
+            f"Tasks that end with their value when task {n // 2} of {n} segfaults its worker "
+            "(each executor fresh; `isolation()` in the same script).",
+            "",
+            "| executor | tasks with their value | target |",
+            "|---|---|---|",
+        ]
+        for name, ok in survivors.items():
+            want = f"{n - 1} (met: {'yes' if ok == n - 1 else '**no**'})" if name == OURS[0] else "—"
+            lines.append(f"| {name} | {ok} of {n} | {want} |")
     return "\n".join(lines) + "\n"
 
 
@@ -218,7 +358,7 @@ def main():
     parser.add_argument("--no-write", action="store_true", help="print the table only")
     args = parser.parse_args()
     rows = measure(args.reps, args.quick)
-    text = table(rows, args.reps)
+    text = table(rows, args.reps, isolation())
     print(text)
     if not args.no_write and not args.quick:
         out = os.path.join(os.path.dirname(__file__), "..", "results", "python.md")

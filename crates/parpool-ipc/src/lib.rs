@@ -88,6 +88,7 @@ cfg_linux! {
     mod layout;
     mod barrier;
     mod condvar;
+    mod descriptor;
     mod event;
     mod map;
     mod mem;
@@ -103,6 +104,7 @@ cfg_linux! {
 
     pub use barrier::{Barrier, BarrierError, Party};
     pub use condvar::Condvar;
+    pub use descriptor::Descriptor;
     pub use event::{Event, EventWait};
     pub use map::{MapError, SharedList, SharedMap};
     pub use mem::{AccessError, SharedMem, SharedSlice};

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use std::os::raw::c_int;
 
 use parpool::ipc::{
-    Barrier, Event, Lock, Queue, RLock, RecvError, Semaphore, SendError, SharedMem,
+    Barrier, Descriptor, Event, Lock, Queue, RLock, RecvError, Semaphore, SendError, SharedMem,
 };
 use pyo3::exceptions::PyBufferError;
 use pyo3::exceptions::{PyOSError, PyTypeError, PyValueError};
@@ -33,6 +33,7 @@ pub(crate) enum IpcObject {
     RLock(RLock),
     Semaphore(Semaphore),
     Barrier(Barrier),
+    Descriptor(Descriptor),
 }
 
 impl IpcObject {
@@ -59,6 +60,9 @@ impl IpcObject {
         if let Ok(barrier) = object.cast::<PyBarrier>() {
             return Ok(IpcObject::Barrier(barrier.get().inner.clone()));
         }
+        if let Ok(fd) = object.cast::<PyDescriptor>() {
+            return Ok(IpcObject::Descriptor(fd.get().inner.clone()));
+        }
         Err(PyTypeError::new_err(format!(
             "not a parpool.ipc object: {}",
             object.get_type().name()?
@@ -74,6 +78,7 @@ impl IpcObject {
             IpcObject::RLock(inner) => Py::new(py, PyRLock { inner })?.into_any(),
             IpcObject::Semaphore(inner) => Py::new(py, PySemaphore { inner })?.into_any(),
             IpcObject::Barrier(inner) => Py::new(py, PyBarrier { inner })?.into_any(),
+            IpcObject::Descriptor(inner) => Py::new(py, PyDescriptor { inner })?.into_any(),
         })
     }
 }
@@ -350,5 +355,46 @@ impl PySharedMemory {
             return Err(PyErr::fetch(slf.py()));
         }
         Ok(())
+    }
+}
+
+/// A file descriptor on its way to the workers: how `multiprocessing`
+/// objects built on pipes and shared files (its `Queue`, `Value`, `Array`)
+/// reach them in `initargs`. Made from a descriptor number (which it
+/// duplicates); in a worker, `detach()` hands over the duplicate it
+/// received.
+#[pyclass(module = "parpool._parpool", name = "Descriptor", frozen)]
+#[derive(Debug)]
+pub(crate) struct PyDescriptor {
+    inner: Descriptor,
+}
+
+#[pymethods]
+impl PyDescriptor {
+    #[new]
+    fn new(fd: i32) -> PyResult<Self> {
+        if fd < 0 {
+            return Err(PyValueError::new_err(format!(
+                "not a file descriptor: {fd}"
+            )));
+        }
+        // SAFETY: only borrowed for the duplicate below; a number that is
+        // not an open descriptor makes that fail (EBADF), nothing worse.
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let inner =
+            Descriptor::duplicate(borrowed).map_err(|e| PyOSError::new_err(e.to_string()))?;
+        Ok(PyDescriptor { inner })
+    }
+
+    /// Hands the descriptor over: the caller owns (and closes) it.
+    fn detach(&self) -> PyResult<i32> {
+        self.inner
+            .take()
+            .map(std::os::fd::IntoRawFd::into_raw_fd)
+            .ok_or_else(|| PyValueError::new_err("this descriptor was handed over already"))
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        set_aside(slf.as_any())
     }
 }

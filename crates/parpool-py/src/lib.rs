@@ -81,12 +81,13 @@ parpool::task!(
     /// directory and main module) and runs the executor's initializer, if
     /// any: `parpool._worker._initialize`. An exception fails the worker's
     /// start, and so the pool's build, with the exception as the reason.
-    fn py_init(pickled: ByteBuf) {
+    fn py_init(init: Call) {
         let prepared = Python::attach(|py| {
+            let objects = ipc::to_list(py, init.objects)?;
             worker_module(py)?
                 .bind(py)
                 .getattr("_initialize")?
-                .call1((PyBytes::new(py, &pickled),))
+                .call1((PyBytes::new(py, &init.pickled), objects))
                 .map(drop)
         });
         if let Err(e) = prepared {
@@ -277,7 +278,7 @@ impl Pool {
         job_timeout: Option<f64>,
         memory_limit: Option<u64>,
         start_timeout: f64,
-        initializer: Option<Vec<u8>>,
+        initializer: Option<(Vec<u8>, Bound<'_, PyAny>)>,
         quiet: bool,
         capture: bool,
     ) -> PyResult<Self> {
@@ -296,8 +297,12 @@ impl Pool {
         if let Some(bytes) = memory_limit {
             builder = builder.memory_limit(bytes);
         }
-        if let Some(pickled) = initializer {
-            builder = builder.initializer(py_init, ByteBuf::from(pickled));
+        if let Some((pickled, objects)) = initializer {
+            let init = Call {
+                pickled: ByteBuf::from(pickled),
+                objects: ipc::from_list(&objects)?,
+            };
+            builder = builder.initializer(py_init, init);
         }
         if quiet {
             builder = builder
@@ -497,6 +502,7 @@ fn _parpool(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sync::PyRLock>()?;
     m.add_class::<sync::PySemaphore>()?;
     m.add_class::<sync::PyBarrier>()?;
+    m.add_class::<ipc::PyDescriptor>()?;
     m.add("OwnerDied", m.py().get_type::<sync::OwnerDied>())?;
     m.add("InitializerError", m.py().get_type::<InitializerError>())?;
     m.add_function(wrap_pyfunction!(serve_worker, m)?)?;

@@ -216,3 +216,26 @@ def barrier_wait_then_die(barrier, ready):
     ready.set()
     os.kill(os.getpid(), signal.SIGKILL)
 
+
+
+def keep_state(q, lock=None, value=None):
+    """An initializer: keeps its arguments for tasks and puts this worker's
+    pid on the queue."""
+    STATE["init"] = (q, lock, value)
+    q.put(os.getpid())
+
+
+def use_state(item):
+    """Puts ``item`` on the initializer's queue under its lock."""
+    q, lock, _ = STATE["init"]
+    with lock:
+        q.put(item)
+    return True
+
+
+def bump_value(_):
+    """Adds 1 to the initializer's shared ``multiprocessing.Value``."""
+    _, lock, value = STATE["init"]
+    with lock:
+        value.value += 1
+    return True

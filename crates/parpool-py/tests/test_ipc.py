@@ -115,10 +115,47 @@ def test_a_gib_numpy_array_is_shared_without_a_copy(ex):
     assert float(array.sum()) == 2.0 * (shm.size // 8)
 
 
-def test_ipc_objects_as_initargs_are_refused_with_a_reason():
-    with pytest.raises(TypeError, match="initargs"):
+def test_ipc_objects_as_initargs_reach_every_worker_replacements_included():
+    q, lock = Queue(), Lock()
+    with parpool.ProcessPoolExecutor(
+        max_workers=2, initializer=tasks.keep_state, initargs=(q, lock), quiet=True
+    ) as ex:
+        # Each worker said hello through the queue as it started; a crash
+        # starts a replacement, which says it too.
+        pids = {q.get(timeout=PATIENCE) for _ in range(2)}
+        with pytest.raises(parpool.WorkerCrashed):
+            ex.submit(tasks.segfault).result(PATIENCE)
+        pids.add(q.get(timeout=PATIENCE))
+        assert len(pids) == 3
+        # The state the initializer kept works in tasks.
+        assert ex.submit(tasks.use_state, "sent").result(PATIENCE) is True
+        assert q.get(timeout=PATIENCE) == "sent"
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_multiprocessing_objects_go_as_initargs_as_they_go_to_a_process(method):
+    """CPython's executor passes initargs to the processes it starts: its
+    Queue, Lock, Value and Array are allowed there, and are here."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context(method)
+    q, lock, value = ctx.Queue(), ctx.Lock(), ctx.Value("i", 0)
+    with parpool.ProcessPoolExecutor(
+        max_workers=2, initializer=tasks.keep_state, initargs=(q, lock, value), quiet=True
+    ) as ex:
+        pids = {q.get(timeout=PATIENCE) for _ in range(2)}
+        assert len(pids) == 2
+        assert all(ex.map(tasks.bump_value, range(50), timeout=PATIENCE))
+    assert value.value == 50
+
+
+def test_fork_context_objects_in_initargs_are_refused_with_the_reason():
+    import multiprocessing
+
+    q = multiprocessing.get_context("fork").Queue()
+    with pytest.raises(RuntimeError, match="fork context"):
         parpool.ProcessPoolExecutor(
-            max_workers=1, initializer=tasks.remember, initargs=("k", Event()), quiet=True
+            max_workers=1, initializer=tasks.keep_state, initargs=(q,), quiet=True
         )
 
 

@@ -208,7 +208,8 @@ cfg_ipc! {
     /// for a program that depends on `parpool` alone.
     pub mod ipc {
         pub use parpool_ipc::{
-            AccessError, Barrier, BarrierError, Condvar, Event, EventWait, Lock, LockError, MapError,
+            AccessError, Barrier, BarrierError, Condvar, Descriptor, Event, EventWait, Lock, LockError,
+            MapError,
             Mutex, MutexGuard, Party, Permit, Pipe, Queue, RLock, RLockGuard, RecvError, Semaphore,
             SendError, SharedList, SharedMap, SharedMem, SharedSlice, TaskDoneError,
         };

@@ -88,22 +88,22 @@ def _have_cloudpickle():
     return True
 
 
-def _dumps(obj):
+def _dumps(obj, inheriting=False):
     """Pickles ``obj`` (returns the bytes and the ``parpool.ipc`` objects
     set aside), with cloudpickle where the standard pickle cannot
     (lambdas, closures) or would send a name the worker cannot find (a
     function of an interactive session or notebook)."""
     if _interactive_main() and _have_cloudpickle():
-        return _pickling.dumps(obj, by_value=True)
+        return _pickling.dumps(obj, by_value=True, inheriting=inheriting)
     try:
-        return _pickling.dumps(obj)
+        return _pickling.dumps(obj, inheriting=inheriting)
     except (pickle.PicklingError, AttributeError, TypeError) as e:
         if not _have_cloudpickle():
             raise pickle.PicklingError(
                 f"{e}; install cloudpickle (pip install cloudpickle) to send "
                 "lambdas, closures and functions defined interactively"
             ) from e
-        return _pickling.dumps(obj, by_value=True)
+        return _pickling.dumps(obj, by_value=True, inheriting=inheriting)
 
 
 def _worker_command():
@@ -479,13 +479,20 @@ class ProcessPoolExecutor(_base.Executor):
         self._max_workers = max_workers
         # Workers always start as fresh interpreters: the spawn method.
         self._mp_context = mp_context or multiprocessing.get_context("spawn")
-        user = None
+        user, set_aside = None, []
         if initializer is not None:
-            user, set_aside = _dumps((initializer, tuple(initargs)))
-            if set_aside:
-                raise TypeError(
-                    "parpool.ipc objects cannot be initargs yet: pass them to the tasks"
-                )
+            # As arguments of a starting process: multiprocessing's Queue,
+            # Lock, Value and Array go as they go to Process(args=...).
+            try:
+                user, set_aside = _dumps((initializer, tuple(initargs)), inheriting=True)
+            except RuntimeError as e:
+                if "fork context" not in str(e):
+                    raise
+                raise RuntimeError(
+                    f"{e} parpool's workers are always fresh interpreters (spawned): make "
+                    "the object with multiprocessing.get_context('spawn'), or use "
+                    "parpool.ipc's Queue, Lock, Semaphore or SharedMemory."
+                ) from None
         preparation = multiprocessing.spawn.get_preparation_data("parpool-worker")
         # The key multiprocessing's connections authenticate with, as
         # plain bytes: its own type refuses to be pickled outside a spawn.
@@ -501,9 +508,12 @@ class ProcessPoolExecutor(_base.Executor):
                 job_timeout=task_timeout,
                 memory_limit=memory_limit,
                 capture=_forwards(forward_output),
-                initializer=pickle.dumps(
-                    (preparation, user, logging.getLogger().getEffectiveLevel()),
-                    protocol=_pickling.PROTOCOL,
+                initializer=(
+                    pickle.dumps(
+                        (preparation, user, logging.getLogger().getEffectiveLevel()),
+                        protocol=_pickling.PROTOCOL,
+                    ),
+                    set_aside,
                 ),
                 quiet=quiet,
             )

@@ -106,7 +106,7 @@ def _run(pickled, objects):
     return _dumps_outcome(*outcome)
 
 
-def _initialize(pickled):
+def _initialize(pickled, objects):
     """Prepares a new worker as ``multiprocessing``'s spawn start method
     does (the parent's ``sys.path``, working directory and main module, so
     that functions defined there unpickle here), then runs the executor's
@@ -131,7 +131,7 @@ def _initialize(pickled):
     finally:
         process._inheriting = False
     if user is not None:
-        initializer, initargs = pickle.loads(user)
+        initializer, initargs = _pickling.loads(user, objects)
         initializer(*initargs)
 
 

@@ -62,10 +62,18 @@ DIFFERENCES = {
         "parpool's workers are always fresh interpreters, so it works with any "
         "mp_context."
     ),
+    "FailingInitializerTest.test_initializer[fork]": (
+        "As CPython answers it for any spawned process: the test's "
+        "multiprocessing.Queue, made in the fork context, cannot go to "
+        "parpool's workers, which are always fresh interpreters (RuntimeError: "
+        "'A SemLock created in a fork context is being shared with a process in "
+        "a spawn context'). One made in the spawn or forkserver context goes, as "
+        "to Process(args=...)."
+    ),
     "FailingInitializerTest.test_initializer": (
-        "Not yet: multiprocessing's Queue (in initargs here) cannot be sent to "
-        "parpool's workers; and on purpose, a failing initializer fails the "
-        "constructor (InitializerFailed) where CPython breaks the pool later."
+        "On purpose: a failing initializer fails the constructor "
+        "(InitializerFailed, naming the exception) where CPython breaks the pool "
+        "later; the test's multiprocessing.Queue in initargs reaches the workers."
     ),
 }
 
@@ -188,9 +196,11 @@ def case(test_id):
 
 def known(test_id):
     """Why this test's outcome differs, if it is listed: by
-    `Case.test_name`, by `test_name[start method]`, or by `test_name`."""
-    name = method(test_id)
-    for key in (f"{case(test_id)}.{name}", f"{name}[{context(test_id)}]", name):
+    `Case.test_name[start method]`, `Case.test_name`,
+    `test_name[start method]`, or `test_name`."""
+    name, ctx = method(test_id), context(test_id)
+    whole = f"{case(test_id)}.{name}"
+    for key in (f"{whole}[{ctx}]", whole, f"{name}[{ctx}]", name):
         if key in DIFFERENCES:
             return DIFFERENCES[key]
     return None
