@@ -205,6 +205,28 @@ def isolation(n=1000):
     return counts
 
 
+def map_floor(n, chunksizes):
+    """The parent's own share of any `map` to processes, alone and serial:
+    cut the input into chunks and pickle them, unpickle the result chunks
+    (pickled beforehand, as workers would) and consume every item. No
+    workers, no waiting: what is left when the workers cost nothing."""
+    import itertools
+    import pickle
+
+    best = None
+    for c in chunksizes:
+        replies = [pickle.dumps(list(range(i, min(i + c, n))), pickle.HIGHEST_PROTOCOL) for i in range(0, n, c)]
+        start = time.perf_counter()
+        it, total = iter(range(n)), 0
+        for reply in replies:
+            pickle.dumps((tiny, list(itertools.islice(it, c))), pickle.HIGHEST_PROTOCOL)
+            total += sum(iter(pickle.loads(reply)))
+        took = time.perf_counter() - start
+        assert total == n * (n - 1) // 2
+        best = took if best is None else min(best, took)
+    return best
+
+
 def best_map(run, n, chunksizes):
     best = None
     for c in chunksizes:
@@ -253,6 +275,11 @@ def measure(reps, quick):
                 f"map over {n_map} tiny items, best chunksize of 1k/10k/100k",
                 "multiprocessing.Pool.map",
                 best_map(lambda xs, c: pool.map(tiny, xs, chunksize=c), n_map, chunks),
+            )
+            add(
+                f"map over {n_map} tiny items, best chunksize of 1k/10k/100k",
+                "floor: the parent's share alone (chunk, pickle, unpickle, consume), serial",
+                map_floor(n_map, chunks),
             )
             from parpool import ipc
 

@@ -30,6 +30,7 @@ use pyo3::types::{PyBytes, PyList, PyString};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+mod flatten;
 mod ipc;
 mod sync;
 
@@ -503,6 +504,7 @@ fn _parpool(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<sync::PySemaphore>()?;
     m.add_class::<sync::PyBarrier>()?;
     m.add_class::<ipc::PyDescriptor>()?;
+    m.add_class::<flatten::Flatten>()?;
     m.add("OwnerDied", m.py().get_type::<sync::OwnerDied>())?;
     m.add("InitializerError", m.py().get_type::<InitializerError>())?;
     m.add_function(wrap_pyfunction!(serve_worker, m)?)?;

@@ -25,7 +25,6 @@ from concurrent.futures import _base
 from concurrent.futures.process import BrokenProcessPool
 # The chunk helpers of CPython's own executor: one chunk's calls, and the
 # chunks' results yielded in order, each dropped once yielded.
-from concurrent.futures.process import _chain_from_iterable_of_lists as _flatten
 from concurrent.futures.process import _process_chunk
 
 from . import _parpool, _pickling
@@ -583,7 +582,7 @@ class ProcessPoolExecutor(_base.Executor):
             _chunks(iterables, chunksize),
             timeout=timeout,
         )
-        return _flatten(results)
+        return _parpool.Flatten(results)
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         """Refuses new tasks; with ``wait``, returns once every task ended
