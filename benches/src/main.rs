@@ -210,26 +210,29 @@ fn measure_latency(
     if let Some(only) = CONTENDER.get().and_then(Option::as_deref) {
         contenders.retain(|(name, _)| name.contains(only));
     }
-    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+    // Each contender's samples, one list per repetition.
+    let mut samples: Vec<Vec<Vec<f64>>> = vec![Vec::new(); contenders.len()];
     let order = Order::new(&vec![0.0; contenders.len()]);
     for rep in 0..reps {
         for i in order.rep(rep) {
-            samples[i].extend((contenders[i].1)());
+            samples[i].push((contenders[i].1)());
         }
     }
+    fn quantile(samples: &[f64], q: f64) -> f64 {
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let at = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+        sorted.get(at).copied().unwrap_or(f64::NAN)
+    }
+    // The quantile over all samples, and each repetition's (its spread).
     let pick = |q: f64| -> Vec<Timing> {
         contenders
             .iter()
             .zip(&samples)
-            .map(|((name, _), s)| {
-                let mut sorted = s.clone();
-                sorted.sort_by(f64::total_cmp);
-                let at = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-                Timing {
-                    name: (*name).to_owned(),
-                    median_s: sorted.get(at).copied().unwrap_or(f64::NAN),
-                    runs_s: Vec::new(),
-                }
+            .map(|((name, _), reps)| Timing {
+                name: (*name).to_owned(),
+                median_s: quantile(&reps.concat(), q),
+                runs_s: reps.iter().map(|r| quantile(r, q)).collect(),
             })
             .collect()
     };
@@ -495,6 +498,38 @@ fn processes_suite(opts: &Options, cores: usize, t: &mut Table) {
             p99,
             &[],
         );
+    }
+    let n = opts.sized(2_000, 20_000);
+    let spin = std::time::Duration::from_micros(100);
+    let name = format!("process round trip x{n}, low-latency mode (spin 100 µs, 1 worker)");
+    if opts.wanted(&name) {
+        let (p50, p99) = measure_latency(reps, &mut process::round_trip_spin(n, spin));
+        // Within the budget is a speed ratio of at least 1.
+        t.record(
+            "processes",
+            format!("{name}: p50 latency"),
+            "round trips",
+            1,
+            p50,
+            &[("budget: 10 µs", 1.0)],
+        );
+        t.record(
+            "processes",
+            format!("{name}: p99 latency"),
+            "round trips",
+            1,
+            p99,
+            &[("budget: 50 µs", 1.0)],
+        );
+    }
+    let n = opts.sized(2_000, 20_000);
+    let name = format!(
+        "process tiny jobs, low-latency mode: submit {n}, then collect ({workers} workers)"
+    );
+    if opts.wanted(&name) {
+        let timings = measure_timed(reps, &mut process::tiny_spin(workers, n, spin));
+        let targets = [("parpool ProcessPool, default (sleeps)", 1.5)];
+        t.record("processes", name, "jobs", n, timings, &targets);
     }
     let n = opts.sized(100, 1_000);
     let name = format!("dependent pair x{n} (consumer, then its producer)");
@@ -908,9 +943,14 @@ fn markdown(r: &Report, suite: &str) -> String {
         if r.quick { ", quick sizes" } else { "" }
     ));
     s.push_str(
-        "| row | peer | parpool | peer time | speed ratio (parpool ÷ peer) | target | met |\n",
+        "Each figure is the median, with the fastest and slowest repetition in brackets; \
+         a row where either side's slowest repetition took over twice its fastest is \
+         flagged **unsteady** in the last column.\n\n",
     );
-    s.push_str("|---|---|---|---|---|---|---|\n");
+    s.push_str(
+        "| row | peer | parpool | peer time | speed ratio (parpool ÷ peer) | target | met | steady |\n",
+    );
+    s.push_str("|---|---|---|---|---|---|---|---|\n");
     if suite == "cli" {
         s.insert_str(
             s.find("| row").unwrap_or(0),
@@ -930,6 +970,7 @@ fn markdown(r: &Report, suite: &str) -> String {
     }
     for row in r.rows.iter().filter(|row| row.suite == suite) {
         let ours = row.timings[0].median_s;
+        let mine = &row.timings[0];
         for t in &row.timings[1..] {
             let ratio = r
                 .ratios
@@ -949,19 +990,51 @@ fn markdown(r: &Report, suite: &str) -> String {
                     fmt_time(v)
                 }
             };
+            let with_spread = |t: &Timing| match spread(t) {
+                Some((lo, hi, _)) => format!("{} ({}–{})", shown(t.median_s), shown(lo), shown(hi)),
+                None => shown(t.median_s),
+            };
+            let unsteady: Vec<String> = [("parpool", mine), ("peer", t)]
+                .iter()
+                .filter_map(|(who, t)| {
+                    spread(t)
+                        .filter(|&(_, _, ratio)| ratio > UNSTEADY)
+                        .map(|(_, _, ratio)| format!("{who} {ratio:.1}×"))
+                })
+                .collect();
+            let steady = if unsteady.is_empty() {
+                "yes".to_owned()
+            } else {
+                format!("**unsteady**: {}", unsteady.join(", "))
+            };
             s.push_str(&format!(
-                "| {} | {} | {} | {} | {:.2} | {} | {} |\n",
+                "| {} | {} | {} | {} | {:.2} | {} | {} | {} |\n",
                 row.name,
                 t.name,
-                shown(ours),
-                shown(t.median_s),
+                with_spread(mine),
+                with_spread(t),
                 t.median_s / ours,
                 target,
-                met
+                met,
+                steady
             ));
         }
     }
     s
+}
+
+/// A repetition slower than this many times the fastest flags its row.
+const UNSTEADY: f64 = 2.0;
+
+/// The fastest and slowest repetition of `t`, and their ratio; `None`
+/// for a figure measured once.
+fn spread(t: &Timing) -> Option<(f64, f64, f64)> {
+    if t.runs_s.len() < 2 {
+        return None;
+    }
+    let lo = t.runs_s.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = t.runs_s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Some((lo, hi, hi / lo))
 }
 
 fn fmt_time(secs: f64) -> String {

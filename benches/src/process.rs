@@ -187,6 +187,148 @@ pub(crate) fn round_trip(workers: usize, n: u64) -> Vec<LatencyContender> {
     ]
 }
 
+/// The opt-in low-latency mode: a pool whose idle worker and supervisor
+/// spin for `spin` before they sleep, beside the default pool, a budget and
+/// the physical scale (two processes that spin, on shared memory and on a
+/// socket).
+pub(crate) fn round_trip_spin(n: u64, spin: std::time::Duration) -> Vec<LatencyContender> {
+    let fast = ProcessPool::builder()
+        .workers(1)
+        .spin(spin)
+        .build()
+        .expect("spinning pool");
+    let plain = pool(1);
+    let ps = procspawn::Pool::new(1).expect("procspawn pool");
+    let floors = std::sync::Arc::new(pool(1));
+    let floors2 = floors.clone();
+    vec![
+        (
+            "parpool ProcessPool, spin",
+            Box::new(move || trips(n, |i| assert_eq!(fast.submit(ident, i).join(), Ok(i)))),
+        ),
+        (
+            "parpool ProcessPool, default (sleeps)",
+            Box::new(move || trips(n, |i| assert_eq!(plain.submit(ident, i).join(), Ok(i)))),
+        ),
+        (
+            "procspawn Pool",
+            Box::new(move || trips(n, |i| assert_eq!(ps.spawn(i, |i| i).join().unwrap(), i))),
+        ),
+        ("budget: 10 µs", Box::new(move || vec![10e-6; n as usize])),
+        ("budget: 50 µs", Box::new(move || vec![50e-6; n as usize])),
+        (
+            "floor: two processes spinning on shared memory",
+            Box::new(move || spin_floor_shm(&floors, n)),
+        ),
+        (
+            "floor: two processes spinning on a socket",
+            Box::new(move || spin_floor_socket(&floors2, n)),
+        ),
+    ]
+}
+
+/// Submit `n` tiny jobs, then collect: a pool in the low-latency mode
+/// against the default one.
+pub(crate) fn tiny_spin(workers: usize, n: u64, spin: std::time::Duration) -> Vec<TimedContender> {
+    let fast = ProcessPool::builder()
+        .workers(workers)
+        .spin(spin)
+        .build()
+        .expect("spinning pool");
+    let plain = pool(workers);
+    let expect = n * (n - 1) / 2;
+    let batch = move |pp: &ProcessPool| {
+        let hs: Vec<_> = (0..n).map(|i| pp.submit(ident, i)).collect();
+        let sum: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(sum, expect);
+    };
+    vec![
+        ("parpool ProcessPool, spin", wall(move || batch(&fast))),
+        (
+            "parpool ProcessPool, default (sleeps)",
+            wall(move || batch(&plain)),
+        ),
+    ]
+}
+
+parpool::task!(
+    fn shm_pong((mem, n): (parpool::ipc::SharedMem, u64)) -> u64 {
+        use std::sync::atomic::Ordering;
+        let (ping, back) = (
+            mem.atomic_u64(0).expect("ping"),
+            mem.atomic_u64(8).expect("pong"),
+        );
+        for i in 1..=n {
+            while ping.load(Ordering::Acquire) != i {
+                std::hint::spin_loop();
+            }
+            back.store(i, Ordering::Release);
+        }
+        n
+    }
+);
+
+/// Two processes spinning on two words of shared memory: the physical
+/// scale of a round trip between processes (no system call at all).
+fn spin_floor_shm(pool: &ProcessPool, n: u64) -> Vec<f64> {
+    use std::sync::atomic::Ordering;
+    let mem = parpool::ipc::SharedMem::new(128).expect("shared memory");
+    // Words 0 and 8: one cache line each way.
+    let job = pool.submit(shm_pong, (mem.clone(), n));
+    let (ping, back) = (
+        mem.atomic_u64(0).expect("ping"),
+        mem.atomic_u64(8).expect("pong"),
+    );
+    let samples = trips(n, |i| {
+        ping.store(i + 1, Ordering::Release);
+        while back.load(Ordering::Acquire) != i + 1 {
+            std::hint::spin_loop();
+        }
+    });
+    assert_eq!(job.join(), Ok(n));
+    samples
+}
+
+parpool::task!(
+    fn socket_pong((fd, n): (parpool::ipc::Descriptor, u64)) -> u64 {
+        let mut s = std::os::unix::net::UnixStream::from(fd.take().expect("socket"));
+        let mut b = [0u8; 8];
+        for _ in 0..n {
+            spin_read(&mut s, &mut b);
+            std::io::Write::write_all(&mut s, &b).expect("write");
+        }
+        n
+    }
+);
+
+/// Reads exactly `b.len()` bytes from a non-blocking socket, spinning.
+fn spin_read(s: &mut std::os::unix::net::UnixStream, b: &mut [u8]) {
+    s.set_nonblocking(true).expect("non-blocking");
+    let mut got = 0;
+    while got < b.len() {
+        match std::io::Read::read(s, &mut b[got..]) {
+            Ok(0) => panic!("peer closed"),
+            Ok(k) => got += k,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+/// Two processes spinning on a socket (non-blocking reads): what a round
+/// trip costs when it crosses the kernel but nobody sleeps.
+fn spin_floor_socket(pool: &ProcessPool, n: u64) -> Vec<f64> {
+    let (mut a, b) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+    let job = pool.submit(socket_pong, (parpool::ipc::Descriptor::new(b.into()), n));
+    let mut buf = [0u8; 8];
+    let samples = trips(n, |i| {
+        std::io::Write::write_all(&mut a, &i.to_le_bytes()).expect("write");
+        spin_read(&mut a, &mut buf);
+    });
+    assert_eq!(job.join(), Ok(n));
+    samples
+}
+
 parpool::task!(
     fn dep_consume(q: parpool::ipc::Queue<u64>) -> u64 {
         q.recv_timeout(std::time::Duration::from_secs(10))

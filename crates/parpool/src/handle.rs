@@ -70,6 +70,10 @@ pub(crate) struct JobState<T> {
     /// The pool's counts: the resolver counts the job's outcome there.
     tally: Option<Arc<Tally>>,
     flags: AtomicU8,
+    /// How long a joiner polls for the end before it sleeps, in
+    /// nanoseconds (a process pool's low-latency mode; 0: briefly).
+    #[cfg_attr(parpool_loom, allow(dead_code))]
+    join_spin_ns: u32,
     locked: Mutex<Locked<T>>,
     joined: Condvar,
 }
@@ -137,12 +141,21 @@ impl<T> JobState<T> {
         Self::with_tally(id, pool, Some(tally.clone()))
     }
 
+    /// Has a thread that joins the job poll for its end for up to
+    /// `window` before it sleeps (a process pool's low-latency mode).
+    #[cfg(feature = "process")]
+    pub(crate) fn join_spin(mut self, window: Duration) -> Self {
+        self.join_spin_ns = u32::try_from(window.as_nanos()).unwrap_or(u32::MAX);
+        self
+    }
+
     fn with_tally(id: JobId, pool: u64, tally: Option<Arc<Tally>>) -> Self {
         JobState {
             id,
             pool,
             tally,
             flags: AtomicU8::new(0),
+            join_spin_ns: 0,
             locked: Mutex::new(Locked {
                 result: None,
                 done: false,
@@ -362,6 +375,11 @@ impl<T> JobState<T> {
     /// being woken (two context switches).
     #[cfg(not(parpool_loom))]
     fn spin_until_resolved(&self) {
+        if self.join_spin_ns > 0 {
+            let window = Duration::from_nanos(u64::from(self.join_spin_ns));
+            sync::spin_until(window, || self.flags.load(sync::Acquire) & RESOLVED != 0);
+            return;
+        }
         let backoff = crossbeam_utils::Backoff::new();
         while !backoff.is_completed() {
             if self.flags.load(sync::Acquire) & RESOLVED != 0 {

@@ -22,7 +22,7 @@ pub(crate) use std::sync::atomic::{AtomicU8, AtomicUsize, fence};
 #[cfg(not(parpool_loom))]
 pub(crate) use std::sync::{Condvar, Mutex};
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A mutex that can be locked ignoring poisoning.
 pub(crate) trait Lock {
@@ -127,3 +127,51 @@ pub(crate) fn wait_timeout<G, C: Wait<G> + ?Sized>(cv: &C, guard: G, dur: Durati
 }
 
 pub(crate) use std::sync::atomic::Ordering::{AcqRel, Acquire, SeqCst};
+
+/// Probes between two looks at the clock (and two offers of the core to
+/// another thread): a few microseconds.
+const PROBES_PER_CHECK: u32 = 16;
+
+/// Polls `ready` until it says yes (`true`) or `window` has passed
+/// (`false`): the low-latency mode of a process pool
+/// (`process/README.md`, "Waiting without sleeping"). Between looks at
+/// the clock it gives the core away once, so that on a machine with fewer
+/// cores than spinners the thread it waits for gets to run.
+pub(crate) fn spin_until(window: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    if window.is_zero() {
+        return ready();
+    }
+    let start = Instant::now();
+    loop {
+        for _ in 0..PROBES_PER_CHECK {
+            if ready() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= window {
+            return ready();
+        }
+        std::thread::yield_now();
+    }
+}
+
+#[cfg(all(test, not(parpool_loom)))]
+mod spin_tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn spinning_returns_when_ready_or_when_the_window_closes() {
+        let mut calls = 0;
+        assert!(spin_until(Duration::from_secs(60), || {
+            calls += 1;
+            calls == 500
+        }));
+        let start = Instant::now();
+        assert!(!spin_until(Duration::from_millis(20), || false));
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(20), "{took:?}");
+        assert!(!spin_until(Duration::ZERO, || false));
+    }
+}

@@ -205,6 +205,7 @@ pub(crate) fn serve_process() -> io::Result<()> {
         } else {
             Sharing::Descriptors
         },
+        spin: Duration::from_nanos(env_u64(os::SPIN_ENV).unwrap_or(0)),
     };
     let out: Out = Arc::new(Replies::new(LogWriter::new(socket.try_clone()?)));
     let _ = tracing::subscriber::set_global_default(EventsOnly(Forwarder { out: out.clone() }));
@@ -235,6 +236,9 @@ pub(crate) struct Limits {
     pub(crate) max_output: u64,
     /// How outputs carry shared objects.
     pub(crate) sharing: Sharing,
+    /// How long to poll for the next request before sleeping (zero: not
+    /// at all).
+    pub(crate) spin: Duration,
 }
 
 /// Serves requests from `input` until `Exit` or end of input, writing
@@ -269,7 +273,9 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds + Send + 'static>(
                 input: bytes,
             } => {
                 let fds = input.take_fds(shared as usize)?;
-                shared_state = Some(attach_control(&bytes, fds, out, &limits)?);
+                let (control, journal) = attach_control(&bytes, fds, out, &limits)?;
+                input.spin_on(&control, limits.spin);
+                shared_state = Some((control, journal));
             }
             ToWorker::Init {
                 task,
@@ -516,6 +522,7 @@ mod tests {
             max_frame: 1 << 20,
             max_output: 1 << 20,
             sharing: Sharing::Descriptors,
+            spin: Duration::ZERO,
         }
     }
 

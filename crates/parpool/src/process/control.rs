@@ -65,7 +65,11 @@ struct Layout {
     /// the log's first byte was written, and how many bytes the log holds.
     log_base: AtomicU64,
     log_len: AtomicU64,
-    _line: [AtomicU64; 4],
+    /// How many bytes the supervisor has sent on the socket in all, once
+    /// each write returned: an idle worker in the low-latency mode polls it
+    /// (`README.md`, "Waiting without sleeping"), as the supervisor polls `log_base`.
+    requests_sent: AtomicU64,
+    _line: [AtomicU64; 3],
     cells: [AtomicU64; CLAIM_CELLS as usize],
     log: [u8; LOG_CAP],
 }
@@ -80,13 +84,14 @@ const fn word_index(at: usize) -> usize {
 const ALLOC_FAILED: usize = word_index(std::mem::offset_of!(Layout, alloc_failed));
 const LOG_BASE: usize = word_index(std::mem::offset_of!(Layout, log_base));
 const LOG_LEN: usize = word_index(std::mem::offset_of!(Layout, log_len));
+const REQUESTS_SENT: usize = word_index(std::mem::offset_of!(Layout, requests_sent));
 /// Index of the first claim cell.
 const CELLS: usize = word_index(std::mem::offset_of!(Layout, cells));
 /// Where the reply log's bytes start.
 const LOG_AT: usize = std::mem::offset_of!(Layout, log);
 // The block's format, which a worker built by another build of this
 // version reads too: a change to `Layout` that moves a part fails here.
-const _: () = assert!(ALLOC_FAILED == 1 && LOG_BASE == 2 && LOG_LEN == 3);
+const _: () = assert!(ALLOC_FAILED == 1 && LOG_BASE == 2 && LOG_LEN == 3 && REQUESTS_SENT == 4);
 const _: () = assert!(CELLS == 8 && LOG_AT == (8 + CLAIM_CELLS as usize) * 8);
 /// The block's length.
 const BLOCK_LEN: usize = std::mem::size_of::<Layout>();
@@ -251,6 +256,22 @@ impl Control {
                 Cell::Stopped => return Stop::Stopped,
             }
         }
+    }
+
+    /// Publishes that `total` bytes have been sent on the socket in all.
+    pub(crate) fn set_requests_sent(&self, total: u64) {
+        self.word(REQUESTS_SENT).store(total, SeqCst);
+    }
+
+    /// How many bytes of requests the supervisor has sent in all.
+    pub(crate) fn requests_sent(&self) -> u64 {
+        self.word(REQUESTS_SENT).load(SeqCst)
+    }
+
+    /// How many bytes of replies the worker has sent on the socket in all
+    /// (the reply log's base).
+    pub(crate) fn replies_sent(&self) -> u64 {
+        self.word(LOG_BASE).load(SeqCst)
     }
 
     /// Whether the worker aborted after an allocation failed.

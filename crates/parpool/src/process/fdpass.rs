@@ -13,7 +13,9 @@ use std::io::{self, BufReader, BufWriter, IoSlice, IoSliceMut, Read, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::time::Duration;
 
+use super::control::Control;
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags,
@@ -27,6 +29,12 @@ pub(crate) const MAX_FDS_PER_SEND: usize = 253;
 pub(crate) struct FdStream {
     socket: UnixStream,
     fds: VecDeque<OwnedFd>,
+    /// Bytes read in all.
+    read: u64,
+    /// In the low-latency mode: the control block whose count of bytes
+    /// sent says whether a read would block, and how long to poll it
+    /// first (`process/README.md`, "Waiting without sleeping").
+    spin: Option<(Control, Duration)>,
 }
 
 impl FdStream {
@@ -34,6 +42,8 @@ impl FdStream {
         FdStream {
             socket,
             fds: VecDeque::new(),
+            read: 0,
+            spin: None,
         }
     }
 }
@@ -53,6 +63,11 @@ impl std::os::fd::AsFd for FdStream {
 
 impl Read for FdStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some((control, window)) = &self.spin {
+            // Nothing unread was sent yet: poll for it before sleeping.
+            let read = self.read;
+            crate::sync::spin_until(*window, || control.requests_sent() > read);
+        }
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_SEND))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
         let mut iov = [IoSliceMut::new(buf)];
@@ -77,6 +92,7 @@ impl Read for FdStream {
                 "descriptors were dropped in transit (ancillary data truncated)",
             ));
         }
+        self.read += msg.bytes as u64;
         Ok(msg.bytes)
     }
 }
@@ -88,6 +104,13 @@ pub(crate) trait TakeFds {
     /// # Errors
     /// When fewer than `n` arrived: the stream is out of step.
     fn take_fds(&mut self, n: usize) -> io::Result<Vec<OwnedFd>>;
+
+    /// Polls `control`'s count of bytes sent for up to `window` before a
+    /// read that would block (the low-latency mode: `README.md`, "Waiting without sleeping"); readers
+    /// of memory ignore it.
+    fn spin_on(&mut self, control: &Control, window: Duration) {
+        let _ = (control, window);
+    }
 }
 
 fn missing(n: usize, have: usize) -> io::Error {
@@ -104,6 +127,10 @@ impl TakeFds for FdStream {
         }
         Ok(self.fds.drain(..n).collect())
     }
+
+    fn spin_on(&mut self, control: &Control, window: Duration) {
+        self.spin = (!window.is_zero()).then(|| (control.clone(), window));
+    }
 }
 
 impl TakeFds for &[u8] {
@@ -118,6 +145,10 @@ impl TakeFds for &[u8] {
 impl<R: TakeFds> TakeFds for BufReader<R> {
     fn take_fds(&mut self, n: usize) -> io::Result<Vec<OwnedFd>> {
         self.get_mut().take_fds(n)
+    }
+
+    fn spin_on(&mut self, control: &Control, window: Duration) {
+        self.get_mut().spin_on(control, window);
     }
 }
 

@@ -15,6 +15,9 @@ pub(crate) const PARENT_ENV: &str = "PARPOOL_PARENT_PID";
 pub(crate) const MEMORY_ENV: &str = "PARPOOL_MEMORY_LIMIT";
 /// Largest frame the worker accepts.
 pub(crate) const MAX_FRAME_ENV: &str = "PARPOOL_MAX_FRAME";
+/// How long an idle worker polls for its next request, in nanoseconds
+/// (`ProcessPoolBuilder::spin`).
+pub(crate) const SPIN_ENV: &str = "PARPOOL_SPIN_NS";
 /// Largest output the worker sends.
 pub(crate) const MAX_OUTPUT_ENV: &str = "PARPOOL_MAX_OUTPUT";
 /// Set when the worker writes outputs by value ([`Sharing::ByValue`]).

@@ -58,6 +58,8 @@ mod process_scheduling;
 #[cfg(all(feature = "process", target_os = "linux"))]
 mod process_shared;
 #[cfg(all(feature = "process", target_os = "linux"))]
+mod process_spin;
+#[cfg(all(feature = "process", target_os = "linux"))]
 mod process_truth;
 mod progress;
 mod soak;

@@ -26,6 +26,9 @@ impl Supervisor {
     /// Takes up to `want` jobs from the pool's queue. Blocks for a job only
     /// when nothing is in flight. `None`: the pool is closed and drained.
     fn take_jobs(&mut self, want: usize) -> Option<VecDeque<Arc<dyn ProcJob>>> {
+        // In the low-latency mode, one poll of the queue before the first
+        // sleep (`process/README.md`, "Waiting without sleeping").
+        let mut may_spin = !self.shared.config.spin.is_zero();
         let mut q = self.shared.lock();
         loop {
             if !q.jobs.is_empty() {
@@ -54,6 +57,19 @@ impl Supervisor {
                 return Some(VecDeque::new());
             }
             let unsent = self.conn.as_ref().is_some_and(|c| !c.outbox.is_empty());
+            if std::mem::take(&mut may_spin) && !unsent {
+                drop(q);
+                let shared = &self.shared;
+                // A probe never waits for the lock: a submitter holding it
+                // is adding the job this poll is for.
+                crate::sync::spin_until(shared.config.spin, || {
+                    shared.try_lock().is_some_and(|q| {
+                        !q.jobs.is_empty() || q.state != Lifecycle::Open
+                    })
+                });
+                q = self.shared.lock();
+                continue;
+            }
             q.waiting += 1;
             q = if unsent {
                 crate::sync::wait_timeout(&self.shared.ready, q, OUTBOX_RETRY)

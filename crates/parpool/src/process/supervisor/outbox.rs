@@ -75,6 +75,8 @@ pub(super) struct Outbox {
     /// too many in flight for this user): retry after a pause, not on
     /// `POLLOUT`, which says nothing about that limit.
     stalled: bool,
+    /// Bytes sent on the socket in all.
+    sent: u64,
 }
 
 /// What [`Outbox::flush`] achieved.
@@ -133,6 +135,11 @@ impl Outbox {
         self.chunks.is_empty()
     }
 
+    /// Bytes sent on the socket in all.
+    pub(super) fn sent(&self) -> u64 {
+        self.sent
+    }
+
     /// Whether the last flush met the kernel's descriptor limit.
     pub(super) fn is_stalled(&self) -> bool {
         self.stalled
@@ -171,7 +178,10 @@ impl Outbox {
                 .map(|r| chunk.fds[r].iter().map(|s| s.share_fd()).collect())
                 .unwrap_or_default();
             match send(socket, part, &fds) {
-                Ok(n) => chunk.sent += n,
+                Ok(n) => {
+                    chunk.sent += n;
+                    self.sent += n as u64;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::Full),
                 Err(e)
                     if e.raw_os_error() == Some(rustix::io::Errno::TOOMANYREFS.raw_os_error()) =>

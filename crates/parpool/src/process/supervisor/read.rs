@@ -42,6 +42,17 @@ impl Supervisor {
     /// took back requests stranded behind the running job (they waited
     /// [`REVOKE_AFTER`] unclaimed), so that the caller feeds again.
     pub(super) fn wait_for_reply(&mut self) -> bool {
+        // In the low-latency mode, one poll of the worker's count of bytes
+        // sent before the first sleep (`process/README.md`, "Waiting
+        // without sleeping"), when the reply is due within the window: the
+        // worker answers a batch once it has run it all, so a long
+        // pipeline's next reply is far off, and polling for it would only
+        // take a core from the worker.
+        let spin = self.shared.config.spin;
+        let due_ns = self.in_flight.len() as f64 * self.avg_ns;
+        // (Nothing in flight gives NaN: not known to be far off.)
+        let due_later = due_ns > spin.as_nanos() as f64;
+        let mut may_spin = !spin.is_zero() && !due_later;
         loop {
             self.flush();
             let Some(conn) = self.conn.as_ref() else {
@@ -64,6 +75,15 @@ impl Supervisor {
             let write = !conn.outbox.is_empty() && !conn.outbox.is_stalled();
             if conn.outbox.is_stalled() {
                 timeout = Some(timeout.map_or(STALL_RETRY, |t| t.min(STALL_RETRY)));
+            }
+            if std::mem::take(&mut may_spin) && !write {
+                let window = timeout.map_or(self.shared.config.spin, |t| {
+                    t.min(self.shared.config.spin)
+                });
+                let (control, received) = (&conn.control, conn.received);
+                if crate::sync::spin_until(window, || control.replies_sent() > received) {
+                    return true;
+                }
             }
             if os::wait_socket(conn.socket(), write, timeout).readable {
                 return true;

@@ -163,14 +163,19 @@ impl Conn {
 
     /// Sends what the outbox holds, as far as the socket takes it now.
     pub(super) fn flush(&mut self) -> io::Result<Flushed> {
-        self.outbox.flush(self.reader.get_ref().as_fd())
+        let flushed = self.outbox.flush(self.reader.get_ref().as_fd());
+        self.control.set_requests_sent(self.outbox.sent());
+        flushed
     }
 
     /// Sends all the outbox holds, to a worker that is reading, waiting
     /// at most `patience`.
     pub(super) fn flush_all(&mut self, patience: Duration) -> io::Result<()> {
-        self.outbox
-            .flush_all(self.reader.get_ref().as_fd(), patience)
+        let flushed = self
+            .outbox
+            .flush_all(self.reader.get_ref().as_fd(), patience);
+        self.control.set_requests_sent(self.outbox.sent());
+        flushed
     }
 
     /// Sends the control block and the chunk journal, before any job.
@@ -278,7 +283,12 @@ fn command(config: &Config, capture: &[Option<File>; 2]) -> io::Result<Command> 
     };
     // What a pool this process belongs to set (it runs in a worker) is
     // not this pool's: only what is set below applies.
-    for inherited in [os::MEMORY_ENV, os::BY_VALUE_ENV, capture::CAPTURE_ENV] {
+    for inherited in [
+        os::MEMORY_ENV,
+        os::BY_VALUE_ENV,
+        os::SPIN_ENV,
+        capture::CAPTURE_ENV,
+    ] {
         cmd.env_remove(inherited);
     }
     cmd.env(os::PARENT_ENV, os::pid().to_string())
@@ -286,6 +296,9 @@ fn command(config: &Config, capture: &[Option<File>; 2]) -> io::Result<Command> 
         .env(os::MAX_OUTPUT_ENV, config.limits.max_payload.to_string());
     if config.sharing == Sharing::ByValue {
         cmd.env(os::BY_VALUE_ENV, "1");
+    }
+    if !config.spin.is_zero() {
+        cmd.env(os::SPIN_ENV, config.spin.as_nanos().to_string());
     }
     cmd.stdout(stdio(config.stdout, &capture[0])?)
         .stderr(stdio(config.stderr, &capture[1])?);
