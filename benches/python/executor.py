@@ -251,6 +251,7 @@ def measure(reps, quick):
     n_queue = 10_000 if quick else 100_000
     n_locks = 100_000 if quick else 1_000_000
     made = [(name, warm(make())) for name, make in executors()]
+    spinning = warm(parpool.ProcessPoolExecutor(WORKERS, spin=100e-6))
     pool = mp.Pool(WORKERS)
     try:
         for _ in range(reps):
@@ -259,6 +260,19 @@ def measure(reps, quick):
                 p50, p99 = round_trips(ex, n_trips)
                 add(f"round trip of one tiny task x{n_trips}: p50", name, p50)
                 add(f"round trip of one tiny task x{n_trips}: p99", name, p99)
+            # The low-latency mode (opt-in), beside the same repetition's
+            # figures of the default mode and of the peers.
+            fast = f"round trip of one tiny task x{n_trips}, low-latency mode (spin=100 µs)"
+            p50, p99 = round_trips(spinning, n_trips)
+            add(f"{fast}: p50", OURS[0], p50)
+            add(f"{fast}: p99", OURS[0], p99)
+            p50, p99 = native_round_trips(spinning, n_trips)
+            add(f"{fast}: p50", "floor: parpool's native pool alone (no future), spin", p50)
+            add(f"{fast}: p99", "floor: parpool's native pool alone (no future), spin", p99)
+            for name, _ in made:
+                label = f"{name}, default mode" if name == OURS[0] else name
+                for q in ("p50", "p99"):
+                    add(f"{fast}: {q}", label, rows[f"round trip of one tiny task x{n_trips}: {q}"][name][-1])
             for label, (p50, p99) in (
                 ("floor: parpool's native pool alone (no future)", native_round_trips(made[0][1], n_trips)),
                 ("floor: 1 byte to cat and back through pipes", pipe_round_trips(n_trips)),
@@ -297,6 +311,7 @@ def measure(reps, quick):
         pool.join()
         for _, ex in made:
             ex.shutdown()
+        spinning.shutdown()
     return rows
 
 

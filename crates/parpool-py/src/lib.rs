@@ -176,6 +176,20 @@ pub(crate) fn seconds(what: &str, s: f64) -> PyResult<Duration> {
     })
 }
 
+/// Polls `ready` for up to `window`, giving the core away every few
+/// probes (so that, on fewer cores than spinners, the thread that makes it
+/// true runs): a caller's wait for a job's end in the pool's low-latency
+/// mode.
+fn spin_until(window: Duration, ready: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !ready() && start.elapsed() < window {
+        for _ in 0..16 {
+            std::hint::spin_loop();
+        }
+        std::thread::yield_now();
+    }
+}
+
 /// How often a wait in the caller's thread looks for Ctrl-C.
 pub(crate) const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
@@ -267,7 +281,7 @@ impl Pool {
     #[pyo3(signature = (
         workers, program, args, *, max_jobs_per_worker=None, job_timeout=None,
         memory_limit=None, start_timeout=60.0, initializer=None, quiet=false,
-        capture=false
+        capture=false, spin=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -282,6 +296,7 @@ impl Pool {
         initializer: Option<(Vec<u8>, Bound<'_, PyAny>)>,
         quiet: bool,
         capture: bool,
+        spin: Option<f64>,
     ) -> PyResult<Self> {
         let mut builder = ProcessPool::builder()
             .name("parpool-py")
@@ -297,6 +312,9 @@ impl Pool {
         }
         if let Some(bytes) = memory_limit {
             builder = builder.memory_limit(bytes);
+        }
+        if let Some(window) = spin {
+            builder = builder.spin(seconds("spin", window)?);
         }
         if let Some((pickled, objects)) = initializer {
             let init = Call {
@@ -425,6 +443,15 @@ impl Pool {
                 job.waiters.fetch_add(1, SeqCst);
             }
             None => return Ok(None),
+        }
+        // In the low-latency mode, a poll for the end before the first
+        // sleep, as the pool's own joiners do.
+        let window = self.pool.spin();
+        if !window.is_zero() {
+            let window = deadline.map_or(window, |at| {
+                window.min(at.saturating_duration_since(Instant::now()))
+            });
+            py.detach(|| spin_until(window, || self.endings.has(key)));
         }
         loop {
             match self.take_if_ended(key) {

@@ -444,13 +444,14 @@ def test_many_tiny_tasks_all_arrive(ex):
     assert total == sum(i * i for i in range(100_000))
 
 
-def test_random_crashes_timeouts_and_cancels_never_hang_or_lie():
+@pytest.mark.parametrize("spin", [None, 200e-6], ids=["default", "spin"])
+def test_random_crashes_timeouts_and_cancels_never_hang_or_lie(spin):
     """The adversary: a seeded mix of values, exceptions, crashes, timeouts
     and cancels. Each future ends as its task says, none hangs, and the
-    executor still works after."""
+    executor still works after; in the low-latency mode too."""
     seed = int(os.environ.get("PARPOOL_PY_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
-    with parpool.ProcessPoolExecutor(max_workers=2, quiet=True) as ex:
+    with parpool.ProcessPoolExecutor(max_workers=2, quiet=True, spin=spin) as ex:
         plan = []
         # Thousands of tasks; crashes and timeouts rarer than the rest, each
         # costing a fresh interpreter.
@@ -489,6 +490,41 @@ def test_random_crashes_timeouts_and_cancels_never_hang_or_lie():
                 assert f.result(PATIENCE) in (0, 0.01, 3), context
             assert f.done(), context
         assert ex.submit(tasks.square, 9).result(PATIENCE) == 81
+
+
+def _cpu_ticks(pid):
+    """User and system clock ticks process `pid` has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def test_the_low_latency_mode_answers_and_then_rests():
+    """``spin``: tasks one after another come back right; once the executor
+    is idle past its window, neither its workers nor this process use CPU."""
+    with pytest.raises(ValueError, match="spin"):
+        parpool.ProcessPoolExecutor(max_workers=1, spin=-1)
+    with parpool.ProcessPoolExecutor(max_workers=2, quiet=True, spin=500e-6) as ex:
+        for i in range(2000):
+            assert ex.submit(tasks.square, i).result(PATIENCE) == i * i
+        assert isinstance(ex.submit(tasks.exit_hard, 3).exception(PATIENCE), parpool.WorkerCrashed)
+        assert ex.submit(tasks.square, 5).result(PATIENCE) == 25
+        # Both workers busy at once: the crashed one's replacement has
+        # started (its interpreter's start-up costs CPU, not spinning).
+        assert [f.result(PATIENCE) for f in [ex.submit(tasks.sleep, 0.2) for _ in range(2)]] == [
+            0.2,
+            0.2,
+        ]
+        pids = ex._shared.pool.worker_pids()
+        assert len(pids) == 2
+        time.sleep(0.2)
+        before = [_cpu_ticks(pid) for pid in [os.getpid(), *pids]]
+        cpu = time.process_time()
+        time.sleep(1.0)
+        after = [_cpu_ticks(pid) for pid in [os.getpid(), *pids]]
+        # A spinning process would use about 100 ticks in that second.
+        assert max(b - a for a, b in zip(before, after)) <= 5, (before, after)
+        assert time.process_time() - cpu < 0.05
 
 
 def test_the_type_stubs_check_calls(tmp_path):

@@ -37,6 +37,7 @@ class ProcessPoolExecutor(Executor):
         memory_limit: Optional[int] = None,
         forward_output: Optional[bool] = None,
         quiet: bool = False,
+        spin: Optional[float] = None,
     ) -> None: ...
     def submit(
         self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs

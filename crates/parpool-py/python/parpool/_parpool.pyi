@@ -15,9 +15,10 @@ class Pool:
         job_timeout: Optional[float] = None,
         memory_limit: Optional[int] = None,
         start_timeout: float = 60.0,
-        initializer: Optional[bytes] = None,
+        initializer: Optional[Tuple[bytes, Sequence[object]]] = None,
         quiet: bool = False,
         capture: bool = False,
+        spin: Optional[float] = None,
     ) -> None: ...
     def submit(
         self, pickled: bytes, objects: Sequence[object], timeout: Optional[float] = None

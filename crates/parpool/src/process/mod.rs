@@ -555,6 +555,13 @@ impl ProcessPool {
         self.shared.config.workers
     }
 
+    /// The low-latency window the pool was built with
+    /// ([`ProcessPoolBuilder::spin`]; zero: off). A binding that waits for
+    /// the pool's jobs its own way polls as long before it sleeps.
+    pub fn spin(&self) -> Duration {
+        self.shared.config.spin
+    }
+
     /// The pids of the live worker processes (a crashed worker's
     /// replacement has a new pid; a worker that died is left out at once,
     /// before its replacement starts).
