@@ -132,7 +132,7 @@ fn parse_args() -> Result<Options, String> {
 }
 
 /// Every suite, in the order they run.
-const SUITES: [&str; 5] = ["threads", "processes", "cli", "ipc", "mpi"];
+const SUITES: [&str; 6] = ["threads", "processes", "cli", "ipc", "mpi", "mpi-spin"];
 
 type Contender<'a> = (&'a str, Box<dyn FnMut() + 'a>);
 
@@ -322,9 +322,12 @@ fn main() {
     // The MPI suite runs inside an MPI job: rank 0 of a relaunch of this
     // binary under `mpirun` measures it (see `mpi.rs`).
     #[cfg(feature = "mpi")]
-    let relaunch_mpi = suite("mpi") && mpi_suite(&opts, &mut t);
+    let relaunch_mpi: Vec<&str> = ["mpi", "mpi-spin"]
+        .into_iter()
+        .filter(|s| suite(s) && mpi_suite(&opts, &mut t, *s == "mpi-spin"))
+        .collect();
     #[cfg(not(feature = "mpi"))]
-    if suite("mpi") {
+    if suite("mpi") || suite("mpi-spin") {
         println!(
             "\nmpi suite skipped: it needs Open MPI and the `mpi` feature \
              (cargo run --release -p parpool-bench --features mpi -- --suite mpi)"
@@ -354,9 +357,11 @@ fn main() {
     if opts.write {
         write_results(&report, suites);
     }
+    // One MPI job per suite: an MPI pool's mode is set when it is built,
+    // and a process builds one.
     #[cfg(feature = "mpi")]
-    if relaunch_mpi {
-        let mut args = vec!["--suite".to_owned(), "mpi".to_owned()];
+    for mpi_suite in relaunch_mpi {
+        let mut args = vec!["--suite".to_owned(), mpi_suite.to_owned()];
         args.extend(["--reps".to_owned(), opts.reps.to_string()]);
         if opts.quick {
             args.push("--quick".into());
@@ -756,13 +761,29 @@ fn ipc_suite(opts: &Options, t: &mut Table) {
 /// The `mpi` suite's rows, measured here when this process runs under an
 /// MPI launcher; `true` when it must be relaunched under one.
 #[cfg(feature = "mpi")]
-fn mpi_suite(opts: &Options, t: &mut Table) -> bool {
+fn mpi_suite(opts: &Options, t: &mut Table, spinning: bool) -> bool {
     let reps = opts.reps;
     let mut relaunch_mpi = false;
-    if mpi::under_launcher() {
+    if mpi::under_launcher() && spinning {
         // The mpi4py peer takes seconds per run.
         let reps = reps.min(3);
-        let pool = mpi::pool();
+        let spin = std::time::Duration::from_micros(100);
+        let pool = mpi::pool(spin);
+        let n = opts.sized(200, 2_000);
+        let name = format!("mpi round trip x{n}, low-latency mode (spin 100 µs)");
+        if opts.wanted(&name) {
+            let (p50, p99) = measure_latency(reps, &mut mpi::round_trip(&pool, n, spin));
+            let targets = [("mpi4py.futures MPIPoolExecutor", 10.0)];
+            for (q, timings, targets) in [("p50", p50, &targets[..]), ("p99", p99, &[][..])] {
+                let row = format!("{name}: {q} latency");
+                t.record("mpi-spin", row, "round trips", 1, timings, targets);
+            }
+        }
+        pool.shutdown();
+    } else if mpi::under_launcher() {
+        // The mpi4py peer takes seconds per run.
+        let reps = reps.min(3);
+        let pool = mpi::pool(std::time::Duration::ZERO);
         let ranks = mpi::SERVING_RANKS;
         let n = opts.sized(2_000, 20_000);
         let name = format!("mpi tiny jobs: submit {n}, then collect ({ranks} ranks x 1 worker)");
@@ -774,7 +795,10 @@ fn mpi_suite(opts: &Options, t: &mut Table) -> bool {
         let n = opts.sized(200, 2_000);
         let name = format!("mpi round trip x{n}");
         if opts.wanted(&name) {
-            let (p50, p99) = measure_latency(reps, &mut mpi::round_trip(&pool, n));
+            let (p50, p99) = measure_latency(
+                reps,
+                &mut mpi::round_trip(&pool, n, std::time::Duration::ZERO),
+            );
             // "p50 at most a tenth of mpi4py's" is a speed ratio of 10.
             let targets = [("mpi4py.futures MPIPoolExecutor", 10.0)];
             t.record(
@@ -931,11 +955,12 @@ fn markdown(r: &Report, suite: &str) -> String {
             "processes" => "process pools",
             "ipc" => "shared state across processes",
             "mpi" => "MPI pools (rank 0 + 2 serving ranks)",
+            "mpi-spin" => "MPI pools in the low-latency mode (rank 0 + 2 serving ranks)",
             _ => "the parpool command",
         },
         r.machine.cores,
         // The cli and ipc suites repeat at most 3 times (slow peers).
-        if matches!(suite, "cli" | "ipc" | "mpi") {
+        if matches!(suite, "cli" | "ipc" | "mpi" | "mpi-spin") {
             r.reps.min(3)
         } else {
             r.reps

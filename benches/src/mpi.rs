@@ -8,6 +8,7 @@
 
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
 use parpool::{Executor, ProcessPool};
 use parpool_mpi::MpiPool;
@@ -61,11 +62,14 @@ pub(crate) fn relaunch(args: &[String]) -> Result<(), String> {
     }
 }
 
-/// The pool every MPI row shares (MPI starts once per process).
-pub(crate) fn pool() -> Arc<MpiPool> {
+/// The pool every MPI row of a launch shares (MPI starts once per
+/// process): in the low-latency mode with a `spin` window (the suite
+/// `mpi-spin`, a launch of its own), else in the default mode.
+pub(crate) fn pool(spin: Duration) -> Arc<MpiPool> {
     Arc::new(
         MpiPool::builder()
             .workers_per_rank(1)
+            .spin(spin)
             .build()
             .expect("MPI pool under mpirun"),
     )
@@ -141,11 +145,13 @@ pub(crate) fn tiny(pool: &Arc<MpiPool>, n: u64) -> Vec<TimedContender> {
     ]
 }
 
-/// Submit one job, wait, `n` times.
-pub(crate) fn round_trip(pool: &Arc<MpiPool>, n: u64) -> Vec<LatencyContender> {
+/// Submit one job, wait, `n` times. The floor, a process pool on one
+/// node, runs in the same mode as the MPI pool (`spin`).
+pub(crate) fn round_trip(pool: &Arc<MpiPool>, n: u64, spin: Duration) -> Vec<LatencyContender> {
     let mp = pool.clone();
     let pp = ProcessPool::builder()
         .workers(1)
+        .spin(spin)
         .build()
         .expect("process pool");
     vec![

@@ -172,6 +172,39 @@ impl MpiPoolBuilder {
         self
     }
 
+    /// Turns on the low-latency mode: rank 0's MPI thread polls for the
+    /// next job for up to `window` after the last activity (it polls for
+    /// replies already), each serving rank's local pool runs in the mode
+    /// of [`ProcessPoolBuilder::spin`](parpool::ProcessPoolBuilder::spin),
+    /// its MPI thread polls as long, and a thread joining a job polls for
+    /// its end as long before it sleeps. A job submitted right after the
+    /// last one ended then meets nobody asleep on its way.
+    ///
+    /// Off by default (`Duration::ZERO`): it costs up to a core per
+    /// spinning thread and worker, busy for `window` after each job,
+    /// whether or not another comes; nothing once the pool has been idle
+    /// for longer. It pays for small jobs one after another with a core
+    /// for each spinner; see `benches/results/mpi.md` for what it buys on
+    /// the machine measured there.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use parpool_mpi::MpiPool;
+    ///
+    /// parpool::task! { fn inc(x: u64) -> u64 { x + 1 } }
+    ///
+    /// let pool = MpiPool::builder()
+    ///     .spin(Duration::from_micros(100))
+    ///     .build()?;
+    /// # use parpool::Executor;
+    /// assert_eq!(pool.submit(inc, 1).join()?, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn spin(mut self, window: Duration) -> Self {
+        self.settings.spin_nanos = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
+        self
+    }
+
     /// How long [`build`](Self::build) waits for every rank to start its
     /// workers (default 60 s).
     pub fn start_timeout(mut self, timeout: Duration) -> Self {
@@ -243,6 +276,7 @@ impl MpiPoolBuilder {
                 thread: Mutex::new(Some(thread)),
                 ranks,
                 max_payload: self.settings.limits.max_payload,
+                spin: Duration::from_nanos(self.settings.spin_nanos),
             }),
             Ok(Err(reason)) => {
                 let _ = thread.join();
@@ -401,6 +435,7 @@ fn run_master(
         commands,
         builder.settings.limits.retries,
         builder.lost_after,
+        Duration::from_nanos(builder.settings.spin_nanos),
     );
     // A panic here would be a bug; it must still not leave rank 0 waiting:
     // the unwinding drops every job (their handles resolve `Shutdown`) and
@@ -533,6 +568,8 @@ pub struct MpiPool {
     thread: Mutex<Option<ThreadHandle<()>>>,
     ranks: Ranks,
     max_payload: u64,
+    /// How long a thread joining a job polls before it sleeps.
+    spin: Duration,
 }
 
 impl MpiPool {
@@ -602,7 +639,7 @@ impl MpiPool {
                 let _ = shared.command(Command::Cancel(id.get()));
             }
         });
-        let (handle, pending) = remote::pending::<O>(id, on_cancel);
+        let (handle, pending) = remote::pending::<O>(id, on_cancel, self.spin);
         let job = Queued {
             id,
             task,

@@ -157,8 +157,20 @@ pub(crate) struct Master {
     retries: u32,
     lost_after: Duration,
     seq: u64,
-    /// Where the next dispatch starts among the ranks.
+    /// Where the next dispatch starts among the ranks, for the shares of
+    /// the pipelines (it turns, so that no rank always gets the rounding).
     turn: usize,
+    /// The rank that sent results last: in the low-latency mode, idle
+    /// workers are looked for there first. Its threads are awake (spinning
+    /// after activity), so a lone job there meets nobody asleep, and on a
+    /// machine with few cores the other ranks' threads stay asleep instead
+    /// of taking turns with it. Several jobs at once still spread to every
+    /// idle worker. (Not in the default mode: a batch of jobs of a few
+    /// milliseconds measured 5% slower, the warm rank getting more than
+    /// its share.)
+    warm: usize,
+    /// The low-latency window (`MpiPoolBuilder::spin`; zero: off).
+    spin: Duration,
 }
 
 impl Master {
@@ -169,6 +181,7 @@ impl Master {
         commands: mpsc::Receiver<Command>,
         retries: u32,
         lost_after: Duration,
+        spin: Duration,
     ) -> Master {
         Master {
             link,
@@ -180,8 +193,10 @@ impl Master {
             closing: None,
             retries,
             lost_after,
+            spin,
             seq: 0,
             turn: 0,
+            warm: 0,
         }
     }
 
@@ -205,7 +220,9 @@ impl Master {
                 continue;
             }
             let waiting = !self.sent.is_empty() || sending;
-            if waiting && pace.spin() {
+            // In the low-latency mode, also for the next command after
+            // the last activity: a job submitted right after a result.
+            if (waiting && pace.spin()) || pace.within(self.spin) {
                 std::thread::yield_now();
                 continue;
             }
@@ -357,6 +374,7 @@ impl Master {
                     .filter(|_| saturated)
                     .map(|at| now.duration_since(at).as_nanos() as f64 * rank.workers as f64);
                 rank.last_done = Some(now);
+                self.warm = index;
                 let count = done.len().max(1) as f64;
                 for d in done {
                     let Some(sent) = self.sent.remove(&d.id) else {
@@ -412,8 +430,14 @@ impl Master {
         let order: Vec<usize> = (0..n).map(|k| (self.turn + k) % n).collect();
         let mut left = self.queue.len();
         let mut counts = vec![0; n];
-        // Idle workers first, wherever they are...
-        for &i in &order {
+        // Idle workers first, wherever they are (in the low-latency mode,
+        // the warm rank's first)...
+        let first = if self.spin.is_zero() {
+            self.turn
+        } else {
+            self.warm
+        };
+        for i in (0..n).map(|k| (first + k) % n) {
             let r = &self.ranks[i];
             if !r.lost {
                 let idle = r.workers.saturating_sub(r.outstanding).min(left);

@@ -8,6 +8,11 @@
 //! ([`busy_ceiling`] while jobs are out), so that jobs of milliseconds
 //! leave the cores to the workers.
 //!
+//! In the low-latency mode (`MpiPoolBuilder::spin`) both threads also spin
+//! for the mode's window after activity, rank 0's even with nothing out
+//! (for the next job), and rank 0 sends a lone job to the rank that
+//! answered last, whose threads are still awake (`master.rs`, `warm`).
+//!
 //! Tried and measured worse: spinning only while activity came within a
 //! spin of the one before (once asleep, late probes lengthen the gaps and
 //! it never spins again: round trips took 620 µs), and only while the
@@ -57,6 +62,12 @@ impl Pacer {
     /// activity.
     pub(crate) fn spin(&self) -> bool {
         self.last.elapsed() < SPIN
+    }
+
+    /// Whether the last activity was within `window` (the low-latency
+    /// mode's own window, beside [`SPIN`]).
+    pub(crate) fn within(&self, window: Duration) -> bool {
+        self.last.elapsed() < window
     }
 
     /// How long the thread was quiet.

@@ -184,6 +184,8 @@ struct Server {
     woken: Vec<(u64, JobId)>,
     gathered: Gathered,
     heartbeat: Duration,
+    /// The low-latency window (`MpiPoolBuilder::spin`; zero: off).
+    spin: Duration,
     last_sent: Instant,
     /// Mean time a job stays on this rank, in nanoseconds.
     mean_nanos: f64,
@@ -238,6 +240,7 @@ impl Server {
             gathered,
             retired: Vec::new(),
             heartbeat: Duration::from_nanos(settings.heartbeat_nanos.max(1_000_000)),
+            spin: Duration::from_nanos(settings.spin_nanos),
             last_sent: Instant::now(),
             mean_nanos: 0.0,
         })))
@@ -277,7 +280,7 @@ impl Server {
                 pace.active();
                 continue;
             }
-            if pace.spin() {
+            if pace.spin() || pace.within(self.spin) {
                 std::thread::yield_now();
                 continue;
             }
@@ -497,6 +500,9 @@ fn build_pool(settings: &Settings) -> Result<ProcessPool, parpool::BuildError> {
         .worker_limits(settings.limits.clone());
     if let Some(n) = settings.workers {
         builder = builder.workers(n as usize);
+    }
+    if settings.spin_nanos > 0 {
+        builder = builder.spin(Duration::from_nanos(settings.spin_nanos));
     }
     if settings.quiet {
         builder = builder

@@ -21,6 +21,9 @@ pub(crate) struct Settings {
     pub(crate) quiet: bool,
     /// How often the rank says it is alive, in nanoseconds.
     pub(crate) heartbeat_nanos: u64,
+    /// How long the rank's MPI thread and its local pool poll before they
+    /// sleep, in nanoseconds (`MpiPoolBuilder::spin`; 0: off).
+    pub(crate) spin_nanos: u64,
     /// The most verbose `tracing` level rank 0 wants (see
     /// [`log::wanted_level`](crate::log::wanted_level)).
     pub(crate) log_level: u8,

@@ -81,6 +81,11 @@ const SCENARIOS: &[Scenario] = &[
         body: executor_cases,
     },
     Scenario {
+        name: "the_low_latency_mode_keeps_every_case_then_rests",
+        start: Start::Launcher(3, &[]),
+        body: the_low_latency_mode_keeps_every_case_then_rests,
+    },
+    Scenario {
         name: "tiny_jobs_all_arrive",
         start: Start::Launcher(3, &[]),
         body: tiny_jobs_all_arrive,
@@ -342,6 +347,59 @@ fn executor_cases() {
     assert_eq!(pool.workers(), 4);
     shared::run(&pool, shared::cases());
     shared::run(&pool, shared::isolation_cases());
+}
+
+/// User and system clock ticks process `pid` and its children have used
+/// (a serving rank's workers are its children).
+fn ticks_with_children(pid: u32) -> u64 {
+    let own = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<u64> = own
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .map(|f| f.parse().unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default();
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    ticks
+        + children
+            .split_whitespace()
+            .filter_map(|c| c.parse().ok())
+            .map(ticks_with_children)
+            .sum::<u64>()
+}
+
+/// `MpiPoolBuilder::spin`: every executor case and isolation case holds,
+/// round trips one after another come back right, and once the pool has
+/// been idle past its window, no process of it (rank 0, the serving
+/// ranks, their workers) uses CPU.
+fn the_low_latency_mode_keeps_every_case_then_rests() {
+    let pool = MpiPool::builder()
+        .workers_per_rank(1)
+        .spin(Duration::from_micros(200))
+        .quiet()
+        .build()
+        .expect("the MPI pool starts");
+    shared::run(&pool, shared::cases());
+    shared::run(&pool, shared::isolation_cases());
+    for i in 0..2_000u64 {
+        assert_eq!(pool.submit(shared::square, i).join(), Ok(i * i));
+    }
+    // The ranks run on this node (the launcher's `-n 3` here).
+    let mut pids: Vec<u32> = pool.ranks().iter().map(|r| r.pid).collect();
+    pids.push(std::process::id());
+    std::thread::sleep(Duration::from_millis(300));
+    let before: Vec<u64> = pids.iter().map(|&p| ticks_with_children(p)).collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let after: Vec<u64> = pids.iter().map(|&p| ticks_with_children(p)).collect();
+    // A spinning thread would use about 100 ticks in that second; an idle
+    // rank probes MPI every millisecond, which costs a few.
+    for ((pid, b), a) in pids.iter().zip(&before).zip(&after) {
+        assert!(a - b <= 10, "process {pid} used {} ticks while idle", a - b);
+    }
 }
 
 fn tiny_jobs_all_arrive() {

@@ -137,10 +137,16 @@ impl<T: Send> Expire for RemoteCell<T> {
 
 /// A new job with id `id`: its handle, for the caller, and its pending
 /// side, for the pool. `on_cancel` runs once the job is resolved by
-/// [`JobHandle::cancel`] or by its timeout ([`Pending::arm_timeout`]).
-pub fn pending<T: Send + 'static>(id: u64, on_cancel: OnCancel) -> (JobHandle<T>, Pending<T>) {
+/// [`JobHandle::cancel`] or by its timeout ([`Pending::arm_timeout`]). A
+/// thread joining the handle polls for its end for up to `join_spin`
+/// before it sleeps (a pool's low-latency mode; zero: briefly).
+pub fn pending<T: Send + 'static>(
+    id: u64,
+    on_cancel: OnCancel,
+    join_spin: Duration,
+) -> (JobHandle<T>, Pending<T>) {
     let cell = Arc::new(RemoteCell {
-        state: JobState::new(JobId(id), 0),
+        state: JobState::new(JobId(id), 0).join_spin(join_spin),
         on_cancel,
     });
     (JobHandle::from_cell(cell.clone()), Pending { cell })
