@@ -239,14 +239,14 @@ mod tests {
         let cancelled = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = cancelled.clone();
         let on_cancel: OnCancel = Arc::new(move |id| seen.lock().unwrap().push(id.get()));
-        let (handle, pending) = pending::<u64>(9, on_cancel.clone());
+        let (handle, pending) = pending::<u64>(9, on_cancel.clone(), Duration::ZERO);
         assert!(pending.start());
         assert!(handle.cancel());
         assert!(!pending.resolve(Ok(1)), "resolved once, by the cancel");
         assert_eq!(handle.join(), Err(JobError::Cancelled));
         assert_eq!(*cancelled.lock().unwrap(), [9]);
 
-        let (handle, pending) = super::pending::<u64>(10, on_cancel);
+        let (handle, pending) = super::pending::<u64>(10, on_cancel, Duration::ZERO);
         pending.arm_timeout(Duration::from_millis(20));
         assert_eq!(
             handle.join(),
