@@ -468,6 +468,44 @@ fn threads_suite(opts: &Options, cores: usize, t: &mut Table) {
     }
 }
 
+/// The `processes` suite's rows of the low-latency mode
+/// (`ProcessPoolBuilder::spin`).
+fn low_latency_rows(opts: &Options, workers: usize, t: &mut Table) {
+    let reps = opts.reps;
+    let n = opts.sized(2_000, 20_000);
+    let spin = std::time::Duration::from_micros(100);
+    let name = format!("process round trip x{n}, low-latency mode (spin 100 µs, 1 worker)");
+    if opts.wanted(&name) {
+        let (p50, p99) = measure_latency(reps, &mut process::round_trip_spin(n, spin));
+        // Within the budget is a speed ratio of at least 1.
+        t.record(
+            "processes",
+            format!("{name}: p50 latency"),
+            "round trips",
+            1,
+            p50,
+            &[("budget: 10 µs", 1.0)],
+        );
+        t.record(
+            "processes",
+            format!("{name}: p99 latency"),
+            "round trips",
+            1,
+            p99,
+            &[("budget: 50 µs", 1.0)],
+        );
+    }
+    let n = opts.sized(2_000, 20_000);
+    let name = format!(
+        "process tiny jobs, low-latency mode: submit {n}, then collect ({workers} workers)"
+    );
+    if opts.wanted(&name) {
+        let timings = measure_timed(reps, &mut process::tiny_spin(workers, n, spin));
+        let targets = [("parpool ProcessPool, default (sleeps)", 1.5)];
+        t.record("processes", name, "jobs", n, timings, &targets);
+    }
+}
+
 /// The `processes` suite's rows.
 fn processes_suite(opts: &Options, cores: usize, t: &mut Table) {
     let reps = opts.reps;
@@ -504,38 +542,7 @@ fn processes_suite(opts: &Options, cores: usize, t: &mut Table) {
             &[],
         );
     }
-    let n = opts.sized(2_000, 20_000);
-    let spin = std::time::Duration::from_micros(100);
-    let name = format!("process round trip x{n}, low-latency mode (spin 100 µs, 1 worker)");
-    if opts.wanted(&name) {
-        let (p50, p99) = measure_latency(reps, &mut process::round_trip_spin(n, spin));
-        // Within the budget is a speed ratio of at least 1.
-        t.record(
-            "processes",
-            format!("{name}: p50 latency"),
-            "round trips",
-            1,
-            p50,
-            &[("budget: 10 µs", 1.0)],
-        );
-        t.record(
-            "processes",
-            format!("{name}: p99 latency"),
-            "round trips",
-            1,
-            p99,
-            &[("budget: 50 µs", 1.0)],
-        );
-    }
-    let n = opts.sized(2_000, 20_000);
-    let name = format!(
-        "process tiny jobs, low-latency mode: submit {n}, then collect ({workers} workers)"
-    );
-    if opts.wanted(&name) {
-        let timings = measure_timed(reps, &mut process::tiny_spin(workers, n, spin));
-        let targets = [("parpool ProcessPool, default (sleeps)", 1.5)];
-        t.record("processes", name, "jobs", n, timings, &targets);
-    }
+    low_latency_rows(opts, workers, t);
     let n = opts.sized(100, 1_000);
     let name = format!("dependent pair x{n} (consumer, then its producer)");
     if opts.wanted(&name) {
