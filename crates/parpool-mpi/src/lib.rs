@@ -184,8 +184,9 @@ impl MpiPoolBuilder {
     /// spinning thread and worker, busy for `window` after each job,
     /// whether or not another comes; nothing once the pool has been idle
     /// for longer. It pays for small jobs one after another with a core
-    /// for each spinner; see `benches/results/mpi.md` for what it buys on
-    /// the machine measured there.
+    /// for each spinner; see `benches/results/mpi-spin.md` for what it
+    /// buys on the machine measured there. A window longer than a second
+    /// is taken as a second.
     ///
     /// ```no_run
     /// use std::time::Duration;
@@ -201,6 +202,7 @@ impl MpiPoolBuilder {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn spin(mut self, window: Duration) -> Self {
+        let window = window.min(Duration::from_secs(1));
         self.settings.spin_nanos = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
         self
     }

@@ -438,7 +438,8 @@ class ProcessPoolExecutor(_base.Executor):
       (up to a core per worker while tasks keep coming; nothing once the
       executor has been idle for longer than ``spin``). ``spin=100e-6``
       suits a loop that submits a task and waits for it, on a machine
-      with cores to spare; leave it off for batches.
+      with cores to spare; leave it off for batches. At most a second
+      (a longer window is taken as one second).
 
     Workers start as fresh interpreters (like the ``spawn`` start method,
     whatever ``mp_context`` says), all of them in the constructor: a

@@ -177,6 +177,10 @@ impl Default for ProcessPoolBuilder {
     }
 }
 
+/// The longest low-latency window ([`ProcessPoolBuilder::spin`]): past a
+/// second, polling only burns a core that sleeping would not.
+const MAX_SPIN: Duration = Duration::from_secs(1);
+
 impl ProcessPoolBuilder {
     /// Number of worker processes (default: the machine's available
     /// parallelism).
@@ -292,7 +296,8 @@ impl ProcessPoolBuilder {
     /// share cores, the spinners give their core away between probes, and
     /// the gain shrinks. Idle for longer than `window`, a pool uses no CPU,
     /// as without the mode. A `window` of 50 to 200 µs covers most
-    /// gaps between one job and the next of a tight loop.
+    /// gaps between one job and the next of a tight loop; one longer than
+    /// a second is taken as a second.
     ///
     /// ```
     /// use std::time::Duration;
@@ -310,7 +315,7 @@ impl ProcessPoolBuilder {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn spin(mut self, window: Duration) -> Self {
-        self.config.spin = window;
+        self.config.spin = window.min(MAX_SPIN);
         self
     }
 

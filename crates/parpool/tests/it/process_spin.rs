@@ -239,3 +239,18 @@ fn spinning_changes_nothing_but_the_waiting() {
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(pool.submit(echo, 5_000).join_within(), Ok(5_000));
 }
+
+/// A window past a second is taken as a second (polling longer would only
+/// burn a core), and a pool says which window it runs with.
+#[test]
+fn a_window_past_a_second_is_a_second() {
+    let pool = ProcessPool::builder()
+        .workers(1)
+        .spin(Duration::MAX)
+        .build()
+        .unwrap();
+    assert_eq!(pool.spin(), Duration::from_secs(1));
+    assert_eq!(pool.submit(echo, 7).join_within(), Ok(7));
+    let plain = ProcessPool::builder().workers(1).build().unwrap();
+    assert_eq!(plain.spin(), Duration::ZERO);
+}
