@@ -149,6 +149,12 @@ def fill_array(shm, value):
     return shm.size
 
 
+def fail_on(x, bad):
+    if x == bad:
+        raise ValueError(f"item {x} fails")
+    return x
+
+
 def crash_on(x, bad):
     if x == bad:
         os._exit(5)

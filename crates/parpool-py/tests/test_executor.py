@@ -279,6 +279,27 @@ def test_what_a_task_logs_reaches_the_parents_loggers_before_its_result(ex, kept
     assert len(kept) == 2
 
 
+def test_a_maps_chunks_settle_as_the_consumer_reaches_them(ex, kept):
+    """A map's chunks come back pickled and are unpickled in order as the
+    consumer reaches them: the results before a failing item, then its
+    exception; what an item logged before its result; a result that
+    cannot be unpickled fails as it does for submit."""
+    got = []
+    with pytest.raises(ValueError, match="item 13 fails"):
+        for value in ex.map(tasks.fail_on, range(40), [13] * 40, chunksize=5, timeout=PATIENCE):
+            got.append(value)
+    assert got == list(range(10))  # the chunks before the one holding 13
+    results = ex.map(tasks.log_warning, ["a", "b", "c"], chunksize=2, timeout=PATIENCE)
+    assert next(results) == "logged"
+    assert [r.getMessage() for r in kept] == ["a 7", "b 7"]
+    assert list(results) == ["logged", "logged"]
+    assert [r.getMessage() for r in kept] == ["a 7", "b 7", "c 7"]
+    alone = ex.submit(tasks.unpicklable_result).exception(PATIENCE)
+    with pytest.raises(type(alone)):
+        list(ex.map(tasks.unpicklable_result, [1, 2], timeout=PATIENCE))
+    assert list(ex.map(tasks.square, range(5), timeout=PATIENCE)) == [0, 1, 4, 9, 16]
+
+
 def test_workers_log_at_the_parents_root_level(kept):
     root = logging.getLogger()
     before = root.level

@@ -165,6 +165,10 @@ class _Future(_base.Future):
     """A future whose ``cancel()`` also stops a running task (its worker is
     killed and replaced) and whose ``running()`` asks the pool."""
 
+    # A map chunk's future: its result is the outcome still pickled
+    # (``_Pickled``), unpickled when the map's consumer reaches it.
+    _raw = False
+
     def __init__(self, shared, key):
         super().__init__()
         self._shared = shared
@@ -267,6 +271,9 @@ def _settle(future, kind, payload, stdout, stderr, objects):
         if future._state != _base.PENDING:
             return
     if kind == "ok":
+        if future._raw:
+            future.set_result(_Pickled(payload, objects))
+            return
         try:
             ok, value, records = _pickling.loads(payload, objects)
         except BaseException as e:  # noqa: BLE001 - the result's own failure
@@ -312,6 +319,55 @@ def _deliver(shared):
                 # guard (SystemExit, KeyboardInterrupt): the future is
                 # settled already; report it and serve the others.
                 sys.excepthook(*sys.exc_info())
+
+
+class _Pickled:
+    """A map chunk's outcome as it came back from its worker."""
+
+    __slots__ = ("payload", "objects")
+
+    def __init__(self, payload, objects):
+        self.payload = payload
+        self.objects = objects
+
+
+class _MapChunk:
+    """A map's chunk task, ``each(fn, chunk)``: its future keeps the outcome
+    pickled until the map's consumer reaches it, so chunks that arrive
+    ahead wait as compact bytes, and each one's items are made just before
+    they are consumed (unpickling every chunk as it arrived kept a whole
+    map's results alive at once, and took twice as long)."""
+
+    __slots__ = ("each", "fn")
+
+    def __init__(self, each, fn):
+        self.each = each
+        self.fn = fn
+
+    def __call__(self, chunk):
+        return self.each(self.fn, chunk)
+
+
+def _unpickled(outcomes):
+    """A map's chunks of results, from the outcomes its futures hold: each
+    unpickled as the consumer reaches it, its log records passed on, its
+    task's exception raised."""
+    try:
+        for outcome in outcomes:
+            try:
+                ok, value, records = _pickling.loads(outcome.payload, outcome.objects)
+            except BaseException as e:  # noqa: BLE001 - the result's own failure
+                raise TaskError(f"the task's result could not be unpickled: {e!r}") from None
+            try:
+                _log(records)
+            except Exception:  # noqa: BLE001 - a handler's failure is not the task's
+                sys.excepthook(*sys.exc_info())
+            if not ok:
+                raise value
+            yield value
+    finally:
+        # Cancels the chunks not reached (Executor.map's own cleanup).
+        outcomes.close()
 
 
 def _process_items(fn, chunk):
@@ -568,6 +624,7 @@ class ProcessPoolExecutor(_base.Executor):
             self._check_open()
             key = shared.pool.submit(pickled, objects, timeout)
             future = _Future(shared, key)
+            future._raw = isinstance(fn, _MapChunk)
             shared.futures[key] = future
             return future
 
@@ -590,12 +647,12 @@ class ProcessPoolExecutor(_base.Executor):
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         each = _process_items if len(iterables) == 1 else _process_chunk
-        results = super().map(
-            functools.partial(each, fn),
+        outcomes = super().map(
+            _MapChunk(each, fn),
             _chunks(iterables, chunksize),
             timeout=timeout,
         )
-        return _parpool.Flatten(results)
+        return _parpool.Flatten(_unpickled(outcomes))
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         """Refuses new tasks; with ``wait``, returns once every task ended
