@@ -143,7 +143,7 @@ impl<T> JobState<T> {
 
     /// Has a thread that joins the job poll for its end for up to
     /// `window` before it sleeps (a process pool's low-latency mode).
-    #[cfg(feature = "process")]
+    #[cfg(all(feature = "process", target_os = "linux"))]
     pub(crate) fn join_spin(mut self, window: Duration) -> Self {
         self.join_spin_ns = u32::try_from(window.as_nanos()).unwrap_or(u32::MAX);
         self
