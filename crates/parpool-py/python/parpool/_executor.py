@@ -481,7 +481,8 @@ class ProcessPoolExecutor(_base.Executor):
     - ``memory_limit`` (bytes) caps each worker's address space;
     - what a task logs with ``logging`` reaches this process's loggers
       (at the root level this process had when the executor was made),
-      before the task's future settles;
+      before the task's future settles; the records travel with the
+      result, so those of a task whose worker crashed are lost with it;
     - what a task prints goes to this process's stdout and stderr: at the
       descriptor (the fast way), or, with ``forward_output=True`` (the
       default where ``sys.stdout`` is not descriptor 1: notebooks, IDEs),
