@@ -118,7 +118,7 @@ fn parse_args() -> Result<Options, String> {
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: bench [--quick] [--reps N] [--suite threads|processes|cli|ipc|mpi] [--only ROW] [--contender NAME] [--no-write]"
+                    "usage: bench [--quick] [--reps N] [--suite threads|processes|cli|ipc|mpi|mpi-spin] [--only ROW] [--contender NAME] [--no-write]"
                 );
                 std::process::exit(0);
             }
