@@ -176,20 +176,6 @@ pub(crate) fn seconds(what: &str, s: f64) -> PyResult<Duration> {
     })
 }
 
-/// Polls `ready` for up to `window`, giving the core away every few
-/// probes (so that, on fewer cores than spinners, the thread that makes it
-/// true runs): a caller's wait for a job's end in the pool's low-latency
-/// mode.
-fn spin_until(window: Duration, ready: impl Fn() -> bool) {
-    let start = Instant::now();
-    while !ready() && start.elapsed() < window {
-        for _ in 0..16 {
-            std::hint::spin_loop();
-        }
-        std::thread::yield_now();
-    }
-}
-
 /// How often a wait in the caller's thread looks for Ctrl-C.
 pub(crate) const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
@@ -451,7 +437,7 @@ impl Pool {
             let window = deadline.map_or(window, |at| {
                 window.min(at.saturating_duration_since(Instant::now()))
             });
-            py.detach(|| spin_until(window, || self.endings.has(key)));
+            py.detach(|| parpool::remote::spin_until(window, || self.endings.has(key)));
         }
         loop {
             match self.take_if_ended(key) {

@@ -108,78 +108,98 @@ pub(crate) struct PyLock {
     pub(crate) inner: Lock,
 }
 
-#[pymethods]
-impl PyLock {
-    #[new]
-    fn new() -> PyResult<Self> {
-        let inner = Lock::new(()).map_err(|e| PyOSError::new_err(e.to_string()))?;
-        Ok(PyLock { inner })
-    }
+/// The Python methods `Lock` and `RLock` share (a class takes one
+/// `#[pymethods]` block): they differ only in how one is made, what
+/// `acquire` and `release` say, and how one shows.
+macro_rules! robust_lock_methods {
+    (
+        $class:ident,
+        make: $make:expr,
+        acquire: $acquire_doc:literal,
+        release: $release_doc:literal,
+        repr: |$lock:ident| $repr:expr $(,)?
+    ) => {
+        #[pymethods]
+        impl $class {
+            #[new]
+            fn new() -> PyResult<Self> {
+                let inner = $make.map_err(|e| PyOSError::new_err(e.to_string()))?;
+                Ok($class { inner })
+            }
 
-    /// Takes the lock, waiting (if `block`) at most `timeout` seconds
-    /// (`None` or negative: as long as it takes); returns whether it was
-    /// taken. `repair=True` takes it even if poisoned.
-    #[pyo3(signature = (block=true, timeout=None, *, repair=false))]
-    fn acquire(
-        &self,
-        py: Python<'_>,
-        block: bool,
-        timeout: Option<f64>,
-        repair: bool,
-    ) -> PyResult<bool> {
-        let lock = &self.inner;
-        acquire_lock(py, block, timeout, |wait| {
-            taken(match (wait, repair) {
-                (None, false) => lock.try_lock(),
-                (Some(d), false) => lock.lock_timeout(d),
-                (wait, true) => lock.lock_for_repair_timeout(wait.unwrap_or_default()),
-            })
-        })
-    }
+            #[doc = $acquire_doc]
+            #[pyo3(signature = (block=true, timeout=None, *, repair=false))]
+            fn acquire(
+                &self,
+                py: Python<'_>,
+                block: bool,
+                timeout: Option<f64>,
+                repair: bool,
+            ) -> PyResult<bool> {
+                let lock = &self.inner;
+                acquire_lock(py, block, timeout, |wait| {
+                    taken(match (wait, repair) {
+                        (None, false) => lock.try_lock(),
+                        (Some(d), false) => lock.lock_timeout(d),
+                        (wait, true) => lock.lock_for_repair_timeout(wait.unwrap_or_default()),
+                    })
+                })
+            }
 
-    /// Releases the lock this thread holds.
-    fn release(&self) -> PyResult<()> {
-        self.inner.unlock().map_err(lock_error)
-    }
+            #[doc = $release_doc]
+            fn release(&self) -> PyResult<()> {
+                self.inner.unlock().map_err(lock_error)
+            }
 
-    fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {
-        self.acquire(py, true, None, false)
-    }
+            fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {
+                self.acquire(py, true, None, false)
+            }
 
-    fn __exit__(
-        &self,
-        _kind: &Bound<'_, PyAny>,
-        _value: &Bound<'_, PyAny>,
-        _traceback: &Bound<'_, PyAny>,
-    ) -> PyResult<bool> {
-        self.release()?;
-        Ok(false)
-    }
+            fn __exit__(
+                &self,
+                _kind: &Bound<'_, PyAny>,
+                _value: &Bound<'_, PyAny>,
+                _traceback: &Bound<'_, PyAny>,
+            ) -> PyResult<bool> {
+                self.release()?;
+                Ok(false)
+            }
 
-    /// Whether a holder died holding it and nobody has cleared the poison.
-    #[getter]
-    fn poisoned(&self) -> bool {
-        self.inner.is_poisoned()
-    }
+            /// Whether a holder died holding it and nobody has cleared the poison.
+            #[getter]
+            fn poisoned(&self) -> bool {
+                self.inner.is_poisoned()
+            }
 
-    /// Clears the poison a dead holder left, for every process.
-    fn clear_poison(&self) {
-        self.inner.clear_poison();
-    }
+            /// Clears the poison a dead holder left, for every process.
+            fn clear_poison(&self) {
+                self.inner.clear_poison();
+            }
 
-    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        set_aside(slf.as_any())
-    }
+            fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+                set_aside(slf.as_any())
+            }
 
-    fn __repr__(&self) -> String {
-        let state = if self.inner.is_poisoned() {
-            "poisoned"
-        } else {
-            "robust"
-        };
-        format!("<parpool.ipc.Lock, {state}>")
-    }
+            fn __repr__(&self) -> String {
+                let $lock = &self.inner;
+                $repr
+            }
+        }
+    };
 }
+
+robust_lock_methods!(
+    PyLock,
+    make: Lock::new(()),
+    acquire: "Takes the lock, waiting (if `block`) at most `timeout` seconds
+(`None` or negative: as long as it takes); returns whether it was
+taken. `repair=True` takes it even if poisoned.",
+    release: "Releases the lock this thread holds.",
+    repr: |lock| {
+        let state = if lock.is_poisoned() { "poisoned" } else { "robust" };
+        format!("<parpool.ipc.Lock, {state}>")
+    },
+);
 
 /// A reentrant lock shared by processes, like `multiprocessing.RLock`: the
 /// thread holding it may acquire it again, and it is free once each
@@ -191,75 +211,14 @@ pub(crate) struct PyRLock {
     pub(crate) inner: RLock,
 }
 
-#[pymethods]
-impl PyRLock {
-    #[new]
-    fn new() -> PyResult<Self> {
-        let inner = RLock::new().map_err(|e| PyOSError::new_err(e.to_string()))?;
-        Ok(PyRLock { inner })
-    }
-
-    /// Takes the lock (at once if this thread holds it), waiting (if
-    /// `block`) at most `timeout` seconds; returns whether it was taken.
-    #[pyo3(signature = (block=true, timeout=None, *, repair=false))]
-    fn acquire(
-        &self,
-        py: Python<'_>,
-        block: bool,
-        timeout: Option<f64>,
-        repair: bool,
-    ) -> PyResult<bool> {
-        let lock = &self.inner;
-        acquire_lock(py, block, timeout, |wait| {
-            taken(match (wait, repair) {
-                (None, false) => lock.try_lock(),
-                (Some(d), false) => lock.lock_timeout(d),
-                (wait, true) => lock.lock_for_repair_timeout(wait.unwrap_or_default()),
-            })
-        })
-    }
-
-    /// Releases one acquire of this thread's; the last frees the lock.
-    fn release(&self) -> PyResult<()> {
-        self.inner.unlock().map_err(lock_error)
-    }
-
-    fn __enter__(&self, py: Python<'_>) -> PyResult<bool> {
-        self.acquire(py, true, None, false)
-    }
-
-    fn __exit__(
-        &self,
-        _kind: &Bound<'_, PyAny>,
-        _value: &Bound<'_, PyAny>,
-        _traceback: &Bound<'_, PyAny>,
-    ) -> PyResult<bool> {
-        self.release()?;
-        Ok(false)
-    }
-
-    /// Whether a holder died holding it and nobody has cleared the poison.
-    #[getter]
-    fn poisoned(&self) -> bool {
-        self.inner.is_poisoned()
-    }
-
-    /// Clears the poison a dead holder left, for every process.
-    fn clear_poison(&self) {
-        self.inner.clear_poison();
-    }
-
-    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        set_aside(slf.as_any())
-    }
-
-    fn __repr__(&self) -> String {
-        format!(
-            "<parpool.ipc.RLock, held {} times by this thread>",
-            self.inner.depth()
-        )
-    }
-}
+robust_lock_methods!(
+    PyRLock,
+    make: RLock::new(),
+    acquire: "Takes the lock (at once if this thread holds it), waiting (if
+`block`) at most `timeout` seconds; returns whether it was taken.",
+    release: "Releases one acquire of this thread's; the last frees the lock.",
+    repr: |lock| format!("<parpool.ipc.RLock, held {} times by this thread>", lock.depth()),
+);
 
 /// A semaphore shared by processes, like `multiprocessing.BoundedSemaphore`:
 /// `value` permits, `acquire(block=True, timeout=None)`, `release()`,

@@ -20,6 +20,13 @@ use crate::timer::Expire;
 pub use crate::map::{ChunkIn, ChunkOut};
 pub use crate::task::sealed::Sealed;
 
+/// Polls `ready` until it says yes (`true`) or `window` has passed: how a
+/// binding that waits for a pool's jobs its own way polls in the pool's
+/// low-latency mode, as the pool's own joiners do.
+pub fn spin_until(window: Duration, ready: impl FnMut() -> bool) -> bool {
+    crate::sync::spin_until(window, ready)
+}
+
 /// The work an automatic `map` chunk aims at on a process pool.
 pub const PROCESS_CHUNK_TIME: Duration = crate::map::PROCESS_CHUNK_TIME;
 

@@ -6,6 +6,41 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+/// A seeded xorshift generator for randomized tests: its seed comes from
+/// an environment variable, to replay a run, or else from the clock.
+pub(crate) struct Seeded {
+    /// The seed, for the failure message that tells how to replay.
+    pub(crate) seed: u64,
+    state: u64,
+}
+
+impl Seeded {
+    /// Seeded from `var` if it holds a number, else from the clock.
+    pub(crate) fn from_env(var: &str) -> Seeded {
+        let seed = std::env::var(var)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        Seeded {
+            seed,
+            state: seed | 1,
+        }
+    }
+
+    /// The next number below `n`.
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        self.state % n
+    }
+}
+
 /// A `tracing_subscriber` writer that keeps everything written to it.
 #[derive(Clone, Default)]
 pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);

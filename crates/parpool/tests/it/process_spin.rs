@@ -77,22 +77,8 @@ enum Expect {
 /// add up at rest.
 #[test]
 fn a_spinning_pool_keeps_every_promise() {
-    let seed: u64 = std::env::var("SPIN_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    let mut state = seed | 1;
-    let mut next = move |n: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % n
-    };
+    let mut rng = crate::common::Seeded::from_env("SPIN_SEED");
+    let seed = rng.seed;
     let pool = spinning("spin-truth", 2);
     let counter = SharedMem::new(64).unwrap();
     let mut bumps = 0;
@@ -101,12 +87,16 @@ fn a_spinning_pool_keeps_every_promise() {
     let mut tally = [0u64; 4];
     while done < 3_000 {
         // A burst (pipelined) or a single job (a round trip).
-        let burst = if next(4) == 0 { 1 + next(200) } else { 1 };
+        let burst = if rng.below(4) == 0 {
+            1 + rng.below(200)
+        } else {
+            1
+        };
         let mut jobs = Vec::new();
         for _ in 0..burst {
             let i = done;
             done += 1;
-            let (handle, expect) = match next(40) {
+            let (handle, expect) = match rng.below(40) {
                 0 => (pool.submit(crash, 3), Expect::Crashed),
                 1 => (pool.submit(panics, i), Expect::Panicked),
                 2 => {
@@ -126,7 +116,7 @@ fn a_spinning_pool_keeps_every_promise() {
                     (pool.submit(bump, counter.clone()), Expect::Value(u64::MAX))
                 }
                 _ => {
-                    let x = i * 1000 + next(3) * next(300);
+                    let x = i * 1000 + rng.below(3) * rng.below(300);
                     (pool.submit(echo, x), Expect::Value(x))
                 }
             };

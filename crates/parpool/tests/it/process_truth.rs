@@ -474,25 +474,11 @@ fn quiet_pool(workers: usize) -> ProcessPool {
 /// time on each pool kind (`TRUTH_SEED` replays one run).
 #[test]
 fn a_resolved_job_no_longer_counts_as_running() {
-    let seed: u64 = std::env::var("TRUTH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    let mut state = seed | 1;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % 10
-    };
+    let mut rng = crate::common::Seeded::from_env("TRUTH_SEED");
+    let seed = rng.seed;
     let pool = crate::common::quiet_pool(1);
     for i in 0..300u64 {
-        let kind = next();
+        let kind = rng.below(10);
         let result = match kind {
             0 => pool.submit(abort_at_seven, 7).join(),
             1 => {
