@@ -56,6 +56,7 @@ impl Under {
                 job_timeout_ms,
                 capture,
                 max_jobs_per_worker,
+                spin,
             } => {
                 let mut b = procs(workers).retries(retries);
                 if memory_limit {
@@ -71,6 +72,9 @@ impl Under {
                 }
                 if let Some(n) = max_jobs_per_worker {
                     b = b.max_jobs_per_worker(n);
+                }
+                if spin {
+                    b = b.spin(Duration::from_micros(200));
                 }
                 Under::Processes(b.build().unwrap())
             }

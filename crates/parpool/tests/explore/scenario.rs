@@ -68,6 +68,8 @@ pub(crate) enum PoolSpec {
         job_timeout_ms: Option<u32>,
         capture: bool,
         max_jobs_per_worker: Option<u64>,
+        /// The low-latency mode (`spin`, 200 µs).
+        spin: bool,
     },
     /// `parpool::Pool`, chosen at run time, with its defaults.
     Either {
@@ -324,6 +326,9 @@ impl Scenario {
                     job_timeout_ms: r.chance(8).then(|| r.range(50, 400) as u32),
                     capture: r.chance(20),
                     max_jobs_per_worker: r.chance(10).then(|| r.range(1, 50)),
+                    // From the seed, not drawn: the rest of a seed's
+                    // scenario stays what it was before the mode existed.
+                    spin: seed % 5 == 4,
                 }
             }
             _ => PoolSpec::Either {
