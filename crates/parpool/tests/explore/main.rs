@@ -21,7 +21,8 @@
 //! would run, and run nothing).
 //!
 //! A scenario (`scenario.rs`) is a pool (threads, processes, or `Pool`
-//! chosen at run time, with random settings) and lanes of operations run
+//! chosen at run time, with random settings; one process pool in five in
+//! the low-latency mode) and lanes of operations run
 //! at the same time: jobs that return, sleep, spin, panic, abort,
 //! segfault, exit, run out of memory, print, or wait on an `ipc` object
 //! that a later job releases; payloads of plain values, `SharedBytes`, one
