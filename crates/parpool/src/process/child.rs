@@ -256,6 +256,8 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds + Send + 'static>(
     let mut shared_state: Option<(Control, Journal)> = None;
     // Shared objects of past jobs, kept mapped for the jobs to come.
     let mut kept = parpool_ipc::transfer::Kept::default();
+    // In the low-latency mode, whether replies go through the ring yet.
+    let mut replies_in_ring = false;
     loop {
         let msg = match wire::read_frame::<_, ToWorker>(&mut input, limits.max_frame, &mut buf) {
             Ok(Some(m)) => m,
@@ -267,6 +269,7 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds + Send + 'static>(
         };
         match msg {
             ToWorker::Exit => return Ok(()),
+            ToWorker::Wake => {}
             ToWorker::Release { ids } => kept.release(&ids),
             ToWorker::Control {
                 shared,
@@ -274,7 +277,7 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds + Send + 'static>(
             } => {
                 let fds = input.take_fds(shared as usize)?;
                 let (control, journal) = attach_control(&bytes, fds, out, &limits)?;
-                input.spin_on(&control, limits.spin);
+                input.use_ring(&control, limits.spin);
                 shared_state = Some((control, journal));
             }
             ToWorker::Init {
@@ -298,6 +301,12 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds + Send + 'static>(
                 let Some((control, journal)) = shared_state.as_mut() else {
                     return Err(io::Error::other("a job came before the control block"));
                 };
+                if !replies_in_ring && !limits.spin.is_zero() {
+                    // The supervisor reads the reply ring by the time it
+                    // sends a job (`ring.rs`).
+                    out.lock().use_ring();
+                    replies_in_ring = true;
+                }
                 match control.claim(seq) {
                     Claim::Won => {}
                     // Taken back by the parent, which gave it to another

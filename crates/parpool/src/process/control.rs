@@ -44,6 +44,8 @@ use std::sync::atomic::Ordering::SeqCst;
 
 use parpool_ipc::SharedMem;
 
+use super::ring::{RingBlock, Stream};
+
 /// Claim cells, more than the deepest pipeline
 /// ([`MAX_PIPELINE`](super::supervisor) is 1024), so the cell of an
 /// unresolved request is never reused.
@@ -72,6 +74,8 @@ struct Layout {
     _line: [AtomicU64; 3],
     cells: [AtomicU64; CLAIM_CELLS as usize],
     log: [u8; LOG_CAP],
+    /// The low-latency mode's rings, requests then replies (`ring.rs`).
+    rings: [RingBlock; 2],
 }
 
 /// The index of the `u64` word at byte offset `at` (the block is read as
@@ -93,6 +97,9 @@ const LOG_AT: usize = std::mem::offset_of!(Layout, log);
 // version reads too: a change to `Layout` that moves a part fails here.
 const _: () = assert!(ALLOC_FAILED == 1 && LOG_BASE == 2 && LOG_LEN == 3 && REQUESTS_SENT == 4);
 const _: () = assert!(CELLS == 8 && LOG_AT == (8 + CLAIM_CELLS as usize) * 8);
+/// Where the rings start.
+const RINGS_AT: usize = std::mem::offset_of!(Layout, rings);
+const _: () = assert!(RINGS_AT.is_multiple_of(64));
 /// The block's length.
 const BLOCK_LEN: usize = std::mem::size_of::<Layout>();
 
@@ -175,10 +182,16 @@ impl Control {
         &self.mem
     }
 
-    fn word(&self, index: usize) -> &AtomicU64 {
+    /// The word at `index` (the block read as words).
+    pub(super) fn word(&self, index: usize) -> &AtomicU64 {
         self.mem
             .atomic_u64(index)
             .expect("the block's size is checked when it is made or received")
+    }
+
+    /// Where `stream`'s ring starts in the block.
+    pub(super) fn ring_at(&self, stream: Stream) -> usize {
+        RINGS_AT + std::mem::size_of::<RingBlock>() * stream as usize
     }
 
     fn cell(&self, seq: u64) -> &AtomicU64 {

@@ -11,11 +11,13 @@
 use std::collections::VecDeque;
 use std::io::{self, BufReader, BufWriter, IoSlice, IoSliceMut, Read, Write};
 use std::mem::MaybeUninit;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use super::control::Control;
+use super::os;
+use super::ring::{RingReader, Stream};
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags,
@@ -24,17 +26,24 @@ use rustix::net::{
 /// The most descriptors one `sendmsg` may carry (Linux's `SCM_MAX_FD`).
 pub(crate) const MAX_FDS_PER_SEND: usize = 253;
 
-/// The read half of a socket that also collects descriptors sent on it.
+/// The read half of a socket that also collects descriptors sent on it,
+/// and in the low-latency mode reads the stream's stretches that came
+/// through shared memory instead (`ring.rs`).
 #[derive(Debug)]
 pub(crate) struct FdStream {
     socket: UnixStream,
     fds: VecDeque<OwnedFd>,
-    /// Bytes read in all.
-    read: u64,
-    /// In the low-latency mode: the control block whose count of bytes
-    /// sent says whether a read would block, and how long to poll it
-    /// first (`process/README.md`, "Waiting without sleeping").
-    spin: Option<(Control, Duration)>,
+    /// Bytes of the stream returned in all.
+    pos: u64,
+    /// In the low-latency mode: the ring, and how long to poll before
+    /// sleeping on the socket (`process/README.md`, "Waiting without
+    /// sleeping").
+    ring: Option<(RingReader, Duration)>,
+    /// Bytes read from the socket that belong after a ring record not yet
+    /// read: the socket's next bytes.
+    stash: Vec<u8>,
+    /// How much of `stash` has been returned.
+    stashed_from: usize,
 }
 
 impl FdStream {
@@ -42,31 +51,60 @@ impl FdStream {
         FdStream {
             socket,
             fds: VecDeque::new(),
-            read: 0,
-            spin: None,
+            pos: 0,
+            ring: None,
+            stash: Vec::new(),
+            stashed_from: 0,
         }
     }
-}
 
-impl FdStream {
     /// The socket.
     pub(crate) fn socket(&self) -> &UnixStream {
         &self.socket
     }
-}
 
-impl std::os::fd::AsFd for FdStream {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.socket.as_fd()
+    /// From now on, reads `stream`'s stretches that come through
+    /// `control`'s ring too, polling for up to `window` before a read that
+    /// would block.
+    pub(crate) fn also_read_ring(&mut self, control: &Control, stream: Stream, window: Duration) {
+        self.ring = Some((RingReader::new(control.clone(), stream), window));
     }
-}
 
-impl Read for FdStream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some((control, window)) = &self.spin {
-            // Nothing unread was sent yet: poll for it before sleeping.
-            let read = self.read;
-            crate::sync::spin_until(*window, || control.requests_sent() > read);
+    /// Waits until a read would not block, or `fd` is writable if `write`,
+    /// for at most `timeout`, as [`os::wait_socket`] does; in the
+    /// low-latency mode, saying so to the writer while it sleeps, and
+    /// readable at once if bytes were sent through the ring.
+    pub(crate) fn wait(&self, write: bool, timeout: Option<Duration>) -> os::Ready {
+        let Some((ring, _)) = &self.ring else {
+            return os::wait_socket(self.socket.as_fd(), write, timeout);
+        };
+        let (control, stream) = (ring.control(), ring.stream());
+        control.ring_set_asleep(stream, true);
+        let ready = if control.sent(stream) > self.pos || self.stashed() > 0 {
+            os::Ready {
+                readable: true,
+                writable: false,
+            }
+        } else {
+            os::wait_socket(self.socket.as_fd(), write, timeout)
+        };
+        control.ring_set_asleep(stream, false);
+        ready
+    }
+
+    fn stashed(&self) -> usize {
+        self.stash.len() - self.stashed_from
+    }
+
+    /// Reads the socket's next bytes (the stash's first), collecting the
+    /// descriptors that came with them.
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.stashed() > 0 {
+            let n = self.stashed().min(buf.len());
+            let from = self.stashed_from;
+            buf[..n].copy_from_slice(&self.stash[from..from + n]);
+            self.stashed_from += n;
+            return Ok(n);
         }
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_SEND))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
@@ -92,8 +130,92 @@ impl Read for FdStream {
                 "descriptors were dropped in transit (ancillary data truncated)",
             ));
         }
-        self.read += msg.bytes as u64;
         Ok(msg.bytes)
+    }
+
+    /// Reads the stream's next bytes, from the ring or the socket
+    /// (`ring.rs`), waiting as the low-latency mode does.
+    fn read_either(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let pos = self.pos;
+        let mut readable = false;
+        loop {
+            let (ring, window) = self.ring.as_mut().expect("the caller checked");
+            if let Some(n) = ring.take(pos, buf)? {
+                return Ok(n);
+            }
+            let window = *window;
+            let (control, stream) = (ring.control().clone(), ring.stream());
+            let sent = || control.sent(stream) > pos;
+            if readable || sent() || self.stashed() > 0 || self.readable_now() {
+                return self.recv_before_ring(buf);
+            }
+            if crate::sync::spin_until(window, sent) {
+                continue;
+            }
+            control.ring_set_asleep(stream, true);
+            if !sent() {
+                readable = os::wait_socket(self.socket.as_fd(), false, None).readable;
+            }
+            control.ring_set_asleep(stream, false);
+        }
+    }
+
+    /// Reads socket bytes at the stream's offset, no further than where the
+    /// ring's next record starts: what was read past it belongs after that
+    /// record, and waits in the stash.
+    fn recv_before_ring(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let from_stash = self.stashed() > 0;
+        let n = self.recv(buf)?;
+        let (ring, _) = self.ring.as_mut().expect("the caller checked");
+        let Some(at) = ring.next_at()? else {
+            return Ok(n);
+        };
+        let end = self.pos + n as u64;
+        if at >= end {
+            return Ok(n);
+        }
+        let Some(keep) = at.checked_sub(self.pos).filter(|&k| k > 0) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the low-latency ring's record overlaps the socket's bytes",
+            ));
+        };
+        let keep = keep as usize;
+        if from_stash {
+            // Not taken from the stash after all.
+            self.stashed_from -= n - keep;
+        } else {
+            self.stash.clear();
+            self.stash.extend_from_slice(&buf[keep..n]);
+            self.stashed_from = 0;
+        }
+        Ok(keep)
+    }
+
+    /// Whether the socket has bytes (or its end) to read now.
+    fn readable_now(&self) -> bool {
+        os::wait_socket(self.socket.as_fd(), false, Some(Duration::ZERO)).readable
+    }
+}
+
+impl std::os::fd::AsFd for FdStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+}
+
+impl Read for FdStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let n = if self.ring.is_some() {
+            self.read_either(buf)?
+        } else {
+            self.recv(buf)?
+        };
+        self.pos += n as u64;
+        Ok(n)
     }
 }
 
@@ -105,10 +227,10 @@ pub(crate) trait TakeFds {
     /// When fewer than `n` arrived: the stream is out of step.
     fn take_fds(&mut self, n: usize) -> io::Result<Vec<OwnedFd>>;
 
-    /// Polls `control`'s count of bytes sent for up to `window` before a
-    /// read that would block (the low-latency mode: `README.md`, "Waiting without sleeping"); readers
-    /// of memory ignore it.
-    fn spin_on(&mut self, control: &Control, window: Duration) {
+    /// Reads the requests that come through `control`'s ring too, polling
+    /// for up to `window` before a read that would block (the low-latency
+    /// mode: `ring.rs`); readers of memory ignore it.
+    fn use_ring(&mut self, control: &Control, window: Duration) {
         let _ = (control, window);
     }
 }
@@ -128,8 +250,10 @@ impl TakeFds for FdStream {
         Ok(self.fds.drain(..n).collect())
     }
 
-    fn spin_on(&mut self, control: &Control, window: Duration) {
-        self.spin = (!window.is_zero()).then(|| (control.clone(), window));
+    fn use_ring(&mut self, control: &Control, window: Duration) {
+        if !window.is_zero() {
+            self.also_read_ring(control, Stream::Requests, window);
+        }
     }
 }
 
@@ -147,8 +271,8 @@ impl<R: TakeFds> TakeFds for BufReader<R> {
         self.get_mut().take_fds(n)
     }
 
-    fn spin_on(&mut self, control: &Control, window: Duration) {
-        self.get_mut().spin_on(control, window);
+    fn use_ring(&mut self, control: &Control, window: Duration) {
+        self.get_mut().use_ring(control, window);
     }
 }
 
@@ -163,6 +287,11 @@ pub(crate) trait SendFds: Write {
         let _ = control;
         Ok(())
     }
+
+    /// Sends what the reply log holds through its ring when it can, from
+    /// now on (the low-latency mode: `ring.rs`); writers to memory ignore
+    /// it.
+    fn use_ring(&mut self) {}
 }
 
 impl SendFds for BufWriter<UnixStream> {

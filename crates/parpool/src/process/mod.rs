@@ -14,6 +14,7 @@ mod os;
 pub(crate) mod pod;
 pub(crate) mod registry;
 mod reply_log;
+mod ring;
 mod slot;
 mod submission;
 mod supervisor;

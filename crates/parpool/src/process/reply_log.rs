@@ -32,6 +32,8 @@ use std::os::unix::net::UnixStream;
 
 use super::control::{Control, LOG_CAP};
 use super::fdpass::{SendFds, send_with_fds};
+use super::ring::Stream;
+use super::wire::{self, FromWorker};
 
 /// The worker's end of the socket, written through the reply log once the
 /// control block has arrived (before that, through a plain buffer).
@@ -44,6 +46,9 @@ pub(crate) struct LogWriter {
     sent: u64,
     /// The log's bytes, copied out to be written.
     scratch: Vec<u8>,
+    /// In the low-latency mode, whether the log's bytes go through the
+    /// reply ring when it has room (`ring.rs`).
+    ring: bool,
 }
 
 impl LogWriter {
@@ -54,6 +59,7 @@ impl LogWriter {
             pending: Vec::new(),
             sent: 0,
             scratch: Vec::new(),
+            ring: false,
         }
     }
 
@@ -72,6 +78,34 @@ impl LogWriter {
     }
 }
 
+impl LogWriter {
+    /// Sends what the log holds. `boundary`: the log ends with a whole
+    /// frame, so it may go through the ring, and a `Wake` frame after it.
+    fn send_log(&mut self, boundary: bool) -> io::Result<()> {
+        let Some(log) = &self.log else {
+            let pending = std::mem::take(&mut self.pending);
+            return self.direct(&pending);
+        };
+        log.log_copy(&mut self.scratch);
+        if self.scratch.is_empty() {
+            return Ok(());
+        }
+        let at = log.replies_sent();
+        if boundary && self.ring && log.ring_push(Stream::Replies, at, &self.scratch) {
+            log.log_sent(self.scratch.len());
+            if log.ring_take_asleep(Stream::Replies) {
+                let mut wake = Vec::new();
+                wire::write_frame(&mut wake, &FromWorker::Wake)?;
+                self.direct(&wake)?;
+            }
+            return Ok(());
+        }
+        (&self.socket).write_all(&self.scratch)?;
+        log.log_sent(self.scratch.len());
+        Ok(())
+    }
+}
+
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let Some(log) = &self.log else {
@@ -79,7 +113,8 @@ impl Write for LogWriter {
             return Ok(buf.len());
         };
         if log.log_len() + buf.len() > LOG_CAP {
-            self.flush()?;
+            // Perhaps in the middle of a frame: through the socket.
+            self.send_log(false)?;
         }
         if buf.len() > LOG_CAP {
             self.direct(buf)?;
@@ -89,22 +124,9 @@ impl Write for LogWriter {
         Ok(buf.len())
     }
 
+    /// Called between frames only.
     fn flush(&mut self) -> io::Result<()> {
-        match &self.log {
-            None => {
-                let pending = std::mem::take(&mut self.pending);
-                self.direct(&pending)
-            }
-            Some(log) => {
-                log.log_copy(&mut self.scratch);
-                if self.scratch.is_empty() {
-                    return Ok(());
-                }
-                (&self.socket).write_all(&self.scratch)?;
-                log.log_sent(self.scratch.len());
-                Ok(())
-            }
-        }
+        self.send_log(true)
     }
 }
 
@@ -121,6 +143,10 @@ impl SendFds for LogWriter {
         control.log_attach(self.sent);
         self.log = Some(control.clone());
         Ok(())
+    }
+
+    fn use_ring(&mut self) {
+        self.ring = true;
     }
 }
 

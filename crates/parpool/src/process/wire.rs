@@ -60,6 +60,10 @@ pub(crate) enum ToWorker {
     /// The parent dropped its last handle to these shared objects: stop
     /// keeping them mapped ([`Kept`](parpool_ipc::transfer::Kept)). No reply.
     Release { ids: Vec<ObjectId> },
+    /// Nothing to do: in the low-latency mode, wakes a worker that sleeps
+    /// on the socket while its requests come through shared memory
+    /// (`ring.rs`).
+    Wake,
 }
 
 /// [`ToWorker::Run`] by reference, for sending without copying the input.
@@ -116,6 +120,10 @@ pub(crate) enum FromWorker {
         target: String,
         message: String,
     },
+    /// Nothing to do: in the low-latency mode, wakes a supervisor that
+    /// sleeps on the socket while replies come through shared memory
+    /// (`ring.rs`).
+    Wake,
 }
 
 /// An encoded input or output: sent as one byte string (a plain `Vec<u8>`

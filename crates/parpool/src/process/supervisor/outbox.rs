@@ -48,7 +48,10 @@ use parpool_ipc::transfer::SharedObject;
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use serde::Serialize;
 
+use crate::process::control::Control;
 use crate::process::fdpass::MAX_FDS_PER_SEND;
+use crate::process::ring::Stream;
+use crate::process::wire::ToWorker;
 use crate::process::wire;
 
 /// Bytes to send, and the descriptors that go with the first of them.
@@ -59,6 +62,8 @@ struct Chunk {
     fds: Vec<SharedObject>,
     /// Bytes of `bytes` already sent.
     sent: usize,
+    /// A `Wake` frame (with whatever was queued after it): socket only.
+    wake: bool,
 }
 
 impl Chunk {
@@ -75,8 +80,13 @@ pub(super) struct Outbox {
     /// too many in flight for this user): retry after a pause, not on
     /// `POLLOUT`, which says nothing about that limit.
     stalled: bool,
-    /// Bytes sent on the socket in all.
+    /// Bytes sent in all, on the socket or through the ring.
     sent: u64,
+    /// In the low-latency mode: the worker's control block, whose request
+    /// ring takes what needs no descriptors (`ring.rs`).
+    ring: Option<Control>,
+    /// Whether a ring record left since the count was last published.
+    published: bool,
 }
 
 /// What [`Outbox::flush`] achieved.
@@ -100,6 +110,7 @@ impl Outbox {
                     bytes: Vec::new(),
                     fds: Vec::new(),
                     sent: 0,
+                    wake: false,
                 });
                 self.chunks.back_mut().expect("just pushed")
             }
@@ -127,6 +138,7 @@ impl Outbox {
             bytes,
             fds: shared.to_vec(),
             sent: 0,
+            wake: false,
         });
         Ok(())
     }
@@ -145,17 +157,64 @@ impl Outbox {
         self.stalled
     }
 
-    /// Sends as much as the socket takes now, without waiting.
+    /// From now on, sends what needs no descriptors through `control`'s
+    /// request ring when it has room (the low-latency mode: `ring.rs`).
+    /// Only once the worker reads that ring: it has answered a request.
+    pub(super) fn use_ring(&mut self, control: Control) {
+        self.ring = Some(control);
+    }
+
+    /// Sends as much as the socket (and in the low-latency mode the ring)
+    /// takes now, without waiting; publishes the count of bytes sent.
     ///
     /// # Errors
     /// When the socket is broken (the worker is gone: the reader finds out
     /// and settles its jobs).
     pub(super) fn flush(&mut self, socket: BorrowedFd<'_>) -> io::Result<Flushed> {
+        loop {
+            let flushed = self.send(socket)?;
+            let Some(control) = &self.ring else {
+                return Ok(flushed);
+            };
+            if !std::mem::take(&mut self.published) {
+                return Ok(flushed);
+            }
+            // Published, then the reader's word: see `ring.rs`.
+            control.set_requests_sent(self.sent);
+            if !control.ring_take_asleep(Stream::Requests) {
+                return Ok(flushed);
+            }
+            let mut bytes = Vec::new();
+            wire::write_frame(&mut bytes, &ToWorker::Wake)?;
+            self.chunks.push_back(Chunk {
+                bytes,
+                fds: Vec::new(),
+                sent: 0,
+                wake: true,
+            });
+        }
+    }
+
+    /// One pass of [`flush`](Self::flush).
+    fn send(&mut self, socket: BorrowedFd<'_>) -> io::Result<Flushed> {
         self.stalled = false;
         while let Some(chunk) = self.chunks.front_mut() {
             if chunk.sent == chunk.bytes.len() {
                 self.chunks.pop_front();
                 continue;
+            }
+            if let Some(control) = &self.ring
+                && !chunk.wake
+                && chunk.sent >= chunk.groups()
+            {
+                let part = &chunk.bytes[chunk.sent..];
+                let n = part.len().min(control.ring_room(Stream::Requests));
+                if n > 0 && control.ring_push(Stream::Requests, self.sent, &part[..n]) {
+                    chunk.sent += n;
+                    self.sent += n as u64;
+                    self.published = true;
+                    continue;
+                }
             }
             // The `g`-th group of descriptors rides on the `g`-th byte; the
             // last group takes the rest of the chunk with it.

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use super::{KillReason, REVOKE_AFTER, Supervisor, emit_log};
 use crate::process::control::Cell;
 use crate::process::fdpass::TakeFds;
-use crate::process::os;
 use crate::process::wire::{self, FromWorker};
 
 /// Why a reply could not be taken: its descriptors did not come with it.
@@ -85,7 +84,7 @@ impl Supervisor {
                     return true;
                 }
             }
-            if os::wait_socket(conn.socket(), write, timeout).readable {
+            if conn.reader.get_ref().wait(write, timeout).readable {
                 return true;
             }
         }
@@ -245,6 +244,7 @@ impl Supervisor {
                 target,
                 message,
             } => emit_log(pid, job, level, &target, &message),
+            FromWorker::Wake => {}
             FromWorker::Hello { .. } => return Err("said hello twice"),
         }
         Ok(())

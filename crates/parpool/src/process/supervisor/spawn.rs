@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, BufReader};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -14,6 +14,7 @@ use super::outbox::{Flushed, Outbox};
 use crate::error::{CodecStage, JobError};
 use crate::process::capture::{self, CapturedOutput};
 use crate::process::control::Control;
+use crate::process::ring::Stream;
 use crate::process::fdpass::FdStream;
 use crate::process::registry::Sharing;
 use crate::process::wire::{self, FromWorker, ToWorker};
@@ -67,6 +68,8 @@ pub(super) struct Conn {
     pub(super) control: Control,
     /// The worker's chunk journal, which we read only after it died.
     pub(super) journal: File,
+    /// In the low-latency mode, until requests go through the ring.
+    ring_pending: bool,
 }
 
 /// Held while a worker process is started (see [`Conn::spawn`]).
@@ -141,6 +144,7 @@ impl Conn {
             capture,
             control,
             journal,
+            ring_pending: false,
         };
         if let Err(e) = conn.send_control(config) {
             let _ = conn.child.kill();
@@ -153,16 +157,25 @@ impl Conn {
             return Err(e);
         }
         conn.reader.get_ref().socket().set_read_timeout(None)?;
+        if !config.spin.is_zero() {
+            // Replies may come through the ring once a job was sent; requests
+            // go through it once the worker has answered one (`ring.rs`).
+            let control = conn.control.clone();
+            conn.reader
+                .get_mut()
+                .also_read_ring(&control, Stream::Replies, config.spin);
+            conn.ring_pending = true;
+        }
         Ok(conn)
-    }
-
-    /// Our end of the socket.
-    pub(super) fn socket(&self) -> BorrowedFd<'_> {
-        self.reader.get_ref().as_fd()
     }
 
     /// Sends what the outbox holds, as far as the socket takes it now.
     pub(super) fn flush(&mut self) -> io::Result<Flushed> {
+        if self.ring_pending && self.jobs_done > 0 {
+            // It has read the control block, and so reads the ring.
+            self.ring_pending = false;
+            self.outbox.use_ring(self.control.clone());
+        }
         let flushed = self.outbox.flush(self.reader.get_ref().as_fd());
         self.control.set_requests_sent(self.outbox.sent());
         flushed
