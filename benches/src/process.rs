@@ -242,13 +242,45 @@ pub(crate) fn tiny_spin(workers: usize, n: u64, spin: std::time::Duration) -> Ve
         let sum: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
         assert_eq!(sum, expect);
     };
+    let plain = std::sync::Arc::new(plain);
+    let floor = plain.clone();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     vec![
         ("parpool ProcessPool, spin", wall(move || batch(&fast))),
         (
             "parpool ProcessPool, default (sleeps)",
             wall(move || batch(&plain)),
         ),
+        (
+            "floor: the default's CPU time spread over every core (no waiting at all)",
+            Box::new(move || {
+                let pids = floor.worker_pids();
+                let before = cpu_seconds(&pids);
+                batch(&floor);
+                Some((cpu_seconds(&pids) - before) / cores)
+            }),
+        ),
     ]
+}
+
+/// CPU time used so far by this process and the processes `pids`, all
+/// their threads, in seconds (nanosecond counts from `schedstat`).
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    let tasks = |dir: String| -> u64 {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let mut ns = tasks("/proc/self/task".to_owned());
+    for pid in pids {
+        ns += tasks(format!("/proc/{pid}/task"));
+    }
+    ns as f64 / 1e9
 }
 
 parpool::task!(

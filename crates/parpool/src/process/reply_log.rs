@@ -255,4 +255,104 @@ mod tests {
             other => panic!("reply 3 is not in the log: {other:?}"),
         }
     }
+
+    /// The low-latency mode (`ring.rs`): replies of every size, flushed
+    /// through the ring or the socket at random moments, some while the
+    /// reader sleeps; then the worker dies with replies still in its log.
+    /// The reader gets every reply once, in order: from the ring and the
+    /// socket up to the death, from the log after it.
+    #[test]
+    fn replies_through_the_ring_then_a_death_lose_and_repeat_nothing() {
+        use crate::process::fdpass::FdStream;
+        use crate::process::wire::Bytes;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+        use std::time::Duration;
+        for seed in 1..=4u64 {
+            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            let mut next = move |n: u64| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % n
+            };
+            let (a, b) = UnixStream::pair().unwrap();
+            let control = Control::new().unwrap();
+            let reader_control = control.clone();
+            let consumed = Arc::new(AtomicU64::new(0));
+            let progress = consumed.clone();
+            let reader = std::thread::spawn(move || {
+                let mut stream = FdStream::new(b);
+                stream.also_read_ring(&reader_control, Stream::Replies, Duration::from_micros(50));
+                let mut r = std::io::BufReader::new(stream);
+                let (mut buf, mut received, mut ids, mut wakes) = (Vec::new(), 0u64, Vec::new(), 0);
+                while let Some(frame) =
+                    wire::read_frame::<_, FromWorker>(&mut r, 1 << 20, &mut buf).unwrap()
+                {
+                    received += 4 + buf.len() as u64;
+                    match frame {
+                        FromWorker::Done { id, result, .. } => {
+                            let bytes = result.unwrap().0;
+                            assert!(bytes.iter().all(|&x| x == id as u8), "reply {id} garbled");
+                            ids.push(id);
+                            progress.store(id + 1, SeqCst);
+                        }
+                        FromWorker::Wake => wakes += 1,
+                        other => panic!("{other:?}"),
+                    }
+                }
+                (received, ids, wakes)
+            });
+            let mut w = LogWriter::new(a);
+            w.attach_log(&control).unwrap();
+            w.use_ring();
+            const REPLIES: u64 = 2000;
+            for id in 0..REPLIES {
+                let len = match next(50) {
+                    0 => LOG_CAP + next(LOG_CAP as u64) as usize,
+                    1..=5 => next(20_000) as usize,
+                    _ => next(200) as usize,
+                };
+                let done = FromWorker::Done {
+                    id,
+                    shared: 0,
+                    nanos: 0,
+                    result: Ok(Bytes(vec![id as u8; len])),
+                    output: None,
+                };
+                wire::write_frame(&mut w, &done).unwrap();
+                // The last replies stay in the log: the worker dies then.
+                if id + 5 >= REPLIES {
+                    continue;
+                }
+                match next(5) {
+                    0 => {}
+                    1 => {
+                        // Once the reader has read everything, long enough
+                        // for it to fall asleep.
+                        w.flush().unwrap();
+                        let read_all = || consumed.load(SeqCst) == id + 1;
+                        assert!(
+                            crate::sync::spin_until(Duration::from_secs(60), read_all),
+                            "seed {seed}: the reader is stuck before reply {id}"
+                        );
+                        std::thread::sleep(Duration::from_micros(500));
+                    }
+                    _ => w.flush().unwrap(),
+                }
+            }
+            drop(w); // dies with replies in its log
+            let (received, mut ids, wakes) = reader.join().unwrap();
+            let unsent = control.log_unsent(received);
+            let (mut log, mut buf) = (&unsent[..], Vec::new());
+            while let Some(FromWorker::Done { id, .. }) =
+                wire::read_frame::<_, FromWorker>(&mut log, 1 << 20, &mut buf).unwrap()
+            {
+                ids.push(id);
+            }
+            assert_eq!(ids, (0..REPLIES).collect::<Vec<_>>(), "seed {seed}");
+            assert!(wakes > 0, "seed {seed}: the reader never slept");
+        }
+    }
+
 }
