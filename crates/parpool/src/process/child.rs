@@ -256,8 +256,6 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds + Send + 'static>(
     let mut shared_state: Option<(Control, Journal)> = None;
     // Shared objects of past jobs, kept mapped for the jobs to come.
     let mut kept = parpool_ipc::transfer::Kept::default();
-    // In the low-latency mode, whether replies go through the ring yet.
-    let mut replies_in_ring = false;
     loop {
         let msg = match wire::read_frame::<_, ToWorker>(&mut input, limits.max_frame, &mut buf) {
             Ok(Some(m)) => m,
@@ -301,11 +299,9 @@ pub(crate) fn serve<R: Read + TakeFds, W: SendFds + Send + 'static>(
                 let Some((control, journal)) = shared_state.as_mut() else {
                     return Err(io::Error::other("a job came before the control block"));
                 };
-                if !replies_in_ring && !limits.spin.is_zero() {
-                    // The supervisor reads the reply ring by the time it
-                    // sends a job (`ring.rs`).
+                if !limits.spin.is_zero() {
+                    // The supervisor reads the reply ring once it sends jobs.
                     out.lock().use_ring();
-                    replies_in_ring = true;
                 }
                 match control.claim(seq) {
                     Claim::Won => {}

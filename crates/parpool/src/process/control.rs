@@ -44,7 +44,7 @@ use std::sync::atomic::Ordering::SeqCst;
 
 use parpool_ipc::SharedMem;
 
-use super::ring::{RingBlock, Stream};
+use super::ring::{Ring, RingBlock, Stream};
 
 /// Claim cells, more than the deepest pipeline
 /// ([`MAX_PIPELINE`](super::supervisor) is 1024), so the cell of an
@@ -182,16 +182,20 @@ impl Control {
         &self.mem
     }
 
-    /// The word at `index` (the block read as words).
-    pub(super) fn word(&self, index: usize) -> &AtomicU64 {
+    fn word(&self, index: usize) -> &AtomicU64 {
         self.mem
             .atomic_u64(index)
             .expect("the block's size is checked when it is made or received")
     }
 
-    /// Where `stream`'s ring starts in the block.
-    pub(super) fn ring_at(&self, stream: Stream) -> usize {
-        RINGS_AT + std::mem::size_of::<RingBlock>() * stream as usize
+    /// `stream`'s ring, for the low-latency mode (`ring.rs`).
+    pub(crate) fn ring(&self, stream: Stream) -> Ring {
+        let at = RINGS_AT + std::mem::size_of::<RingBlock>() * stream as usize;
+        let sent = match stream {
+            Stream::Requests => REQUESTS_SENT,
+            Stream::Replies => LOG_BASE,
+        };
+        Ring::new(self.mem.clone(), at, sent)
     }
 
     fn cell(&self, seq: u64) -> &AtomicU64 {
@@ -274,11 +278,6 @@ impl Control {
     /// Publishes that `total` bytes have been sent on the socket in all.
     pub(crate) fn set_requests_sent(&self, total: u64) {
         self.word(REQUESTS_SENT).store(total, SeqCst);
-    }
-
-    /// How many bytes of requests the supervisor has sent in all.
-    pub(crate) fn requests_sent(&self) -> u64 {
-        self.word(REQUESTS_SENT).load(SeqCst)
     }
 
     /// How many bytes of replies the worker has sent on the socket in all

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::control::Control;
 use super::os;
-use super::ring::{RingReader, Stream};
+use super::ring::{Ring, RingReader, Stream};
 use rustix::net::{
     RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags,
@@ -63,11 +63,10 @@ impl FdStream {
         &self.socket
     }
 
-    /// From now on, reads `stream`'s stretches that come through
-    /// `control`'s ring too, polling for up to `window` before a read that
-    /// would block.
-    pub(crate) fn also_read_ring(&mut self, control: &Control, stream: Stream, window: Duration) {
-        self.ring = Some((RingReader::new(control.clone(), stream), window));
+    /// From now on, reads the stream's stretches that come through `ring`
+    /// too, polling for up to `window` before a read that would block.
+    pub(crate) fn also_read_ring(&mut self, ring: Ring, window: Duration) {
+        self.ring = Some((RingReader::new(ring), window));
     }
 
     /// Waits until a read would not block, or `fd` is writable if `write`,
@@ -75,12 +74,12 @@ impl FdStream {
     /// low-latency mode, saying so to the writer while it sleeps, and
     /// readable at once if bytes were sent through the ring.
     pub(crate) fn wait(&self, write: bool, timeout: Option<Duration>) -> os::Ready {
-        let Some((ring, _)) = &self.ring else {
+        let Some((reader, _)) = &self.ring else {
             return os::wait_socket(self.socket.as_fd(), write, timeout);
         };
-        let (control, stream) = (ring.control(), ring.stream());
-        control.ring_set_asleep(stream, true);
-        let ready = if control.sent(stream) > self.pos || self.stashed() > 0 {
+        let ring = reader.ring();
+        ring.set_asleep(true);
+        let ready = if ring.sent() > self.pos || self.stashed() > 0 {
             os::Ready {
                 readable: true,
                 writable: false,
@@ -88,7 +87,7 @@ impl FdStream {
         } else {
             os::wait_socket(self.socket.as_fd(), write, timeout)
         };
-        control.ring_set_asleep(stream, false);
+        ring.set_asleep(false);
         ready
     }
 
@@ -139,24 +138,24 @@ impl FdStream {
         let pos = self.pos;
         let mut readable = false;
         loop {
-            let (ring, window) = self.ring.as_mut().expect("the caller checked");
-            if let Some(n) = ring.take(pos, buf)? {
+            let (reader, window) = self.ring.as_mut().expect("the caller checked");
+            if let Some(n) = reader.take(pos, buf)? {
                 return Ok(n);
             }
             let window = *window;
-            let (control, stream) = (ring.control().clone(), ring.stream());
-            let sent = || control.sent(stream) > pos;
+            let ring = reader.ring().clone();
+            let sent = || ring.sent() > pos;
             if readable || sent() || self.stashed() > 0 || self.readable_now() {
                 return self.recv_before_ring(buf);
             }
             if crate::sync::spin_until(window, sent) {
                 continue;
             }
-            control.ring_set_asleep(stream, true);
+            ring.set_asleep(true);
             if !sent() {
                 readable = os::wait_socket(self.socket.as_fd(), false, None).readable;
             }
-            control.ring_set_asleep(stream, false);
+            ring.set_asleep(false);
         }
     }
 
@@ -166,8 +165,8 @@ impl FdStream {
     fn recv_before_ring(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let from_stash = self.stashed() > 0;
         let n = self.recv(buf)?;
-        let (ring, _) = self.ring.as_mut().expect("the caller checked");
-        let Some(at) = ring.next_at()? else {
+        let (reader, _) = self.ring.as_mut().expect("the caller checked");
+        let Some(at) = reader.next_at()? else {
             return Ok(n);
         };
         let end = self.pos + n as u64;
@@ -252,7 +251,7 @@ impl TakeFds for FdStream {
 
     fn use_ring(&mut self, control: &Control, window: Duration) {
         if !window.is_zero() {
-            self.also_read_ring(control, Stream::Requests, window);
+            self.also_read_ring(control.ring(Stream::Requests), window);
         }
     }
 }
@@ -289,8 +288,8 @@ pub(crate) trait SendFds: Write {
     }
 
     /// Sends what the reply log holds through its ring when it can, from
-    /// now on (the low-latency mode: `ring.rs`); writers to memory ignore
-    /// it.
+    /// now on (the low-latency mode: `ring.rs`; once is enough); writers to
+    /// memory ignore it.
     fn use_ring(&mut self) {}
 }
 

@@ -32,7 +32,7 @@ use std::os::unix::net::UnixStream;
 
 use super::control::{Control, LOG_CAP};
 use super::fdpass::{SendFds, send_with_fds};
-use super::ring::Stream;
+use super::ring::{Ring, Stream};
 use super::wire::{self, FromWorker};
 
 /// The worker's end of the socket, written through the reply log once the
@@ -46,9 +46,9 @@ pub(crate) struct LogWriter {
     sent: u64,
     /// The log's bytes, copied out to be written.
     scratch: Vec<u8>,
-    /// In the low-latency mode, whether the log's bytes go through the
-    /// reply ring when it has room (`ring.rs`).
-    ring: bool,
+    /// In the low-latency mode, the reply ring, through which the log's
+    /// bytes go when it has room (`ring.rs`).
+    ring: Option<Ring>,
 }
 
 impl LogWriter {
@@ -59,7 +59,7 @@ impl LogWriter {
             pending: Vec::new(),
             sent: 0,
             scratch: Vec::new(),
-            ring: false,
+            ring: None,
         }
     }
 
@@ -90,10 +90,12 @@ impl LogWriter {
         if self.scratch.is_empty() {
             return Ok(());
         }
-        let at = log.replies_sent();
-        if boundary && self.ring && log.ring_push(Stream::Replies, at, &self.scratch) {
+        let ring = self.ring.as_ref().filter(|_| boundary);
+        if let Some(ring) = ring
+            && ring.push(log.replies_sent(), &self.scratch)
+        {
             log.log_sent(self.scratch.len());
-            if log.ring_take_asleep(Stream::Replies) {
+            if ring.take_asleep() {
                 let mut wake = Vec::new();
                 wire::write_frame(&mut wake, &FromWorker::Wake)?;
                 self.direct(&wake)?;
@@ -146,7 +148,9 @@ impl SendFds for LogWriter {
     }
 
     fn use_ring(&mut self) {
-        self.ring = true;
+        if self.ring.is_none() {
+            self.ring = self.log.as_ref().map(|log| log.ring(Stream::Replies));
+        }
     }
 }
 
@@ -283,7 +287,7 @@ mod tests {
             let progress = consumed.clone();
             let reader = std::thread::spawn(move || {
                 let mut stream = FdStream::new(b);
-                stream.also_read_ring(&reader_control, Stream::Replies, Duration::from_micros(50));
+                stream.also_read_ring(reader_control.ring(Stream::Replies), Duration::from_micros(50));
                 let mut r = std::io::BufReader::new(stream);
                 let (mut buf, mut received, mut ids, mut wakes) = (Vec::new(), 0u64, Vec::new(), 0);
                 while let Some(frame) =

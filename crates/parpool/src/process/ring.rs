@@ -38,7 +38,7 @@ use std::io;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::SeqCst;
 
-use super::control::Control;
+use parpool_ipc::SharedMem;
 
 /// How many bytes a ring holds (a power of two, so that offsets wrap).
 pub(crate) const RING_CAP: usize = 64 * 1024;
@@ -87,34 +87,56 @@ fn corrupt(what: &str) -> io::Error {
     )
 }
 
-impl Control {
-    fn ring_word(&self, stream: Stream, word: usize) -> &AtomicU64 {
-        self.word(self.ring_at(stream) / 8 + word)
+/// One ring in shared memory, with its stream's count of bytes sent.
+#[derive(Debug, Clone)]
+pub(crate) struct Ring {
+    mem: SharedMem,
+    /// Where its [`RingBlock`] starts in `mem`.
+    at: usize,
+    /// The word index in `mem` of the stream's count of bytes sent.
+    sent: usize,
+}
+
+impl Ring {
+    /// The ring whose block starts at byte `at` of `mem` (a multiple of
+    /// 8), its stream's count of bytes sent being word `sent`.
+    pub(crate) fn new(mem: SharedMem, at: usize, sent: usize) -> Ring {
+        Ring { mem, at, sent }
     }
 
-    /// Copies `data` into `stream`'s ring at ring offset `at` (wrapping).
-    fn ring_write(&self, stream: Stream, at: u64, data: &[u8]) {
-        let base = self.ring_at(stream) + BYTES;
+    fn word(&self, index: usize) -> &AtomicU64 {
+        self.mem
+            .atomic_u64(index)
+            .expect("the ring's words lie inside its block")
+    }
+
+    fn ring_word(&self, word: usize) -> &AtomicU64 {
+        self.word(self.at / 8 + word)
+    }
+
+    /// Copies `data` into the ring at ring offset `at` (wrapping).
+    fn write(&self, at: u64, data: &[u8]) {
+        let base = self.at + BYTES;
         let start = (at % RING_CAP as u64) as usize;
         let first = data.len().min(RING_CAP - start);
-        let _ = self.mem().write(base + start, &data[..first]);
-        let _ = self.mem().write(base, &data[first..]);
+        let _ = self.mem.write(base + start, &data[..first]);
+        let _ = self.mem.write(base, &data[first..]);
     }
 
-    /// Copies from `stream`'s ring at ring offset `at` (wrapping).
-    fn ring_read(&self, stream: Stream, at: u64, out: &mut [u8]) {
-        let base = self.ring_at(stream) + BYTES;
+    /// Copies from the ring at ring offset `at` (wrapping).
+    fn read(&self, at: u64, out: &mut [u8]) {
+        let base = self.at + BYTES;
         let start = (at % RING_CAP as u64) as usize;
         let first = out.len().min(RING_CAP - start);
         let (a, b) = out.split_at_mut(first);
-        let _ = self.mem().read(base + start, a);
-        let _ = self.mem().read(base, b);
+        let _ = self.mem.read(base + start, a);
+        let _ = self.mem.read(base, b);
     }
 
     /// The writer's side: how many bytes one record could carry now.
-    pub(crate) fn ring_room(&self, stream: Stream) -> usize {
-        let tail = self.ring_word(stream, TAIL).load(SeqCst);
-        let head = self.ring_word(stream, HEAD).load(SeqCst);
+    pub(crate) fn room(&self) -> usize {
+        let tail = self.ring_word(TAIL).load(SeqCst);
+        let head = self.ring_word(HEAD).load(SeqCst);
         let free = (RING_CAP as u64).saturating_sub(tail.wrapping_sub(head));
         // Whole words only: a record's bytes are padded to the next one.
         (free.saturating_sub(HEADER) & !7) as usize
@@ -123,9 +145,9 @@ impl Control {
     /// The writer's side: publishes `data`, the stream's bytes from offset
     /// `at`, as one record. `false`: the ring has no room (or `data` is
     /// empty); nothing was written.
-    pub(crate) fn ring_push(&self, stream: Stream, at: u64, data: &[u8]) -> bool {
-        let tail = self.ring_word(stream, TAIL).load(SeqCst);
-        let head = self.ring_word(stream, HEAD).load(SeqCst);
+    pub(crate) fn push(&self, at: u64, data: &[u8]) -> bool {
+        let tail = self.ring_word(TAIL).load(SeqCst);
+        let head = self.ring_word(HEAD).load(SeqCst);
         let need = footprint(data.len() as u64);
         let used = tail.wrapping_sub(head);
         if data.is_empty() || used > RING_CAP as u64 || need > RING_CAP as u64 - used {
@@ -134,32 +156,34 @@ impl Control {
         let mut header = [0u8; HEADER as usize];
         header[..8].copy_from_slice(&at.to_le_bytes());
         header[8..].copy_from_slice(&(data.len() as u64).to_le_bytes());
-        self.ring_write(stream, tail, &header);
-        self.ring_write(stream, tail.wrapping_add(HEADER), data);
-        self.ring_word(stream, TAIL)
-            .store(tail.wrapping_add(need), SeqCst);
+        self.write(tail, &header);
+        self.write(tail.wrapping_add(HEADER), data);
+        self.ring_word(TAIL).store(tail.wrapping_add(need), SeqCst);
         true
     }
 
     /// The writer's side, after publishing: whether the reader sleeps on
     /// the socket (and so needs a `Wake` frame); says so once per sleep.
-    pub(crate) fn ring_take_asleep(&self, stream: Stream) -> bool {
-        self.ring_word(stream, ASLEEP).swap(0, SeqCst) != 0
+    pub(crate) fn take_asleep(&self) -> bool {
+        self.ring_word(ASLEEP).swap(0, SeqCst) != 0
     }
 
     /// The reader's side: says that it sleeps on the socket (`true`), or
     /// no longer does.
-    pub(crate) fn ring_set_asleep(&self, stream: Stream, asleep: bool) {
-        self.ring_word(stream, ASLEEP).store(u64::from(asleep), SeqCst);
+    pub(crate) fn set_asleep(&self, asleep: bool) {
+        self.ring_word(ASLEEP).store(u64::from(asleep), SeqCst);
     }
 
-    /// How many bytes of `stream` its writer has sent in all, through the
-    /// socket or the ring.
-    pub(crate) fn sent(&self, stream: Stream) -> u64 {
-        match stream {
-            Stream::Requests => self.requests_sent(),
-            Stream::Replies => self.replies_sent(),
-        }
+    /// How many bytes of the stream its writer has sent in all, through
+    /// the socket or the ring.
+    pub(crate) fn sent(&self) -> u64 {
+        self.word(self.sent).load(SeqCst)
+    }
+
+    /// The requests' writer's side: publishes that `total` bytes have been
+    /// sent in all. (The replies' count is the reply log's base.)
+    pub(crate) fn set_sent(&self, total: u64) {
+        self.word(self.sent).store(total, SeqCst);
     }
 }
 
@@ -176,26 +200,20 @@ struct Record {
 /// A reader's place in one ring.
 #[derive(Debug)]
 pub(crate) struct RingReader {
-    control: Control,
-    stream: Stream,
+    ring: Ring,
     current: Option<Record>,
 }
 
 impl RingReader {
-    pub(crate) fn new(control: Control, stream: Stream) -> Self {
+    pub(crate) fn new(ring: Ring) -> Self {
         RingReader {
-            control,
-            stream,
+            ring,
             current: None,
         }
     }
 
-    pub(crate) fn control(&self) -> &Control {
-        &self.control
-    }
-
-    pub(crate) fn stream(&self) -> Stream {
-        self.stream
+    pub(crate) fn ring(&self) -> &Ring {
+        &self.ring
     }
 
     /// The stream offset of the next byte the ring holds, if it holds any.
@@ -206,9 +224,9 @@ impl RingReader {
         if let Some(r) = self.current {
             return Ok(Some(r.at.wrapping_add(r.done)));
         }
-        let c = &self.control;
-        let head = c.ring_word(self.stream, HEAD).load(SeqCst);
-        let tail = c.ring_word(self.stream, TAIL).load(SeqCst);
+        let c = &self.ring;
+        let head = c.ring_word(HEAD).load(SeqCst);
+        let tail = c.ring_word(TAIL).load(SeqCst);
         if head == tail {
             return Ok(None);
         }
@@ -217,7 +235,7 @@ impl RingReader {
             return Err(corrupt("its counts disagree"));
         }
         let mut header = [0u8; HEADER as usize];
-        c.ring_read(self.stream, head, &mut header);
+        c.read(head, &mut header);
         let [at, len] = [0, 8].map(|i| {
             u64::from_le_bytes(header[i..i + 8].try_into().expect("eight bytes"))
         });
@@ -244,14 +262,14 @@ impl RingReader {
             return Ok(None);
         };
         let n = (r.len - r.done).min(buf.len() as u64) as usize;
-        let c = &self.control;
-        let head = c.ring_word(self.stream, HEAD).load(SeqCst);
-        c.ring_read(self.stream, head.wrapping_add(HEADER + r.done), &mut buf[..n]);
+        let c = &self.ring;
+        let head = c.ring_word(HEAD).load(SeqCst);
+        c.read(head.wrapping_add(HEADER + r.done), &mut buf[..n]);
         r.done += n as u64;
         if r.done == r.len {
             let next = head.wrapping_add(footprint(r.len));
             self.current = None;
-            c.ring_word(self.stream, HEAD).store(next, SeqCst);
+            c.ring_word(HEAD).store(next, SeqCst);
         }
         Ok(Some(n))
     }
@@ -261,17 +279,23 @@ impl RingReader {
 mod tests {
     use super::*;
 
+    /// A ring alone in its memory, its count of bytes sent just after it.
+    fn ring() -> Ring {
+        let len = std::mem::size_of::<RingBlock>();
+        Ring::new(SharedMem::new(len + 8).unwrap(), 0, len / 8)
+    }
+
     #[test]
     fn records_come_out_whole_in_order_and_wrap_around_the_end() {
-        let c = Control::new().unwrap();
-        let mut r = RingReader::new(c.clone(), Stream::Replies);
+        let ring = ring();
+        let mut r = RingReader::new(ring.clone());
         let mut pos = 0u64;
         let mut buf = [0u8; 1000];
         // Enough rounds of odd sizes to wrap the ring many times.
         for round in 0..2000u64 {
             let len = 1 + (round * 37 % 997) as usize;
             let data: Vec<u8> = (0..len).map(|i| (i as u64 + round) as u8).collect();
-            assert!(c.ring_push(Stream::Replies, pos, &data));
+            assert!(ring.push(pos, &data));
             let mut got = Vec::new();
             while got.len() < len {
                 // Read in uneven pieces.
@@ -287,44 +311,45 @@ mod tests {
 
     #[test]
     fn a_full_ring_refuses_and_a_record_for_later_is_left_alone() {
-        let c = Control::new().unwrap();
+        let ring = ring();
         let big = vec![1u8; RING_CAP / 2];
-        assert_eq!(c.ring_room(Stream::Requests), RING_CAP - 16);
-        assert!(c.ring_push(Stream::Requests, 100, &big));
-        let room = c.ring_room(Stream::Requests);
+        assert_eq!(ring.room(), RING_CAP - 16);
+        assert!(ring.push(100, &big));
+        let room = ring.room();
         assert_eq!(room, RING_CAP / 2 - 32);
-        assert!(!c.ring_push(Stream::Requests, 0, &vec![0; room + 1]));
-        assert!(!c.ring_push(Stream::Requests, 100 + big.len() as u64, &big));
-        let mut r = RingReader::new(c.clone(), Stream::Requests);
+        assert!(!ring.push(0, &vec![0; room + 1]));
+        assert!(!ring.push(100 + big.len() as u64, &big));
+        let mut r = RingReader::new(ring.clone());
         let mut buf = vec![0u8; RING_CAP];
         // The record starts at 100: the bytes before it are elsewhere.
         assert_eq!(r.take(40, &mut buf).unwrap(), None);
         assert_eq!(r.next_at().unwrap(), Some(100));
         assert_eq!(r.take(100, &mut buf).unwrap(), Some(big.len()));
         assert!(r.take(99, &mut buf).is_ok_and(|n| n.is_none()));
-        assert!(c.ring_push(Stream::Requests, 500_000, &big));
+        assert!(ring.push(500_000, &big));
         assert!(r.take(500_001, &mut buf).is_err(), "behind what was read");
     }
 
     #[test]
-    fn the_asleep_word_is_taken_once() {
-        let c = Control::new().unwrap();
-        assert!(!c.ring_take_asleep(Stream::Requests));
-        c.ring_set_asleep(Stream::Requests, true);
-        assert!(!c.ring_take_asleep(Stream::Replies), "the other ring's");
-        assert!(c.ring_take_asleep(Stream::Requests));
-        assert!(!c.ring_take_asleep(Stream::Requests));
+    fn the_asleep_word_is_taken_once_and_the_count_is_shared() {
+        let ring = ring();
+        assert!(!ring.take_asleep());
+        ring.set_asleep(true);
+        assert!(ring.take_asleep());
+        assert!(!ring.take_asleep());
+        ring.set_sent(42);
+        assert_eq!(RingReader::new(ring.clone()).ring().sent(), 42);
     }
 
     #[test]
     fn garbage_in_the_words_is_an_error_not_a_panic() {
-        let c = Control::new().unwrap();
-        c.ring_word(Stream::Replies, TAIL).store(u64::MAX, SeqCst);
-        let mut r = RingReader::new(c.clone(), Stream::Replies);
+        let ring = ring();
+        ring.ring_word(TAIL).store(u64::MAX, SeqCst);
+        let mut r = RingReader::new(ring.clone());
         assert!(r.take(0, &mut [0u8; 8]).is_err());
-        c.ring_word(Stream::Replies, TAIL).store(64, SeqCst);
-        c.ring_write(Stream::Replies, 0, &[0xff; 16]);
-        let mut r = RingReader::new(c, Stream::Replies);
+        ring.ring_word(TAIL).store(64, SeqCst);
+        ring.write(0, &[0xff; 16]);
+        let mut r = RingReader::new(ring);
         assert!(r.take(0, &mut [0u8; 8]).is_err());
     }
 }

@@ -48,9 +48,8 @@ use parpool_ipc::transfer::SharedObject;
 use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use serde::Serialize;
 
-use crate::process::control::Control;
 use crate::process::fdpass::MAX_FDS_PER_SEND;
-use crate::process::ring::Stream;
+use crate::process::ring::Ring;
 use crate::process::wire::ToWorker;
 use crate::process::wire;
 
@@ -82,9 +81,9 @@ pub(super) struct Outbox {
     stalled: bool,
     /// Bytes sent in all, on the socket or through the ring.
     sent: u64,
-    /// In the low-latency mode: the worker's control block, whose request
-    /// ring takes what needs no descriptors (`ring.rs`).
-    ring: Option<Control>,
+    /// In the low-latency mode: the worker's request ring, which takes
+    /// what needs no descriptors (`ring.rs`).
+    ring: Option<Ring>,
     /// Whether a ring record left since the count was last published.
     published: bool,
 }
@@ -157,11 +156,12 @@ impl Outbox {
         self.stalled
     }
 
-    /// From now on, sends what needs no descriptors through `control`'s
-    /// request ring when it has room (the low-latency mode: `ring.rs`).
-    /// Only once the worker reads that ring: it has answered a request.
-    pub(super) fn use_ring(&mut self, control: Control) {
-        self.ring = Some(control);
+    /// From now on, sends what needs no descriptors through `ring` (the
+    /// worker's request ring) when it has room (the low-latency mode:
+    /// `ring.rs`). Only once the worker reads that ring: it has answered a
+    /// request.
+    pub(super) fn use_ring(&mut self, ring: Ring) {
+        self.ring = Some(ring);
     }
 
     /// Sends as much as the socket (and in the low-latency mode the ring)
@@ -173,13 +173,12 @@ impl Outbox {
     pub(super) fn flush(&mut self, socket: BorrowedFd<'_>) -> io::Result<Flushed> {
         loop {
             let flushed = self.send(socket)?;
-            let Some(control) = &self.ring else {
+            let Some(ring) = &self.ring else {
                 return Ok(flushed);
             };
             // Published, then the reader's word: see `ring.rs`.
-            control.set_requests_sent(self.sent);
-            if !std::mem::take(&mut self.published) || !control.ring_take_asleep(Stream::Requests)
-            {
+            ring.set_sent(self.sent);
+            if !std::mem::take(&mut self.published) || !ring.take_asleep() {
                 return Ok(flushed);
             }
             let mut bytes = Vec::new();
@@ -201,13 +200,13 @@ impl Outbox {
                 self.chunks.pop_front();
                 continue;
             }
-            if let Some(control) = &self.ring
+            if let Some(ring) = &self.ring
                 && !chunk.wake
                 && chunk.sent >= chunk.groups()
             {
                 let part = &chunk.bytes[chunk.sent..];
-                let n = part.len().min(control.ring_room(Stream::Requests));
-                if n > 0 && control.ring_push(Stream::Requests, self.sent, &part[..n]) {
+                let n = part.len().min(ring.room());
+                if n > 0 && ring.push(self.sent, &part[..n]) {
                     chunk.sent += n;
                     self.sent += n as u64;
                     self.published = true;
@@ -406,7 +405,7 @@ mod tests {
     /// descriptors, whichever way each stretch of it went.
     #[test]
     fn the_ring_and_the_socket_together_lose_and_reorder_nothing() {
-        use crate::process::control::Control;
+                use crate::process::control::Control;
         use crate::process::ring::Stream;
         use crate::process::wire::{Items, ToWorker, ToWorkerRef};
         for seed in 1..=6u64 {
@@ -421,7 +420,7 @@ mod tests {
             a.set_nonblocking(true).unwrap();
             let control = Control::new().unwrap();
             let mut out = Outbox::default();
-            out.use_ring(control.clone());
+            out.use_ring(control.ring(Stream::Requests));
             let objects: Vec<SharedObject> = (0..3).map(|_| memfd()).collect();
             const FRAMES: u64 = 3000;
             let sizes: Vec<(usize, usize)> = (0..FRAMES)
@@ -442,8 +441,7 @@ mod tests {
             let reader = std::thread::spawn(move || {
                 let mut stream = FdStream::new(b);
                 stream.also_read_ring(
-                    &reader_control,
-                    Stream::Requests,
+                    reader_control.ring(Stream::Requests),
                     std::time::Duration::from_micros(50),
                 );
                 let mut r = BufReader::with_capacity(64 * 1024, stream);
@@ -519,7 +517,7 @@ mod tests {
                 .unwrap();
             let wakes = reader.join().unwrap();
             assert!(
-                control.requests_sent() == out.sent(),
+                control.ring(Stream::Requests).sent() == out.sent(),
                 "seed {seed}: the published count is the bytes sent"
             );
             // Some of the stream went each way, and a sleeping reader was

@@ -160,10 +160,8 @@ impl Conn {
         if !config.spin.is_zero() {
             // Replies may come through the ring once a job was sent; requests
             // go through it once the worker has answered one (`ring.rs`).
-            let control = conn.control.clone();
-            conn.reader
-                .get_mut()
-                .also_read_ring(&control, Stream::Replies, config.spin);
+            let ring = conn.control.ring(Stream::Replies);
+            conn.reader.get_mut().also_read_ring(ring, config.spin);
             conn.ring_pending = true;
         }
         Ok(conn)
@@ -174,7 +172,7 @@ impl Conn {
         if self.ring_pending && self.jobs_done > 0 {
             // It has read the control block, and so reads the ring.
             self.ring_pending = false;
-            self.outbox.use_ring(self.control.clone());
+            self.outbox.use_ring(self.control.ring(Stream::Requests));
         }
         let flushed = self.outbox.flush(self.reader.get_ref().as_fd());
         self.control.set_requests_sent(self.outbox.sent());
