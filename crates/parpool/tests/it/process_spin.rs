@@ -60,6 +60,20 @@ parpool::task!(
     }
 );
 
+parpool::task!(
+    /// Its input reversed: with a large input, a request and a reply larger
+    /// than the low-latency rings and the reply log.
+    fn mirror(data: Vec<u8>) -> Vec<u8> {
+        data.into_iter().rev().collect()
+    }
+);
+
+/// A job of either kind, to join in order.
+enum Job {
+    Number(parpool::JobHandle<u64>, Expect),
+    Bytes(parpool::JobHandle<Vec<u8>>, Vec<u8>),
+}
+
 /// What each job should come back as.
 #[derive(Debug, Clone, Copy)]
 enum Expect {
@@ -72,7 +86,9 @@ enum Expect {
 
 /// Seeded (`SPIN_SEED` replays one run): 3,000 jobs on two spinning
 /// workers, submitted in bursts and one by one, of values, crashes,
-/// panics, descriptors, cancels (queued and running) and timeouts. Every
+/// panics, descriptors, payloads larger than the rings that carry
+/// requests and replies in the mode, cancels (queued and running) and
+/// timeouts. Every
 /// job resolves within the test's patience, as its kind says; the stats
 /// add up at rest.
 #[test]
@@ -115,14 +131,40 @@ fn a_spinning_pool_keeps_every_promise() {
                     bumps += 1;
                     (pool.submit(bump, counter.clone()), Expect::Value(u64::MAX))
                 }
+                8..=10 => {
+                    // Mostly a few kilobytes; one in eight past the rings.
+                    let len = if rng.below(8) == 0 {
+                        rng.below(300_000)
+                    } else {
+                        rng.below(5_000)
+                    };
+                    let data: Vec<u8> = (0..len).map(|k| (k ^ i) as u8).collect();
+                    let want = data.iter().rev().copied().collect();
+                    jobs.push((i, Job::Bytes(pool.submit(mirror, data), want)));
+                    continue;
+                }
                 _ => {
                     let x = i * 1000 + rng.below(3) * rng.below(300);
                     (pool.submit(echo, x), Expect::Value(x))
                 }
             };
-            jobs.push((i, handle, expect));
+            jobs.push((i, Job::Number(handle, expect)));
         }
-        for (i, handle, expect) in jobs {
+        for (i, job) in jobs {
+            let (handle, expect) = match job {
+                Job::Number(handle, expect) => (handle, expect),
+                Job::Bytes(handle, want) => {
+                    let got = handle.join_within();
+                    assert!(
+                        got.as_ref().is_ok_and(|v| *v == want),
+                        "job {i}: {} bytes came back wrong: {:?}; SPIN_SEED={seed}",
+                        want.len(),
+                        got.map(|v| v.len())
+                    );
+                    tally[0] += 1;
+                    continue;
+                }
+            };
             let got = handle.join_within();
             let ok = match (expect, &got) {
                 (Expect::Value(u64::MAX), Ok(n)) => *n >= 1,
