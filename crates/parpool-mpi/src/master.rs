@@ -223,7 +223,7 @@ impl Master {
             // In the low-latency mode, also for the next command after
             // the last activity: a job submitted right after a result.
             if (waiting && pace.spin()) || pace.within(self.spin) {
-                std::thread::yield_now();
+                pace.idle_spin();
                 continue;
             }
             let longest = if waiting {

@@ -281,7 +281,7 @@ impl Server {
                 continue;
             }
             if pace.spin() || pace.within(self.spin) {
-                std::thread::yield_now();
+                pace.idle_spin();
                 continue;
             }
             // A finished local job wakes this at once; a message from rank

@@ -284,10 +284,12 @@ impl ProcessPoolBuilder {
     /// Turns on the low-latency mode: an idle worker polls for its next
     /// request, and the pool's supervisor threads for replies and new
     /// jobs, for up to `window` before they sleep; a thread joining one of
-    /// the pool's jobs polls as long for its end. A job and its reply then
-    /// cross without a wake-up on either side: a round trip of a tiny job
-    /// takes about a fifth of its time without (8–15 µs against 55–65 µs
-    /// on a 2-core machine; the `process` suite of the benches).
+    /// the pool's jobs polls as long for its end. Requests and replies that
+    /// carry no shared-memory descriptor then travel through rings in
+    /// shared memory rather than the socket. A job and its reply cross
+    /// without a wake-up or a system call on either side: a round trip of
+    /// a tiny job takes about an eighth of its time without (6–8 µs against
+    /// 55–60 µs on a 2-core machine; the `process` suite of the benches).
     ///
     /// Off by default (`Duration::ZERO`), because it costs CPU: up to one
     /// core per worker, and one per supervisor, busy for `window` after
