@@ -222,8 +222,12 @@ impl Master {
             let waiting = !self.sent.is_empty() || sending;
             // In the low-latency mode, also for the next command after
             // the last activity: a job submitted right after a result.
-            if (waiting && pace.spin()) || pace.within(self.spin) {
+            if pace.within(self.spin) {
                 pace.idle_spin();
+                continue;
+            }
+            if waiting && pace.spin() {
+                std::thread::yield_now();
                 continue;
             }
             let longest = if waiting {

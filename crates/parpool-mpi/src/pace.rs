@@ -2,10 +2,9 @@
 //!
 //! MPI cannot wake a sleeping thread when a message arrives, so the two
 //! MPI threads (rank 0's and each serving rank's) probe in a loop. After
-//! activity they spin (giving the core away every few turns:
-//! [`Pacer::idle_spin`]) for up to [`SPIN`]: round trips
-//! and tiny jobs get answers within microseconds. Then they sleep, a
-//! little longer each time, up to a ceiling the caller picks
+//! activity they spin (yielding the core at each turn) for up to [`SPIN`]:
+//! round trips and tiny jobs get answers within microseconds. Then they
+//! sleep, a little longer each time, up to a ceiling the caller picks
 //! ([`busy_ceiling`] while jobs are out), so that jobs of milliseconds
 //! leave the cores to the workers.
 //!
@@ -13,12 +12,12 @@
 //! for the mode's window after activity, rank 0's even with nothing out
 //! (for the next job), and rank 0 sends a lone job to the rank that
 //! answered last, whose threads are still awake (`master.rs`, `warm`).
-//!
-//! Giving the core away at every turn, as this did first, made a round
-//! trip in the low-latency mode 25% slower on 2 cores (45 µs against
-//! 33–36 µs): each turn of the loop already makes MPI calls, and a thread
-//! that yields that often loses its core to the other spinners before the
-//! message it waits for comes.
+//! Within that window they give the core away only every few turns
+//! ([`Pacer::idle_spin`]). Giving it away at every turn there, as this did
+//! first, made a round trip in the mode 25% slower on 2 cores (45 µs
+//! against 33–36 µs): each turn of the loop already makes MPI calls, and a
+//! thread that yields that often loses its core to the other spinners
+//! before the message it waits for comes.
 //!
 //! Tried and measured worse: spinning only while activity came within a
 //! spin of the one before (once asleep, late probes lengthen the gaps and

@@ -280,8 +280,12 @@ impl Server {
                 pace.active();
                 continue;
             }
-            if pace.spin() || pace.within(self.spin) {
+            if pace.within(self.spin) {
                 pace.idle_spin();
+                continue;
+            }
+            if pace.spin() {
+                std::thread::yield_now();
                 continue;
             }
             // A finished local job wakes this at once; a message from rank
