@@ -467,7 +467,7 @@ mod tests {
                     assert_eq!((got, input.len(), shared as usize), (id, len, fds));
                     assert!(input.iter().all(|&x| x == id as u8), "frame {id} garbled");
                     assert_eq!(r.take_fds(fds).unwrap().len(), fds);
-                    if id % 97 == 0 {
+                    if id.is_multiple_of(97) {
                         // Dawdle: the socket and the ring fill meanwhile.
                         std::thread::sleep(std::time::Duration::from_millis(2));
                     }
