@@ -65,7 +65,9 @@ impl FdStream {
 
     /// From now on, reads the stream's stretches that come through `ring`
     /// too, polling for up to `window` before a read that would block.
+    /// Says so in the ring, so that its writer starts using it.
     pub(crate) fn also_read_ring(&mut self, ring: Ring, window: Duration) {
+        ring.set_reader_ready();
         self.ring = Some((RingReader::new(ring), window));
     }
 
@@ -288,8 +290,9 @@ pub(crate) trait SendFds: Write {
     }
 
     /// Sends what the reply log holds through its ring when it can, from
-    /// now on (the low-latency mode: `ring.rs`; once is enough); writers to
-    /// memory ignore it.
+    /// now on, if the supervisor reads that ring (the low-latency mode:
+    /// `ring.rs`; a call once it does is enough); writers to memory ignore
+    /// it.
     fn use_ring(&mut self) {}
 }
 

@@ -149,7 +149,8 @@ impl SendFds for LogWriter {
 
     fn use_ring(&mut self) {
         if self.ring.is_none() {
-            self.ring = self.log.as_ref().map(|log| log.ring(Stream::Replies));
+            let ring = self.log.as_ref().map(|log| log.ring(Stream::Replies));
+            self.ring = ring.filter(Ring::reader_ready);
         }
     }
 }
@@ -282,12 +283,12 @@ mod tests {
             };
             let (a, b) = UnixStream::pair().unwrap();
             let control = Control::new().unwrap();
-            let reader_control = control.clone();
             let consumed = Arc::new(AtomicU64::new(0));
             let progress = consumed.clone();
+            // Reading the ring before the writer looks whether it may use it.
+            let mut stream = FdStream::new(b);
+            stream.also_read_ring(control.ring(Stream::Replies), Duration::from_micros(50));
             let reader = std::thread::spawn(move || {
-                let mut stream = FdStream::new(b);
-                stream.also_read_ring(reader_control.ring(Stream::Replies), Duration::from_micros(50));
                 let mut r = std::io::BufReader::new(stream);
                 let (mut buf, mut received, mut ids, mut wakes) = (Vec::new(), 0u64, Vec::new(), 0);
                 while let Some(frame) =

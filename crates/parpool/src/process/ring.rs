@@ -29,7 +29,9 @@
 //! atomics, so one of them sees the other, and no record waits for a
 //! reader that sleeps.
 //!
-//! A ring that is full sends nothing: the stretch goes on the socket.
+//! A writer uses its ring only once the reader has said (a word in the
+//! ring) that it reads it. A ring that is full takes nothing: the stretch
+//! goes on the socket.
 //! After a worker's death, what its reply ring still holds is read as the
 //! rest of the stream; the reply log (`reply_log.rs`) keeps the bytes that
 //! had left neither way.
@@ -56,13 +58,17 @@ pub(crate) struct RingBlock {
     head: AtomicU64,
     /// Nonzero while the reader sleeps on the socket.
     asleep: AtomicU64,
-    _line2: [AtomicU64; 6],
+    /// Nonzero once the reader reads this ring: only then does the writer
+    /// use it.
+    ready: AtomicU64,
+    _line2: [AtomicU64; 5],
     bytes: [u8; RING_CAP],
 }
 
 const TAIL: usize = std::mem::offset_of!(RingBlock, tail) / 8;
 const HEAD: usize = std::mem::offset_of!(RingBlock, head) / 8;
 const ASLEEP: usize = std::mem::offset_of!(RingBlock, asleep) / 8;
+const READY: usize = std::mem::offset_of!(RingBlock, ready) / 8;
 const BYTES: usize = std::mem::offset_of!(RingBlock, bytes);
 const _: () = assert!(RING_CAP.is_power_of_two() && BYTES.is_multiple_of(8));
 
@@ -172,6 +178,17 @@ impl Ring {
     /// no longer does.
     pub(crate) fn set_asleep(&self, asleep: bool) {
         self.ring_word(ASLEEP).store(u64::from(asleep), SeqCst);
+    }
+
+    /// The reader's side: says that it reads the ring from now on.
+    pub(crate) fn set_reader_ready(&self) {
+        self.ring_word(READY).store(1, SeqCst);
+    }
+
+    /// The writer's side: whether the reader reads the ring (else every
+    /// byte goes on the socket).
+    pub(crate) fn reader_ready(&self) -> bool {
+        self.ring_word(READY).load(SeqCst) != 0
     }
 
     /// How many bytes of the stream its writer has sent in all, through
@@ -338,7 +355,11 @@ mod tests {
         assert!(ring.take_asleep());
         assert!(!ring.take_asleep());
         ring.set_sent(42);
-        assert_eq!(RingReader::new(ring.clone()).ring().sent(), 42);
+        assert!(!ring.reader_ready());
+        let reader = RingReader::new(ring.clone());
+        assert_eq!(reader.ring().sent(), 42);
+        reader.ring().set_reader_ready();
+        assert!(ring.reader_ready());
     }
 
     #[test]

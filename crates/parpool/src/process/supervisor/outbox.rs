@@ -158,8 +158,8 @@ impl Outbox {
 
     /// From now on, sends what needs no descriptors through `ring` (the
     /// worker's request ring) when it has room (the low-latency mode:
-    /// `ring.rs`). Only once the worker reads that ring: it has answered a
-    /// request.
+    /// `ring.rs`). Only once the worker reads that ring: it says so in the
+    /// ring.
     pub(super) fn use_ring(&mut self, ring: Ring) {
         self.ring = Some(ring);
     }

@@ -158,8 +158,9 @@ impl Conn {
         }
         conn.reader.get_ref().socket().set_read_timeout(None)?;
         if !config.spin.is_zero() {
-            // Replies may come through the ring once a job was sent; requests
-            // go through it once the worker has answered one (`ring.rs`).
+            // The rings are used once their readers say they read them
+            // (`ring.rs`): this one now, the worker's once it has its
+            // control block.
             let ring = conn.control.ring(Stream::Replies);
             conn.reader.get_mut().also_read_ring(ring, config.spin);
             conn.ring_pending = true;
@@ -169,10 +170,12 @@ impl Conn {
 
     /// Sends what the outbox holds, as far as the socket takes it now.
     pub(super) fn flush(&mut self) -> io::Result<Flushed> {
-        if self.ring_pending && self.jobs_done > 0 {
-            // It has read the control block, and so reads the ring.
-            self.ring_pending = false;
-            self.outbox.use_ring(self.control.ring(Stream::Requests));
+        if self.ring_pending {
+            let ring = self.control.ring(Stream::Requests);
+            if ring.reader_ready() {
+                self.ring_pending = false;
+                self.outbox.use_ring(ring);
+            }
         }
         let flushed = self.outbox.flush(self.reader.get_ref().as_fd());
         self.control.set_requests_sent(self.outbox.sent());
