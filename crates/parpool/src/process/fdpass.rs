@@ -140,14 +140,21 @@ impl FdStream {
         let pos = self.pos;
         let mut readable = false;
         loop {
-            let (reader, window) = self.ring.as_mut().expect("the caller checked");
+            let (reader, window) = self.ring.as_ref().expect("the caller checked");
+            let (ring, window) = (reader.ring().clone(), *window);
+            let sent = || ring.sent() > pos;
+            // Looked at before the ring, never after: a writer publishes a
+            // record before it counts it or writes anything later to the
+            // socket, so whatever these say has come, the ring now shows
+            // the records among it. (Looked at after, a record published in
+            // between would be taken for socket bytes, and the read would
+            // wait on the socket for ever.)
+            let come = readable || sent() || self.stashed() > 0 || self.readable_now();
+            let (reader, _) = self.ring.as_mut().expect("the caller checked");
             if let Some(n) = reader.take(pos, buf)? {
                 return Ok(n);
             }
-            let window = *window;
-            let ring = reader.ring().clone();
-            let sent = || ring.sent() > pos;
-            if readable || sent() || self.stashed() > 0 || self.readable_now() {
+            if come {
                 return self.recv_before_ring(buf);
             }
             if crate::sync::spin_until(window, sent) {

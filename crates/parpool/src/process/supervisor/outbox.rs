@@ -526,4 +526,61 @@ mod tests {
         }
     }
 
+
+    /// The race a reader of the ring must not lose (`FdStream::read_either`):
+    /// its next bytes were counted as sent just after it looked at the ring
+    /// and found nothing. Were that count taken to mean "on the socket",
+    /// the reader would wait there for ever for bytes that are in the ring.
+    /// A tight ping-pong of one small frame at a time through the ring
+    /// meets that moment many times over.
+    #[test]
+    fn a_frame_published_while_the_reader_looks_is_read_from_the_ring() {
+        use crate::process::control::Control;
+        use crate::process::ring::Stream;
+        use crate::process::wire::{Items, ToWorker, ToWorkerRef};
+        use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+        use std::time::Duration;
+        const ROUNDS: u64 = 100_000;
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let control = Control::new().unwrap();
+        let mut stream = FdStream::new(b);
+        stream.also_read_ring(control.ring(Stream::Requests), Duration::from_micros(20));
+        let mut out = Outbox::default();
+        out.use_ring(control.ring(Stream::Requests));
+        let acked = std::sync::Arc::new(AtomicU64::new(0));
+        let ack = acked.clone();
+        let reader = std::thread::spawn(move || {
+            let mut r = BufReader::new(stream);
+            let mut buf = Vec::new();
+            loop {
+                match wire::read_frame::<_, ToWorker>(&mut r, 1 << 10, &mut buf) {
+                    Ok(Some(ToWorker::Run { id, .. })) => ack.store(id, SeqCst),
+                    Ok(Some(ToWorker::Wake)) => {}
+                    Ok(None) => return,
+                    other => panic!("after frame {}: {other:?}", ack.load(SeqCst)),
+                }
+            }
+        });
+        for n in 1..=ROUNDS {
+            let input = vec![7; n as usize % 50];
+            let run = ToWorkerRef::Run {
+                id: n,
+                seq: n,
+                task: "t",
+                items: &Items::One,
+                shared: 0,
+                input: &input,
+            };
+            out.push(&run).unwrap();
+            assert_eq!(out.flush(a.as_fd()).unwrap(), Flushed::All);
+            assert!(
+                crate::sync::spin_until(Duration::from_secs(10), || acked.load(SeqCst) == n),
+                "frame {n} never arrived: the reader waits on the socket"
+            );
+        }
+        drop(a);
+        reader.join().unwrap();
+    }
+
 }
