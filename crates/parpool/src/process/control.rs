@@ -67,9 +67,10 @@ struct Layout {
     /// the log's first byte was written, and how many bytes the log holds.
     log_base: AtomicU64,
     log_len: AtomicU64,
-    /// How many bytes the supervisor has sent on the socket in all, once
-    /// each write returned: an idle worker in the low-latency mode polls it
-    /// (`README.md`, "Waiting without sleeping"), as the supervisor polls `log_base`.
+    /// How many bytes of requests the supervisor has sent in all (on the
+    /// socket, once each write returned, or through the request ring): an
+    /// idle worker in the low-latency mode polls it (`README.md`, "Waiting
+    /// without sleeping"), as the supervisor polls `log_base`.
     requests_sent: AtomicU64,
     _line: [AtomicU64; 3],
     cells: [AtomicU64; CLAIM_CELLS as usize],
@@ -275,13 +276,13 @@ impl Control {
         }
     }
 
-    /// Publishes that `total` bytes have been sent on the socket in all.
+    /// Publishes that `total` bytes of requests have been sent in all.
     pub(crate) fn set_requests_sent(&self, total: u64) {
         self.word(REQUESTS_SENT).store(total, SeqCst);
     }
 
-    /// How many bytes of replies the worker has sent on the socket in all
-    /// (the reply log's base).
+    /// How many bytes of replies the worker has sent in all, on the socket
+    /// or through the reply ring (the reply log's base).
     pub(crate) fn replies_sent(&self) -> u64 {
         self.word(LOG_BASE).load(SeqCst)
     }

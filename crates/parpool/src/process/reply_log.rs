@@ -11,13 +11,14 @@
 //! supervisor maps too:
 //!
 //! - the worker appends a frame's bytes to the log, then counts them (one
-//!   store), and on flush writes the log to the socket, then empties it
-//!   and adds what it sent to the log's *base*: the number of bytes it has
-//!   sent on the socket in all;
+//!   store), and on flush writes the log to the socket (in the low-latency
+//!   mode, at a frame boundary, to the reply ring when it has room:
+//!   `ring.rs`), then empties it and adds what it sent to the log's
+//!   *base*: the number of bytes it has sent in all;
 //! - the supervisor counts the bytes of the frames it has read; once the
-//!   worker is dead and the socket read to its end, the bytes the log holds
-//!   past that count are exactly the replies that never left, whole, in
-//!   order. It handles them as if they had come through the socket
+//!   worker is dead and its stream read to its end (the ring's records
+//!   included), the bytes the log holds past that count are exactly the
+//!   replies that never left, whole, in order. It handles them as if they had come through the socket
 //!   (`supervisor/blame.rs`).
 //!
 //! A frame larger than the log, or one that carries descriptors, goes
@@ -76,9 +77,7 @@ impl LogWriter {
             None => self.sent += n as u64,
         }
     }
-}
 
-impl LogWriter {
     /// Sends what the log holds. `boundary`: the log ends with a whole
     /// frame, so it may go through the ring, and a `Wake` frame after it.
     fn send_log(&mut self, boundary: bool) -> io::Result<()> {
