@@ -140,32 +140,41 @@ impl FdStream {
         let pos = self.pos;
         let mut readable = false;
         loop {
-            let (reader, window) = self.ring.as_ref().expect("the caller checked");
-            let (ring, window) = (reader.ring().clone(), *window);
-            let sent = || ring.sent() > pos;
             // Looked at before the ring, never after: a writer publishes a
             // record before it counts it or writes anything later to the
             // socket, so whatever these say has come, the ring now shows
             // the records among it. (Looked at after, a record published in
             // between would be taken for socket bytes, and the read would
             // wait on the socket for ever.)
-            let come = readable || sent() || self.stashed() > 0 || self.readable_now();
-            let (reader, _) = self.ring.as_mut().expect("the caller checked");
+            let come =
+                readable || self.sent_past(pos) || self.stashed() > 0 || self.readable_now();
+            let (reader, window) = self.ring.as_mut().expect("the caller checked");
+            let window = *window;
             if let Some(n) = reader.take(pos, buf)? {
                 return Ok(n);
             }
             if come {
                 return self.recv_before_ring(buf);
             }
-            if crate::sync::spin_until(window, sent) {
+            let this = &*self;
+            if crate::sync::spin_until(window, || this.sent_past(pos)) {
                 continue;
             }
+            let ring = self.ring.as_ref().expect("the caller checked").0.ring();
             ring.set_asleep(true);
-            if !sent() {
+            if !self.sent_past(pos) {
                 readable = os::wait_socket(self.socket.as_fd(), false, None).readable;
             }
             ring.set_asleep(false);
         }
+    }
+
+    /// Whether the writer has sent bytes past stream offset `pos` (in the
+    /// low-latency mode).
+    fn sent_past(&self, pos: u64) -> bool {
+        self.ring
+            .as_ref()
+            .is_some_and(|(reader, _)| reader.ring().sent() > pos)
     }
 
     /// Reads socket bytes at the stream's offset, no further than where the

@@ -273,13 +273,7 @@ mod tests {
         use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
         use std::time::Duration;
         for seed in 1..=4u64 {
-            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-            let mut next = move |n: u64| {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                rng % n
-            };
+            let mut next = crate::process::ring::seeded(seed);
             let (a, b) = UnixStream::pair().unwrap();
             let control = Control::new().unwrap();
             let consumed = Arc::new(AtomicU64::new(0));

@@ -292,6 +292,19 @@ impl RingReader {
     }
 }
 
+/// For the seeded tests of the rings' users: numbers below `n`, the same
+/// sequence for the same seed (xorshift).
+#[cfg(test)]
+pub(crate) fn seeded(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    move |n| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

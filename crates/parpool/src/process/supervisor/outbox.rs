@@ -405,25 +405,21 @@ mod tests {
     /// descriptors, whichever way each stretch of it went.
     #[test]
     fn the_ring_and_the_socket_together_lose_and_reorder_nothing() {
-                use crate::process::control::Control;
-        use crate::process::ring::Stream;
-        use crate::process::wire::{Items, ToWorker, ToWorkerRef};
+        use crate::process::control::Control;
+        use crate::process::ring::{Stream, seeded};
+        use crate::process::wire::{Items, ToWorkerRef};
+        use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+        use std::time::Duration;
         for seed in 1..=6u64 {
-            let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-            let mut next = move |n: u64| {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                rng % n
-            };
+            let mut next = seeded(seed);
             let (a, b) = UnixStream::pair().unwrap();
             a.set_nonblocking(true).unwrap();
             let control = Control::new().unwrap();
             let mut out = Outbox::default();
             out.use_ring(control.ring(Stream::Requests));
             let objects: Vec<SharedObject> = (0..3).map(|_| memfd()).collect();
-            const FRAMES: u64 = 3000;
-            let sizes: Vec<(usize, usize)> = (0..FRAMES)
+            // (length, descriptors) of each frame.
+            let sizes: Vec<(usize, usize)> = (0..3000)
                 .map(|_| {
                     let len = match next(40) {
                         0 => next(200_000) as usize,
@@ -434,48 +430,10 @@ mod tests {
                     (len, fds)
                 })
                 .collect();
-            let expected = sizes.clone();
-            let reader_control = control.clone();
-            let consumed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let progress = consumed.clone();
-            let reader = std::thread::spawn(move || {
-                let mut stream = FdStream::new(b);
-                stream.also_read_ring(
-                    reader_control.ring(Stream::Requests),
-                    std::time::Duration::from_micros(50),
-                );
-                let mut r = BufReader::with_capacity(64 * 1024, stream);
-                let mut buf = Vec::new();
-                let mut id = 0u64;
-                let mut wakes = 0;
-                while id < FRAMES {
-                    let msg: ToWorker = wire::read_frame(&mut r, 1 << 20, &mut buf)
-                        .unwrap()
-                        .unwrap();
-                    let ToWorker::Run {
-                        id: got,
-                        shared,
-                        input,
-                        ..
-                    } = msg
-                    else {
-                        assert!(matches!(msg, ToWorker::Wake), "{msg:?}");
-                        wakes += 1;
-                        continue;
-                    };
-                    let (len, fds) = expected[id as usize];
-                    assert_eq!((got, input.len(), shared as usize), (id, len, fds));
-                    assert!(input.iter().all(|&x| x == id as u8), "frame {id} garbled");
-                    assert_eq!(r.take_fds(fds).unwrap().len(), fds);
-                    if id.is_multiple_of(97) {
-                        // Dawdle: the socket and the ring fill meanwhile.
-                        std::thread::sleep(std::time::Duration::from_millis(2));
-                    }
-                    id += 1;
-                    progress.store(id, std::sync::atomic::Ordering::SeqCst);
-                }
-                wakes
-            });
+            let consumed = std::sync::Arc::new(AtomicU64::new(0));
+            let mut stream = FdStream::new(b);
+            stream.also_read_ring(control.ring(Stream::Requests), Duration::from_micros(50));
+            let reader = read_checking(stream, sizes.clone(), consumed.clone());
             for (id, (len, fds)) in sizes.into_iter().enumerate() {
                 let input = vec![id as u8; len];
                 let msg = ToWorkerRef::Run {
@@ -492,40 +450,74 @@ mod tests {
                     // Once the reader has read everything, long enough for it
                     // to fall asleep.
                     1 => {
-                        out.flush_all(a.as_fd(), std::time::Duration::from_secs(60))
-                            .unwrap();
-                        let read_all = || {
-                            consumed.load(std::sync::atomic::Ordering::SeqCst) == id as u64 + 1
-                        };
+                        out.flush_all(a.as_fd(), Duration::from_secs(60)).unwrap();
+                        let read_all = || consumed.load(SeqCst) == id as u64 + 1;
                         assert!(
-                            crate::sync::spin_until(std::time::Duration::from_secs(60), read_all),
+                            crate::sync::spin_until(Duration::from_secs(60), read_all),
                             "seed {seed}: the reader is stuck before frame {id}"
                         );
-                        std::thread::sleep(std::time::Duration::from_micros(500));
+                        std::thread::sleep(Duration::from_micros(500));
                     }
                     _ => {
                         if out.flush(a.as_fd()).unwrap() != Flushed::All {
-                            crate::process::os::writable(
-                                a.as_fd(),
-                                std::time::Duration::from_millis(1),
-                            );
+                            crate::process::os::writable(a.as_fd(), Duration::from_millis(1));
                         }
                     }
                 }
             }
-            out.flush_all(a.as_fd(), std::time::Duration::from_secs(60))
-                .unwrap();
+            out.flush_all(a.as_fd(), Duration::from_secs(60)).unwrap();
             let wakes = reader.join().unwrap();
             assert!(
                 control.ring(Stream::Requests).sent() == out.sent(),
                 "seed {seed}: the published count is the bytes sent"
             );
-            // Some of the stream went each way, and a sleeping reader was
-            // woken at least once (else the test proves less than it says).
+            // A sleeping reader was woken at least once (else the test
+            // proves less than it says).
             assert!(wakes > 0, "seed {seed}: the reader never slept");
         }
     }
 
+    /// Reads `expected.len()` `Run` frames (length, descriptors) from
+    /// `stream`, checking each, dawdling now and then, counting in
+    /// `consumed` those read; returns how many `Wake` frames came between.
+    fn read_checking(
+        stream: FdStream,
+        expected: Vec<(usize, usize)>,
+        consumed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> std::thread::JoinHandle<usize> {
+        use crate::process::wire::ToWorker;
+        std::thread::spawn(move || {
+            let mut r = BufReader::with_capacity(64 * 1024, stream);
+            let (mut buf, mut id, mut wakes) = (Vec::new(), 0u64, 0);
+            while (id as usize) < expected.len() {
+                let msg: ToWorker = wire::read_frame(&mut r, 1 << 20, &mut buf)
+                    .unwrap()
+                    .unwrap();
+                let ToWorker::Run {
+                    id: got,
+                    shared,
+                    input,
+                    ..
+                } = msg
+                else {
+                    assert!(matches!(msg, ToWorker::Wake), "{msg:?}");
+                    wakes += 1;
+                    continue;
+                };
+                let (len, fds) = expected[id as usize];
+                assert_eq!((got, input.len(), shared as usize), (id, len, fds));
+                assert!(input.iter().all(|&x| x == id as u8), "frame {id} garbled");
+                assert_eq!(r.take_fds(fds).unwrap().len(), fds);
+                if id.is_multiple_of(97) {
+                    // Dawdle: the socket and the ring fill meanwhile.
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                id += 1;
+                consumed.store(id, std::sync::atomic::Ordering::SeqCst);
+            }
+            wakes
+        })
+    }
 
     /// The race a reader of the ring must not lose (`FdStream::read_either`):
     /// its next bytes were counted as sent just after it looked at the ring
